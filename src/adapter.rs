@@ -1,0 +1,424 @@
+//! An adapter as lorascope sees it: its files' headers, its config, its kind and its deltas.
+
+use crate::config::{self, ConfigStatus};
+use crate::error::Error;
+use crate::format::{self, dtype_name, Header};
+use crate::layout::{self, Delta, ExpertLayout, FullTensor, LayoutOptions, Role, TensorEntry};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// What kind of thing was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Lora,
+    FullWeights,
+    Empty,
+    NoSafetensors,
+    Error,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Lora => "lora",
+            Kind::FullWeights => "full-weights",
+            Kind::Empty => "empty",
+            Kind::NoSafetensors => "no-safetensors",
+            Kind::Error => "error",
+        }
+    }
+}
+
+/// The survey's patterns, as a finer reading of `Kind::Lora`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Pattern {
+    #[serde(rename = "attention-only")]
+    AttentionOnly,
+    #[serde(rename = "attention+router")]
+    AttentionRouter,
+    #[serde(rename = "attention+experts per-expert")]
+    ExpertsPerExpert,
+    #[serde(rename = "attention+experts shared-3d")]
+    ExpertsShared3d,
+    #[serde(rename = "other-lora")]
+    OtherLora,
+    #[serde(rename = "full-weights")]
+    FullWeights,
+    #[serde(rename = "empty")]
+    Empty,
+    #[serde(rename = "no-safetensors")]
+    NoSafetensors,
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl Pattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::AttentionOnly => "attention-only",
+            Pattern::AttentionRouter => "attention+router",
+            Pattern::ExpertsPerExpert => "attention+experts per-expert",
+            Pattern::ExpertsShared3d => "attention+experts shared-3d",
+            Pattern::OtherLora => "other-lora",
+            Pattern::FullWeights => "full-weights",
+            Pattern::Empty => "empty",
+            Pattern::NoSafetensors => "no-safetensors",
+            Pattern::Error => "error",
+        }
+    }
+}
+
+/// A safetensors file of the adapter, with what the data reader needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub size: u64,
+    pub data_start: u64,
+}
+
+/// Where an adapter lives, as discovery found it (nothing read yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub id: String,
+    /// The adapter's folder (its config lives here) or the single file named.
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub revision: Option<String>,
+    /// Set when discovery already knows it cannot be read (e.g. an unreadable folder).
+    pub problem: Option<String>,
+    /// Other notable files (e.g. `adapter_model.bin`) for adapters without safetensors.
+    pub other_files: Vec<String>,
+}
+
+/// An adapter: headers, config and layout, never tensor data.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    pub id: String,
+    pub path: PathBuf,
+    pub revision: Option<String>,
+    pub kind: Kind,
+    pub error: Option<String>,
+    pub files: Vec<FileInfo>,
+    pub tensors: Vec<TensorEntry>,
+    pub config: ConfigStatus,
+    pub deltas: Vec<Delta>,
+    pub full: Vec<FullTensor>,
+    pub notes: Vec<String>,
+    pub other_files: Vec<String>,
+}
+
+impl Adapter {
+    fn new(src: &Source, config: ConfigStatus) -> Adapter {
+        Adapter {
+            id: src.id.clone(),
+            path: src.path.clone(),
+            revision: src.revision.clone(),
+            kind: Kind::Error,
+            error: None,
+            files: vec![],
+            tensors: vec![],
+            config,
+            deltas: vec![],
+            full: vec![],
+            notes: vec![],
+            other_files: src.other_files.clone(),
+        }
+    }
+
+    fn fail(mut self, msg: impl Into<String>) -> Adapter {
+        self.kind = Kind::Error;
+        self.error = Some(msg.into());
+        self.deltas.clear();
+        self.full.clear();
+        self
+    }
+
+    /// Reads every header and the config, and builds the layout. Never fails: problems become
+    /// `Kind::Error` with a message.
+    pub fn load(src: &Source, opts: LayoutOptions) -> Adapter {
+        let cfg = config::load(&src.dir);
+        let mut a = Adapter::new(src, cfg);
+        if let Some(p) = &src.problem {
+            return a.fail(p.clone());
+        }
+        if src.files.is_empty() {
+            a.kind = Kind::NoSafetensors;
+            a.notes.push(if a.other_files.is_empty() {
+                "no .safetensors file".to_string()
+            } else {
+                format!("no .safetensors file (found {})", a.other_files.join(", "))
+            });
+            return a;
+        }
+        let mut headers: Vec<Header> = Vec::new();
+        for f in &src.files {
+            match format::read_header(f) {
+                Ok(h) => headers.push(h),
+                Err(e) => return a.fail(describe(&e)),
+            }
+        }
+        for (fi, h) in headers.into_iter().enumerate() {
+            a.files.push(FileInfo {
+                path: h.path.clone(),
+                size: h.file_size,
+                data_start: h.data_start,
+            });
+            for t in h.tensors {
+                let name = layout::parse_name(&t.name);
+                a.tensors.push(TensorEntry {
+                    file: fi,
+                    info: t,
+                    name,
+                });
+            }
+        }
+        if let Some(p) = a.config.problem() {
+            a.notes.push(p);
+        }
+        if let Some(c) = a.config.config() {
+            if !c.defaulted.is_empty() {
+                a.notes.push(format!(
+                    "adapter_config.json has no {}: PEFT's defaults used",
+                    c.defaulted.join(", ")
+                ));
+            }
+        }
+        if a.tensors.is_empty() {
+            a.kind = Kind::Empty;
+            return a;
+        }
+        let alphas = match kohya_alphas(&a) {
+            Ok(x) => x,
+            Err(e) => return a.fail(e),
+        };
+        let lay = match layout::build(&a.tensors, a.config.config(), &alphas, opts) {
+            Ok(l) => l,
+            Err(e) => return a.fail(format!("inconsistent LoRA shapes: {e}")),
+        };
+        let any_lora = a
+            .tensors
+            .iter()
+            .any(|t| matches!(t.name.role, Role::LoraA | Role::LoraB));
+        a.kind = if any_lora { Kind::Lora } else { Kind::FullWeights };
+        a.deltas = lay.deltas;
+        a.full = lay.full;
+        a.notes.extend(lay.notes);
+        let extras: BTreeSet<&str> = a
+            .tensors
+            .iter()
+            .filter(|t| {
+                matches!(
+                    t.name.role,
+                    Role::DoraMagnitude | Role::LoraBias | Role::TrainableTokens
+                )
+            })
+            .map(|t| t.name.role.as_str())
+            .collect();
+        if !extras.is_empty() {
+            a.notes.push(format!(
+                "also holds {} (listed, not part of ΔW = s·B·A)",
+                extras.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        a
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.kind == Kind::Error
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    pub fn dtypes(&self) -> Vec<String> {
+        let s: BTreeSet<String> = self.tensors.iter().map(|t| dtype_name(t.info.dtype)).collect();
+        s.into_iter().collect()
+    }
+
+    /// Targets of deltas and full tensors, sorted.
+    pub fn targets(&self) -> Vec<String> {
+        let mut s: BTreeSet<String> = self.deltas.iter().map(|d| d.target.clone()).collect();
+        s.extend(self.full.iter().map(|f| f.target.clone()));
+        s.into_iter().collect()
+    }
+
+    fn max_rank(&self, expert: bool) -> Option<usize> {
+        self.deltas
+            .iter()
+            .filter(|d| d.expert_layout.is_some() == expert)
+            .map(|d| d.rank)
+            .max()
+    }
+
+    /// Rank of the non-expert deltas (the attention projections in gpt-oss); the largest if mixed.
+    pub fn attention_rank(&self) -> Option<usize> {
+        self.max_rank(false)
+    }
+
+    /// Per-expert rank r (not r·E) of the expert deltas.
+    pub fn expert_rank(&self) -> Option<usize> {
+        self.max_rank(true)
+    }
+
+    pub fn expert_layout(&self) -> Option<ExpertLayout> {
+        self.deltas.iter().find_map(|d| d.expert_layout)
+    }
+
+    pub fn expert_layers(&self) -> Vec<usize> {
+        let s: BTreeSet<usize> = self
+            .deltas
+            .iter()
+            .filter(|d| d.expert_layout.is_some())
+            .filter_map(|d| d.layer)
+            .collect();
+        s.into_iter().collect()
+    }
+
+    /// Number of experts per expert target (the largest), if any.
+    pub fn experts(&self) -> Option<usize> {
+        self.deltas
+            .iter()
+            .filter_map(|d| d.expert.map(|e| e + 1))
+            .max()
+    }
+
+    /// Distinct layers touched by deltas or full tensors, sorted.
+    pub fn layer_indices(&self) -> Vec<usize> {
+        let mut s: BTreeSet<usize> = self.deltas.iter().filter_map(|d| d.layer).collect();
+        s.extend(self.full.iter().filter_map(|f| f.layer));
+        s.into_iter().collect()
+    }
+
+    pub fn base_model(&self) -> Option<String> {
+        self.config.config().and_then(|c| c.base_model.clone())
+    }
+
+    /// The survey's pattern.
+    pub fn pattern(&self) -> Pattern {
+        match self.kind {
+            Kind::Error => Pattern::Error,
+            Kind::Empty => Pattern::Empty,
+            Kind::NoSafetensors => Pattern::NoSafetensors,
+            Kind::FullWeights => Pattern::FullWeights,
+            Kind::Lora => match self.expert_layout() {
+                Some(ExpertLayout::PerExpert) => Pattern::ExpertsPerExpert,
+                Some(ExpertLayout::Shared3d) => Pattern::ExpertsShared3d,
+                None if self.full.iter().any(|f| f.target == "router") => Pattern::AttentionRouter,
+                None if self.attention_rank().is_some() => Pattern::AttentionOnly,
+                None => Pattern::OtherLora,
+            },
+        }
+    }
+
+    /// The tensor a factor or full tensor points at, with its file.
+    pub fn tensor_file(&self, tensor: usize) -> (&TensorEntry, &FileInfo) {
+        let t = &self.tensors[tensor];
+        (t, &self.files[t.file])
+    }
+}
+
+/// A message for people: the file and what is wrong with it.
+pub fn describe(e: &Error) -> String {
+    e.to_string()
+}
+
+/// kohya's per-module `.alpha` scalars (tiny reads of a few bytes each).
+fn kohya_alphas(a: &Adapter) -> Result<BTreeMap<String, f64>, String> {
+    let mut out = BTreeMap::new();
+    for t in a.tensors.iter().filter(|t| t.name.role == Role::Alpha) {
+        let f = &a.files[t.file];
+        let v = format::read_scalar(&f.path, f.data_start + t.info.begin, t.info.dtype)
+            .map_err(|e| describe(&e))?;
+        out.insert(t.name.module.clone(), v);
+    }
+    Ok(out)
+}
+
+/// Ids close to `id` (substring or small edit distance), for "did you mean".
+pub fn closest<'a>(id: &str, known: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let lower = id.to_lowercase();
+    let mut scored: Vec<(usize, &str)> = known
+        .map(|k| {
+            let kl = k.to_lowercase();
+            let d = if kl.contains(&lower) || lower.contains(&kl) {
+                0
+            } else {
+                edit_distance(&lower, &kl)
+            };
+            (d, k)
+        })
+        .filter(|(d, k)| *d <= (k.len().max(id.len()) / 2).max(3))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, k)| k.to_string()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The `scan --json` object of an adapter (a contract: fields may be added, never renamed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub path: String,
+    pub revision: Option<String>,
+    pub kind: Kind,
+    pub pattern: Pattern,
+    pub error: Option<String>,
+    pub files: usize,
+    pub tensors: usize,
+    pub bytes: u64,
+    pub dtypes: Vec<String>,
+    pub targets: Vec<String>,
+    pub attention_rank: Option<usize>,
+    pub expert_rank: Option<usize>,
+    pub experts: Option<usize>,
+    pub expert_layers: Vec<usize>,
+    pub expert_layout: Option<ExpertLayout>,
+    pub layers: usize,
+    pub deltas: usize,
+    pub base_model: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Adapter {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            id: self.id.clone(),
+            path: self.path.display().to_string(),
+            revision: self.revision.clone(),
+            kind: self.kind,
+            pattern: self.pattern(),
+            error: self.error.clone(),
+            files: self.files.len(),
+            tensors: self.tensors.len(),
+            bytes: self.bytes(),
+            dtypes: self.dtypes(),
+            targets: self.targets(),
+            attention_rank: self.attention_rank(),
+            expert_rank: self.expert_rank(),
+            experts: self.experts(),
+            expert_layers: self.expert_layers(),
+            expert_layout: self.expert_layout(),
+            layers: self.layer_indices().len(),
+            deltas: self.deltas.len(),
+            base_model: self.base_model(),
+            notes: self.notes.clone(),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The command line: argument parsing, adapter lookup, and human/JSON output of each command.
+
+mod table;
+
+pub use table::Table;
+
+use crate::adapter::{closest, Adapter, Source};
+use crate::discovery::{self, ScanRequest};
+use crate::error::Error;
+use crate::format::dtype_name;
+use crate::layout::{LayoutOptions, LoraBLayout};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "lorascope", version, about = "Explore LoRA adapters of Mixture-of-Experts models (gpt-oss first)")]
+pub struct Cli {
+    /// Hugging Face hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List every adapter in the cache and in the given paths (reads headers only)
+    Scan {
+        /// Adapter folders, folders of adapters, .safetensors files or hub caches
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an adapter's tensors and logical deltas
+    Inspect {
+        /// An id from `scan` (org/name, org/name/sub) or a path
+        adapter: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
+    Demo {
+        /// Folder to write (default: ~/.cache/lorascope/demo-hub)
+        dir: Option<PathBuf>,
+    },
+}
+
+/// How factors are read.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReadOpts {
+    /// Column order of PEFT's packed expert lora_B (some trainers wrote expert-major)
+    #[arg(long, value_enum, default_value = "stride-e")]
+    pub lora_b_layout: LoraBLayout,
+}
+
+impl ReadOpts {
+    pub fn layout(&self) -> LayoutOptions {
+        LayoutOptions {
+            lora_b_layout: self.lora_b_layout,
+        }
+    }
+}
+
+/// Runs the command line and maps errors to a one-line message and a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "lorascope: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cache = discovery::cache_root(cli.cache.as_deref());
+    let ctx = Ctx {
+        explicit_cache: cli.cache.is_some(),
+        cache,
+    };
+    match cli.command {
+        None => cmd_default(&ctx),
+        Some(Command::Scan { paths, json }) => cmd_scan(&ctx, &paths, json),
+        Some(Command::Inspect {
+            adapter,
+            json,
+            read,
+        }) => cmd_inspect(&ctx, &adapter, json, read.layout()),
+        Some(Command::Demo { dir }) => cmd_demo(dir),
+    }
+}
+
+/// Where adapters are looked for.
+pub struct Ctx {
+    pub cache: Option<PathBuf>,
+    pub explicit_cache: bool,
+}
+
+impl Ctx {
+    /// All sources: the cache, then the demo cache when it exists (its ids never clash).
+    fn lookup_sources(&self) -> Vec<Source> {
+        let mut src = self
+            .cache
+            .as_deref()
+            .map(discovery::discover_cache)
+            .unwrap_or_default();
+        if let Some(d) = crate::demo::default_dir().filter(|d| crate::demo::is_complete(d)) {
+            if self.cache.as_deref() != Some(d.as_path()) {
+                src.extend(discovery::discover_cache(&d));
+            }
+        }
+        src
+    }
+
+    /// Finds one adapter by id or path, reading only its headers.
+    pub fn find(&self, id: &str, layout: LayoutOptions) -> Result<Adapter, Error> {
+        let path = Path::new(id);
+        if path.exists() {
+            let src = discovery::discover_path(path);
+            let pick = src
+                .iter()
+                .find(|s| s.id == id || s.path == path)
+                .or_else(|| src.first());
+            if let Some(s) = pick {
+                return Ok(Adapter::load(s, layout));
+            }
+        }
+        let src = self.lookup_sources();
+        let exact = src
+            .iter()
+            .find(|s| s.id == id)
+            .or_else(|| src.iter().find(|s| s.id.eq_ignore_ascii_case(id)));
+        match exact {
+            Some(s) => Ok(Adapter::load(s, layout)),
+            None => Err(Error::UnknownAdapter {
+                id: id.to_string(),
+                suggestions: closest(id, src.iter().map(|s| s.id.as_str())),
+            }),
+        }
+    }
+
+    /// Finds an adapter that can be computed on (not an error, has deltas or full tensors).
+    pub fn find_usable(&self, id: &str, layout: LayoutOptions) -> Result<Adapter, Error> {
+        let a = self.find(id, layout)?;
+        if let Some(e) = &a.error {
+            return Err(Error::Unusable {
+                id: a.id.clone(),
+                msg: e.clone(),
+            });
+        }
+        Ok(a)
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The adapters `lorascope` with no subcommand shows: the cache, else the demo cache.
+pub fn default_adapters(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Adapter>, Option<String>)> {
+    let req = ScanRequest {
+        cache: ctx.cache.clone(),
+        paths: paths.to_vec(),
+        layout: LayoutOptions::default(),
+    };
+    let found = discovery::scan(&req);
+    if !found.is_empty() || !paths.is_empty() {
+        return Ok((found, None));
+    }
+    let demo = crate::demo::ensure_default().context("writing the demo cache")?;
+    let note = format!(
+        "no adapters in {}; showing the demo cache at {}",
+        ctx.cache
+            .as_deref()
+            .map_or("the hub cache".into(), |c| c.display().to_string()),
+        demo.display()
+    );
+    let req = ScanRequest {
+        cache: Some(demo),
+        ..req
+    };
+    Ok((discovery::scan(&req), Some(note)))
+}
+
+fn cmd_default(ctx: &Ctx) -> Result<ExitCode> {
+    let (adapters, note) = default_adapters(ctx, &[])?;
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    print!("{}", scan_table(&adapters));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_scan(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let req = ScanRequest {
+        cache: ctx.cache.clone(),
+        paths: paths.to_vec(),
+        layout: LayoutOptions::default(),
+    };
+    let adapters = discovery::scan(&req);
+    if json {
+        print_json(&adapters.iter().map(Adapter::summary).collect::<Vec<_>>())?;
+    } else {
+        if adapters.is_empty() {
+            eprintln!(
+                "no adapters found in {}",
+                ctx.cache
+                    .as_deref()
+                    .map_or("the hub cache".into(), |c| c.display().to_string())
+            );
+        }
+        print!("{}", scan_table(&adapters));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `q,k,v,o,gate_up,down`: targets without the `_proj`.
+pub fn compact_targets(t: &[String]) -> String {
+    let mut v: Vec<&String> = t.iter().collect();
+    v.sort_by_key(|x| (crate::layout::target_order(x), x.as_str()));
+    let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
+}
+
+/// The human table of `scan`, with error messages listed under it.
+pub fn scan_table(adapters: &[Adapter]) -> String {
+    let mut t = Table::new(&[
+        "ID", "PATTERN", "TARGETS", "ATTN R>", "EXPERT R>", "EXPERT LAYERS", "DTYPE", "SIZE>", "TENSORS>",
+    ]);
+    let mut errors = String::new();
+    for a in adapters {
+        let s = a.summary();
+        t.row(vec![
+            s.id.clone(),
+            s.pattern.as_str().to_string(),
+            compact_targets(&s.targets),
+            table::opt(s.attention_rank),
+            table::opt(s.expert_rank),
+            table::layers(&s.expert_layers),
+            if s.dtypes.is_empty() { "-".into() } else { s.dtypes.join(",") },
+            table::bytes(s.bytes),
+            s.tensors.to_string(),
+        ]);
+        if let Some(e) = &s.error {
+            errors.push_str(&format!("  {}: {e}\n", s.id));
+        }
+    }
+    let mut out = t.render();
+    if !errors.is_empty() {
+        out.push_str("\nerrors:\n");
+        out.push_str(&errors);
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct TensorJson<'a> {
+    name: &'a str,
+    file: String,
+    dtype: String,
+    shape: &'a [usize],
+    bytes: u64,
+    role: &'static str,
+    module: &'a str,
+    layer: Option<usize>,
+    target: &'a str,
+}
+
+#[derive(Serialize)]
+struct InspectJson<'a> {
+    id: &'a str,
+    path: String,
+    revision: Option<&'a str>,
+    kind: crate::adapter::Kind,
+    pattern: crate::adapter::Pattern,
+    error: Option<&'a str>,
+    notes: &'a [String],
+    tensors: Vec<TensorJson<'a>>,
+    deltas: &'a [crate::layout::Delta],
+    full_tensors: &'a [crate::layout::FullTensor],
+}
+
+fn cmd_inspect(ctx: &Ctx, id: &str, json: bool, layout: LayoutOptions) -> Result<ExitCode> {
+    let a = ctx.find(id, layout)?;
+    if json {
+        let tensors = a
+            .tensors
+            .iter()
+            .map(|t| TensorJson {
+                name: &t.info.name,
+                file: a.files[t.file]
+                    .path
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+                dtype: dtype_name(t.info.dtype),
+                shape: &t.info.shape,
+                bytes: t.info.nbytes(),
+                role: t.name.role.as_str(),
+                module: &t.name.module,
+                layer: t.name.layer,
+                target: &t.name.target,
+            })
+            .collect();
+        print_json(&InspectJson {
+            id: &a.id,
+            path: a.path.display().to_string(),
+            revision: a.revision.as_deref(),
+            kind: a.kind,
+            pattern: a.pattern(),
+            error: a.error.as_deref(),
+            notes: &a.notes,
+            tensors,
+            deltas: &a.deltas,
+            full_tensors: &a.full,
+        })?;
+    } else {
+        print!("{}", inspect_text(&a));
+    }
+    if let Some(e) = &a.error {
+        bail!("{}: {e}", a.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human view of `inspect`: header, tensor tree by layer, deltas.
+pub fn inspect_text(a: &Adapter) -> String {
+    let s = a.summary();
+    let mut out = format!("{}\n  path      {}\n", a.id, a.path.display());
+    if let Some(r) = &a.revision {
+        out.push_str(&format!("  revision  {r}\n"));
+    }
+    out.push_str(&format!(
+        "  kind      {} ({})\n  files     {}  tensors {}  size {}  dtypes {}\n",
+        a.kind.as_str(),
+        a.pattern().as_str(),
+        s.files,
+        s.tensors,
+        table::bytes(s.bytes),
+        s.dtypes.join(",")
+    ));
+    if let Some(c) = a.config.config() {
+        out.push_str(&format!(
+            "  config    r={} lora_alpha={} rslora={} base={}\n",
+            c.r,
+            c.lora_alpha,
+            c.use_rslora,
+            c.base_model.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(e) = &a.error {
+        out.push_str(&format!("  error     {e}\n"));
+    }
+    for n in &a.notes {
+        out.push_str(&format!("  note      {n}\n"));
+    }
+    if !a.tensors.is_empty() {
+        out.push_str("\nTensors\n");
+        let mut order: Vec<usize> = (0..a.tensors.len()).collect();
+        order.sort_by_key(|&i| (a.tensors[i].name.layer, &a.tensors[i].info.name));
+        let mut t = Table::new(&["  NAME", "ROLE", "SHAPE", "DTYPE", "BYTES>"]);
+        let mut last_layer = None;
+        for i in order {
+            let e = &a.tensors[i];
+            if last_layer != Some(e.name.layer) {
+                last_layer = Some(e.name.layer);
+                let head = e.name.layer.map_or("(no layer)".into(), |l| format!("layer {l}"));
+                t.row(vec![head]);
+            }
+            let short = short_name(&e.info.name);
+            t.row(vec![
+                format!("  {short}"),
+                e.name.role.as_str().into(),
+                format!("{:?}", e.info.shape),
+                dtype_name(e.info.dtype),
+                table::bytes(e.info.nbytes()),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    if !a.deltas.is_empty() {
+        out.push_str(&format!("\nDeltas ({})\n", a.deltas.len()));
+        let mut t = Table::new(&["LAYER>", "TARGET", "EXPERT>", "RANK>", "SCALE>", "OUT>", "IN>"]);
+        for d in &a.deltas {
+            t.row(vec![
+                table::opt(d.layer),
+                d.target.clone(),
+                table::opt(d.expert),
+                d.rank.to_string(),
+                table::num(d.scale),
+                d.out_dim.to_string(),
+                d.in_dim.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// A tensor name from its layer on (`self_attn.q_proj.lora_A.weight`).
+pub fn short_name(name: &str) -> &str {
+    for w in ["layers.", "layer.", "h.", "blocks.", "block."] {
+        if let Some(i) = name.find(w) {
+            let rest = &name[i + w.len()..];
+            if let Some(dot) = rest.find('.') {
+                if rest[..dot].chars().all(|c| c.is_ascii_digit()) {
+                    return &rest[dot + 1..];
+                }
+            }
+        }
+    }
+    name.strip_prefix("base_model.model.").unwrap_or(name)
+}
+
+fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = match dir {
+        Some(d) => d,
+        None => crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?,
+    };
+    let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;
+    println!("wrote {n} demo repos to {}", dir.display());
+    println!("try: lorascope scan --cache {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,208 @@
+//! Header-only reading of safetensors files: the 8-byte length, the JSON header, and a full
+//! validation of offsets against shapes, dtypes and the file size. Tensor data is never read here.
+
+use crate::error::{Error, Result};
+use safetensors::Dtype;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Headers larger than this are refused (the safetensors crate uses the same bound).
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// One tensor as its header describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// Byte range of the data, relative to the start of the data section.
+    pub begin: u64,
+    pub end: u64,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn nbytes(&self) -> u64 {
+        self.end - self.begin
+    }
+}
+
+/// A parsed and validated header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub path: PathBuf,
+    pub file_size: u64,
+    /// Offset of the data section in the file (8 + header length).
+    pub data_start: u64,
+    /// Tensors sorted by name.
+    pub tensors: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Name of a dtype as safetensors spells it (`F32`, `BF16`, ...).
+pub fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}")
+}
+
+/// Reads and validates the header of `path` without touching tensor data.
+pub fn read_header(path: &Path) -> Result<Header> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let bad = |msg: String| Error::format(path, msg);
+    if file_size < 8 {
+        return Err(bad(format!(
+            "truncated: {file_size} bytes, too short for a safetensors header"
+        )));
+    }
+    let mut len8 = [0u8; 8];
+    f.read_exact(&mut len8).map_err(|e| Error::io(path, e))?;
+    let n = u64::from_le_bytes(len8);
+    if n > MAX_HEADER_LEN {
+        return Err(bad(format!(
+            "header length {n} is absurd (limit {MAX_HEADER_LEN}): not a safetensors file or corrupt"
+        )));
+    }
+    if n > file_size - 8 {
+        return Err(bad(format!(
+            "truncated: header says {n} bytes but the file has only {} after the length",
+            file_size - 8
+        )));
+    }
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
+    parse_header(path, &buf, file_size)
+}
+
+/// Validates a header buffer (the JSON after the 8-byte length) against the file size.
+pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> {
+    let bad = |msg: String| Error::format(path, msg);
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| bad(format!("header is not valid JSON ({e})")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("header is not a JSON object".into()))?;
+    let data_start = 8 + json.len() as u64;
+    let data_len = file_size - data_start;
+    let mut tensors = Vec::with_capacity(obj.len());
+    let mut metadata = BTreeMap::new();
+    for (name, entry) in obj {
+        if name == "__metadata__" {
+            if let Some(m) = entry.as_object() {
+                for (k, v) in m {
+                    let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    metadata.insert(k.clone(), v);
+                }
+            }
+            continue;
+        }
+        tensors.push(parse_entry(name, entry).map_err(|m| bad(format!("tensor '{name}': {m}")))?);
+    }
+    tensors.sort_by(|a, b| a.begin.cmp(&b.begin).then(a.name.cmp(&b.name)));
+    // Offsets must tile the data section exactly, in order, with no holes or overlaps.
+    let mut cursor = 0u64;
+    for t in &tensors {
+        if t.begin != cursor {
+            return Err(bad(format!(
+                "tensor '{}': data starts at {} but the previous tensor ends at {cursor} (overlap or hole)",
+                t.name, t.begin
+            )));
+        }
+        if t.end > data_len {
+            return Err(bad(format!(
+                "truncated or corrupt: tensor '{}' ends at byte {} of the data but the file holds only {data_len}",
+                t.name, t.end
+            )));
+        }
+        cursor = t.end;
+    }
+    if cursor != data_len {
+        return Err(bad(format!(
+            "file size mismatch: tensors cover {cursor} bytes of data but the file holds {data_len}"
+        )));
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Header {
+        path: path.to_path_buf(),
+        file_size,
+        data_start,
+        tensors,
+        metadata,
+    })
+}
+
+fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorInfo, String> {
+    let o = v.as_object().ok_or("entry is not an object")?;
+    let dtype_str = o
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or("missing dtype")?;
+    let dtype: Dtype = serde_json::from_value(serde_json::Value::String(dtype_str.into()))
+        .map_err(|_| format!("unknown dtype '{dtype_str}'"))?;
+    let shape = o
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or("missing shape")?
+        .iter()
+        .map(|d| d.as_u64().map(|x| x as usize).ok_or("shape has a non-integer"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let offs = o
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .filter(|a| a.len() == 2)
+        .ok_or("missing data_offsets")?;
+    let (begin, end) = match (offs[0].as_u64(), offs[1].as_u64()) {
+        (Some(b), Some(e)) if b <= e => (b, e),
+        _ => return Err("data_offsets are not two increasing integers".into()),
+    };
+    let numel = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or("shape overflows")?;
+    let bits = numel
+        .checked_mul(dtype.bitsize() as u64)
+        .ok_or("shape overflows")?;
+    let want = bits.div_ceil(8);
+    if want != end - begin {
+        return Err(format!(
+            "shape {shape:?} of {dtype_str} needs {want} bytes but data_offsets span {}",
+            end - begin
+        ));
+    }
+    Ok(TensorInfo {
+        name: name.to_string(),
+        dtype,
+        shape,
+        begin,
+        end,
+    })
+}
+
+/// Reads one scalar (e.g. kohya's `.alpha`) at an absolute file offset.
+pub fn read_scalar(path: &Path, offset: u64, dtype: Dtype) -> Result<f64> {
+    use std::io::{Seek, SeekFrom};
+    let size = dtype.bitsize().div_ceil(8);
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(path, e))?;
+    let mut b = [0u8; 8];
+    f.read_exact(&mut b[..size.min(8)])
+        .map_err(|e| Error::io(path, e))?;
+    Ok(match dtype {
+        Dtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        Dtype::F64 => f64::from_le_bytes(b),
+        Dtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        Dtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+        Dtype::I64 => i64::from_le_bytes(b) as f64,
+        Dtype::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        other => {
+            return Err(Error::format(
+                path,
+                format!("alpha scalar has dtype {other:?}, expected a float"),
+            ))
+        }
+    })
+}

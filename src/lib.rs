@@ -1,0 +1,18 @@
+//! lorascope: explore LoRA adapters of Mixture-of-Experts models (gpt-oss first).
+//!
+//! Modules by responsibility: `discovery` finds adapters, `format` reads safetensors headers,
+//! `config` reads adapter_config.json, `layout` turns tensors into logical deltas, `adapter`
+//! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
+
+pub mod adapter;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod error;
+pub mod format;
+pub mod layout;
+pub mod synth;
+
+pub use adapter::{Adapter, Kind, Pattern};
+pub use error::{Error, Result};

@@ -1,0 +1,532 @@
+//! Synthetic adapters of every layout with chosen singular values, at toy or real gpt-oss sizes.
+//! Used by the tests, the benchmarks and `lorascope demo`; includes a small safetensors writer.
+
+use crate::layout::LoraBLayout;
+use safetensors::Dtype;
+use std::io::Write;
+use std::path::Path;
+
+/// Model sizes. Nothing else in lorascope assumes them: they only shape synthetic files.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dims {
+    pub layers: usize,
+    pub hidden: usize,
+    pub q_out: usize,
+    pub kv_out: usize,
+    pub experts: usize,
+    /// Expert intermediate size (gate_up_proj's output is twice this).
+    pub inter: usize,
+}
+
+impl Dims {
+    /// openai/gpt-oss-20b.
+    pub const GPT_OSS_20B: Dims = Dims {
+        layers: 24,
+        hidden: 2880,
+        q_out: 4096,
+        kv_out: 512,
+        experts: 32,
+        inter: 2880,
+    };
+    /// Small enough for dense reference SVDs in tests.
+    pub const TOY: Dims = Dims {
+        layers: 3,
+        hidden: 12,
+        q_out: 16,
+        kv_out: 8,
+        experts: 4,
+        inter: 10,
+    };
+
+    /// (out, in) of an attention projection.
+    pub fn attn_shape(&self, target: &str) -> (usize, usize) {
+        match target {
+            "q_proj" => (self.q_out, self.hidden),
+            "k_proj" | "v_proj" => (self.kv_out, self.hidden),
+            _ => (self.hidden, self.q_out), // o_proj
+        }
+    }
+}
+
+/// Which of the survey's layouts to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pattern {
+    /// Pattern A / A2 / A3: attention LoRA on the given targets.
+    Attention,
+    /// Pattern B: attention LoRA plus the full router saved by `modules_to_save`.
+    AttentionRouter,
+    /// Pattern C: PEFT `target_parameters`, E rank-r LoRAs packed per parameter, on these layers.
+    PeftExperts { layers: Vec<usize> },
+    /// Pattern D: Tinker's 3D w1/w2/w3 with broadcast dims, `attn.` prefix, all layers.
+    Tinker3d,
+    /// Pattern E: merged full weights (small tensors only: router, norms, biases) on these layers.
+    FullWeights { layers: Vec<usize> },
+    /// A file with no tensors.
+    Empty,
+}
+
+/// Everything that decides a synthetic adapter.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub dims: Dims,
+    pub pattern: Pattern,
+    pub targets: Vec<&'static str>,
+    pub attn_rank: usize,
+    pub expert_rank: usize,
+    pub dtype: Dtype,
+    pub alpha: f64,
+    pub rslora: bool,
+    /// PEFT rank_pattern / alpha_pattern written to the config and used for the affected modules.
+    pub rank_pattern: Vec<(String, usize)>,
+    pub alpha_pattern: Vec<(String, f64)>,
+    pub seed: u64,
+    /// Column order of packed expert B (what some trainers wrote).
+    pub lora_b_layout: LoraBLayout,
+    /// Header and file size only (tensor data is a hole): for header benchmarks at scale.
+    pub sparse: bool,
+    /// Keep the safetensors data section 8-byte aligned (real writers do; set false to test copies).
+    pub aligned: bool,
+}
+
+impl Spec {
+    pub fn new(dims: Dims, pattern: Pattern) -> Spec {
+        Spec {
+            dims,
+            pattern,
+            targets: vec!["q_proj", "k_proj", "v_proj", "o_proj"],
+            attn_rank: 4,
+            expert_rank: 2,
+            dtype: Dtype::F32,
+            alpha: 16.0,
+            rslora: false,
+            rank_pattern: vec![],
+            alpha_pattern: vec![],
+            seed: 1,
+            lora_b_layout: LoraBLayout::StrideE,
+            sparse: false,
+            aligned: true,
+        }
+    }
+}
+
+/// A tensor to write; `bytes: None` leaves a hole (zeros) of the right size.
+#[derive(Debug, Clone)]
+pub struct TensorData {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl TensorData {
+    fn nbytes(&self) -> usize {
+        (self.shape.iter().product::<usize>() * self.dtype.bitsize()).div_ceil(8)
+    }
+}
+
+/// The singular values a synthetic delta was given (before the scale s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planted {
+    pub layer: usize,
+    pub target: String,
+    pub expert: Option<usize>,
+    pub sigma: Vec<f64>,
+}
+
+/// A generated adapter: its tensors, its adapter_config.json, and the planted spectra.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub tensors: Vec<TensorData>,
+    pub config: serde_json::Value,
+    pub planted: Vec<Planted>,
+}
+
+/// splitmix64: deterministic and dependency-free.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// A random m×k matrix with orthonormal columns, row-major (modified Gram–Schmidt, twice).
+pub fn orthonormal(rng: &mut Rng, m: usize, k: usize) -> Vec<f64> {
+    assert!(k <= m, "orthonormal: {k} columns do not fit in {m} rows");
+    let mut q: Vec<f64> = (0..m * k).map(|_| rng.normal()).collect();
+    for _ in 0..2 {
+        for j in 0..k {
+            for p in 0..j {
+                let dot: f64 = (0..m).map(|i| q[i * k + j] * q[i * k + p]).sum();
+                for i in 0..m {
+                    q[i * k + j] -= dot * q[i * k + p];
+                }
+            }
+            let norm = (0..m).map(|i| q[i * k + j].powi(2)).sum::<f64>().sqrt();
+            for i in 0..m {
+                q[i * k + j] /= norm;
+            }
+        }
+    }
+    q
+}
+
+/// Encodes values (row-major) in a float dtype, little-endian.
+pub fn encode(values: &[f64], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F32 => values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
+            .collect(),
+        other => panic!("synth writes float dtypes only, not {other:?}"),
+    }
+}
+
+/// Serialises tensors as a safetensors file image (header + data). Holes are zero-filled.
+pub fn safetensors_bytes(tensors: &[TensorData], aligned: bool) -> Vec<u8> {
+    let (header, total) = header_bytes(tensors, aligned);
+    let mut out = Vec::with_capacity(8 + header.len() + total);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for t in tensors {
+        match &t.bytes {
+            Some(b) => out.extend_from_slice(b),
+            None => out.resize(out.len() + t.nbytes(), 0),
+        }
+    }
+    out
+}
+
+fn header_bytes(tensors: &[TensorData], aligned: bool) -> (Vec<u8>, usize) {
+    let mut map = serde_json::Map::new();
+    let mut off = 0usize;
+    for t in tensors {
+        let n = t.nbytes();
+        map.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": crate::format::dtype_name(t.dtype),
+                "shape": t.shape,
+                "data_offsets": [off, off + n],
+            }),
+        );
+        off += n;
+    }
+    map.insert(
+        "__metadata__".into(),
+        serde_json::json!({"format": "pt", "writer": "lorascope-synth"}),
+    );
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(map)).expect("json");
+    // Pad with spaces so that the data section starts 8-byte aligned (or deliberately not).
+    let want = if aligned {
+        (8 - header.len() % 8) % 8
+    } else {
+        (8 - header.len() % 8) % 8 + 3
+    };
+    header.extend(std::iter::repeat_n(b' ', want));
+    (header, off)
+}
+
+/// Writes a safetensors file; with holes, only the header is written and the file is extended.
+pub fn write_safetensors(path: &Path, tensors: &[TensorData], aligned: bool) -> std::io::Result<()> {
+    if tensors.iter().all(|t| t.bytes.is_none()) && !tensors.is_empty() {
+        let (header, total) = header_bytes(tensors, aligned);
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+        f.set_len((8 + header.len() + total) as u64)?;
+        return Ok(());
+    }
+    std::fs::write(path, safetensors_bytes(tensors, aligned))
+}
+
+/// A spectrum that varies across layers, targets and experts (so maps have structure).
+fn spectrum(seed: u64, layer: usize, target: &str, expert: Option<usize>, r: usize) -> Vec<f64> {
+    let t = target.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let amp = 0.05
+        * (1.0 + 0.6 * ((layer as f64) * 0.7 + (t % 7) as f64).sin())
+        * expert.map_or(1.0, |e| 0.3 + 1.7 * ((e as f64) * 0.618_034 + seed as f64 * 0.1).fract());
+    let decay = 0.25 + 0.1 * ((t % 5) as f64);
+    (0..r).map(|k| amp * (-(k as f64) * decay).exp()).collect()
+}
+
+struct Gen<'a> {
+    spec: &'a Spec,
+    rng: Rng,
+    out: Vec<TensorData>,
+    planted: Vec<Planted>,
+}
+
+impl Gen<'_> {
+    fn push(&mut self, name: String, shape: Vec<usize>, values: Option<Vec<f64>>) {
+        let bytes = if self.spec.sparse {
+            None
+        } else {
+            values.map(|v| encode(&v, self.spec.dtype))
+        };
+        self.out.push(TensorData {
+            name,
+            dtype: self.spec.dtype,
+            shape,
+            bytes,
+        });
+    }
+
+    fn rank_for(&self, module: &str, default: usize) -> usize {
+        self.spec
+            .rank_pattern
+            .iter()
+            .find(|(k, _)| crate::config::pattern_matches(k, module))
+            .map_or(default, |(_, r)| *r)
+    }
+
+    /// U·diag(σ) (out×r) and Vᵀ (r×in), row-major, or None when sparse.
+    fn factors(&mut self, out: usize, inn: usize, sigma: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+        if self.spec.sparse {
+            return None;
+        }
+        let r = sigma.len();
+        let u = orthonormal(&mut self.rng, out, r);
+        let v = orthonormal(&mut self.rng, inn, r);
+        let b: Vec<f64> = (0..out * r).map(|i| u[i] * sigma[i % r]).collect();
+        let mut a = vec![0.0; r * inn];
+        for i in 0..inn {
+            for k in 0..r {
+                a[k * inn + i] = v[i * r + k];
+            }
+        }
+        Some((b, a))
+    }
+
+    fn plant(&mut self, layer: usize, target: &str, expert: Option<usize>, r: usize) -> Vec<f64> {
+        let sigma = spectrum(self.spec.seed, layer, target, expert, r);
+        self.planted.push(Planted {
+            layer,
+            target: target.into(),
+            expert,
+            sigma: sigma.clone(),
+        });
+        sigma
+    }
+
+    fn attention(&mut self, layer: usize, prefix: &str, attn: &str) {
+        let targets = self.spec.targets.clone();
+        for t in targets {
+            let module = format!("model.layers.{layer}.{attn}.{t}");
+            let r = self.rank_for(&module, self.spec.attn_rank);
+            let (o, i) = self.spec.dims.attn_shape(t);
+            let sigma = self.plant(layer, t, None, r);
+            let f = self.factors(o, i, &sigma);
+            let (b, a) = f.map_or((None, None), |(b, a)| (Some(b), Some(a)));
+            self.push(format!("{prefix}{module}.lora_A.weight"), vec![r, i], a);
+            self.push(format!("{prefix}{module}.lora_B.weight"), vec![o, r], b);
+        }
+    }
+
+    fn random(&mut self, n: usize, scale: f64) -> Option<Vec<f64>> {
+        (!self.spec.sparse).then(|| (0..n).map(|_| self.rng.normal() * scale).collect())
+    }
+
+    /// PEFT ParamWrapper pair for one 3D parameter: A (r·E, in), B (out, r·E).
+    fn peft_expert(&mut self, layer: usize, module: &str, target: &str, out: usize, inn: usize) {
+        let d = self.spec.dims;
+        let r = self.rank_for(&format!("{module}.{target}"), self.spec.expert_rank);
+        let e_n = d.experts;
+        let mut a = (!self.spec.sparse).then(|| vec![0.0; r * e_n * inn]);
+        let mut b = (!self.spec.sparse).then(|| vec![0.0; out * r * e_n]);
+        for e in 0..e_n {
+            let sigma = self.plant(layer, target, Some(e), r);
+            if let (Some((be, ae)), Some(a), Some(b)) = (self.factors(out, inn, &sigma), &mut a, &mut b) {
+                a[e * r * inn..(e + 1) * r * inn].copy_from_slice(&ae);
+                for row in 0..out {
+                    for k in 0..r {
+                        let col = match self.spec.lora_b_layout {
+                            LoraBLayout::StrideE => k * e_n + e,
+                            LoraBLayout::ExpertMajor => e * r + k,
+                        };
+                        b[row * r * e_n + col] = be[row * r + k];
+                    }
+                }
+            }
+        }
+        let base = if target == "gate_up_proj" { ".base_layer" } else { "" };
+        self.push(format!("base_model.model.{module}{base}.lora_A.weight"), vec![r * e_n, inn], a);
+        self.push(format!("base_model.model.{module}{base}.lora_B.weight"), vec![out, r * e_n], b);
+    }
+
+    /// Tinker 3D: w1/w3 share A (leading dim 1), w2 shares B.
+    fn tinker_expert(&mut self, layer: usize, w: &str, target: &str, out: usize, inn: usize) {
+        let d = self.spec.dims;
+        let r = self.spec.expert_rank;
+        let e_n = d.experts;
+        let shared_a = w != "w2";
+        let (ea, eb) = if shared_a { (1, e_n) } else { (e_n, 1) };
+        let shared_u = orthonormal(&mut self.rng, if shared_a { inn } else { out }, r);
+        let mut a = (!self.spec.sparse).then(|| vec![0.0; ea * r * inn]);
+        let mut b = (!self.spec.sparse).then(|| vec![0.0; eb * out * r]);
+        for e in 0..e_n {
+            let sigma = self.plant(layer, target, Some(e), r);
+            if self.spec.sparse {
+                continue;
+            }
+            let (a, b) = (a.as_mut().expect("dense"), b.as_mut().expect("dense"));
+            if shared_a {
+                // A = Vᵀ shared, B_e = U_e·diag(σ_e): ΔW_e = U_e Σ_e Vᵀ.
+                let u = orthonormal(&mut self.rng, out, r);
+                for i in 0..inn {
+                    for k in 0..r {
+                        a[k * inn + i] = shared_u[i * r + k];
+                    }
+                }
+                for row in 0..out {
+                    for k in 0..r {
+                        b[e * out * r + row * r + k] = u[row * r + k] * sigma[k];
+                    }
+                }
+            } else {
+                // B = U shared, A_e = diag(σ_e)·V_eᵀ.
+                let v = orthonormal(&mut self.rng, inn, r);
+                b.copy_from_slice(&shared_u);
+                for k in 0..r {
+                    for i in 0..inn {
+                        a[e * r * inn + k * inn + i] = v[i * r + k] * sigma[k];
+                    }
+                }
+            }
+        }
+        let m = format!("base_model.model.model.layers.{layer}.mlp.experts.{w}");
+        self.push(format!("{m}.lora_A.weight"), vec![ea, r, inn], a);
+        self.push(format!("{m}.lora_B.weight"), vec![eb, out, r], b);
+    }
+}
+
+/// Generates the tensors, config and planted spectra of a synthetic adapter.
+pub fn generate(spec: &Spec) -> Generated {
+    let d = spec.dims;
+    let mut g = Gen {
+        spec,
+        rng: Rng::new(spec.seed),
+        out: vec![],
+        planted: vec![],
+    };
+    let p = "base_model.model.";
+    let mut target_parameters: Vec<String> = vec![];
+    let mut modules_to_save: Vec<String> = vec![];
+    match &spec.pattern {
+        Pattern::Attention => (0..d.layers).for_each(|l| g.attention(l, p, "self_attn")),
+        Pattern::AttentionRouter => {
+            modules_to_save.push("router".into());
+            for l in 0..d.layers {
+                g.attention(l, p, "self_attn");
+                let w = g.random(d.experts * d.hidden, 0.02);
+                g.push(format!("{p}model.layers.{l}.mlp.router.weight"), vec![d.experts, d.hidden], w);
+                let bias = g.random(d.experts, 0.1);
+                g.push(format!("{p}model.layers.{l}.mlp.router.bias"), vec![d.experts], bias);
+            }
+        }
+        Pattern::PeftExperts { layers } => {
+            for l in 0..d.layers {
+                g.attention(l, p, "self_attn");
+                if layers.contains(&l) {
+                    let m = format!("model.layers.{l}.mlp.experts");
+                    g.peft_expert(l, &m, "gate_up_proj", 2 * d.inter, d.hidden);
+                    g.peft_expert(l, &m, "down_proj", d.hidden, d.inter);
+                    target_parameters.push(format!("{l}.mlp.experts.gate_up_proj"));
+                    target_parameters.push(format!("{l}.mlp.experts.down_proj"));
+                }
+            }
+        }
+        Pattern::Tinker3d => {
+            for l in 0..d.layers {
+                g.attention(l, p, "attn");
+                g.tinker_expert(l, "w1", "gate_proj", d.inter, d.hidden);
+                g.tinker_expert(l, "w2", "down_proj", d.hidden, d.inter);
+                g.tinker_expert(l, "w3", "up_proj", d.inter, d.hidden);
+            }
+        }
+        Pattern::FullWeights { layers } => {
+            for &l in layers {
+                let m = format!("model.layers.{l}");
+                let w = g.random(d.experts * d.hidden, 0.02);
+                g.push(format!("{m}.mlp.router.weight"), vec![d.experts, d.hidden], w);
+                let b = g.random(d.experts, 0.1);
+                g.push(format!("{m}.mlp.router.bias"), vec![d.experts], b);
+                for n in ["input_layernorm", "post_attention_layernorm"] {
+                    let w = g.random(d.hidden, 1.0);
+                    g.push(format!("{m}.{n}.weight"), vec![d.hidden], w);
+                }
+                let b = g.random(d.q_out, 0.1);
+                g.push(format!("{m}.self_attn.q_proj.bias"), vec![d.q_out], b);
+                let b = g.random(d.experts * 2 * d.inter, 0.1);
+                g.push(format!("{m}.mlp.experts.gate_up_proj_bias"), vec![d.experts, 2 * d.inter], b);
+            }
+        }
+        Pattern::Empty => {}
+    }
+    g.out.sort_by(|a, b| a.name.cmp(&b.name));
+    let pattern_obj = |v: &[(String, serde_json::Value)]| {
+        serde_json::Value::Object(v.iter().cloned().collect())
+    };
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "base_model_name_or_path": "openai/gpt-oss-20b",
+        "r": spec.attn_rank,
+        "lora_alpha": spec.alpha,
+        "use_rslora": spec.rslora,
+        "target_modules": spec.targets,
+        "target_parameters": target_parameters,
+        "modules_to_save": if modules_to_save.is_empty() { serde_json::Value::Null } else { modules_to_save.into() },
+        "rank_pattern": pattern_obj(&spec.rank_pattern.iter().map(|(k, v)| (k.clone(), (*v).into())).collect::<Vec<_>>()),
+        "alpha_pattern": pattern_obj(&spec.alpha_pattern.iter().map(|(k, v)| (k.clone(), (*v).into())).collect::<Vec<_>>()),
+        "use_dora": false,
+        "task_type": "CAUSAL_LM",
+    });
+    let mut config = config;
+    if matches!(spec.pattern, Pattern::PeftExperts { .. }) && spec.expert_rank != spec.attn_rank {
+        // PEFT records per-parameter ranks in rank_pattern.
+        let rp = config["rank_pattern"].as_object_mut().expect("object");
+        if !rp.keys().any(|k| k.contains("experts")) {
+            rp.insert("experts".into(), spec.expert_rank.into());
+        }
+    }
+    Generated {
+        tensors: g.out,
+        config,
+        planted: g.planted,
+    }
+}
+
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (created).
+pub fn write_adapter(dir: &Path, spec: &Spec) -> std::io::Result<Generated> {
+    std::fs::create_dir_all(dir)?;
+    let g = generate(spec);
+    write_safetensors(&dir.join("adapter_model.safetensors"), &g.tensors, spec.aligned)?;
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec_pretty(&g.config).expect("json"),
+    )?;
+    Ok(g)
+}
