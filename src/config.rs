@@ -85,13 +85,18 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         }
     };
     c.lora_alpha = match o.get("lora_alpha") {
-        Some(x) => x.as_f64().ok_or(format!("lora_alpha is {x}, not a number"))?,
+        Some(x) => x
+            .as_f64()
+            .ok_or(format!("lora_alpha is {x}, not a number"))?,
         None => {
             c.defaulted.push("lora_alpha");
             PEFT_DEFAULT_ALPHA
         }
     };
-    c.use_rslora = o.get("use_rslora").and_then(Value::as_bool).unwrap_or(false);
+    c.use_rslora = o
+        .get("use_rslora")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     c.use_dora = o.get("use_dora").and_then(Value::as_bool).unwrap_or(false);
     c.rank_pattern = pattern(o.get("rank_pattern"), "rank_pattern", |x| {
         x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
@@ -104,7 +109,10 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .get("base_model_name_or_path")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    c.peft_type = o.get("peft_type").and_then(Value::as_str).map(str::to_owned);
+    c.peft_type = o
+        .get("peft_type")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Ok(c)
 }
 

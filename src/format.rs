@@ -80,8 +80,8 @@ pub fn read_header(path: &Path) -> Result<Header> {
 /// Validates a header buffer (the JSON after the 8-byte length) against the file size.
 pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> {
     let bad = |msg: String| Error::format(path, msg);
-    let value: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("header is not valid JSON ({e})")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("header is not valid JSON ({e})")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| bad("header is not a JSON object".into()))?;
@@ -93,7 +93,10 @@ pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> 
         if name == "__metadata__" {
             if let Some(m) = entry.as_object() {
                 for (k, v) in m {
-                    let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
                     metadata.insert(k.clone(), v);
                 }
             }
@@ -147,7 +150,11 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorI
         .and_then(|s| s.as_array())
         .ok_or("missing shape")?
         .iter()
-        .map(|d| d.as_u64().map(|x| x as usize).ok_or("shape has a non-integer"))
+        .map(|d| {
+            d.as_u64()
+                .map(|x| x as usize)
+                .ok_or("shape has a non-integer")
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let offs = o
         .get("data_offsets")

@@ -6,13 +6,17 @@
 
 pub mod adapter;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod format;
 pub mod layout;
+pub mod math;
+pub mod stats;
 pub mod synth;
+pub mod tensor;
 
 pub use adapter::{Adapter, Kind, Pattern};
 pub use error::{Error, Result};

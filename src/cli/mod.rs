@@ -1,5 +1,6 @@
 //! The command line: argument parsing, adapter lookup, and human/JSON output of each command.
 
+mod compute;
 mod table;
 
 pub use table::Table;
@@ -17,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "lorascope", version, about = "Explore LoRA adapters of Mixture-of-Experts models (gpt-oss first)")]
+#[command(
+    name = "lorascope",
+    version,
+    about = "Explore LoRA adapters of Mixture-of-Experts models (gpt-oss first)"
+)]
 pub struct Cli {
     /// Hugging Face hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
     #[arg(long, global = true, value_name = "DIR")]
@@ -44,6 +49,10 @@ pub enum Command {
         #[command(flatten)]
         read: ReadOpts,
     },
+    /// Statistics of every delta: norms, effective/stable rank, singular values
+    Stats(compute::StatsArgs),
+    /// Compare two adapters delta by delta: norms, cosine, subspace similarity
+    Compare(compute::CompareArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
     Demo {
         /// Folder to write (default: ~/.cache/lorascope/demo-hub)
@@ -93,6 +102,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             read,
         }) => cmd_inspect(&ctx, &adapter, json, read.layout()),
+        Some(Command::Stats(args)) => compute::cmd_stats(&ctx, args),
+        Some(Command::Compare(args)) => compute::cmd_compare(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
 }
@@ -228,6 +239,7 @@ fn cmd_scan(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
 pub fn compact_targets(t: &[String]) -> String {
     let mut v: Vec<&String> = t.iter().collect();
     v.sort_by_key(|x| (crate::layout::target_order(x), x.as_str()));
+    v.dedup();
     let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
     if s.is_empty() {
         "-".into()
@@ -239,7 +251,15 @@ pub fn compact_targets(t: &[String]) -> String {
 /// The human table of `scan`, with error messages listed under it.
 pub fn scan_table(adapters: &[Adapter]) -> String {
     let mut t = Table::new(&[
-        "ID", "PATTERN", "TARGETS", "ATTN R>", "EXPERT R>", "EXPERT LAYERS", "DTYPE", "SIZE>", "TENSORS>",
+        "ID",
+        "PATTERN",
+        "TARGETS",
+        "ATTN R>",
+        "EXPERT R>",
+        "EXPERT LAYERS",
+        "DTYPE",
+        "SIZE>",
+        "TENSORS>",
     ]);
     let mut errors = String::new();
     for a in adapters {
@@ -251,7 +271,11 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
             table::opt(s.attention_rank),
             table::opt(s.expert_rank),
             table::layers(&s.expert_layers),
-            if s.dtypes.is_empty() { "-".into() } else { s.dtypes.join(",") },
+            if s.dtypes.is_empty() {
+                "-".into()
+            } else {
+                s.dtypes.join(",")
+            },
             table::bytes(s.bytes),
             s.tensors.to_string(),
         ]);
@@ -377,7 +401,10 @@ pub fn inspect_text(a: &Adapter) -> String {
             let e = &a.tensors[i];
             if last_layer != Some(e.name.layer) {
                 last_layer = Some(e.name.layer);
-                let head = e.name.layer.map_or("(no layer)".into(), |l| format!("layer {l}"));
+                let head = e
+                    .name
+                    .layer
+                    .map_or("(no layer)".into(), |l| format!("layer {l}"));
                 t.row(vec![head]);
             }
             let short = short_name(&e.info.name);
@@ -393,7 +420,9 @@ pub fn inspect_text(a: &Adapter) -> String {
     }
     if !a.deltas.is_empty() {
         out.push_str(&format!("\nDeltas ({})\n", a.deltas.len()));
-        let mut t = Table::new(&["LAYER>", "TARGET", "EXPERT>", "RANK>", "SCALE>", "OUT>", "IN>"]);
+        let mut t = Table::new(&[
+            "LAYER>", "TARGET", "EXPERT>", "RANK>", "SCALE>", "OUT>", "IN>",
+        ]);
         for d in &a.deltas {
             t.row(vec![
                 table::opt(d.layer),
@@ -428,7 +457,9 @@ pub fn short_name(name: &str) -> &str {
 fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = match dir {
         Some(d) => d,
-        None => crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?,
+        None => {
+            crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?
+        }
     };
     let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;
     println!("wrote {n} demo repos to {}", dir.display());

@@ -1,0 +1,176 @@
+//! Two adapters side by side: deltas matched by (layer, target, expert), with norms, cosine and
+//! subspace similarity from the factors.
+
+use crate::adapter::Adapter;
+use crate::error::{Error, Result};
+use crate::layout::{target_order, Delta, DeltaKey};
+use crate::math;
+use crate::stats::{factor, Control};
+use crate::tensor::Mapped;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A delta's identity in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Key {
+    pub layer: Option<usize>,
+    pub target: String,
+    pub expert: Option<usize>,
+}
+
+impl From<&Delta> for Key {
+    fn from(d: &Delta) -> Key {
+        Key {
+            layer: d.layer,
+            target: d.target.clone(),
+            expert: d.expert,
+        }
+    }
+}
+
+/// One matched pair (a contract: the `compare --json` fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pair {
+    pub layer: Option<usize>,
+    pub target: String,
+    pub expert: Option<usize>,
+    pub fro_norm_a: Option<f64>,
+    pub fro_norm_b: Option<f64>,
+    /// null when either delta is zero or the shapes differ.
+    pub cosine: Option<f64>,
+    pub subspace_similarity: Option<f64>,
+    pub comparable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub pairs: Vec<Pair>,
+    pub only_a: Vec<Key>,
+    pub only_b: Vec<Key>,
+}
+
+/// Per-target means, for people.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetSummary {
+    pub target: String,
+    pub pairs: usize,
+    pub mean_cosine: Option<f64>,
+    pub mean_subspace_similarity: Option<f64>,
+    /// Mean of ‖ΔW_b‖ / ‖ΔW_a‖.
+    pub mean_norm_ratio: Option<f64>,
+}
+
+fn usable(a: &Adapter) -> Result<()> {
+    match &a.error {
+        Some(e) => Err(Error::Unusable {
+            id: a.id.clone(),
+            msg: e.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn pair(ma: &Mapped, mb: &Mapped, da: &Delta, db: &Delta) -> Result<Pair> {
+    let mut p = Pair {
+        layer: da.layer,
+        target: da.target.clone(),
+        expert: da.expert,
+        fro_norm_a: None,
+        fro_norm_b: None,
+        cosine: None,
+        subspace_similarity: None,
+        comparable: false,
+        note: None,
+    };
+    let (fa, fb) = (factor(ma, da, true)?, factor(mb, db, true)?);
+    p.fro_norm_a = Some(fa.fro());
+    p.fro_norm_b = Some(fb.fro());
+    if (da.out_dim, da.in_dim) != (db.out_dim, db.in_dim) {
+        p.note = Some(format!(
+            "not comparable: {}×{} vs {}×{} (different base models?)",
+            da.out_dim, da.in_dim, db.out_dim, db.in_dim
+        ));
+        return Ok(p);
+    }
+    p.comparable = true;
+    p.cosine = math::cosine(&fa, &fb);
+    p.subspace_similarity = math::subspace_similarity(&fa, &fb);
+    Ok(p)
+}
+
+/// Compares every delta the two adapters share, and lists what only one of them has.
+pub fn compare(a: &Adapter, b: &Adapter, ctl: &Control) -> Result<Comparison> {
+    usable(a)?;
+    usable(b)?;
+    let (ma, mb) = (Mapped::open(a)?, Mapped::open(b)?);
+    let index = |x: &'_ Adapter| -> BTreeMap<DeltaKey, usize> {
+        x.deltas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.key(), i))
+            .collect()
+    };
+    let (ia, ib) = (index(a), index(b));
+    let matched: Vec<(usize, usize)> = a
+        .deltas
+        .iter()
+        .filter_map(|d| ib.get(&d.key()).map(|&j| (ia[&d.key()], j)))
+        .collect();
+    let pairs = ctl.run(&matched, |&(i, j)| {
+        pair(&ma, &mb, &a.deltas[i], &b.deltas[j])
+    })?;
+    let only = |x: &Adapter, other: &BTreeMap<DeltaKey, usize>| -> Vec<Key> {
+        x.deltas
+            .iter()
+            .filter(|d| !other.contains_key(&d.key()))
+            .map(Key::from)
+            .collect()
+    };
+    Ok(Comparison {
+        a: a.id.clone(),
+        b: b.id.clone(),
+        pairs,
+        only_a: only(a, &ib),
+        only_b: only(b, &ia),
+    })
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut s, mut n) = (0.0, 0usize);
+    for x in v {
+        s += x;
+        n += 1;
+    }
+    (n > 0).then(|| s / n as f64)
+}
+
+/// Per-target means of cosine, subspace similarity and norm ratio.
+pub fn by_target(c: &Comparison) -> Vec<TargetSummary> {
+    let mut groups: BTreeMap<(usize, String), Vec<&Pair>> = BTreeMap::new();
+    for p in &c.pairs {
+        groups
+            .entry((target_order(&p.target), p.target.clone()))
+            .or_default()
+            .push(p);
+    }
+    groups
+        .into_iter()
+        .map(|((_, target), ps)| TargetSummary {
+            target,
+            pairs: ps.len(),
+            mean_cosine: mean(ps.iter().filter_map(|p| p.cosine)),
+            mean_subspace_similarity: mean(ps.iter().filter_map(|p| p.subspace_similarity)),
+            mean_norm_ratio: mean(
+                ps.iter()
+                    .filter_map(|p| match (p.fro_norm_a, p.fro_norm_b) {
+                        (Some(x), Some(y)) if x > 0.0 => Some(y / x),
+                        _ => None,
+                    }),
+            ),
+        })
+        .collect()
+}

@@ -1,0 +1,191 @@
+//! The factored core: spectra of ΔW = s·B·A from r×r problems, never forming ΔW.
+//!
+//! With B = Q_B R_B and Aᵀ = Q_A R_A (thin), ΔW = s·Q_B (R_B R_Aᵀ) Q_Aᵀ, so σ(ΔW) = |s|·σ(R_B R_Aᵀ).
+//! R comes from the Cholesky factor of the f64 Gram matrix (fast), or from Householder QR when
+//! Cholesky fails or the factor is too ill-conditioned for it (e.g. an all-zero B).
+
+use faer::linalg::solvers::Svd;
+use faer::{Mat, MatRef, Side};
+
+/// Below this ratio of smallest to largest Cholesky diagonal, Cholesky-QR would lose digits of
+/// the small singular values (its error grows with cond²): use Householder QR instead.
+const CHOLESKY_MIN_DIAG_RATIO: f64 = 1e-4;
+
+/// Singular values at or below this fraction of σ₁ count as zero (numerical rank, subspaces).
+pub const RANK_TOL: f64 = 1e-6;
+
+/// Upper-triangular R with tallᵀ·tall = RᵀR, for a tall n×r matrix.
+pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
+    let gram = tall.transpose() * tall;
+    if let Ok(llt) = gram.llt(Side::Lower) {
+        let l = llt.L();
+        let d: Vec<f64> = (0..l.nrows()).map(|i| l[(i, i)].abs()).collect();
+        let max = d.iter().cloned().fold(0.0, f64::max);
+        let min = d.iter().cloned().fold(f64::INFINITY, f64::min);
+        if max > 0.0 && min / max >= CHOLESKY_MIN_DIAG_RATIO && min.is_finite() {
+            return l.transpose().to_owned();
+        }
+    }
+    householder_r(tall)
+}
+
+/// R of a Householder QR (always succeeds; zero columns give zero rows of R).
+pub fn householder_r(tall: MatRef<'_, f64>) -> Mat<f64> {
+    let (n, r) = (tall.nrows(), tall.ncols());
+    let qr = tall.qr();
+    let thin = qr.thin_R();
+    // A short matrix (n < r) gives an n×r R: pad to r×r so the core stays square.
+    let mut out = Mat::<f64>::zeros(r, r);
+    for j in 0..r {
+        for i in 0..n.min(r).min(thin.nrows()) {
+            out[(i, j)] = thin[(i, j)];
+        }
+    }
+    out
+}
+
+/// A delta reduced to its r×r core and the pieces `compare` needs.
+pub struct Factored {
+    pub scale: f64,
+    /// Bᵀ (r×out) and Aᵀ (in×r), as read.
+    pub b_t: Mat<f64>,
+    pub a_t: Mat<f64>,
+    /// R of Aᵀ = Q_A R_A.
+    pub r_a: Mat<f64>,
+    /// Singular values of the core R_B R_Aᵀ (without |s|), descending.
+    pub core_sigma: Vec<f64>,
+    /// Right singular vectors of the core (r×r).
+    pub core_v: Mat<f64>,
+}
+
+impl Factored {
+    /// Factors a delta from Bᵀ (r×out) and Aᵀ (in×r).
+    pub fn new(scale: f64, b_t: Mat<f64>, a_t: Mat<f64>, want_vectors: bool) -> Factored {
+        let r_b = tall_r(b_t.transpose());
+        let r_a = tall_r(a_t.as_ref());
+        let core = &r_b * r_a.transpose();
+        let (core_sigma, core_v) = if want_vectors {
+            core_svd(core.as_ref())
+        } else {
+            (singular_values(core.as_ref()), Mat::zeros(0, 0))
+        };
+        Factored {
+            scale,
+            b_t,
+            a_t,
+            r_a,
+            core_sigma,
+            core_v,
+        }
+    }
+
+    /// σ(ΔW) = |s|·σ(core), descending.
+    pub fn sigma(&self) -> Vec<f64> {
+        self.core_sigma
+            .iter()
+            .map(|x| x * self.scale.abs())
+            .collect()
+    }
+
+    pub fn fro(&self) -> f64 {
+        self.sigma().iter().map(|x| x * x).sum::<f64>().sqrt()
+    }
+
+    /// Number of singular values above RANK_TOL·σ₁.
+    pub fn numerical_rank(&self) -> usize {
+        numerical_rank(&self.core_sigma)
+    }
+}
+
+/// Singular values, descending, never NaN for finite input (zeros for a zero matrix).
+pub fn singular_values(m: MatRef<'_, f64>) -> Vec<f64> {
+    if m.nrows() == 0 || m.ncols() == 0 {
+        return vec![];
+    }
+    let mut s = m.singular_values().unwrap_or_else(|_| jacobi_fallback(m));
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+fn core_svd(m: MatRef<'_, f64>) -> (Vec<f64>, Mat<f64>) {
+    let r = m.ncols();
+    match m.thin_svd() {
+        Ok(svd) => sorted(&svd),
+        // faer's SVD did not converge (never seen): fall back to values only.
+        Err(_) => (singular_values(m), Mat::identity(r, r)),
+    }
+}
+
+/// Singular values and V columns in descending order of σ.
+fn sorted(svd: &Svd<f64>) -> (Vec<f64>, Mat<f64>) {
+    let s = svd.S().column_vector();
+    let v = svd.V();
+    let mut idx: Vec<usize> = (0..s.nrows()).collect();
+    idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+    let sigma = idx.iter().map(|&i| s[i]).collect();
+    let vv = Mat::from_fn(v.nrows(), idx.len(), |i, j| v[(i, idx[j])]);
+    (sigma, vv)
+}
+
+/// Eigenvalues of the Gram matrix as a last resort: σ = √λ.
+fn jacobi_fallback(m: MatRef<'_, f64>) -> Vec<f64> {
+    let g = m.transpose() * m;
+    match g.self_adjoint_eigenvalues(Side::Lower) {
+        Ok(ev) => ev.into_iter().map(|l| l.max(0.0).sqrt()).collect(),
+        Err(_) => vec![0.0; m.ncols()],
+    }
+}
+
+pub fn numerical_rank(sigma: &[f64]) -> usize {
+    let s1 = sigma.first().copied().unwrap_or(0.0);
+    if s1 <= 0.0 {
+        return 0;
+    }
+    sigma.iter().filter(|&&x| x > RANK_TOL * s1).count()
+}
+
+/// ⟨ΔW_a, ΔW_b⟩_F = s_a s_b · tr((B_aᵀB_b)(A_b A_aᵀ)).
+pub fn inner(a: &Factored, b: &Factored) -> f64 {
+    let bb = &a.b_t * b.b_t.transpose(); // r_a × r_b
+    let aa = b.a_t.transpose() * &a.a_t; // r_b × r_a
+    let mut tr = 0.0;
+    for i in 0..bb.nrows() {
+        for j in 0..bb.ncols() {
+            tr += bb[(i, j)] * aa[(j, i)];
+        }
+    }
+    a.scale * b.scale * tr
+}
+
+/// Left singular basis of ΔW (values above RANK_TOL·σ₁) as B·M with M = R_Aᵀ V_k Σ_k⁻¹ (r×k):
+/// ΔW V = s B A Q_A V_core = s B R_Aᵀ V_core, so U_k = ±B R_Aᵀ V_k Σ_k⁻¹ with no inverse of R.
+fn left_basis_coeffs(f: &Factored) -> Mat<f64> {
+    let k = f.numerical_rank();
+    let rv = f.r_a.transpose() * f.core_v.as_ref().subcols(0, k);
+    Mat::from_fn(rv.nrows(), k, |i, j| rv[(i, j)] / f.core_sigma[j])
+}
+
+/// Subspace similarity of the LoRA paper (§7): ‖U_aᵀU_b‖_F² / min(k_a, k_b). None if a delta is 0.
+pub fn subspace_similarity(a: &Factored, b: &Factored) -> Option<f64> {
+    let (ma, mb) = (left_basis_coeffs(a), left_basis_coeffs(b));
+    let k = ma.ncols().min(mb.ncols());
+    if k == 0 {
+        return None;
+    }
+    let bb = &a.b_t * b.b_t.transpose();
+    let x = ma.transpose() * bb * mb;
+    let fro2: f64 = (0..x.nrows())
+        .flat_map(|i| (0..x.ncols()).map(move |j| (i, j)))
+        .map(|(i, j)| x[(i, j)].powi(2))
+        .sum();
+    Some((fro2 / k as f64).min(1.0))
+}
+
+/// Cosine similarity ⟨ΔW_a, ΔW_b⟩ / (‖ΔW_a‖‖ΔW_b‖); None when either delta is zero.
+pub fn cosine(a: &Factored, b: &Factored) -> Option<f64> {
+    let (na, nb) = (a.fro(), b.fro());
+    if na == 0.0 || nb == 0.0 {
+        return None;
+    }
+    Some((inner(a, b) / (na * nb)).clamp(-1.0, 1.0))
+}

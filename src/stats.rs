@@ -1,0 +1,250 @@
+//! Statistics of every delta (and full tensor) of an adapter, computed in parallel across deltas.
+
+use crate::adapter::Adapter;
+use crate::error::{Error, Result};
+use crate::layout::{Delta, DeltaKey};
+use crate::math::{self, Factored};
+use crate::tensor::Mapped;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The statistics of one delta ΔW = s·B·A (a contract: the `stats --json` fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeltaStats {
+    pub layer: Option<usize>,
+    pub target: String,
+    pub expert: Option<usize>,
+    pub rank: usize,
+    pub scale: f64,
+    pub fro_norm: f64,
+    pub spectral_norm: f64,
+    pub effective_rank: f64,
+    pub stable_rank: f64,
+    pub numerical_rank: usize,
+    pub energy_rank_90: usize,
+    pub energy_rank_99: usize,
+    pub singular_values: Vec<f64>,
+}
+
+impl DeltaStats {
+    pub fn key(&self) -> DeltaKey {
+        (self.layer, self.target.clone(), self.expert)
+    }
+}
+
+/// Norms of a full tensor (e.g. a router saved by `modules_to_save`). Not a delta.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FullStats {
+    pub name: String,
+    pub layer: Option<usize>,
+    pub target: String,
+    pub shape: Vec<usize>,
+    pub fro_norm: f64,
+    /// σ₁ for a matrix, the L2 norm for a vector, null for higher ranks.
+    pub spectral_norm: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdapterStats {
+    pub id: String,
+    pub deltas: Vec<DeltaStats>,
+    pub full_tensors: Vec<FullStats>,
+}
+
+/// Which deltas to compute.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub target: Option<String>,
+    pub layer: Option<usize>,
+    pub expert: Option<usize>,
+}
+
+impl Filter {
+    pub fn matches(&self, layer: Option<usize>, target: &str, expert: Option<usize>) -> bool {
+        self.target.as_deref().is_none_or(|t| t == target)
+            && self.layer.is_none_or(|l| layer == Some(l))
+            && self.expert.is_none_or(|e| expert == Some(e))
+    }
+}
+
+/// Threads, progress reporting and cancellation for long computations.
+#[derive(Default, Clone, Copy)]
+pub struct Control<'a> {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Called with (done, total) after each item.
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Control<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Runs `f` over `items` in parallel, in order, with progress and cancellation.
+    pub fn run<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        f: impl Fn(&T) -> Result<R> + Sync + Send,
+    ) -> Result<Vec<R>> {
+        // faer's own threading only slows these small problems: parallelise across items.
+        faer::set_global_parallelism(faer::Par::Seq);
+        let done = AtomicUsize::new(0);
+        let total = items.len();
+        let work = || {
+            items
+                .par_iter()
+                .map(|it| {
+                    if self.cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    let r = f(it)?;
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(p) = self.progress {
+                        p(n, total);
+                    }
+                    Ok(r)
+                })
+                .collect::<Result<Vec<R>>>()
+        };
+        match self.threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| Error::Other(format!("cannot start {n} threads: {e}")))?
+                .install(work),
+            None => work(),
+        }
+    }
+}
+
+/// Statistics of a spectrum (already scaled by |s|, descending).
+pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
+    let s1 = sigma.first().copied().unwrap_or(0.0);
+    let sum: f64 = sigma.iter().sum();
+    let energy: f64 = sigma.iter().map(|x| x * x).sum();
+    let effective_rank = if sum > 0.0 {
+        // Roy & Vetterli: exp of the entropy of σ normalised to sum 1 (σ = 0 terms add 0).
+        let h: f64 = sigma
+            .iter()
+            .filter(|&&x| x > 0.0)
+            .map(|&x| {
+                let p = x / sum;
+                -p * p.ln()
+            })
+            .sum();
+        h.exp()
+    } else {
+        0.0
+    };
+    let energy_rank = |q: f64| {
+        if energy <= 0.0 {
+            return 0;
+        }
+        let mut acc = 0.0;
+        for (i, x) in sigma.iter().enumerate() {
+            acc += x * x;
+            // A relative slack so that exactly-q shares are not lost to rounding.
+            if acc >= q * energy * (1.0 - 1e-12) {
+                return i + 1;
+            }
+        }
+        sigma.len()
+    };
+    DeltaStats {
+        layer: d.layer,
+        target: d.target.clone(),
+        expert: d.expert,
+        rank: d.rank,
+        scale: d.scale,
+        fro_norm: energy.sqrt(),
+        spectral_norm: s1,
+        effective_rank,
+        stable_rank: if s1 > 0.0 { energy / (s1 * s1) } else { 0.0 },
+        numerical_rank: math::numerical_rank(&sigma),
+        energy_rank_90: energy_rank(0.90),
+        energy_rank_99: energy_rank(0.99),
+        singular_values: sigma,
+    }
+}
+
+/// Reads a delta's factors and reduces it to its core.
+pub fn factor(m: &Mapped, d: &Delta, want_vectors: bool) -> Result<Factored> {
+    let a_t = m.factor_t(&d.a)?;
+    let b_t = m.factor_t(&d.b)?;
+    if a_t.ncols() != d.rank || b_t.nrows() != d.rank {
+        return Err(Error::Shape(format!(
+            "{}: factors of rank {} and {} do not match the layout's rank {}",
+            d.module,
+            a_t.ncols(),
+            b_t.nrows(),
+            d.rank
+        )));
+    }
+    Ok(Factored::new(d.scale, b_t, a_t, want_vectors))
+}
+
+fn full_stats(m: &Mapped, f: &crate::layout::FullTensor) -> Result<FullStats> {
+    let v = m.full_values(f.tensor)?;
+    let fro = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let spectral = match f.shape.len() {
+        0 | 1 => Some(fro),
+        2 => {
+            let (r, c) = (f.shape[0], f.shape[1]);
+            let mat = faer::Mat::from_fn(r, c, |i, j| v[i * c + j]);
+            math::singular_values(mat.as_ref())
+                .first()
+                .copied()
+                .or(Some(0.0))
+        }
+        _ => None,
+    };
+    Ok(FullStats {
+        name: f.name.clone(),
+        layer: f.layer,
+        target: f.target.clone(),
+        shape: f.shape.clone(),
+        fro_norm: fro,
+        spectral_norm: spectral,
+    })
+}
+
+/// Full tensors larger than this are listed but not measured (merged weights, not deltas).
+const MAX_FULL_ELEMS: usize = 64 << 20;
+
+/// Computes the statistics of the adapter's deltas and full tensors that `filter` selects.
+pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
+    if let Some(e) = &a.error {
+        return Err(Error::Unusable {
+            id: a.id.clone(),
+            msg: e.clone(),
+        });
+    }
+    let m = Mapped::open(a)?;
+    let deltas: Vec<&Delta> = a
+        .deltas
+        .iter()
+        .filter(|d| filter.matches(d.layer, &d.target, d.expert))
+        .collect();
+    let stats = ctl.run(&deltas, |d| {
+        let f = factor(&m, d, false)?;
+        Ok(from_sigma(d, f.sigma()))
+    })?;
+    let full: Vec<&crate::layout::FullTensor> = a
+        .full
+        .iter()
+        .filter(|f| filter.expert.is_none() && filter.matches(f.layer, &f.target, None))
+        .filter(|f| f.shape.iter().product::<usize>() <= MAX_FULL_ELEMS)
+        .collect();
+    let full_tensors = full
+        .iter()
+        .map(|f| full_stats(&m, f))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AdapterStats {
+        id: a.id.clone(),
+        deltas: stats,
+        full_tensors,
+    })
+}
