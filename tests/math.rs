@@ -1,0 +1,632 @@
+//! The math core against a dense f64 reference on toy shapes, for every layout.
+//!
+//! The reference is independent of lorascope's reader and layout code: it reads the file with the
+//! safetensors crate, materialises ΔW by PEFT's / Tinker's formulas from the tensor names, and takes
+//! a dense SVD.
+
+use faer::Mat;
+use lorascope::adapter::{Adapter, Source};
+use lorascope::compare;
+use lorascope::layout::{LayoutOptions, LoraBLayout};
+use lorascope::stats::{self, Control, DeltaStats, Filter};
+use lorascope::synth::{self, Dims, Pattern, Spec};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+type Key = (Option<usize>, String, Option<usize>);
+
+fn load(dir: &Path, layout: LayoutOptions) -> Adapter {
+    let src = Source {
+        id: "test".into(),
+        path: dir.to_path_buf(),
+        dir: dir.to_path_buf(),
+        files: vec![dir.join("adapter_model.safetensors")],
+        revision: None,
+        problem: None,
+        other_files: vec![],
+    };
+    let a = Adapter::load(&src, layout);
+    assert!(a.error.is_none(), "{:?}", a.error);
+    a
+}
+
+fn to_f64(dtype: Dtype, data: &[u8]) -> Vec<f64> {
+    match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        d => panic!("{d:?}"),
+    }
+}
+
+/// Scale the way PEFT computes it for a module, straight from the spec.
+fn scale_of(spec: &Spec, module: &str, default_r: usize) -> (usize, f64) {
+    let r = spec
+        .rank_pattern
+        .iter()
+        .find(|(k, _)| module.ends_with(k.as_str()))
+        .map_or(default_r, |x| x.1);
+    let alpha = spec
+        .alpha_pattern
+        .iter()
+        .find(|(k, _)| module.ends_with(k.as_str()))
+        .map_or(spec.alpha, |x| x.1);
+    let s = if spec.rslora {
+        alpha / (r as f64).sqrt()
+    } else {
+        alpha / r as f64
+    };
+    (r, s)
+}
+
+/// Dense ΔW of every delta, keyed like lorascope's deltas, built from names and formulas.
+fn dense_reference(dir: &Path, spec: &Spec) -> BTreeMap<Key, Mat<f64>> {
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let get = |name: &str| {
+        let t = st.tensor(name).unwrap();
+        (to_f64(t.dtype(), t.data()), t.shape().to_vec())
+    };
+    let mut out = BTreeMap::new();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    for a_name in names.iter().filter(|n| n.ends_with("lora_A.weight")) {
+        let b_name = a_name.replace("lora_A", "lora_B");
+        let (a, sa) = get(a_name);
+        let (b, sb) = get(&b_name);
+        let module = a_name
+            .trim_start_matches("base_model.model.")
+            .trim_end_matches(".lora_A.weight");
+        let layer: usize = module.split('.').nth(2).unwrap().parse().unwrap();
+        let last = module.rsplit('.').next().unwrap();
+        let de = spec.dims.experts;
+        if module.contains("experts.w") {
+            // Tinker: ΔW_e = s·B[e or 0]·A[e or 0].
+            let target = match last {
+                "w1" => "gate_proj",
+                "w2" => "down_proj",
+                _ => "up_proj",
+            };
+            let (_, s) = scale_of(spec, module, spec.expert_rank);
+            let (r, inn, out_d) = (sa[1], sa[2], sb[1]);
+            for e in 0..de {
+                let ea = if sa[0] == 1 { 0 } else { e };
+                let eb = if sb[0] == 1 { 0 } else { e };
+                let m = Mat::from_fn(out_d, inn, |o, i| {
+                    s * (0..r)
+                        .map(|k| b[eb * out_d * r + o * r + k] * a[ea * r * inn + k * inn + i])
+                        .sum::<f64>()
+                });
+                out.insert((Some(layer), target.to_string(), Some(e)), m);
+            }
+        } else if module.ends_with("experts") || module.ends_with("experts.base_layer") {
+            // PEFT ParamWrapper: A.reshape(E, r, in), B.reshape(out, r, E) (or (out, E, r)).
+            let target = if last == "base_layer" {
+                "gate_up_proj"
+            } else {
+                "down_proj"
+            };
+            let owner = module.trim_end_matches(".base_layer");
+            let (r, s) = scale_of(spec, &format!("{owner}.{target}"), spec.expert_rank);
+            let (inn, out_d) = (sa[1], sb[0]);
+            assert_eq!(sa[0], r * de);
+            for e in 0..de {
+                let m = Mat::from_fn(out_d, inn, |o, i| {
+                    s * (0..r)
+                        .map(|k| {
+                            let col = match spec.lora_b_layout {
+                                LoraBLayout::StrideE => k * de + e,
+                                LoraBLayout::ExpertMajor => e * r + k,
+                            };
+                            b[o * r * de + col] * a[(e * r + k) * inn + i]
+                        })
+                        .sum::<f64>()
+                });
+                out.insert((Some(layer), target.to_string(), Some(e)), m);
+            }
+        } else {
+            let (r, s) = scale_of(spec, module, spec.attn_rank);
+            assert_eq!(sa[0], r);
+            let (inn, out_d) = (sa[1], sb[0]);
+            let m = Mat::from_fn(out_d, inn, |o, i| {
+                s * (0..r).map(|k| b[o * r + k] * a[k * inn + i]).sum::<f64>()
+            });
+            out.insert((Some(layer), last.to_string(), None), m);
+        }
+    }
+    out
+}
+
+fn dense_sigma(m: &Mat<f64>) -> Vec<f64> {
+    let mut s = m.singular_values().unwrap();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+/// The statistics' definitions, written out again for the reference.
+fn check_stats(got: &DeltaStats, dense: &Mat<f64>) {
+    let sig = dense_sigma(dense);
+    let r = got.rank;
+    let s1 = sig[0];
+    let tol = 1e-6;
+    let close = |x: f64, y: f64, what: &str| {
+        assert!(
+            (x - y).abs() <= tol * y.abs().max(1e-300),
+            "{what}: {x} vs dense {y} at {:?}",
+            got.key()
+        )
+    };
+    let fro = (0..dense.nrows())
+        .flat_map(|i| (0..dense.ncols()).map(move |j| (i, j)))
+        .map(|(i, j)| dense[(i, j)].powi(2))
+        .sum::<f64>()
+        .sqrt();
+    close(got.fro_norm, fro, "fro_norm");
+    close(got.spectral_norm, s1, "spectral_norm");
+    assert_eq!(got.singular_values.len(), r);
+    for (k, (x, y)) in got.singular_values.iter().zip(&sig).enumerate() {
+        assert!((x - y).abs() <= tol * s1, "σ{k}: {x} vs {y}");
+    }
+    let top: Vec<f64> = sig[..r].to_vec();
+    let sum: f64 = top.iter().sum();
+    let erank = (-top
+        .iter()
+        .filter(|x| **x > 0.0)
+        .map(|x| (x / sum) * (x / sum).ln())
+        .sum::<f64>())
+    .exp();
+    close(got.effective_rank, erank, "effective_rank");
+    close(got.stable_rank, fro * fro / (s1 * s1), "stable_rank");
+    assert_eq!(
+        got.numerical_rank,
+        top.iter().filter(|x| **x > 1e-6 * s1).count()
+    );
+    let e2: f64 = top.iter().map(|x| x * x).sum();
+    let erank_q = |q: f64| {
+        let mut acc = 0.0;
+        top.iter()
+            .position(|x| {
+                acc += x * x;
+                acc >= q * e2 * (1.0 - 1e-12)
+            })
+            .unwrap()
+            + 1
+    };
+    assert_eq!(got.energy_rank_90, erank_q(0.9));
+    assert_eq!(got.energy_rank_99, erank_q(0.99));
+}
+
+/// Writes the spec, computes stats, and checks every delta against the dense reference.
+fn check_layout(spec: &Spec) -> Vec<DeltaStats> {
+    let dir = tempfile::tempdir().unwrap();
+    let g = synth::write_adapter(dir.path(), spec).unwrap();
+    let opts = LayoutOptions {
+        lora_b_layout: spec.lora_b_layout,
+    };
+    let a = load(dir.path(), opts);
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let dense = dense_reference(dir.path(), spec);
+    assert_eq!(st.deltas.len(), dense.len(), "delta count");
+    assert_eq!(st.deltas.len(), g.planted.len(), "planted count");
+    for d in &st.deltas {
+        let m = dense
+            .get(&d.key())
+            .unwrap_or_else(|| panic!("no dense delta {:?}", d.key()));
+        check_stats(d, m);
+    }
+    st.deltas
+}
+
+fn spec(pattern: Pattern) -> Spec {
+    let mut s = Spec::new(Dims::TOY, pattern);
+    s.attn_rank = 4;
+    s.expert_rank = 3;
+    s
+}
+
+#[test]
+fn attention_pairs_match_dense_in_every_dtype() {
+    for dtype in [Dtype::F32, Dtype::F64, Dtype::F16, Dtype::BF16] {
+        let mut s = spec(Pattern::Attention);
+        s.dtype = dtype;
+        check_layout(&s);
+    }
+}
+
+#[test]
+fn peft_per_expert_stride_e_matches_dense() {
+    let s = spec(Pattern::PeftExperts { layers: vec![0, 2] });
+    let st = check_layout(&s);
+    let experts = st.iter().filter(|d| d.expert.is_some()).count();
+    assert_eq!(experts, 2 * 2 * Dims::TOY.experts);
+    assert!(st
+        .iter()
+        .filter(|d| d.expert.is_some())
+        .all(|d| d.rank == 3));
+}
+
+#[test]
+fn peft_per_expert_expert_major_matches_dense_only_when_read_that_way() {
+    let mut s = spec(Pattern::PeftExperts { layers: vec![1] });
+    s.lora_b_layout = LoraBLayout::ExpertMajor;
+    check_layout(&s);
+    // Read with the default stride-E order, the same file gives other (wrong) spectra.
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let dense = dense_reference(dir.path(), &s);
+    let d = st.deltas.iter().find(|d| d.expert == Some(1)).unwrap();
+    let want = dense_sigma(&dense[&d.key()]);
+    assert!((d.spectral_norm - want[0]).abs() > 1e-6 * want[0]);
+}
+
+#[test]
+fn tinker_3d_broadcast_matches_dense() {
+    let st = check_layout(&spec(Pattern::Tinker3d));
+    assert_eq!(
+        st.iter().filter(|d| d.expert.is_some()).count(),
+        Dims::TOY.layers * 3 * Dims::TOY.experts
+    );
+}
+
+#[test]
+fn rslora_and_rank_alpha_patterns_match_dense() {
+    let mut s = spec(Pattern::Attention);
+    s.rslora = true;
+    s.rank_pattern = vec![("q_proj".into(), 6)];
+    s.alpha_pattern = vec![("v_proj".into(), 3.0)];
+    let st = check_layout(&s);
+    assert!(st
+        .iter()
+        .filter(|d| d.target == "q_proj")
+        .all(|d| d.rank == 6));
+    let v = st.iter().find(|d| d.target == "v_proj").unwrap();
+    assert!(
+        (v.scale - 3.0 / 2.0).abs() < 1e-12,
+        "rsLoRA alpha/sqrt(r) = 3/2"
+    );
+}
+
+#[test]
+fn unaligned_data_is_copied_not_misread() {
+    let mut s = spec(Pattern::PeftExperts { layers: vec![0] });
+    s.aligned = false;
+    check_layout(&s);
+}
+
+#[test]
+fn planted_spectra_are_recovered() {
+    let mut s = spec(Pattern::PeftExperts { layers: vec![2] });
+    s.dtype = Dtype::F64;
+    let dir = tempfile::tempdir().unwrap();
+    let g = synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    for p in &g.planted {
+        let d = st
+            .deltas
+            .iter()
+            .find(|d| d.key() == (Some(p.layer), p.target.clone(), p.expert))
+            .unwrap();
+        for (x, y) in d.singular_values.iter().zip(&p.sigma) {
+            assert!((x - y * d.scale.abs()).abs() < 1e-10 * y * d.scale.abs());
+        }
+    }
+}
+
+/// One 2D pair in F64 with the given factors.
+fn write_pair(dir: &Path, b: &[f64], a: &[f64], out: usize, inn: usize, r: usize, alpha: f64) {
+    let t = |name: &str, shape: Vec<usize>, v: &[f64]| synth::TensorData {
+        name: name.into(),
+        dtype: Dtype::F64,
+        shape,
+        bytes: Some(synth::encode(v, Dtype::F64)),
+    };
+    let tensors = vec![
+        t(
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            vec![r, inn],
+            a,
+        ),
+        t(
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            vec![out, r],
+            b,
+        ),
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    synth::write_safetensors(&dir.join("adapter_model.safetensors"), &tensors, true).unwrap();
+    let cfg = format!(r#"{{"r": {r}, "lora_alpha": {alpha}}}"#);
+    std::fs::write(dir.join("adapter_config.json"), cfg).unwrap();
+}
+
+fn pair_stats(b: &[f64], a: &[f64], out: usize, inn: usize, r: usize) -> (DeltaStats, Mat<f64>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), b, a, out, inn, r, r as f64);
+    let ad = load(dir.path(), LayoutOptions::default());
+    let st = stats::compute(&ad, &Filter::default(), &Control::default()).unwrap();
+    let dense = Mat::from_fn(out, inn, |o, i| {
+        (0..r).map(|k| b[o * r + k] * a[k * inn + i]).sum()
+    });
+    (st.deltas[0].clone(), dense)
+}
+
+#[test]
+fn graded_factors_take_the_householder_path_accurately() {
+    // σ spans 1 … 1e-6: Cholesky-QR would lose the small ones; the fallback must not.
+    let (out, inn, r) = (20, 14, 5);
+    let mut rng = synth::Rng::new(7);
+    let u = synth::orthonormal(&mut rng, out, r);
+    let v = synth::orthonormal(&mut rng, inn, r);
+    let sig = [1.0, 1e-2, 1e-3, 1e-5, 1e-6];
+    // B = U·diag(σ) (graded columns), A = Vᵀ.
+    let b: Vec<f64> = (0..out * r).map(|i| u[i] * sig[i % r]).collect();
+    let a: Vec<f64> = (0..r * inn).map(|i| v[(i % inn) * r + i / inn]).collect();
+    let (d, dense) = pair_stats(&b, &a, out, inn, r);
+    check_stats(&d, &dense);
+    for (x, y) in d.singular_values.iter().zip(sig) {
+        assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn all_zero_delta_gives_zeros_not_nan() {
+    let (out, inn, r) = (8, 6, 3);
+    let mut rng = synth::Rng::new(3);
+    let a: Vec<f64> = (0..r * inn).map(|_| rng.normal()).collect();
+    let (d, _) = pair_stats(&vec![0.0; out * r], &a, out, inn, r);
+    for x in [d.fro_norm, d.spectral_norm, d.effective_rank, d.stable_rank] {
+        assert_eq!(x, 0.0);
+    }
+    assert_eq!(
+        (d.numerical_rank, d.energy_rank_90, d.energy_rank_99),
+        (0, 0, 0)
+    );
+    assert!(d.singular_values.iter().all(|x| *x == 0.0));
+}
+
+#[test]
+fn rank_deficient_factors_match_dense() {
+    // B has two equal columns: rank 2 of 3.
+    let (out, inn, r) = (9, 7, 3);
+    let mut rng = synth::Rng::new(11);
+    let mut b: Vec<f64> = (0..out * r).map(|_| rng.normal()).collect();
+    for o in 0..out {
+        b[o * r + 2] = b[o * r + 1];
+    }
+    let a: Vec<f64> = (0..r * inn).map(|_| rng.normal()).collect();
+    let (d, dense) = pair_stats(&b, &a, out, inn, r);
+    check_stats(&d, &dense);
+    assert_eq!(d.numerical_rank, 2);
+}
+
+#[test]
+fn router_full_tensor_norms_match_dense() {
+    let s = spec(Pattern::AttentionRouter);
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let bytes = std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap();
+    let sf = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.full_tensors.len(), 2 * Dims::TOY.layers);
+    for f in &st.full_tensors {
+        let t = sf.tensor(&f.name).unwrap();
+        let v = to_f64(t.dtype(), t.data());
+        let fro = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((f.fro_norm - fro).abs() < 1e-9 * fro);
+        if f.shape.len() == 2 {
+            let m = Mat::from_fn(f.shape[0], f.shape[1], |i, j| v[i * f.shape[1] + j]);
+            let s1 = dense_sigma(&m)[0];
+            assert!((f.spectral_norm.unwrap() - s1).abs() < 1e-9 * s1);
+        }
+    }
+}
+
+#[test]
+fn filters_select_layer_target_expert() {
+    let s = spec(Pattern::PeftExperts { layers: vec![0, 2] });
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let f = Filter {
+        target: Some("down_proj".into()),
+        layer: Some(2),
+        expert: Some(1),
+    };
+    let st = stats::compute(&a, &f, &Control::default()).unwrap();
+    assert_eq!(st.deltas.len(), 1);
+    assert_eq!(st.deltas[0].key(), (Some(2), "down_proj".into(), Some(1)));
+    // Threads do not change results or their order.
+    let one = stats::compute(
+        &a,
+        &Filter::default(),
+        &Control {
+            threads: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let two = stats::compute(
+        &a,
+        &Filter::default(),
+        &Control {
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(one, two);
+}
+
+#[test]
+fn cancellation_stops_the_computation() {
+    let s = spec(Pattern::Tinker3d);
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let ctl = Control {
+        cancel: Some(&cancel),
+        ..Default::default()
+    };
+    assert!(matches!(
+        stats::compute(&a, &Filter::default(), &ctl),
+        Err(lorascope::Error::Cancelled)
+    ));
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let cb = |d: usize, t: usize| {
+        assert!(d <= t);
+        seen.fetch_max(d, std::sync::atomic::Ordering::Relaxed);
+    };
+    let ctl = Control {
+        progress: Some(&cb),
+        ..Default::default()
+    };
+    let st = stats::compute(&a, &Filter::default(), &ctl).unwrap();
+    assert_eq!(seen.into_inner(), st.deltas.len());
+}
+
+// ---- compare ----
+
+fn dense_left_basis(m: &Mat<f64>) -> Mat<f64> {
+    let svd = m.thin_svd().unwrap();
+    let s = svd.S().column_vector();
+    let mut idx: Vec<usize> = (0..s.nrows()).collect();
+    idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+    let s1 = s[idx[0]];
+    let keep: Vec<usize> = idx.into_iter().filter(|&i| s[i] > 1e-6 * s1).collect();
+    Mat::from_fn(m.nrows(), keep.len(), |i, j| svd.U()[(i, keep[j])])
+}
+
+fn dense_cos(x: &Mat<f64>, y: &Mat<f64>) -> f64 {
+    let mut dot = 0.0;
+    let (mut nx, mut ny) = (0.0, 0.0);
+    for i in 0..x.nrows() {
+        for j in 0..x.ncols() {
+            dot += x[(i, j)] * y[(i, j)];
+            nx += x[(i, j)].powi(2);
+            ny += y[(i, j)].powi(2);
+        }
+    }
+    dot / (nx.sqrt() * ny.sqrt())
+}
+
+#[test]
+fn compare_matches_dense_cosine_and_principal_angles() {
+    for pattern in [
+        Pattern::Attention,
+        Pattern::PeftExperts { layers: vec![1] },
+        Pattern::Tinker3d,
+    ] {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let sa = spec(pattern.clone());
+        let mut sb = spec(pattern);
+        sb.seed = 99;
+        synth::write_adapter(da.path(), &sa).unwrap();
+        synth::write_adapter(db.path(), &sb).unwrap();
+        let (a, b) = (
+            load(da.path(), LayoutOptions::default()),
+            load(db.path(), LayoutOptions::default()),
+        );
+        let c = compare::compare(&a, &b, &Control::default()).unwrap();
+        let (ra, rb) = (
+            dense_reference(da.path(), &sa),
+            dense_reference(db.path(), &sb),
+        );
+        assert_eq!(c.pairs.len(), ra.len());
+        assert!(c.only_a.is_empty() && c.only_b.is_empty());
+        for p in &c.pairs {
+            let key = (p.layer, p.target.clone(), p.expert);
+            let (x, y) = (&ra[&key], &rb[&key]);
+            let cos = dense_cos(x, y);
+            assert!((p.cosine.unwrap() - cos).abs() < 1e-9, "{key:?}");
+            let (ux, uy) = (dense_left_basis(x), dense_left_basis(y));
+            let m = ux.transpose() * &uy;
+            let fro2: f64 = (0..m.nrows())
+                .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
+                .map(|(i, j)| m[(i, j)].powi(2))
+                .sum();
+            let sim = fro2 / ux.ncols().min(uy.ncols()) as f64;
+            assert!(
+                (p.subspace_similarity.unwrap() - sim).abs() < 1e-8,
+                "{key:?}: {} vs {sim}",
+                p.subspace_similarity.unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn properties_hold_over_random_adapters() {
+    for seed in 1..=6u64 {
+        let mut s = spec(Pattern::PeftExperts { layers: vec![0, 1] });
+        s.seed = seed;
+        s.attn_rank = 1 + (seed as usize % 5);
+        let (da, dn) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        synth::write_adapter(da.path(), &s).unwrap();
+        let mut neg = s.clone();
+        neg.alpha = -s.alpha; // same factors, s → −s
+        synth::write_adapter(dn.path(), &neg).unwrap();
+        let a = load(da.path(), LayoutOptions::default());
+        let n = load(dn.path(), LayoutOptions::default());
+        let ctl = Control::default();
+        let (sa, sn) = (
+            stats::compute(&a, &Filter::default(), &ctl).unwrap(),
+            stats::compute(&n, &Filter::default(), &ctl).unwrap(),
+        );
+        for (x, y) in sa.deltas.iter().zip(&sn.deltas) {
+            assert!(
+                1.0 - 1e-12 <= x.effective_rank
+                    && x.effective_rank <= x.numerical_rank as f64 + 1e-12
+            );
+            assert!(x.stable_rank <= x.rank as f64 + 1e-12);
+            assert_eq!(x.scale, -y.scale);
+            // Invariant to the sign of s.
+            assert_eq!(x.singular_values, y.singular_values);
+            assert_eq!(x.effective_rank, y.effective_rank);
+        }
+        for p in compare::compare(&a, &a, &ctl).unwrap().pairs {
+            assert!((p.cosine.unwrap() - 1.0).abs() < 1e-12);
+            assert!((p.subspace_similarity.unwrap() - 1.0).abs() < 1e-9);
+        }
+        for p in compare::compare(&a, &n, &ctl).unwrap().pairs {
+            assert!((p.cosine.unwrap() + 1.0).abs() < 1e-12);
+        }
+    }
+}
+
+#[test]
+fn different_shapes_are_not_comparable_not_a_crash() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sa = spec(Pattern::Attention);
+    let mut sb = spec(Pattern::Attention);
+    sb.dims.hidden = 14; // another base model
+    synth::write_adapter(da.path(), &sa).unwrap();
+    synth::write_adapter(db.path(), &sb).unwrap();
+    let (a, b) = (
+        load(da.path(), LayoutOptions::default()),
+        load(db.path(), LayoutOptions::default()),
+    );
+    let c = compare::compare(&a, &b, &Control::default()).unwrap();
+    assert!(!c.pairs.is_empty());
+    assert!(c
+        .pairs
+        .iter()
+        .all(|p| !p.comparable && p.cosine.is_none() && p.note.is_some()));
+}
