@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# End-to-end timing of `lorascope stats --json` on real-shape adapters against a numpy peer that
+# does the same factored QR + SVD (benches/numpy_peer.py, OPENBLAS_NUM_THREADS=1).
+# Usage: benches/e2e.sh [RUNS]      (makes its fixtures and Python venv under target/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-7}
+cargo build --release --quiet --bin lorascope --example synth
+fx=target/bench-fixtures
+if [ ! -f "$fx/.done" ]; then
+  rm -rf "$fx"
+  target/release/examples/synth "$fx/attn-r32" attn --rank 32 --dtype F32
+  target/release/examples/synth "$fx/peft-r8" peft --rank 8 --expert-rank 8 --expert-layers 0,7,11,15,23 --dtype F32
+  touch "$fx/.done"
+fi
+venv=target/bench-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet numpy
+fi
+export OPENBLAS_NUM_THREADS=1
+"$venv/bin/python" - "$fx" "$runs" <<'PY'
+import json, os, statistics, subprocess, sys, time
+fx, runs = sys.argv[1], int(sys.argv[2])
+print(f"{'adapter':<10} {'deltas':>6} {'file MB':>8} {'lorascope ms':>13} {'peak MB':>8} {'numpy ms':>9} {'speed-up':>9}")
+for name in ["attn-r32", "peft-r8"]:
+    folder = f"{fx}/{name}"
+    size = os.path.getsize(f"{folder}/adapter_model.safetensors") / 1e6
+    walls, peak = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = subprocess.run(["target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True).stdout
+        walls.append(time.perf_counter() - t0)
+    # Peak resident memory of one more run, from GNU time's %M (KiB).
+    t = subprocess.run(["/usr/bin/time", "-f", "%M", "target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True, text=True)
+    peak = int(t.stderr.strip().splitlines()[-1]) / 1024
+    n = len(json.loads(out)["deltas"])
+    peer = [json.loads(subprocess.run([sys.executable, "benches/numpy_peer.py", folder], check=True, capture_output=True).stdout)["seconds"] for _ in range(3)]
+    ours, theirs = statistics.median(walls) * 1e3, statistics.median(peer) * 1e3
+    print(f"{name:<10} {n:>6} {size:>8.1f} {ours:>13.1f} {peak:>8.1f} {theirs:>9.1f} {theirs / ours:>8.1f}x")
+PY

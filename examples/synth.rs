@@ -1,0 +1,42 @@
+//! Writes one synthetic adapter at real gpt-oss-20b shapes (for the benchmark scripts).
+//!
+//! cargo run --release --example synth -- DIR attn|peft|tinker [--rank R] [--expert-rank R]
+//!     [--expert-layers 0,7,15] [--dtype F32|BF16] [--seed N]
+
+use lorascope::synth::{self, Dims, Pattern, Spec};
+use safetensors::Dtype;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        eprintln!("usage: synth DIR attn|peft|tinker [--rank R] [--expert-rank R] [--expert-layers L,..] [--dtype F32|BF16] [--seed N]");
+        std::process::exit(2);
+    }
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let num = |name: &str, d: usize| flag(name).map_or(d, |v| v.parse().expect("a number"));
+    let layers: Vec<usize> = flag("--expert-layers")
+        .map(|v| v.split(',').map(|x| x.parse().expect("layer")).collect())
+        .unwrap_or_else(|| vec![0, 7, 11, 15, 23]);
+    let pattern = match args[1].as_str() {
+        "attn" => Pattern::Attention,
+        "peft" => Pattern::PeftExperts { layers },
+        "tinker" => Pattern::Tinker3d,
+        other => panic!("unknown pattern {other}"),
+    };
+    let mut spec = Spec::new(Dims::GPT_OSS_20B, pattern);
+    spec.attn_rank = num("--rank", 32);
+    spec.expert_rank = num("--expert-rank", 8);
+    spec.alpha = 2.0 * spec.attn_rank as f64;
+    spec.seed = num("--seed", 1) as u64;
+    spec.dtype = match flag("--dtype").as_deref() {
+        Some("BF16") => Dtype::BF16,
+        _ => Dtype::F32,
+    };
+    let g = synth::write_adapter(std::path::Path::new(&args[0]), &spec).expect("write adapter");
+    eprintln!("wrote {} tensors to {}", g.tensors.len(), args[0]);
+}
