@@ -5,12 +5,17 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faer::Mat;
 use lorascope::math::Factored;
 use lorascope::synth::Rng;
+use lorascope::tensor::ColMajor;
 
 fn factors(out: usize, inn: usize, r: usize) -> (Mat<f64>, Mat<f64>) {
     let mut rng = Rng::new(r as u64);
     let b_t = Mat::from_fn(r, out, |_, _| rng.normal());
     let a_t = Mat::from_fn(inn, r, |_, _| rng.normal());
     (b_t, a_t)
+}
+
+fn cols(m: &Mat<f64>) -> ColMajor {
+    ColMajor::from_mat(m.as_ref())
 }
 
 fn per_delta(c: &mut Criterion) {
@@ -20,7 +25,7 @@ fn per_delta(c: &mut Criterion) {
     for r in [8usize, 32, 128, 512] {
         let (b_t, a_t) = factors(4096, 2880, r);
         g.bench_with_input(BenchmarkId::from_parameter(r), &r, |bench, _| {
-            bench.iter(|| Factored::new(1.0, b_t.clone(), a_t.clone(), false).sigma())
+            bench.iter(|| Factored::new(1.0, cols(&b_t), cols(&a_t), false).sigma())
         });
     }
     g.finish();

@@ -4,8 +4,10 @@
 //! R comes from the Cholesky factor of the f64 Gram matrix (fast), or from Householder QR when
 //! Cholesky fails or the factor is too ill-conditioned for it (e.g. an all-zero B).
 
+use crate::tensor::ColMajor;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::Svd;
-use faer::{Mat, MatRef, Side};
+use faer::{Accum, Mat, MatRef, Par, Side};
 
 /// Below this ratio of smallest to largest Cholesky diagonal, Cholesky-QR would lose digits of
 /// the small singular values (its error grows with cond²): use Householder QR instead.
@@ -16,7 +18,7 @@ pub const RANK_TOL: f64 = 1e-6;
 
 /// Upper-triangular R with tallᵀ·tall = RᵀR, for a tall n×r matrix.
 pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
-    let gram = tall.transpose() * tall;
+    let gram = gram_lower(tall);
     if let Ok(llt) = gram.llt(Side::Lower) {
         let l = llt.L();
         let d: Vec<f64> = (0..l.nrows()).map(|i| l[(i, i)].abs()).collect();
@@ -27,6 +29,24 @@ pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
         }
     }
     householder_r(tall)
+}
+
+/// The lower triangle of tallᵀ·tall (all Cholesky reads): half the flops of the full product.
+fn gram_lower(tall: MatRef<'_, f64>) -> Mat<f64> {
+    let r = tall.ncols();
+    let mut g = Mat::<f64>::zeros(r, r);
+    triangular::matmul(
+        g.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        tall.transpose(),
+        BlockStructure::Rectangular,
+        tall,
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+    g
 }
 
 /// R of a Householder QR (always succeeds; zero columns give zero rows of R).
@@ -48,8 +68,8 @@ pub fn householder_r(tall: MatRef<'_, f64>) -> Mat<f64> {
 pub struct Factored {
     pub scale: f64,
     /// Bᵀ (r×out) and Aᵀ (in×r), as read.
-    pub b_t: Mat<f64>,
-    pub a_t: Mat<f64>,
+    pub b_t: ColMajor,
+    pub a_t: ColMajor,
     /// R of Aᵀ = Q_A R_A.
     pub r_a: Mat<f64>,
     /// Singular values of the core R_B R_Aᵀ (without |s|), descending.
@@ -60,9 +80,9 @@ pub struct Factored {
 
 impl Factored {
     /// Factors a delta from Bᵀ (r×out) and Aᵀ (in×r).
-    pub fn new(scale: f64, b_t: Mat<f64>, a_t: Mat<f64>, want_vectors: bool) -> Factored {
-        let r_b = tall_r(b_t.transpose());
-        let r_a = tall_r(a_t.as_ref());
+    pub fn new(scale: f64, b_t: ColMajor, a_t: ColMajor, want_vectors: bool) -> Factored {
+        let r_b = tall_r(b_t.view().transpose());
+        let r_a = tall_r(a_t.view());
         let core = &r_b * r_a.transpose();
         let (core_sigma, core_v) = if want_vectors {
             core_svd(core.as_ref())
@@ -146,8 +166,8 @@ pub fn numerical_rank(sigma: &[f64]) -> usize {
 
 /// ⟨ΔW_a, ΔW_b⟩_F = s_a s_b · tr((B_aᵀB_b)(A_b A_aᵀ)).
 pub fn inner(a: &Factored, b: &Factored) -> f64 {
-    let bb = &a.b_t * b.b_t.transpose(); // r_a × r_b
-    let aa = b.a_t.transpose() * &a.a_t; // r_b × r_a
+    let bb = a.b_t.view() * b.b_t.view().transpose(); // r_a × r_b
+    let aa = b.a_t.view().transpose() * a.a_t.view(); // r_b × r_a
     let mut tr = 0.0;
     for i in 0..bb.nrows() {
         for j in 0..bb.ncols() {
@@ -172,7 +192,7 @@ pub fn subspace_similarity(a: &Factored, b: &Factored) -> Option<f64> {
     if k == 0 {
         return None;
     }
-    let bb = &a.b_t * b.b_t.transpose();
+    let bb = a.b_t.view() * b.b_t.view().transpose();
     let x = ma.transpose() * bb * mb;
     let fro2: f64 = (0..x.nrows())
         .flat_map(|i| (0..x.ncols()).map(move |j| (i, j)))
