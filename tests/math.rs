@@ -75,6 +75,15 @@ fn scale_of(spec: &Spec, module: &str, default_r: usize) -> (usize, f64) {
 
 /// Dense ΔW of every delta, keyed like lorascope's deltas, built from names and formulas.
 fn dense_reference(dir: &Path, spec: &Spec) -> BTreeMap<Key, Mat<f64>> {
+    dense_reference_of(dir, spec, |_| true)
+}
+
+/// The same for the modules whose name `keep` accepts (real shapes are slow to densify).
+fn dense_reference_of(
+    dir: &Path,
+    spec: &Spec,
+    keep: impl Fn(&str) -> bool,
+) -> BTreeMap<Key, Mat<f64>> {
     let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let get = |name: &str| {
@@ -84,7 +93,10 @@ fn dense_reference(dir: &Path, spec: &Spec) -> BTreeMap<Key, Mat<f64>> {
     let mut out = BTreeMap::new();
     let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
     names.sort();
-    for a_name in names.iter().filter(|n| n.ends_with("lora_A.weight")) {
+    for a_name in names
+        .iter()
+        .filter(|n| n.ends_with("lora_A.weight") && keep(n))
+    {
         let b_name = a_name.replace("lora_A", "lora_B");
         let (a, sa) = get(a_name);
         let (b, sb) = get(&b_name);
@@ -629,4 +641,34 @@ fn different_shapes_are_not_comparable_not_a_crash() {
         .pairs
         .iter()
         .all(|p| !p.comparable && p.cosine.is_none() && p.note.is_some()));
+}
+
+#[test]
+fn real_gpt_oss_shapes_recover_planted_spectra() {
+    let mut d = Dims::GPT_OSS_20B;
+    d.layers = 2; // two layers keep the fixture small; shapes are the real ones
+    let mut s = Spec::new(d, Pattern::PeftExperts { layers: vec![1] });
+    s.attn_rank = 8;
+    s.expert_rank = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let g = synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    assert_eq!(a.experts(), Some(32));
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    assert_eq!(st.deltas.len(), 2 * 4 + 2 * 32);
+    for p in &g.planted {
+        let d = st
+            .deltas
+            .iter()
+            .find(|d| d.key() == (Some(p.layer), p.target.clone(), p.expert))
+            .unwrap();
+        for (x, y) in d.singular_values.iter().zip(&p.sigma) {
+            // F32 storage: relative rounding of ~1e-7 per element.
+            assert!((x - y * d.scale.abs()).abs() < 1e-5 * p.sigma[0] * d.scale.abs());
+        }
+    }
+    // One dense SVD at a real shape (k_proj, 512×2880).
+    let dense = dense_reference_of(dir.path(), &s, |n| n.contains("layers.0.self_attn.k_proj"));
+    let k = st.deltas.iter().find(|d| d.target == "k_proj").unwrap();
+    check_stats(k, &dense[&k.key()]);
 }
