@@ -2,7 +2,7 @@
 
 use crate::config::{self, ConfigStatus};
 use crate::error::Error;
-use crate::format::{self, dtype_name, Header};
+use crate::format::{self, dtype_name, Header, TensorInfo};
 use crate::layout::{self, Delta, ExpertLayout, FullTensor, LayoutOptions, Role, TensorEntry};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,10 +136,27 @@ impl Adapter {
         self
     }
 
-    /// Reads every header and the config, and builds the layout. Never fails: problems become
-    /// `Kind::Error` with a message.
+    /// Reads every header and the config from disk, and builds the layout. Never fails: problems
+    /// become `Kind::Error` with a message.
     pub fn load(src: &Source, opts: LayoutOptions) -> Adapter {
         let cfg = config::load(&src.dir);
+        let headers = src.files.iter().map(|f| format::read_header(f)).collect();
+        let read_scalar = |f: &FileInfo, t: &TensorInfo| {
+            format::read_scalar(&f.path, f.data_start + t.begin, t.dtype)
+        };
+        Adapter::from_headers(src, cfg, headers, opts, &read_scalar)
+    }
+
+    /// Builds an adapter from headers and a config already read (from disk, or over HTTP by
+    /// `hub`), so that local and remote adapters share one path. `read_scalar` fetches the few
+    /// bytes of kohya's `.alpha` scalars. Never fails: problems become `Kind::Error`.
+    pub fn from_headers(
+        src: &Source,
+        cfg: ConfigStatus,
+        headers: crate::Result<Vec<Header>>,
+        opts: LayoutOptions,
+        read_scalar: &ScalarReader,
+    ) -> Adapter {
         let mut a = Adapter::new(src, cfg);
         if let Some(p) = &src.problem {
             return a.fail(p.clone());
@@ -153,13 +170,10 @@ impl Adapter {
             });
             return a;
         }
-        let mut headers: Vec<Header> = Vec::new();
-        for f in &src.files {
-            match format::read_header(f) {
-                Ok(h) => headers.push(h),
-                Err(e) => return a.fail(describe(&e)),
-            }
-        }
+        let headers = match headers {
+            Ok(h) => h,
+            Err(e) => return a.fail(describe(&e)),
+        };
         for (fi, h) in headers.into_iter().enumerate() {
             a.files.push(FileInfo {
                 path: h.path.clone(),
@@ -190,7 +204,7 @@ impl Adapter {
             a.kind = Kind::Empty;
             return a;
         }
-        let alphas = match kohya_alphas(&a) {
+        let alphas = match kohya_alphas(&a, read_scalar) {
             Ok(x) => x,
             Err(e) => return a.fail(e),
         };
@@ -334,13 +348,14 @@ pub fn describe(e: &Error) -> String {
     e.to_string()
 }
 
+/// Reads the value of a scalar tensor (kohya's `.alpha`) of one of the adapter's files.
+pub type ScalarReader<'a> = dyn Fn(&FileInfo, &TensorInfo) -> crate::Result<f64> + Sync + 'a;
+
 /// kohya's per-module `.alpha` scalars (tiny reads of a few bytes each).
-fn kohya_alphas(a: &Adapter) -> Result<BTreeMap<String, f64>, String> {
+fn kohya_alphas(a: &Adapter, read_scalar: &ScalarReader) -> Result<BTreeMap<String, f64>, String> {
     let mut out = BTreeMap::new();
     for t in a.tensors.iter().filter(|t| t.name.role == Role::Alpha) {
-        let f = &a.files[t.file];
-        let v = format::read_scalar(&f.path, f.data_start + t.info.begin, t.info.dtype)
-            .map_err(|e| describe(&e))?;
+        let v = read_scalar(&a.files[t.file], &t.info).map_err(|e| describe(&e))?;
         out.insert(t.name.module.clone(), v);
     }
     Ok(out)

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// How deep below a named folder (or a repo snapshot) adapters are looked for.
-const MAX_DEPTH: usize = 4;
+pub const MAX_DEPTH: usize = 4;
 
 /// The hub cache folder as huggingface_hub resolves it, from an environment lookup.
 /// Order: `HF_HUB_CACHE`, `HUGGINGFACE_HUB_CACHE`, `HF_HOME/hub`,
@@ -136,6 +136,13 @@ fn no_safetensors(id: &str, dir: &Path, revision: Option<String>) -> Source {
     }
 }
 
+/// Weight files other than safetensors (`.bin`, `.pt`, …), named in the no-safetensors note.
+pub fn is_weight_file(name: &str) -> bool {
+    [".bin", ".pt", ".pth", ".ckpt", ".gguf"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
 /// Names of weight-like files (e.g. `.bin`, `.pt`) under `dir`, for the no-safetensors note.
 fn walk_names(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
     let Ok(entries) = sorted_entries(dir) else {
@@ -148,10 +155,7 @@ fn walk_names(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
             .unwrap_or_default();
         if p.is_dir() && depth < MAX_DEPTH && !name.starts_with('.') {
             walk_names(&p, &format!("{prefix}{name}/"), depth + 1, out);
-        } else if [".bin", ".pt", ".pth", ".ckpt", ".gguf"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
-        {
+        } else if is_weight_file(&name) {
             out.push(format!("{prefix}{name}"));
         }
     }
