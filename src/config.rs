@@ -149,11 +149,25 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 /// PEFT's rule: key K matches module path M when `(.*\.)?(K)$` matches M from its start.
 pub fn pattern_matches(key: &str, module: &str) -> bool {
-    match Regex::new(&format!(r"^(.*\.)?({key})$")) {
-        Ok(re) => re.is_match(module),
-        // A key that is not a valid regex can still match literally.
-        Err(_) => module == key || module.ends_with(&format!(".{key}")),
+    // Compiled regexes are kept per thread: compiling one per call (48 target_parameters × 48
+    // expert modules per adapter) was 90 % of a scan of the survey's 140 repos.
+    thread_local! {
+        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<Regex>>> =
+            Default::default();
     }
+    COMPILED.with_borrow_mut(|cache| {
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        let re = cache
+            .entry(key.to_string())
+            .or_insert_with(|| Regex::new(&format!(r"^(.*\.)?({key})$")).ok());
+        match re {
+            Some(re) => re.is_match(module),
+            // A key that is not a valid regex can still match literally.
+            None => module == key || module.ends_with(&format!(".{key}")),
+        }
+    })
 }
 
 impl AdapterConfig {
