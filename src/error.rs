@@ -25,6 +25,9 @@ pub enum Error {
     /// The adapter exists but cannot be used for the request (e.g. `kind` is `error`).
     #[error("{id}: {msg}")]
     Unusable { id: String, msg: String },
+    /// Talking to the Hugging Face Hub failed (see `hub::HubError`).
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]

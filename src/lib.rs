@@ -3,6 +3,7 @@
 //! Modules by responsibility: `discovery` finds adapters, `format` reads safetensors headers,
 //! `config` reads adapter_config.json, `layout` turns tensors into logical deltas, `adapter`
 //! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
+//! `hub` talks to the Hugging Face Hub (remote headers, `fetch`).
 
 pub mod adapter;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod format;
+pub mod hub;
 pub mod layout;
 pub mod math;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! The command line: argument parsing, adapter lookup, and human/JSON output of each command.
 
 mod compute;
+mod hub;
 mod table;
 
 pub use table::Table;
@@ -48,11 +49,16 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         read: ReadOpts,
+        /// ADAPTER is a Hub repo (ORG/NAME[/SUB][@REV]): read its headers over HTTP Range requests
+        #[arg(long)]
+        remote: bool,
     },
     /// Statistics of every delta: norms, effective/stable rank, singular values
     Stats(compute::StatsArgs),
     /// Compare two adapters delta by delta: norms, cosine, subspace similarity
     Compare(compute::CompareArgs),
+    /// Download an adapter repo's config and safetensors into the hub cache (resumable)
+    Fetch(hub::FetchArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
     Demo {
         /// Folder to write (default: ~/.cache/lorascope/demo-hub)
@@ -101,9 +107,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             adapter,
             json,
             read,
+            remote: true,
+        }) => hub::cmd_inspect_remote(&adapter, json, read.layout()),
+        Some(Command::Inspect {
+            adapter,
+            json,
+            read,
+            remote: false,
         }) => cmd_inspect(&ctx, &adapter, json, read.layout()),
         Some(Command::Stats(args)) => compute::cmd_stats(&ctx, args),
         Some(Command::Compare(args)) => compute::cmd_compare(&ctx, args),
+        Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
 }
@@ -320,6 +334,11 @@ struct InspectJson<'a> {
 
 fn cmd_inspect(ctx: &Ctx, id: &str, json: bool, layout: LayoutOptions) -> Result<ExitCode> {
     let a = ctx.find(id, layout)?;
+    show_inspect(&a, json)
+}
+
+/// Prints an adapter as `inspect` does (local or remote); fails when it is an `error`.
+fn show_inspect(a: &Adapter, json: bool) -> Result<ExitCode> {
     if json {
         let tensors = a
             .tensors
@@ -352,7 +371,7 @@ fn cmd_inspect(ctx: &Ctx, id: &str, json: bool, layout: LayoutOptions) -> Result
             full_tensors: &a.full,
         })?;
     } else {
-        print!("{}", inspect_text(&a));
+        print!("{}", inspect_text(a));
     }
     if let Some(e) = &a.error {
         bail!("{}: {e}", a.id);

@@ -1,0 +1,1386 @@
+//! The Hugging Face Hub over HTTP: repo info, header-only reads of remote safetensors (HTTP Range:
+//! 8 bytes, then the header) and `fetch` into the standard cache layout, resumable.
+//!
+//! hf-hub 0.5 names the cache folders and types the repo-info answer. Its downloader is not used:
+//! it has no timeouts, ignores `HF_HUB_CACHE`, and resumes from its own `.sync.part` files instead
+//! of huggingface_hub's `blobs/<etag>.incomplete`.
+
+use crate::adapter::{Adapter, FileInfo, Source};
+use crate::config::{self, ConfigStatus};
+use crate::error::{Error, Result};
+use crate::format::{self, Header, TensorInfo};
+use crate::layout::LayoutOptions;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::{Client, Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Largest JSON body accepted (repo info, adapter_config.json).
+const MAX_JSON: u64 = 32 << 20;
+
+/// How to reach the Hub. Tests build one per client instead of changing the environment.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Base URL, without a trailing slash (`HF_ENDPOINT`).
+    pub endpoint: String,
+    /// Sent as `Authorization: Bearer …` (`HF_TOKEN`).
+    pub token: Option<String>,
+    /// `HF_HUB_OFFLINE`: every network operation fails at once.
+    pub offline: bool,
+    /// A request that gets no answer, or a body that makes no progress, for this long fails.
+    pub timeout: Duration,
+    /// Extra attempts after a transient failure (timeout, cut connection, 5xx, 429).
+    pub retries: u32,
+    /// First pause between attempts; doubled each time.
+    pub backoff: Duration,
+    /// Repos surveyed at once.
+    pub concurrency: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            token: None,
+            offline: false,
+            timeout: Duration::from_secs(30),
+            retries: 3,
+            backoff: Duration::from_millis(500),
+            concurrency: 8,
+        }
+    }
+}
+
+impl HubConfig {
+    /// From `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`, as huggingface_hub reads them.
+    pub fn from_env() -> HubConfig {
+        HubConfig::from_env_with(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_env_with(env: impl Fn(&str) -> Option<String>) -> HubConfig {
+        let get = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let offline = get("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+        });
+        HubConfig {
+            endpoint: get("HF_ENDPOINT")
+                .map(|e| e.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.into()),
+            token: get("HF_TOKEN"),
+            offline,
+            ..HubConfig::default()
+        }
+    }
+}
+
+/// What went wrong talking to the Hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("HF_HUB_OFFLINE is set: {0} needs the network (unset HF_HUB_OFFLINE to allow it)")]
+    Offline(String),
+    #[error(
+        "'{0}' is not a Hub repo id (expected ORG/NAME, ORG/NAME/SUBFOLDER or ORG/NAME@REVISION)"
+    )]
+    BadRepoId(String),
+    #[error("{url}: HTTP {status}{}", status_hint(*.status, *.with_token))]
+    Status {
+        url: String,
+        status: u16,
+        with_token: bool,
+    },
+    #[error("{url}: no answer for {} s (timed out)", .after.as_secs_f64())]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {msg}")]
+    Network { url: String, msg: String },
+    /// The server answered something lorascope cannot use (missing headers, unsafe names, …).
+    #[error("{url}: {msg}")]
+    Protocol { url: String, msg: String },
+}
+
+fn status_hint(status: u16, with_token: bool) -> &'static str {
+    match (status, with_token) {
+        (401 | 403, false) => " (gated or private repo: set HF_TOKEN)",
+        (401 | 403, true) => " (HF_TOKEN does not grant access to this repo)",
+        (404, false) => " (no such repo, revision or file; or a private repo: set HF_TOKEN)",
+        (404, true) => " (no such repo, revision or file)",
+        (416, _) => " (range not satisfiable)",
+        (429, _) => " (rate limited)",
+        (500..=599, _) => " (server error)",
+        _ => "",
+    }
+}
+
+impl HubError {
+    /// Worth another attempt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HubError::Timeout { .. } | HubError::Network { .. } => true,
+            HubError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}
+
+fn transient(e: &Error) -> bool {
+    matches!(e, Error::Hub(h) if h.is_transient())
+}
+
+fn protocol(url: &str, msg: impl Into<String>) -> Error {
+    HubError::Protocol {
+        url: url.into(),
+        msg: msg.into(),
+    }
+    .into()
+}
+
+fn network(url: &str, msg: impl Into<String>) -> Error {
+    HubError::Network {
+        url: url.into(),
+        msg: msg.into(),
+    }
+    .into()
+}
+
+/// A repo (and optionally one adapter folder in it) at a revision: `ORG/NAME[/SUB][@REV]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoRef {
+    /// `ORG/NAME`.
+    pub repo: String,
+    /// Branch, tag or commit; `main` by default.
+    pub revision: String,
+    /// An adapter folder inside the repo (`inspect --remote ORG/NAME/SUB`).
+    pub sub: Option<String>,
+}
+
+impl RepoRef {
+    /// The same repo at another revision.
+    pub fn at(self, revision: &str) -> Result<RepoRef> {
+        if !safe_rel_path(revision) {
+            return Err(HubError::BadRepoId(format!("{}@{revision}", self.adapter_id())).into());
+        }
+        Ok(RepoRef {
+            revision: revision.into(),
+            ..self
+        })
+    }
+
+    /// The id of the adapter this names: `ORG/NAME` or `ORG/NAME/SUB`.
+    pub fn adapter_id(&self) -> String {
+        match &self.sub {
+            Some(s) => format!("{}/{s}", self.repo),
+            None => self.repo.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for RepoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.adapter_id())?;
+        if self.revision != "main" {
+            write!(f, "@{}", self.revision)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for RepoRef {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<RepoRef> {
+        let bad = || Error::from(HubError::BadRepoId(s.to_string()));
+        let (path, revision) = match s.trim().split_once('@') {
+            Some((p, r)) if !r.is_empty() => (p, r),
+            Some(_) => return Err(bad()),
+            None => (s.trim(), "main"),
+        };
+        let comps: Vec<&str> = path.split('/').collect();
+        // Hub names: letters, digits, `-`, `_`, `.`; no `--` (it separates parts of cache folders).
+        let name_ok = |c: &str| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                && !c.starts_with(['.', '-'])
+                && !c.contains("--")
+                && !c.contains("..")
+        };
+        if comps.len() < 2 || !name_ok(comps[0]) || !name_ok(comps[1]) {
+            return Err(bad());
+        }
+        let sub = (comps.len() > 2).then(|| comps[2..].join("/"));
+        if sub.as_deref().is_some_and(|s| !safe_rel_path(s)) || !safe_rel_path(revision) {
+            return Err(bad());
+        }
+        Ok(RepoRef {
+            repo: format!("{}/{}", comps[0], comps[1]),
+            revision: revision.to_string(),
+            sub,
+        })
+    }
+}
+
+/// Repo ids from `report --remote LIST`: a file with one id per line (`#` starts a comment), or
+/// ids separated by commas.
+pub fn parse_list(text: &str) -> Result<Vec<RepoRef>> {
+    text.split(['\n', ','])
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// A relative path that stays inside the folder it is joined to.
+fn safe_rel_path(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\\')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A name safe as one path component (commit hashes, etags).
+fn safe_component(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// What the repo-info endpoint says about a revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoInfo {
+    /// The commit the revision resolves to.
+    pub sha: String,
+    /// Every file of the repo at that commit (relative paths).
+    pub files: Vec<String>,
+}
+
+/// What a file's `resolve` answer says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileMeta {
+    /// Blob name in the cache: `X-Linked-Etag` (LFS: the sha256 of the content), else `ETag`.
+    pub etag: String,
+    pub size: u64,
+    pub commit: Option<String>,
+    /// Stored with Git LFS (the etag is then the content's sha256).
+    pub lfs: bool,
+}
+
+/// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
+#[derive(Debug, Clone)]
+pub struct CacheRepo {
+    pub dir: PathBuf,
+}
+
+impl CacheRepo {
+    pub fn new(cache_root: &Path, repo: &str) -> CacheRepo {
+        let folder = hf_hub::Repo::model(repo.to_string()).folder_name();
+        CacheRepo {
+            dir: cache_root.join(folder),
+        }
+    }
+
+    pub fn blobs(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
+    pub fn blob(&self, etag: &str) -> PathBuf {
+        self.blobs().join(etag)
+    }
+
+    pub fn snapshot(&self, commit: &str) -> PathBuf {
+        self.dir.join("snapshots").join(commit)
+    }
+
+    /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (as
+    /// huggingface_hub does), replacing an older link in one rename.
+    pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
+        let link = self.snapshot(commit).join(file);
+        let parent = link.parent().unwrap_or(&self.dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let depth = file.matches('/').count() + 2;
+        let target: PathBuf = std::iter::repeat_n("..", depth)
+            .collect::<PathBuf>()
+            .join("blobs")
+            .join(etag);
+        let tmp = link.with_file_name(format!(
+            ".{}.lorascope-link",
+            link.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        symlink_or_copy(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
+        Ok(link)
+    }
+
+    /// Writes `refs/<revision>` = `commit`, atomically.
+    pub fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        let path = self.dir.join("refs").join(revision);
+        write_atomic(&path, commit.as_bytes())
+    }
+}
+
+#[cfg(unix)]
+fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
+    let abs = link.parent().unwrap_or(Path::new(".")).join(target);
+    std::fs::copy(abs, link).map(|_| ())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".lorascope-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Where a `fetch` stands, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchProgress<'a> {
+    pub file: &'a str,
+    pub file_done: u64,
+    pub file_size: u64,
+    /// Bytes of all files in place so far (downloaded or already in the cache).
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Called as a fetch advances; must be cheap (it runs after each received chunk).
+pub type ProgressFn<'a> = dyn Fn(&FetchProgress) + Send + Sync + 'a;
+
+/// One file a fetch put in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedFile {
+    pub name: String,
+    pub size: u64,
+    pub etag: String,
+    /// Already complete in the cache: nothing downloaded.
+    pub cached: bool,
+}
+
+/// The result of a fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub repo_dir: PathBuf,
+    pub snapshot: PathBuf,
+    pub commit: String,
+    pub files: Vec<FetchedFile>,
+    /// Bytes received over the network for file contents.
+    pub downloaded: u64,
+}
+
+/// Totals of a remote survey, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SurveyStats {
+    pub repos: usize,
+    pub failed: usize,
+    /// Response bytes received (bodies: repo info, configs, headers).
+    pub bytes_transferred: u64,
+    /// Sizes of the safetensors files the headers describe.
+    pub bytes_total: u64,
+}
+
+/// A client of one Hub endpoint.
+pub struct Hub {
+    cfg: HubConfig,
+    /// Follows redirects (LFS files live on a CDN); reqwest drops `Authorization` across hosts.
+    data: Client,
+    /// Follows no redirect: file metadata is read from the Hub's own answer.
+    meta: Client,
+    received: AtomicU64,
+}
+
+impl Hub {
+    /// A client; fails at once when offline, so that nothing half-starts.
+    pub fn new(cfg: HubConfig, what: &str) -> Result<Hub> {
+        if cfg.offline {
+            return Err(HubError::Offline(what.into()).into());
+        }
+        let ua = concat!("lorascope/", env!("CARGO_PKG_VERSION"));
+        let build = |redirect| {
+            Client::builder()
+                .user_agent(ua)
+                .connect_timeout(cfg.timeout)
+                .redirect(redirect)
+                .build()
+                .map_err(|e| Error::Other(format!("cannot start an HTTP client: {e}")))
+        };
+        Ok(Hub {
+            data: build(reqwest::redirect::Policy::limited(10))?,
+            meta: build(reqwest::redirect::Policy::none())?,
+            received: AtomicU64::new(0),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    /// Response body bytes received so far by this client.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn resolve_url(&self, repo: &RepoRef, commit: &str, file: &str) -> String {
+        format!(
+            "{}/{}/resolve/{}/{}",
+            self.cfg.endpoint,
+            repo.repo,
+            url_escape(commit, false),
+            url_escape(file, true)
+        )
+    }
+
+    async fn send(
+        &self,
+        client: &Client,
+        method: Method,
+        url: &str,
+        range: Option<String>,
+    ) -> Result<Response> {
+        let mut rb = client.request(method, url);
+        if let Some(r) = range {
+            rb = rb.header(RANGE, r);
+        }
+        if let Some(t) = &self.cfg.token {
+            rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        match tokio::time::timeout(self.cfg.timeout, rb.send()).await {
+            Err(_) => Err(HubError::Timeout {
+                url: url.into(),
+                after: self.cfg.timeout,
+            }
+            .into()),
+            Ok(Err(e)) => Err(network(url, describe_reqwest(&e))),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// The next piece of a body; a stall longer than the timeout is an error.
+    async fn next_chunk(
+        &self,
+        url: &str,
+        resp: &mut Response,
+    ) -> Result<Option<impl std::ops::Deref<Target = [u8]>>> {
+        match tokio::time::timeout(self.cfg.timeout, resp.chunk()).await {
+            Err(_) => Err(HubError::Timeout {
+                url: url.into(),
+                after: self.cfg.timeout,
+            }
+            .into()),
+            Ok(Err(e)) => Err(network(url, describe_reqwest(&e))),
+            Ok(Ok(c)) => {
+                if let Some(c) = &c {
+                    self.received.fetch_add(c.len() as u64, Ordering::Relaxed);
+                }
+                Ok(c)
+            }
+        }
+    }
+
+    fn check_status(&self, url: &str, resp: &Response) -> Result<()> {
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(HubError::Status {
+            url: url.into(),
+            status: resp.status().as_u16(),
+            with_token: self.cfg.token.is_some(),
+        }
+        .into())
+    }
+
+    /// Runs `op` again after transient failures, with exponential backoff.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if attempt < self.cfg.retries && transient(&e) => {
+                    tokio::time::sleep(self.cfg.backoff * 2u32.saturating_pow(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A small whole body (JSON), refusing more than `MAX_JSON` bytes.
+    async fn get_small(&self, url: &str) -> Result<Vec<u8>> {
+        self.retry(|| async {
+            let mut resp = self.send(&self.data, Method::GET, url, None).await?;
+            self.check_status(url, &resp)?;
+            let mut buf = Vec::new();
+            while let Some(c) = self.next_chunk(url, &mut resp).await? {
+                buf.extend_from_slice(&c);
+                if buf.len() as u64 > MAX_JSON {
+                    return Err(protocol(
+                        url,
+                        format!("answer larger than {MAX_JSON} bytes"),
+                    ));
+                }
+            }
+            Ok(buf)
+        })
+        .await
+    }
+
+    /// What the repo-info endpoint says about `repo` at its revision.
+    pub async fn repo_info(&self, repo: &RepoRef) -> Result<RepoInfo> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}",
+            self.cfg.endpoint,
+            repo.repo,
+            url_escape(&repo.revision, false)
+        );
+        let body = self.get_small(&url).await?;
+        let info: hf_hub::api::RepoInfo = serde_json::from_slice(&body)
+            .map_err(|e| protocol(&url, format!("repo info is not the expected JSON ({e})")))?;
+        if !safe_component(&info.sha) {
+            return Err(protocol(
+                &url,
+                format!("commit '{}' is not a hash", info.sha),
+            ));
+        }
+        let mut files = Vec::with_capacity(info.siblings.len());
+        for s in info.siblings {
+            if !safe_rel_path(&s.rfilename) {
+                return Err(protocol(
+                    &url,
+                    format!("unsafe file name '{}'", s.rfilename),
+                ));
+            }
+            files.push(s.rfilename);
+        }
+        files.sort();
+        Ok(RepoInfo {
+            sha: info.sha,
+            files,
+        })
+    }
+
+    /// Bytes `start..=end` of a file (fewer when the file is shorter) and the file's size.
+    /// Reads no more than asked even when the server ignores `Range`: the body is dropped.
+    pub async fn read_range(&self, url: &str, start: u64, end: u64) -> Result<(Vec<u8>, u64)> {
+        self.retry(|| self.read_range_once(url, start, end)).await
+    }
+
+    async fn read_range_once(&self, url: &str, start: u64, end: u64) -> Result<(Vec<u8>, u64)> {
+        let range = format!("bytes={start}-{end}");
+        let mut resp = self.send(&self.data, Method::GET, url, Some(range)).await?;
+        let (skip, total) = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let (first, last, total) = content_range(resp.headers())
+                    .ok_or_else(|| protocol(url, "206 answer without a usable Content-Range"))?;
+                if first != start || last < end.min(total.saturating_sub(1)) {
+                    return Err(protocol(
+                        url,
+                        format!("asked for bytes {start}-{end}, got {first}-{last}"),
+                    ));
+                }
+                (0, total)
+            }
+            StatusCode::OK => {
+                let total = header_u64(resp.headers(), CONTENT_LENGTH.as_str())
+                    .ok_or_else(|| protocol(url, "Range ignored and no Content-Length"))?;
+                (start, total)
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = unsatisfied_total(resp.headers())
+                    .ok_or_else(|| protocol(url, "416 answer without the file size"))?;
+                return Ok((vec![], total));
+            }
+            _ => {
+                self.check_status(url, &resp)?;
+                return Err(protocol(url, format!("unexpected HTTP {}", resp.status())));
+            }
+        };
+        let want = if start >= total {
+            0
+        } else {
+            end.min(total - 1) - start + 1
+        };
+        let mut buf = Vec::with_capacity(want.min(1 << 20) as usize);
+        let mut skipped = 0u64;
+        while (buf.len() as u64) < want {
+            let Some(c) = self.next_chunk(url, &mut resp).await? else {
+                return Err(network(
+                    url,
+                    format!("connection closed after {} of {want} bytes", buf.len()),
+                ));
+            };
+            let mut c: &[u8] = &c;
+            let s = (skip - skipped).min(c.len() as u64) as usize;
+            skipped += s as u64;
+            c = &c[s..];
+            let take = (want - buf.len() as u64).min(c.len() as u64) as usize;
+            buf.extend_from_slice(&c[..take]);
+        }
+        Ok((buf, total))
+    }
+
+    /// The validated header of a remote safetensors file: 8 bytes, then exactly the header.
+    pub async fn read_header(&self, url: &str) -> Result<Header> {
+        let path = PathBuf::from(url);
+        let (first, total) = self.read_range(url, 0, 7).await?;
+        let mut len8 = [0u8; 8];
+        if first.len() == 8 {
+            len8.copy_from_slice(&first);
+        }
+        let n = format::header_len(&path, len8, total)?;
+        let json = if n == 0 {
+            vec![]
+        } else {
+            let (json, total2) = self.read_range(url, 8, 8 + n - 1).await?;
+            if total2 != total {
+                return Err(protocol(url, "the file changed size between two requests"));
+            }
+            json
+        };
+        format::parse_header(&path, &json, total)
+    }
+
+    /// A file's etag, size and commit from the Hub's own answer to `HEAD` (a redirect to a CDN
+    /// carries them; redirects within the Hub, e.g. a renamed repo, are followed).
+    pub async fn file_meta(&self, url: &str) -> Result<FileMeta> {
+        self.retry(|| async {
+            let mut at = url.to_string();
+            for _ in 0..10 {
+                let resp = self.send(&self.meta, Method::HEAD, &at, None).await?;
+                let h = resp.headers();
+                let commit = header_str(h, "x-repo-commit");
+                if resp.status().is_redirection() && commit.is_none() {
+                    let loc = header_str(h, LOCATION.as_str())
+                        .ok_or_else(|| protocol(&at, "redirect without a Location"))?;
+                    at = reqwest::Url::parse(&at)
+                        .and_then(|u| u.join(&loc))
+                        .map_err(|e| protocol(&at, format!("bad redirect '{loc}': {e}")))?
+                        .to_string();
+                    continue;
+                }
+                if !resp.status().is_redirection() {
+                    self.check_status(&at, &resp)?;
+                }
+                let linked = header_str(h, "x-linked-etag");
+                let lfs = linked.is_some();
+                let etag = linked
+                    .or_else(|| header_str(h, "etag"))
+                    .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
+                    .ok_or_else(|| protocol(&at, "no ETag"))?;
+                if !safe_component(&etag) {
+                    return Err(protocol(&at, format!("unusable ETag '{etag}'")));
+                }
+                let size = header_u64(h, "x-linked-size")
+                    .or_else(|| header_u64(h, CONTENT_LENGTH.as_str()))
+                    .ok_or_else(|| protocol(&at, "no file size (X-Linked-Size, Content-Length)"))?;
+                return Ok(FileMeta {
+                    etag,
+                    size,
+                    commit,
+                    lfs,
+                });
+            }
+            Err(protocol(url, "more than 10 redirects"))
+        })
+        .await
+    }
+
+    /// Downloads `adapter_config.json` and every `*.safetensors` of a repo into the cache.
+    ///
+    /// Each file goes to `blobs/<etag>.incomplete` (resumed with `Range` after a cut, here or in a
+    /// later run), is checked (size; sha256 for LFS files), and is renamed into `blobs/<etag>`.
+    /// Only when every file is complete are the snapshot links and then `refs/<revision>`
+    /// written: the cache never points at a partial file.
+    pub async fn fetch(
+        &self,
+        cache_root: &Path,
+        repo: &RepoRef,
+        progress: &ProgressFn<'_>,
+    ) -> Result<Fetched> {
+        let info = self.repo_info(repo).await?;
+        let wanted: Vec<&String> = info
+            .files
+            .iter()
+            .filter(|f| f.ends_with(".safetensors") || file_name(f) == "adapter_config.json")
+            .filter(|f| {
+                repo.sub
+                    .as_ref()
+                    .is_none_or(|s| f.starts_with(&format!("{s}/")))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Err(protocol(
+                &format!("{}/{}", self.cfg.endpoint, repo.repo),
+                format!(
+                    "{repo} has no adapter_config.json or .safetensors file at {}",
+                    info.sha
+                ),
+            ));
+        }
+        let mut metas = Vec::with_capacity(wanted.len());
+        for f in &wanted {
+            let url = self.resolve_url(repo, &info.sha, f);
+            let m = self.file_meta(&url).await?;
+            if m.commit.as_deref().is_some_and(|c| c != info.sha) {
+                return Err(protocol(
+                    &url,
+                    format!("served from commit {:?}, expected {}", m.commit, info.sha),
+                ));
+            }
+            metas.push((url, m));
+        }
+        let cache = CacheRepo::new(cache_root, &repo.repo);
+        let blobs = cache.blobs();
+        tokio::fs::create_dir_all(&blobs)
+            .await
+            .map_err(|e| Error::io(&blobs, e))?;
+        let total: u64 = metas.iter().map(|(_, m)| m.size).sum();
+        let mut done = 0u64;
+        let mut downloaded = 0u64;
+        let mut files = Vec::with_capacity(wanted.len());
+        for (name, (url, m)) in wanted.iter().zip(&metas) {
+            let report = |file_done: u64| {
+                progress(&FetchProgress {
+                    file: name,
+                    file_done,
+                    file_size: m.size,
+                    done: done + file_done,
+                    total,
+                })
+            };
+            let got = self
+                .download_blob(url, m, &cache.blob(&m.etag), &report)
+                .await?;
+            report(m.size);
+            downloaded += got;
+            done += m.size;
+            files.push(FetchedFile {
+                name: name.to_string(),
+                size: m.size,
+                etag: m.etag.clone(),
+                cached: got == 0 && m.size > 0,
+            });
+        }
+        for f in &files {
+            cache.link(&info.sha, &f.name, &f.etag)?;
+        }
+        if repo.revision != info.sha {
+            cache.set_ref(&repo.revision, &info.sha)?;
+        }
+        Ok(Fetched {
+            snapshot: cache.snapshot(&info.sha),
+            repo_dir: cache.dir,
+            commit: info.sha,
+            files,
+            downloaded,
+        })
+    }
+
+    /// Makes `blob` hold the file at `url`; returns the bytes downloaded (0 when already there).
+    async fn download_blob(
+        &self,
+        url: &str,
+        m: &FileMeta,
+        blob: &Path,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        if tokio::fs::metadata(blob)
+            .await
+            .is_ok_and(|md| md.len() == m.size)
+        {
+            return Ok(0);
+        }
+        let mut p = Partial::open(blob.with_file_name(format!("{}.incomplete", m.etag)), m).await?;
+        let mut attempt = 0;
+        while p.have < p.size {
+            let before = p.have;
+            if let Err(e) = self.download_range(url, &mut p, report).await {
+                // Keep what arrived: the next attempt (or run) resumes from it.
+                p.flush().await?;
+                if p.have > before {
+                    attempt = 0; // progress: a flaky connection, not a dead one
+                }
+                if attempt >= self.cfg.retries || !transient(&e) {
+                    return Err(e);
+                }
+                tokio::time::sleep(self.cfg.backoff * 2u32.saturating_pow(attempt)).await;
+                attempt += 1;
+            }
+        }
+        p.finish(url, &m.etag, blob).await
+    }
+
+    /// One request for the rest of the file, appended to the partial download.
+    async fn download_range(
+        &self,
+        url: &str,
+        p: &mut Partial,
+        report: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let range = format!("bytes={}-", p.have);
+        let mut resp = self.send(&self.data, Method::GET, url, Some(range)).await?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let first = content_range(resp.headers()).map(|(f, _, _)| f);
+                if first != Some(p.have) {
+                    return Err(protocol(
+                        url,
+                        format!("asked for byte {}, got {first:?}", p.have),
+                    ));
+                }
+            }
+            StatusCode::OK => p.restart().await?, // the server ignored Range
+            _ => {
+                self.check_status(url, &resp)?;
+                return Err(protocol(url, format!("unexpected HTTP {}", resp.status())));
+            }
+        }
+        while let Some(c) = self.next_chunk(url, &mut resp).await? {
+            if p.have + c.len() as u64 > p.size {
+                return Err(protocol(
+                    url,
+                    format!("more than the announced {} bytes", p.size),
+                ));
+            }
+            p.append(&c).await?;
+            report(p.have);
+        }
+        if p.have < p.size {
+            return Err(network(
+                url,
+                format!("connection closed at byte {} of {}", p.have, p.size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every adapter of a remote repo, from headers read over HTTP (no tensor data).
+    pub async fn remote_adapters(
+        &self,
+        repo: &RepoRef,
+        opts: LayoutOptions,
+    ) -> Result<Vec<Adapter>> {
+        let info = self.repo_info(repo).await?;
+        let tree = format!("{}/{}/tree/{}", self.cfg.endpoint, repo.repo, info.sha);
+        let mut out = Vec::new();
+        for folder in adapter_folders(&info.files) {
+            let join = |base: &str| match folder.sub.as_str() {
+                "" => base.to_string(),
+                s => format!("{base}/{s}"),
+            };
+            let config = match &folder.config {
+                None => ConfigStatus::Missing,
+                Some(f) => match self.get_small(&self.resolve_url(repo, &info.sha, f)).await {
+                    Ok(bytes) => match config::parse(&bytes) {
+                        Ok(c) => ConfigStatus::Ok(c),
+                        Err(m) => ConfigStatus::Malformed(m),
+                    },
+                    Err(e) => ConfigStatus::Malformed(format!("cannot read it: {e}")),
+                },
+            };
+            let urls: Vec<String> = folder
+                .safetensors
+                .iter()
+                .map(|f| self.resolve_url(repo, &info.sha, f))
+                .collect();
+            let headers = async {
+                let mut v = Vec::with_capacity(urls.len());
+                for u in &urls {
+                    v.push(self.read_header(u).await?);
+                }
+                Ok(v)
+            }
+            .await;
+            let src = Source {
+                id: join(&repo.repo),
+                path: PathBuf::from(join(&tree)),
+                dir: PathBuf::from(join(&tree)),
+                files: urls.iter().map(PathBuf::from).collect(),
+                revision: Some(info.sha.clone()),
+                problem: None,
+                other_files: folder.other_files,
+            };
+            out.push(Adapter::from_headers(
+                &src,
+                config,
+                headers,
+                opts,
+                &no_remote_scalars,
+            ));
+        }
+        if let Some(sub) = &repo.sub {
+            let want = repo.adapter_id();
+            if !out.iter().any(|a| a.id == want) {
+                let ids: Vec<&str> = out.iter().map(|a| a.id.as_str()).collect();
+                return Err(Error::UnknownAdapter {
+                    id: format!("{}/{sub}", repo.repo),
+                    suggestions: crate::adapter::closest(&want, ids.into_iter()),
+                });
+            }
+            out.retain(|a| a.id == want);
+        }
+        Ok(out)
+    }
+
+    /// Surveys many repos, `concurrency` at a time; a repo that fails becomes an `error` adapter
+    /// and the others go on. Order follows `repos`. `progress` gets the number of repos done.
+    pub async fn survey(
+        &self,
+        repos: &[RepoRef],
+        opts: LayoutOptions,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> (Vec<Adapter>, SurveyStats) {
+        let before = self.bytes_received();
+        let done = AtomicUsize::new(0);
+        let results: Vec<(Vec<Adapter>, bool)> = futures::stream::iter(repos)
+            .map(|r| {
+                let done = &done;
+                async move {
+                    let out = match self.remote_adapters(r, opts).await {
+                        Ok(v) => (v, false),
+                        Err(e) => (vec![self.failed(r, &e)], true),
+                    };
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                    out
+                }
+            })
+            .buffered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
+        let failed = results.iter().filter(|(_, f)| *f).count();
+        let adapters: Vec<Adapter> = results.into_iter().flat_map(|(v, _)| v).collect();
+        let stats = SurveyStats {
+            repos: repos.len(),
+            failed,
+            bytes_transferred: self.bytes_received() - before,
+            bytes_total: adapters.iter().map(Adapter::bytes).sum(),
+        };
+        (adapters, stats)
+    }
+
+    /// An `error` adapter standing for a repo that could not be read.
+    fn failed(&self, repo: &RepoRef, e: &Error) -> Adapter {
+        let src = Source {
+            id: repo.adapter_id(),
+            path: PathBuf::from(format!("{}/{}", self.cfg.endpoint, repo.repo)),
+            dir: PathBuf::new(),
+            files: vec![],
+            revision: Some(repo.revision.clone()),
+            problem: Some(e.to_string()),
+            other_files: vec![],
+        };
+        Adapter::from_headers(
+            &src,
+            ConfigStatus::Missing,
+            Ok(vec![]),
+            LayoutOptions::default(),
+            &no_remote_scalars,
+        )
+    }
+}
+
+/// A download in progress: `blobs/<etag>.incomplete`, how much it holds, and the running sha256
+/// of an LFS file (whose etag is that hash).
+struct Partial {
+    file: tokio::fs::File,
+    path: PathBuf,
+    have: u64,
+    size: u64,
+    hasher: Option<Sha256>,
+    /// Bytes received in this run.
+    received: u64,
+}
+
+impl Partial {
+    /// Opens (or creates) the partial file; a resumed one is hashed from its start.
+    async fn open(path: PathBuf, m: &FileMeta) -> Result<Partial> {
+        let io = |e| Error::io(&path, e);
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        let have = file.metadata().await.map_err(io)?.len();
+        let mut p = Partial {
+            file,
+            have,
+            size: m.size,
+            hasher: (m.lfs && m.etag.len() == 64).then(Sha256::new),
+            received: 0,
+            path,
+        };
+        if p.have > p.size {
+            p.restart().await?;
+        } else if let Some(h) = p.hasher.as_mut() {
+            hash_prefix(&mut p.file, p.have, h)
+                .await
+                .map_err(|e| Error::io(&p.path, e))?;
+        }
+        Ok(p)
+    }
+
+    async fn restart(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .await
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.have = 0;
+        if let Some(h) = self.hasher.as_mut() {
+            *h = Sha256::new();
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| Error::io(&self.path, e))?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(bytes);
+        }
+        self.have += bytes.len() as u64;
+        self.received += bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Checks the hash, syncs and renames into `blob`; returns the bytes received in this run.
+    async fn finish(mut self, url: &str, etag: &str, blob: &Path) -> Result<u64> {
+        let io = |e| Error::io(&self.path, e);
+        self.file.flush().await.map_err(io)?;
+        self.file.sync_all().await.map_err(io)?;
+        if let Some(h) = self.hasher.take() {
+            let got = hex(&h.finalize());
+            if got != etag {
+                let _ = tokio::fs::remove_file(&self.path).await;
+                return Err(protocol(
+                    url,
+                    format!("downloaded bytes have sha256 {got}, the Hub says {etag}: discarded, run again"),
+                ));
+            }
+        }
+        tokio::fs::rename(&self.path, blob)
+            .await
+            .map_err(|e| Error::io(blob, e))?;
+        Ok(self.received)
+    }
+}
+
+/// kohya `.alpha` scalars are not fetched over HTTP (no gpt-oss adapter seen uses them).
+fn no_remote_scalars(f: &FileInfo, t: &TensorInfo) -> Result<f64> {
+    Err(Error::Other(format!(
+        "{}: kohya alpha '{}' is not read over HTTP; `lorascope fetch` the adapter to inspect it",
+        f.path.display(),
+        t.name
+    )))
+}
+
+/// Downloads a repo's adapter files into the cache (see [`Hub::fetch`]); the entry point for
+/// callers without a client of their own (the explorer).
+pub async fn fetch(
+    cfg: HubConfig,
+    cache_root: &Path,
+    repo: &RepoRef,
+    progress: &ProgressFn<'_>,
+) -> Result<Fetched> {
+    Hub::new(cfg, "fetching an adapter")?
+        .fetch(cache_root, repo, progress)
+        .await
+}
+
+/// An adapter folder of a remote repo, grouped from the file list as discovery groups a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+struct Folder {
+    sub: String,
+    safetensors: Vec<String>,
+    config: Option<String>,
+    other_files: Vec<String>,
+}
+
+/// Folders holding `.safetensors` or `adapter_config.json` (root first, then sorted), or a
+/// single no-safetensors root naming the weight files it found.
+fn adapter_folders(files: &[String]) -> Vec<Folder> {
+    let visible = |f: &&String| {
+        let comps: Vec<&str> = f.split('/').collect();
+        comps.len() <= crate::discovery::MAX_DEPTH + 1
+            && comps[..comps.len() - 1].iter().all(|c| !c.starts_with('.'))
+    };
+    let files: Vec<&String> = files.iter().filter(visible).collect();
+    let dir_of = |f: &str| {
+        f.rsplit_once('/')
+            .map_or(String::new(), |(d, _)| d.to_string())
+    };
+    let weights_under = |dir: &str| {
+        let mut v: Vec<String> = files
+            .iter()
+            .filter(|f| dir.is_empty() || f.starts_with(&format!("{dir}/")))
+            .filter(|f| crate::discovery::is_weight_file(f))
+            .map(|f| f[if dir.is_empty() { 0 } else { dir.len() + 1 }..].to_string())
+            .collect();
+        v.truncate(8);
+        v
+    };
+    let mut dirs: Vec<String> = files
+        .iter()
+        .filter(|f| f.ends_with(".safetensors") || file_name(f) == "adapter_config.json")
+        .map(|f| dir_of(f))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    if dirs.is_empty() {
+        return vec![Folder {
+            sub: String::new(),
+            safetensors: vec![],
+            config: None,
+            other_files: weights_under(""),
+        }];
+    }
+    dirs.into_iter()
+        .map(|d| {
+            let here: Vec<&&String> = files.iter().filter(|f| dir_of(f) == d).collect();
+            let safetensors: Vec<String> = here
+                .iter()
+                .filter(|f| f.ends_with(".safetensors"))
+                .map(|f| f.to_string())
+                .collect();
+            let other_files = if safetensors.is_empty() {
+                weights_under(&d)
+            } else {
+                vec![]
+            };
+            Folder {
+                config: here
+                    .iter()
+                    .find(|f| file_name(f) == "adapter_config.json")
+                    .map(|f| f.to_string()),
+                sub: d,
+                safetensors,
+                other_files,
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes a revision or file path for a URL (a revision's `/` too, as the Hub wants).
+fn url_escape(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    header_str(h, name).and_then(|v| v.trim().parse().ok())
+}
+
+/// `bytes FIRST-LAST/TOTAL` → (FIRST, LAST, TOTAL).
+fn content_range(h: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let v = header_str(h, CONTENT_RANGE.as_str())?;
+    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?, total.parse().ok()?))
+}
+
+/// `bytes */TOTAL` of a 416 answer.
+fn unsatisfied_total(h: &HeaderMap) -> Option<u64> {
+    header_str(h, CONTENT_RANGE.as_str())?
+        .trim()
+        .strip_prefix("bytes */")?
+        .parse()
+        .ok()
+}
+
+/// reqwest's message with its causes (the top level alone says only "error sending request").
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+async fn hash_prefix(file: &mut tokio::fs::File, len: u64, h: &mut Sha256) -> std::io::Result<()> {
+    use tokio::io::AsyncSeekExt;
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = file.read(&mut buf[..left.min(1 << 20) as usize]).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids() {
+        let r: RepoRef = "org/name".parse().unwrap();
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str(), r.sub.as_deref()),
+            ("org/name", "main", None)
+        );
+        let r: RepoRef = "org/name/sub@v1.0".parse().unwrap();
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str(), r.sub.as_deref()),
+            ("org/name", "v1.0", Some("sub"))
+        );
+        assert_eq!(r.to_string(), "org/name/sub@v1.0");
+        for bad in [
+            "",
+            "name",
+            "org/",
+            "/name",
+            "org/na me",
+            "org/../x",
+            "org/name@",
+            "a--b/c",
+            "org/name/../x",
+            "org/name@../x",
+        ] {
+            assert!(bad.parse::<RepoRef>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn lists() {
+        let l = parse_list("a/b\n# comment\n\nc/d@dev # trailing\n").unwrap();
+        assert_eq!(
+            l.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            ["a/b", "c/d@dev"]
+        );
+        let l = parse_list("a/b, c/d").unwrap();
+        assert_eq!(l.len(), 2);
+        assert!(parse_list("a/b, nope").is_err());
+    }
+
+    #[test]
+    fn env() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(a, _)| *a == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = HubConfig::from_env_with(env(&[]));
+        assert_eq!(
+            (c.endpoint.as_str(), c.token.as_deref(), c.offline),
+            (DEFAULT_ENDPOINT, None, false)
+        );
+        let c = HubConfig::from_env_with(env(&[
+            ("HF_ENDPOINT", "http://127.0.0.1:9/"),
+            ("HF_TOKEN", "hf_x"),
+            ("HF_HUB_OFFLINE", "1"),
+        ]));
+        assert_eq!(
+            (c.endpoint.as_str(), c.token.as_deref(), c.offline),
+            ("http://127.0.0.1:9", Some("hf_x"), true)
+        );
+        assert!(!HubConfig::from_env_with(env(&[("HF_HUB_OFFLINE", "0")])).offline);
+        let e = Hub::new(c, "testing").err().expect("offline");
+        assert!(e.to_string().contains("HF_HUB_OFFLINE"), "{e}");
+    }
+
+    #[test]
+    fn folders_like_discovery() {
+        let files: Vec<String> = [
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "b/adapter_config.json",
+            "b/adapter_model.safetensors",
+            "ckpt/adapter_config.json",
+            "ckpt/adapter_model.bin",
+            ".git/x.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let f = adapter_folders(&files);
+        assert_eq!(
+            f.iter().map(|f| f.sub.as_str()).collect::<Vec<_>>(),
+            ["", "b", "ckpt"]
+        );
+        assert_eq!(f[1].safetensors, ["b/adapter_model.safetensors"]);
+        assert_eq!(f[2].other_files, ["adapter_model.bin"]);
+        let none = adapter_folders(&["pytorch_model.bin".to_string(), "x/y.gguf".to_string()]);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].other_files, ["pytorch_model.bin", "x/y.gguf"]);
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(url_escape("refs/pr/1", false), "refs%2Fpr%2F1");
+        assert_eq!(
+            url_escape("sub dir/a#b.safetensors", true),
+            "sub%20dir/a%23b.safetensors"
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_RANGE, "bytes 8-99/1000".parse().unwrap());
+        assert_eq!(content_range(&h), Some((8, 99, 1000)));
+        h.insert(CONTENT_RANGE, "bytes */5".parse().unwrap());
+        assert_eq!(unsatisfied_total(&h), Some(5));
+        assert_eq!(content_range(&h), None);
+    }
+}
