@@ -3,7 +3,8 @@
 //! Modules by responsibility: `discovery` finds adapters, `format` reads safetensors headers,
 //! `config` reads adapter_config.json, `layout` turns tensors into logical deltas, `adapter`
 //! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
-//! `hub` talks to the Hugging Face Hub (remote headers, `fetch`).
+//! `hub` talks to the Hugging Face Hub (remote headers, `fetch`), `report` summarises many
+//! adapters as the survey does, and `survey` rebuilds the survey's 140 repos synthetically.
 
 pub mod adapter;
 pub mod cli;
@@ -16,7 +17,9 @@ pub mod format;
 pub mod hub;
 pub mod layout;
 pub mod math;
+pub mod report;
 pub mod stats;
+pub mod survey;
 pub mod synth;
 pub mod tensor;
 

@@ -2,7 +2,8 @@
 
 mod compute;
 mod hub;
-mod table;
+mod report;
+pub mod table;
 
 pub use table::Table;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Stats(compute::StatsArgs),
     /// Compare two adapters delta by delta: norms, cosine, subspace similarity
     Compare(compute::CompareArgs),
+    /// Summarise many adapters as the survey does: patterns, ranks, dtypes, expert layers
+    Report(report::ReportArgs),
     /// Download an adapter repo's config and safetensors into the hub cache (resumable)
     Fetch(hub::FetchArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
@@ -117,6 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => cmd_inspect(&ctx, &adapter, json, read.layout()),
         Some(Command::Stats(args)) => compute::cmd_stats(&ctx, args),
         Some(Command::Compare(args)) => compute::cmd_compare(&ctx, args),
+        Some(Command::Report(args)) => report::cmd_report(&ctx, args),
         Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }

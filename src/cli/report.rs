@@ -1,0 +1,80 @@
+//! `report`: the survey report of the cache, paths and remote repos (see `crate::report`).
+
+use super::{print_json, Ctx};
+use crate::discovery::{self, ScanRequest};
+use crate::hub::{self, Hub, HubConfig};
+use crate::layout::LayoutOptions;
+use crate::report;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Adapter folders, folders of adapters, .safetensors files or hub caches (added to the cache)
+    pub paths: Vec<PathBuf>,
+    /// Hub repos to survey over HTTP (headers only): a file with one ORG/NAME[@REV] per line, or
+    /// ids separated by commas. Alone (no PATH, no --cache) it surveys only these repos.
+    #[arg(long, value_name = "LIST")]
+    pub remote: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Md,
+    Json,
+}
+
+pub(super) fn cmd_report(ctx: &Ctx, args: ReportArgs) -> Result<ExitCode> {
+    let remote_only = args.remote.is_some() && args.paths.is_empty() && !ctx.explicit_cache;
+    let mut sources = Vec::new();
+    let cache = if remote_only { None } else { ctx.cache.clone() };
+    if let Some(c) = &cache {
+        sources.push(format!("cache {}", c.display()));
+    }
+    sources.extend(args.paths.iter().map(|p| p.display().to_string()));
+    let mut adapters = discovery::scan(&ScanRequest {
+        cache,
+        paths: args.paths.clone(),
+        layout: LayoutOptions::default(),
+    });
+    let mut stats = None;
+    if let Some(list) = &args.remote {
+        let text = match std::fs::read_to_string(list) {
+            Ok(t) => t,
+            Err(_) if !std::path::Path::new(list).exists() => list.clone(),
+            Err(e) => return Err(e).with_context(|| format!("reading {list}")),
+        };
+        let repos =
+            hub::parse_list(&text).with_context(|| format!("reading the repo list {list}"))?;
+        let cfg = HubConfig::from_env();
+        sources.push(format!("{} repos from {}", repos.len(), cfg.endpoint));
+        let rt = super::hub::runtime()?;
+        let (remote, s) = rt.block_on(async {
+            let hub = Hub::new(cfg, "report --remote")?;
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(repos.len() as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let tick = |done: usize| bar.set_position(done as u64);
+            let out = hub.survey(&repos, LayoutOptions::default(), &tick).await;
+            bar.finish_and_clear();
+            anyhow::Ok(out)
+        })?;
+        adapters.extend(remote);
+        stats = Some(s);
+    }
+    if adapters.is_empty() {
+        eprintln!("no adapters found: the report is empty");
+    }
+    let mut r = report::build(&adapters, stats);
+    r.sources = sources;
+    match args.format {
+        Format::Md => print!("{}", r.markdown()),
+        Format::Json => print_json(&r)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
