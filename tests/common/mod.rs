@@ -1,0 +1,486 @@
+//! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the repo-info endpoint and
+//! `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag and X-Repo-Commit), counters
+//! of the bytes it sends, and faults: cut a body, answer 404, or stall.
+#![allow(dead_code)] // each test crate uses part of it
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where a served file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Arc<Vec<u8>>),
+    /// A file on disk (sparse survey files: only the ranges asked for are read).
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    pub name: String,
+    pub body: Body,
+    pub size: u64,
+    /// LFS files: sha256 of the content (sent as X-Linked-Etag).
+    pub etag: String,
+    pub lfs: bool,
+}
+
+impl ServedFile {
+    /// An in-memory file; `.safetensors` are LFS files whose etag is their sha256, as on the Hub.
+    pub fn bytes(name: &str, bytes: Vec<u8>) -> ServedFile {
+        let etag = hex(&Sha256::digest(&bytes));
+        let lfs = name.ends_with(".safetensors");
+        ServedFile {
+            name: name.into(),
+            size: bytes.len() as u64,
+            etag: if lfs { etag } else { etag[..40].to_string() },
+            body: Body::Bytes(Arc::new(bytes)),
+            lfs,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServedRepo {
+    pub id: String,
+    pub sha: String,
+    pub files: Vec<ServedFile>,
+}
+
+impl ServedRepo {
+    pub fn new(id: &str, files: Vec<ServedFile>) -> ServedRepo {
+        ServedRepo {
+            id: id.into(),
+            sha: hex(&Sha256::digest(id.as_bytes()))[..40].to_string(),
+            files,
+        }
+    }
+}
+
+/// Serves every repo of a hub cache (refs/main → snapshot; etag = blob name).
+pub fn repos_from_cache(root: &Path) -> Vec<ServedRepo> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let Some(id) =
+            lorascope::discovery::repo_id_from_folder(&d.file_name().unwrap().to_string_lossy())
+        else {
+            continue;
+        };
+        let sha = std::fs::read_to_string(d.join("refs/main"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let snap = d.join("snapshots").join(&sha);
+        let mut files = Vec::new();
+        walk(&snap, "", &mut files);
+        out.push(ServedRepo { id, sha, files });
+    }
+    out
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<ServedFile>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = format!("{prefix}{}", p.file_name().unwrap().to_string_lossy());
+        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+            walk(&p, &format!("{name}/"), out);
+            continue;
+        }
+        let etag = std::fs::read_link(&p)
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        out.push(ServedFile {
+            size: std::fs::metadata(&p).unwrap().len(),
+            lfs: name.ends_with(".safetensors"),
+            body: Body::File(p.canonicalize().unwrap()),
+            name,
+            etag,
+        });
+    }
+}
+
+/// Faults applied to requests whose path contains the given text.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Send this many body bytes, then close the connection; for the next `times` GETs.
+    pub cut: Option<(String, u64, usize)>,
+    pub not_found: Vec<String>,
+    /// Send the head and this many body bytes, then hold the connection silently.
+    pub stall: Option<(String, u64)>,
+}
+
+/// A request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub range: Option<String>,
+    pub auth: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    repos: BTreeMap<String, ServedRepo>,
+    faults: Mutex<Faults>,
+    seen: Mutex<Vec<Seen>>,
+    /// Body bytes sent, total and per path.
+    body: AtomicU64,
+    per_path: Mutex<BTreeMap<String, u64>>,
+    /// Everything written to sockets (heads included).
+    total: AtomicU64,
+}
+
+pub struct HubServer {
+    pub endpoint: String,
+    state: Arc<State>,
+}
+
+impl HubServer {
+    /// Starts on 127.0.0.1 on its own thread and runtime; it lives as long as the test process.
+    pub fn start(repos: Vec<ServedRepo>) -> HubServer {
+        let state = Arc::new(State {
+            repos: repos.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            ..State::default()
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = std_listener.local_addr().unwrap();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let _ = handle(sock, st).await;
+                    });
+                }
+            });
+        });
+        HubServer {
+            endpoint: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.state.faults.lock().unwrap()
+    }
+
+    pub fn body_bytes(&self) -> u64 {
+        self.state.body.load(Ordering::SeqCst)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes sent for paths containing `part`.
+    pub fn body_bytes_for(&self, part: &str) -> u64 {
+        self.state
+            .per_path
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.contains(part))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn reset_counters(&self) {
+        self.state.body.store(0, Ordering::SeqCst);
+        self.state.total.store(0, Ordering::SeqCst);
+        self.state.per_path.lock().unwrap().clear();
+        self.state.seen.lock().unwrap().clear();
+    }
+}
+
+async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 || buf.len() > 65536 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let seen = Seen {
+        method: method.clone(),
+        path: path.clone(),
+        range: header("range"),
+        auth: header("authorization"),
+    };
+    st.seen.lock().unwrap().push(seen.clone());
+    if st
+        .faults
+        .lock()
+        .unwrap()
+        .not_found
+        .iter()
+        .any(|p| path.contains(p.as_str()))
+    {
+        return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
+    }
+    if let Some(rest) = path.strip_prefix("/api/models/") {
+        let Some((id, rev)) = rest.split_once("/revision/") else {
+            return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
+        };
+        let rev = rev.replace("%2F", "/");
+        return match st.repos.get(id).filter(|r| rev == "main" || rev == r.sha) {
+            Some(r) => {
+                let siblings: Vec<_> = r
+                    .files
+                    .iter()
+                    .map(|f| serde_json::json!({"rfilename": f.name}))
+                    .collect();
+                let body = serde_json::to_vec(
+                    &serde_json::json!({"id": r.id, "sha": r.sha, "siblings": siblings}),
+                )
+                .unwrap();
+                respond(
+                    &mut sock,
+                    &st,
+                    &path,
+                    "200 OK",
+                    vec![("Content-Type".into(), "application/json".into())],
+                    body,
+                )
+                .await
+            }
+            None => respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await,
+        };
+    }
+    let Some((id, rest)) = path.trim_start_matches('/').split_once("/resolve/") else {
+        return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
+    };
+    let (rev, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let rev = rev.replace("%2F", "/");
+    let Some((repo, f)) = st
+        .repos
+        .get(id)
+        .filter(|r| rev == "main" || rev == r.sha)
+        .and_then(|r| r.files.iter().find(|f| f.name == file).map(|f| (r, f)))
+    else {
+        return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
+    };
+    let mut headers = vec![
+        ("Accept-Ranges".to_string(), "bytes".to_string()),
+        ("X-Repo-Commit".into(), repo.sha.clone()),
+    ];
+    if f.lfs {
+        // As on the Hub: ETag names the git pointer file, X-Linked-Etag the LFS content.
+        headers.push((
+            "ETag".into(),
+            format!("\"git-{}\"", &f.etag[..8.min(f.etag.len())]),
+        ));
+        headers.push(("X-Linked-Etag".into(), format!("\"{}\"", f.etag)));
+        headers.push(("X-Linked-Size".into(), f.size.to_string()));
+    } else {
+        headers.push(("ETag".into(), format!("\"{}\"", f.etag)));
+    }
+    let (status, start, len) = match seen.range.as_deref().and_then(|r| parse_range(r, f.size)) {
+        Some(Ok((a, b))) => {
+            headers.push(("Content-Range".into(), format!("bytes {a}-{b}/{}", f.size)));
+            ("206 Partial Content", a, b - a + 1)
+        }
+        Some(Err(())) => {
+            headers.push(("Content-Range".into(), format!("bytes */{}", f.size)));
+            return respond(
+                &mut sock,
+                &st,
+                &path,
+                "416 Range Not Satisfiable",
+                headers,
+                Vec::new(),
+            )
+            .await;
+        }
+        None => ("200 OK", 0, f.size),
+    };
+    headers.push(("Content-Length".into(), len.to_string()));
+    write_head(&mut sock, &st, status, &headers).await?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    let mut src = match &f.body {
+        Body::Bytes(b) => Src::Mem(b),
+        Body::File(p) => {
+            let mut fh = tokio::fs::File::open(p).await?;
+            fh.seek(std::io::SeekFrom::Start(start)).await?;
+            Src::File(fh)
+        }
+    };
+    send_body(&mut sock, &st, &path, start, len, &mut src).await
+}
+
+/// A body being sent: memory, or a file already positioned at the start of the range.
+enum Src<'a> {
+    Mem(&'a [u8]),
+    File(tokio::fs::File),
+}
+
+impl Src<'_> {
+    async fn read(&mut self, at: u64, n: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Src::Mem(b) => Ok(b[at as usize..at as usize + n].to_vec()),
+            Src::File(f) => {
+                let mut v = vec![0u8; n];
+                f.read_exact(&mut v).await?;
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// Sends bytes `start..start+len` of `src`, applying the cut and stall faults.
+async fn send_body(
+    sock: &mut TcpStream,
+    st: &State,
+    path: &str,
+    start: u64,
+    len: u64,
+    src: &mut Src<'_>,
+) -> std::io::Result<()> {
+    let (limit, stall) = {
+        let mut fl = st.faults.lock().unwrap();
+        let mut limit = len;
+        let mut stall = false;
+        if let Some((p, after, times)) = fl.cut.as_mut() {
+            if path.contains(p.as_str()) && *times > 0 {
+                *times -= 1;
+                limit = limit.min(*after);
+            }
+        }
+        if let Some((p, after)) = &fl.stall {
+            if path.contains(p.as_str()) {
+                limit = limit.min(*after);
+                stall = true;
+            }
+        }
+        (limit, stall)
+    };
+    let mut sent = 0u64;
+    while sent < limit {
+        let n = (limit - sent).min(16384) as usize;
+        let bytes = src.read(start + sent, n).await?;
+        sock.write_all(&bytes).await?;
+        sent += n as u64;
+        st.body.fetch_add(n as u64, Ordering::SeqCst);
+        st.total.fetch_add(n as u64, Ordering::SeqCst);
+        *st.per_path
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_default() += n as u64;
+    }
+    sock.flush().await?;
+    if stall {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    Ok(()) // dropping the socket closes it: a cut when limit < len
+}
+
+/// `bytes=A-B` or `bytes=A-` → Ok((A, B)) within the file; Err when not satisfiable.
+fn parse_range(r: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+    let a: u64 = a.parse().ok()?;
+    let b: u64 = if b.is_empty() {
+        size.saturating_sub(1)
+    } else {
+        b.parse().ok()?
+    };
+    if a >= size {
+        return Some(Err(()));
+    }
+    Some(Ok((a, b.min(size - 1))))
+}
+
+async fn write_head(
+    sock: &mut TcpStream,
+    st: &State,
+    status: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    sock.write_all(head.as_bytes()).await?;
+    st.total.fetch_add(head.len() as u64, Ordering::SeqCst);
+    Ok(())
+}
+
+async fn respond(
+    sock: &mut TcpStream,
+    st: &State,
+    path: &str,
+    status: &str,
+    mut headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> std::io::Result<()> {
+    headers.push(("Content-Length".into(), body.len().to_string()));
+    write_head(sock, st, status, &headers).await?;
+    send_body(sock, st, path, 0, body.len() as u64, &mut Src::Mem(&body)).await
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A client configuration for `server`: short timeouts and backoff so that failures are quick.
+pub fn config(server: &HubServer) -> lorascope::hub::HubConfig {
+    lorascope::hub::HubConfig {
+        endpoint: server.endpoint.clone(),
+        token: None,
+        offline: false,
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        backoff: Duration::from_millis(10),
+        concurrency: 8,
+    }
+}
