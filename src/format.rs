@@ -80,20 +80,29 @@ pub fn read_header(path: &Path) -> Result<Header> {
 /// Validates a header buffer (the JSON after the 8-byte length) against the file size.
 pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> {
     let bad = |msg: String| Error::format(path, msg);
-    let value: serde_json::Value = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("header is not valid JSON ({e})")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("header is not valid JSON ({e})")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| bad("header is not a JSON object".into()))?;
     let data_start = 8 + json.len() as u64;
-    let data_len = file_size - data_start;
+    // `file_size` comes from the caller: a header longer than the file must not underflow.
+    let data_len = file_size.checked_sub(data_start).ok_or_else(|| {
+        bad(format!(
+            "truncated: {file_size} bytes cannot hold the 8-byte length and a {}-byte header",
+            json.len()
+        ))
+    })?;
     let mut tensors = Vec::with_capacity(obj.len());
     let mut metadata = BTreeMap::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
             if let Some(m) = entry.as_object() {
                 for (k, v) in m {
-                    let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
                     metadata.insert(k.clone(), v);
                 }
             }
@@ -147,7 +156,11 @@ fn parse_entry(name: &str, v: &serde_json::Value) -> std::result::Result<TensorI
         .and_then(|s| s.as_array())
         .ok_or("missing shape")?
         .iter()
-        .map(|d| d.as_u64().map(|x| x as usize).ok_or("shape has a non-integer"))
+        .map(|d| {
+            d.as_u64()
+                .map(|x| x as usize)
+                .ok_or("shape has a non-integer")
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let offs = o
         .get("data_offsets")
