@@ -202,7 +202,11 @@ impl Adapter {
             .tensors
             .iter()
             .any(|t| matches!(t.name.role, Role::LoraA | Role::LoraB));
-        a.kind = if any_lora { Kind::Lora } else { Kind::FullWeights };
+        a.kind = if any_lora {
+            Kind::Lora
+        } else {
+            Kind::FullWeights
+        };
         a.deltas = lay.deltas;
         a.full = lay.full;
         a.notes.extend(lay.notes);
@@ -235,7 +239,11 @@ impl Adapter {
     }
 
     pub fn dtypes(&self) -> Vec<String> {
-        let s: BTreeSet<String> = self.tensors.iter().map(|t| dtype_name(t.info.dtype)).collect();
+        let s: BTreeSet<String> = self
+            .tensors
+            .iter()
+            .map(|t| dtype_name(t.info.dtype))
+            .collect();
         s.into_iter().collect()
     }
 
@@ -354,7 +362,11 @@ pub fn closest<'a>(id: &str, known: impl Iterator<Item = &'a str>) -> Vec<String
         .filter(|(d, k)| *d <= (k.len().max(id.len()) / 2).max(3))
         .collect();
     scored.sort();
-    scored.into_iter().take(3).map(|(_, k)| k.to_string()).collect()
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, k)| k.to_string())
+        .collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

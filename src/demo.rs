@@ -114,7 +114,10 @@ fn repos() -> Vec<Repo> {
                     "model.safetensors".into(),
                     synth::safetensors_bytes(&full.tensors, true),
                 ),
-                ("config.json".into(), br#"{"model_type": "gpt_oss"}"#.to_vec()),
+                (
+                    "config.json".into(),
+                    br#"{"model_type": "gpt_oss"}"#.to_vec(),
+                ),
             ],
         },
         Repo {
@@ -197,9 +200,11 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
 /// Returns the number of repos written.
 pub fn write_demo(dir: &Path) -> io::Result<usize> {
     if dir.exists() && !is_complete(dir) {
-        let foreign = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .any(|e| !e.file_name().to_string_lossy().starts_with("models--lorascope-demo--"));
+        let foreign = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
+            !e.file_name()
+                .to_string_lossy()
+                .starts_with("models--lorascope-demo--")
+        });
         if foreign {
             return Err(io::Error::other(format!(
                 "{} is not empty and not a lorascope demo cache: refusing to write there",

@@ -23,7 +23,12 @@ pub fn cache_root_with(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> 
     if let Some(v) = get("XDG_CACHE_HOME") {
         return Some(expand_home(&v, &env).join("huggingface").join("hub"));
     }
-    get("HOME").map(|h| PathBuf::from(h).join(".cache").join("huggingface").join("hub"))
+    get("HOME").map(|h| {
+        PathBuf::from(h)
+            .join(".cache")
+            .join("huggingface")
+            .join("hub")
+    })
 }
 
 fn expand_home(v: &str, env: &impl Fn(&str) -> Option<String>) -> PathBuf {
@@ -137,7 +142,10 @@ fn walk_names(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
         return;
     };
     for p in entries {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if p.is_dir() && depth < MAX_DEPTH && !name.starts_with('.') {
             walk_names(&p, &format!("{prefix}{name}/"), depth + 1, out);
         } else if [".bin", ".pt", ".pth", ".ckpt", ".gguf"]
@@ -154,7 +162,11 @@ fn collect(dir: &Path, id: &str, rev: Option<String>, depth: usize, out: &mut Ve
     let entries = match sorted_entries(dir) {
         Ok(e) => e,
         Err(e) => {
-            out.push(problem_source(id, dir, format!("cannot read folder {}: {e}", dir.display())));
+            out.push(problem_source(
+                id,
+                dir,
+                format!("cannot read folder {}: {e}", dir.display()),
+            ));
             return true;
         }
     };
@@ -186,8 +198,13 @@ fn collect(dir: &Path, id: &str, rev: Option<String>, depth: usize, out: &mut Ve
     }
     for sub in entries {
         // Real folders only: symlinked folders could loop.
-        let is_dir = fs::symlink_metadata(&sub).map(|m| m.is_dir()).unwrap_or(false);
-        let name = sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let is_dir = fs::symlink_metadata(&sub)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let name = sub
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if is_dir && !name.starts_with('.') {
             found |= collect(&sub, &format!("{id}/{name}"), rev.clone(), depth + 1, out);
         }

@@ -18,7 +18,10 @@ pub enum Error {
     #[error("{0}")]
     Shape(String),
     #[error("no adapter '{id}'{}", suggest(.suggestions))]
-    UnknownAdapter { id: String, suggestions: Vec<String> },
+    UnknownAdapter {
+        id: String,
+        suggestions: Vec<String>,
+    },
     /// The adapter exists but cannot be used for the request (e.g. `kind` is `error`).
     #[error("{id}: {msg}")]
     Unusable { id: String, msg: String },

@@ -146,7 +146,10 @@ pub fn parse_name(name: &str) -> NameInfo {
         };
         (role, comps[..i].to_vec())
     } else if comps.contains(&"trainable_tokens_delta") {
-        let i = comps.iter().position(|c| *c == "trainable_tokens_delta").unwrap_or(0);
+        let i = comps
+            .iter()
+            .position(|c| *c == "trainable_tokens_delta")
+            .unwrap_or(0);
         (Role::TrainableTokens, comps[..i].to_vec())
     } else if last == "alpha" && comps.len() > 1 {
         (Role::Alpha, comps[..comps.len() - 1].to_vec())
@@ -188,7 +191,12 @@ pub fn parse_name(name: &str) -> NameInfo {
             if rest.iter().all(|c| *c == "base_layer") {
                 wrapper_depth = Some(rest.len());
                 // Provisional; the config's target_parameters order decides (see `resolve_wrapper`).
-                if rest.is_empty() { "down_proj" } else { "gate_up_proj" }.to_string()
+                if rest.is_empty() {
+                    "down_proj"
+                } else {
+                    "gate_up_proj"
+                }
+                .to_string()
             } else if let Some(n) = rest.first().and_then(|c| c.parse::<usize>().ok()) {
                 expert = Some(n);
                 canonical(rest.last().copied().unwrap_or("experts")).to_string()
@@ -394,8 +402,14 @@ pub fn build(
             scale,
             out_dim,
             in_dim,
-            a: Factor { tensor: ia, pick: a },
-            b: Factor { tensor: ib, pick: b },
+            a: Factor {
+                tensor: ia,
+                pick: a,
+            },
+            b: Factor {
+                tensor: ib,
+                pick: b,
+            },
             expert_layout: layout,
         };
         match (sa.len(), sb.len()) {
@@ -502,13 +516,20 @@ pub fn build(
         }
     }
     out.deltas.sort_by(|x, y| {
-        (x.layer, target_order(&x.target), &x.target, x.expert, &x.module).cmp(&(
-            y.layer,
-            target_order(&y.target),
-            &y.target,
-            y.expert,
-            &y.module,
-        ))
+        (
+            x.layer,
+            target_order(&x.target),
+            &x.target,
+            x.expert,
+            &x.module,
+        )
+            .cmp(&(
+                y.layer,
+                target_order(&y.target),
+                &y.target,
+                y.expert,
+                &y.module,
+            ))
     });
     Ok(out)
 }
@@ -525,7 +546,9 @@ fn expert_rank(
         let r = c
             .rank_pattern
             .iter()
-            .find(|(k, _)| config::pattern_matches(k, param_key) || config::pattern_matches(k, module))
+            .find(|(k, _)| {
+                config::pattern_matches(k, param_key) || config::pattern_matches(k, module)
+            })
             .map(|(_, r)| *r)
             .unwrap_or(c.r);
         return (r, None);

@@ -192,7 +192,10 @@ pub fn orthonormal(rng: &mut Rng, m: usize, k: usize) -> Vec<f64> {
 pub fn encode(values: &[f64], dtype: Dtype) -> Vec<u8> {
     match dtype {
         Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Dtype::F32 => values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect(),
+        Dtype::F32 => values
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect(),
         Dtype::F16 => values
             .iter()
             .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
@@ -251,7 +254,11 @@ fn header_bytes(tensors: &[TensorData], aligned: bool) -> (Vec<u8>, usize) {
 }
 
 /// Writes a safetensors file; with holes, only the header is written and the file is extended.
-pub fn write_safetensors(path: &Path, tensors: &[TensorData], aligned: bool) -> std::io::Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[TensorData],
+    aligned: bool,
+) -> std::io::Result<()> {
     if tensors.iter().all(|t| t.bytes.is_none()) && !tensors.is_empty() {
         let (header, total) = header_bytes(tensors, aligned);
         let mut f = std::fs::File::create(path)?;
@@ -265,10 +272,14 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorData], aligned: bool) -> 
 
 /// A spectrum that varies across layers, targets and experts (so maps have structure).
 fn spectrum(seed: u64, layer: usize, target: &str, expert: Option<usize>, r: usize) -> Vec<f64> {
-    let t = target.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let t = target
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     let amp = 0.05
         * (1.0 + 0.6 * ((layer as f64) * 0.7 + (t % 7) as f64).sin())
-        * expert.map_or(1.0, |e| 0.3 + 1.7 * ((e as f64) * 0.618_034 + seed as f64 * 0.1).fract());
+        * expert.map_or(1.0, |e| {
+            0.3 + 1.7 * ((e as f64) * 0.618_034 + seed as f64 * 0.1).fract()
+        });
     let decay = 0.25 + 0.1 * ((t % 5) as f64);
     (0..r).map(|k| amp * (-(k as f64) * decay).exp()).collect()
 }
@@ -359,7 +370,9 @@ impl Gen<'_> {
         let mut b = (!self.spec.sparse).then(|| vec![0.0; out * r * e_n]);
         for e in 0..e_n {
             let sigma = self.plant(layer, target, Some(e), r);
-            if let (Some((be, ae)), Some(a), Some(b)) = (self.factors(out, inn, &sigma), &mut a, &mut b) {
+            if let (Some((be, ae)), Some(a), Some(b)) =
+                (self.factors(out, inn, &sigma), &mut a, &mut b)
+            {
                 a[e * r * inn..(e + 1) * r * inn].copy_from_slice(&ae);
                 for row in 0..out {
                     for k in 0..r {
@@ -372,9 +385,21 @@ impl Gen<'_> {
                 }
             }
         }
-        let base = if target == "gate_up_proj" { ".base_layer" } else { "" };
-        self.push(format!("base_model.model.{module}{base}.lora_A.weight"), vec![r * e_n, inn], a);
-        self.push(format!("base_model.model.{module}{base}.lora_B.weight"), vec![out, r * e_n], b);
+        let base = if target == "gate_up_proj" {
+            ".base_layer"
+        } else {
+            ""
+        };
+        self.push(
+            format!("base_model.model.{module}{base}.lora_A.weight"),
+            vec![r * e_n, inn],
+            a,
+        );
+        self.push(
+            format!("base_model.model.{module}{base}.lora_B.weight"),
+            vec![out, r * e_n],
+            b,
+        );
     }
 
     /// Tinker 3D: w1/w3 share A (leading dim 1), w2 shares B.
@@ -442,9 +467,17 @@ pub fn generate(spec: &Spec) -> Generated {
             for l in 0..d.layers {
                 g.attention(l, p, "self_attn");
                 let w = g.random(d.experts * d.hidden, 0.02);
-                g.push(format!("{p}model.layers.{l}.mlp.router.weight"), vec![d.experts, d.hidden], w);
+                g.push(
+                    format!("{p}model.layers.{l}.mlp.router.weight"),
+                    vec![d.experts, d.hidden],
+                    w,
+                );
                 let bias = g.random(d.experts, 0.1);
-                g.push(format!("{p}model.layers.{l}.mlp.router.bias"), vec![d.experts], bias);
+                g.push(
+                    format!("{p}model.layers.{l}.mlp.router.bias"),
+                    vec![d.experts],
+                    bias,
+                );
             }
         }
         Pattern::PeftExperts { layers } => {
@@ -471,7 +504,11 @@ pub fn generate(spec: &Spec) -> Generated {
             for &l in layers {
                 let m = format!("model.layers.{l}");
                 let w = g.random(d.experts * d.hidden, 0.02);
-                g.push(format!("{m}.mlp.router.weight"), vec![d.experts, d.hidden], w);
+                g.push(
+                    format!("{m}.mlp.router.weight"),
+                    vec![d.experts, d.hidden],
+                    w,
+                );
                 let b = g.random(d.experts, 0.1);
                 g.push(format!("{m}.mlp.router.bias"), vec![d.experts], b);
                 for n in ["input_layernorm", "post_attention_layernorm"] {
@@ -481,15 +518,18 @@ pub fn generate(spec: &Spec) -> Generated {
                 let b = g.random(d.q_out, 0.1);
                 g.push(format!("{m}.self_attn.q_proj.bias"), vec![d.q_out], b);
                 let b = g.random(d.experts * 2 * d.inter, 0.1);
-                g.push(format!("{m}.mlp.experts.gate_up_proj_bias"), vec![d.experts, 2 * d.inter], b);
+                g.push(
+                    format!("{m}.mlp.experts.gate_up_proj_bias"),
+                    vec![d.experts, 2 * d.inter],
+                    b,
+                );
             }
         }
         Pattern::Empty => {}
     }
     g.out.sort_by(|a, b| a.name.cmp(&b.name));
-    let pattern_obj = |v: &[(String, serde_json::Value)]| {
-        serde_json::Value::Object(v.iter().cloned().collect())
-    };
+    let pattern_obj =
+        |v: &[(String, serde_json::Value)]| serde_json::Value::Object(v.iter().cloned().collect());
     let config = serde_json::json!({
         "peft_type": "LORA",
         "base_model_name_or_path": "openai/gpt-oss-20b",
@@ -523,7 +563,11 @@ pub fn generate(spec: &Spec) -> Generated {
 pub fn write_adapter(dir: &Path, spec: &Spec) -> std::io::Result<Generated> {
     std::fs::create_dir_all(dir)?;
     let g = generate(spec);
-    write_safetensors(&dir.join("adapter_model.safetensors"), &g.tensors, spec.aligned)?;
+    write_safetensors(
+        &dir.join("adapter_model.safetensors"),
+        &g.tensors,
+        spec.aligned,
+    )?;
     std::fs::write(
         dir.join("adapter_config.json"),
         serde_json::to_vec_pretty(&g.config).expect("json"),

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "lorascope", version, about = "Explore LoRA adapters of Mixture-of-Experts models (gpt-oss first)")]
+#[command(
+    name = "lorascope",
+    version,
+    about = "Explore LoRA adapters of Mixture-of-Experts models (gpt-oss first)"
+)]
 pub struct Cli {
     /// Hugging Face hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
     #[arg(long, global = true, value_name = "DIR")]
@@ -239,7 +243,15 @@ pub fn compact_targets(t: &[String]) -> String {
 /// The human table of `scan`, with error messages listed under it.
 pub fn scan_table(adapters: &[Adapter]) -> String {
     let mut t = Table::new(&[
-        "ID", "PATTERN", "TARGETS", "ATTN R>", "EXPERT R>", "EXPERT LAYERS", "DTYPE", "SIZE>", "TENSORS>",
+        "ID",
+        "PATTERN",
+        "TARGETS",
+        "ATTN R>",
+        "EXPERT R>",
+        "EXPERT LAYERS",
+        "DTYPE",
+        "SIZE>",
+        "TENSORS>",
     ]);
     let mut errors = String::new();
     for a in adapters {
@@ -251,7 +263,11 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
             table::opt(s.attention_rank),
             table::opt(s.expert_rank),
             table::layers(&s.expert_layers),
-            if s.dtypes.is_empty() { "-".into() } else { s.dtypes.join(",") },
+            if s.dtypes.is_empty() {
+                "-".into()
+            } else {
+                s.dtypes.join(",")
+            },
             table::bytes(s.bytes),
             s.tensors.to_string(),
         ]);
@@ -377,7 +393,10 @@ pub fn inspect_text(a: &Adapter) -> String {
             let e = &a.tensors[i];
             if last_layer != Some(e.name.layer) {
                 last_layer = Some(e.name.layer);
-                let head = e.name.layer.map_or("(no layer)".into(), |l| format!("layer {l}"));
+                let head = e
+                    .name
+                    .layer
+                    .map_or("(no layer)".into(), |l| format!("layer {l}"));
                 t.row(vec![head]);
             }
             let short = short_name(&e.info.name);
@@ -393,7 +412,9 @@ pub fn inspect_text(a: &Adapter) -> String {
     }
     if !a.deltas.is_empty() {
         out.push_str(&format!("\nDeltas ({})\n", a.deltas.len()));
-        let mut t = Table::new(&["LAYER>", "TARGET", "EXPERT>", "RANK>", "SCALE>", "OUT>", "IN>"]);
+        let mut t = Table::new(&[
+            "LAYER>", "TARGET", "EXPERT>", "RANK>", "SCALE>", "OUT>", "IN>",
+        ]);
         for d in &a.deltas {
             t.row(vec![
                 table::opt(d.layer),
@@ -428,7 +449,9 @@ pub fn short_name(name: &str) -> &str {
 fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = match dir {
         Some(d) => d,
-        None => crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?,
+        None => {
+            crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?
+        }
     };
     let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;
     println!("wrote {n} demo repos to {}", dir.display());

@@ -17,10 +17,19 @@ impl Table {
     /// Headers ending in `>` are right-aligned (the `>` is dropped).
     pub fn new(headers: &[&str]) -> Table {
         Table {
-            headers: headers.iter().map(|h| h.trim_end_matches('>').to_string()).collect(),
+            headers: headers
+                .iter()
+                .map(|h| h.trim_end_matches('>').to_string())
+                .collect(),
             align: headers
                 .iter()
-                .map(|h| if h.ends_with('>') { Align::Right } else { Align::Left })
+                .map(|h| {
+                    if h.ends_with('>') {
+                        Align::Right
+                    } else {
+                        Align::Left
+                    }
+                })
                 .collect(),
             rows: vec![],
         }
