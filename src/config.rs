@@ -2,6 +2,8 @@
 
 use regex::Regex;
 use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// PEFT's defaults when a config omits the field.
@@ -85,13 +87,18 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         }
     };
     c.lora_alpha = match o.get("lora_alpha") {
-        Some(x) => x.as_f64().ok_or(format!("lora_alpha is {x}, not a number"))?,
+        Some(x) => x
+            .as_f64()
+            .ok_or(format!("lora_alpha is {x}, not a number"))?,
         None => {
             c.defaulted.push("lora_alpha");
             PEFT_DEFAULT_ALPHA
         }
     };
-    c.use_rslora = o.get("use_rslora").and_then(Value::as_bool).unwrap_or(false);
+    c.use_rslora = o
+        .get("use_rslora")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     c.use_dora = o.get("use_dora").and_then(Value::as_bool).unwrap_or(false);
     c.rank_pattern = pattern(o.get("rank_pattern"), "rank_pattern", |x| {
         x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
@@ -104,7 +111,10 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .get("base_model_name_or_path")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    c.peft_type = o.get("peft_type").and_then(Value::as_str).map(str::to_owned);
+    c.peft_type = o
+        .get("peft_type")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Ok(c)
 }
 
@@ -141,11 +151,26 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 /// PEFT's rule: key K matches module path M when `(.*\.)?(K)$` matches M from its start.
 pub fn pattern_matches(key: &str, module: &str) -> bool {
-    match Regex::new(&format!(r"^(.*\.)?({key})$")) {
-        Ok(re) => re.is_match(module),
-        // A key that is not a valid regex can still match literally.
-        Err(_) => module == key || module.ends_with(&format!(".{key}")),
+    thread_local! {
+        // Compiling costs far more than matching, and a scan asks about the same few keys
+        // (target_parameters prefixes, rank_pattern keys) thousands of times.
+        static COMPILED: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
     }
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(key) {
+            if cache.len() >= 4096 {
+                cache.clear(); // bound the memory of a long session
+            }
+            let re = Regex::new(&format!(r"^(.*\.)?({key})$")).ok();
+            cache.insert(key.to_string(), re);
+        }
+        match &cache[key] {
+            Some(re) => re.is_match(module),
+            // A key that is not a valid regex can still match literally.
+            None => module == key || module.ends_with(&format!(".{key}")),
+        }
+    })
 }
 
 impl AdapterConfig {
