@@ -56,9 +56,9 @@ impl Table {
         let widths: Vec<usize> = (0..n).map(width).collect();
         let line = |cells: &[String]| {
             let mut s = String::new();
-            for i in 0..n {
+            for (i, w) in widths.iter().enumerate() {
                 let c = cells.get(i).map_or("", String::as_str);
-                let pad = widths[i].saturating_sub(c.chars().count());
+                let pad = w.saturating_sub(c.chars().count());
                 if i > 0 {
                     s.push_str("  ");
                 }
