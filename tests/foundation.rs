@@ -650,13 +650,31 @@ fn real_shapes_tinker_and_full_weights() {
     assert_eq!(e.adapter.dtypes(), strings(&["BF16"]));
 }
 
+/// Bytes this process has read through read(2) so far (Linux), if known.
+fn bytes_read() -> Option<u64> {
+    let io = fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[test]
 fn survey_population_scans_as_the_survey_says() {
     let hub = Hub::new();
     let repos = support::survey(Dims::GPT_OSS_20B, true);
     assert_eq!(repos.len(), 140);
     let expected = support::write_survey(&hub, &repos);
+    let read_before = bytes_read();
     let found = scan_cache(&hub.root);
+    if let (Some(before), Some(after)) = (read_before, bytes_read()) {
+        // Headers only: reading the data would be ~19 GB. The counter is per process, so other
+        // tests running meanwhile add their own reads (well under 1 GB).
+        assert!(
+            after - before < 2_000_000_000,
+            "scan read {} bytes",
+            after - before
+        );
+    }
     assert_eq!(found.len(), expected);
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
     for a in &found {
