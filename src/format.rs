@@ -52,14 +52,25 @@ pub fn dtype_name(d: Dtype) -> String {
 pub fn read_header(path: &Path) -> Result<Header> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len8 = [0u8; 8];
+    if file_size >= 8 {
+        f.read_exact(&mut len8).map_err(|e| Error::io(path, e))?;
+    }
+    let n = header_len(path, len8, file_size)?;
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
+    parse_header(path, &buf, file_size)
+}
+
+/// The header length from the file's first 8 bytes, checked against the file size. Shared by
+/// local reads and HTTP Range reads (`hub`), which fetch exactly these bytes first.
+pub fn header_len(path: &Path, len8: [u8; 8], file_size: u64) -> Result<u64> {
     let bad = |msg: String| Error::format(path, msg);
     if file_size < 8 {
         return Err(bad(format!(
             "truncated: {file_size} bytes, too short for a safetensors header"
         )));
     }
-    let mut len8 = [0u8; 8];
-    f.read_exact(&mut len8).map_err(|e| Error::io(path, e))?;
     let n = u64::from_le_bytes(len8);
     if n > MAX_HEADER_LEN {
         return Err(bad(format!(
@@ -72,9 +83,7 @@ pub fn read_header(path: &Path) -> Result<Header> {
             file_size - 8
         )));
     }
-    let mut buf = vec![0u8; n as usize];
-    f.read_exact(&mut buf).map_err(|e| Error::io(path, e))?;
-    parse_header(path, &buf, file_size)
+    Ok(n)
 }
 
 /// Validates a header buffer (the JSON after the 8-byte length) against the file size.
@@ -86,11 +95,9 @@ pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> 
         .as_object()
         .ok_or_else(|| bad("header is not a JSON object".into()))?;
     let data_start = 8 + json.len() as u64;
-    // `file_size` comes from the caller: a header longer than the file must not underflow.
     let data_len = file_size.checked_sub(data_start).ok_or_else(|| {
         bad(format!(
-            "truncated: {file_size} bytes cannot hold the 8-byte length and a {}-byte header",
-            json.len()
+            "truncated: the header ends at byte {data_start} but the file has {file_size}"
         ))
     })?;
     let mut tensors = Vec::with_capacity(obj.len());
