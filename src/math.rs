@@ -9,9 +9,10 @@ use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::Svd;
 use faer::{Accum, Mat, MatRef, Par, Side};
 
-/// Below this ratio of smallest to largest Cholesky diagonal, Cholesky-QR would lose digits of
-/// the small singular values (its error grows with cond²): use Householder QR instead.
-const CHOLESKY_MIN_DIAG_RATIO: f64 = 1e-4;
+/// Below this ratio of smallest to largest Cholesky diagonal the Gram matrix (cond²) nears 1/ε
+/// and can no longer hold the small directions: use Householder QR instead. Above it, Cholesky-QR
+/// gives each σᵢ with an absolute error of about ε·σ₁²/σᵢ ≤ 1e-9·σ₁, far inside RANK_TOL.
+const CHOLESKY_MIN_DIAG_RATIO: f64 = 1e-7;
 
 /// Singular values at or below this fraction of σ₁ count as zero (numerical rank, subspaces).
 pub const RANK_TOL: f64 = 1e-6;

@@ -280,7 +280,9 @@ fn spectrum(seed: u64, layer: usize, target: &str, expert: Option<usize>, r: usi
         * expert.map_or(1.0, |e| {
             0.3 + 1.7 * ((e as f64) * 0.618_034 + seed as f64 * 0.1).fract()
         });
-    let decay = 0.25 + 0.1 * ((t % 5) as f64);
+    // Per-index decay for small ranks; spread over the rank above 8 so that a rank-128 spectrum
+    // falls like trained ones do (by e⁻²…e⁻⁵), not by e⁻⁸⁰.
+    let decay = (0.25 + 0.1 * ((t % 5) as f64)) * 8.0 / r.max(8) as f64;
     (0..r).map(|k| amp * (-(k as f64) * decay).exp()).collect()
 }
 

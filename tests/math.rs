@@ -379,13 +379,22 @@ fn pair_stats(b: &[f64], a: &[f64], out: usize, inn: usize, r: usize) -> (DeltaS
 }
 
 #[test]
-fn graded_factors_take_the_householder_path_accurately() {
-    // σ spans 1 … 1e-6: Cholesky-QR would lose the small ones; the fallback must not.
+fn graded_factors_are_accurate_on_both_paths() {
+    // σ spans 1 … 2e-6 (Cholesky-QR; off the 1e-6 rank threshold) and 1 … 1e-10 (its Gram loses the small directions:
+    // the Householder fallback must take over).
+    for sig in [
+        [1.0, 1e-2, 1e-3, 1e-5, 2e-6],
+        [1.0, 1e-3, 3e-6, 1e-8, 1e-10],
+    ] {
+        graded(sig);
+    }
+}
+
+fn graded(sig: [f64; 5]) {
     let (out, inn, r) = (20, 14, 5);
     let mut rng = synth::Rng::new(7);
     let u = synth::orthonormal(&mut rng, out, r);
     let v = synth::orthonormal(&mut rng, inn, r);
-    let sig = [1.0, 1e-2, 1e-3, 1e-5, 1e-6];
     // B = U·diag(σ) (graded columns), A = Vᵀ.
     let b: Vec<f64> = (0..out * r).map(|i| u[i] * sig[i % r]).collect();
     let a: Vec<f64> = (0..r * inn).map(|i| v[(i % inn) * r + i / inn]).collect();
