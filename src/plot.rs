@@ -20,9 +20,10 @@ use crate::compare::Comparison;
 use crate::error::{Error, Result};
 use crate::layout::target_order;
 use crate::stats::{AdapterStats, DeltaStats};
+use ab_glyph::{point, Font, FontRef, GlyphId, PxScale, ScaleFont};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::HPos;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -32,8 +33,6 @@ use std::sync::OnceLock;
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/DejaVuSans-LICENSE.txt).
 static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-/// plotters looks fonts up by family name; its charts ask for "sans-serif".
-const FAMILY: &str = "sans-serif";
 
 /// Default size of a single-adapter figure.
 pub const DEFAULT_SIZE: (u32, u32) = (1200, 800);
@@ -211,7 +210,7 @@ pub fn render(
     compare: Option<CompareWith>,
     opts: &PlotOptions,
 ) -> Result<Rendered> {
-    ensure_font()?;
+    typeface()?;
     let (w, h) = opts.size(compare.is_some())?;
     // Validate and shape the data before drawing anything.
     let fig = build(stats, compare, opts)?;
@@ -1114,24 +1113,47 @@ fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::Other(format!("drawing the plot failed: {e}"))
 }
 
-fn ensure_font() -> Result<()> {
-    static OK: OnceLock<bool> = OnceLock::new();
-    if *OK.get_or_init(|| {
-        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT_BYTES).is_ok()
-    }) {
-        Ok(())
-    } else {
-        Err(Error::Other("the embedded font could not be read".into()))
-    }
+/// The embedded font, parsed once, with its cap height per pixel of size (for centring).
+struct Typeface {
+    font: FontRef<'static>,
+    cap: f32,
 }
 
-fn font(size: f64) -> FontDesc<'static> {
-    (FAMILY, size).into_font()
+fn typeface() -> Result<&'static Typeface> {
+    static FACE: OnceLock<Option<Typeface>> = OnceLock::new();
+    FACE.get_or_init(|| {
+        let font = FontRef::try_from_slice(FONT_BYTES).ok()?;
+        let h = font.glyph_id('H').with_scale(PxScale::from(100.0));
+        let cap = font
+            .outline_glyph(h)
+            .map_or(0.63, |o| o.px_bounds().height() / 100.0);
+        Some(Typeface { font, cap })
+    })
+    .as_ref()
+    .ok_or_else(|| Error::Other("the embedded font could not be read".into()))
+}
+
+/// Glyphs of `s` at `size` with their pen positions, and the advance of the whole line.
+fn layout(face: &Typeface, s: &str, size: f64) -> (Vec<(GlyphId, f32)>, f32) {
+    let sf = face.font.as_scaled(PxScale::from(size as f32));
+    let (mut caret, mut prev, mut out) = (0f32, None, Vec::new());
+    for c in s.chars() {
+        let id = sf.glyph_id(c);
+        if let Some(p) = prev {
+            caret += sf.kern(p, id);
+        }
+        out.push((id, caret));
+        caret += sf.h_advance(id);
+        prev = Some(id);
+    }
+    (out, caret)
 }
 
 /// Font sizes, scaled with the figure so that a larger export stays legible.
 #[derive(Debug, Clone, Copy)]
 struct Fonts {
+    /// The figure's scale against 1200×800, for line widths and markers.
+    scale: f64,
     title: f64,
     label: f64,
     tick: f64,
@@ -1140,10 +1162,12 @@ struct Fonts {
 impl Fonts {
     fn for_size(w: u32, h: u32) -> Fonts {
         let s = (w as f64 / 1200.0).min(h as f64 / 800.0).clamp(0.6, 3.0);
+        // Below about 10 px DejaVu stops being legible: small figures get crowded instead.
         Fonts {
-            title: 22.0 * s,
-            label: 16.0 * s,
-            tick: 14.0 * s,
+            scale: s,
+            title: (22.0 * s).max(13.0),
+            label: (16.0 * s).max(11.0),
+            tick: (14.0 * s).max(10.0),
         }
     }
 }
@@ -1172,11 +1196,10 @@ const GREY_TEXT: RGBColor = RGBColor(90, 90, 90);
 const EMPTY_BG: RGBColor = RGBColor(238, 238, 238);
 const EMPTY_HATCH: RGBColor = RGBColor(190, 190, 190);
 
-fn text_width(area: &Area, s: &str, size: f64) -> i32 {
-    area.estimate_text_size(s, &TextStyle::from(font(size)))
-        .map_or((s.chars().count() as f64 * size * 0.6) as i32, |(w, _)| {
-            w as i32
-        })
+fn text_width(s: &str, size: f64) -> i32 {
+    typeface().map_or((s.chars().count() as f64 * size * 0.6) as i32, |f| {
+        layout(f, s, size).1.ceil() as i32
+    })
 }
 
 /// Draws text centred on `(x, y)`, horizontally or reading upwards.
@@ -1191,7 +1214,11 @@ fn text(
     text_at(area, s, (x, y), size, color, HPos::Center, up)
 }
 
-/// Draws text vertically centred on `y`, anchored left, centre or right at `x`.
+/// Draws text with its capitals centred on `y`, anchored left, centre or right at `x`, either
+/// horizontal or reading upwards.
+///
+/// Glyphs are rasterised with ab_glyph here rather than through plotters, whose ab_glyph path
+/// drops each glyph's side bearing and rounds pen positions, so digits such as "1" wobbled.
 fn text_at(
     area: &Area,
     s: &str,
@@ -1201,26 +1228,47 @@ fn text_at(
     h: HPos,
     up: bool,
 ) -> Result<()> {
-    // plotters' ab_glyph backend puts the baseline just below the anchor, so centred capitals
-    // sit high: move them down by about a quarter of the size.
-    let c = (size * 0.27).round() as i32;
-    let mut style = font(size).color(&color).pos(Pos::new(h, VPos::Center));
-    let pos = if up {
-        style = style.transform(FontTransform::Rotate270);
-        (x + c, y)
-    } else {
-        (x, y + c)
+    let face = typeface()?;
+    let (glyphs, width) = layout(face, s, size);
+    // Text frame: u along the baseline from the anchor, v downwards; (0, 0) is the anchor.
+    let u0 = match h {
+        HPos::Left => 0.0,
+        HPos::Center => -width / 2.0,
+        HPos::Right => -width,
     };
-    area.draw_text(s, &style, pos).map_err(draw_err)
+    let base = face.cap * size as f32 / 2.0;
+    let scale = PxScale::from(size as f32);
+    for (id, caret) in glyphs {
+        let g = id.with_scale_and_position(scale, point(u0 + caret, base));
+        let Some(o) = face.font.outline_glyph(g) else {
+            continue;
+        };
+        let b = o.px_bounds();
+        let mut err = None;
+        o.draw(|gx, gy, cov| {
+            if cov <= 0.0 || err.is_some() {
+                return;
+            }
+            let (u, v) = (b.min.x as i32 + gx as i32, b.min.y as i32 + gy as i32);
+            let p = if up { (x + v, y - u) } else { (x + u, y + v) };
+            if let Err(e) = area.draw_pixel(p, &color.mix(cov.min(1.0) as f64)) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(draw_err(e));
+        }
+    }
+    Ok(())
 }
 
 /// Shortens `s` with "…" until it fits in `max` pixels, after trying a smaller font.
-fn fit(area: &Area, s: &str, size: f64, max: i32) -> (String, f64) {
+fn fit(s: &str, size: f64, max: i32) -> (String, f64) {
     let mut size = size;
-    while text_width(area, s, size) > max && size > 10.0 {
+    while text_width(s, size) > max && size > 10.0 {
         size *= 0.92;
     }
-    if text_width(area, s, size) <= max {
+    if text_width(s, size) <= max {
         return (s.to_string(), size);
     }
     let chars: Vec<char> = s.chars().collect();
@@ -1228,7 +1276,7 @@ fn fit(area: &Area, s: &str, size: f64, max: i32) -> (String, f64) {
     while n > 1 {
         n -= 1;
         let t: String = chars[..n].iter().collect::<String>() + "…";
-        if text_width(area, &t, size) <= max {
+        if text_width(&t, size) <= max {
             return (t, size);
         }
     }
@@ -1246,10 +1294,10 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
         } => (title, subtitle),
     };
     let pad = (f.tick * 0.8) as i32;
-    let (t, ts) = fit(root, title, f.title, w as i32 - 2 * pad);
+    let (t, ts) = fit(title, f.title, w as i32 - 2 * pad);
     let ty = pad + (ts * 0.7) as i32;
     text(root, &t, (w as i32 / 2, ty), ts, INK, false)?;
-    let (st, ss) = fit(root, subtitle, f.tick, w as i32 - 2 * pad);
+    let (st, ss) = fit(subtitle, f.tick, w as i32 - 2 * pad);
     let sy = ty + (ts * 0.6 + ss * 1.0) as i32;
     text(root, &st, (w as i32 / 2, sy), ss, GREY_TEXT, false)?;
     let top = sy + (ss * 1.2) as i32;
@@ -1313,7 +1361,7 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
         } => {
             let (lo, hi, xmax) = spectrum_range(panels, *bands);
             let legend_w = match colors {
-                LineColors::Legend(e) => legend_width(root, e, f),
+                LineColors::Legend(e) => legend_width(e, f),
                 LineColors::Bar(_) => bar_w,
             };
             let n = (panels.len() + usize::from(cosine.is_some())) as i32;
@@ -1379,7 +1427,7 @@ fn draw_heatmap(
     let gap = (f.tick * 0.5) as i32;
     let mut top = r.y;
     if !hm.title.is_empty() {
-        let (t, s) = fit(root, hm.title, f.label, r.w - gap);
+        let (t, s) = fit(hm.title, f.label, r.w - gap);
         text(
             root,
             &t,
@@ -1394,7 +1442,7 @@ fn draw_heatmap(
     let row_w = g
         .rows
         .iter()
-        .map(|l| text_width(root, l, f.tick))
+        .map(|l| text_width(l, f.tick))
         .max()
         .unwrap_or(0);
     let left = r.x + (f.label * 1.6) as i32 + row_w + gap;
@@ -1407,7 +1455,7 @@ fn draw_heatmap(
         g.cols
             .iter()
             .flat_map(|c| c.label.iter())
-            .map(|l| text_width(root, l, size))
+            .map(|l| text_width(l, size))
             .max()
             .unwrap_or(0)
     };
@@ -1441,7 +1489,7 @@ fn draw_heatmap(
         ColLabels::Up { size } => g
             .cols
             .iter()
-            .map(|c| text_width(root, &c.label.join(" "), *size))
+            .map(|c| text_width(&c.label.join(" "), *size))
             .max()
             .unwrap_or(0),
     };
@@ -1460,7 +1508,7 @@ fn draw_heatmap(
         .unwrap_or(0);
     let annotate = cell_font >= 9.0
         && g.finite()
-            .all(|v| text_width(root, &hm.scale.label(v), cell_font) + 6 <= min_w);
+            .all(|v| text_width(&hm.scale.label(v), cell_font) + 6 <= min_w);
     for (j, row) in g.values.iter().enumerate() {
         for (i, v) in row.iter().enumerate() {
             let (x0, x1, y0, y1) = (
@@ -1544,7 +1592,7 @@ fn draw_heatmap(
             for (i, c) in g.cols.iter().enumerate() {
                 let x = (xe(i as i32) + xe(i as i32 + 1)) / 2;
                 let l = c.label.join(" ");
-                let y = bottom + gap / 2 + text_width(root, &l, size) / 2;
+                let y = bottom + gap / 2 + text_width(&l, size) / 2;
                 text(root, &l, (x, y), size, INK, true)?;
             }
         }
@@ -1678,11 +1726,11 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
         root.draw(&PathElement::new(vec![(x0 + bw, y), (x0 + bw + 4, y)], INK))
             .map_err(draw_err)?;
         let l = tick_label(t, dec);
-        label_w = label_w.max(text_width(root, &l, f.tick));
+        label_w = label_w.max(text_width(&l, f.tick));
         text_at(root, &l, (x0 + bw + 7, y), f.tick, INK, HPos::Left, false)?;
     }
     let cx = x0 + bw + 7 + label_w + (f.label * 0.9) as i32;
-    let (cap, cs) = fit(root, &s.caption, f.label, h);
+    let (cap, cs) = fit(&s.caption, f.label, h);
     text(root, &cap, (cx, (y0 + y1) / 2), cs, INK, true)?;
     if let Some(l) = s.empty_label {
         let sw = (f.tick * 1.3) as i32;
@@ -1690,7 +1738,7 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
         hatch(root, (x0, sy, x0 + sw, sy + sw))?;
         root.draw(&Rectangle::new([(x0, sy), (x0 + sw - 1, sy + sw - 1)], INK))
             .map_err(draw_err)?;
-        let (t, ts) = fit(root, l, f.tick, r.x + r.w - (x0 + sw + 5));
+        let (t, ts) = fit(l, f.tick, r.x + r.w - (x0 + sw + 5));
         text_at(
             root,
             &t,
@@ -1704,10 +1752,10 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
     Ok(())
 }
 
-fn legend_width(root: &Area, entries: &[(String, RGBColor)], f: Fonts) -> i32 {
+fn legend_width(entries: &[(String, RGBColor)], f: Fonts) -> i32 {
     let w = entries
         .iter()
-        .map(|(l, _)| text_width(root, l, f.tick))
+        .map(|(l, _)| text_width(l, f.tick))
         .max()
         .unwrap_or(0);
     w + (f.tick * 4.0) as i32
@@ -1727,7 +1775,7 @@ fn draw_legend(
         let seg = (f.tick * 1.8) as i32;
         root.draw(&PathElement::new(
             vec![(x, y), (x + seg, y)],
-            c.stroke_width(3),
+            c.stroke_width((3.0 * f.scale).round().max(2.0) as u32),
         ))
         .map_err(draw_err)?;
         text_at(root, l, (x + seg + 6, y), f.tick, INK, HPos::Left, false)?;
@@ -1758,7 +1806,8 @@ fn spectrum_range(panels: &[(String, Vec<Line>)], bands: bool) -> (f64, f64, usi
     (mid / half, mid * half, n)
 }
 
-/// One spectrum panel with plotters' chart machinery (log y axis); returns the plot's y extent.
+/// One spectrum panel: plotters maps coordinates (log y) and draws the series; axes, grid and
+/// labels are drawn here so that all text goes through [`text_at`]. Returns the plot's y extent.
 #[allow(clippy::too_many_arguments)]
 fn draw_spectrum(
     root: &Area,
@@ -1771,68 +1820,165 @@ fn draw_spectrum(
     xmax: usize,
     f: Fonts,
 ) -> Result<(i32, i32)> {
-    let area = root
-        .clone()
-        .shrink((r.x, r.y), (r.w.max(1) as u32, r.h.max(1) as u32));
-    let mut b = ChartBuilder::on(&area);
-    b.margin((f.tick * 0.8) as u32)
-        .x_label_area_size((f.tick * 3.4) as u32)
-        .y_label_area_size((f.tick * 5.5) as u32);
+    let gap = (f.tick * 0.5) as i32;
+    let mut top = r.y + gap;
     if !title.is_empty() {
-        let (t, s) = fit(root, title, f.label, r.w - 10);
-        b.caption(t, font(s));
+        let (t, s) = fit(title, f.label, r.w - gap);
+        text(
+            root,
+            &t,
+            (r.x + r.w / 2, r.y + (f.label * 0.8) as i32),
+            s,
+            INK,
+            false,
+        )?;
+        top = r.y + (f.label * 1.8) as i32;
     }
-    let mut chart = b
+    let yt = log_ticks(lo, hi);
+    let label_w = yt
+        .iter()
+        .map(|&y| text_width(&sig_log(y), f.tick))
+        .max()
+        .unwrap_or(0);
+    let left = r.x + (f.label * 1.6) as i32 + label_w + gap + 6;
+    let right = r.x + r.w - gap;
+    let bottom = r.y + r.h - gap - (f.label * 1.6) as i32 - (f.tick * 1.8) as i32;
+    let area = root.clone().shrink(
+        (left, top),
+        ((right - left).max(1) as u32, (bottom - top).max(1) as u32),
+    );
+    let mut chart = ChartBuilder::on(&area)
         .build_cartesian_2d(0.5f64..xmax as f64 + 0.5, (lo..hi).log_scale())
         .map_err(draw_err)?;
-    let int_label = |x: &f64| {
-        if (x - x.round()).abs() < 1e-6 && *x >= 1.0 {
-            format!("{}", x.round() as i64)
-        } else {
-            String::new()
-        }
+    let hline = |y: i32, c: RGBColor| {
+        root.draw(&PathElement::new(vec![(left, y), (right - 1, y)], c))
+            .map_err(draw_err)
     };
-    let y_label = |y: &f64| sig_log(*y);
-    chart
-        .configure_mesh()
-        .x_desc("k (index of σ_k, largest first)")
-        .y_desc("σ_k (weight units, log scale)")
-        .label_style(font(f.tick))
-        .axis_desc_style(font(f.label))
-        .x_labels(xmax.clamp(2, 10))
-        .y_labels(8)
-        .x_label_formatter(&int_label)
-        .y_label_formatter(&y_label)
-        .x_max_light_lines(1)
-        .light_line_style(RGBColor(242, 242, 242))
-        .bold_line_style(RGBColor(215, 215, 215))
-        .draw()
-        .map_err(draw_err)?;
-    for l in lines.iter().filter(|_| bands) {
-        let c = colors.color(l.key);
-        if l.band.len() > 1 {
-            let mut poly: Vec<(f64, f64)> = l.band.iter().map(|&(x, a, _)| (x, a)).collect();
-            poly.extend(l.band.iter().rev().map(|&(x, _, b)| (x, b)));
-            chart
-                .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.12).filled())))
-                .map_err(draw_err)?;
+    let vline = |x: i32, c: RGBColor| {
+        root.draw(&PathElement::new(vec![(x, top), (x, bottom - 1)], c))
+            .map_err(draw_err)
+    };
+    // Grid: minor lines at 2…9 × 10^k when few decades are shown, major at the labels.
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    if e1 - e0 <= 4 {
+        for e in e0..=e1 {
+            for m in 2..10 {
+                let y = m as f64 * 10f64.powi(e);
+                if y > lo && y < hi {
+                    hline(chart.backend_coord(&(1.0, y)).1, GRID_MINOR)?;
+                }
+            }
         }
     }
+    for &y in &yt {
+        let py = chart.backend_coord(&(1.0, y)).1;
+        hline(py, GRID_MAJOR)?;
+        root.draw(&PathElement::new(vec![(left - 5, py), (left - 1, py)], INK))
+            .map_err(draw_err)?;
+        text_at(
+            root,
+            &sig_log(y),
+            (left - 8, py),
+            f.tick,
+            INK,
+            HPos::Right,
+            false,
+        )?;
+    }
+    for k in x_ticks(xmax) {
+        let px = chart.backend_coord(&(k as f64, lo)).0;
+        vline(px, GRID_MAJOR)?;
+        root.draw(&PathElement::new(vec![(px, bottom), (px, bottom + 4)], INK))
+            .map_err(draw_err)?;
+        let ty = bottom + 6 + (f.tick * 0.6) as i32;
+        text(root, &k.to_string(), (px, ty), f.tick, INK, false)?;
+    }
+    root.draw(&PathElement::new(
+        vec![(left, top), (left, bottom), (right - 1, bottom)],
+        INK,
+    ))
+    .map_err(draw_err)?;
+    let xdesc_y = bottom + 6 + (f.tick * 1.4 + f.label * 0.8) as i32;
+    text(
+        root,
+        "k (index of σ_k, largest first)",
+        ((left + right) / 2, xdesc_y),
+        f.label,
+        INK,
+        false,
+    )?;
+    let (yd, ys) = fit("σ_k of ΔW (weight units, log scale)", f.label, bottom - top);
+    text(
+        root,
+        &yd,
+        (r.x + (f.label * 0.7) as i32, (top + bottom) / 2),
+        ys,
+        INK,
+        true,
+    )?;
+    for l in lines.iter().filter(|l| bands && l.band.len() > 1) {
+        let c = colors.color(l.key);
+        let mut poly: Vec<(f64, f64)> = l.band.iter().map(|&(x, a, _)| (x, a)).collect();
+        poly.extend(l.band.iter().rev().map(|&(x, _, b)| (x, b)));
+        chart
+            .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.12).filled())))
+            .map_err(draw_err)?;
+    }
+    let (stroke, radius) = (
+        (2.0 * f.scale).round() as u32,
+        (3.0 * f.scale).round() as u32,
+    );
     for l in lines {
         let c = colors.color(l.key);
         chart
-            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                l.points.iter().copied(),
+                c.stroke_width(stroke.max(1)),
+            ))
             .map_err(draw_err)?;
         if l.points.len() <= 64 {
             chart
-                .draw_series(l.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .draw_series(
+                    l.points
+                        .iter()
+                        .map(|&p| Circle::new(p, radius.max(2), c.filled())),
+                )
                 .map_err(draw_err)?;
         }
     }
-    let plot = chart.plotting_area();
-    // Pixel ranges are in the whole image's coordinates.
-    let (_, yr) = plot.get_pixel_range();
-    Ok((yr.start, yr.end))
+    Ok((top, bottom))
+}
+
+const GRID_MAJOR: RGBColor = RGBColor(215, 215, 215);
+const GRID_MINOR: RGBColor = RGBColor(240, 240, 240);
+
+/// Indices to label on the k axis: all up to 10, else 1 and round multiples.
+fn x_ticks(n: usize) -> Vec<usize> {
+    let step = nice_step(n.div_ceil(10));
+    let mut v: Vec<usize> = (1..=n).filter(|k| k % step == 0).collect();
+    if step > 1 {
+        v.insert(0, 1);
+    }
+    v
+}
+
+/// Values to label on a log axis: powers of ten (at most 8), with 2 and 5 × 10^k added when the
+/// range holds fewer than three of them.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let inside = |t: &f64| *t >= lo * (1.0 - 1e-9) && *t <= hi * (1.0 + 1e-9);
+    let decades: Vec<f64> = (e0..=e1).map(|e| 10f64.powi(e)).filter(inside).collect();
+    if decades.len() >= 3 {
+        let step = decades.len().div_ceil(8);
+        return decades.into_iter().step_by(step).collect();
+    }
+    (e0..=e1)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(inside)
+        .collect()
 }
 
 /// Log-axis labels: `0.01`, `0.5`, `20`, or `1e-4` outside [0.01, 10⁴).
@@ -1879,6 +2025,17 @@ mod tests {
         assert_eq!(sig_log(1e-5), "1e-5");
         assert_eq!(nice_step(3), 5);
         assert_eq!(nice_step(11), 20);
+    }
+
+    #[test]
+    fn axes_get_readable_ticks() {
+        assert_eq!(x_ticks(4), vec![1, 2, 3, 4]);
+        assert_eq!(x_ticks(64), vec![1, 10, 20, 30, 40, 50, 60]);
+        assert_eq!(log_ticks(1e-3, 2.0), vec![1e-3, 0.01, 0.1, 1.0]);
+        assert_eq!(log_ticks(0.15, 0.9), vec![0.2, 0.5]);
+        assert!(log_ticks(1e-30, 1.0).len() <= 8);
+        assert!(log_ticks(0.0, 1.0).is_empty());
+        assert!(log_ticks(f64::NAN, 1.0).is_empty());
     }
 
     #[test]
