@@ -530,3 +530,74 @@ fn export_view_names_the_file_after_the_adapter() {
     .to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+fn run(home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("xdg"))
+        .env("HF_HUB_CACHE", home.join("empty-hub"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_writes_each_kind_and_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    synth::write_adapter(&t.join("moe"), &toy_experts(1)).unwrap();
+    synth::write_adapter(&t.join("attn"), &toy_attention(2)).unwrap();
+    let (moe, attn) = (t.join("moe"), t.join("attn"));
+    let (moe, attn) = (moe.to_str().unwrap(), attn.to_str().unwrap());
+    let out_dir = t.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    for (kind, extra) in [
+        ("layers", vec!["--metric", "spectral"]),
+        ("experts", vec!["--target", "down_proj"]),
+        ("spectrum", vec!["--layer", "1"]),
+        (
+            "layers",
+            vec!["--compare", attn, "--width", "900", "--height", "600"],
+        ),
+    ] {
+        let png = out_dir.join(format!("{kind}-{}.png", extra.len()));
+        let png_s = png.to_str().unwrap();
+        let mut args = vec!["plot", moe, "--kind", kind, "--out", png_s];
+        args.extend(&extra);
+        let o = run(t, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("wrote"));
+        let img = Image::read(&png);
+        img.assert_not_blank();
+        let want = if extra.contains(&"--compare") {
+            (900, 600)
+        } else {
+            (1200, 800)
+        };
+        assert_eq!((img.w, img.h), want);
+    }
+    let before = files_in(&out_dir);
+    let png = out_dir.join("bad.png");
+    let png_s = png.to_str().unwrap();
+    for (args, msg) in [
+        (
+            vec!["plot", attn, "--kind", "experts", "--out", png_s],
+            "no per-expert LoRA",
+        ),
+        (
+            vec!["plot", moe, "--layer", "7", "--out", png_s],
+            "no delta at layer 7 (layers: 0-2)",
+        ),
+        (
+            vec!["plot", moe, "--out", "/nonexistent-dir/x.png"],
+            "does not exist",
+        ),
+    ] {
+        let o = run(t, &args);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(msg), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_eq!(files_in(&out_dir), before, "failures write nothing");
+}
