@@ -9,11 +9,11 @@
 //!
 //! With a comparison, both adapters are drawn side by side on one colour scale (or one y axis),
 //! followed by a heatmap of the per-module cosine similarity. Cells where an adapter has no LoRA
-//! are hatched grey; the colour maps (viridis, red–blue) never produce a neutral grey, so empty
-//! cells cannot be mistaken for values.
+//! are hatched grey; the colour maps (viridis, red–yellow–blue) never produce a neutral grey, so
+//! empty cells cannot be mistaken for values.
 //!
-//! Text uses DejaVu Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs
-//! no system font. Files are written to a temporary name in the destination folder and renamed,
+//! plotters (bitmap backend) draws shapes and series; text is rasterised with ab_glyph from DejaVu
+//! Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs no system font. Files are written to a temporary name in the destination folder and renamed,
 //! so a failure never leaves a partial PNG behind.
 
 use crate::compare::Comparison;
@@ -1011,7 +1011,7 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
                     "expert targets: mean over the layer's experts and the largest expert (max) · \
                      hatched: no LoRA"
                         .to_string(),
-                    "target (_proj omitted)".to_string(),
+                    TARGET_AXIS.to_string(),
                 )
             } else {
                 let t = expert_target(&ids, &set_refs, opts.target.as_deref())?;
@@ -1338,18 +1338,8 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
                 draw_colorbar(root, bar, (y0, y1), scale, f)?;
             }
             if let Some(cg) = cosine {
-                let cs = Scale::cosine();
-                let r = body.take_left(pw);
-                let hm = Heatmap {
-                    panel: Panel::Cosine,
-                    title: "cosine(ΔW_a, ΔW_b)",
-                    grid: cg,
-                    scale: &cs,
-                    row_title,
-                    col_title,
-                };
-                let (y0, y1) = draw_heatmap(root, r, &hm, f, cells)?;
-                draw_colorbar(root, body.take_left(bar_w), (y0, y1), &cs, f)?;
+                let title = "cosine(ΔW_a, ΔW_b)";
+                draw_cosine(root, &mut body, (pw, bar_w), cg, title, col_title, f, cells)?;
             }
         }
         Figure::Spectrum {
@@ -1379,23 +1369,41 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
                 LineColors::Bar(s) => draw_colorbar(root, lr, plot_span, s, f)?,
             }
             if let Some(cg) = cosine {
-                let cs = Scale::cosine();
-                let r = body.take_left(pw);
-                let hm = Heatmap {
-                    panel: Panel::Cosine,
-                    title: "cosine(ΔW_a, ΔW_b), mean over experts",
-                    grid: cg,
-                    scale: &cs,
-                    row_title: "layer",
-                    col_title: "target (_proj omitted)",
-                };
-                let (y0, y1) = draw_heatmap(root, r, &hm, f, cells)?;
-                draw_colorbar(root, body.take_left(bar_w), (y0, y1), &cs, f)?;
+                let (title, cols) = ("cosine(ΔW_a, ΔW_b), mean over experts", TARGET_AXIS);
+                draw_cosine(root, &mut body, (pw, bar_w), cg, title, cols, f, cells)?;
             }
         }
     }
     Ok(())
 }
+
+/// The cosine heatmap of a comparison and its colour bar, taken from the left of `body`.
+#[allow(clippy::too_many_arguments)]
+fn draw_cosine(
+    root: &Area,
+    body: &mut Rect,
+    (pw, bar_w): (i32, i32),
+    grid: &Grid,
+    title: &str,
+    col_title: &str,
+    f: Fonts,
+    cells: &mut Vec<Cell>,
+) -> Result<()> {
+    let cs = Scale::cosine();
+    let hm = Heatmap {
+        panel: Panel::Cosine,
+        title,
+        grid,
+        scale: &cs,
+        row_title: "layer",
+        col_title,
+    };
+    let span = draw_heatmap(root, body.take_left(pw), &hm, f, cells)?;
+    draw_colorbar(root, body.take_left(bar_w), span, &cs, f)
+}
+
+/// The column axis title of target heatmaps.
+const TARGET_AXIS: &str = "target (_proj omitted)";
 
 /// One heatmap panel: the routine behind the layers, experts and cosine maps.
 struct Heatmap<'a> {
@@ -1916,6 +1924,18 @@ fn draw_spectrum(
         INK,
         true,
     )?;
+    if lines.is_empty() {
+        // One side of a comparison may have nothing in the selection: say so.
+        let (cx, cy) = ((left + right) / 2, (top + bottom) / 2);
+        text(
+            root,
+            "no LoRA delta in this selection",
+            (cx, cy),
+            f.label,
+            GREY_TEXT,
+            false,
+        )?;
+    }
     for l in lines.iter().filter(|l| bands && l.band.len() > 1) {
         let c = colors.color(l.key);
         let mut poly: Vec<(f64, f64)> = l.band.iter().map(|&(x, a, _)| (x, a)).collect();
@@ -1993,8 +2013,8 @@ fn sig_log(y: f64) -> String {
     } else {
         let e = y.log10().floor() as i32;
         let m = y / 10f64.powi(e);
-        if (m - 1.0).abs() < 1e-6 {
-            format!("1e{e}")
+        if (m - m.round()).abs() < 1e-6 {
+            format!("{}e{e}", m.round())
         } else {
             format!("{m:.1}e{e}")
         }
@@ -2023,6 +2043,8 @@ mod tests {
         assert_eq!(sig3(1.5e-5), "1.50e-5");
         assert_eq!(sig_log(0.1), "0.1");
         assert_eq!(sig_log(1e-5), "1e-5");
+        assert_eq!(sig_log(5e-3), "5e-3");
+        assert_eq!(sig_log(2.5e-3), "2.5e-3");
         assert_eq!(nice_step(3), 5);
         assert_eq!(nice_step(11), 20);
     }
