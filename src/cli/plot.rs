@@ -14,8 +14,7 @@ use std::process::ExitCode;
 pub struct PlotArgs {
     /// An id from `scan` or a path
     pub adapter: String,
-    /// layers: layers × targets heatmap; experts: layers × experts of one expert target;
-    /// spectrum: singular values on a log axis
+    /// The figure to draw
     #[arg(long, value_enum, default_value = "layers")]
     pub kind: PlotKind,
     /// The PNG file to write (replaced if it exists)
