@@ -17,6 +17,7 @@ pub mod format;
 pub mod hub;
 pub mod layout;
 pub mod math;
+pub mod plot;
 pub mod report;
 pub mod stats;
 pub mod survey;

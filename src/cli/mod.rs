@@ -2,6 +2,7 @@
 
 mod compute;
 mod hub;
+mod plot;
 mod report;
 pub mod table;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Download an adapter repo's config and safetensors into the hub cache (resumable)
     Fetch(hub::FetchArgs),
+    /// Draw statistics to PNG: layers or experts heatmap, or singular value spectrum
+    Plot(plot::PlotArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
     Demo {
         /// Folder to write (default: ~/.cache/lorascope/demo-hub)
@@ -122,6 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Compare(args)) => compute::cmd_compare(&ctx, args),
         Some(Command::Report(args)) => report::cmd_report(&ctx, args),
         Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
+        Some(Command::Plot(args)) => plot::cmd_plot(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
 }

@@ -1,0 +1,105 @@
+//! `plot`: statistics (and a comparison) drawn to a PNG file.
+
+use super::compute::StderrProgress;
+use super::{Ctx, ReadOpts};
+use crate::compare;
+use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
+use crate::stats::{self, Control, Filter};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// An id from `scan` or a path
+    pub adapter: String,
+    /// The figure to draw
+    #[arg(long, value_enum, default_value = "layers")]
+    pub kind: PlotKind,
+    /// The PNG file to write (replaced if it exists)
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    /// A second adapter: both side by side on one scale, plus their cosine similarity
+    #[arg(long, value_name = "B")]
+    pub compare: Option<String>,
+    /// Only this target; for `experts`, which expert target (default: the first present)
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only this layer
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// What the heatmap cells show
+    #[arg(long, value_enum, default_value = "fro")]
+    pub metric: Metric,
+    /// Width in pixels (default 1200, 1800 with --compare)
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Height in pixels (default 800)
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Worker threads for the statistics (default: all cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+pub fn cmd_plot(ctx: &Ctx, args: PlotArgs) -> Result<ExitCode> {
+    let opts = PlotOptions {
+        kind: args.kind,
+        metric: args.metric,
+        target: args.target.clone(),
+        layer: args.layer,
+        width: args.width,
+        height: args.height,
+    };
+    // Check the size and the destination before any computing.
+    opts.size(args.compare.is_some())?;
+    let a = ctx.find_usable(&args.adapter, args.read.layout())?;
+    let b = match &args.compare {
+        Some(id) => Some(ctx.find_usable(id, args.read.layout())?),
+        None => None,
+    };
+    // A missing layer would otherwise reach the plot as "no deltas"; say which layers exist.
+    if let Some(l) = args.layer {
+        if !std::iter::once(&a)
+            .chain(b.as_ref())
+            .any(|x| x.layer_indices().contains(&l))
+        {
+            anyhow::bail!(
+                "{}: no delta at layer {l} (layers: {})",
+                a.id,
+                super::table::layers(&a.layer_indices())
+            );
+        }
+    }
+    // Every target is computed (rows and columns show what the adapter has); the layer narrows.
+    let filter = Filter {
+        layer: args.layer,
+        ..Filter::default()
+    };
+    let progress = StderrProgress::new("computing");
+    let cb = |d, t| progress.update(d, t);
+    let ctl = Control {
+        threads: args.threads,
+        progress: Some(&cb),
+        cancel: None,
+    };
+    let sa = stats::compute(&a, &filter, &ctl)?;
+    let (sb, cmp) = match &b {
+        Some(b) => (
+            Some(stats::compute(b, &filter, &ctl)?),
+            Some(compare::compare(&a, b, &ctl)?),
+        ),
+        None => (None, None),
+    };
+    progress.finish();
+    let with = sb.as_ref().zip(cmp.as_ref()).map(|(s, c)| CompareWith {
+        stats: s,
+        comparison: c,
+    });
+    let r = plot::write_png(&sa, with, &opts, &args.out)?;
+    println!("wrote {} ({}×{})", args.out.display(), r.width, r.height);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,2083 @@
+//! PNG plots of an adapter's statistics, alone or against a second adapter.
+//!
+//! Pure functions from [`AdapterStats`] (and a [`Comparison`]) to a PNG file: no adapter is read
+//! here. Three kinds of figure:
+//! - [`PlotKind::Layers`]: heatmap of layers × targets coloured by a [`Metric`]; an expert target
+//!   gets two columns, the mean over the layer's experts and the largest expert.
+//! - [`PlotKind::Experts`]: heatmap of layers × experts for one expert target.
+//! - [`PlotKind::Spectrum`]: singular values on a log axis, one line per target, layer or expert.
+//!
+//! With a comparison, both adapters are drawn side by side on one colour scale (or one y axis),
+//! followed by a heatmap of the per-module cosine similarity. Cells where an adapter has no LoRA
+//! are hatched grey; the colour maps (viridis, red–yellow–blue) never produce a neutral grey, so
+//! empty cells cannot be mistaken for values.
+//!
+//! plotters (bitmap backend) draws shapes and series; text is rasterised with ab_glyph from DejaVu
+//! Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs no system font. Files are written to a temporary name in the destination folder and renamed,
+//! so a failure never leaves a partial PNG behind.
+
+use crate::compare::Comparison;
+use crate::error::{Error, Result};
+use crate::layout::target_order;
+use crate::stats::{AdapterStats, DeltaStats};
+use ab_glyph::{point, Font, FontRef, GlyphId, PxScale, ScaleFont};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::HPos;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// DejaVu Sans (Bitstream Vera licence, see assets/fonts/DejaVuSans-LICENSE.txt).
+static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Default size of a single-adapter figure.
+pub const DEFAULT_SIZE: (u32, u32) = (1200, 800);
+/// Default size of a comparison: three panels side by side need the extra width.
+pub const DEFAULT_COMPARE_SIZE: (u32, u32) = (1800, 800);
+/// Accepted width and height, in pixels.
+pub const SIZE_RANGE: std::ops::RangeInclusive<u32> = 300..=8000;
+
+/// Which figure to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PlotKind {
+    /// Layers × targets heatmap of a metric.
+    #[default]
+    Layers,
+    /// Layers × experts heatmap of a metric, for one expert target.
+    Experts,
+    /// Singular values on a log axis.
+    Spectrum,
+}
+
+impl PlotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlotKind::Layers => "layers",
+            PlotKind::Experts => "experts",
+            PlotKind::Spectrum => "spectrum",
+        }
+    }
+}
+
+/// The per-delta number a heatmap shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Metric {
+    /// Frobenius norm ‖ΔW‖_F.
+    #[default]
+    Fro,
+    /// Spectral norm σ₁.
+    Spectral,
+    /// Effective rank (Roy–Vetterli).
+    Erank,
+    /// Stable rank ‖ΔW‖_F² / σ₁².
+    Srank,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Fro => "fro",
+            Metric::Spectral => "spectral",
+            Metric::Erank => "erank",
+            Metric::Srank => "srank",
+        }
+    }
+
+    /// The metric's value for one delta.
+    pub fn of(self, d: &DeltaStats) -> f64 {
+        match self {
+            Metric::Fro => d.fro_norm,
+            Metric::Spectral => d.spectral_norm,
+            Metric::Erank => d.effective_rank,
+            Metric::Srank => d.stable_rank,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
+            Metric::Spectral => "spectral norm σ₁",
+            Metric::Erank => "effective rank",
+            Metric::Srank => "stable rank",
+        }
+    }
+
+    /// The colour bar's caption: symbol, meaning and unit.
+    fn caption(self) -> &'static str {
+        match self {
+            Metric::Fro => "‖ΔW‖_F, Frobenius norm (weight units)",
+            Metric::Spectral => "σ₁ = ‖ΔW‖₂, spectral norm (weight units)",
+            Metric::Erank => "effective rank, Roy–Vetterli (count)",
+            Metric::Srank => "stable rank ‖ΔW‖_F² / σ₁² (count)",
+        }
+    }
+}
+
+/// What to draw and how large.
+#[derive(Debug, Clone, Default)]
+pub struct PlotOptions {
+    pub kind: PlotKind,
+    pub metric: Metric,
+    /// Only this target; for `experts`, the expert target to show (default: the first present).
+    pub target: Option<String>,
+    /// Only this layer.
+    pub layer: Option<usize>,
+    /// Pixels; `None` takes [`DEFAULT_SIZE`] or [`DEFAULT_COMPARE_SIZE`].
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+impl PlotOptions {
+    pub fn new(kind: PlotKind) -> PlotOptions {
+        PlotOptions {
+            kind,
+            ..PlotOptions::default()
+        }
+    }
+
+    /// The figure's size, checked against [`SIZE_RANGE`].
+    pub fn size(&self, compare: bool) -> Result<(u32, u32)> {
+        let (dw, dh) = if compare {
+            DEFAULT_COMPARE_SIZE
+        } else {
+            DEFAULT_SIZE
+        };
+        let (w, h) = (self.width.unwrap_or(dw), self.height.unwrap_or(dh));
+        if !SIZE_RANGE.contains(&w) || !SIZE_RANGE.contains(&h) {
+            return Err(Error::Other(format!(
+                "plot size {w}×{h} is out of range: width and height must be {} to {} pixels",
+                SIZE_RANGE.start(),
+                SIZE_RANGE.end()
+            )));
+        }
+        Ok((w, h))
+    }
+}
+
+/// The second adapter of a comparison: its statistics and the matched pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct CompareWith<'a> {
+    pub stats: &'a AdapterStats,
+    pub comparison: &'a Comparison,
+}
+
+/// Which heatmap of a figure a cell belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    /// The only heatmap of a single-adapter figure.
+    Single,
+    /// The first adapter of a comparison.
+    A,
+    /// The second adapter of a comparison.
+    B,
+    /// Cosine similarity of a comparison.
+    Cosine,
+}
+
+/// One heatmap cell as drawn: where, what, and in which colour (`None`: empty, hatched).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub panel: Panel,
+    /// Row label (the layer number, or "none" for deltas without a layer).
+    pub row: String,
+    /// Column label: a short target ("q", "gate_up mean", "gate_up max") or an expert number.
+    pub col: String,
+    /// Pixels, x0 ≤ x < x1, y0 ≤ y < y1.
+    pub x0: i32,
+    pub y0: i32,
+    pub x1: i32,
+    pub y1: i32,
+    pub value: Option<f64>,
+    pub fill: Option<[u8; 3]>,
+}
+
+/// A figure in memory: RGB pixels row by row, and the heatmap cells (for tests and hit-testing).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    pub cells: Vec<Cell>,
+}
+
+/// Draws the figure `opts` asks for into memory.
+pub fn render(
+    stats: &AdapterStats,
+    compare: Option<CompareWith>,
+    opts: &PlotOptions,
+) -> Result<Rendered> {
+    typeface()?;
+    let (w, h) = opts.size(compare.is_some())?;
+    // Validate and shape the data before drawing anything.
+    let fig = build(stats, compare, opts)?;
+    let mut rgb = vec![255u8; w as usize * h as usize * 3];
+    let mut cells = Vec::new();
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(&root, &fig, (w, h), &mut cells)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(Rendered {
+        width: w,
+        height: h,
+        rgb,
+        cells,
+    })
+}
+
+/// Draws the figure and writes it to `out` (a `.png` path) atomically: a temporary file in the
+/// same folder is renamed over `out` only once complete, so a failure leaves nothing behind.
+pub fn write_png(
+    stats: &AdapterStats,
+    compare: Option<CompareWith>,
+    opts: &PlotOptions,
+    out: &Path,
+) -> Result<Rendered> {
+    let is_png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return Err(Error::Other(format!(
+            "{}: the output must be a .png file",
+            out.display()
+        )));
+    }
+    // Fail on an unwritable destination before spending time on drawing.
+    let tmp = TempFile::create(out)?;
+    let r = render(stats, compare, opts)?;
+    tmp.finish(|f| encode_png(f, &r))?;
+    Ok(r)
+}
+
+/// Writes the plot of the explorer's current view into `dir` and returns its path.
+///
+/// The file is named `<id>-<kind>[-<target>][-layer<N>][-<metric>].png`, with the adapter id's
+/// `/` (and any other character unsafe in file names) turned into `-`; a comparison names both
+/// adapters, `<a>-vs-<b>-<kind>…`. The metric is named only when it is not the default `fro`
+/// (and never for a spectrum). An existing file of that name is replaced; `dir` must exist.
+/// Errors are clear messages for a status bar: an adapter without expert LoRA asked for
+/// [`PlotKind::Experts`], an unknown target or layer, an unwritable folder.
+///
+/// ```no_run
+/// # use lorascope::plot::{export_view, PlotKind, PlotOptions};
+/// # fn f(stats: &lorascope::stats::AdapterStats) -> lorascope::Result<()> {
+/// let path = export_view(stats, None, &PlotOptions::new(PlotKind::Layers), ".".as_ref())?;
+/// println!("wrote {}", path.display());
+/// # Ok(()) }
+/// ```
+pub fn export_view(
+    stats: &AdapterStats,
+    compare: Option<CompareWith>,
+    opts: &PlotOptions,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let path = dir.join(file_name(
+        &stats.id,
+        compare.map(|c| c.stats.id.as_str()),
+        opts,
+    ));
+    write_png(stats, compare, opts, &path)?;
+    Ok(path)
+}
+
+/// The file name [`export_view`] writes.
+pub fn file_name(id: &str, compare_id: Option<&str>, opts: &PlotOptions) -> String {
+    let mut name = safe_name(id);
+    if let Some(b) = compare_id {
+        name.push_str("-vs-");
+        name.push_str(&safe_name(b));
+    }
+    name.push('-');
+    name.push_str(opts.kind.as_str());
+    if let Some(t) = &opts.target {
+        name.push('-');
+        name.push_str(&safe_name(t));
+    }
+    if let Some(l) = opts.layer {
+        name.push_str(&format!("-layer{l}"));
+    }
+    if opts.metric != Metric::Fro && opts.kind != PlotKind::Spectrum {
+        name.push('-');
+        name.push_str(opts.metric.as_str());
+    }
+    name.push_str(".png");
+    name
+}
+
+/// Letters, digits, `.`, `_` and `-` kept; anything else (`/`, spaces, `:`) becomes `-`.
+fn safe_name(s: &str) -> String {
+    let mapped: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // A path given as the id would otherwise start with `-` or `.` (a hidden or odd file).
+    let trimmed = mapped.trim_start_matches(['-', '.']);
+    if trimmed.is_empty() {
+        "adapter".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/// A temporary file next to the destination, removed unless renamed onto it.
+struct TempFile {
+    tmp: PathBuf,
+    out: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    fn create(out: &Path) -> Result<TempFile> {
+        let cannot = |why: String| Error::Other(format!("cannot write {}: {why}", out.display()));
+        let name = out
+            .file_name()
+            .ok_or_else(|| cannot("not a file name".into()))?;
+        if out.is_dir() {
+            return Err(cannot("it is a folder".into()));
+        }
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(cannot(format!("folder {} does not exist", dir.display())));
+        }
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let tmp = dir.join(format!(
+            ".{}.{}-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| cannot(e.to_string()))?;
+        Ok(TempFile {
+            tmp,
+            out: out.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn finish(mut self, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+        let cannot =
+            |e: std::io::Error| Error::Other(format!("cannot write {}: {e}", self.out.display()));
+        let mut f = self.file.take().expect("file present until finish");
+        write(&mut f).map_err(cannot)?;
+        f.sync_all().map_err(cannot)?;
+        drop(f);
+        fs::rename(&self.tmp, &self.out).map_err(cannot)?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn encode_png(f: &mut File, r: &Rendered) -> std::io::Result<()> {
+    let mut w = BufWriter::new(f);
+    {
+        let mut enc = png::Encoder::new(&mut w, r.width, r.height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Default);
+        let mut wr = enc.write_header().map_err(std::io::Error::other)?;
+        wr.write_image_data(&r.rgb).map_err(std::io::Error::other)?;
+        wr.finish().map_err(std::io::Error::other)?;
+    }
+    w.flush()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: from statistics to grids and lines
+
+/// One value at (layer, target, expert): a metric of a delta or the cosine of a pair.
+#[derive(Debug, Clone, Copy)]
+struct Item<'a> {
+    layer: Option<usize>,
+    target: &'a str,
+    expert: Option<usize>,
+    value: Option<f64>,
+}
+
+fn metric_items(s: &AdapterStats, m: Metric, layer: Option<usize>) -> Vec<Item<'_>> {
+    s.deltas
+        .iter()
+        .filter(|d| layer.is_none_or(|l| d.layer == Some(l)))
+        .map(|d| Item {
+            layer: d.layer,
+            target: &d.target,
+            expert: d.expert,
+            value: Some(m.of(d)).filter(|v| v.is_finite()),
+        })
+        .collect()
+}
+
+fn cosine_items(c: &Comparison, layer: Option<usize>) -> Vec<Item<'_>> {
+    c.pairs
+        .iter()
+        .filter(|p| layer.is_none_or(|l| p.layer == Some(l)))
+        .map(|p| Item {
+            layer: p.layer,
+            target: &p.target,
+            expert: p.expert,
+            value: p.cosine.filter(|v| v.is_finite()),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Agg {
+    Mean,
+    Max,
+}
+
+/// A heatmap column: a target (mean or max over its experts) or one expert of a target.
+#[derive(Debug, Clone)]
+struct Col {
+    target: String,
+    expert: Option<usize>,
+    agg: Agg,
+    /// One or two lines (target, then "mean"/"max").
+    label: Vec<String>,
+}
+
+/// A heatmap's data: rows (layers) × columns of optional values (`None`: no LoRA there).
+#[derive(Debug, Clone)]
+struct Grid {
+    rows: Vec<String>,
+    cols: Vec<Col>,
+    values: Vec<Vec<Option<f64>>>,
+}
+
+/// A value and the expert it belongs to (None for a non-expert delta).
+type ExpertValue = (Option<usize>, f64);
+
+impl Grid {
+    fn build(items: &[Item], rows: &[Option<usize>], cols: Vec<Col>) -> Grid {
+        // Group once: (layer, target) → [(expert, value)].
+        let mut by: BTreeMap<(Option<usize>, &str), Vec<ExpertValue>> = BTreeMap::new();
+        for it in items {
+            let e = by.entry((it.layer, it.target)).or_default();
+            if let Some(v) = it.value {
+                e.push((it.expert, v));
+            }
+        }
+        let values = rows
+            .iter()
+            .map(|&l| {
+                cols.iter()
+                    .map(|c| {
+                        let vals = by
+                            .get(&(l, c.target.as_str()))?
+                            .iter()
+                            .filter(|(e, _)| c.expert.is_none() || *e == c.expert)
+                            .map(|(_, v)| *v);
+                        match c.agg {
+                            Agg::Mean => mean(vals),
+                            Agg::Max => {
+                                vals.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Grid {
+            rows: rows.iter().map(|l| row_label(*l)).collect(),
+            cols,
+            values,
+        }
+    }
+
+    fn finite(&self) -> impl Iterator<Item = f64> + '_ {
+        self.values.iter().flatten().filter_map(|v| *v)
+    }
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut s, mut n) = (0.0, 0usize);
+    for x in v {
+        s += x;
+        n += 1;
+    }
+    (n > 0).then(|| s / n as f64)
+}
+
+fn row_label(l: Option<usize>) -> String {
+    l.map_or("none".into(), |l| l.to_string())
+}
+
+/// `q_proj` → `q`: the columns are narrow and every target of these models ends in `_proj`.
+fn short(t: &str) -> &str {
+    t.strip_suffix("_proj").unwrap_or(t)
+}
+
+/// Targets present in any of `sets`, in the model's order, each with "has per-expert deltas".
+fn targets(sets: &[&[Item]]) -> Vec<(String, bool)> {
+    let mut m: BTreeMap<(usize, &str), bool> = BTreeMap::new();
+    for it in sets.iter().flat_map(|s| s.iter()) {
+        *m.entry((target_order(it.target), it.target)).or_default() |= it.expert.is_some();
+    }
+    m.into_iter()
+        .map(|((_, t), split)| (t.to_string(), split))
+        .collect()
+}
+
+/// Columns of a layers heatmap: one per target, two (mean, max) per expert target.
+fn target_cols(all: &[(String, bool)], only: Option<&str>, with_max: bool) -> Vec<Col> {
+    let mut cols = vec![];
+    for (t, split) in all.iter().filter(|(t, _)| only.is_none_or(|o| o == t)) {
+        let col = |agg, tag: Option<&str>| Col {
+            target: t.clone(),
+            expert: None,
+            agg,
+            label: std::iter::once(short(t).to_string())
+                .chain(tag.map(String::from))
+                .collect(),
+        };
+        if *split {
+            cols.push(col(Agg::Mean, Some("mean")));
+            if with_max {
+                cols.push(col(Agg::Max, Some("max")));
+            }
+        } else {
+            cols.push(col(Agg::Mean, None));
+        }
+    }
+    cols
+}
+
+fn expert_cols(sets: &[&[Item]], target: &str) -> Vec<Col> {
+    let n = sets
+        .iter()
+        .flat_map(|s| s.iter())
+        .filter(|it| it.target == target)
+        .filter_map(|it| it.expert)
+        .max()
+        .map_or(0, |e| e + 1);
+    (0..n)
+        .map(|e| Col {
+            target: target.to_string(),
+            expert: Some(e),
+            agg: Agg::Mean,
+            label: vec![e.to_string()],
+        })
+        .collect()
+}
+
+/// Rows: the selected layer, or every layer from 0 to the last one with LoRA (gaps show as empty
+/// rows), then "none" for deltas outside any layer.
+fn rows_for(sets: &[&[Item]], layer: Option<usize>) -> Vec<Option<usize>> {
+    if let Some(l) = layer {
+        return vec![Some(l)];
+    }
+    let all = || sets.iter().flat_map(|s| s.iter());
+    let mut rows: Vec<Option<usize>> = match all().filter_map(|i| i.layer).max() {
+        Some(m) => (0..=m).map(Some).collect(),
+        None => vec![],
+    };
+    if all().any(|i| i.layer.is_none()) {
+        rows.push(None);
+    }
+    rows
+}
+
+fn list(v: impl IntoIterator<Item = String>) -> String {
+    let v: Vec<String> = v.into_iter().collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Checks that the selection has data, with messages that say what there is instead.
+fn check_selection(ids: &str, stats: &[&AdapterStats], opts: &PlotOptions) -> Result<()> {
+    let deltas = || stats.iter().flat_map(|s| s.deltas.iter());
+    if deltas().next().is_none() {
+        return Err(Error::Other(format!("{ids}: no LoRA deltas to plot")));
+    }
+    if let Some(t) = &opts.target {
+        if !deltas().any(|d| &d.target == t) {
+            let ts: BTreeSet<(usize, &str)> = deltas()
+                .map(|d| (target_order(&d.target), d.target.as_str()))
+                .collect();
+            return Err(Error::Other(format!(
+                "{ids}: no delta with target {t} (targets: {})",
+                list(ts.into_iter().map(|(_, t)| t.to_string()))
+            )));
+        }
+    }
+    if let Some(l) = opts.layer {
+        let sel = |d: &&DeltaStats| opts.target.as_ref().is_none_or(|t| &d.target == t);
+        if !deltas().filter(sel).any(|d| d.layer == Some(l)) {
+            let ls: BTreeSet<usize> = deltas().filter(sel).filter_map(|d| d.layer).collect();
+            return Err(Error::Other(format!(
+                "{ids}: no delta{} at layer {l} (layers: {})",
+                opts.target
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" of {t}")),
+                compact_layers(&ls)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `0–3, 7, 15` for people.
+fn compact_layers(s: &BTreeSet<usize>) -> String {
+    let mut out: Vec<String> = vec![];
+    let v: Vec<usize> = s.iter().copied().collect();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if j > i {
+            format!("{}–{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
+        i = j + 1;
+    }
+    list(out)
+}
+
+/// The expert target of an experts plot: the one asked for, else the first with expert deltas.
+fn expert_target(ids: &str, sets: &[&[Item]], asked: Option<&str>) -> Result<String> {
+    let all = targets(sets);
+    let split: Vec<&str> = all
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    match asked {
+        Some(t) if split.contains(&t) => Ok(t.to_string()),
+        Some(t) => Err(Error::Other(format!(
+            "{ids}: {t} has no per-expert LoRA deltas, so there is no experts plot of it \
+             (targets with experts: {})",
+            list(split.iter().map(|s| s.to_string()))
+        ))),
+        None => split.first().map(|s| s.to_string()).ok_or_else(|| {
+            Error::Other(format!(
+                "{ids} has no per-expert LoRA deltas (targets: {}): nothing to draw in an experts \
+                 plot; the layers plot shows every target",
+                list(all.iter().map(|(t, _)| t.clone()))
+            ))
+        }),
+    }
+}
+
+/// A colour scale: value range, colour map and caption.
+#[derive(Debug, Clone)]
+struct Scale {
+    lo: f64,
+    hi: f64,
+    diverging: bool,
+    caption: String,
+    /// Whether the hatched "empty" swatch is explained under the bar.
+    empty_label: Option<&'static str>,
+}
+
+impl Scale {
+    fn sequential(values: impl Iterator<Item = f64>, caption: &str) -> Scale {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in values.filter(|v| v.is_finite()) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if lo > hi {
+            (lo, hi) = (0.0, 1.0);
+        } else if lo == hi {
+            // A constant map still needs a range; centre it on the value.
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+            (lo, hi) = (lo - pad, hi + pad);
+        }
+        Scale {
+            lo,
+            hi,
+            diverging: false,
+            caption: caption.into(),
+            empty_label: Some("no LoRA"),
+        }
+    }
+
+    fn cosine() -> Scale {
+        Scale {
+            lo: -1.0,
+            hi: 1.0,
+            diverging: true,
+            caption: "cosine similarity of ΔW_a and ΔW_b".into(),
+            empty_label: Some("not in both"),
+        }
+    }
+
+    /// Position in [0, 1] (NaN-safe: bad values land at the bottom).
+    fn t(&self, v: f64) -> f64 {
+        let t = (v - self.lo) / (self.hi - self.lo);
+        if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// A value as written in a cell.
+    fn label(&self, v: f64) -> String {
+        if self.diverging {
+            // Cosines: two decimals say enough, and −0.00 would be noise.
+            let s = format!("{v:.2}");
+            if s == "-0.00" {
+                "0.00".into()
+            } else {
+                s
+            }
+        } else {
+            sig3(v)
+        }
+    }
+
+    fn color(&self, v: f64) -> RGBColor {
+        let t = self.t(v);
+        if self.diverging {
+            // ColorBrewer RdYlBu, blue for −1 through pale yellow to red for +1: its centre is
+            // not grey, so a cosine near 0 never looks like an empty cell.
+            const RDYLBU: [(u8, u8, u8); 9] = [
+                (69, 117, 180),
+                (116, 173, 209),
+                (171, 217, 233),
+                (224, 243, 248),
+                (255, 255, 191),
+                (254, 224, 144),
+                (253, 174, 97),
+                (244, 109, 67),
+                (215, 48, 39),
+            ];
+            lerp(&RDYLBU, t)
+        } else {
+            ViridisRGB.get_color(t as f32)
+        }
+    }
+}
+
+fn lerp(stops: &[(u8, u8, u8)], t: f64) -> RGBColor {
+    let x = t * (stops.len() - 1) as f64;
+    let i = (x.floor() as usize).min(stops.len() - 2);
+    let f = x - i as f64;
+    let (a, b) = (stops[i], stops[i + 1]);
+    let m = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round() as u8;
+    RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
+}
+
+/// Grouping of the spectrum's lines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GroupBy {
+    Target,
+    Layer,
+    Expert,
+}
+
+/// A spectrum line: σ_k (geometric mean over its deltas) and the min–max band.
+#[derive(Debug, Clone)]
+struct Line {
+    key: usize,
+    points: Vec<(f64, f64)>,
+    band: Vec<(f64, f64, f64)>,
+}
+
+/// How a spectrum figure groups deltas into lines, and a sentence saying so.
+fn spectrum_grouping(sets: &[&AdapterStats], opts: &PlotOptions) -> (GroupBy, String) {
+    let any_expert = |t: &str, l: Option<usize>| {
+        sets.iter()
+            .flat_map(|s| s.deltas.iter())
+            .any(|d| d.target == t && d.expert.is_some() && l.is_none_or(|l| d.layer == Some(l)))
+    };
+    match (&opts.target, opts.layer) {
+        (None, None) => (
+            GroupBy::Target,
+            "one line per target: geometric mean of σ_k over its layers and experts".into(),
+        ),
+        (None, Some(l)) => (
+            GroupBy::Target,
+            format!("layer {l}, one line per target (expert targets: geometric mean of σ_k over experts)"),
+        ),
+        (Some(t), None) => (
+            GroupBy::Layer,
+            if any_expert(t, None) {
+                format!("{t}, one line per layer: geometric mean of σ_k over experts")
+            } else {
+                format!("{t}, one line per layer")
+            },
+        ),
+        (Some(t), Some(l)) if any_expert(t, Some(l)) => {
+            (GroupBy::Expert, format!("{t} at layer {l}, one line per expert"))
+        }
+        (Some(t), Some(l)) => (GroupBy::Target, format!("{t} at layer {l}")),
+    }
+}
+
+/// The group key of a delta (target order index, layer or expert), or None if not selected.
+fn group_key(d: &DeltaStats, by: GroupBy, opts: &PlotOptions, targets: &[String]) -> Option<usize> {
+    if opts.target.as_ref().is_some_and(|t| &d.target != t)
+        || opts.layer.is_some_and(|l| d.layer != Some(l))
+    {
+        return None;
+    }
+    match by {
+        GroupBy::Target => targets.iter().position(|t| *t == d.target),
+        GroupBy::Layer => Some(d.layer.unwrap_or(usize::MAX)),
+        GroupBy::Expert => d.expert,
+    }
+}
+
+fn key_label(key: usize, by: GroupBy, targets: &[String]) -> String {
+    match by {
+        GroupBy::Target => targets.get(key).cloned().unwrap_or_default(),
+        GroupBy::Layer if key == usize::MAX => "no layer".into(),
+        GroupBy::Layer => format!("layer {key}"),
+        GroupBy::Expert => format!("expert {key}"),
+    }
+}
+
+fn spectrum_lines(
+    s: &AdapterStats,
+    by: GroupBy,
+    opts: &PlotOptions,
+    targets: &[String],
+) -> Vec<Line> {
+    let mut groups: BTreeMap<usize, Vec<&DeltaStats>> = BTreeMap::new();
+    for d in &s.deltas {
+        if let Some(k) = group_key(d, by, opts, targets) {
+            groups.entry(k).or_default().push(d);
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(key, ds)| {
+            let n = ds
+                .iter()
+                .map(|d| d.singular_values.len())
+                .max()
+                .unwrap_or(0);
+            let (mut points, mut band) = (vec![], vec![]);
+            for k in 0..n {
+                // Zeros and non-finite values have no place on a log axis.
+                let vals: Vec<f64> = ds
+                    .iter()
+                    .filter_map(|d| d.singular_values.get(k).copied())
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .collect();
+                if vals.is_empty() {
+                    continue;
+                }
+                let g = (vals.iter().map(|v| v.ln()).sum::<f64>() / vals.len() as f64).exp();
+                let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let x = (k + 1) as f64;
+                points.push((x, g));
+                band.push((x, lo, hi));
+            }
+            if ds.len() < 2 {
+                band.clear();
+            }
+            (!points.is_empty()).then_some(Line { key, points, band })
+        })
+        .collect()
+}
+
+/// Ten distinct line colours (Tableau 10 with its grey, which reads as "empty", made black),
+/// one per target in the model's order.
+const PALETTE: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (23, 190, 207),
+    (188, 189, 34),
+    (20, 20, 20),
+];
+
+fn palette(key: usize) -> RGBColor {
+    let (r, g, b) = PALETTE[key % PALETTE.len()];
+    RGBColor(r, g, b)
+}
+
+/// More lines than this are drawn without their min–max bands.
+const MAX_BANDS: usize = 6;
+
+/// More lines than this get a colour bar instead of a legend.
+const MAX_LEGEND: usize = 12;
+
+/// How spectrum lines are coloured and explained.
+enum LineColors {
+    /// Fixed palette, a legend entry per line.
+    Legend(Vec<(String, RGBColor)>),
+    /// Viridis over the keys (layers or experts), explained by a colour bar.
+    Bar(Scale),
+}
+
+impl LineColors {
+    fn color(&self, key: usize) -> RGBColor {
+        match self {
+            LineColors::Legend(_) => palette(key),
+            LineColors::Bar(s) => s.color(key as f64),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// A figure ready to draw (all data validated).
+enum Figure {
+    Heat {
+        title: String,
+        subtitle: String,
+        panels: Vec<(Panel, String, Grid)>,
+        scale: Scale,
+        cosine: Option<Grid>,
+        row_title: &'static str,
+        col_title: String,
+    },
+    Spectrum {
+        title: String,
+        subtitle: String,
+        panels: Vec<(String, Vec<Line>)>,
+        /// Whether lines carry their min–max band.
+        bands: bool,
+        colors: LineColors,
+        cosine: Option<Grid>,
+    },
+}
+
+fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions) -> Result<Figure> {
+    let mut all: Vec<&AdapterStats> = vec![stats];
+    all.extend(compare.map(|c| c.stats));
+    let ids = match compare {
+        Some(c) => format!("{} vs {}", stats.id, c.stats.id),
+        None => stats.id.clone(),
+    };
+    check_selection(&ids, &all, opts)?;
+    let sets: Vec<Vec<Item>> = all
+        .iter()
+        .map(|s| metric_items(s, opts.metric, opts.layer))
+        .collect();
+    let set_refs: Vec<&[Item]> = sets.iter().map(|s| s.as_slice()).collect();
+    let rows = rows_for(&set_refs, opts.layer);
+    let cos_items = compare.map(|c| cosine_items(c.comparison, opts.layer));
+    let panel_titles: Vec<(Panel, String)> = match compare {
+        Some(c) => vec![
+            (Panel::A, format!("a: {}", stats.id)),
+            (Panel::B, format!("b: {}", c.stats.id)),
+        ],
+        None => vec![(Panel::Single, String::new())],
+    };
+    let all_targets = targets(&set_refs);
+    match opts.kind {
+        PlotKind::Layers | PlotKind::Experts => {
+            let (cols, cos_cols, title, subtitle, col_title) = if opts.kind == PlotKind::Layers {
+                let only = opts.target.as_deref();
+                (
+                    target_cols(&all_targets, only, true),
+                    target_cols(&all_targets, only, false),
+                    format!("{ids}: {} by layer and target", opts.metric.name()),
+                    "expert targets: mean over the layer's experts and the largest expert (max) · \
+                     hatched: no LoRA"
+                        .to_string(),
+                    TARGET_AXIS.to_string(),
+                )
+            } else {
+                let t = expert_target(&ids, &set_refs, opts.target.as_deref())?;
+                let cols = expert_cols(&set_refs, &t);
+                (
+                    cols.clone(),
+                    cols,
+                    format!("{ids}: {} of {t} by layer and expert", opts.metric.name()),
+                    format!("one cell per expert's LoRA delta of {t} · hatched: no LoRA"),
+                    format!("expert ({t})"),
+                )
+            };
+            let panels: Vec<(Panel, String, Grid)> = panel_titles
+                .into_iter()
+                .zip(&sets)
+                .map(|((p, t), items)| (p, t, Grid::build(items, &rows, cols.clone())))
+                .collect();
+            let scale = Scale::sequential(
+                panels.iter().flat_map(|(_, _, g)| g.finite()),
+                opts.metric.caption(),
+            );
+            let cosine = cos_items.map(|c| Grid::build(&c, &rows, cos_cols));
+            Ok(Figure::Heat {
+                title,
+                subtitle,
+                panels,
+                scale,
+                cosine,
+                row_title: "layer",
+                col_title,
+            })
+        }
+        PlotKind::Spectrum => {
+            let (by, subtitle) = spectrum_grouping(&all, opts);
+            let tnames: Vec<String> = all_targets.iter().map(|(t, _)| t.clone()).collect();
+            let panels: Vec<(String, Vec<Line>)> = panel_titles
+                .into_iter()
+                .zip(&all)
+                .map(|((_, t), s)| (t, spectrum_lines(s, by, opts, &tnames)))
+                .collect();
+            if panels.iter().all(|(_, l)| l.is_empty()) {
+                return Err(Error::Other(format!(
+                    "{ids}: every selected delta is zero: no singular value to draw on a log axis"
+                )));
+            }
+            let keys: BTreeSet<usize> = panels
+                .iter()
+                .flat_map(|(_, ls)| ls.iter().map(|l| l.key))
+                .collect();
+            let colors = if by == GroupBy::Target || keys.len() <= MAX_LEGEND {
+                LineColors::Legend(
+                    keys.iter()
+                        .map(|&k| (key_label(k, by, &tnames), palette(k)))
+                        .collect(),
+                )
+            } else {
+                let caption = if by == GroupBy::Layer {
+                    "layer"
+                } else {
+                    "expert"
+                };
+                let real = keys.iter().copied().filter(|&k| k != usize::MAX);
+                let lo = real.clone().min().unwrap_or(0) as f64;
+                let hi = real.max().unwrap_or(0) as f64;
+                let mut s = Scale::sequential([lo, hi].into_iter(), caption);
+                s.empty_label = None;
+                LineColors::Bar(s)
+            };
+            let cosine = cos_items.map(|c| {
+                let cols = target_cols(&all_targets, opts.target.as_deref(), false);
+                Grid::build(&c, &rows, cols)
+            });
+            // Bands of many lines only blur into each other.
+            let bands = panels.iter().all(|(_, l)| l.len() <= MAX_BANDS)
+                && panels.iter().flat_map(|(_, l)| l).any(|l| l.band.len() > 1);
+            let subtitle = if bands {
+                subtitle + "; shaded: min–max"
+            } else {
+                subtitle
+            };
+            Ok(Figure::Spectrum {
+                title: format!("{ids}: singular values of ΔW"),
+                subtitle,
+                bands,
+                panels,
+                colors,
+                cosine,
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drawing
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+fn draw_err(e: impl std::fmt::Display) -> Error {
+    Error::Other(format!("drawing the plot failed: {e}"))
+}
+
+/// The embedded font, parsed once, with its cap height per pixel of size (for centring).
+struct Typeface {
+    font: FontRef<'static>,
+    cap: f32,
+}
+
+fn typeface() -> Result<&'static Typeface> {
+    static FACE: OnceLock<Option<Typeface>> = OnceLock::new();
+    FACE.get_or_init(|| {
+        let font = FontRef::try_from_slice(FONT_BYTES).ok()?;
+        let h = font.glyph_id('H').with_scale(PxScale::from(100.0));
+        let cap = font
+            .outline_glyph(h)
+            .map_or(0.63, |o| o.px_bounds().height() / 100.0);
+        Some(Typeface { font, cap })
+    })
+    .as_ref()
+    .ok_or_else(|| Error::Other("the embedded font could not be read".into()))
+}
+
+/// Glyphs of `s` at `size` with their pen positions, and the advance of the whole line.
+fn layout(face: &Typeface, s: &str, size: f64) -> (Vec<(GlyphId, f32)>, f32) {
+    let sf = face.font.as_scaled(PxScale::from(size as f32));
+    let (mut caret, mut prev, mut out) = (0f32, None, Vec::new());
+    for c in s.chars() {
+        let id = sf.glyph_id(c);
+        if let Some(p) = prev {
+            caret += sf.kern(p, id);
+        }
+        out.push((id, caret));
+        caret += sf.h_advance(id);
+        prev = Some(id);
+    }
+    (out, caret)
+}
+
+/// Font sizes, scaled with the figure so that a larger export stays legible.
+#[derive(Debug, Clone, Copy)]
+struct Fonts {
+    /// The figure's scale against 1200×800, for line widths and markers.
+    scale: f64,
+    title: f64,
+    label: f64,
+    tick: f64,
+}
+
+impl Fonts {
+    fn for_size(w: u32, h: u32) -> Fonts {
+        let s = (w as f64 / 1200.0).min(h as f64 / 800.0).clamp(0.6, 3.0);
+        // Below about 10 px DejaVu stops being legible: small figures get crowded instead.
+        Fonts {
+            scale: s,
+            title: (22.0 * s).max(13.0),
+            label: (16.0 * s).max(11.0),
+            tick: (14.0 * s).max(10.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rect {
+    x: i32,
+    y: i32,
+    w: i32,
+    h: i32,
+}
+
+impl Rect {
+    /// Splits off `w` pixels at the left.
+    fn take_left(&mut self, w: i32) -> Rect {
+        let w = w.min(self.w).max(0);
+        let r = Rect { w, ..*self };
+        self.x += w;
+        self.w -= w;
+        r
+    }
+}
+
+const INK: RGBColor = RGBColor(30, 30, 30);
+const GREY_TEXT: RGBColor = RGBColor(90, 90, 90);
+const EMPTY_BG: RGBColor = RGBColor(238, 238, 238);
+const EMPTY_HATCH: RGBColor = RGBColor(190, 190, 190);
+
+fn text_width(s: &str, size: f64) -> i32 {
+    typeface().map_or((s.chars().count() as f64 * size * 0.6) as i32, |f| {
+        layout(f, s, size).1.ceil() as i32
+    })
+}
+
+/// Draws text centred on `(x, y)`, horizontally or reading upwards.
+fn text(
+    area: &Area,
+    s: &str,
+    (x, y): (i32, i32),
+    size: f64,
+    color: RGBColor,
+    up: bool,
+) -> Result<()> {
+    text_at(area, s, (x, y), size, color, HPos::Center, up)
+}
+
+/// Draws text with its capitals centred on `y`, anchored left, centre or right at `x`, either
+/// horizontal or reading upwards.
+///
+/// Glyphs are rasterised with ab_glyph here rather than through plotters, whose ab_glyph path
+/// drops each glyph's side bearing and rounds pen positions, so digits such as "1" wobbled.
+fn text_at(
+    area: &Area,
+    s: &str,
+    (x, y): (i32, i32),
+    size: f64,
+    color: RGBColor,
+    h: HPos,
+    up: bool,
+) -> Result<()> {
+    let face = typeface()?;
+    let (glyphs, width) = layout(face, s, size);
+    // Text frame: u along the baseline from the anchor, v downwards; (0, 0) is the anchor.
+    let u0 = match h {
+        HPos::Left => 0.0,
+        HPos::Center => -width / 2.0,
+        HPos::Right => -width,
+    };
+    let base = face.cap * size as f32 / 2.0;
+    let scale = PxScale::from(size as f32);
+    for (id, caret) in glyphs {
+        let g = id.with_scale_and_position(scale, point(u0 + caret, base));
+        let Some(o) = face.font.outline_glyph(g) else {
+            continue;
+        };
+        let b = o.px_bounds();
+        let mut err = None;
+        o.draw(|gx, gy, cov| {
+            if cov <= 0.0 || err.is_some() {
+                return;
+            }
+            let (u, v) = (b.min.x as i32 + gx as i32, b.min.y as i32 + gy as i32);
+            let p = if up { (x + v, y - u) } else { (x + u, y + v) };
+            if let Err(e) = area.draw_pixel(p, &color.mix(cov.min(1.0) as f64)) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(draw_err(e));
+        }
+    }
+    Ok(())
+}
+
+/// Shortens `s` with "…" until it fits in `max` pixels, after trying a smaller font.
+fn fit(s: &str, size: f64, max: i32) -> (String, f64) {
+    let mut size = size;
+    while text_width(s, size) > max && size > 10.0 {
+        size *= 0.92;
+    }
+    if text_width(s, size) <= max {
+        return (s.to_string(), size);
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let mut n = chars.len();
+    while n > 1 {
+        n -= 1;
+        let t: String = chars[..n].iter().collect::<String>() + "…";
+        if text_width(&t, size) <= max {
+            return (t, size);
+        }
+    }
+    ("…".into(), size)
+}
+
+fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) -> Result<()> {
+    let f = Fonts::for_size(w, h);
+    let (title, subtitle) = match fig {
+        Figure::Heat {
+            title, subtitle, ..
+        }
+        | Figure::Spectrum {
+            title, subtitle, ..
+        } => (title, subtitle),
+    };
+    let pad = (f.tick * 0.8) as i32;
+    let (t, ts) = fit(title, f.title, w as i32 - 2 * pad);
+    let ty = pad + (ts * 0.7) as i32;
+    text(root, &t, (w as i32 / 2, ty), ts, INK, false)?;
+    let (st, ss) = fit(subtitle, f.tick, w as i32 - 2 * pad);
+    let sy = ty + (ts * 0.6 + ss * 1.0) as i32;
+    text(root, &st, (w as i32 / 2, sy), ss, GREY_TEXT, false)?;
+    let top = sy + (ss * 1.2) as i32;
+    let mut body = Rect {
+        x: pad,
+        y: top,
+        w: w as i32 - 2 * pad,
+        h: h as i32 - top - pad,
+    };
+    let bar_w = (f.tick * 9.0) as i32;
+    match fig {
+        Figure::Heat {
+            panels,
+            scale,
+            cosine,
+            row_title,
+            col_title,
+            ..
+        } => {
+            let n = (panels.len() + usize::from(cosine.is_some())) as i32;
+            let bars = 1 + i32::from(cosine.is_some());
+            let pw = (body.w - bars * bar_w) / n;
+            let mut span = None;
+            for (panel, ptitle, grid) in panels {
+                let r = body.take_left(pw);
+                let hm = Heatmap {
+                    panel: *panel,
+                    title: ptitle,
+                    grid,
+                    scale,
+                    row_title,
+                    col_title,
+                };
+                span = Some(draw_heatmap(root, r, &hm, f, cells)?);
+            }
+            let bar = body.take_left(bar_w);
+            if let Some((y0, y1)) = span {
+                draw_colorbar(root, bar, (y0, y1), scale, f)?;
+            }
+            if let Some(cg) = cosine {
+                let title = "cosine(ΔW_a, ΔW_b)";
+                draw_cosine(root, &mut body, (pw, bar_w), cg, title, col_title, f, cells)?;
+            }
+        }
+        Figure::Spectrum {
+            panels,
+            bands,
+            colors,
+            cosine,
+            ..
+        } => {
+            let (lo, hi, xmax) = spectrum_range(panels, *bands);
+            let legend_w = match colors {
+                LineColors::Legend(e) => legend_width(e, f),
+                LineColors::Bar(_) => bar_w,
+            };
+            let n = (panels.len() + usize::from(cosine.is_some())) as i32;
+            let extra = legend_w + if cosine.is_some() { bar_w } else { 0 };
+            let pw = (body.w - extra) / n;
+            let mut plot_span = (body.y, body.y + body.h);
+            for (ptitle, lines) in panels {
+                let r = body.take_left(pw);
+                plot_span =
+                    draw_spectrum(root, r, ptitle, lines, *bands, colors, (lo, hi), xmax, f)?;
+            }
+            let lr = body.take_left(legend_w);
+            match colors {
+                LineColors::Legend(e) => draw_legend(root, lr, plot_span.0, e, f)?,
+                LineColors::Bar(s) => draw_colorbar(root, lr, plot_span, s, f)?,
+            }
+            if let Some(cg) = cosine {
+                let (title, cols) = ("cosine(ΔW_a, ΔW_b), mean over experts", TARGET_AXIS);
+                draw_cosine(root, &mut body, (pw, bar_w), cg, title, cols, f, cells)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cosine heatmap of a comparison and its colour bar, taken from the left of `body`.
+#[allow(clippy::too_many_arguments)]
+fn draw_cosine(
+    root: &Area,
+    body: &mut Rect,
+    (pw, bar_w): (i32, i32),
+    grid: &Grid,
+    title: &str,
+    col_title: &str,
+    f: Fonts,
+    cells: &mut Vec<Cell>,
+) -> Result<()> {
+    let cs = Scale::cosine();
+    let hm = Heatmap {
+        panel: Panel::Cosine,
+        title,
+        grid,
+        scale: &cs,
+        row_title: "layer",
+        col_title,
+    };
+    let span = draw_heatmap(root, body.take_left(pw), &hm, f, cells)?;
+    draw_colorbar(root, body.take_left(bar_w), span, &cs, f)
+}
+
+/// The column axis title of target heatmaps.
+const TARGET_AXIS: &str = "target (_proj omitted)";
+
+/// One heatmap panel: the routine behind the layers, experts and cosine maps.
+struct Heatmap<'a> {
+    panel: Panel,
+    title: &'a str,
+    grid: &'a Grid,
+    scale: &'a Scale,
+    row_title: &'a str,
+    col_title: &'a str,
+}
+
+/// How column labels fit under the cells.
+enum ColLabels {
+    /// Horizontal, one or two lines, every `step`-th column.
+    Flat { size: f64, step: usize },
+    /// Reading upwards, one line each.
+    Up { size: f64 },
+}
+
+/// Draws a heatmap into `r`; returns the vertical extent of its cells (for the colour bar).
+fn draw_heatmap(
+    root: &Area,
+    r: Rect,
+    hm: &Heatmap,
+    f: Fonts,
+    cells: &mut Vec<Cell>,
+) -> Result<(i32, i32)> {
+    let g = hm.grid;
+    let gap = (f.tick * 0.5) as i32;
+    let mut top = r.y;
+    if !hm.title.is_empty() {
+        let (t, s) = fit(hm.title, f.label, r.w - gap);
+        text(
+            root,
+            &t,
+            (r.x + r.w / 2, r.y + (f.label * 0.8) as i32),
+            s,
+            INK,
+            false,
+        )?;
+        top += (f.label * 1.8) as i32;
+    }
+    // Left: axis title (reading upwards), then row labels right-aligned against the cells.
+    let row_w = g
+        .rows
+        .iter()
+        .map(|l| text_width(l, f.tick))
+        .max()
+        .unwrap_or(0);
+    let left = r.x + (f.label * 1.6) as i32 + row_w + gap;
+    let ncols = g.cols.len().max(1) as i32;
+    let nrows = g.rows.len().max(1) as i32;
+    let right = r.x + r.w - gap;
+    let cw = (right - left) as f64 / ncols as f64;
+    // Column labels: flat if they fit (shrinking to 80 %), else thinned (numbers) or upright.
+    let widest = |size: f64| {
+        g.cols
+            .iter()
+            .flat_map(|c| c.label.iter())
+            .map(|l| text_width(l, size))
+            .max()
+            .unwrap_or(0)
+    };
+    let numeric = g.cols.iter().all(|c| {
+        c.label
+            .iter()
+            .all(|l| l.chars().all(|ch| ch.is_ascii_digit()))
+    });
+    let lines = g.cols.iter().map(|c| c.label.len()).max().unwrap_or(1) as i32;
+    let labels = if widest(f.tick) as f64 <= cw - 4.0 {
+        ColLabels::Flat {
+            size: f.tick,
+            step: 1,
+        }
+    } else if widest(f.tick * 0.8) as f64 <= cw - 4.0 {
+        ColLabels::Flat {
+            size: f.tick * 0.8,
+            step: 1,
+        }
+    } else if numeric {
+        let step = ((widest(f.tick) as f64 + 8.0) / cw.max(1.0)).ceil() as usize;
+        ColLabels::Flat {
+            size: f.tick,
+            step: nice_step(step),
+        }
+    } else {
+        ColLabels::Up { size: f.tick }
+    };
+    let label_h = match &labels {
+        ColLabels::Flat { size, .. } => (*size * 1.25 * lines as f64) as i32,
+        ColLabels::Up { size } => g
+            .cols
+            .iter()
+            .map(|c| text_width(&c.label.join(" "), *size))
+            .max()
+            .unwrap_or(0),
+    };
+    let bottom = r.y + r.h - gap - (f.label * 1.5) as i32 - label_h;
+    let rh = (bottom - top) as f64 / nrows as f64;
+    let xe = |i: i32| left + (i as f64 * cw).round() as i32;
+    let ye = |j: i32| top + (j as f64 * rh).round() as i32;
+    // 1-pixel white gaps keep neighbouring cells of similar colour apart.
+    let sep = i32::from(cw >= 6.0 && rh >= 6.0);
+    // Values are written in the cells only when every one fits: a map with numbers in some cells
+    // and not in others reads as if the blank ones were special.
+    let cell_font = f.tick.min(rh * 0.62);
+    let min_w = (0..ncols)
+        .map(|i| xe(i + 1) - xe(i) - sep)
+        .min()
+        .unwrap_or(0);
+    let annotate = cell_font >= 9.0
+        && g.finite()
+            .all(|v| text_width(&hm.scale.label(v), cell_font) + 6 <= min_w);
+    for (j, row) in g.values.iter().enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            let (x0, x1, y0, y1) = (
+                xe(i as i32),
+                xe(i as i32 + 1),
+                ye(j as i32),
+                ye(j as i32 + 1),
+            );
+            let (cx1, cy1) = (x1 - sep, y1 - sep);
+            let fill = v.map(|v| hm.scale.color(v));
+            match fill {
+                Some(c) => root
+                    .draw(&Rectangle::new([(x0, y0), (cx1 - 1, cy1 - 1)], c.filled()))
+                    .map_err(draw_err)?,
+                None => hatch(root, (x0, y0, cx1, cy1))?,
+            }
+            if let (Some(val), Some(c), true) = (v, fill, annotate) {
+                let ink = if luminance(c) > 0.5 { INK } else { WHITE };
+                let s = hm.scale.label(*val);
+                text(
+                    root,
+                    &s,
+                    ((x0 + cx1) / 2, (y0 + cy1) / 2),
+                    cell_font,
+                    ink,
+                    false,
+                )?;
+            }
+            cells.push(Cell {
+                panel: hm.panel,
+                row: g.rows[j].clone(),
+                col: g.cols[i].label.join(" "),
+                x0,
+                y0,
+                x1: cx1,
+                y1: cy1,
+                value: *v,
+                fill: fill.map(|c| [c.0, c.1, c.2]),
+            });
+        }
+    }
+    // Row labels: every row if they fit, else a readable subset.
+    let rstep = nice_step(((f.tick * 1.2) / rh.max(1.0)).ceil() as usize);
+    for (j, l) in g.rows.iter().enumerate() {
+        if j % rstep == 0 {
+            let y = (ye(j as i32) + ye(j as i32 + 1)) / 2;
+            text_at(
+                root,
+                l,
+                (left - gap / 2 - 2, y),
+                f.tick,
+                INK,
+                HPos::Right,
+                false,
+            )?;
+        }
+    }
+    text(
+        root,
+        hm.row_title,
+        (r.x + (f.label * 0.7) as i32, (top + bottom) / 2),
+        f.label,
+        INK,
+        true,
+    )?;
+    match labels {
+        ColLabels::Flat { size, step } => {
+            for (i, c) in g.cols.iter().enumerate() {
+                if i % step != 0 {
+                    continue;
+                }
+                let x = (xe(i as i32) + xe(i as i32 + 1)) / 2;
+                for (k, l) in c.label.iter().enumerate() {
+                    let y = bottom + gap / 2 + (size * (0.65 + 1.2 * k as f64)) as i32;
+                    let ink = if k == 0 { INK } else { GREY_TEXT };
+                    text(root, l, (x, y), size, ink, false)?;
+                }
+            }
+        }
+        ColLabels::Up { size } => {
+            for (i, c) in g.cols.iter().enumerate() {
+                let x = (xe(i as i32) + xe(i as i32 + 1)) / 2;
+                let l = c.label.join(" ");
+                let y = bottom + gap / 2 + text_width(&l, size) / 2;
+                text(root, &l, (x, y), size, INK, true)?;
+            }
+        }
+    }
+    text(
+        root,
+        hm.col_title,
+        (
+            (left + right) / 2,
+            bottom + gap + label_h + (f.label * 0.8) as i32,
+        ),
+        f.label,
+        INK,
+        false,
+    )?;
+    Ok((top, bottom))
+}
+
+/// An empty cell: light grey with diagonal hatching.
+fn hatch(root: &Area, (x0, y0, x1, y1): (i32, i32, i32, i32)) -> Result<()> {
+    let (w, h) = (x1 - x0, y1 - y0);
+    if w <= 0 || h <= 0 {
+        return Ok(());
+    }
+    root.draw(&Rectangle::new(
+        [(x0, y0), (x1 - 1, y1 - 1)],
+        EMPTY_BG.filled(),
+    ))
+    .map_err(draw_err)?;
+    let step = 8;
+    let mut s = -(h / step) * step;
+    while s < w {
+        // The line x − x0 = s + (y − y0), clipped to the cell.
+        let u0 = (-s).max(0);
+        let u1 = (w - 1 - s).min(h - 1);
+        if u1 >= u0 {
+            root.draw(&PathElement::new(
+                vec![(x0 + s + u0, y0 + u0), (x0 + s + u1, y0 + u1)],
+                EMPTY_HATCH,
+            ))
+            .map_err(draw_err)?;
+        }
+        s += step;
+    }
+    Ok(())
+}
+
+fn luminance(c: RGBColor) -> f64 {
+    (0.2126 * c.0 as f64 + 0.7152 * c.1 as f64 + 0.0722 * c.2 as f64) / 255.0
+}
+
+/// 1, 2, 5, 10, 20, … at least `n`.
+fn nice_step(n: usize) -> usize {
+    let mut m = 1;
+    loop {
+        for k in [1, 2, 5] {
+            if k * m >= n {
+                return k * m;
+            }
+        }
+        m *= 10;
+    }
+}
+
+/// Three significant digits, switching to exponents for very small or large values.
+fn sig3(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v == 0.0 { "0".into() } else { v.to_string() };
+    }
+    let e = v.abs().log10().floor() as i32;
+    if !(-3..5).contains(&e) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.*}", (2 - e).max(0) as usize)
+    }
+}
+
+/// About `n` round tick values between `lo` and `hi`, with their label precision.
+fn nice_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, usize) {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return (vec![], 0);
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    let ticks = (first..=last).map(|i| i as f64 * step).collect();
+    // Digits after the point that the step needs (2.5 × 10^k needs one more).
+    let mut dec = (-(step.log10().floor()) as i32).max(0) as usize;
+    if ((step / mag) - 2.5).abs() < 1e-9 {
+        dec += 1;
+    }
+    (ticks, dec)
+}
+
+fn tick_label(v: f64, dec: usize) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.dec$}")
+    }
+}
+
+/// A vertical colour bar beside cells spanning `(y0, y1)`, with ticks, caption and the
+/// empty-cell swatch.
+fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts) -> Result<()> {
+    let bw = (f.tick * 1.6) as i32;
+    let x0 = r.x + (f.tick * 0.6) as i32;
+    let h = (y1 - y0).max(1);
+    for y in y0..y1 {
+        // Top is the high end.
+        let v = s.hi - (y - y0) as f64 / h as f64 * (s.hi - s.lo);
+        root.draw(&PathElement::new(
+            vec![(x0, y), (x0 + bw - 1, y)],
+            s.color(v),
+        ))
+        .map_err(draw_err)?;
+    }
+    root.draw(&Rectangle::new([(x0, y0), (x0 + bw - 1, y1 - 1)], INK))
+        .map_err(draw_err)?;
+    let (ticks, dec) = nice_ticks(s.lo, s.hi, 5);
+    let mut label_w = 0;
+    for t in ticks {
+        let y = y1 - 1 - ((t - s.lo) / (s.hi - s.lo) * (h - 1) as f64).round() as i32;
+        root.draw(&PathElement::new(vec![(x0 + bw, y), (x0 + bw + 4, y)], INK))
+            .map_err(draw_err)?;
+        let l = tick_label(t, dec);
+        label_w = label_w.max(text_width(&l, f.tick));
+        text_at(root, &l, (x0 + bw + 7, y), f.tick, INK, HPos::Left, false)?;
+    }
+    let cx = x0 + bw + 7 + label_w + (f.label * 0.9) as i32;
+    let (cap, cs) = fit(&s.caption, f.label, h);
+    text(root, &cap, (cx, (y0 + y1) / 2), cs, INK, true)?;
+    if let Some(l) = s.empty_label {
+        let sw = (f.tick * 1.3) as i32;
+        let sy = y1 + (f.tick * 0.8) as i32;
+        hatch(root, (x0, sy, x0 + sw, sy + sw))?;
+        root.draw(&Rectangle::new([(x0, sy), (x0 + sw - 1, sy + sw - 1)], INK))
+            .map_err(draw_err)?;
+        let (t, ts) = fit(l, f.tick, r.x + r.w - (x0 + sw + 5));
+        text_at(
+            root,
+            &t,
+            (x0 + sw + 5, sy + sw / 2),
+            ts,
+            INK,
+            HPos::Left,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+fn legend_width(entries: &[(String, RGBColor)], f: Fonts) -> i32 {
+    let w = entries
+        .iter()
+        .map(|(l, _)| text_width(l, f.tick))
+        .max()
+        .unwrap_or(0);
+    w + (f.tick * 4.0) as i32
+}
+
+fn draw_legend(
+    root: &Area,
+    r: Rect,
+    top: i32,
+    entries: &[(String, RGBColor)],
+    f: Fonts,
+) -> Result<()> {
+    let x = r.x + (f.tick * 0.8) as i32;
+    let dy = (f.tick * 1.6) as i32;
+    for (i, (l, c)) in entries.iter().enumerate() {
+        let y = top + dy / 2 + i as i32 * dy;
+        let seg = (f.tick * 1.8) as i32;
+        root.draw(&PathElement::new(
+            vec![(x, y), (x + seg, y)],
+            c.stroke_width((3.0 * f.scale).round().max(2.0) as u32),
+        ))
+        .map_err(draw_err)?;
+        text_at(root, l, (x + seg + 6, y), f.tick, INK, HPos::Left, false)?;
+    }
+    Ok(())
+}
+
+/// The shared axes of the spectrum panels: (σ min, σ max, largest index).
+fn spectrum_range(panels: &[(String, Vec<Line>)], bands: bool) -> (f64, f64, usize) {
+    let (mut lo, mut hi, mut n) = (f64::INFINITY, 0.0f64, 1usize);
+    for l in panels.iter().flat_map(|(_, ls)| ls.iter()) {
+        for &(x, y) in &l.points {
+            lo = lo.min(y);
+            hi = hi.max(y);
+            n = n.max(x as usize);
+        }
+        for &(_, a, b) in l.band.iter().filter(|_| bands) {
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+    }
+    if !(lo.is_finite() && hi > 0.0) {
+        return (0.1, 10.0, n);
+    }
+    // Room above and below; a flat spectrum still spans a decade.
+    let mid = (lo * hi).sqrt();
+    let half = ((hi / lo).sqrt() * 1.5).max(10f64.sqrt());
+    (mid / half, mid * half, n)
+}
+
+/// One spectrum panel: plotters maps coordinates (log y) and draws the series; axes, grid and
+/// labels are drawn here so that all text goes through [`text_at`]. Returns the plot's y extent.
+#[allow(clippy::too_many_arguments)]
+fn draw_spectrum(
+    root: &Area,
+    r: Rect,
+    title: &str,
+    lines: &[Line],
+    bands: bool,
+    colors: &LineColors,
+    (lo, hi): (f64, f64),
+    xmax: usize,
+    f: Fonts,
+) -> Result<(i32, i32)> {
+    let gap = (f.tick * 0.5) as i32;
+    let mut top = r.y + gap;
+    if !title.is_empty() {
+        let (t, s) = fit(title, f.label, r.w - gap);
+        text(
+            root,
+            &t,
+            (r.x + r.w / 2, r.y + (f.label * 0.8) as i32),
+            s,
+            INK,
+            false,
+        )?;
+        top = r.y + (f.label * 1.8) as i32;
+    }
+    let yt = log_ticks(lo, hi);
+    let label_w = yt
+        .iter()
+        .map(|&y| text_width(&sig_log(y), f.tick))
+        .max()
+        .unwrap_or(0);
+    let left = r.x + (f.label * 1.6) as i32 + label_w + gap + 6;
+    let right = r.x + r.w - gap;
+    let bottom = r.y + r.h - gap - (f.label * 1.6) as i32 - (f.tick * 1.8) as i32;
+    let area = root.clone().shrink(
+        (left, top),
+        ((right - left).max(1) as u32, (bottom - top).max(1) as u32),
+    );
+    let mut chart = ChartBuilder::on(&area)
+        .build_cartesian_2d(0.5f64..xmax as f64 + 0.5, (lo..hi).log_scale())
+        .map_err(draw_err)?;
+    let hline = |y: i32, c: RGBColor| {
+        root.draw(&PathElement::new(vec![(left, y), (right - 1, y)], c))
+            .map_err(draw_err)
+    };
+    let vline = |x: i32, c: RGBColor| {
+        root.draw(&PathElement::new(vec![(x, top), (x, bottom - 1)], c))
+            .map_err(draw_err)
+    };
+    // Grid: minor lines at 2…9 × 10^k when few decades are shown, major at the labels.
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    if e1 - e0 <= 4 {
+        for e in e0..=e1 {
+            for m in 2..10 {
+                let y = m as f64 * 10f64.powi(e);
+                if y > lo && y < hi {
+                    hline(chart.backend_coord(&(1.0, y)).1, GRID_MINOR)?;
+                }
+            }
+        }
+    }
+    for &y in &yt {
+        let py = chart.backend_coord(&(1.0, y)).1;
+        hline(py, GRID_MAJOR)?;
+        root.draw(&PathElement::new(vec![(left - 5, py), (left - 1, py)], INK))
+            .map_err(draw_err)?;
+        text_at(
+            root,
+            &sig_log(y),
+            (left - 8, py),
+            f.tick,
+            INK,
+            HPos::Right,
+            false,
+        )?;
+    }
+    for k in x_ticks(xmax) {
+        let px = chart.backend_coord(&(k as f64, lo)).0;
+        vline(px, GRID_MAJOR)?;
+        root.draw(&PathElement::new(vec![(px, bottom), (px, bottom + 4)], INK))
+            .map_err(draw_err)?;
+        let ty = bottom + 6 + (f.tick * 0.6) as i32;
+        text(root, &k.to_string(), (px, ty), f.tick, INK, false)?;
+    }
+    root.draw(&PathElement::new(
+        vec![(left, top), (left, bottom), (right - 1, bottom)],
+        INK,
+    ))
+    .map_err(draw_err)?;
+    let xdesc_y = bottom + 6 + (f.tick * 1.4 + f.label * 0.8) as i32;
+    text(
+        root,
+        "k (index of σ_k, largest first)",
+        ((left + right) / 2, xdesc_y),
+        f.label,
+        INK,
+        false,
+    )?;
+    let (yd, ys) = fit("σ_k of ΔW (weight units, log scale)", f.label, bottom - top);
+    text(
+        root,
+        &yd,
+        (r.x + (f.label * 0.7) as i32, (top + bottom) / 2),
+        ys,
+        INK,
+        true,
+    )?;
+    if lines.is_empty() {
+        // One side of a comparison may have nothing in the selection: say so.
+        let (cx, cy) = ((left + right) / 2, (top + bottom) / 2);
+        text(
+            root,
+            "no LoRA delta in this selection",
+            (cx, cy),
+            f.label,
+            GREY_TEXT,
+            false,
+        )?;
+    }
+    for l in lines.iter().filter(|l| bands && l.band.len() > 1) {
+        let c = colors.color(l.key);
+        let mut poly: Vec<(f64, f64)> = l.band.iter().map(|&(x, a, _)| (x, a)).collect();
+        poly.extend(l.band.iter().rev().map(|&(x, _, b)| (x, b)));
+        chart
+            .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.12).filled())))
+            .map_err(draw_err)?;
+    }
+    let (stroke, radius) = (
+        (2.0 * f.scale).round() as u32,
+        (3.0 * f.scale).round() as u32,
+    );
+    for l in lines {
+        let c = colors.color(l.key);
+        chart
+            .draw_series(LineSeries::new(
+                l.points.iter().copied(),
+                c.stroke_width(stroke.max(1)),
+            ))
+            .map_err(draw_err)?;
+        if l.points.len() <= 64 {
+            chart
+                .draw_series(
+                    l.points
+                        .iter()
+                        .map(|&p| Circle::new(p, radius.max(2), c.filled())),
+                )
+                .map_err(draw_err)?;
+        }
+    }
+    Ok((top, bottom))
+}
+
+const GRID_MAJOR: RGBColor = RGBColor(215, 215, 215);
+const GRID_MINOR: RGBColor = RGBColor(240, 240, 240);
+
+/// Indices to label on the k axis: all up to 10, else 1 and round multiples.
+fn x_ticks(n: usize) -> Vec<usize> {
+    let step = nice_step(n.div_ceil(10));
+    let mut v: Vec<usize> = (1..=n).filter(|k| k % step == 0).collect();
+    if step > 1 {
+        v.insert(0, 1);
+    }
+    v
+}
+
+/// Values to label on a log axis: powers of ten (at most 8), with 2 and 5 × 10^k added when the
+/// range holds fewer than three of them.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let inside = |t: &f64| *t >= lo * (1.0 - 1e-9) && *t <= hi * (1.0 + 1e-9);
+    let decades: Vec<f64> = (e0..=e1).map(|e| 10f64.powi(e)).filter(inside).collect();
+    if decades.len() >= 3 {
+        let step = decades.len().div_ceil(8);
+        return decades.into_iter().step_by(step).collect();
+    }
+    (e0..=e1)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(inside)
+        .collect()
+}
+
+/// Log-axis labels: `0.01`, `0.5`, `20`, or `1e-4` outside [0.01, 10⁴).
+fn sig_log(y: f64) -> String {
+    if y.is_nan() || y <= 0.0 {
+        return String::new();
+    }
+    if (1e-2..1e4).contains(&y) {
+        let s = format!("{y:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    } else {
+        let e = y.log10().floor() as i32;
+        let m = y / 10f64.powi(e);
+        if (m - m.round()).abs() < 1e-6 {
+            format!("{}e{e}", m.round())
+        } else {
+            format!("{m:.1}e{e}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round() {
+        let (t, d) = nice_ticks(0.0, 1.0, 5);
+        assert_eq!(t, vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(d, 1);
+        assert_eq!(tick_label(t[3], d), "0.6");
+        assert!(nice_ticks(1.0, 1.0, 5).0.is_empty());
+        assert!(nice_ticks(f64::NAN, 1.0, 5).0.is_empty());
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(sig3(0.012345), "0.0123");
+        assert_eq!(sig3(12.345), "12.3");
+        assert_eq!(sig3(0.0), "0");
+        assert_eq!(sig3(1.5e-5), "1.50e-5");
+        assert_eq!(sig_log(0.1), "0.1");
+        assert_eq!(sig_log(1e-5), "1e-5");
+        assert_eq!(sig_log(5e-3), "5e-3");
+        assert_eq!(sig_log(2.5e-3), "2.5e-3");
+        assert_eq!(nice_step(3), 5);
+        assert_eq!(nice_step(11), 20);
+    }
+
+    #[test]
+    fn axes_get_readable_ticks() {
+        assert_eq!(x_ticks(4), vec![1, 2, 3, 4]);
+        assert_eq!(x_ticks(64), vec![1, 10, 20, 30, 40, 50, 60]);
+        assert_eq!(log_ticks(1e-3, 2.0), vec![1e-3, 0.01, 0.1, 1.0]);
+        assert_eq!(log_ticks(0.15, 0.9), vec![0.2, 0.5]);
+        assert!(log_ticks(1e-30, 1.0).len() <= 8);
+        assert!(log_ticks(0.0, 1.0).is_empty());
+        assert!(log_ticks(f64::NAN, 1.0).is_empty());
+    }
+
+    #[test]
+    fn names_are_safe() {
+        let o = PlotOptions::new(PlotKind::Layers);
+        assert_eq!(
+            file_name("org/name", None, &o),
+            "org-name-layers.png".to_string()
+        );
+        assert_eq!(safe_name("/tmp/x y"), "tmp-x-y");
+        assert_eq!(safe_name("///"), "adapter");
+    }
+
+    #[test]
+    fn scales_never_fail() {
+        let s = Scale::sequential([f64::NAN].into_iter(), "x");
+        assert_eq!((s.lo, s.hi), (0.0, 1.0));
+        let _ = s.color(f64::NAN);
+        let _ = Scale::cosine().color(5.0);
+        let s = Scale::sequential([2.0, 2.0].into_iter(), "x");
+        assert!(s.lo < 2.0 && s.hi > 2.0);
+    }
+}
