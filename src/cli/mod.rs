@@ -5,6 +5,7 @@ mod hub;
 mod plot;
 mod report;
 pub mod table;
+mod tui;
 
 pub use table::Table;
 
@@ -16,7 +17,7 @@ use crate::layout::{LayoutOptions, LoraBLayout};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Fetch(hub::FetchArgs),
     /// Draw statistics to PNG: layers or experts heatmap, or singular value spectrum
     Plot(plot::PlotArgs),
+    /// Open the explorer (also what `lorascope` alone does on a terminal)
+    Tui(tui::TuiArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
     Demo {
         /// Folder to write (default: ~/.cache/lorascope/demo-hub)
@@ -107,7 +110,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         cache,
     };
     match cli.command {
+        // Scripts and CI pipe `lorascope`: they keep getting the scan table.
+        None if std::io::stdout().is_terminal() => tui::cmd_tui(&ctx, tui::TuiArgs::default()),
         None => cmd_default(&ctx),
+        Some(Command::Tui(args)) => tui::cmd_tui(&ctx, args),
         Some(Command::Scan { paths, json }) => cmd_scan(&ctx, &paths, json),
         Some(Command::Inspect {
             adapter,
@@ -201,12 +207,19 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 
 /// The adapters `lorascope` with no subcommand shows: the cache, else the demo cache.
 pub fn default_adapters(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Adapter>, Option<String>)> {
+    let (src, note) = default_sources(ctx, paths)?;
+    Ok((discovery::load_all(&src, LayoutOptions::default()), note))
+}
+
+/// The sources behind `default_adapters` (nothing read yet), so that the explorer can read
+/// them with a progress bar. Writes the demo cache when nothing is found.
+pub fn default_sources(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Source>, Option<String>)> {
     let req = ScanRequest {
         cache: ctx.cache.clone(),
         paths: paths.to_vec(),
         layout: LayoutOptions::default(),
     };
-    let found = discovery::scan(&req);
+    let found = discovery::sources(&req);
     if !found.is_empty() || !paths.is_empty() {
         return Ok((found, None));
     }
@@ -222,7 +235,7 @@ pub fn default_adapters(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Adapter>, O
         cache: Some(demo),
         ..req
     };
-    Ok((discovery::scan(&req), Some(note)))
+    Ok((discovery::sources(&req), Some(note)))
 }
 
 fn cmd_default(ctx: &Ctx) -> Result<ExitCode> {

@@ -1,0 +1,369 @@
+//! The event loop and the background work. Terminal events and background results become
+//! actions; after each batch of actions the frame is drawn once. Scans, statistics and
+//! comparisons run on tokio's blocking pool (rayon inside), report progress through the same
+//! channel, and stop when their cancel flag is set.
+
+use super::app::{Action, App, CompareOutput, Effect, JobId};
+use super::keymap::{self, Command};
+use super::{export, ui};
+use crate::adapter::{Adapter, Source};
+use crate::layout::LayoutOptions;
+use crate::stats::{self, AdapterStats, Control, Filter};
+use futures::{Stream, StreamExt};
+use ratatui::backend::Backend;
+use ratatui::crossterm::event::{Event, KeyCode, MouseButton, MouseEventKind};
+use ratatui::Terminal;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Progress messages are sent at most this often (plus the last one), so a computation of
+/// thousands of small deltas does not flood the loop with redraws.
+const PROGRESS_EVERY: Duration = Duration::from_millis(40);
+
+/// A progress callback that sends throttled actions.
+fn progress_fn(
+    tx: UnboundedSender<Action>,
+    make: impl Fn(usize, usize) -> Action + Send + Sync + 'static,
+) -> impl Fn(usize, usize) + Send + Sync + 'static {
+    let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
+    move |done, total| {
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if done >= total || last.elapsed() >= PROGRESS_EVERY {
+            *last = Instant::now();
+            let _ = tx.send(make(done, total));
+        }
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "cancelled".into();
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error: {msg}")
+}
+
+/// Runs `work` on the blocking pool and sends its action; a panic becomes `on_panic`'s action,
+/// so the screen shows a message instead of waiting forever.
+fn spawn_work(
+    tx: &UnboundedSender<Action>,
+    work: impl FnOnce() -> Action + Send + 'static,
+    on_panic: impl FnOnce(String) -> Action + Send + 'static,
+) {
+    let handle = tokio::task::spawn_blocking(work);
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let action = match handle.await {
+            Ok(a) => a,
+            Err(e) => on_panic(panic_message(e)),
+        };
+        let _ = tx.send(action);
+    });
+}
+
+/// What to scan: the cache and paths, or the demo cache when they hold nothing.
+pub struct ScanJob {
+    pub cache: Option<std::path::PathBuf>,
+    pub explicit_cache: bool,
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+/// Finds the sources, then reads each adapter's headers, reporting progress.
+pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
+    let tx2 = tx.clone();
+    spawn_work(
+        tx,
+        move || {
+            let ctx = crate::cli::Ctx {
+                cache: job.cache,
+                explicit_cache: job.explicit_cache,
+            };
+            let (src, note): (Vec<Source>, Option<String>) =
+                match crate::cli::default_sources(&ctx, &job.paths) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return Action::ScanDone {
+                            adapters: vec![],
+                            note: Some(format!("{e:#}")),
+                        }
+                    }
+                };
+            let total = src.len();
+            let progress = progress_fn(tx2, |done, total| Action::ScanProgress {
+                what: "reading adapter headers".into(),
+                done,
+                total,
+            });
+            progress(0, total.max(1));
+            let done = AtomicUsize::new(0);
+            let adapters: Vec<Adapter> = src
+                .par_iter()
+                .map(|s| {
+                    let a = Adapter::load(s, LayoutOptions::default());
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    a
+                })
+                .collect();
+            Action::ScanDone { adapters, note }
+        },
+        |e| Action::ScanDone {
+            adapters: vec![],
+            note: Some(e),
+        },
+    );
+}
+
+/// Runs effects, remembering each job's cancel flag.
+pub struct Runner {
+    tx: UnboundedSender<Action>,
+    cancels: HashMap<JobId, Arc<AtomicBool>>,
+}
+
+impl Runner {
+    pub fn new(tx: UnboundedSender<Action>) -> Runner {
+        Runner {
+            tx,
+            cancels: HashMap::new(),
+        }
+    }
+
+    fn flag(&mut self, job: JobId) -> Arc<AtomicBool> {
+        // Forget flags of finished jobs now and then; a set flag on a finished job is harmless.
+        if self.cancels.len() > 64 {
+            self.cancels.retain(|_, f| Arc::strong_count(f) > 1);
+        }
+        let f = Arc::new(AtomicBool::new(false));
+        self.cancels.insert(job, f.clone());
+        f
+    }
+
+    pub fn cancel_all(&mut self) {
+        for f in self.cancels.values() {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn run(&mut self, effect: Effect, app: &mut App) {
+        match effect {
+            Effect::Cancel(job) => {
+                if let Some(f) = self.cancels.remove(&job) {
+                    f.store(true, Ordering::Relaxed);
+                }
+            }
+            Effect::ExportPlot => {
+                let r = export::export_plot(app);
+                app.update(Action::PlotDone(r));
+            }
+            Effect::Stats { job, adapter } => {
+                let cancel = self.flag(job);
+                let progress = progress_fn(self.tx.clone(), move |done, total| {
+                    Action::StatsProgress { job, done, total }
+                });
+                spawn_work(
+                    &self.tx,
+                    move || {
+                        let t = Instant::now();
+                        let ctl = Control {
+                            threads: None,
+                            progress: Some(&progress),
+                            cancel: Some(&cancel),
+                        };
+                        let result = stats::compute(&adapter, &Filter::default(), &ctl)
+                            .map_err(|e| e.to_string());
+                        Action::StatsDone {
+                            job,
+                            result,
+                            secs: t.elapsed().as_secs_f64(),
+                        }
+                    },
+                    move |e| Action::StatsDone {
+                        job,
+                        result: Err(e),
+                        secs: 0.0,
+                    },
+                );
+            }
+            Effect::Compare {
+                job,
+                a,
+                b,
+                stats_a,
+                stats_b,
+            } => {
+                let cancel = self.flag(job);
+                let tx = self.tx.clone();
+                spawn_work(
+                    &self.tx,
+                    move || {
+                        let t = Instant::now();
+                        let result = compare_job(job, &a, &b, stats_a, stats_b, &cancel, tx);
+                        Action::CompareDone {
+                            job,
+                            result,
+                            secs: t.elapsed().as_secs_f64(),
+                        }
+                    },
+                    move |e| Action::CompareDone {
+                        job,
+                        result: Err(e),
+                        secs: 0.0,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Statistics of both (when missing), then the comparison, as one progress bar.
+fn compare_job(
+    job: JobId,
+    a: &Adapter,
+    b: &Adapter,
+    stats_a: Option<Arc<AdapterStats>>,
+    stats_b: Option<Arc<AdapterStats>>,
+    cancel: &AtomicBool,
+    tx: UnboundedSender<Action>,
+) -> Result<CompareOutput, String> {
+    let keys: std::collections::HashSet<_> = a.deltas.iter().map(|d| d.key()).collect();
+    let pairs = b.deltas.iter().filter(|d| keys.contains(&d.key())).count();
+    let na = if stats_a.is_some() { 0 } else { a.deltas.len() };
+    let nb = if stats_b.is_some() { 0 } else { b.deltas.len() };
+    let total = na + nb + pairs;
+    let progress = progress_fn(tx, move |done, total| Action::CompareProgress {
+        job,
+        done,
+        total,
+    });
+    let stage = |base: usize| {
+        let p = &progress;
+        move |done: usize, _| p(base + done, total)
+    };
+    let run_stats = |x: &Adapter, base: usize| -> Result<Arc<AdapterStats>, String> {
+        let f = stage(base);
+        let ctl = Control {
+            threads: None,
+            progress: Some(&f),
+            cancel: Some(cancel),
+        };
+        stats::compute(x, &Filter::default(), &ctl)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    };
+    let stats_a = match stats_a {
+        Some(s) => s,
+        None => run_stats(a, 0)?,
+    };
+    let stats_b = match stats_b {
+        Some(s) => s,
+        None => run_stats(b, na)?,
+    };
+    let f = stage(na + nb);
+    let ctl = Control {
+        threads: None,
+        progress: Some(&f),
+        cancel: Some(cancel),
+    };
+    let comparison = crate::compare::compare(a, b, &ctl).map_err(|e| e.to_string())?;
+    Ok(CompareOutput {
+        comparison,
+        stats_a,
+        stats_b,
+    })
+}
+
+/// A terminal event as an action (None: nothing to do).
+pub fn to_action(app: &App, ev: &Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) => {
+            let c = keymap::lookup(&app.modes(), k)?;
+            if c == Command::FilterChar {
+                match k.code {
+                    KeyCode::Char(ch) => Some(Action::Input(ch)),
+                    _ => None,
+                }
+            } else {
+                Some(Action::Command(c))
+            }
+        }
+        Event::Mouse(m) => match m.kind {
+            MouseEventKind::Down(MouseButton::Left) => Some(Action::Click {
+                x: m.column,
+                y: m.row,
+            }),
+            MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => Some(Action::Scroll {
+                x: m.column,
+                y: m.row,
+                down: m.kind == MouseEventKind::ScrollDown,
+            }),
+            _ => None,
+        },
+        Event::Resize(..) => Some(Action::Resize),
+        _ => None,
+    }
+}
+
+/// Draws the app and keeps what the frame drew where.
+pub fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &mut App) -> io::Result<()> {
+    let mut hits = None;
+    terminal
+        .draw(|f| hits = Some(ui::render(f, app)))
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    if let Some(h) = hits {
+        app.hits = h;
+    }
+    Ok(())
+}
+
+/// The loop: one frame first (the scan's progress), then actions until the app quits.
+pub async fn run_loop<B, S>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    mut events: S,
+    tx: UnboundedSender<Action>,
+    mut rx: UnboundedReceiver<Action>,
+) -> io::Result<()>
+where
+    B: Backend,
+    S: Stream<Item = io::Result<Event>> + Unpin,
+{
+    let mut runner = Runner::new(tx);
+    draw(terminal, app)?;
+    loop {
+        // Keys first: a key must not wait behind a queue of progress messages.
+        let action = tokio::select! {
+            biased;
+            ev = events.next() => match ev {
+                Some(Ok(e)) => to_action(app, &e),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            },
+            Some(a) = rx.recv() => Some(a),
+        };
+        if let Some(a) = action {
+            app.update(a);
+        }
+        // Whatever else is already queued costs no extra frame.
+        while let Ok(a) = rx.try_recv() {
+            app.update(a);
+        }
+        for e in app.take_effects() {
+            runner.run(e, app);
+        }
+        if app.quit {
+            break;
+        }
+        draw(terminal, app)?;
+    }
+    runner.cancel_all();
+    Ok(())
+}

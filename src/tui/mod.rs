@@ -1,0 +1,125 @@
+//! The interactive explorer (ratatui + crossterm on a tokio event loop).
+//!
+//! One-way flow: terminal event → keymap → `Action` → `App::update` (no I/O) → `ui::render(&App)`.
+//! Background work (scan, statistics, comparisons) reports through the same action channel.
+//! `app` holds the state, `model` derives what views show, `keymap` is the one key table,
+//! `ui` draws, `event` runs the loop and the background jobs, `export` is the `p` key's hook.
+
+pub mod app;
+pub mod event;
+pub mod export;
+pub mod keymap;
+pub mod model;
+pub mod ui;
+
+pub use app::{Action, App, Options};
+
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::cursor::Show;
+use ratatui::crossterm::event::{DisableMouseCapture, EnableMouseCapture, EventStream};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::Terminal;
+use std::io::{self, stdout, Stdout};
+use std::path::PathBuf;
+
+/// What `lorascope tui` was asked to show.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub cache: Option<PathBuf>,
+    pub explicit_cache: bool,
+    pub paths: Vec<PathBuf>,
+    pub export_dir: Option<PathBuf>,
+}
+
+/// `NO_COLOR` (https://no-color.org): set and not empty means no colours.
+pub fn color_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Puts the terminal back: mouse capture off, raw mode off, main screen, cursor shown.
+/// ratatui's own restore leaves mouse capture on, so this one is used everywhere, panics included.
+fn restore() {
+    let mut out = stdout();
+    let _ = execute!(out, DisableMouseCapture);
+    let _ = disable_raw_mode();
+    let _ = execute!(out, LeaveAlternateScreen, Show);
+}
+
+/// Restores the terminal when a panic happens on the UI thread. Background jobs catch their own
+/// panics and show them in the status bar; printing those here would scribble over the screen.
+fn install_panic_hook() {
+    let ui = std::thread::current().id();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == ui {
+            restore();
+            prev(info);
+        }
+    }));
+}
+
+/// The terminal in explorer mode; dropping it restores the terminal (errors and `?` included).
+struct Screen {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl Screen {
+    fn enter() -> io::Result<Screen> {
+        enable_raw_mode()?;
+        install_panic_hook();
+        let setup = execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)
+            .and_then(|_| Terminal::new(CrosstermBackend::new(stdout())));
+        match setup {
+            Ok(terminal) => Ok(Screen { terminal }),
+            Err(e) => {
+                restore();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Runs the explorer until the user quits.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let scanning = match (&cfg.cache, cfg.paths.is_empty()) {
+        (Some(c), true) => format!("scanning {}", c.display()),
+        _ => "looking for adapters".to_string(),
+    };
+    let mut app = App::new(Options {
+        color: color_allowed(),
+        export_dir: cfg.export_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+        scanning,
+    });
+    let mut screen = Screen::enter().map_err(|e| {
+        anyhow::anyhow!("the explorer needs a terminal ({e}); try `lorascope scan`")
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = rt.block_on(async {
+        event::spawn_scan(
+            &tx,
+            event::ScanJob {
+                cache: cfg.cache,
+                explicit_cache: cfg.explicit_cache,
+                paths: cfg.paths,
+            },
+        );
+        event::run_loop(&mut screen.terminal, &mut app, EventStream::new(), tx, rx).await
+    });
+    drop(screen);
+    // Cancelled jobs stop at their next delta; quitting does not wait for them.
+    rt.shutdown_background();
+    result.map_err(Into::into)
+}

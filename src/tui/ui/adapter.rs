@@ -1,0 +1,633 @@
+//! One adapter's views: Tree, Layer map, Expert map, Stats (with the spectrum chart).
+
+use super::heatmap::{legend, Heatmap, Palette, Scale};
+use super::table::{self, Column, TableSpec};
+use super::{centered_message, fit, put, Theme};
+use crate::adapter::Adapter;
+use crate::cli::table::num;
+use crate::stats::AdapterStats;
+use crate::tui::app::{AdapterView, App, Hits, Job, RowsHits, Tab};
+use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Widget};
+
+pub fn draw(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    v: &AdapterView,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    let Some(a) = app.adapters.get(v.idx) else {
+        return;
+    };
+    let [tabs, summary, body] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    draw_tabs(buf, tabs, v.tab, theme, hits);
+    draw_summary(buf, summary, a, theme);
+    let stats = app.stats.get(&v.idx);
+    match v.tab {
+        Tab::Tree => draw_tree(buf, body, app, v, theme, hits),
+        Tab::Layers => draw_layers(buf, body, app, a, v, stats, theme, hits),
+        Tab::Experts => draw_experts(buf, body, app, a, v, stats, theme, hits),
+        Tab::Stats => draw_stats(buf, body, app, a, v, stats, theme, hits),
+    }
+}
+
+fn draw_tabs(buf: &mut Buffer, area: Rect, current: Tab, theme: Theme, hits: &mut Hits) {
+    let mut x = area.x + 1;
+    for (i, t) in Tab::ALL.iter().enumerate() {
+        let label = format!(" {} {} ", i + 1, t.title());
+        let style = if *t == current {
+            theme.selected().add_modifier(Modifier::BOLD)
+        } else {
+            theme.dim()
+        };
+        let nx = put(buf, area, x, area.y, &label, style);
+        hits.tabs
+            .push((Rect::new(x, area.y, nx.saturating_sub(x), 1), *t));
+        x = nx + 1;
+    }
+}
+
+fn draw_summary(buf: &mut Buffer, area: Rect, a: &Adapter, theme: Theme) {
+    let s = a.summary();
+    let mut parts = vec![format!("{}", s.pattern.as_str())];
+    if s.deltas > 0 {
+        parts.push(format!("{} deltas", s.deltas));
+    }
+    parts.push(format!("{} tensors", s.tensors));
+    parts.push(crate::cli::table::bytes(s.bytes));
+    if !s.dtypes.is_empty() {
+        parts.push(s.dtypes.join(","));
+    }
+    if let Some(b) = &s.base_model {
+        parts.push(format!("base {b}"));
+    }
+    put(
+        buf,
+        area,
+        area.x + 1,
+        area.y,
+        &fit(&parts.join(" · "), area.width.saturating_sub(2) as usize),
+        theme.dim(),
+    );
+}
+
+/// A gauge while statistics compute, or why there are none. None when they are ready.
+fn stats_state<'a>(
+    buf: &mut Buffer,
+    area: Rect,
+    a: &Adapter,
+    stats: Option<&'a Job<std::sync::Arc<AdapterStats>>>,
+    theme: Theme,
+) -> Option<&'a AdapterStats> {
+    if let Some(e) = &a.error {
+        centered_message(
+            buf,
+            area,
+            vec![Line::styled(format!("no statistics: {e}"), theme.error())],
+            None,
+            theme,
+        );
+        return None;
+    }
+    if a.deltas.is_empty() && a.full.is_empty() {
+        centered_message(
+            buf,
+            area,
+            vec![Line::raw(format!(
+                "no LoRA deltas in this adapter ({})",
+                a.kind.as_str()
+            ))],
+            None,
+            theme,
+        );
+        return None;
+    }
+    match stats {
+        Some(Job::Ready(s)) => Some(s),
+        Some(Job::Running { done, total, .. }) => {
+            centered_message(
+                buf,
+                area,
+                vec![
+                    Line::styled("computing statistics…", theme.title()),
+                    Line::styled("Esc cancels", theme.dim()),
+                ],
+                Some((*done, *total)),
+                theme,
+            );
+            None
+        }
+        Some(Job::Failed(e)) => {
+            centered_message(
+                buf,
+                area,
+                vec![Line::styled(
+                    format!("statistics failed: {e}"),
+                    theme.error(),
+                )],
+                None,
+                theme,
+            );
+            None
+        }
+        None => {
+            centered_message(
+                buf,
+                area,
+                vec![Line::raw(
+                    "statistics were cancelled: Tab away and back to compute them",
+                )],
+                None,
+                theme,
+            );
+            None
+        }
+    }
+}
+
+fn draw_tree(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    v: &AdapterView,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    let st = app.stats_of(v.idx);
+    let index = st
+        .zip(app.adapters.get(v.idx))
+        .map(|(s, a)| crate::tui::model::stats_index(a, s));
+    let height = area.height as usize;
+    let prev = app.hits.tree.as_ref().map_or(0, |t| t.offset);
+    let offset = crate::tui::app::scroll(prev, v.tree_sel, height, v.visible.len());
+    for (line, &n) in v.visible.iter().skip(offset).take(height).enumerate() {
+        let node = &v.tree[n];
+        let y = area.y + line as u16;
+        let selected = offset + line == v.tree_sel;
+        let marker = if node.children == 0 {
+            "  "
+        } else if v.expanded[n] {
+            "▾ "
+        } else {
+            "▸ "
+        };
+        let indent = "  ".repeat(node.depth);
+        let label_style = match node.kind {
+            NodeKind::Layer => theme.title(),
+            NodeKind::Module => Style::new().add_modifier(Modifier::BOLD),
+            NodeKind::Info if node.label.starts_with("error") => theme.error(),
+            _ => Style::new(),
+        };
+        let base = if selected {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        if selected {
+            buf.set_style(Rect::new(area.x, y, area.width, 1), base);
+        }
+        let x = put(
+            buf,
+            area,
+            area.x + 1,
+            y,
+            &format!("{indent}{marker}"),
+            base.patch(theme.dim()),
+        );
+        let label = format!(
+            "{:<w$}",
+            node.label,
+            w = 34usize.saturating_sub(indent.len())
+        );
+        let x = put(buf, area, x, y, &label, base.patch(label_style));
+        let x = put(buf, area, x + 1, y, &node.info, base.patch(theme.dim()));
+        let stat = node.delta.and_then(|d| {
+            let (s, idx) = (st?, index.as_ref()?);
+            let ds = &s.deltas[(*idx.get(d)?)?];
+            Some(format!(
+                "‖ΔW‖_F {}  erank {:.2}",
+                num(ds.fro_norm),
+                ds.effective_rank
+            ))
+        });
+        if let Some(s) = stat {
+            put(buf, area, x + 2, y, &s, base.patch(theme.bar()));
+        }
+    }
+    hits.page = height;
+    hits.tree = Some(RowsHits { area, offset });
+}
+
+/// The legend/status line and the detail line under a map.
+fn map_footer(
+    buf: &mut Buffer,
+    area: Rect,
+    scale: Option<&Scale>,
+    label: &str,
+    detail: Line<'static>,
+    waiting: Option<Line<'static>>,
+    theme: Theme,
+) {
+    if area.height == 0 {
+        return;
+    }
+    let line = match (scale, waiting) {
+        (_, Some(w)) => w,
+        (Some(s), None) => legend(label, s, area.width, theme),
+        (None, None) => Line::styled("no values", theme.dim()),
+    };
+    buf.set_line(area.x + 1, area.y, &line, area.width.saturating_sub(1));
+    if area.height > 1 {
+        buf.set_line(
+            area.x + 1,
+            area.y + 1,
+            &detail,
+            area.width.saturating_sub(1),
+        );
+    }
+}
+
+/// Detail of the cell under the cursor, with the current metric's mean and max.
+fn cell_detail(cell: Option<&GridCell>, metric: usize, label: &str, theme: Theme) -> Line<'static> {
+    let Some(c) = cell else {
+        return Line::styled("no LoRA here", theme.dim());
+    };
+    let mut spans = vec![Span::raw(c.detail.clone())];
+    if let Some(v) = c.values[metric] {
+        let mean = if c.max[metric].is_some_and(|(m, _)| m != v) {
+            "mean "
+        } else {
+            ""
+        };
+        spans.push(Span::styled(
+            format!("  {mean}{label} {}", num(v)),
+            theme.bar(),
+        ));
+        if let Some((m, Some(e))) = c.max[metric].filter(|(m, _)| *m != v) {
+            spans.push(Span::styled(
+                format!(" · max {} (expert {e})", num(m)),
+                theme.bar(),
+            ));
+        }
+    }
+    Line::from(spans)
+}
+
+/// The scale of a grid's metric: sequential from the smallest to the largest value.
+fn grid_scale(g: &Grid, metric: usize) -> Option<Scale> {
+    g.range(&[metric]).map(|(lo, hi)| Scale {
+        lo,
+        hi,
+        palette: Palette::Sequential,
+    })
+}
+
+fn waiting_line(
+    a: &Adapter,
+    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    theme: Theme,
+) -> Option<Line<'static>> {
+    match stats {
+        Some(Job::Ready(_)) => None,
+        Some(Job::Running { done, total, .. }) => {
+            let mut l = Line::styled("statistics ", theme.dim());
+            l.spans
+                .extend(super::progress_line(*done, *total, 30, theme).spans);
+            l.spans.push(Span::styled("  (Esc cancels)", theme.dim()));
+            Some(l)
+        }
+        Some(Job::Failed(e)) => Some(Line::styled(
+            format!("statistics failed: {e}"),
+            theme.error(),
+        )),
+        None if a.error.is_some() => Some(Line::styled(
+            "no statistics for an adapter that cannot be read",
+            theme.error(),
+        )),
+        None => Some(Line::styled(
+            "numbers: rank (r×E: per expert); colours once statistics exist",
+            theme.dim(),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_layers(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    a: &Adapter,
+    v: &AdapterView,
+    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    if v.layers.is_empty() {
+        let why = a.error.as_deref().map_or_else(
+            || {
+                format!(
+                    "nothing to map: no deltas or full tensors ({})",
+                    a.kind.as_str()
+                )
+            },
+            |e| format!("cannot map: {e}"),
+        );
+        centered_message(buf, area, vec![Line::raw(why)], None, theme);
+        return;
+    }
+    let m = v.metric.index();
+    let [map, footer] = Layout::vertical([Constraint::Min(2), Constraint::Length(2)]).areas(area);
+    let scale = grid_scale(&v.layers, m);
+    let title = Line::from(vec![
+        Span::styled(format!(" {} ", v.layers.title), theme.header()),
+        Span::styled(
+            format!(" coloured by {} (m)", v.metric.label()),
+            theme.dim(),
+        ),
+        Span::styled("   expert targets", theme.emphasis()),
+    ]);
+    let map = titled(buf, map, title);
+    let value = |c: &GridCell| c.values[m];
+    let text = |c: &GridCell| c.text.clone();
+    let h = Heatmap {
+        grid: &v.layers,
+        value: &value,
+        text: &text,
+        scale,
+        cursor: Some(v.layer_cursor),
+        prev: app.hits.heatmap.as_ref(),
+    }
+    .draw(buf, map, theme);
+    hits.page = (h.cells.height as usize).max(1);
+    hits.heatmap = Some(h);
+    let detail = cell_detail(
+        v.layers.cell(v.layer_cursor.0, v.layer_cursor.1),
+        m,
+        v.metric.label(),
+        theme,
+    );
+    map_footer(
+        buf,
+        footer,
+        scale.as_ref(),
+        v.metric.label(),
+        detail,
+        waiting_line(a, stats, theme),
+        theme,
+    );
+}
+
+/// Writes a title line at the top of `area` and returns the rest.
+fn titled(buf: &mut Buffer, area: Rect, title: Line<'static>) -> Rect {
+    if area.height == 0 {
+        return area;
+    }
+    buf.set_line(area.x, area.y, &title, area.width);
+    Rect::new(area.x, area.y + 1, area.width, area.height - 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_experts(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    a: &Adapter,
+    v: &AdapterView,
+    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    if v.expert_targets.is_empty() {
+        let why = a.error.as_deref().map_or_else(
+            || "no expert LoRA in this adapter (attention or full tensors only)".to_string(),
+            |e| format!("cannot map: {e}"),
+        );
+        centered_message(buf, area, vec![Line::raw(why)], None, theme);
+        return;
+    }
+    let m = v.metric.index();
+    let [map, footer] = Layout::vertical([Constraint::Min(2), Constraint::Length(2)]).areas(area);
+    let targets: Vec<Span> = v
+        .expert_targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i == v.expert_target {
+                Span::styled(format!(" {t} "), theme.selected())
+            } else {
+                Span::styled(format!(" {t} "), theme.dim())
+            }
+        })
+        .collect();
+    let mut title = vec![Span::styled(" target (t):", theme.header())];
+    title.extend(targets);
+    title.push(Span::styled(
+        format!("  coloured by {} (m)", v.metric.label()),
+        theme.dim(),
+    ));
+    let map = titled(buf, map, Line::from(title));
+    let scale = grid_scale(&v.experts, m);
+    let value = |c: &GridCell| c.values[m];
+    let text = |_: &GridCell| String::new();
+    let h = Heatmap {
+        grid: &v.experts,
+        value: &value,
+        text: &text,
+        scale,
+        cursor: Some(v.expert_cursor),
+        prev: app.hits.heatmap.as_ref(),
+    }
+    .draw(buf, map, theme);
+    hits.page = (h.cells.height as usize).max(1);
+    hits.heatmap = Some(h);
+    let detail = cell_detail(
+        v.experts.cell(v.expert_cursor.0, v.expert_cursor.1),
+        m,
+        v.metric.label(),
+        theme,
+    );
+    let waiting = waiting_line(a, stats, theme).map(|l| {
+        if stats.is_none() && a.error.is_none() {
+            Line::styled(
+                "■ marks an expert with LoRA; colours once statistics exist",
+                theme.dim(),
+            )
+        } else {
+            l
+        }
+    });
+    map_footer(
+        buf,
+        footer,
+        scale.as_ref(),
+        v.metric.label(),
+        detail,
+        waiting,
+        theme,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_stats(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    a: &Adapter,
+    v: &AdapterView,
+    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    let Some(st) = stats_state(buf, area, a, stats, theme) else {
+        return;
+    };
+    let chart_h = if area.height >= 20 {
+        12
+    } else {
+        area.height / 2
+    };
+    let [table_area, chart_area] =
+        Layout::vertical([Constraint::Min(2), Constraint::Length(chart_h)]).areas(area);
+    let w = |i: usize| v.stats_widths.get(i).copied().unwrap_or(8);
+    let spec = TableSpec {
+        columns: StatsColumn::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Column {
+                shrink: u8::from(c == StatsColumn::Target),
+                min: 8,
+                middle: false,
+                ..Column::fixed(c.title(), w(i), c.right())
+            })
+            .collect(),
+        len: v.stats_rows.len(),
+        selected: (!v.stats_rows.is_empty()).then_some(v.stats_sel),
+        sort: StatsColumn::ALL
+            .iter()
+            .position(|&c| c == v.stats_sort)
+            .map(|i| (i, v.stats_asc)),
+        prev_offset: app.hits.stats.as_ref().map_or(0, |h| h.offset),
+        lead_width: 1,
+    };
+    let row = |i: usize| {
+        let r = v.stats_rows[i];
+        let cells = StatsColumn::ALL
+            .iter()
+            .map(|&c| crate::tui::model::stats_cell(st, r, c))
+            .collect();
+        (cells, Style::new())
+    };
+    let t = table::draw(buf, table_area, &spec, theme, &row, &mut |_, _, _, _| {});
+    hits.page = t.body.height as usize;
+    hits.stats = Some(t);
+    if let Some(&r) = v.stats_rows.get(v.stats_sel) {
+        draw_spectrum(buf, chart_area, st, r, theme);
+    }
+}
+
+/// The selected delta's singular values, on a log scale.
+fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow, theme: Theme) {
+    if area.height < 4 || area.width < 20 {
+        return;
+    }
+    let StatsRow::Delta(i) = row else {
+        centered_message(
+            buf,
+            area,
+            vec![Line::styled(
+                "a full tensor (not a delta): no spectrum",
+                theme.dim(),
+            )],
+            None,
+            theme,
+        );
+        return;
+    };
+    let d = &st.deltas[i];
+    let what = format!(
+        " σ of layer {} {}{} (log scale, {} values) ",
+        d.layer.map_or("-".into(), |l| l.to_string()),
+        d.target,
+        d.expert.map_or(String::new(), |e| format!(" expert {e}")),
+        d.singular_values.len()
+    );
+    let pts: Vec<(f64, f64)> = d
+        .singular_values
+        .iter()
+        .enumerate()
+        .filter(|(_, &s)| s > 0.0)
+        .map(|(k, &s)| ((k + 1) as f64, s.log10()))
+        .collect();
+    let block = Block::default()
+        .borders(Borders::TOP)
+        .title(Span::styled(what, theme.header()))
+        .border_style(theme.dim());
+    if pts.is_empty() {
+        centered_message(
+            buf,
+            block.inner(area),
+            vec![Line::raw("ΔW = 0: every singular value is zero")],
+            None,
+            theme,
+        );
+        block.render(area, buf);
+        return;
+    }
+    let lo = pts
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .floor();
+    let hi = pts
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::NEG_INFINITY, f64::max)
+        .ceil();
+    let hi = if hi <= lo { lo + 1.0 } else { hi };
+    let n = d.singular_values.len().max(2) as f64;
+    let ylabels: Vec<Span> = [lo, (lo + hi) / 2.0, hi]
+        .iter()
+        .map(|e| Span::raw(format!("1e{e:.0}").replace("1e-0", "1e0")))
+        .collect();
+    let xlabels: Vec<Span> = [1.0, (1.0 + n) / 2.0, n]
+        .iter()
+        .map(|x| Span::raw(format!("{x:.0}")))
+        .collect();
+    let style = if theme.color {
+        Style::new().fg(Color::LightCyan)
+    } else {
+        Style::new()
+    };
+    let line = Dataset::default()
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(style)
+        .data(&pts);
+    Chart::new(vec![line])
+        .block(block)
+        .x_axis(Axis::default().bounds([1.0, n]).labels(xlabels))
+        .y_axis(Axis::default().bounds([lo, hi]).labels(ylabels))
+        .render(area, buf);
+    // The largest and smallest values in numbers, since the axis is logarithmic.
+    let s = &d.singular_values;
+    let note = format!(
+        "σ₁ {}  σ_min {}  ‖ΔW‖_F {}",
+        num(s[0]),
+        num(*s.last().unwrap_or(&0.0)),
+        num(d.fro_norm)
+    );
+    let x = area.right().saturating_sub(note.chars().count() as u16 + 1);
+    put(buf, area, x, area.y, &note, theme.dim());
+}
