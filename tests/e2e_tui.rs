@@ -1,0 +1,70 @@
+//! The real binary in a pseudo-terminal: it opens on a demo cache, Enter opens an adapter,
+//! `q` goes back, `q` quits with status 0, and the terminal is restored (mouse capture too).
+
+#[path = "support/pty.rs"]
+mod pty;
+
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn opens_an_adapter_and_quits() {
+    if !pty::available() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("demo-hub");
+    lorascope::demo::write_demo(&cache).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_lorascope"));
+    let xdg = home.path().join("xdg");
+    let mut p = pty::Pty::spawn(
+        bin,
+        &["tui", "--cache", cache.to_str().unwrap()],
+        &[("HOME", home.path()), ("XDG_CACHE_HOME", &xdg)],
+        120,
+        36,
+    );
+    // The list: ids are cut in the middle, so look for their tails.
+    assert!(
+        p.wait_for("gpt-oss-20b-attn-r8", WAIT).is_some(),
+        "no list on screen:\n{}",
+        p.text()
+    );
+    assert!(p.wait_for("12 adapters", WAIT).is_some(), "{}", p.text());
+    let mark = p.len();
+    p.send(b"\r");
+    assert!(
+        p.wait_for_after(mark, "Layer map", WAIT).is_some(),
+        "Enter did not open the adapter view:\n{}",
+        p.text()
+    );
+    assert!(
+        p.wait_for_after(mark, "layer 0", WAIT).is_some(),
+        "{}",
+        p.text()
+    );
+    let mark = p.len();
+    p.send(b"q");
+    // Back on the list (the terminal only receives cells that changed: look for new ones).
+    assert!(
+        p.wait_for_after(mark, "attention-only", WAIT).is_some(),
+        "{}",
+        p.text()
+    );
+    p.send(b"q");
+    let status = p.wait(WAIT).expect("the explorer did not quit");
+    assert!(status.success(), "exit status {status:?}:\n{}", p.text());
+    let raw = String::from_utf8_lossy(&p.raw()).into_owned();
+    for (seq, what) in [
+        ("\x1b[?1000h", "mouse capture on"),
+        ("\x1b[?1000l", "mouse capture off"),
+        ("\x1b[?1049l", "main screen back"),
+    ] {
+        assert!(raw.contains(seq), "no {what} ({seq:?}) in the output");
+    }
+    // The home folder was not written to (no demo cache of its own: --cache was given).
+    assert!(!xdg.exists(), "the explorer wrote under XDG_CACHE_HOME");
+}

@@ -1,0 +1,828 @@
+//! The explorer without a terminal: `App::update` driven by actions, and every view rendered into
+//! ratatui's `TestBackend` and compared with committed insta snapshots.
+
+use lorascope::adapter::Adapter;
+use lorascope::discovery;
+use lorascope::layout::LayoutOptions;
+use lorascope::stats::{self, Control, Filter};
+use lorascope::synth::{self, Dims, Pattern, Spec};
+use lorascope::tui::app::{Action, App, CompareOutput, Effect, Job, Options, Screen, Tab};
+use lorascope::tui::event;
+use lorascope::tui::keymap::{self, Command};
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+use safetensors::Dtype;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// gpt-oss's structure (24 layers, 32 experts) at toy widths: real-looking maps, tiny files.
+const DIMS: Dims = Dims {
+    layers: 24,
+    hidden: 24,
+    q_out: 32,
+    kv_out: 16,
+    experts: 32,
+    inter: 12,
+};
+
+fn spec(pattern: Pattern, r: usize, er: usize, dtype: Dtype, seed: u64) -> Spec {
+    let mut s = Spec::new(DIMS, pattern);
+    s.attn_rank = r;
+    s.expert_rank = er;
+    s.alpha = 2.0 * r as f64;
+    s.dtype = dtype;
+    s.seed = seed;
+    s
+}
+
+/// Loads the adapter in `dir` under a stable id, with the temp folder's name taken out of what
+/// is shown (paths, messages), so that snapshots do not depend on it.
+fn load(root: &Path, name: &str) -> Adapter {
+    let mut src = discovery::discover_path(&root.join(name)).remove(0);
+    let id = format!("fixtures/{name}");
+    src.id = id.clone();
+    let mut a = Adapter::load(&src, LayoutOptions::default());
+    let tmp = root.display().to_string();
+    a.path = PathBuf::from("/cache").join(name);
+    a.error = a.error.map(|e| e.replace(&tmp, "/cache"));
+    a.notes = a.notes.iter().map(|n| n.replace(&tmp, "/cache")).collect();
+    a
+}
+
+/// Six adapters: attention only, router, per-expert PEFT, Tinker 3D, empty, and a corrupt file.
+fn fixtures() -> (tempfile::TempDir, Vec<Adapter>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut qv = spec(Pattern::Attention, 8, 0, Dtype::F32, 2);
+    qv.targets = vec!["q_proj", "v_proj"];
+    let write = |name: &str, s: &Spec| {
+        synth::write_adapter(&root.join(name), s).unwrap();
+    };
+    write("attn-r8", &spec(Pattern::Attention, 8, 0, Dtype::F32, 1));
+    write("qv-r8", &qv);
+    write(
+        "moe-peft",
+        &spec(
+            Pattern::PeftExperts {
+                layers: vec![0, 7, 15, 23],
+            },
+            8,
+            4,
+            Dtype::BF16,
+            4,
+        ),
+    );
+    write("tinker-3d", &spec(Pattern::Tinker3d, 4, 4, Dtype::BF16, 5));
+    write(
+        "router",
+        &spec(Pattern::AttentionRouter, 4, 0, Dtype::F32, 3),
+    );
+    write("empty", &spec(Pattern::Empty, 4, 0, Dtype::F32, 6));
+    write("corrupt", &spec(Pattern::Attention, 4, 0, Dtype::F32, 9));
+    let f = root.join("corrupt").join("adapter_model.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    let names = [
+        "attn-r8",
+        "qv-r8",
+        "moe-peft",
+        "tinker-3d",
+        "router",
+        "empty",
+        "corrupt",
+    ];
+    let adapters = names.iter().map(|n| load(root, n)).collect();
+    (dir, adapters)
+}
+
+fn new_app(color: bool) -> (tempfile::TempDir, App) {
+    let (dir, adapters) = fixtures();
+    let mut app = App::new(Options {
+        color,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    });
+    app.update(Action::ScanDone {
+        adapters,
+        note: None,
+    });
+    (dir, app)
+}
+
+fn cmd(app: &mut App, c: Command) {
+    app.update(Action::Command(c));
+}
+
+fn cmds(app: &mut App, cs: &[Command]) {
+    for &c in cs {
+        cmd(app, c);
+    }
+}
+
+/// Selects the list row of `id` (by moving, as a user would).
+fn select(app: &mut App, id: &str) {
+    cmd(app, Command::Top);
+    for _ in 0..app.list.visible.len() {
+        if app.adapters[app.selected_adapter().unwrap()].id == id {
+            return;
+        }
+        cmd(app, Command::Down);
+    }
+    panic!("{id} not in the list");
+}
+
+/// Runs queued work synchronously, as the event loop would in the background.
+fn run_effects(app: &mut App) {
+    for e in app.take_effects() {
+        match e {
+            Effect::Stats { job, adapter } => {
+                let r = stats::compute(&adapter, &Filter::default(), &Control::default())
+                    .map_err(|e| e.to_string());
+                app.update(Action::StatsDone {
+                    job,
+                    result: r,
+                    secs: 0.01,
+                });
+            }
+            Effect::Compare { job, a, b, .. } => {
+                let st = |x: &Adapter| {
+                    Arc::new(stats::compute(x, &Filter::default(), &Control::default()).unwrap())
+                };
+                let comparison = lorascope::compare::compare(&a, &b, &Control::default()).unwrap();
+                app.update(Action::CompareDone {
+                    job,
+                    result: Ok(CompareOutput {
+                        comparison,
+                        stats_a: st(&a),
+                        stats_b: st(&b),
+                    }),
+                    secs: 0.02,
+                });
+            }
+            Effect::Cancel(_) | Effect::ExportPlot => {}
+        }
+    }
+}
+
+fn draw(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    event::draw(&mut t, app).unwrap();
+    t
+}
+
+/// The size every snapshot is taken at.
+const W: u16 = 120;
+const H: u16 = 36;
+
+// ---------------------------------------------------------------------------------------------
+// App::update, without a terminal
+
+#[test]
+fn list_moves_sorts_and_quits_with_q() {
+    let (_d, mut app) = new_app(true);
+    assert_eq!(app.list.visible.len(), 7);
+    // Sorted by id.
+    assert_eq!(
+        app.adapters[app.selected_adapter().unwrap()].id,
+        "fixtures/attn-r8"
+    );
+    cmd(&mut app, Command::Bottom);
+    assert_eq!(app.list.selected, 6);
+    cmd(&mut app, Command::Down);
+    assert_eq!(app.list.selected, 6, "stays on the last row");
+    cmd(&mut app, Command::Top);
+    cmd(&mut app, Command::Up);
+    assert_eq!(app.list.selected, 0);
+    // Sort by the next column (pattern), then reverse: the selected adapter stays selected.
+    select(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::SortNext);
+    assert_eq!(app.list.sort, lorascope::tui::model::ListColumn::Pattern);
+    assert_eq!(
+        app.adapters[app.selected_adapter().unwrap()].id,
+        "fixtures/moe-peft"
+    );
+    let first = app.list.visible[0];
+    cmd(&mut app, Command::SortReverse);
+    assert_eq!(*app.list.visible.last().unwrap(), first);
+    assert!(!app.quit);
+    cmd(&mut app, Command::Back);
+    assert!(app.quit, "q quits from the list");
+}
+
+#[test]
+fn filter_as_you_type_enter_keeps_esc_clears() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Filter);
+    assert!(app.modes().contains(&keymap::Mode::Filter));
+    for c in "MOE".chars() {
+        app.update(Action::Input(c));
+    }
+    assert_eq!(app.list.visible.len(), 1, "case-insensitive, as you type");
+    cmd(&mut app, Command::FilterDelete);
+    cmd(&mut app, Command::FilterDelete);
+    assert!(app.list.visible.len() > 1);
+    app.update(Action::Input('o'));
+    app.update(Action::Input('e'));
+    cmd(&mut app, Command::FilterKeep);
+    assert!(!app.list.editing);
+    assert_eq!(app.list.filter, "Moe");
+    assert_eq!(app.list.visible.len(), 1, "Enter keeps the filter");
+    // Typing outside the filter does nothing.
+    app.update(Action::Input('x'));
+    assert_eq!(app.list.filter, "Moe");
+    cmd(&mut app, Command::Escape);
+    assert_eq!(app.list.filter, "");
+    assert_eq!(app.list.visible.len(), 7, "Esc clears it");
+    // Esc while typing clears too; words must all match.
+    cmd(&mut app, Command::Filter);
+    for c in "fixtures error".chars() {
+        app.update(Action::Input(c));
+    }
+    assert_eq!(app.list.visible.len(), 1);
+    cmd(&mut app, Command::FilterClear);
+    assert!(!app.list.editing && app.list.filter.is_empty());
+}
+
+#[test]
+fn marks_keep_two_and_compare_needs_both() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Compare);
+    assert!(matches!(app.screen, Screen::List));
+    assert!(app.status.as_deref().unwrap().contains("mark two"));
+    for id in ["fixtures/attn-r8", "fixtures/qv-r8", "fixtures/moe-peft"] {
+        select(&mut app, id);
+        cmd(&mut app, Command::Mark);
+    }
+    let ids: Vec<&str> = app
+        .list
+        .marked
+        .iter()
+        .map(|&i| app.adapters[i].id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["fixtures/qv-r8", "fixtures/moe-peft"],
+        "the oldest mark goes"
+    );
+    cmd(&mut app, Command::Mark); // unmark moe-peft
+    assert_eq!(app.list.marked.len(), 1);
+    select(&mut app, "fixtures/attn-r8");
+    cmd(&mut app, Command::Mark);
+    cmd(&mut app, Command::Compare);
+    assert!(matches!(app.screen, Screen::Compare(_)));
+    let effects = app.take_effects();
+    assert!(matches!(effects.as_slice(), [Effect::Compare { .. }]));
+    // Leaving while it runs cancels it; a late result is dropped.
+    cmd(&mut app, Command::Back);
+    assert!(matches!(app.screen, Screen::List));
+    assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(_)]));
+    assert!(app.compares.is_empty());
+}
+
+#[test]
+fn open_tabs_start_statistics_once_and_cache_them() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::Open);
+    let Screen::Adapter(v) = &app.screen else {
+        panic!("Enter opens the adapter view");
+    };
+    assert_eq!(v.tab, Tab::Tree);
+    assert!(
+        app.take_effects().is_empty(),
+        "the tree needs no statistics"
+    );
+    cmd(&mut app, Command::NextView);
+    let effects = app.take_effects();
+    let [Effect::Stats { job, .. }] = effects.as_slice() else {
+        panic!("the layer map starts statistics: {effects:?}");
+    };
+    let job = *job;
+    app.update(Action::StatsProgress {
+        job,
+        done: 5,
+        total: 352,
+    });
+    assert!(matches!(
+        app.stats.values().next(),
+        Some(Job::Running { done: 5, .. })
+    ));
+    // Number keys switch views; the running job is not started twice.
+    cmd(&mut app, Command::View(3));
+    assert!(app.take_effects().is_empty());
+    // A result of an unknown job is dropped.
+    app.update(Action::StatsDone {
+        job: job + 100,
+        result: Err("stale".into()),
+        secs: 0.0,
+    });
+    assert!(matches!(
+        app.stats.values().next(),
+        Some(Job::Running { .. })
+    ));
+    let a = app.current_adapter().unwrap().clone();
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    app.update(Action::StatsDone {
+        job,
+        result: Ok(st),
+        secs: 0.5,
+    });
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.stats_rows.len(), 352);
+    assert!(
+        v.layers.range(&[0]).is_some(),
+        "the layer map has values now"
+    );
+    // Back, open again: the statistics are kept for the run.
+    cmd(&mut app, Command::Back);
+    cmd(&mut app, Command::Open);
+    cmd(&mut app, Command::View(1));
+    assert!(app.take_effects().is_empty());
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert!(v.layers.range(&[0]).is_some());
+}
+
+#[test]
+fn esc_cancels_statistics_then_goes_back() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/tinker-3d");
+    cmd(&mut app, Command::Open);
+    cmd(&mut app, Command::View(3));
+    let job = match app.take_effects().as_slice() {
+        [Effect::Stats { job, .. }] => *job,
+        e => panic!("{e:?}"),
+    };
+    cmd(&mut app, Command::Escape);
+    assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(j)] if *j == job));
+    assert!(
+        matches!(app.screen, Screen::Adapter(_)),
+        "the first Esc only cancels"
+    );
+    assert!(app.stats.is_empty());
+    // The cancelled job's late result is dropped.
+    app.update(Action::StatsDone {
+        job,
+        result: Err("cancelled".into()),
+        secs: 0.0,
+    });
+    assert!(app.stats.is_empty());
+    cmd(&mut app, Command::Escape);
+    assert!(matches!(app.screen, Screen::List));
+    // q from a view goes back, q from the list quits, Ctrl-c quits from anywhere.
+    cmd(&mut app, Command::Open);
+    cmd(&mut app, Command::Back);
+    assert!(matches!(app.screen, Screen::List) && !app.quit);
+    cmd(&mut app, Command::Open);
+    cmd(&mut app, Command::Quit);
+    assert!(app.quit);
+}
+
+#[test]
+fn tree_expands_collapses_and_walks_to_parents() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::Open);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    let before = v.visible.len();
+    assert_eq!(
+        before,
+        24 + 6,
+        "24 layers, the first one open with its 6 modules"
+    );
+    // Down to the first module, expand it (its two tensors show), go back up with h.
+    cmds(&mut app, &[Command::Down, Command::Expand]);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.visible.len(), before + 2);
+    cmds(&mut app, &[Command::Down, Command::Collapse]);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tree_sel, 1, "h on a leaf goes to its parent");
+    cmd(&mut app, Command::Collapse);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.visible.len(), before);
+    cmd(&mut app, Command::ExpandAll);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.visible.len(), v.tree.len(), "e opens everything");
+    cmd(&mut app, Command::ExpandAll);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.visible.len(), 24, "and closes everything");
+}
+
+#[test]
+fn layer_map_enter_on_an_expert_cell_opens_the_expert_map_there() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    // Layer 7 is the 8th row; gate_up_proj the 5th column.
+    cmds(&mut app, &[Command::Down; 7]);
+    cmds(&mut app, &[Command::Right; 4]);
+    cmd(&mut app, Command::Open);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Experts);
+    assert_eq!(v.expert_targets[v.expert_target], "gate_up_proj");
+    assert_eq!(v.experts.row_layers[v.expert_cursor.0], Some(7));
+    // Enter on an expert shows its row in Stats.
+    cmds(&mut app, &[Command::Right, Command::Right, Command::Open]);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Stats);
+    let st = app.stats_of(v.idx).unwrap();
+    let lorascope::tui::model::StatsRow::Delta(i) = v.stats_rows[v.stats_sel] else {
+        panic!("a delta row")
+    };
+    let d = &st.deltas[i];
+    assert_eq!(
+        (d.layer, d.target.as_str(), d.expert),
+        (Some(7), "gate_up_proj", Some(2))
+    );
+}
+
+#[test]
+fn stats_sort_by_any_column() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(3)]);
+    run_effects(&mut app);
+    // LAYER → TARGET → … → ‖ΔW‖_F (the 6th column), then descending.
+    cmds(&mut app, &[Command::SortNext; 5]);
+    cmd(&mut app, Command::SortReverse);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    let st = app.stats_of(v.idx).unwrap();
+    let fro: Vec<f64> = v
+        .stats_rows
+        .iter()
+        .map(|r| match r {
+            lorascope::tui::model::StatsRow::Delta(i) => st.deltas[*i].fro_norm,
+            lorascope::tui::model::StatsRow::Full(i) => st.full_tensors[*i].fro_norm,
+        })
+        .collect();
+    assert!(fro.windows(2).all(|w| w[0] >= w[1]), "descending ‖ΔW‖_F");
+}
+
+#[test]
+fn mouse_selects_sorts_switches_tabs_and_scrolls() {
+    let (_d, mut app) = new_app(true);
+    draw(&mut app, W, H);
+    let list = app.hits.list.clone().unwrap();
+    // A click on the third row selects it, a second click opens it.
+    let y = list.body.y + 2;
+    app.update(Action::Click { x: 10, y });
+    assert_eq!(app.list.selected, 2);
+    app.update(Action::Click { x: 10, y });
+    assert!(matches!(app.screen, Screen::Adapter(_)));
+    // Tabs are clickable.
+    draw(&mut app, W, H);
+    let (r, _) = app.hits.tabs[2];
+    app.update(Action::Click { x: r.x + 1, y: r.y });
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Experts);
+    cmd(&mut app, Command::Back);
+    // A click on a header sorts by that column; again reverses.
+    draw(&mut app, W, H);
+    let list = app.hits.list.clone().unwrap();
+    let (x, _) = list.cols[7]; // SIZE
+    app.update(Action::Click {
+        x,
+        y: list.header_y,
+    });
+    assert_eq!(app.list.sort, lorascope::tui::model::ListColumn::Size);
+    assert!(app.list.asc);
+    app.update(Action::Click {
+        x,
+        y: list.header_y,
+    });
+    assert!(!app.list.asc);
+    // The wheel moves the selection.
+    cmd(&mut app, Command::Top);
+    app.update(Action::Scroll {
+        x: 5,
+        y: 5,
+        down: true,
+    });
+    assert_eq!(app.list.selected, 3);
+}
+
+#[test]
+fn help_lists_the_keys_of_the_view_it_was_opened_on() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::Help]);
+    let h = app.help.as_ref().unwrap();
+    assert_eq!(h.modes[0], keymap::Mode::Tree);
+    assert_eq!(app.modes()[0], keymap::Mode::Help);
+    // Keys other than close/scroll do nothing while help is open.
+    cmd(&mut app, Command::NextView);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Tree);
+    cmd(&mut app, Command::Escape);
+    assert!(app.help.is_none());
+    assert!(
+        matches!(app.screen, Screen::Adapter(_)),
+        "Esc closed only the popup"
+    );
+}
+
+#[test]
+fn plot_key_reports_through_the_hook() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::ExportPlot]);
+    assert!(matches!(
+        app.take_effects().as_slice(),
+        [Effect::ExportPlot]
+    ));
+    let r = lorascope::tui::export::export_plot(&app);
+    app.update(Action::PlotDone(r));
+    assert!(app.status.is_some());
+}
+
+#[test]
+fn error_adapters_open_without_statistics() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/corrupt");
+    cmd(&mut app, Command::Open);
+    for t in 0..4 {
+        cmd(&mut app, Command::View(t));
+        for c in [
+            Command::Down,
+            Command::Right,
+            Command::Open,
+            Command::NextMetric,
+        ] {
+            cmd(&mut app, c);
+        }
+        draw(&mut app, W, H);
+    }
+    assert!(
+        app.take_effects().is_empty(),
+        "nothing to compute on a corrupt file"
+    );
+    // Comparing with it fails with a message instead of a job.
+    cmd(&mut app, Command::Back);
+    cmd(&mut app, Command::Mark);
+    select(&mut app, "fixtures/attn-r8");
+    cmds(&mut app, &[Command::Mark, Command::Compare]);
+    assert!(app.take_effects().is_empty());
+    assert!(matches!(app.compares.values().next(), Some(Job::Failed(_))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drawing: no panic at any size, no colour under NO_COLOR
+
+/// Every screen the app can show, reached by commands.
+fn every_screen(color: bool) -> Vec<(&'static str, tempfile::TempDir, App)> {
+    let mut out = vec![];
+    let (d, mut app) = new_app(color);
+    app.scan = lorascope::tui::app::ScanState::Scanning {
+        what: "scanning".into(),
+        done: 3,
+        total: 7,
+    };
+    out.push(("scanning", d, app));
+    let (d, app) = new_app(color);
+    out.push(("list", d, app));
+    for id in [
+        "fixtures/moe-peft",
+        "fixtures/corrupt",
+        "fixtures/empty",
+        "fixtures/router",
+    ] {
+        for tab in 0..4 {
+            let (d, mut app) = new_app(color);
+            select(&mut app, id);
+            cmds(&mut app, &[Command::Open, Command::View(tab)]);
+            // Before and after the statistics.
+            let (d2, mut app2) = new_app(color);
+            select(&mut app2, id);
+            cmds(&mut app2, &[Command::Open, Command::View(tab)]);
+            run_effects(&mut app2);
+            out.push(("adapter", d, app));
+            out.push(("adapter+stats", d2, app2));
+        }
+    }
+    let (d, mut app) = new_app(color);
+    select(&mut app, "fixtures/attn-r8");
+    cmd(&mut app, Command::Mark);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Mark, Command::Compare]);
+    run_effects(&mut app);
+    out.push(("compare", d, app));
+    let (d, mut app) = new_app(color);
+    cmd(&mut app, Command::Help);
+    out.push(("help", d, app));
+    out
+}
+
+#[test]
+fn no_size_makes_drawing_panic() {
+    for (_name, _d, mut app) in every_screen(true) {
+        for (w, h) in [
+            (0, 0),
+            (1, 1),
+            (20, 5),
+            (7, 30),
+            (40, 10),
+            (80, 24),
+            (300, 80),
+        ] {
+            draw(&mut app, w, h);
+            // Keys after a tiny frame (page size 0 or 1) must not panic either.
+            for c in [
+                Command::PageDown,
+                Command::Bottom,
+                Command::PageUp,
+                Command::Right,
+            ] {
+                cmd(&mut app, c);
+            }
+            draw(&mut app, w, h);
+        }
+    }
+}
+
+#[test]
+fn no_color_means_no_colour_anywhere() {
+    for (name, _d, mut app) in every_screen(false) {
+        let t = draw(&mut app, W, H);
+        for c in t.backend().buffer().content() {
+            assert!(
+                c.fg == Color::Reset && c.bg == Color::Reset,
+                "{name}: a coloured cell {c:?}"
+            );
+        }
+    }
+    // And with colour, the heatmaps do use it.
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    let t = draw(&mut app, W, H);
+    assert!(t
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .any(|c| matches!(c.bg, Color::Rgb(..))));
+}
+
+#[test]
+fn readme_key_table_is_the_keymap() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = keymap::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's key table differs from the keymap; paste this:\n{table}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots of every view at 120×36 (heatmaps without colour, so shades show in text)
+
+fn snap(app: &mut App) -> Terminal<TestBackend> {
+    draw(app, W, H)
+}
+
+#[test]
+fn snapshot_list() {
+    let (_d, mut app) = new_app(true);
+    app.note = Some("no adapters in ~/.cache/huggingface/hub; showing the demo cache".into());
+    insta::assert_snapshot!("list", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_scanning() {
+    let mut app = App::new(Options {
+        color: true,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    });
+    app.update(Action::ScanProgress {
+        what: "reading adapter headers".into(),
+        done: 37,
+        total: 140,
+    });
+    insta::assert_snapshot!("scanning", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_error_row() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/corrupt");
+    insta::assert_snapshot!("error_row", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_filter() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Filter);
+    for c in "expert".chars() {
+        app.update(Action::Input(c));
+    }
+    insta::assert_snapshot!("filter", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_tree() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::Open);
+    // Open gate_up_proj's module and its experts.
+    cmds(&mut app, &[Command::Down; 5]);
+    cmds(
+        &mut app,
+        &[
+            Command::Expand,
+            Command::Down,
+            Command::Down,
+            Command::Down,
+            Command::Expand,
+        ],
+    );
+    insta::assert_snapshot!("tree", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_layer_map_before_statistics() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    insta::assert_snapshot!("layer_map_waiting", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_layer_map() {
+    let (_d, mut app) = new_app(false);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    cmds(&mut app, &[Command::Down; 7]);
+    cmds(&mut app, &[Command::Right; 4]);
+    insta::assert_snapshot!("layer_map", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_expert_map() {
+    let (_d, mut app) = new_app(false);
+    select(&mut app, "fixtures/tinker-3d");
+    cmds(&mut app, &[Command::Open, Command::View(2)]);
+    run_effects(&mut app);
+    cmds(
+        &mut app,
+        &[Command::Down, Command::Down, Command::Right, Command::Right],
+    );
+    insta::assert_snapshot!("expert_map", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_stats_with_spectrum() {
+    let (_d, mut app) = new_app(true);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(3)]);
+    run_effects(&mut app);
+    insta::assert_snapshot!("stats", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_compare() {
+    let (_d, mut app) = new_app(false);
+    select(&mut app, "fixtures/attn-r8");
+    cmd(&mut app, Command::Mark);
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Mark, Command::Compare]);
+    run_effects(&mut app);
+    insta::assert_snapshot!("compare", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_help() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Help);
+    insta::assert_snapshot!("help", snap(&mut app).backend());
+}
