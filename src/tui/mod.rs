@@ -103,6 +103,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         export_dir: cfg.export_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
         scanning,
     });
+    if !io::IsTerminal::is_terminal(&stdout()) {
+        anyhow::bail!(
+            "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"
+        );
+    }
     let mut screen = Screen::enter().map_err(|e| {
         anyhow::anyhow!("the explorer needs a terminal ({e}); try `lorascope scan`")
     })?;

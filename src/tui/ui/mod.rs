@@ -197,14 +197,12 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
             ("adapters".to_string(), "scanning…".to_string())
         }
         Screen::List => {
-            let right = if app.list.visible.len() == app.adapters.len() {
-                format!("{} adapters", app.adapters.len())
+            let n = app.adapters.len();
+            let noun = if n == 1 { "adapter" } else { "adapters" };
+            let right = if app.list.visible.len() == n {
+                format!("{n} {noun}")
             } else {
-                format!(
-                    "{} of {} adapters",
-                    app.list.visible.len(),
-                    app.adapters.len()
-                )
+                format!("{} of {n} {noun}", app.list.visible.len())
             };
             ("adapters".to_string(), right)
         }
