@@ -691,6 +691,47 @@ fn no_color_means_no_colour_anywhere() {
         .any(|c| matches!(c.bg, Color::Rgb(..))));
 }
 
+/// The views the README shows, as plain text from the committed snapshots.
+const README_VIEWS: [&str; 9] = [
+    "list",
+    "error_row",
+    "filter",
+    "tree",
+    "layer_map",
+    "expert_map",
+    "stats",
+    "compare",
+    "help",
+];
+
+fn capture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/snapshots/tui__{name}.snap",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let snap = std::fs::read_to_string(path).unwrap();
+    let body = snap.splitn(3, "---\n").nth(2).unwrap();
+    body.lines()
+        .map(|l| l.trim_start_matches('"').trim_end_matches('"').trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn readme_shows_every_view_as_snapshotted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for name in README_VIEWS {
+        let c = capture(name);
+        assert!(
+            readme.contains(&format!("```text\n{c}\n```")),
+            "README.md lacks the current capture of '{name}':\n{c}"
+        );
+    }
+}
+
 #[test]
 fn readme_key_table_is_the_keymap() {
     let readme =

@@ -116,7 +116,8 @@ impl ListRow {
     pub fn cell(&self, c: ListColumn) -> String {
         match c {
             ListColumn::Id => self.id.clone(),
-            ListColumn::Pattern => self.pattern.to_string(),
+            // `attn` keeps the column narrow; the detail line spells the pattern out.
+            ListColumn::Pattern => self.pattern.replace("attention", "attn"),
             ListColumn::Targets => self.targets.clone(),
             ListColumn::AttnRank => table::opt(self.attn_rank),
             ListColumn::ExpertRank => table::opt(self.expert_rank),

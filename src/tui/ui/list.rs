@@ -60,7 +60,7 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
             .map(|(i, &c)| {
                 // Targets give up room first, then the pattern, the id last.
                 let (shrink, min) = match c {
-                    ListColumn::Targets => (1, 12),
+                    ListColumn::Targets => (1, 14),
                     ListColumn::Pattern => (2, 18),
                     ListColumn::Id => (3, 16),
                     _ => (0, w(i)),
