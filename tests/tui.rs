@@ -609,6 +609,7 @@ fn every_screen(color: bool) -> Vec<(&'static str, tempfile::TempDir, App)> {
     out.push(("list", d, app));
     for id in [
         "fixtures/moe-peft",
+        "fixtures/tinker-3d",
         "fixtures/corrupt",
         "fixtures/empty",
         "fixtures/router",
@@ -663,6 +664,43 @@ fn no_size_makes_drawing_panic() {
             }
             draw(&mut app, w, h);
         }
+    }
+}
+
+#[test]
+fn rows_that_do_not_fit_fold_into_half_blocks_with_colour_and_scroll_without() {
+    for color in [true, false] {
+        let (_d, mut app) = new_app(color);
+        select(&mut app, "fixtures/tinker-3d");
+        cmds(&mut app, &[Command::Open, Command::View(2)]);
+        run_effects(&mut app);
+        let t = draw(&mut app, W, 24);
+        let h = app.hits.heatmap.clone().unwrap();
+        assert_eq!(h.nrows, 24);
+        let text = t.backend().to_string();
+        if color {
+            assert_eq!(h.rows_per_line, 2, "24 layers in fewer lines: two per line");
+            assert!(text.contains('▀'));
+        } else {
+            assert_eq!(
+                h.rows_per_line, 1,
+                "shades cannot share a cell: scroll instead"
+            );
+            // The cursor stays visible as it moves to the last layer.
+            cmd(&mut app, Command::Bottom);
+            draw(&mut app, W, 24);
+            let h = app.hits.heatmap.clone().unwrap();
+            assert!(h.row_offset > 0 && h.row_offset + (h.cells.height as usize) >= 24);
+        }
+        // A click maps back to the cell under it.
+        let h = app.hits.heatmap.clone().unwrap();
+        let (x, y) = (h.cells.x + h.cell_w * 3, h.cells.y + 1);
+        app.update(Action::Click { x, y });
+        let Screen::Adapter(v) = &app.screen else {
+            unreachable!()
+        };
+        assert_eq!(v.expert_cursor.1, h.col_offset + 3);
+        assert_eq!(v.expert_cursor.0, h.row_offset + h.rows_per_line as usize);
     }
 }
 
