@@ -549,17 +549,56 @@ fn help_lists_the_keys_of_the_view_it_was_opened_on() {
 }
 
 #[test]
-fn plot_key_reports_through_the_hook() {
+fn plot_key_writes_the_views_png_into_the_export_dir() {
     let (_d, mut app) = new_app(true);
+    let out = tempfile::tempdir().unwrap();
+    app.export_dir = out.path().to_path_buf();
+    let export = |app: &mut App| {
+        let effects = app.take_effects();
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::ExportPlot)),
+            "p queues the export: {effects:?}"
+        );
+        let r = lorascope::tui::export::export_plot(app);
+        app.update(Action::PlotDone(r.clone()));
+        r
+    };
+    // Nothing to plot from the list (p is not bound there), nor before the statistics.
+    assert!(lorascope::tui::export::export_plot(&app).is_err());
     select(&mut app, "fixtures/moe-peft");
     cmds(&mut app, &[Command::Open, Command::ExportPlot]);
-    assert!(matches!(
-        app.take_effects().as_slice(),
-        [Effect::ExportPlot]
-    ));
-    let r = lorascope::tui::export::export_plot(&app);
-    app.update(Action::PlotDone(r));
-    assert!(app.status.is_some());
+    assert!(export(&mut app)
+        .unwrap_err()
+        .contains("statistics are not ready"));
+    // Each view's figure, named after the adapter and the view.
+    cmd(&mut app, Command::View(1));
+    run_effects(&mut app);
+    let mut written = vec![];
+    for tab in 1..4 {
+        cmds(&mut app, &[Command::View(tab), Command::ExportPlot]);
+        let path = export(&mut app).unwrap();
+        assert!(app.status.as_deref().unwrap().contains("plot written to"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+        written.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    assert_eq!(
+        written,
+        [
+            "fixtures-moe-peft-layers.png",
+            "fixtures-moe-peft-experts-gate_up_proj.png",
+            "fixtures-moe-peft-spectrum-q_proj-layer0.png"
+        ]
+    );
+    // Compare: both adapters and their cosine in one figure.
+    cmd(&mut app, Command::Back);
+    cmd(&mut app, Command::Mark);
+    select(&mut app, "fixtures/attn-r8");
+    cmds(&mut app, &[Command::Mark, Command::Compare]);
+    run_effects(&mut app);
+    cmd(&mut app, Command::ExportPlot);
+    let path = export(&mut app).unwrap();
+    assert!(path.ends_with("fixtures-moe-peft-vs-fixtures-attn-r8-layers.png"));
 }
 
 #[test]
