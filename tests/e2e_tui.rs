@@ -33,12 +33,23 @@ fn opens_an_adapter_and_quits() {
         "no list on screen:\n{}",
         p.screen()
     );
-    assert!(p.screen().contains("gpt-oss-20b-attn-r8"), "{}", p.screen());
+    // The whole frame (up to the last row) has arrived.
+    assert!(p.wait_for("tinker-3d", WAIT).is_some(), "{}", p.screen());
+    assert!(
+        p.screen().contains("20b-attn-r8  attn-only"),
+        "{}",
+        p.screen()
+    );
     let mark = p.mark();
     p.send(b"\r");
     assert!(
         p.wait_for_after(mark, "2 Layer map", WAIT).is_some(),
         "Enter did not open the adapter view:\n{}",
+        p.screen()
+    );
+    assert!(
+        p.wait_for_after(mark, "▾ layer 0", WAIT).is_some(),
+        "{}",
         p.screen()
     );
     let screen = p.screen();
