@@ -153,6 +153,7 @@ fn pick_t<T: Elem>(raw: &[u8], shape: &[usize], pick: Pick, name: &str) -> Resul
 }
 
 /// A column-major f64 matrix built without zero-filling (it is written once, in order).
+#[derive(Clone)]
 pub struct ColMajor {
     data: Vec<f64>,
     nrows: usize,
