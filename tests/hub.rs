@@ -513,3 +513,56 @@ fn a_download_that_does_not_match_its_sha256_is_discarded() {
         .exists());
     assert!(snapshot_files(&dir).is_empty());
 }
+
+/// The explorer's `F` job: fetch from the server, then the repo's adapters join the list.
+#[test]
+fn the_explorers_fetch_job_adds_the_repos_adapters() {
+    use lorascope::tui::app::{Action, App, Effect, Options};
+    use lorascope::tui::keymap::Command;
+    let server = HubServer::start(vec![two_adapter_repo()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut app = App::new(Options::default());
+    app.update(Action::ScanDone {
+        adapters: vec![],
+        note: None,
+    });
+    app.fetch_cache = Some(tmp.path().to_path_buf());
+    app.update(Action::Command(Command::Fetch));
+    for c in "org/adapter".chars() {
+        app.update(Action::Input(c));
+    }
+    app.update(Action::Command(Command::FetchStart));
+    let Some(Effect::Fetch { job, repo, cache }) = app.take_effects().pop() else {
+        panic!("no fetch effect");
+    };
+    let last = std::sync::Mutex::new((0, 0));
+    let progress = |p: &FetchProgress| *last.lock().unwrap() = (p.done, p.total);
+    let result = rt().block_on(lorascope::tui::event::fetch_job(
+        config(&server),
+        &cache,
+        &repo,
+        &progress,
+    ));
+    let (done, total) = *last.lock().unwrap();
+    assert!(total > 0 && done == total, "{done}/{total}");
+    app.update(Action::FetchDone { job, result });
+    let ids: Vec<&str> = app.adapters.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["org/adapter", "org/adapter/b"], "{:?}", app.status);
+    assert!(app.adapters.iter().all(|a| a.error.is_none()));
+    assert_eq!(
+        app.adapters[app.selected_adapter().unwrap()].id,
+        "org/adapter"
+    );
+    // Offline: the clear error, and nothing written.
+    let mut cfg = config(&server);
+    cfg.offline = true;
+    let err = rt()
+        .block_on(lorascope::tui::event::fetch_job(
+            cfg,
+            &tmp.path().join("other"),
+            &repo,
+            &|_: &FetchProgress| {},
+        ))
+        .unwrap_err();
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}

@@ -160,7 +160,7 @@ fn run_effects(app: &mut App) {
                     secs: 0.02,
                 });
             }
-            Effect::Cancel(_) | Effect::ExportPlot => {}
+            Effect::Cancel(_) | Effect::ExportPlot | Effect::Fetch { .. } => {}
         }
     }
 }
@@ -242,6 +242,177 @@ fn filter_as_you_type_enter_keeps_esc_clears() {
     assert_eq!(app.list.visible.len(), 1);
     cmd(&mut app, Command::FilterClear);
     assert!(!app.list.editing && app.list.filter.is_empty());
+}
+
+#[test]
+fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
+    let (dir, mut app) = new_app(true);
+    app.fetch_cache = Some(dir.path().join("hub"));
+    let list = [keymap::Mode::List, keymap::Mode::Move, keymap::Mode::Global];
+    let f = ratatui::crossterm::event::KeyEvent::new(
+        ratatui::crossterm::event::KeyCode::Char('F'),
+        ratatui::crossterm::event::KeyModifiers::SHIFT,
+    );
+    assert_eq!(keymap::lookup(&list, &f), Some(Command::Fetch));
+    cmd(&mut app, Command::Fetch);
+    assert_eq!(app.modes()[0], keymap::Mode::Fetch);
+    // Every character is text, `q` and `?` included; the filter is untouched.
+    for c in "org/q?x".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FilterDelete);
+    assert_eq!(app.fetch_input.as_deref(), Some("org/q?"));
+    assert!(app.list.filter.is_empty() && app.help.is_none() && !app.quit);
+    // Esc closes the popup and forgets the text.
+    cmd(&mut app, Command::FetchCancel);
+    assert!(app.fetch_input.is_none());
+    assert_eq!(app.modes()[0], keymap::Mode::List);
+    assert!(app.take_effects().is_empty());
+    // A bad id keeps the popup open with the reason in the status bar.
+    cmd(&mut app, Command::Fetch);
+    for c in "not-an-id".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    assert!(app.fetch_input.is_some());
+    assert!(
+        app.status.as_deref().unwrap().contains("not-an-id"),
+        "{:?}",
+        app.status
+    );
+    assert!(app.take_effects().is_empty());
+    // Enter on a good id closes the popup and asks the loop to fetch into the cache.
+    for _ in 0.."not-an-id".len() {
+        cmd(&mut app, Command::FilterDelete);
+    }
+    for c in "org/new-adapter@v2".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    assert!(app.fetch_input.is_none());
+    let effects = app.take_effects();
+    let job = match effects.as_slice() {
+        [Effect::Fetch { job, repo, cache }] => {
+            assert_eq!(repo.repo, "org/new-adapter");
+            assert_eq!(repo.revision, "v2");
+            assert_eq!(cache, &dir.path().join("hub"));
+            *job
+        }
+        other => panic!("expected one fetch, got {other:?}"),
+    };
+    let running = app.fetch.clone().unwrap();
+    assert_eq!(
+        (running.id, running.repo.as_str()),
+        (job, "org/new-adapter@v2")
+    );
+    // One fetch at a time.
+    cmd(&mut app, Command::Fetch);
+    app.update(Action::Input('a'));
+    app.update(Action::Input('/'));
+    app.update(Action::Input('b'));
+    cmd(&mut app, Command::FetchStart);
+    assert!(app.take_effects().is_empty());
+    assert!(app
+        .status
+        .as_deref()
+        .unwrap()
+        .contains("still being fetched"));
+    // Progress moves the status bar's gauge; stale jobs are ignored.
+    app.update(Action::FetchProgress {
+        job,
+        done: 1_500_000,
+        total: 3_000_000,
+    });
+    app.update(Action::FetchProgress {
+        job: job + 100,
+        done: 1,
+        total: 1,
+    });
+    assert_eq!(
+        app.fetch.as_ref().map(|f| (f.done, f.total)),
+        Some((1_500_000, 3_000_000))
+    );
+    app.status = None;
+    let t = draw(&mut app, W, H);
+    let bottom: String = (0..W)
+        .map(|x| t.backend().buffer()[(x, H - 1)].symbol().to_string())
+        .collect();
+    assert!(
+        bottom.contains("fetching org/new-adapter@v2 ████░░░░ 50%"),
+        "{bottom}"
+    );
+    // The fetched repo's adapter joins the list, selected.
+    let mut fetched = app.adapters[0].as_ref().clone();
+    fetched.id = "org/new-adapter".into();
+    cmd(&mut app, Command::Filter);
+    app.update(Action::Input('m'));
+    app.update(Action::Input('o'));
+    app.update(Action::Input('e'));
+    cmd(&mut app, Command::FilterKeep);
+    let n = app.adapters.len();
+    app.update(Action::FetchDone {
+        job,
+        result: Ok(vec![fetched]),
+    });
+    assert!(app.fetch.is_none());
+    assert_eq!(app.adapters.len(), n + 1);
+    assert!(
+        app.list.filter.is_empty(),
+        "a filter hiding the new row is cleared"
+    );
+    assert_eq!(
+        app.adapters[app.selected_adapter().unwrap()].id,
+        "org/new-adapter"
+    );
+    assert!(app
+        .status
+        .as_deref()
+        .unwrap()
+        .contains("fetched org/new-adapter@v2: 1 adapter"));
+    // Fetching it again replaces the row instead of adding one.
+    cmd(&mut app, Command::Fetch);
+    for c in "org/new-adapter".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    let job = app.fetch.as_ref().unwrap().id;
+    let _ = app.take_effects();
+    let mut again = app.adapters[1].as_ref().clone();
+    again.id = "org/new-adapter".into();
+    app.update(Action::FetchDone {
+        job,
+        result: Ok(vec![again]),
+    });
+    assert_eq!(app.adapters.len(), n + 1);
+    // A failure shows its message and nothing else changes.
+    cmd(&mut app, Command::Fetch);
+    for c in "org/gone".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    let job = app.fetch.as_ref().unwrap().id;
+    app.update(Action::FetchDone {
+        job,
+        result: Err("fetching org/gone: HF_HUB_OFFLINE is set".into()),
+    });
+    assert!(app.fetch.is_none());
+    assert_eq!(app.adapters.len(), n + 1);
+    assert_eq!(
+        app.status.as_deref(),
+        Some("fetching org/gone: HF_HUB_OFFLINE is set")
+    );
+}
+
+#[test]
+fn fetch_without_a_hub_cache_says_so() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Fetch);
+    for c in "org/x".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    assert!(app.take_effects().is_empty() && app.fetch.is_none());
+    assert!(app.status.as_deref().unwrap().contains("no hub cache"));
 }
 
 #[test]
@@ -943,4 +1114,14 @@ fn snapshot_help() {
     let (_d, mut app) = new_app(true);
     cmd(&mut app, Command::Help);
     insta::assert_snapshot!("help", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_fetch_popup() {
+    let (_d, mut app) = new_app(true);
+    cmd(&mut app, Command::Fetch);
+    for c in "openai/gpt-oss-lora@main".chars() {
+        app.update(Action::Input(c));
+    }
+    insta::assert_snapshot!("fetch_popup", snap(&mut app).backend());
 }

@@ -64,6 +64,17 @@ pub enum Action {
         secs: f64,
     },
     PlotDone(Result<PathBuf, String>),
+    /// Bytes of a Hub fetch in place so far.
+    FetchProgress {
+        job: JobId,
+        done: u64,
+        total: u64,
+    },
+    /// A Hub fetch ended: the adapters of the fetched repo, read from the cache, or the error.
+    FetchDone {
+        job: JobId,
+        result: Result<Vec<Adapter>, String>,
+    },
 }
 
 /// What a compare job produces: the comparison and both adapters' statistics (for per-layer norms).
@@ -91,6 +102,23 @@ pub enum Effect {
     },
     Cancel(JobId),
     ExportPlot,
+    /// Download `repo` from the Hub into the cache `cache` and read its adapters.
+    Fetch {
+        job: JobId,
+        repo: crate::hub::RepoRef,
+        cache: PathBuf,
+    },
+}
+
+/// A Hub fetch in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchJob {
+    pub id: JobId,
+    /// The repo as typed (normalised): `ORG/NAME[@REV]`.
+    pub repo: String,
+    /// Bytes in place so far, of `total`.
+    pub done: u64,
+    pub total: u64,
 }
 
 /// Background work and its result, kept for the rest of the run once ready.
@@ -362,6 +390,13 @@ pub struct App {
     pub compares: HashMap<(usize, usize), Job<Arc<CompareOutput>>>,
     pub hits: Hits,
     pub quit: bool,
+    /// The fetch popup's text, while it is open.
+    pub fetch_input: Option<String>,
+    /// The fetch running in the background.
+    pub fetch: Option<FetchJob>,
+    /// The hub cache fetches write into (`--cache` or the resolved HF cache; never the demo
+    /// cache). None: there is none, and `F` says so.
+    pub fetch_cache: Option<PathBuf>,
     effects: Vec<Effect>,
     next_job: JobId,
 }
@@ -434,6 +469,9 @@ impl App {
             compares: HashMap::new(),
             hits: Hits::default(),
             quit: false,
+            fetch_input: None,
+            fetch: None,
+            fetch_cache: None,
             effects: vec![],
             next_job: 1,
         }
@@ -448,6 +486,9 @@ impl App {
     pub fn modes(&self) -> Vec<Mode> {
         if self.help.is_some() {
             return vec![Mode::Help, Mode::Global];
+        }
+        if self.fetch_input.is_some() {
+            return vec![Mode::Fetch, Mode::Global];
         }
         match &self.screen {
             Screen::List if self.list.editing => vec![Mode::Filter, Mode::Global],
@@ -496,7 +537,9 @@ impl App {
                 self.command(c);
             }
             Action::Input(ch) => {
-                if self.list.editing {
+                if let Some(t) = &mut self.fetch_input {
+                    t.push(ch);
+                } else if self.list.editing {
                     self.list.filter.push(ch);
                     self.refilter();
                 }
@@ -540,6 +583,12 @@ impl App {
                 }
             }
             Action::CompareDone { job, result, secs } => self.compare_done(job, result, secs),
+            Action::FetchProgress { job, done, total } => {
+                if let Some(f) = self.fetch.as_mut().filter(|f| f.id == job) {
+                    (f.done, f.total) = (done, total);
+                }
+            }
+            Action::FetchDone { job, result } => self.fetch_done(job, result),
             Action::PlotDone(r) => {
                 self.status = Some(match r {
                     Ok(p) => format!("plot written to {}", p.display()),
@@ -554,6 +603,14 @@ impl App {
         self.adapters = adapters.into_iter().map(Arc::new).collect();
         self.note = note;
         self.scan = ScanState::Done;
+        self.list_widths();
+        self.refilter();
+        if self.adapters.is_empty() {
+            self.status = Some("no adapters found".into());
+        }
+    }
+
+    fn list_widths(&mut self) {
         self.list.widths = ListColumn::ALL
             .iter()
             .map(|&c| {
@@ -561,9 +618,114 @@ impl App {
                 w.max(c.title().chars().count()) as u16
             })
             .collect();
+    }
+
+    /// Adds the adapters of a finished fetch (replacing those already listed under the same id)
+    /// and selects the first.
+    fn fetch_done(&mut self, job: JobId, result: Result<Vec<Adapter>, String>) {
+        let Some(f) = self.fetch.take_if(|f| f.id == job) else {
+            return;
+        };
+        let adapters = match result {
+            Ok(a) => a,
+            Err(e) => {
+                self.status = Some(e);
+                return;
+            }
+        };
+        if adapters.is_empty() {
+            self.status = Some(format!("fetched {}, but found no adapter in it", f.repo));
+            return;
+        }
+        let n = adapters.len();
+        let mut first = None;
+        for a in adapters {
+            let row = ListRow::new(&a);
+            let idx = match self.adapters.iter().position(|x| x.id == a.id) {
+                Some(i) => {
+                    // A new version: what was computed from the old one goes.
+                    self.stats.remove(&i);
+                    self.compares.retain(|k, _| k.0 != i && k.1 != i);
+                    let shown = match &self.screen {
+                        Screen::Adapter(v) => v.idx == i,
+                        Screen::Compare(v) => v.a == i || v.b == i,
+                        Screen::List => false,
+                    };
+                    if shown {
+                        self.screen = Screen::List;
+                    }
+                    self.rows[i] = row;
+                    self.adapters[i] = Arc::new(a);
+                    i
+                }
+                None => {
+                    self.rows.push(row);
+                    self.adapters.push(Arc::new(a));
+                    self.adapters.len() - 1
+                }
+            };
+            first.get_or_insert(idx);
+        }
+        self.list_widths();
+        let first = first.unwrap_or(0);
+        if !self.rows[first].matches(&self.list.filter) {
+            self.list.filter.clear();
+            self.list.editing = false;
+        }
         self.refilter();
-        if self.adapters.is_empty() {
-            self.status = Some("no adapters found".into());
+        if let Some(p) = self.list.visible.iter().position(|&i| i == first) {
+            self.list.selected = p;
+        }
+        let noun = if n == 1 { "adapter" } else { "adapters" };
+        self.status = Some(format!("fetched {}: {n} {noun}", f.repo));
+    }
+
+    /// Keys while the fetch popup is open.
+    fn fetch_command(&mut self, c: Command) {
+        let Some(text) = &mut self.fetch_input else {
+            return;
+        };
+        match c {
+            Command::FilterDelete => {
+                text.pop();
+            }
+            Command::FetchCancel | Command::Escape => self.fetch_input = None,
+            Command::FetchStart => {
+                let typed = text.trim().to_string();
+                if typed.is_empty() {
+                    return;
+                }
+                let repo: crate::hub::RepoRef = match typed.parse() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The popup stays open so that the id can be corrected.
+                        self.status = Some(e.to_string());
+                        return;
+                    }
+                };
+                self.fetch_input = None;
+                if let Some(f) = &self.fetch {
+                    self.status = Some(format!("{} is still being fetched", f.repo));
+                    return;
+                }
+                let Some(cache) = self.fetch_cache.clone() else {
+                    self.status = Some(
+                        "no hub cache folder to fetch into: pass --cache DIR or set \
+                         HF_HUB_CACHE / HF_HOME / HOME"
+                            .into(),
+                    );
+                    return;
+                };
+                let job = self.new_job();
+                self.fetch = Some(FetchJob {
+                    id: job,
+                    repo: repo.to_string(),
+                    done: 0,
+                    total: 0,
+                });
+                self.effects.push(Effect::Fetch { job, repo, cache });
+            }
+            _ => {}
         }
     }
 
@@ -607,6 +769,10 @@ impl App {
             }
             return;
         }
+        if self.fetch_input.is_some() {
+            self.fetch_command(c);
+            return;
+        }
         if c == Command::Help {
             self.help = Some(Help {
                 modes: self.modes(),
@@ -648,6 +814,7 @@ impl App {
                 self.list.filter.pop();
                 self.refilter();
             }
+            Command::Fetch => self.fetch_input = Some(String::new()),
             Command::Mark => self.toggle_mark(),
             Command::Compare => self.open_compare(),
             Command::SortNext => {

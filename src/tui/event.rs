@@ -7,6 +7,8 @@ use super::app::{Action, App, CompareOutput, Effect, JobId};
 use super::keymap::{self, Command};
 use super::{export, ui};
 use crate::adapter::{Adapter, Source};
+use crate::discovery;
+use crate::hub::{self, FetchProgress, HubConfig, RepoRef};
 use crate::layout::LayoutOptions;
 use crate::stats::{self, AdapterStats, Control, Filter};
 use futures::{Stream, StreamExt};
@@ -16,6 +18,7 @@ use ratatui::Terminal;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +167,24 @@ impl Runner {
                 let r = export::export_plot(app);
                 app.update(Action::PlotDone(r));
             }
+            Effect::Fetch { job, repo, cache } => {
+                let progress =
+                    progress_fn(self.tx.clone(), move |done, total| Action::FetchProgress {
+                        job,
+                        done: done as u64,
+                        total: total as u64,
+                    });
+                let handle = tokio::spawn(async move {
+                    let progress =
+                        move |p: &FetchProgress| progress(p.done as usize, p.total.max(1) as usize);
+                    fetch_job(HubConfig::from_env(), &cache, &repo, &progress).await
+                });
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let result = handle.await.unwrap_or_else(|e| Err(panic_message(e)));
+                    let _ = tx.send(Action::FetchDone { job, result });
+                });
+            }
             Effect::Stats { job, adapter } => {
                 let cancel = self.flag(job);
                 let progress = progress_fn(self.tx.clone(), move |done, total| {
@@ -222,6 +243,47 @@ impl Runner {
             }
         }
     }
+}
+
+/// The `F` key's work: downloads `repo` into the hub cache `cache`, then reads the adapters of
+/// the fetched snapshot (ids as a cache scan gives them: `ORG/NAME[/SUB]`).
+pub async fn fetch_job(
+    cfg: HubConfig,
+    cache: &Path,
+    repo: &RepoRef,
+    progress: &hub::ProgressFn<'_>,
+) -> Result<Vec<Adapter>, String> {
+    let fetched = hub::fetch(cfg, cache, repo, progress)
+        .await
+        .map_err(|e| format!("fetching {repo}: {e}"))?;
+    let (cache, repo) = (cache.to_path_buf(), repo.clone());
+    tokio::task::spawn_blocking(move || fetched_adapters(&cache, &repo, &fetched))
+        .await
+        .map_err(panic_message)
+}
+
+/// The adapters of a fetched repo: the cache scan's sources of that repo when they are the
+/// fetched snapshot, else (another revision than `main`) the snapshot's own folders.
+fn fetched_adapters(cache: &Path, repo: &RepoRef, fetched: &hub::Fetched) -> Vec<Adapter> {
+    let want = repo.adapter_id();
+    let ours = |id: &str| id == want || id.starts_with(&format!("{want}/"));
+    let mut src: Vec<Source> = discovery::discover_cache(cache)
+        .into_iter()
+        .filter(|s| ours(&s.id) && s.dir.starts_with(&fetched.snapshot))
+        .collect();
+    if src.is_empty() {
+        let prefix = fetched.snapshot.display().to_string();
+        src = discovery::discover_path(&fetched.snapshot)
+            .into_iter()
+            .map(|mut s| {
+                s.id = format!("{}{}", repo.repo, s.id.strip_prefix(&prefix).unwrap_or(""));
+                s.revision = Some(fetched.commit.clone());
+                s
+            })
+            .filter(|s| ours(&s.id))
+            .collect();
+    }
+    discovery::load_all(&src, LayoutOptions::default())
 }
 
 /// Statistics of both (when missing), then the comparison, as one progress bar.

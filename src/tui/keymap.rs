@@ -12,6 +12,8 @@ pub enum Mode {
     Help,
     /// Typing a filter in the adapter list.
     Filter,
+    /// Typing a repo id in the fetch popup.
+    Fetch,
     List,
     Tree,
     LayerMap,
@@ -30,6 +32,7 @@ impl Mode {
         match self {
             Mode::Help => "Help",
             Mode::Filter => "Filter (typing)",
+            Mode::Fetch => "Fetch from the Hub (typing)",
             Mode::List => "Adapter list",
             Mode::Tree => "Tree",
             Mode::LayerMap => "Layer map",
@@ -43,11 +46,12 @@ impl Mode {
     }
 
     /// Every mode, in the order of the README's key table.
-    pub const ALL: [Mode; 11] = [
+    pub const ALL: [Mode; 12] = [
         Mode::Global,
         Mode::Move,
         Mode::List,
         Mode::Filter,
+        Mode::Fetch,
         Mode::Adapter,
         Mode::Tree,
         Mode::LayerMap,
@@ -85,6 +89,12 @@ pub enum Command {
     FilterDelete,
     /// Any printable character while typing a filter (the character travels in the action).
     FilterChar,
+    /// `F`: open the popup that fetches an adapter from the Hub by id.
+    Fetch,
+    /// Start the fetch typed in the popup.
+    FetchStart,
+    /// Close the fetch popup.
+    FetchCancel,
     Mark,
     Compare,
     SortNext,
@@ -200,11 +210,17 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Filter, &[code(KeyCode::Up)], C::Up, "move up", None),
     bind(M::Filter, &[code(KeyCode::Down)], C::Down, "move down", None),
     bind(M::Filter, &[Key::AnyChar], C::FilterChar, "type to filter (id, pattern, targets, dtype)", None),
+    // Typing a repo id to fetch (the text keys are shared with the filter's commands).
+    bind(M::Fetch, &[code(KeyCode::Enter)], C::FetchStart, "fetch into the hub cache", Some("fetch")),
+    bind(M::Fetch, &[code(KeyCode::Esc)], C::FetchCancel, "cancel", Some("cancel")),
+    bind(M::Fetch, &[code(KeyCode::Backspace)], C::FilterDelete, "delete a character", None),
+    bind(M::Fetch, &[Key::AnyChar], C::FilterChar, "type ORG/NAME[@REV]", None),
     // Adapter list.
     bind(M::List, &[code(KeyCode::Enter)], C::Open, "open the adapter", Some("open")),
     bind(M::List, &[ch('/')], C::Filter, "filter as you type", Some("filter")),
     bind(M::List, &[ch(' '), ch('m')], C::Mark, "mark for compare (two at most)", Some("mark")),
     bind(M::List, &[ch('c')], C::Compare, "compare the two marked", Some("compare")),
+    bind(M::List, &[ch('F')], C::Fetch, "fetch an adapter from the Hub by id", None),
     bind(M::List, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::List, &[ch('S')], C::SortReverse, "reverse the sort", None),
     bind(M::List, &[code(KeyCode::Esc)], C::Escape, "clear the filter and marks", None),

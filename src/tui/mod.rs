@@ -103,6 +103,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         export_dir: cfg.export_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
         scanning,
     });
+    // Fetches go into the hub cache even when the demo cache is shown (`cache` is never it).
+    app.fetch_cache = cfg.cache.clone();
     if !io::IsTerminal::is_terminal(&stdout()) {
         anyhow::bail!(
             "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"

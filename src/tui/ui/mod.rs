@@ -113,6 +113,9 @@ pub fn render(frame: &mut Frame, app: &App) -> Hits {
         Screen::Compare(v) => compare::draw(buf, body, app, v, theme, &mut hits),
     }
     draw_status(buf, bottom, app, theme);
+    if let Some(text) = &app.fetch_input {
+        draw_fetch(buf, body, text, theme);
+    }
     if let Some(h) = &app.help {
         hits.help = Some(draw_help(buf, area, &h.modes, h.scroll, theme));
     }
@@ -242,8 +245,62 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
     }
 }
 
+/// `fetching ORG/NAME ████░░░░ 37%` for the status bar (short: the key hints come first).
+fn fetch_progress(f: &super::app::FetchJob) -> String {
+    const W: usize = 8;
+    if f.total == 0 {
+        return format!("fetching {}…", f.repo);
+    }
+    let frac = (f.done as f64 / f.total as f64).clamp(0.0, 1.0);
+    let full = (frac * W as f64).round() as usize;
+    format!(
+        "fetching {} {}{} {:.0}%",
+        f.repo,
+        "█".repeat(full),
+        "░".repeat(W - full),
+        frac * 100.0
+    )
+}
+
+/// The fetch popup: one line of input over the list.
+fn draw_fetch(buf: &mut Buffer, area: Rect, text: &str, theme: Theme) {
+    let w = area.width.saturating_sub(4).min(64);
+    let h = 3.min(area.height);
+    let r = Rect::new(
+        area.x + area.width.saturating_sub(w) / 2,
+        area.y + area.height.saturating_sub(h) / 3,
+        w,
+        h,
+    );
+    Clear.render(r, buf);
+    let room = w.saturating_sub(6) as usize;
+    // The end of a long id stays in view, as it is being typed.
+    let n = text.chars().count();
+    let shown: String = text.chars().skip((n + 1).saturating_sub(room)).collect();
+    let lines = vec![Line::from(vec![
+        Span::styled(" › ", theme.key()),
+        Span::styled(shown, Style::new().add_modifier(Modifier::BOLD)),
+        Span::styled("▏", theme.key()),
+    ])];
+    Paragraph::new(lines)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Fetch from the Hub: ORG/NAME[@REV] ")
+                .title_bottom(" Enter fetches · Esc cancels ")
+                .border_style(theme.title()),
+        )
+        .render(r, buf);
+}
+
 fn draw_status(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
-    let msg = app.status.as_deref().or(app.note.as_deref()).unwrap_or("");
+    let progress = app.fetch.as_ref().map(fetch_progress);
+    let msg = app
+        .status
+        .as_deref()
+        .or(progress.as_deref())
+        .or(app.note.as_deref())
+        .unwrap_or("");
     let hints = keymap::hints(&app.modes());
     let hints_w: usize = hints
         .iter()
