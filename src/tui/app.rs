@@ -142,6 +142,24 @@ impl<T> Job<T> {
     }
 }
 
+/// Removes the running job under `key` and returns its id (for cancelling); None if not running.
+fn take_running<K: Eq + std::hash::Hash, T>(
+    jobs: &mut HashMap<K, Job<T>>,
+    key: &K,
+) -> Option<JobId> {
+    let id = jobs.get(key).and_then(Job::running_id)?;
+    jobs.remove(key);
+    Some(id)
+}
+
+/// The key whose running job is `job`; None when its result is no longer wanted (cancelled, or
+/// the view was left), so the result is dropped.
+fn running_key<K: Copy, T>(jobs: &HashMap<K, Job<T>>, job: JobId) -> Option<K> {
+    jobs.iter()
+        .find(|(_, j)| j.running_id() == Some(job))
+        .map(|(k, _)| *k)
+}
+
 /// The scan that fills the list.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScanState {
@@ -934,22 +952,17 @@ impl App {
 
     /// Cancels a running statistics job of `idx`; true if there was one.
     fn cancel_stats(&mut self, idx: usize) -> bool {
-        if let Some(id) = self.stats.get(&idx).and_then(Job::running_id) {
-            self.stats.remove(&idx);
-            self.effects.push(Effect::Cancel(id));
-            return true;
-        }
-        false
+        let id = take_running(&mut self.stats, &idx);
+        self.cancel(id)
+    }
+
+    /// Asks the event loop to cancel job `id`; true if there was one.
+    fn cancel(&mut self, id: Option<JobId>) -> bool {
+        id.map(|id| self.effects.push(Effect::Cancel(id))).is_some()
     }
 
     fn stats_done(&mut self, job: JobId, result: Result<AdapterStats, String>, secs: f64) {
-        // Results of jobs that were cancelled (or whose view was left) are dropped.
-        let Some(idx) = self
-            .stats
-            .iter()
-            .find(|(_, j)| j.running_id() == Some(job))
-            .map(|(i, _)| *i)
-        else {
+        let Some(idx) = running_key(&self.stats, job) else {
             return;
         };
         match result {
@@ -1193,21 +1206,12 @@ impl App {
     }
 
     fn cancel_compare(&mut self, key: (usize, usize)) -> bool {
-        if let Some(id) = self.compares.get(&key).and_then(Job::running_id) {
-            self.compares.remove(&key);
-            self.effects.push(Effect::Cancel(id));
-            return true;
-        }
-        false
+        let id = take_running(&mut self.compares, &key);
+        self.cancel(id)
     }
 
     fn compare_done(&mut self, job: JobId, result: Result<CompareOutput, String>, secs: f64) {
-        let Some(key) = self
-            .compares
-            .iter()
-            .find(|(_, j)| j.running_id() == Some(job))
-            .map(|(k, _)| *k)
-        else {
+        let Some(key) = running_key(&self.compares, job) else {
             return;
         };
         match result {
