@@ -134,6 +134,20 @@ pub enum Job<T> {
 }
 
 impl<T> Job<T> {
+    /// Records progress if this is the running job `job`.
+    fn progress(&mut self, job: JobId, done: usize, total: usize) {
+        if let Job::Running {
+            id,
+            done: d,
+            total: t,
+        } = self
+        {
+            if *id == job {
+                (*d, *t) = (done, total);
+            }
+        }
+    }
+
     fn running_id(&self) -> Option<JobId> {
         match self {
             Job::Running { id, .. } => Some(*id),
@@ -572,33 +586,15 @@ impl App {
             }
             Action::ScanDone { adapters, note } => self.scan_done(adapters, note),
             Action::StatsProgress { job, done, total } => {
-                for j in self.stats.values_mut() {
-                    if let Job::Running {
-                        id,
-                        done: d,
-                        total: t,
-                    } = j
-                    {
-                        if *id == job {
-                            (*d, *t) = (done, total);
-                        }
-                    }
-                }
+                self.stats
+                    .values_mut()
+                    .for_each(|j| j.progress(job, done, total));
             }
             Action::StatsDone { job, result, secs } => self.stats_done(job, result, secs),
             Action::CompareProgress { job, done, total } => {
-                for j in self.compares.values_mut() {
-                    if let Job::Running {
-                        id,
-                        done: d,
-                        total: t,
-                    } = j
-                    {
-                        if *id == job {
-                            (*d, *t) = (done, total);
-                        }
-                    }
-                }
+                self.compares
+                    .values_mut()
+                    .for_each(|j| j.progress(job, done, total));
             }
             Action::CompareDone { job, result, secs } => self.compare_done(job, result, secs),
             Action::FetchProgress { job, done, total } => {
