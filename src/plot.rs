@@ -1423,6 +1423,19 @@ enum ColLabels {
     Up { size: f64 },
 }
 
+/// A panel's title centred at the top of `r`, shrunk to fit; returns where the panel's content
+/// starts below it, or None when there is no title.
+fn panel_title(root: &Area, title: &str, r: Rect, f: Fonts) -> Result<Option<i32>> {
+    if title.is_empty() {
+        return Ok(None);
+    }
+    let gap = (f.tick * 0.5) as i32;
+    let (t, s) = fit(title, f.label, r.w - gap);
+    let y = r.y + (f.label * 0.8) as i32;
+    text(root, &t, (r.x + r.w / 2, y), s, INK, false)?;
+    Ok(Some(r.y + (f.label * 1.8) as i32))
+}
+
 /// Draws a heatmap into `r`; returns the vertical extent of its cells (for the colour bar).
 fn draw_heatmap(
     root: &Area,
@@ -1433,19 +1446,7 @@ fn draw_heatmap(
 ) -> Result<(i32, i32)> {
     let g = hm.grid;
     let gap = (f.tick * 0.5) as i32;
-    let mut top = r.y;
-    if !hm.title.is_empty() {
-        let (t, s) = fit(hm.title, f.label, r.w - gap);
-        text(
-            root,
-            &t,
-            (r.x + r.w / 2, r.y + (f.label * 0.8) as i32),
-            s,
-            INK,
-            false,
-        )?;
-        top += (f.label * 1.8) as i32;
-    }
+    let top = panel_title(root, hm.title, r, f)?.unwrap_or(r.y);
     // Left: axis title (reading upwards), then row labels right-aligned against the cells.
     let row_w = g
         .rows
@@ -1829,19 +1830,7 @@ fn draw_spectrum(
     f: Fonts,
 ) -> Result<(i32, i32)> {
     let gap = (f.tick * 0.5) as i32;
-    let mut top = r.y + gap;
-    if !title.is_empty() {
-        let (t, s) = fit(title, f.label, r.w - gap);
-        text(
-            root,
-            &t,
-            (r.x + r.w / 2, r.y + (f.label * 0.8) as i32),
-            s,
-            INK,
-            false,
-        )?;
-        top = r.y + (f.label * 1.8) as i32;
-    }
+    let top = panel_title(root, title, r, f)?.unwrap_or(r.y + gap);
     let yt = log_ticks(lo, hi);
     let label_w = yt
         .iter()

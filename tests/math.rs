@@ -474,25 +474,14 @@ fn filters_select_layer_target_expert() {
     assert_eq!(st.deltas.len(), 1);
     assert_eq!(st.deltas[0].key(), (Some(2), "down_proj".into(), Some(1)));
     // Threads do not change results or their order.
-    let one = stats::compute(
-        &a,
-        &Filter::default(),
-        &Control {
-            threads: Some(1),
+    let with_threads = |n| {
+        let ctl = Control {
+            threads: Some(n),
             ..Default::default()
-        },
-    )
-    .unwrap();
-    let two = stats::compute(
-        &a,
-        &Filter::default(),
-        &Control {
-            threads: Some(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(one, two);
+        };
+        stats::compute(&a, &Filter::default(), &ctl).unwrap()
+    };
+    assert_eq!(with_threads(1), with_threads(2));
 }
 
 #[test]
