@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README's example plots (assets/plots/*.png) from the demo cache, and times each.
+# Regenerates the example plots of README.md and docs/plots.md (assets/plots/*.png) from the demo cache, and times each.
 # Usage: assets/make-plots.sh [DEMO_DIR]      (default: <target dir>/plot-demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-//! `discovery::scan` over a hub cache shaped like the survey (shared/seeds/000): 140 repos at
+//! `discovery::scan` over a hub cache shaped like the survey (docs/survey.md): 140 repos at
 //! real gpt-oss-20b shapes, ranks and dtypes (~19 GB apparent size) written as sparse files, so
 //! only the headers take disk space. Goal: ≤ 0.3 s. Run with `benches/scan.sh`.
 

@@ -5,7 +5,7 @@
 //! 3. key latency while a large adapter's statistics compute, the real binary in a pseudo-terminal:
 //!    from writing a key to the terminal receiving the frame that answers it.
 //!
-//! Run: `cargo bench --bench tui` (needs util-linux `script`; 2 cores were used for the README).
+//! Run: `cargo bench --bench tui` (needs util-linux `script`; figures in docs/performance.md).
 
 #[path = "../tests/support/pty.rs"]
 mod pty;

@@ -1,6 +1,6 @@
 //! The layout model: raw tensor names and shapes become logical deltas `(layer, target, expert)`
 //! with rank, scale and the recipe for slicing their A and B factors out of the file.
-//! See shared/docs/adapter-layouts.md for the layouts.
+//! See docs/layouts.md for the layouts.
 
 use crate::config::{self, AdapterConfig};
 use crate::format::TensorInfo;

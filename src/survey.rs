@@ -1,7 +1,7 @@
-//! The survey of shared/seeds (140 public gpt-oss-20b adapter repos) rebuilt synthetically: the
+//! The survey of docs/survey.md (140 public gpt-oss-20b adapter repos) rebuilt synthetically: the
 //! same patterns, ranks, dtypes and counts, at real gpt-oss-20b shapes. Written as a hub cache with
 //! sparse files (real headers and sizes, tensor data left as holes), so ~19 GB of adapters take a
-//! few MB of disk. Used by the report tests, the remote survey test and the README's figures.
+//! few MB of disk. Used by the report tests, the remote survey test and the figures in docs/hub.md.
 //!
 //! The survey's own numbers do not all add up; where they disagree this keeps every exact count it
 //! states and resolves the approximate ones so that the total is its 140 repos:

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// Repos per row in the survey's tables (shared/seeds/000_4e985f56afc8e1f2.txt), with its
+/// Repos per row in the survey's tables (docs/survey.md), with its
 /// approximate figures resolved as documented in `lorascope::survey`.
 const SURVEY: [(&str, usize); 9] = [
     ("attention-only", 96),  // A: 30 + 22 + 20 + 19 + 1 + 1; A2: 2; A3: 1

@@ -1,5 +1,5 @@
 //! The one keymap: (mode, keys, command, description). Input handling, the status-bar hints, the
-//! `?` help popup and the README's key table all read this table, so they cannot disagree.
+//! `?` help popup and the key table of docs/explorer.md all read this table, so they cannot disagree.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -45,7 +45,7 @@ impl Mode {
         }
     }
 
-    /// Every mode, in the order of the README's key table.
+    /// Every mode, in the order of the key table of docs/explorer.md.
     pub const ALL: [Mode; 12] = [
         Mode::Global,
         Mode::Move,
@@ -334,7 +334,7 @@ pub fn hints(modes: &[Mode]) -> Vec<(String, &'static str)> {
         .collect()
 }
 
-/// The README's key table (Markdown), generated so that it cannot drift from the keymap.
+/// The key table of docs/explorer.md (Markdown), generated so that it cannot drift from the keymap.
 pub fn markdown_table() -> String {
     let mut out = String::from("| where | keys | does |\n|---|---|---|\n");
     for m in Mode::ALL {

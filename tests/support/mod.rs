@@ -282,7 +282,7 @@ pub fn spectral_traces(b: (usize, usize, Vec<f64>), a: (usize, usize, Vec<f64>))
     (t1, t2)
 }
 
-/// The survey's population (shared/seeds/000): how many adapters of each kind, at which
+/// The survey's population (docs/survey.md): how many adapters of each kind, at which
 /// ranks and dtypes. 140 repos: 118 with safetensors (one holding 11 adapters), 22 without.
 pub struct SurveyRepo {
     pub id: String,
