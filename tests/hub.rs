@@ -3,14 +3,10 @@
 
 mod common;
 
-use common::{
-    adapter_files, config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile,
-    ServedRepo, DIMS,
-};
+use common::{config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS};
 use lorascope::discovery::{self, ScanRequest};
-use lorascope::hub::{self, FetchProgress, Hub, HubConfig, RepoRef};
+use lorascope::hub::{self, FetchProgress, Hub, RepoRef};
 use lorascope::layout::LayoutOptions;
-use lorascope::synth::{self, Dims, Pattern, Spec};
 use lorascope::{Error, Kind};
 use sha2::Digest;
 use std::path::Path;
