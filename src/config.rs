@@ -59,8 +59,13 @@ impl ConfigStatus {
 /// Reads `dir/adapter_config.json`, never failing: problems become the status.
 pub fn load(dir: &Path) -> ConfigStatus {
     let path = dir.join("adapter_config.json");
-    match std::fs::read(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigStatus::Missing,
+    match crate::fsread::read_regular(&path) {
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            ConfigStatus::Missing
+        }
+        Err(crate::Error::Io { source, .. }) => {
+            ConfigStatus::Malformed(format!("cannot read it: {source}"))
+        }
         Err(e) => ConfigStatus::Malformed(format!("cannot read it: {e}")),
         Ok(bytes) => match parse(&bytes) {
             Ok(c) => ConfigStatus::Ok(c),

@@ -58,10 +58,15 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
         Err(_) => return out, // no cache at all is not an error
     };
     for repo in entries {
-        let name = repo.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some(id) = repo_id_from_folder(name) else {
+        // A name that is not UTF-8 is listed lossily rather than skipped.
+        let name = repo
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(id) = repo_id_from_folder(&name) else {
             continue;
         };
+        // A repo folder may be a link (a cache spread over disks); below it, links are not followed.
         if !repo.is_dir() {
             continue;
         }
@@ -81,22 +86,60 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
 /// The snapshot `refs/main` points to, else the newest one.
 fn snapshot_of(repo: &Path) -> Result<(String, PathBuf), String> {
     let snaps = repo.join("snapshots");
-    if let Ok(rev) = fs::read_to_string(repo.join("refs").join("main")) {
-        let rev = rev.trim().to_string();
-        let dir = snaps.join(&rev);
-        if !rev.is_empty() && dir.is_dir() {
-            return Ok((rev, dir));
+    let refs_main = repo.join("refs").join("main");
+    match crate::fsread::read_regular(&refs_main) {
+        Ok(bytes) => {
+            let rev = String::from_utf8_lossy(&bytes).trim().to_string();
+            if !is_revision_name(&rev) {
+                return Err(format!(
+                    "{} names '{}', not a snapshot: a revision must be a plain folder name \
+                     inside snapshots/",
+                    refs_main.display(),
+                    rev.escape_debug()
+                ));
+            }
+            let dir = snaps.join(&rev);
+            if real_dir(&dir) {
+                return Ok((rev, dir));
+            }
         }
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
     }
     let newest = fs::read_dir(&snaps)
         .map_err(|e| format!("cannot read {}: {e}", snaps.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
+        .filter(|e| real_dir(&e.path()))
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
     match newest {
         Some(e) => Ok((e.file_name().to_string_lossy().into_owned(), e.path())),
         None => Err("no snapshot in the cache (download incomplete?)".into()),
     }
+}
+
+/// A revision as `refs/main` may name it: one plain path component (huggingface_hub writes a
+/// commit hash), so that joining it to `snapshots/` stays inside.
+fn is_revision_name(rev: &str) -> bool {
+    !rev.is_empty()
+        && rev != "."
+        && rev != ".."
+        && !rev.contains(['/', '\\', '\0'])
+        && Path::new(rev).is_relative()
+}
+
+/// The one walking rule: only real folders are entered. huggingface_hub's snapshots hold real
+/// folders and symlinked files (into `blobs/`), so a symlinked folder is never needed, and
+/// following one could loop or fan out (k links to `.` give k^depth paths).
+fn real_dir(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
+/// A folder the walk descends into: a real folder, not hidden.
+fn walkable(p: &Path) -> bool {
+    real_dir(p)
+        && !p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -153,7 +196,7 @@ fn walk_names(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if p.is_dir() && depth < MAX_DEPTH && !name.starts_with('.') {
+        if depth < MAX_DEPTH && walkable(&p) {
             walk_names(&p, &format!("{prefix}{name}/"), depth + 1, out);
         } else if is_weight_file(&name) {
             out.push(format!("{prefix}{name}"));
@@ -201,15 +244,11 @@ fn collect(dir: &Path, id: &str, rev: Option<String>, depth: usize, out: &mut Ve
         return found;
     }
     for sub in entries {
-        // Real folders only: symlinked folders could loop.
-        let is_dir = fs::symlink_metadata(&sub)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
         let name = sub
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if is_dir && !name.starts_with('.') {
+        if walkable(&sub) {
             found |= collect(&sub, &format!("{id}/{name}"), rev.clone(), depth + 1, out);
         }
     }

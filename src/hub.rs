@@ -23,6 +23,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
+/// huggingface_hub's `DEFAULT_ETAG_TIMEOUT` and `DEFAULT_DOWNLOAD_TIMEOUT` (`constants.py`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much body a request must bring per timeout window to count as making progress. Bodies no
+/// longer than this (JSON, headers) thus have one overall deadline.
+pub const PROGRESS_BYTES: u64 = 64 << 10;
+
 /// Largest JSON body accepted (repo info, adapter_config.json).
 const MAX_JSON: u64 = 32 << 20;
 
@@ -35,8 +42,13 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// `HF_HUB_OFFLINE`: every network operation fails at once.
     pub offline: bool,
-    /// A request that gets no answer, or a body that makes no progress, for this long fails.
-    pub timeout: Duration,
+    /// Metadata requests (repo info, `HEAD`, configs, safetensors headers) must bring their
+    /// answer within this (`HF_HUB_ETAG_TIMEOUT`, in seconds as huggingface_hub reads it).
+    pub etag_timeout: Duration,
+    /// Downloads must bring [`PROGRESS_BYTES`] (or the rest of the file) within each such
+    /// window (`HF_HUB_DOWNLOAD_TIMEOUT`): a stall or a trickle fails, a slow but steady download
+    /// goes on.
+    pub download_timeout: Duration,
     /// Extra attempts after a transient failure (timeout, cut connection, 5xx, 429).
     pub retries: u32,
     /// First pause between attempts; doubled each time.
@@ -51,7 +63,8 @@ impl Default for HubConfig {
             endpoint: DEFAULT_ENDPOINT.into(),
             token: None,
             offline: false,
-            timeout: Duration::from_secs(30),
+            etag_timeout: DEFAULT_TIMEOUT,
+            download_timeout: DEFAULT_TIMEOUT,
             retries: 3,
             backoff: Duration::from_millis(500),
             concurrency: 8,
@@ -60,7 +73,8 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
-    /// From `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`, as huggingface_hub reads them.
+    /// From `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`, `HF_HUB_ETAG_TIMEOUT` and
+    /// `HF_HUB_DOWNLOAD_TIMEOUT`, as huggingface_hub reads them.
     pub fn from_env() -> HubConfig {
         HubConfig::from_env_with(|k| std::env::var(k).ok())
     }
@@ -80,9 +94,19 @@ impl HubConfig {
                 .unwrap_or_else(|| DEFAULT_ENDPOINT.into()),
             token: get("HF_TOKEN"),
             offline,
+            etag_timeout: seconds(get("HF_HUB_ETAG_TIMEOUT")),
+            download_timeout: seconds(get("HF_HUB_DOWNLOAD_TIMEOUT")),
             ..HubConfig::default()
         }
     }
+}
+
+/// A timeout in seconds from the environment; unset, unparsable or not positive gives the
+/// default (huggingface_hub: `_as_int(...) or DEFAULT_...`, so 0 also means the default).
+fn seconds(v: Option<String>) -> Duration {
+    v.and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
 }
 
 /// What went wrong talking to the Hub.
@@ -100,7 +124,7 @@ pub enum HubError {
         status: u16,
         with_token: bool,
     },
-    #[error("{url}: no answer for {} s (timed out)", .after.as_secs_f64())]
+    #[error("{url}: no answer, or too little of one, within {} s (timed out)", .after.as_secs_f64())]
     Timeout { url: String, after: Duration },
     #[error("{url}: {msg}")]
     Network { url: String, msg: String },
@@ -401,11 +425,60 @@ pub struct SurveyStats {
 /// A client of one Hub endpoint.
 pub struct Hub {
     cfg: HubConfig,
-    /// Follows redirects (LFS files live on a CDN); reqwest drops `Authorization` across hosts.
-    data: Client,
-    /// Follows no redirect: file metadata is read from the Hub's own answer.
-    meta: Client,
+    /// Follows no redirect by itself: [`Hub::send`] does, so that the token goes only to the
+    /// endpoint's origin (reqwest keeps it on a same-host scheme downgrade, https → http).
+    client: Client,
+    /// The endpoint as a URL: the only origin `HF_TOKEN` is sent to.
+    origin: Option<reqwest::Url>,
     received: AtomicU64,
+}
+
+/// How many redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Bounds the time one request may take: each window of `after` (the first one starting before
+/// the request is sent) must bring [`PROGRESS_BYTES`] of body or the end of the answer.
+struct Deadline {
+    after: Duration,
+    until: tokio::time::Instant,
+    got: u64,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Deadline {
+        Deadline {
+            after,
+            until: tokio::time::Instant::now() + after,
+            got: 0,
+        }
+    }
+
+    /// Counts received bytes; enough of them opens a new window.
+    fn progressed(&mut self, n: u64) {
+        self.got += n;
+        if self.got >= PROGRESS_BYTES {
+            self.got = 0;
+            self.until = tokio::time::Instant::now() + self.after;
+        }
+    }
+
+    /// Runs `fut` until the current window ends.
+    async fn run<T>(&self, url: &str, fut: impl Future<Output = T>) -> Result<T> {
+        tokio::time::timeout_at(self.until, fut).await.map_err(|_| {
+            HubError::Timeout {
+                url: url.into(),
+                after: self.after,
+            }
+            .into()
+        })
+    }
+}
+
+/// Same scheme, host and port (the port a scheme implies counts as given).
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 impl Hub {
@@ -415,17 +488,15 @@ impl Hub {
             return Err(HubError::Offline(what.into()).into());
         }
         let ua = concat!("lorascope/", env!("CARGO_PKG_VERSION"));
-        let build = |redirect| {
-            Client::builder()
-                .user_agent(ua)
-                .connect_timeout(cfg.timeout)
-                .redirect(redirect)
-                .build()
-                .map_err(|e| Error::Other(format!("cannot start an HTTP client: {e}")))
-        };
+        let client = Client::builder()
+            .user_agent(ua)
+            .connect_timeout(cfg.etag_timeout.max(cfg.download_timeout))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start an HTTP client: {e}")))?;
         Ok(Hub {
-            data: build(reqwest::redirect::Policy::limited(10))?,
-            meta: build(reqwest::redirect::Policy::none())?,
+            client,
+            origin: reqwest::Url::parse(&cfg.endpoint).ok(),
             received: AtomicU64::new(0),
             cfg,
         })
@@ -450,51 +521,64 @@ impl Hub {
         )
     }
 
+    /// Sends a request and follows redirects (up to [`MAX_REDIRECTS`]) until an answer that is
+    /// not one, or one `stop` accepts. The token goes only to the endpoint's origin, on every
+    /// hop; `Range` is kept, as the target is the same file.
     async fn send(
         &self,
-        client: &Client,
         method: Method,
         url: &str,
-        range: Option<String>,
+        range: Option<&str>,
+        deadline: &Deadline,
+        stop: impl Fn(&Response) -> bool,
     ) -> Result<Response> {
-        let mut rb = client.request(method, url);
-        if let Some(r) = range {
-            rb = rb.header(RANGE, r);
-        }
-        if let Some(t) = &self.cfg.token {
-            rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
-        }
-        match tokio::time::timeout(self.cfg.timeout, rb.send()).await {
-            Err(_) => Err(HubError::Timeout {
-                url: url.into(),
-                after: self.cfg.timeout,
+        let mut at = reqwest::Url::parse(url).map_err(|e| network(url, format!("bad URL: {e}")))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut rb = self.client.request(method.clone(), at.clone());
+            if let Some(r) = range {
+                rb = rb.header(RANGE, r);
             }
-            .into()),
-            Ok(Err(e)) => Err(network(url, describe_reqwest(&e))),
-            Ok(Ok(r)) => Ok(r),
+            if let Some(t) = &self.cfg.token {
+                if self.origin.as_ref().is_some_and(|o| same_origin(o, &at)) {
+                    rb = rb.header(AUTHORIZATION, format!("Bearer {t}"));
+                }
+            }
+            let resp = deadline
+                .run(at.as_str(), rb.send())
+                .await?
+                .map_err(|e| network(at.as_str(), describe_reqwest(&e)))?;
+            if !resp.status().is_redirection() || stop(&resp) {
+                return Ok(resp);
+            }
+            let Some(loc) = header_str(resp.headers(), LOCATION.as_str()) else {
+                return Ok(resp); // check_status reports it
+            };
+            at = at
+                .join(&loc)
+                .map_err(|e| protocol(at.as_str(), format!("bad redirect '{loc}': {e}")))?;
         }
+        Err(protocol(
+            url,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
     }
 
-    /// The next piece of a body; a stall longer than the timeout is an error.
+    /// The next piece of a body, within the request's deadline.
     async fn next_chunk(
         &self,
         url: &str,
         resp: &mut Response,
+        deadline: &mut Deadline,
     ) -> Result<Option<impl std::ops::Deref<Target = [u8]>>> {
-        match tokio::time::timeout(self.cfg.timeout, resp.chunk()).await {
-            Err(_) => Err(HubError::Timeout {
-                url: url.into(),
-                after: self.cfg.timeout,
-            }
-            .into()),
-            Ok(Err(e)) => Err(network(url, describe_reqwest(&e))),
-            Ok(Ok(c)) => {
-                if let Some(c) = &c {
-                    self.received.fetch_add(c.len() as u64, Ordering::Relaxed);
-                }
-                Ok(c)
-            }
+        let c = deadline
+            .run(url, resp.chunk())
+            .await?
+            .map_err(|e| network(url, describe_reqwest(&e)))?;
+        if let Some(c) = &c {
+            self.received.fetch_add(c.len() as u64, Ordering::Relaxed);
+            deadline.progressed(c.len() as u64);
         }
+        Ok(c)
     }
 
     fn check_status(&self, url: &str, resp: &Response) -> Result<()> {
@@ -530,10 +614,11 @@ impl Hub {
     /// A small whole body (JSON), refusing more than `MAX_JSON` bytes.
     async fn get_small(&self, url: &str) -> Result<Vec<u8>> {
         self.retry(|| async {
-            let mut resp = self.send(&self.data, Method::GET, url, None).await?;
+            let mut dl = Deadline::new(self.cfg.etag_timeout);
+            let mut resp = self.send(Method::GET, url, None, &dl, |_| false).await?;
             self.check_status(url, &resp)?;
             let mut buf = Vec::new();
-            while let Some(c) = self.next_chunk(url, &mut resp).await? {
+            while let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? {
                 buf.extend_from_slice(&c);
                 if buf.len() as u64 > MAX_JSON {
                     return Err(protocol(
@@ -589,7 +674,10 @@ impl Hub {
 
     async fn read_range_once(&self, url: &str, start: u64, end: u64) -> Result<(Vec<u8>, u64)> {
         let range = format!("bytes={start}-{end}");
-        let mut resp = self.send(&self.data, Method::GET, url, Some(range)).await?;
+        let mut dl = Deadline::new(self.cfg.etag_timeout);
+        let mut resp = self
+            .send(Method::GET, url, Some(&range), &dl, |_| false)
+            .await?;
         let (skip, total) = match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let (first, last, total) = content_range(resp.headers())
@@ -625,7 +713,7 @@ impl Hub {
         let mut buf = Vec::with_capacity(want.min(1 << 20) as usize);
         let mut skipped = 0u64;
         while (buf.len() as u64) < want {
-            let Some(c) = self.next_chunk(url, &mut resp).await? else {
+            let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? else {
                 return Err(network(
                     url,
                     format!("connection closed after {} of {want} bytes", buf.len()),
@@ -662,47 +750,40 @@ impl Hub {
         format::parse_header(&path, &json, total)
     }
 
-    /// A file's etag, size and commit from the Hub's own answer to `HEAD` (a redirect to a CDN
-    /// carries them; redirects within the Hub, e.g. a renamed repo, are followed).
+    /// A file's etag, size and commit from the Hub's own answer to `HEAD`: a redirect that
+    /// carries `X-Repo-Commit` (the Hub's answer for an LFS file on a CDN) is read, not followed;
+    /// other redirects (e.g. a renamed repo) are.
     pub async fn file_meta(&self, url: &str) -> Result<FileMeta> {
         self.retry(|| async {
-            let mut at = url.to_string();
-            for _ in 0..10 {
-                let resp = self.send(&self.meta, Method::HEAD, &at, None).await?;
-                let h = resp.headers();
-                let commit = header_str(h, "x-repo-commit");
-                if resp.status().is_redirection() && commit.is_none() {
-                    let loc = header_str(h, LOCATION.as_str())
-                        .ok_or_else(|| protocol(&at, "redirect without a Location"))?;
-                    at = reqwest::Url::parse(&at)
-                        .and_then(|u| u.join(&loc))
-                        .map_err(|e| protocol(&at, format!("bad redirect '{loc}': {e}")))?
-                        .to_string();
-                    continue;
-                }
-                if !resp.status().is_redirection() {
-                    self.check_status(&at, &resp)?;
-                }
-                let linked = header_str(h, "x-linked-etag");
-                let lfs = linked.is_some();
-                let etag = linked
-                    .or_else(|| header_str(h, "etag"))
-                    .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
-                    .ok_or_else(|| protocol(&at, "no ETag"))?;
-                if !safe_component(&etag) {
-                    return Err(protocol(&at, format!("unusable ETag '{etag}'")));
-                }
-                let size = header_u64(h, "x-linked-size")
-                    .or_else(|| header_u64(h, CONTENT_LENGTH.as_str()))
-                    .ok_or_else(|| protocol(&at, "no file size (X-Linked-Size, Content-Length)"))?;
-                return Ok(FileMeta {
-                    etag,
-                    size,
-                    commit,
-                    lfs,
-                });
+            let dl = Deadline::new(self.cfg.etag_timeout);
+            let resp = self
+                .send(Method::HEAD, url, None, &dl, |r| {
+                    r.headers().contains_key("x-repo-commit")
+                })
+                .await?;
+            let at = resp.url().to_string();
+            let h = resp.headers();
+            if !resp.status().is_redirection() {
+                self.check_status(&at, &resp)?;
             }
-            Err(protocol(url, "more than 10 redirects"))
+            let linked = header_str(h, "x-linked-etag");
+            let lfs = linked.is_some();
+            let etag = linked
+                .or_else(|| header_str(h, "etag"))
+                .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
+                .ok_or_else(|| protocol(&at, "no ETag"))?;
+            if !safe_component(&etag) {
+                return Err(protocol(&at, format!("unusable ETag '{etag}'")));
+            }
+            let size = header_u64(h, "x-linked-size")
+                .or_else(|| header_u64(h, CONTENT_LENGTH.as_str()))
+                .ok_or_else(|| protocol(&at, "no file size (X-Linked-Size, Content-Length)"))?;
+            Ok(FileMeta {
+                etag,
+                size,
+                commit: header_str(h, "x-repo-commit"),
+                lfs,
+            })
         })
         .await
     }
@@ -840,7 +921,10 @@ impl Hub {
         report: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
         let range = format!("bytes={}-", p.have);
-        let mut resp = self.send(&self.data, Method::GET, url, Some(range)).await?;
+        let mut dl = Deadline::new(self.cfg.download_timeout);
+        let mut resp = self
+            .send(Method::GET, url, Some(&range), &dl, |_| false)
+            .await?;
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let first = content_range(resp.headers()).map(|(f, _, _)| f);
@@ -857,7 +941,7 @@ impl Hub {
                 return Err(protocol(url, format!("unexpected HTTP {}", resp.status())));
             }
         }
-        while let Some(c) = self.next_chunk(url, &mut resp).await? {
+        while let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? {
             if p.have + c.len() as u64 > p.size {
                 return Err(protocol(
                     url,

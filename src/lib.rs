@@ -1,7 +1,8 @@
 //! lorascope: explore LoRA adapters of Mixture-of-Experts models (gpt-oss first).
 //!
 //! Modules by responsibility: `discovery` finds adapters, `format` reads safetensors headers,
-//! `config` reads adapter_config.json, `layout` turns tensors into logical deltas, `adapter`
+//! `config` reads adapter_config.json (`fsread` opens
+//! only regular files), `layout` turns tensors into logical deltas, `adapter`
 //! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
 //! `hub` talks to the Hugging Face Hub (remote headers, `fetch`), `report` summarises many
 //! adapters as the survey does, and `survey` rebuilds the survey's 140 repos synthetically.
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod format;
+pub mod fsread;
 pub mod hub;
 pub mod layout;
 pub mod math;

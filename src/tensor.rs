@@ -8,7 +8,6 @@ use faer::MatRef;
 use memmap2::Mmap;
 use ndarray::{s, ArrayView2, ArrayView3, Axis};
 use safetensors::Dtype;
-use std::fs::File;
 
 /// Element types lorascope computes on.
 trait Elem: bytemuck::Pod {
@@ -47,7 +46,7 @@ impl<'a> Mapped<'a> {
     pub fn open(adapter: &'a Adapter) -> Result<Mapped<'a>> {
         let mut maps = Vec::with_capacity(adapter.files.len());
         for f in &adapter.files {
-            let file = File::open(&f.path).map_err(|e| Error::io(&f.path, e))?;
+            let file = crate::fsread::open_regular(&f.path)?;
             let len = file.metadata().map_err(|e| Error::io(&f.path, e))?.len();
             if len != f.size {
                 return Err(Error::format(

@@ -3,63 +3,15 @@
 
 mod common;
 
-use common::{config, repos_from_cache, HubServer, ServedFile, ServedRepo};
+use common::{config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS};
 use lorascope::discovery::{self, ScanRequest};
-use lorascope::hub::{self, FetchProgress, Hub, HubConfig, RepoRef};
+use lorascope::hub::{self, FetchProgress, Hub, RepoRef};
 use lorascope::layout::LayoutOptions;
-use lorascope::synth::{self, Dims, Pattern, Spec};
 use lorascope::{Error, Kind};
 use sha2::Digest;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// Big enough that a cut lands mid-body (~420 kB of f32), small enough to be quick.
-const DIMS: Dims = Dims {
-    layers: 4,
-    hidden: 256,
-    q_out: 256,
-    kv_out: 64,
-    experts: 4,
-    inter: 128,
-};
-
-/// An adapter's two files with real (non-sparse) data.
-fn adapter_files(prefix: &str, rank: usize) -> Vec<ServedFile> {
-    let mut s = Spec::new(DIMS, Pattern::Attention);
-    s.attn_rank = rank;
-    let g = synth::generate(&s);
-    vec![
-        ServedFile::bytes(
-            &format!("{prefix}adapter_model.safetensors"),
-            synth::safetensors_bytes(&g.tensors, true),
-        ),
-        ServedFile::bytes(
-            &format!("{prefix}adapter_config.json"),
-            serde_json::to_vec_pretty(&g.config).unwrap(),
-        ),
-    ]
-}
-
-/// org/adapter: root and `b/` adapters plus a README that fetch must skip.
-fn two_adapter_repo() -> ServedRepo {
-    let mut files = adapter_files("", 16);
-    files.extend(adapter_files("b/", 8));
-    files.push(ServedFile::bytes("README.md", b"# a model card\n".to_vec()));
-    ServedRepo::new("org/adapter", files)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn fetch(cfg: HubConfig, cache: &Path, repo: &str) -> lorascope::Result<hub::Fetched> {
-    let repo: RepoRef = repo.parse().unwrap();
-    rt().block_on(hub::fetch(cfg, cache, &repo, &|_: &FetchProgress| {}))
-}
 
 fn snapshot_files(repo_dir: &Path) -> Vec<String> {
     let mut out = vec![];
@@ -275,7 +227,8 @@ fn a_stalled_download_times_out() {
     let tmp = tempfile::tempdir().unwrap();
     server.faults().stall = Some(("adapter_model.safetensors".into(), 1000));
     let mut cfg = config(&server);
-    cfg.timeout = Duration::from_millis(300);
+    cfg.etag_timeout = Duration::from_millis(300);
+    cfg.download_timeout = Duration::from_millis(300);
     let t = Instant::now();
     let err = fetch(cfg, tmp.path(), "org/adapter").unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -397,7 +350,8 @@ fn a_survey_goes_on_when_repos_fail() {
     // One repo is unknown, one never answers; the third is surveyed.
     server.faults().stall = Some(("/api/models/survey/f-multi-adapter-r16".into(), 0));
     let mut cfg = config(&server);
-    cfg.timeout = Duration::from_millis(300);
+    cfg.etag_timeout = Duration::from_millis(300);
+    cfg.download_timeout = Duration::from_millis(300);
     let hub = Hub::new(cfg, "test").unwrap();
     let repos =
         hub::parse_list("survey/nope\nsurvey/f-multi-adapter-r16\nsurvey/c-peft-experts-r64-01")

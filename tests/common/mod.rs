@@ -1,8 +1,10 @@
 //! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the repo-info endpoint and
 //! `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag and X-Repo-Commit), counters
-//! of the bytes it sends, and faults: cut a body, answer 404, or stall.
+//! of the bytes it sends, and faults: cut a body, answer 404, stall, trickle, or redirect.
 #![allow(dead_code)] // each test crate uses part of it
 
+use lorascope::hub::{self, FetchProgress, HubConfig, RepoRef};
+use lorascope::synth::{self, Dims, Pattern, Spec};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -125,6 +127,10 @@ pub struct Faults {
     pub not_found: Vec<String>,
     /// Send the head and this many body bytes, then hold the connection silently.
     pub stall: Option<(String, u64)>,
+    /// Send the body this many bytes at a time, pausing this long after each piece.
+    pub trickle: Option<(String, u64, Duration)>,
+    /// Answer `302 Found` with `Location: BASE + path` (no Hub headers), e.g. to another server.
+    pub redirect: Option<(String, String)>,
 }
 
 /// A request as the server saw it.
@@ -255,6 +261,18 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         auth: header("authorization"),
     };
     st.seen.lock().unwrap().push(seen.clone());
+    let redirect = st
+        .faults
+        .lock()
+        .unwrap()
+        .redirect
+        .as_ref()
+        .filter(|(p, _)| path.contains(p.as_str()))
+        .map(|(_, base)| format!("{base}{path}"));
+    if let Some(location) = redirect {
+        let headers = vec![("Location".to_string(), location)];
+        return respond(&mut sock, &st, &path, "302 Found", headers, Vec::new()).await;
+    }
     if st
         .faults
         .lock()
@@ -385,7 +403,7 @@ async fn send_body(
     len: u64,
     src: &mut Src<'_>,
 ) -> std::io::Result<()> {
-    let (limit, stall) = {
+    let (limit, stall, trickle) = {
         let mut fl = st.faults.lock().unwrap();
         let mut limit = len;
         let mut stall = false;
@@ -401,11 +419,16 @@ async fn send_body(
                 stall = true;
             }
         }
-        (limit, stall)
+        let trickle = fl
+            .trickle
+            .as_ref()
+            .filter(|(p, _, _)| path.contains(p.as_str()))
+            .map(|(_, n, pause)| (*n, *pause));
+        (limit, stall, trickle)
     };
     let mut sent = 0u64;
     while sent < limit {
-        let n = (limit - sent).min(16384) as usize;
+        let n = (limit - sent).min(trickle.map_or(16384, |t| t.0.max(1))) as usize;
         let bytes = src.read(start + sent, n).await?;
         sock.write_all(&bytes).await?;
         sent += n as u64;
@@ -416,6 +439,10 @@ async fn send_body(
             .unwrap()
             .entry(path.to_string())
             .or_default() += n as u64;
+        if let Some((_, pause)) = trickle {
+            sock.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
     }
     sock.flush().await?;
     if stall {
@@ -478,9 +505,57 @@ pub fn config(server: &HubServer) -> lorascope::hub::HubConfig {
         endpoint: server.endpoint.clone(),
         token: None,
         offline: false,
-        timeout: Duration::from_secs(10),
+        etag_timeout: Duration::from_secs(10),
+        download_timeout: Duration::from_secs(10),
         retries: 0,
         backoff: Duration::from_millis(10),
         concurrency: 8,
     }
+}
+
+/// Big enough that a cut lands mid-body (~420 kB of f32), small enough to be quick.
+pub const DIMS: Dims = Dims {
+    layers: 4,
+    hidden: 256,
+    q_out: 256,
+    kv_out: 64,
+    experts: 4,
+    inter: 128,
+};
+
+/// An adapter's two files with real (non-sparse) data.
+pub fn adapter_files(prefix: &str, rank: usize) -> Vec<ServedFile> {
+    let mut s = Spec::new(DIMS, Pattern::Attention);
+    s.attn_rank = rank;
+    let g = synth::generate(&s);
+    vec![
+        ServedFile::bytes(
+            &format!("{prefix}adapter_model.safetensors"),
+            synth::safetensors_bytes(&g.tensors, true),
+        ),
+        ServedFile::bytes(
+            &format!("{prefix}adapter_config.json"),
+            serde_json::to_vec_pretty(&g.config).unwrap(),
+        ),
+    ]
+}
+
+/// org/adapter: root and `b/` adapters plus a README that fetch must skip.
+pub fn two_adapter_repo() -> ServedRepo {
+    let mut files = adapter_files("", 16);
+    files.extend(adapter_files("b/", 8));
+    files.push(ServedFile::bytes("README.md", b"# a model card\n".to_vec()));
+    ServedRepo::new("org/adapter", files)
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn fetch(cfg: HubConfig, cache: &Path, repo: &str) -> lorascope::Result<hub::Fetched> {
+    let repo: RepoRef = repo.parse().unwrap();
+    rt().block_on(hub::fetch(cfg, cache, &repo, &|_: &FetchProgress| {}))
 }
