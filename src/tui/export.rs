@@ -2,7 +2,8 @@
 //! `crate::plot`. The one place the explorer calls the plot module. It runs on the event loop
 //! after the key (never while drawing); a figure of a gpt-oss-size adapter takes well under 1 s.
 
-use super::app::{App, Screen, Tab};
+use super::app::App;
+use super::screen::{Screen, Tab};
 use super::model::{Metric, StatsRow};
 use crate::plot::{self, CompareWith, PlotKind, PlotOptions};
 use std::path::PathBuf;

@@ -8,8 +8,10 @@
 pub mod app;
 pub mod event;
 pub mod export;
+pub mod jobs;
 pub mod keymap;
 pub mod model;
+pub mod screen;
 pub mod ui;
 
 pub use app::{Action, App, Options};
