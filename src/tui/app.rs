@@ -1,6 +1,7 @@
-//! The explorer's state and its one entry point, `App::update(Action)`. No I/O and no heavy work
-//! here: work the app wants done (statistics, comparisons, plot export) is queued as `Effect`s
-//! that the event loop runs, and their results come back as actions.
+//! The explorer's shared state and its one entry point, `App::update(Action)`, which dispatches
+//! to the screen shown (`screen`). No I/O and no heavy work here: work the screens want done
+//! (statistics, comparisons, fetches, plot export) is queued as `Effect`s in the job registry
+//! (`jobs`) for the event loop, and its results come back as `Progress` and `Done` actions.
 
 use super::jobs::{FetchJob, JobId, JobKey, JobOutput, Jobs};
 use super::keymap::{Command, Mode};
@@ -355,39 +356,38 @@ impl App {
         }
     }
 
-    /// Lends the shared state to a screen, which is moved out of `self` meanwhile.
-    fn with_screen(&mut self, f: impl FnOnce(&mut Screen, &mut ListScreen, &mut Ctx) -> Go) {
-        let mut screen = std::mem::replace(&mut self.screen, Screen::List);
-        let mut ctx = Ctx {
+    /// The screen shown, the list, and what the screens share, borrowed apart.
+    fn split(&mut self) -> (&mut Screen, &mut ListScreen, Ctx<'_>) {
+        let ctx = Ctx {
             adapters: &self.adapters,
             jobs: &mut self.jobs,
             status: &mut self.status,
             page: self.hits.page.max(1),
         };
-        let go = f(&mut screen, &mut self.list, &mut ctx);
-        self.screen = screen;
+        (&mut self.screen, &mut self.list, ctx)
+    }
+
+    /// Runs `f` on the screen shown, then goes where it asked.
+    fn with_screen(&mut self, f: impl FnOnce(&mut Screen, &mut ListScreen, &mut Ctx) -> Go) {
+        let (screen, list, mut ctx) = self.split();
+        let go = f(screen, list, &mut ctx);
         self.go(go);
     }
 
     /// Goes where a screen asked.
     fn go(&mut self, go: Go) {
-        let mut ctx = Ctx {
-            adapters: &self.adapters,
-            jobs: &mut self.jobs,
-            status: &mut self.status,
-            page: self.hits.page.max(1),
-        };
         match go {
             Go::Stay => {}
             Go::List => self.screen = Screen::List,
             Go::Adapter(i) => {
+                let (screen, _, ctx) = self.split();
                 if let Some(v) = AdapterScreen::open(&ctx, i) {
-                    self.screen = Screen::Adapter(Box::new(v));
+                    *screen = Screen::Adapter(Box::new(v));
                 }
             }
             Go::Compare(a, b) => {
-                let v = CompareScreen::open(&mut ctx, a, b);
-                self.screen = Screen::Compare(Box::new(v));
+                let (screen, _, mut ctx) = self.split();
+                *screen = Screen::Compare(Box::new(CompareScreen::open(&mut ctx, a, b)));
             }
             Go::Fetch => self.fetch_input = Some(String::new()),
             Go::Quit => self.quit = true,
@@ -446,12 +446,7 @@ impl App {
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Fetch(_) => true,
                     });
-                    let shown = match &self.screen {
-                        Screen::Adapter(v) => v.idx == i,
-                        Screen::Compare(v) => v.a == i || v.b == i,
-                        Screen::List => false,
-                    };
-                    if shown {
+                    if self.screen.shows(i) {
                         self.screen = Screen::List;
                     }
                     self.adapters[i] = Arc::new(a);

@@ -192,8 +192,10 @@ impl Runner {
             }
             Effect::Stats { job, adapter } => {
                 let cancel = self.flag(job);
-                let progress = progress_fn(self.tx.clone(), move |done, total| {
-                    Action::Progress { job, done, total }
+                let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
+                    job,
+                    done,
+                    total,
                 });
                 spawn_work(
                     &self.tx,
@@ -307,11 +309,7 @@ fn compare_job(
     let na = if stats_a.is_some() { 0 } else { a.deltas.len() };
     let nb = if stats_b.is_some() { 0 } else { b.deltas.len() };
     let total = na + nb + pairs;
-    let progress = progress_fn(tx, move |done, total| Action::Progress {
-        job,
-        done,
-        total,
-    });
+    let progress = progress_fn(tx, move |done, total| Action::Progress { job, done, total });
     let stage = |base: usize| {
         let p = &progress;
         move |done: usize, _| p(base + done, total)

@@ -3,8 +3,8 @@
 //! after the key (never while drawing); a figure of a gpt-oss-size adapter takes well under 1 s.
 
 use super::app::App;
-use super::screen::{Screen, Tab};
 use super::model::{Metric, StatsRow};
+use super::screen::{Screen, Tab};
 use crate::plot::{self, CompareWith, PlotKind, PlotOptions};
 use std::path::PathBuf;
 

@@ -103,14 +103,7 @@ impl Jobs {
     pub fn start(&mut self, key: JobKey, total: usize, work: impl FnOnce(JobId) -> Effect) {
         self.last_id += 1;
         let id = self.last_id;
-        self.jobs.insert(
-            key,
-            Job::Running {
-                id,
-                done: 0,
-                total,
-            },
-        );
+        self.jobs.insert(key, Job::Running { id, done: 0, total });
         self.effects.push(work(id));
     }
 
@@ -242,5 +235,72 @@ impl Jobs {
         self.jobs
             .values_mut()
             .find(|j| matches!(j, Job::Running { id, .. } if *id == job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_effect(jobs: &mut Jobs, idx: usize) -> JobId {
+        jobs.start(JobKey::Stats(idx), 10, Effect::Cancel);
+        match jobs.take_effects().as_slice() {
+            [Effect::Cancel(id)] => *id,
+            e => panic!("one effect per start: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn every_job_gets_its_own_id_and_progress() {
+        let mut jobs = Jobs::default();
+        let a = stats_effect(&mut jobs, 0);
+        jobs.start(JobKey::Fetch("org/x".into()), 0, Effect::Cancel);
+        let f = jobs.fetch().expect("the fetch runs").id;
+        assert_ne!(a, f);
+        jobs.progress(f, 500, 1000);
+        jobs.progress(f + a + 100, 1, 1); // unknown: ignored
+        assert!(matches!(
+            jobs.get(&JobKey::Stats(0)),
+            Some(Job::Running {
+                done: 0,
+                total: 10,
+                ..
+            })
+        ));
+        let fetch = jobs.fetch().unwrap();
+        assert_eq!(
+            (fetch.repo.as_str(), fetch.done, fetch.total),
+            ("org/x", 500, 1000)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_jobs_result_is_dropped() {
+        let mut jobs = Jobs::default();
+        let id = stats_effect(&mut jobs, 3);
+        assert!(jobs.cancel(&JobKey::Stats(3)));
+        assert!(matches!(jobs.take_effects().as_slice(), [Effect::Cancel(j)] if *j == id));
+        assert!(!jobs.cancel(&JobKey::Stats(3)), "nothing left to cancel");
+        assert_eq!(jobs.finish(id, &Err("cancelled".into())), None);
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn failures_are_kept_but_fetches_are_forgotten() {
+        let mut jobs = Jobs::default();
+        let id = stats_effect(&mut jobs, 1);
+        let key = jobs.finish(id, &Err("bad file".into()));
+        assert_eq!(key, Some(JobKey::Stats(1)));
+        assert!(matches!(jobs.get(&JobKey::Stats(1)), Some(Job::Failed(e)) if e == "bad file"));
+        assert_eq!(
+            JobKey::Stats(1).failure("bad file"),
+            "statistics failed: bad file"
+        );
+        jobs.start(JobKey::Fetch("org/y".into()), 0, Effect::Cancel);
+        let f = jobs.fetch().unwrap().id;
+        let key = jobs.finish(f, &Ok(JobOutput::Fetch(vec![])));
+        assert_eq!(key, Some(JobKey::Fetch("org/y".into())));
+        assert!(jobs.fetch().is_none() && !jobs.contains(&JobKey::Fetch("org/y".into())));
+        assert_eq!(jobs.finish(f, &Ok(JobOutput::Fetch(vec![]))), None);
     }
 }

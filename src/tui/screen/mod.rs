@@ -26,6 +26,17 @@ pub enum Screen {
     Compare(Box<CompareScreen>),
 }
 
+impl Screen {
+    /// Whether the screen shows adapter `idx` (the list shows every adapter in rows only).
+    pub fn shows(&self, idx: usize) -> bool {
+        match self {
+            Screen::List => false,
+            Screen::Adapter(v) => v.idx == idx,
+            Screen::Compare(v) => v.a == idx || v.b == idx,
+        }
+    }
+}
+
 /// What the screens share, lent by the app while a screen handles a command or a result.
 pub struct Ctx<'a> {
     pub adapters: &'a [Arc<Adapter>],

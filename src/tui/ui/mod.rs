@@ -6,8 +6,8 @@ pub mod heatmap;
 pub mod table;
 
 use super::app::{App, Hits};
-use super::screen::Screen;
 use super::keymap;
+use super::screen::Screen;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};

@@ -1,15 +1,15 @@
 //! One adapter's views: Tree, Layer map, Expert map, Stats (with the spectrum chart).
 
 use super::{AdapterScreen, Tab};
-use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
-use crate::tui::ui::table::{self, Column, TableSpec};
-use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
 use crate::adapter::Adapter;
 use crate::cli::table::num;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey, JobOutput};
 use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
+use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
+use crate::tui::ui::table::{self, Column, TableSpec};
+use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -296,11 +296,7 @@ fn grid_scale(g: &Grid, metric: usize) -> Option<Scale> {
     })
 }
 
-fn waiting_line(
-    a: &Adapter,
-    stats: Option<&Job>,
-    theme: Theme,
-) -> Option<Line<'static>> {
+fn waiting_line(a: &Adapter, stats: Option<&Job>, theme: Theme) -> Option<Line<'static>> {
     match stats {
         Some(Job::Ready(_)) => None,
         Some(Job::Running { done, total, .. }) => {

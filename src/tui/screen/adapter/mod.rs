@@ -221,7 +221,11 @@ impl AdapterScreen {
     /// Tabs switch views; a click on a tree row, map cell or table row selects it, on the
     /// selected one opens it; a click on a stats header sorts by its column.
     pub fn click(&mut self, x: u16, y: u16, hits: &Hits, ctx: &mut Ctx) -> Go {
-        if let Some(&(_, tab)) = hits.tabs.iter().find(|(r, _)| r.contains(Position { x, y })) {
+        if let Some(&(_, tab)) = hits
+            .tabs
+            .iter()
+            .find(|(r, _)| r.contains(Position { x, y }))
+        {
             self.switch_tab(tab, ctx);
             return Go::Stay;
         }
@@ -357,10 +361,11 @@ impl AdapterScreen {
             return;
         }
         let adapter = a.clone();
-        ctx.jobs.start(self.key(), a.deltas.len(), |job| Effect::Stats {
-            job,
-            adapter,
-        });
+        ctx.jobs
+            .start(self.key(), a.deltas.len(), |job| Effect::Stats {
+                job,
+                adapter,
+            });
     }
 
     fn tree_command(&mut self, c: Command, page: usize) {

@@ -69,7 +69,10 @@ impl CompareScreen {
     /// The title bar's crumb.
     pub fn title(&self, app: &App) -> (String, String) {
         let id = |i: usize| app.adapters.get(i).map_or("?", |a| a.id.as_str());
-        (format!("compare {} ↔ {}", id(self.a), id(self.b)), String::new())
+        (
+            format!("compare {} ↔ {}", id(self.a), id(self.b)),
+            String::new(),
+        )
     }
 
     pub fn modes(&self) -> Vec<Mode> {

@@ -1,11 +1,11 @@
 //! The adapter list (home): the scan's progress, then one row per adapter with a detail pane.
 
-use crate::tui::ui::table::{self, Column, TableSpec};
-use crate::tui::ui::{centered_message, put, Theme};
-use crate::adapter::Kind;
 use super::ListScreen;
+use crate::adapter::Kind;
 use crate::tui::app::{App, Hits, ScanState};
 use crate::tui::model::ListColumn;
+use crate::tui::ui::table::{self, Column, TableSpec};
+use crate::tui::ui::{centered_message, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};

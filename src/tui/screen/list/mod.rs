@@ -5,11 +5,11 @@ mod draw;
 use super::{step, Ctx, Go};
 use crate::adapter::Adapter;
 use crate::tui::app::{App, Hits};
+use crate::tui::keymap::{Command, Mode};
+use crate::tui::model::{ListColumn, ListRow};
 use crate::tui::ui::Theme;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use crate::tui::keymap::{Command, Mode};
-use crate::tui::model::{ListColumn, ListRow};
 use std::sync::Arc;
 
 /// The list's state.
