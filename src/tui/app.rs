@@ -5,7 +5,7 @@
 
 use super::jobs::{FetchJob, JobId, JobKey, JobOutput, Jobs};
 use super::keymap::{Command, Mode};
-use super::screen::{AdapterScreen, CompareScreen, Ctx, Go, ListScreen, Screen, Tab};
+use super::screen::{AdapterScreen, CompareScreen, Go, ListScreen, Screen, Shared, Tab};
 use crate::adapter::Adapter;
 use crate::compare::Comparison;
 use crate::stats::AdapterStats;
@@ -357,20 +357,20 @@ impl App {
     }
 
     /// The screen shown, the list, and what the screens share, borrowed apart.
-    fn split(&mut self) -> (&mut Screen, &mut ListScreen, Ctx<'_>) {
-        let ctx = Ctx {
+    fn split(&mut self) -> (&mut Screen, &mut ListScreen, Shared<'_>) {
+        let shared = Shared {
             adapters: &self.adapters,
             jobs: &mut self.jobs,
             status: &mut self.status,
             page: self.hits.page.max(1),
         };
-        (&mut self.screen, &mut self.list, ctx)
+        (&mut self.screen, &mut self.list, shared)
     }
 
     /// Runs `f` on the screen shown, then goes where it asked.
-    fn with_screen(&mut self, f: impl FnOnce(&mut Screen, &mut ListScreen, &mut Ctx) -> Go) {
-        let (screen, list, mut ctx) = self.split();
-        let go = f(screen, list, &mut ctx);
+    fn with_screen(&mut self, f: impl FnOnce(&mut Screen, &mut ListScreen, &mut Shared) -> Go) {
+        let (screen, list, mut shared) = self.split();
+        let go = f(screen, list, &mut shared);
         self.go(go);
     }
 
@@ -380,14 +380,14 @@ impl App {
             Go::Stay => {}
             Go::List => self.screen = Screen::List,
             Go::Adapter(i) => {
-                let (screen, _, ctx) = self.split();
-                if let Some(v) = AdapterScreen::open(&ctx, i) {
+                let (screen, _, shared) = self.split();
+                if let Some(v) = AdapterScreen::open(&shared, i) {
                     *screen = Screen::Adapter(Box::new(v));
                 }
             }
             Go::Compare(a, b) => {
-                let (screen, _, mut ctx) = self.split();
-                *screen = Screen::Compare(Box::new(CompareScreen::open(&mut ctx, a, b)));
+                let (screen, _, mut shared) = self.split();
+                *screen = Screen::Compare(Box::new(CompareScreen::open(&mut shared, a, b)));
             }
             Go::Fetch => self.fetch_input = Some(String::new()),
             Go::Quit => self.quit = true,
@@ -417,10 +417,10 @@ impl App {
                     self.fetched(repo, adapters);
                 }
             }
-            Ok(_) => self.with_screen(|screen, _, ctx| {
+            Ok(_) => self.with_screen(|screen, _, shared| {
                 match screen {
-                    Screen::Adapter(v) => v.job_done(&key, ctx, secs),
-                    Screen::Compare(v) => v.job_done(&key, ctx, secs),
+                    Screen::Adapter(v) => v.job_done(&key, shared, secs),
+                    Screen::Compare(v) => v.job_done(&key, shared, secs),
                     Screen::List => {}
                 }
                 Go::Stay
@@ -539,10 +539,10 @@ impl App {
 
     /// A command for the screen shown.
     fn screen_command(&mut self, c: Command) {
-        self.with_screen(|screen, list, ctx| match screen {
-            Screen::List => list.command(c, ctx),
-            Screen::Adapter(v) => v.command(c, ctx),
-            Screen::Compare(v) => v.command(c, ctx),
+        self.with_screen(|screen, list, shared| match screen {
+            Screen::List => list.command(c, shared),
+            Screen::Adapter(v) => v.command(c, shared),
+            Screen::Compare(v) => v.command(c, shared),
         });
     }
 
@@ -553,9 +553,9 @@ impl App {
             return;
         }
         let hits = self.hits.clone();
-        self.with_screen(|screen, list, ctx| match screen {
-            Screen::List => list.click(x, y, &hits, ctx),
-            Screen::Adapter(v) => v.click(x, y, &hits, ctx),
+        self.with_screen(|screen, list, shared| match screen {
+            Screen::List => list.click(x, y, &hits, shared),
+            Screen::Adapter(v) => v.click(x, y, &hits, shared),
             Screen::Compare(v) => v.click(x, y, &hits),
         });
     }

@@ -1,5 +1,5 @@
 //! The explorer's screens. Each one owns its state, handles its commands and clicks, and draws
-//! itself (`draw.rs` next to it). A screen sees what the screens share through `Ctx` (adapters,
+//! itself (`draw.rs` next to it). A screen sees what the screens share through `Shared` (adapters,
 //! jobs, status bar), queues work through the job registry, and says where to go next with `Go`;
 //! `App` does the going. The list lives for the whole run (it keeps its filter, selection and
 //! marks under the other screens); an adapter or compare screen is built when opened.
@@ -38,7 +38,7 @@ impl Screen {
 }
 
 /// What the screens share, lent by the app while a screen handles a command or a result.
-pub struct Ctx<'a> {
+pub struct Shared<'a> {
     pub adapters: &'a [Arc<Adapter>],
     pub jobs: &'a mut Jobs,
     /// The status bar's message.
@@ -47,7 +47,7 @@ pub struct Ctx<'a> {
     pub page: usize,
 }
 
-impl Ctx<'_> {
+impl Shared<'_> {
     pub fn say(&mut self, msg: impl Into<String>) {
         *self.status = Some(msg.into());
     }

@@ -3,7 +3,7 @@
 
 mod draw;
 
-use super::{step, step2, Ctx, Go};
+use super::{step, step2, Go, Shared};
 use crate::adapter::Adapter;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
@@ -80,8 +80,8 @@ pub struct AdapterScreen {
 
 impl AdapterScreen {
     /// The screen of adapter `idx`, on its tree; None if there is no such adapter.
-    pub fn open(ctx: &Ctx, idx: usize) -> Option<AdapterScreen> {
-        let a = ctx.adapters.get(idx)?;
+    pub fn open(shared: &Shared, idx: usize) -> Option<AdapterScreen> {
+        let a = shared.adapters.get(idx)?;
         let tree = model::build_tree(a);
         // The first layer starts open so that the tree shows its depth at once.
         let mut expanded = vec![false; tree.len()];
@@ -109,7 +109,7 @@ impl AdapterScreen {
             stats_sel: 0,
             stats_widths: vec![],
         };
-        v.refresh(a, ctx.jobs.stats(idx).map(Arc::as_ref));
+        v.refresh(a, shared.jobs.stats(idx).map(Arc::as_ref));
         Some(v)
     }
 
@@ -131,22 +131,23 @@ impl AdapterScreen {
     }
 
     /// A job ended: statistics of this adapter fill the views.
-    pub fn job_done(&mut self, key: &JobKey, ctx: &mut Ctx, secs: f64) {
+    pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
         if *key != self.key() {
             return;
         }
-        let (Some(a), Some(st)) = (ctx.adapters.get(self.idx), ctx.jobs.stats(self.idx)) else {
+        let (Some(a), Some(st)) = (shared.adapters.get(self.idx), shared.jobs.stats(self.idx))
+        else {
             return;
         };
         let st = st.clone();
         self.refresh(a, Some(&st));
-        ctx.say(format!(
+        shared.say(format!(
             "statistics of {} deltas in {secs:.2} s",
             st.deltas.len()
         ));
     }
 
-    pub fn command(&mut self, c: Command, ctx: &mut Ctx) -> Go {
+    pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
         match c {
             Command::NextView | Command::PrevView | Command::View(_) => {
                 let i = self.tab.index();
@@ -157,33 +158,33 @@ impl AdapterScreen {
                     Command::View(k) => k.min(n - 1),
                     _ => i,
                 };
-                self.switch_tab(Tab::ALL[next], ctx);
+                self.switch_tab(Tab::ALL[next], shared);
                 return Go::Stay;
             }
             Command::Escape => {
-                if ctx.jobs.cancel(&self.key()) {
-                    ctx.say("statistics cancelled");
+                if shared.jobs.cancel(&self.key()) {
+                    shared.say("statistics cancelled");
                     return Go::Stay;
                 }
                 return Go::List;
             }
             Command::Back => {
                 // Leaving the view drops its computation: nobody would see the result.
-                ctx.jobs.cancel(&self.key());
+                shared.jobs.cancel(&self.key());
                 return Go::List;
             }
             Command::ExportPlot => {
-                ctx.jobs.request(Effect::ExportPlot);
+                shared.jobs.request(Effect::ExportPlot);
                 return Go::Stay;
             }
             _ => {}
         }
-        let page = ctx.page;
+        let page = shared.page;
         match self.tab {
             Tab::Tree => self.tree_command(c, page),
             Tab::Layers => match c {
                 Command::NextMetric => self.metric = self.metric.next(),
-                Command::Open => self.open_layer_cell(ctx),
+                Command::Open => self.open_layer_cell(shared),
                 _ => self.layer_cursor = step2(self.layer_cursor, &self.layers, c, page),
             },
             Tab::Experts => match c {
@@ -191,10 +192,10 @@ impl AdapterScreen {
                 Command::NextTarget => {
                     if !self.expert_targets.is_empty() {
                         self.expert_target = (self.expert_target + 1) % self.expert_targets.len();
-                        self.refresh_from(ctx);
+                        self.refresh_from(shared);
                     }
                 }
-                Command::Open => self.open_expert_cell(ctx),
+                Command::Open => self.open_expert_cell(shared),
                 _ => self.expert_cursor = step2(self.expert_cursor, &self.experts, c, page),
             },
             Tab::Stats => match c {
@@ -210,7 +211,7 @@ impl AdapterScreen {
                     } else {
                         self.stats_asc = !self.stats_asc;
                     }
-                    self.sort_stats(self.stats_sort, self.stats_asc, ctx);
+                    self.sort_stats(self.stats_sort, self.stats_asc, shared);
                 }
                 _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
             },
@@ -220,13 +221,13 @@ impl AdapterScreen {
 
     /// Tabs switch views; a click on a tree row, map cell or table row selects it, on the
     /// selected one opens it; a click on a stats header sorts by its column.
-    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, ctx: &mut Ctx) -> Go {
+    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, shared: &mut Shared) -> Go {
         if let Some(&(_, tab)) = hits
             .tabs
             .iter()
             .find(|(r, _)| r.contains(Position { x, y }))
         {
-            self.switch_tab(tab, ctx);
+            self.switch_tab(tab, shared);
             return Go::Stay;
         }
         match self.tab {
@@ -252,7 +253,7 @@ impl AdapterScreen {
                     &mut self.expert_cursor
                 };
                 if *cur == cell {
-                    return self.command(Command::Open, ctx);
+                    return self.command(Command::Open, shared);
                 }
                 *cur = cell;
             }
@@ -263,7 +264,7 @@ impl AdapterScreen {
                 if let Some(col) = t.col_at(x, y) {
                     let col = StatsColumn::ALL[col.min(StatsColumn::ALL.len() - 1)];
                     let asc = col != self.stats_sort || !self.stats_asc;
-                    self.sort_stats(col, asc, ctx);
+                    self.sort_stats(col, asc, shared);
                 } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.stats_rows.len()) {
                     self.stats_sel = r;
                 }
@@ -273,12 +274,12 @@ impl AdapterScreen {
     }
 
     /// Enter on a layer-map cell of an expert target opens its expert map at that layer.
-    fn open_layer_cell(&mut self, ctx: &mut Ctx) {
+    fn open_layer_cell(&mut self, shared: &mut Shared) {
         let (r, col) = self.layer_cursor;
         let target = self.layers.cols.get(col).cloned();
         let layer = self.layers.row_layers.get(r).copied();
         let Some(t) = target.filter(|t| self.expert_targets.contains(t)) else {
-            ctx.say("not an expert target: Enter opens expert cells");
+            shared.say("not an expert target: Enter opens expert cells");
             return;
         };
         self.expert_target = self
@@ -286,7 +287,7 @@ impl AdapterScreen {
             .iter()
             .position(|x| *x == t)
             .unwrap_or(0);
-        self.refresh_from(ctx);
+        self.refresh_from(shared);
         let row = self
             .experts
             .row_layers
@@ -294,13 +295,13 @@ impl AdapterScreen {
             .position(|l| Some(*l) == layer)
             .unwrap_or(0);
         self.expert_cursor = (row, 0);
-        self.switch_tab(Tab::Experts, ctx);
+        self.switch_tab(Tab::Experts, shared);
     }
 
     /// Enter on an expert-map cell selects its delta in the Stats view.
-    fn open_expert_cell(&mut self, ctx: &mut Ctx) {
-        let Some(st) = ctx.jobs.stats(self.idx) else {
-            ctx.say("statistics are not ready yet");
+    fn open_expert_cell(&mut self, shared: &mut Shared) {
+        let Some(st) = shared.jobs.stats(self.idx) else {
+            shared.say("statistics are not ready yet");
             return;
         };
         let (r, col) = self.expert_cursor;
@@ -320,12 +321,12 @@ impl AdapterScreen {
         });
         if let Some(h) = hit {
             self.stats_sel = h;
-            self.switch_tab(Tab::Stats, ctx);
+            self.switch_tab(Tab::Stats, shared);
         }
     }
 
-    fn sort_stats(&mut self, col: StatsColumn, asc: bool, ctx: &mut Ctx) {
-        let Some(st) = ctx.jobs.stats(self.idx) else {
+    fn sort_stats(&mut self, col: StatsColumn, asc: bool, shared: &mut Shared) {
+        let Some(st) = shared.jobs.stats(self.idx) else {
             return;
         };
         let keep = self.stats_rows.get(self.stats_sel).copied();
@@ -335,33 +336,34 @@ impl AdapterScreen {
         self.stats_sel = keep
             .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
             .unwrap_or(0);
-        ctx.say(format!(
+        shared.say(format!(
             "sorted by {} {}",
             col.title(),
             if asc { "ascending" } else { "descending" }
         ));
     }
 
-    fn switch_tab(&mut self, tab: Tab, ctx: &mut Ctx) {
+    fn switch_tab(&mut self, tab: Tab, shared: &mut Shared) {
         self.tab = tab;
         if tab.wants_stats() {
-            self.ensure_stats(ctx);
+            self.ensure_stats(shared);
         }
     }
 
     /// Starts the statistics unless they are known, running, or cannot exist.
-    fn ensure_stats(&self, ctx: &mut Ctx) {
-        let Some(a) = ctx.adapters.get(self.idx) else {
+    fn ensure_stats(&self, shared: &mut Shared) {
+        let Some(a) = shared.adapters.get(self.idx) else {
             return;
         };
         if a.error.is_some() || (a.deltas.is_empty() && a.full.is_empty()) {
             return;
         }
-        if ctx.jobs.contains(&self.key()) {
+        if shared.jobs.contains(&self.key()) {
             return;
         }
         let adapter = a.clone();
-        ctx.jobs
+        shared
+            .jobs
             .start(self.key(), a.deltas.len(), |job| Effect::Stats {
                 job,
                 adapter,
@@ -423,9 +425,9 @@ impl AdapterScreen {
         }
     }
 
-    fn refresh_from(&mut self, ctx: &Ctx) {
-        if let Some(a) = ctx.adapters.get(self.idx) {
-            self.refresh(a, ctx.jobs.stats(self.idx).map(Arc::as_ref));
+    fn refresh_from(&mut self, shared: &Shared) {
+        if let Some(a) = shared.adapters.get(self.idx) {
+            self.refresh(a, shared.jobs.stats(self.idx).map(Arc::as_ref));
         }
     }
 

@@ -3,7 +3,7 @@
 
 mod draw;
 
-use super::{step2, Ctx, Go};
+use super::{step2, Go, Shared};
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{Job, JobKey};
 use crate::tui::keymap::{Command, Mode};
@@ -25,7 +25,7 @@ pub struct CompareScreen {
 impl CompareScreen {
     /// The screen of `a` and `b`: with the comparison when known, else its job is started
     /// (statistics already known go along, so only missing ones are computed).
-    pub fn open(ctx: &mut Ctx, a: usize, b: usize) -> CompareScreen {
+    pub fn open(shared: &mut Shared, a: usize, b: usize) -> CompareScreen {
         let mut v = CompareScreen {
             a,
             b,
@@ -34,12 +34,14 @@ impl CompareScreen {
             metric: CompareMetric::Cosine,
         };
         let key = v.key();
-        if ctx.jobs.contains(&key) {
-            v.fill(ctx);
+        if shared.jobs.contains(&key) {
+            v.fill(shared);
             return v;
         }
-        let (Some(aa), Some(bb)) = (ctx.adapters.get(a).cloned(), ctx.adapters.get(b).cloned())
-        else {
+        let (Some(aa), Some(bb)) = (
+            shared.adapters.get(a).cloned(),
+            shared.adapters.get(b).cloned(),
+        ) else {
             return v;
         };
         if let Some(e) = [&aa, &bb].iter().find_map(|x| {
@@ -47,12 +49,12 @@ impl CompareScreen {
                 .as_ref()
                 .map(|e| format!("{} cannot be compared: {e}", x.id))
         }) {
-            ctx.jobs.insert(key, Job::Failed(e));
+            shared.jobs.insert(key, Job::Failed(e));
             return v;
         }
         let total = aa.deltas.len() + bb.deltas.len();
-        let (stats_a, stats_b) = (ctx.jobs.stats(a).cloned(), ctx.jobs.stats(b).cloned());
-        ctx.jobs.start(key, total, |job| Effect::Compare {
+        let (stats_a, stats_b) = (shared.jobs.stats(a).cloned(), shared.jobs.stats(b).cloned());
+        shared.jobs.start(key, total, |job| Effect::Compare {
             job,
             a: aa,
             b: bb,
@@ -84,8 +86,8 @@ impl CompareScreen {
     }
 
     /// The model of the comparison, when it is known.
-    fn fill(&mut self, ctx: &Ctx) -> bool {
-        let Some(c) = ctx.jobs.comparison(self.a, self.b) else {
+    fn fill(&mut self, shared: &Shared) -> bool {
+        let Some(c) = shared.jobs.comparison(self.a, self.b) else {
             return false;
         };
         self.model = Some(model::compare_model(
@@ -97,34 +99,34 @@ impl CompareScreen {
     }
 
     /// A job ended: this comparison fills the screen.
-    pub fn job_done(&mut self, key: &JobKey, ctx: &mut Ctx, secs: f64) {
-        if *key != self.key() || !self.fill(ctx) {
+    pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
+        if *key != self.key() || !self.fill(shared) {
             return;
         }
-        let n = ctx
+        let n = shared
             .jobs
             .comparison(self.a, self.b)
             .map_or(0, |c| c.comparison.pairs.len());
-        ctx.say(format!("{n} matched deltas compared in {secs:.2} s"));
+        shared.say(format!("{n} matched deltas compared in {secs:.2} s"));
     }
 
-    pub fn command(&mut self, c: Command, ctx: &mut Ctx) -> Go {
+    pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
         match c {
             Command::Escape => {
-                if ctx.jobs.cancel(&self.key()) {
-                    ctx.say("compare cancelled");
+                if shared.jobs.cancel(&self.key()) {
+                    shared.say("compare cancelled");
                 }
                 return Go::List;
             }
             Command::Back => {
-                ctx.jobs.cancel(&self.key());
+                shared.jobs.cancel(&self.key());
                 return Go::List;
             }
-            Command::ExportPlot => ctx.jobs.request(Effect::ExportPlot),
+            Command::ExportPlot => shared.jobs.request(Effect::ExportPlot),
             Command::NextMetric => self.metric = self.metric.next(),
             _ => {
                 if let Some(m) = &self.model {
-                    self.cursor = step2(self.cursor, &m.grid, c, ctx.page);
+                    self.cursor = step2(self.cursor, &m.grid, c, shared.page);
                 }
             }
         }

@@ -2,7 +2,7 @@
 
 mod draw;
 
-use super::{step, Ctx, Go};
+use super::{step, Go, Shared};
 use crate::adapter::Adapter;
 use crate::tui::app::{App, Hits};
 use crate::tui::keymap::{Command, Mode};
@@ -108,7 +108,7 @@ impl ListScreen {
         }
     }
 
-    pub fn command(&mut self, c: Command, ctx: &mut Ctx) -> Go {
+    pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
         let len = self.visible.len();
         match c {
             Command::Up
@@ -117,7 +117,7 @@ impl ListScreen {
             | Command::Bottom
             | Command::PageUp
             | Command::PageDown => {
-                self.selected = step(self.selected, len, c, ctx.page);
+                self.selected = step(self.selected, len, c, shared.page);
             }
             Command::Open => {
                 if let Some(i) = self.selected_adapter() {
@@ -136,28 +136,32 @@ impl ListScreen {
                 self.refilter();
             }
             Command::Fetch => return Go::Fetch,
-            Command::Mark => self.toggle_mark(ctx),
+            Command::Mark => self.toggle_mark(shared),
             Command::Compare => {
                 if let [a, b] = self.marked[..] {
                     return Go::Compare(a, b);
                 }
-                ctx.say("mark two adapters (Space) to compare them");
+                shared.say("mark two adapters (Space) to compare them");
             }
             Command::SortNext => {
                 let i = ListColumn::ALL
                     .iter()
                     .position(|&x| x == self.sort)
                     .unwrap_or(0);
-                self.sort(ListColumn::ALL[(i + 1) % ListColumn::ALL.len()], true, ctx);
+                self.sort(
+                    ListColumn::ALL[(i + 1) % ListColumn::ALL.len()],
+                    true,
+                    shared,
+                );
             }
-            Command::SortReverse => self.sort(self.sort, !self.asc, ctx),
+            Command::SortReverse => self.sort(self.sort, !self.asc, shared),
             Command::Escape => {
                 if !self.filter.is_empty() {
                     self.filter.clear();
                     self.refilter();
                 } else if !self.marked.is_empty() {
                     self.marked.clear();
-                    ctx.say("marks cleared");
+                    shared.say("marks cleared");
                 }
             }
             Command::Back => return Go::Quit,
@@ -167,35 +171,35 @@ impl ListScreen {
     }
 
     /// A click on a header sorts by its column; on a row selects it, or opens it if selected.
-    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, ctx: &mut Ctx) -> Go {
+    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, shared: &mut Shared) -> Go {
         let Some(t) = &hits.list else {
             return Go::Stay;
         };
         if let Some(col) = t.col_at(x, y) {
             let col = ListColumn::ALL[col.min(ListColumn::ALL.len() - 1)];
             let asc = col != self.sort || !self.asc;
-            self.sort(col, asc, ctx);
+            self.sort(col, asc, shared);
         } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.visible.len()) {
             if r == self.selected {
-                return self.command(Command::Open, ctx);
+                return self.command(Command::Open, shared);
             }
             self.selected = r;
         }
         Go::Stay
     }
 
-    fn sort(&mut self, col: ListColumn, asc: bool, ctx: &mut Ctx) {
+    fn sort(&mut self, col: ListColumn, asc: bool, shared: &mut Shared) {
         self.sort = col;
         self.asc = asc;
         self.refilter();
-        ctx.say(format!(
+        shared.say(format!(
             "sorted by {} {}",
             col.title().to_lowercase(),
             if asc { "ascending" } else { "descending" }
         ));
     }
 
-    fn toggle_mark(&mut self, ctx: &mut Ctx) {
+    fn toggle_mark(&mut self, shared: &mut Shared) {
         let Some(i) = self.selected_adapter() else {
             return;
         };
@@ -207,7 +211,7 @@ impl ListScreen {
                 self.marked.remove(0);
             }
         }
-        ctx.say(match self.marked.len() {
+        shared.say(match self.marked.len() {
             2 => "two marked: c compares them",
             1 => "one marked: mark another to compare",
             _ => "no adapter marked",
