@@ -221,9 +221,9 @@ fn redraw(cache: &Path, large: &Path) {
         Some(Effect::Stats { job, .. }) => job,
         e => panic!("{e:?}"),
     };
-    app.update(Action::StatsDone {
+    app.update(Action::Done {
         job,
-        result: Ok(stats),
+        result: Ok(stats.into()),
         secs: 0.0,
     });
     let mut views = vec![];

@@ -499,7 +499,11 @@ fn the_explorers_fetch_job_adds_the_repos_adapters() {
     ));
     let (done, total) = *last.lock().unwrap();
     assert!(total > 0 && done == total, "{done}/{total}");
-    app.update(Action::FetchDone { job, result });
+    app.update(Action::Done {
+        job,
+        result: result.map(Into::into),
+        secs: 0.0,
+    });
     let ids: Vec<&str> = app.adapters.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, ["org/adapter", "org/adapter/b"], "{:?}", app.status);
     assert!(app.adapters.iter().all(|a| a.error.is_none()));

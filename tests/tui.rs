@@ -6,9 +6,11 @@ use lorascope::discovery;
 use lorascope::layout::LayoutOptions;
 use lorascope::stats::{self, Control, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
-use lorascope::tui::app::{Action, App, CompareOutput, Effect, Job, Options, Screen, Tab};
+use lorascope::tui::app::{Action, App, CompareOutput, Effect, Options};
 use lorascope::tui::event;
+use lorascope::tui::jobs::{Job, JobKey};
 use lorascope::tui::keymap::{self, Command};
+use lorascope::tui::screen::{Screen, Tab};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
@@ -139,9 +141,9 @@ fn run_effects(app: &mut App) {
             Effect::Stats { job, adapter } => {
                 let r = stats::compute(&adapter, &Filter::default(), &Control::default())
                     .map_err(|e| e.to_string());
-                app.update(Action::StatsDone {
+                app.update(Action::Done {
                     job,
-                    result: r,
+                    result: r.map(Into::into),
                     secs: 0.01,
                 });
             }
@@ -150,13 +152,14 @@ fn run_effects(app: &mut App) {
                     Arc::new(stats::compute(x, &Filter::default(), &Control::default()).unwrap())
                 };
                 let comparison = lorascope::compare::compare(&a, &b, &Control::default()).unwrap();
-                app.update(Action::CompareDone {
+                app.update(Action::Done {
                     job,
                     result: Ok(CompareOutput {
                         comparison,
                         stats_a: st(&a),
                         stats_b: st(&b),
-                    }),
+                    }
+                    .into()),
                     secs: 0.02,
                 });
             }
@@ -300,7 +303,7 @@ fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
         }
         other => panic!("expected one fetch, got {other:?}"),
     };
-    let running = app.fetch.clone().unwrap();
+    let running = app.fetch().unwrap();
     assert_eq!(
         (running.id, running.repo.as_str()),
         (job, "org/new-adapter@v2")
@@ -318,18 +321,18 @@ fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
         .unwrap()
         .contains("still being fetched"));
     // Progress moves the status bar's gauge; stale jobs are ignored.
-    app.update(Action::FetchProgress {
+    app.update(Action::Progress {
         job,
         done: 1_500_000,
         total: 3_000_000,
     });
-    app.update(Action::FetchProgress {
+    app.update(Action::Progress {
         job: job + 100,
         done: 1,
         total: 1,
     });
     assert_eq!(
-        app.fetch.as_ref().map(|f| (f.done, f.total)),
+        app.fetch().map(|f| (f.done, f.total)),
         Some((1_500_000, 3_000_000))
     );
     app.status = None;
@@ -350,11 +353,12 @@ fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
     app.update(Action::Input('e'));
     cmd(&mut app, Command::FilterKeep);
     let n = app.adapters.len();
-    app.update(Action::FetchDone {
+    app.update(Action::Done {
         job,
-        result: Ok(vec![fetched]),
+        result: Ok(vec![fetched].into()),
+        secs: 0.0,
     });
-    assert!(app.fetch.is_none());
+    assert!(app.fetch().is_none());
     assert_eq!(app.adapters.len(), n + 1);
     assert!(
         app.list.filter.is_empty(),
@@ -375,13 +379,14 @@ fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
         app.update(Action::Input(c));
     }
     cmd(&mut app, Command::FetchStart);
-    let job = app.fetch.as_ref().unwrap().id;
+    let job = app.fetch().unwrap().id;
     let _ = app.take_effects();
     let mut again = app.adapters[1].as_ref().clone();
     again.id = "org/new-adapter".into();
-    app.update(Action::FetchDone {
+    app.update(Action::Done {
         job,
-        result: Ok(vec![again]),
+        result: Ok(vec![again].into()),
+        secs: 0.0,
     });
     assert_eq!(app.adapters.len(), n + 1);
     // A failure shows its message and nothing else changes.
@@ -390,12 +395,13 @@ fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
         app.update(Action::Input(c));
     }
     cmd(&mut app, Command::FetchStart);
-    let job = app.fetch.as_ref().unwrap().id;
-    app.update(Action::FetchDone {
+    let job = app.fetch().unwrap().id;
+    app.update(Action::Done {
         job,
         result: Err("fetching org/gone: HF_HUB_OFFLINE is set".into()),
+        secs: 0.0,
     });
-    assert!(app.fetch.is_none());
+    assert!(app.fetch().is_none());
     assert_eq!(app.adapters.len(), n + 1);
     assert_eq!(
         app.status.as_deref(),
@@ -411,7 +417,7 @@ fn fetch_without_a_hub_cache_says_so() {
         app.update(Action::Input(c));
     }
     cmd(&mut app, Command::FetchStart);
-    assert!(app.take_effects().is_empty() && app.fetch.is_none());
+    assert!(app.take_effects().is_empty() && app.fetch().is_none());
     assert!(app.status.as_deref().unwrap().contains("no hub cache"));
 }
 
@@ -448,7 +454,7 @@ fn marks_keep_two_and_compare_needs_both() {
     cmd(&mut app, Command::Back);
     assert!(matches!(app.screen, Screen::List));
     assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(_)]));
-    assert!(app.compares.is_empty());
+    assert!(app.jobs.is_empty());
 }
 
 #[test]
@@ -470,33 +476,33 @@ fn open_tabs_start_statistics_once_and_cache_them() {
         panic!("the layer map starts statistics: {effects:?}");
     };
     let job = *job;
-    app.update(Action::StatsProgress {
+    app.update(Action::Progress {
         job,
         done: 5,
         total: 352,
     });
     assert!(matches!(
-        app.stats.values().next(),
+        app.jobs.values().next(),
         Some(Job::Running { done: 5, .. })
     ));
     // Number keys switch views; the running job is not started twice.
     cmd(&mut app, Command::View(3));
     assert!(app.take_effects().is_empty());
     // A result of an unknown job is dropped.
-    app.update(Action::StatsDone {
+    app.update(Action::Done {
         job: job + 100,
         result: Err("stale".into()),
         secs: 0.0,
     });
     assert!(matches!(
-        app.stats.values().next(),
+        app.jobs.values().next(),
         Some(Job::Running { .. })
     ));
     let a = app.current_adapter().unwrap().clone();
     let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
-    app.update(Action::StatsDone {
+    app.update(Action::Done {
         job,
-        result: Ok(st),
+        result: Ok(st.into()),
         secs: 0.5,
     });
     let Screen::Adapter(v) = &app.screen else {
@@ -534,14 +540,14 @@ fn esc_cancels_statistics_then_goes_back() {
         matches!(app.screen, Screen::Adapter(_)),
         "the first Esc only cancels"
     );
-    assert!(app.stats.is_empty());
+    assert!(app.jobs.is_empty());
     // The cancelled job's late result is dropped.
-    app.update(Action::StatsDone {
+    app.update(Action::Done {
         job,
         result: Err("cancelled".into()),
         secs: 0.0,
     });
-    assert!(app.stats.is_empty());
+    assert!(app.jobs.is_empty());
     cmd(&mut app, Command::Escape);
     assert!(matches!(app.screen, Screen::List));
     // q from a view goes back, q from the list quits, Ctrl-c quits from anywhere.
@@ -799,7 +805,13 @@ fn error_adapters_open_without_statistics() {
     select(&mut app, "fixtures/attn-r8");
     cmds(&mut app, &[Command::Mark, Command::Compare]);
     assert!(app.take_effects().is_empty());
-    assert!(matches!(app.compares.values().next(), Some(Job::Failed(_))));
+    let Screen::Compare(v) = &app.screen else {
+        panic!("c opens the compare screen");
+    };
+    assert!(matches!(
+        app.jobs.get(&JobKey::Compare(v.a, v.b)),
+        Some(Job::Failed(_))
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! comparisons run on tokio's blocking pool (rayon inside), report progress through the same
 //! channel, and stop when their cancel flag is set.
 
-use super::app::{Action, App, CompareOutput, Effect, JobId};
+use super::app::{Action, App, CompareOutput, Effect};
+use super::jobs::{JobId, JobOutput};
 use super::keymap::{self, Command};
 use super::{export, ui};
 use crate::adapter::{Adapter, Source};
@@ -168,27 +169,33 @@ impl Runner {
                 app.update(Action::PlotDone(r));
             }
             Effect::Fetch { job, repo, cache } => {
-                let progress =
-                    progress_fn(self.tx.clone(), move |done, total| Action::FetchProgress {
-                        job,
-                        done: done as u64,
-                        total: total as u64,
-                    });
+                let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
+                    job,
+                    done,
+                    total,
+                });
                 let handle = tokio::spawn(async move {
                     let progress =
                         move |p: &FetchProgress| progress(p.done as usize, p.total.max(1) as usize);
                     fetch_job(HubConfig::from_env(), &cache, &repo, &progress).await
                 });
                 let tx = self.tx.clone();
+                let t = Instant::now();
                 tokio::spawn(async move {
                     let result = handle.await.unwrap_or_else(|e| Err(panic_message(e)));
-                    let _ = tx.send(Action::FetchDone { job, result });
+                    let _ = tx.send(Action::Done {
+                        job,
+                        result: result.map(JobOutput::from),
+                        secs: t.elapsed().as_secs_f64(),
+                    });
                 });
             }
             Effect::Stats { job, adapter } => {
                 let cancel = self.flag(job);
-                let progress = progress_fn(self.tx.clone(), move |done, total| {
-                    Action::StatsProgress { job, done, total }
+                let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
+                    job,
+                    done,
+                    total,
                 });
                 spawn_work(
                     &self.tx,
@@ -200,14 +207,15 @@ impl Runner {
                             cancel: Some(&cancel),
                         };
                         let result = stats::compute(&adapter, &Filter::default(), &ctl)
+                            .map(JobOutput::from)
                             .map_err(|e| e.to_string());
-                        Action::StatsDone {
+                        Action::Done {
                             job,
                             result,
                             secs: t.elapsed().as_secs_f64(),
                         }
                     },
-                    move |e| Action::StatsDone {
+                    move |e| Action::Done {
                         job,
                         result: Err(e),
                         secs: 0.0,
@@ -228,13 +236,13 @@ impl Runner {
                     move || {
                         let t = Instant::now();
                         let result = compare_job(job, &a, &b, stats_a, stats_b, &cancel, tx);
-                        Action::CompareDone {
+                        Action::Done {
                             job,
-                            result,
+                            result: result.map(JobOutput::from),
                             secs: t.elapsed().as_secs_f64(),
                         }
                     },
-                    move |e| Action::CompareDone {
+                    move |e| Action::Done {
                         job,
                         result: Err(e),
                         secs: 0.0,
@@ -301,11 +309,7 @@ fn compare_job(
     let na = if stats_a.is_some() { 0 } else { a.deltas.len() };
     let nb = if stats_b.is_some() { 0 } else { b.deltas.len() };
     let total = na + nb + pairs;
-    let progress = progress_fn(tx, move |done, total| Action::CompareProgress {
-        job,
-        done,
-        total,
-    });
+    let progress = progress_fn(tx, move |done, total| Action::Progress { job, done, total });
     let stage = |base: usize| {
         let p = &progress;
         move |done: usize, _| p(base + done, total)

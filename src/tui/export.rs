@@ -2,8 +2,9 @@
 //! `crate::plot`. The one place the explorer calls the plot module. It runs on the event loop
 //! after the key (never while drawing); a figure of a gpt-oss-size adapter takes well under 1 s.
 
-use super::app::{App, Screen, Tab};
+use super::app::App;
 use super::model::{Metric, StatsRow};
+use super::screen::{Screen, Tab};
 use crate::plot::{self, CompareWith, PlotKind, PlotOptions};
 use std::path::PathBuf;
 

@@ -2,14 +2,19 @@
 //!
 //! One-way flow: terminal event → keymap → `Action` → `App::update` (no I/O) → `ui::render(&App)`.
 //! Background work (scan, statistics, comparisons) reports through the same action channel.
-//! `app` holds the state, `model` derives what views show, `keymap` is the one key table,
-//! `ui` draws, `event` runs the loop and the background jobs, `export` is the `p` key's hook.
+//! `app` holds what the screens share and dispatches to them, `screen` has one module per screen
+//! (its state, commands, clicks and drawing), `jobs` is the registry of background work, `model`
+//! derives what views show, `keymap` is the one key table, `ui` draws the frame around the screen
+//! (title, status bar, popups) and the shared widgets, `event` runs the loop and the background
+//! jobs, `export` is the `p` key's hook.
 
 pub mod app;
 pub mod event;
 pub mod export;
+pub mod jobs;
 pub mod keymap;
 pub mod model;
+pub mod screen;
 pub mod ui;
 
 pub use app::{Action, App, Options};
@@ -62,18 +67,18 @@ fn install_panic_hook() {
 }
 
 /// The terminal in explorer mode; dropping it restores the terminal (errors and `?` included).
-struct Screen {
+struct TerminalGuard {
     terminal: Terminal<CrosstermBackend<Stdout>>,
 }
 
-impl Screen {
-    fn enter() -> io::Result<Screen> {
+impl TerminalGuard {
+    fn enter() -> io::Result<TerminalGuard> {
         enable_raw_mode()?;
         install_panic_hook();
         let setup = execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)
             .and_then(|_| Terminal::new(CrosstermBackend::new(stdout())));
         match setup {
-            Ok(terminal) => Ok(Screen { terminal }),
+            Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
                 restore();
                 Err(e)
@@ -82,7 +87,7 @@ impl Screen {
     }
 }
 
-impl Drop for Screen {
+impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
     }
@@ -110,7 +115,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"
         );
     }
-    let mut screen = Screen::enter().map_err(|e| {
+    let mut screen = TerminalGuard::enter().map_err(|e| {
         anyhow::anyhow!("the explorer needs a terminal ({e}); try `lorascope scan`")
     })?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

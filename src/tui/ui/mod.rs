@@ -2,14 +2,12 @@
 //! (`Hits`), which the app keeps for mouse hit-testing, page sizes and stable scrolling.
 //! Everything drawn is clipped to its area, so no terminal size makes drawing panic.
 
-mod adapter;
-mod compare;
 pub mod heatmap;
-mod list;
-mod table;
+pub mod table;
 
-use super::app::{App, Hits, Job, Screen};
+use super::app::{App, Hits};
 use super::keymap;
+use super::screen::Screen;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -108,9 +106,9 @@ pub fn render(frame: &mut Frame, app: &App) -> Hits {
     let buf = frame.buffer_mut();
     draw_title(buf, top, app, theme);
     match &app.screen {
-        Screen::List => list::draw(buf, body, app, theme, &mut hits),
-        Screen::Adapter(v) => adapter::draw(buf, body, app, v, theme, &mut hits),
-        Screen::Compare(v) => compare::draw(buf, body, app, v, theme, &mut hits),
+        Screen::List => app.list.draw(buf, body, app, theme, &mut hits),
+        Screen::Adapter(v) => v.draw(buf, body, app, theme, &mut hits),
+        Screen::Compare(v) => v.draw(buf, body, app, theme, &mut hits),
     }
     draw_status(buf, bottom, app, theme);
     if let Some(text) = &app.fetch_input {
@@ -196,33 +194,9 @@ pub fn centered_message(
 
 fn draw_title(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
     let (crumb, right) = match &app.screen {
-        Screen::List if app.scan != super::app::ScanState::Done => {
-            ("adapters".to_string(), "scanning…".to_string())
-        }
-        Screen::List => {
-            let n = app.adapters.len();
-            let noun = if n == 1 { "adapter" } else { "adapters" };
-            let right = if app.list.visible.len() == n {
-                format!("{n} {noun}")
-            } else {
-                format!("{} of {n} {noun}", app.list.visible.len())
-            };
-            ("adapters".to_string(), right)
-        }
-        Screen::Adapter(v) => {
-            let id = app.adapters.get(v.idx).map_or("?", |a| a.id.as_str());
-            let right = match app.stats.get(&v.idx) {
-                Some(Job::Running { done, total, .. }) => format!("statistics {done}/{total}"),
-                Some(Job::Ready(_)) => "statistics ready".into(),
-                Some(Job::Failed(_)) => "statistics failed".into(),
-                None => String::new(),
-            };
-            (id.to_string(), right)
-        }
-        Screen::Compare(v) => {
-            let id = |i: usize| app.adapters.get(i).map_or("?", |a| a.id.as_str());
-            (format!("compare {} ↔ {}", id(v.a), id(v.b)), String::new())
-        }
+        Screen::List => app.list.title(app),
+        Screen::Adapter(v) => v.title(app),
+        Screen::Compare(v) => v.title(app),
     };
     let x = put(buf, area, area.x, area.y, " lorascope ", theme.title());
     let x = put(buf, area, x, area.y, "› ", theme.dim());
@@ -246,7 +220,7 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
 }
 
 /// `fetching ORG/NAME ████░░░░ 37%` for the status bar (short: the key hints come first).
-fn fetch_progress(f: &super::app::FetchJob) -> String {
+fn fetch_progress(f: &super::jobs::FetchJob) -> String {
     const W: usize = 8;
     if f.total == 0 {
         return format!("fetching {}…", f.repo);
@@ -294,7 +268,7 @@ fn draw_fetch(buf: &mut Buffer, area: Rect, text: &str, theme: Theme) {
 }
 
 fn draw_status(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
-    let progress = app.fetch.as_ref().map(fetch_progress);
+    let progress = app.fetch().as_ref().map(fetch_progress);
     let msg = app
         .status
         .as_deref()

@@ -1,12 +1,14 @@
 //! Two adapters side by side: what only one has, per-layer ‖ΔW‖ of both, and cosine / subspace
 //! similarity per module on the shared heatmap.
 
-use super::heatmap::{legend, Heatmap, Palette, Scale};
-use super::table::{self, Column, TableSpec};
-use super::{centered_message, fit, put, Theme};
+use super::CompareScreen;
 use crate::cli::table::num;
-use crate::tui::app::{App, CompareView, Hits, Job, RowsHits};
+use crate::tui::app::{App, Hits, RowsHits};
+use crate::tui::jobs::{Job, JobKey};
 use crate::tui::model::{CompareMetric, CompareModel, GridCell};
+use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
+use crate::tui::ui::table::{self, Column, TableSpec};
+use crate::tui::ui::{centered_message, fit, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -16,7 +18,7 @@ pub fn draw(
     buf: &mut Buffer,
     area: Rect,
     app: &App,
-    v: &CompareView,
+    v: &CompareScreen,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -56,7 +58,7 @@ pub fn draw(
             style,
         );
     }
-    match (&v.model, app.compares.get(&(v.a, v.b))) {
+    match (&v.model, app.jobs.get(&JobKey::Compare(v.a, v.b))) {
         (Some(m), _) => draw_model(buf, body, app, v, m, theme, hits),
         (None, job) => {
             let (msg, progress) = match job {
@@ -86,7 +88,7 @@ fn draw_model(
     buf: &mut Buffer,
     area: Rect,
     app: &App,
-    v: &CompareView,
+    v: &CompareScreen,
     m: &CompareModel,
     theme: Theme,
     hits: &mut Hits,
@@ -234,7 +236,7 @@ fn draw_layer_norms(
     buf: &mut Buffer,
     area: Rect,
     app: &App,
-    v: &CompareView,
+    v: &CompareScreen,
     m: &CompareModel,
     theme: Theme,
     hits: &mut Hits,

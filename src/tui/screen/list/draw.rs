@@ -1,17 +1,25 @@
 //! The adapter list (home): the scan's progress, then one row per adapter with a detail pane.
 
-use super::table::{self, Column, TableSpec};
-use super::{centered_message, put, Theme};
+use super::ListScreen;
 use crate::adapter::Kind;
 use crate::tui::app::{App, Hits, ScanState};
 use crate::tui::model::ListColumn;
+use crate::tui::ui::table::{self, Column, TableSpec};
+use crate::tui::ui::{centered_message, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Widget, Wrap};
 
-pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hits) {
+pub fn draw(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    l: &ListScreen,
+    theme: Theme,
+    hits: &mut Hits,
+) {
     if let ScanState::Scanning { what, done, total } = &app.scan {
         let progress = (*total > 0).then_some((*done, *total));
         centered_message(
@@ -23,7 +31,7 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
         );
         return;
     }
-    let filtering = app.list.editing || !app.list.filter.is_empty();
+    let filtering = l.editing || !l.filter.is_empty();
     let [filter, table_area, detail] = Layout::vertical([
         Constraint::Length(u16::from(filtering)),
         Constraint::Min(1),
@@ -32,11 +40,11 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
     .areas(area);
     if filtering {
         let x = put(buf, filter, filter.x + 1, filter.y, "/ ", theme.key());
-        let x = put(buf, filter, x, filter.y, &app.list.filter, Style::new());
-        if app.list.editing {
+        let x = put(buf, filter, x, filter.y, &l.filter, Style::new());
+        if l.editing {
             put(buf, filter, x, filter.y, "▏", theme.key());
         }
-        let n = format!("  {} match", app.list.visible.len());
+        let n = format!("  {} match", l.visible.len());
         put(buf, filter, x + 2, filter.y, &n, theme.dim());
     }
     if app.adapters.is_empty() {
@@ -52,7 +60,7 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
         );
         return;
     }
-    let w = |i: usize| app.list.widths.get(i).copied().unwrap_or(8);
+    let w = |i: usize| l.widths.get(i).copied().unwrap_or(8);
     let spec = TableSpec {
         columns: ListColumn::ALL
             .iter()
@@ -75,17 +83,17 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
                 }
             })
             .collect(),
-        len: app.list.visible.len(),
-        selected: (!app.list.visible.is_empty()).then_some(app.list.selected),
+        len: l.visible.len(),
+        selected: (!l.visible.is_empty()).then_some(l.selected),
         sort: ListColumn::ALL
             .iter()
-            .position(|&c| c == app.list.sort)
-            .map(|i| (i, app.list.asc)),
+            .position(|&c| c == l.sort)
+            .map(|i| (i, l.asc)),
         prev_offset: app.hits.list.as_ref().map_or(0, |h| h.offset),
         lead_width: 2,
     };
     let row = |i: usize| {
-        let r = &app.rows[app.list.visible[i]];
+        let r = &l.rows[l.visible[i]];
         let style = if r.kind == Kind::Error {
             theme.error()
         } else {
@@ -94,20 +102,20 @@ pub fn draw(buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hi
         (ListColumn::ALL.iter().map(|&c| r.cell(c)).collect(), style)
     };
     let mut lead = |buf: &mut Buffer, x: u16, y: u16, i: usize| {
-        let idx = app.list.visible[i];
-        if let Some(p) = app.list.marked.iter().position(|&m| m == idx) {
+        let idx = l.visible[i];
+        if let Some(p) = l.marked.iter().position(|&m| m == idx) {
             put(buf, table_area, x, y, ["A", "B"][p.min(1)], theme.marked());
         }
     };
     let t = table::draw(buf, table_area, &spec, theme, &row, &mut lead);
     hits.page = t.body.height as usize;
     hits.list = Some(t);
-    draw_detail(buf, detail, app, theme);
+    draw_detail(buf, detail, l, theme);
 }
 
 /// The selected adapter's path, facts and notes; an error's message in full.
-fn draw_detail(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
-    let Some(r) = app.selected_adapter().map(|i| &app.rows[i]) else {
+fn draw_detail(buf: &mut Buffer, area: Rect, l: &ListScreen, theme: Theme) {
+    let Some(r) = l.selected_adapter().map(|i| &l.rows[i]) else {
         return;
     };
     let mut lines: Vec<Line> = Vec::new();
@@ -121,7 +129,7 @@ fn draw_detail(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
         let style = if i == 0 { theme.dim() } else { Style::new() };
         lines.push(Line::styled(d.clone(), style));
     }
-    let marks = match app.list.marked.len() {
+    let marks = match l.marked.len() {
         0 => String::new(),
         n => format!(" {n} marked "),
     };
@@ -135,4 +143,19 @@ fn draw_detail(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
                 .border_style(theme.dim()),
         )
         .render(area, buf);
+}
+
+/// The title bar's crumb and right-hand note: how many adapters are shown.
+pub fn title(app: &App, l: &ListScreen) -> (String, String) {
+    if app.scan != ScanState::Done {
+        return ("adapters".to_string(), "scanning…".to_string());
+    }
+    let n = app.adapters.len();
+    let noun = if n == 1 { "adapter" } else { "adapters" };
+    let right = if l.visible.len() == n {
+        format!("{n} {noun}")
+    } else {
+        format!("{} of {n} {noun}", l.visible.len())
+    };
+    ("adapters".to_string(), right)
 }

@@ -1,13 +1,15 @@
 //! One adapter's views: Tree, Layer map, Expert map, Stats (with the spectrum chart).
 
-use super::heatmap::{legend, Heatmap, Palette, Scale};
-use super::table::{self, Column, TableSpec};
-use super::{centered_message, fit, put, Theme};
+use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
 use crate::cli::table::num;
 use crate::stats::AdapterStats;
-use crate::tui::app::{AdapterView, App, Hits, Job, RowsHits, Tab};
+use crate::tui::app::{App, Hits, RowsHits};
+use crate::tui::jobs::{Job, JobKey, JobOutput};
 use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
+use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
+use crate::tui::ui::table::{self, Column, TableSpec};
+use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -19,7 +21,7 @@ pub fn draw(
     buf: &mut Buffer,
     area: Rect,
     app: &App,
-    v: &AdapterView,
+    v: &AdapterScreen,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -34,7 +36,7 @@ pub fn draw(
     .areas(area);
     draw_tabs(buf, tabs, v.tab, theme, hits);
     draw_summary(buf, summary, a, theme);
-    let stats = app.stats.get(&v.idx);
+    let stats = app.jobs.get(&JobKey::Stats(v.idx));
     match v.tab {
         Tab::Tree => draw_tree(buf, body, app, v, theme, hits),
         Tab::Layers => draw_layers(buf, body, app, a, v, stats, theme, hits),
@@ -88,7 +90,7 @@ fn stats_state<'a>(
     buf: &mut Buffer,
     area: Rect,
     a: &Adapter,
-    stats: Option<&'a Job<std::sync::Arc<AdapterStats>>>,
+    stats: Option<&'a Job>,
     theme: Theme,
 ) -> Option<&'a AdapterStats> {
     if let Some(e) = &a.error {
@@ -115,7 +117,7 @@ fn stats_state<'a>(
         return None;
     }
     match stats {
-        Some(Job::Ready(s)) => Some(s),
+        Some(Job::Ready(JobOutput::Stats(s))) => Some(s),
         Some(Job::Running { done, total, .. }) => {
             centered_message(
                 buf,
@@ -142,7 +144,7 @@ fn stats_state<'a>(
             );
             None
         }
-        None => {
+        Some(Job::Ready(_)) | None => {
             centered_message(
                 buf,
                 area,
@@ -161,7 +163,7 @@ fn draw_tree(
     buf: &mut Buffer,
     area: Rect,
     app: &App,
-    v: &AdapterView,
+    v: &AdapterScreen,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -294,17 +296,13 @@ fn grid_scale(g: &Grid, metric: usize) -> Option<Scale> {
     })
 }
 
-fn waiting_line(
-    a: &Adapter,
-    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
-    theme: Theme,
-) -> Option<Line<'static>> {
+fn waiting_line(a: &Adapter, stats: Option<&Job>, theme: Theme) -> Option<Line<'static>> {
     match stats {
         Some(Job::Ready(_)) => None,
         Some(Job::Running { done, total, .. }) => {
             let mut l = Line::styled("statistics ", theme.dim());
             l.spans
-                .extend(super::progress_line(*done, *total, 30, theme).spans);
+                .extend(progress_line(*done, *total, 30, theme).spans);
             l.spans.push(Span::styled("  (Esc cancels)", theme.dim()));
             Some(l)
         }
@@ -329,8 +327,8 @@ fn draw_layers(
     area: Rect,
     app: &App,
     a: &Adapter,
-    v: &AdapterView,
-    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    v: &AdapterScreen,
+    stats: Option<&Job>,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -404,8 +402,8 @@ fn draw_experts(
     area: Rect,
     app: &App,
     a: &Adapter,
-    v: &AdapterView,
-    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    v: &AdapterScreen,
+    stats: Option<&Job>,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -485,8 +483,8 @@ fn draw_stats(
     area: Rect,
     app: &App,
     a: &Adapter,
-    v: &AdapterView,
-    stats: Option<&Job<std::sync::Arc<AdapterStats>>>,
+    v: &AdapterScreen,
+    stats: Option<&Job>,
     theme: Theme,
     hits: &mut Hits,
 ) {
@@ -630,4 +628,16 @@ fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow,
     );
     let x = area.right().saturating_sub(note.chars().count() as u16 + 1);
     put(buf, area, x, area.y, &note, theme.dim());
+}
+
+/// The title bar: the adapter's id, and how its statistics are doing.
+pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
+    let id = app.adapters.get(v.idx).map_or("?", |a| a.id.as_str());
+    let right = match app.jobs.get(&JobKey::Stats(v.idx)) {
+        Some(Job::Running { done, total, .. }) => format!("statistics {done}/{total}"),
+        Some(Job::Ready(_)) => "statistics ready".into(),
+        Some(Job::Failed(_)) => "statistics failed".into(),
+        None => String::new(),
+    };
+    (id.to_string(), right)
 }

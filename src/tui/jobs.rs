@@ -1,0 +1,306 @@
+//! The one registry of background work (statistics, comparisons, Hub fetches). Every job is
+//! started, advanced, cancelled and finished the same way: `start` queues its `Effect` under a
+//! `JobKey`, the event loop answers with `Action::Progress` and `Action::Done` carrying the
+//! `JobId`, and a result whose job is no longer running (cancelled, or its view was left) is
+//! dropped.
+
+use super::app::{CompareOutput, Effect};
+use crate::adapter::Adapter;
+use crate::stats::AdapterStats;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type JobId = u64;
+
+/// What a job is for; at most one job per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobKey {
+    /// Statistics of the adapter at this index.
+    Stats(usize),
+    /// Comparison of adapters A and B (indices).
+    Compare(usize, usize),
+    /// A Hub fetch of this repo (as typed, normalised: `ORG/NAME[@REV]`).
+    Fetch(String),
+}
+
+impl JobKey {
+    /// Results kept for the rest of the run; a fetch's adapters are handed over to the list.
+    fn keeps_result(&self) -> bool {
+        !matches!(self, JobKey::Fetch(_))
+    }
+
+    /// The status bar's message when the job fails.
+    pub fn failure(&self, e: &str) -> String {
+        match self {
+            JobKey::Stats(_) => format!("statistics failed: {e}"),
+            JobKey::Compare(..) => format!("compare failed: {e}"),
+            // Fetch errors already name the repo.
+            JobKey::Fetch(_) => e.to_string(),
+        }
+    }
+}
+
+/// What a job produces.
+#[derive(Debug, Clone)]
+pub enum JobOutput {
+    Stats(Arc<AdapterStats>),
+    Compare(Arc<CompareOutput>),
+    /// The adapters of the fetched repo, read from the cache.
+    Fetch(Vec<Adapter>),
+}
+
+impl From<AdapterStats> for JobOutput {
+    fn from(s: AdapterStats) -> Self {
+        JobOutput::Stats(Arc::new(s))
+    }
+}
+
+impl From<CompareOutput> for JobOutput {
+    fn from(c: CompareOutput) -> Self {
+        JobOutput::Compare(Arc::new(c))
+    }
+}
+
+impl From<Vec<Adapter>> for JobOutput {
+    fn from(a: Vec<Adapter>) -> Self {
+        JobOutput::Fetch(a)
+    }
+}
+
+/// One job's state. Progress counts deltas (statistics, comparisons) or bytes (fetches).
+#[derive(Debug, Clone)]
+pub enum Job {
+    Running {
+        id: JobId,
+        done: usize,
+        total: usize,
+    },
+    Ready(JobOutput),
+    Failed(String),
+}
+
+/// A running fetch, as the status bar shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchJob {
+    pub id: JobId,
+    /// The repo as typed (normalised): `ORG/NAME[@REV]`.
+    pub repo: String,
+    /// Bytes in place so far, of `total`.
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Every job of the run, and the work queued for the event loop.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    jobs: HashMap<JobKey, Job>,
+    effects: Vec<Effect>,
+    last_id: JobId,
+}
+
+impl Jobs {
+    /// Registers a running job under `key` and queues its work, built from its new id.
+    pub fn start(&mut self, key: JobKey, total: usize, work: impl FnOnce(JobId) -> Effect) {
+        self.last_id += 1;
+        let id = self.last_id;
+        self.jobs.insert(key, Job::Running { id, done: 0, total });
+        self.effects.push(work(id));
+    }
+
+    /// Queues work that is not a job (e.g. a plot export).
+    pub fn request(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    /// Work queued since the last call, for the event loop.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Cancels the running job under `key` and forgets it; true if there was one.
+    pub fn cancel(&mut self, key: &JobKey) -> bool {
+        let Some(Job::Running { id, .. }) = self.jobs.get(key) else {
+            return false;
+        };
+        self.effects.push(Effect::Cancel(*id));
+        self.jobs.remove(key);
+        true
+    }
+
+    /// Records progress of the running job `job` (unknown jobs are ignored).
+    pub fn progress(&mut self, job: JobId, done: usize, total: usize) {
+        if let Some(Job::Running {
+            done: d, total: t, ..
+        }) = self.running_mut(job)
+        {
+            (*d, *t) = (done, total);
+        }
+    }
+
+    /// Ends the running job `job` with its result: kept under its key (fetches are forgotten).
+    /// Returns the key, or None when the result is no longer wanted and was dropped.
+    pub fn finish(&mut self, job: JobId, result: &Result<JobOutput, String>) -> Option<JobKey> {
+        let key = self.key_of(job)?;
+        match result {
+            _ if !key.keeps_result() => {
+                self.jobs.remove(&key);
+            }
+            Ok(out) => {
+                if let (JobKey::Compare(a, b), JobOutput::Compare(c)) = (&key, out) {
+                    // The statistics came along: keep them for the adapter views too.
+                    for (i, s) in [(*a, &c.stats_a), (*b, &c.stats_b)] {
+                        if self.stats(i).is_none() {
+                            let ready = Job::Ready(JobOutput::Stats(s.clone()));
+                            self.jobs.insert(JobKey::Stats(i), ready);
+                        }
+                    }
+                }
+                self.jobs.insert(key.clone(), Job::Ready(out.clone()));
+            }
+            Err(e) => {
+                self.jobs.insert(key.clone(), Job::Failed(e.clone()));
+            }
+        }
+        Some(key)
+    }
+
+    /// Records a job's state that needs no work (e.g. a comparison that cannot run).
+    pub fn insert(&mut self, key: JobKey, job: Job) {
+        self.jobs.insert(key, job);
+    }
+
+    pub fn get(&self, key: &JobKey) -> Option<&Job> {
+        self.jobs.get(key)
+    }
+
+    pub fn contains(&self, key: &JobKey) -> bool {
+        self.jobs.contains_key(key)
+    }
+
+    /// Forgets a job (its result, or a running job whose result will then be dropped).
+    pub fn remove(&mut self, key: &JobKey) {
+        self.jobs.remove(key);
+    }
+
+    /// Keeps only the jobs for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&JobKey) -> bool) {
+        self.jobs.retain(|k, _| keep(k));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// The statistics of adapter `idx`, when computed.
+    pub fn stats(&self, idx: usize) -> Option<&Arc<AdapterStats>> {
+        match self.jobs.get(&JobKey::Stats(idx)) {
+            Some(Job::Ready(JobOutput::Stats(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The comparison of adapters `a` and `b`, when computed.
+    pub fn comparison(&self, a: usize, b: usize) -> Option<&Arc<CompareOutput>> {
+        match self.jobs.get(&JobKey::Compare(a, b)) {
+            Some(Job::Ready(JobOutput::Compare(c))) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The running fetch, if any (one at a time).
+    pub fn fetch(&self) -> Option<FetchJob> {
+        self.jobs.iter().find_map(|(k, j)| match (k, j) {
+            (JobKey::Fetch(repo), &Job::Running { id, done, total }) => Some(FetchJob {
+                id,
+                repo: repo.clone(),
+                done,
+                total,
+            }),
+            _ => None,
+        })
+    }
+
+    fn key_of(&self, job: JobId) -> Option<JobKey> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| matches!(j, Job::Running { id, .. } if *id == job))
+            .map(|(k, _)| k.clone())
+    }
+
+    fn running_mut(&mut self, job: JobId) -> Option<&mut Job> {
+        self.jobs
+            .values_mut()
+            .find(|j| matches!(j, Job::Running { id, .. } if *id == job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_effect(jobs: &mut Jobs, idx: usize) -> JobId {
+        jobs.start(JobKey::Stats(idx), 10, Effect::Cancel);
+        match jobs.take_effects().as_slice() {
+            [Effect::Cancel(id)] => *id,
+            e => panic!("one effect per start: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn every_job_gets_its_own_id_and_progress() {
+        let mut jobs = Jobs::default();
+        let a = stats_effect(&mut jobs, 0);
+        jobs.start(JobKey::Fetch("org/x".into()), 0, Effect::Cancel);
+        let f = jobs.fetch().expect("the fetch runs").id;
+        assert_ne!(a, f);
+        jobs.progress(f, 500, 1000);
+        jobs.progress(f + a + 100, 1, 1); // unknown: ignored
+        assert!(matches!(
+            jobs.get(&JobKey::Stats(0)),
+            Some(Job::Running {
+                done: 0,
+                total: 10,
+                ..
+            })
+        ));
+        let fetch = jobs.fetch().unwrap();
+        assert_eq!(
+            (fetch.repo.as_str(), fetch.done, fetch.total),
+            ("org/x", 500, 1000)
+        );
+    }
+
+    #[test]
+    fn a_cancelled_jobs_result_is_dropped() {
+        let mut jobs = Jobs::default();
+        let id = stats_effect(&mut jobs, 3);
+        assert!(jobs.cancel(&JobKey::Stats(3)));
+        assert!(matches!(jobs.take_effects().as_slice(), [Effect::Cancel(j)] if *j == id));
+        assert!(!jobs.cancel(&JobKey::Stats(3)), "nothing left to cancel");
+        assert_eq!(jobs.finish(id, &Err("cancelled".into())), None);
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn failures_are_kept_but_fetches_are_forgotten() {
+        let mut jobs = Jobs::default();
+        let id = stats_effect(&mut jobs, 1);
+        let key = jobs.finish(id, &Err("bad file".into()));
+        assert_eq!(key, Some(JobKey::Stats(1)));
+        assert!(matches!(jobs.get(&JobKey::Stats(1)), Some(Job::Failed(e)) if e == "bad file"));
+        assert_eq!(
+            JobKey::Stats(1).failure("bad file"),
+            "statistics failed: bad file"
+        );
+        jobs.start(JobKey::Fetch("org/y".into()), 0, Effect::Cancel);
+        let f = jobs.fetch().unwrap().id;
+        let key = jobs.finish(f, &Ok(JobOutput::Fetch(vec![])));
+        assert_eq!(key, Some(JobKey::Fetch("org/y".into())));
+        assert!(jobs.fetch().is_none() && !jobs.contains(&JobKey::Fetch("org/y".into())));
+        assert_eq!(jobs.finish(f, &Ok(JobOutput::Fetch(vec![]))), None);
+    }
+}

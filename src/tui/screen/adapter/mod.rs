@@ -1,0 +1,466 @@
+//! One adapter's screen: four views (Tree, Layer map, Expert map, Stats); the views that show
+//! statistics start computing them.
+
+mod draw;
+
+use super::{step, step2, Go, Shared};
+use crate::adapter::Adapter;
+use crate::stats::AdapterStats;
+use crate::tui::app::{App, Effect, Hits};
+use crate::tui::jobs::JobKey;
+use crate::tui::keymap::{Command, Mode};
+use crate::tui::model::{self, Grid, Metric, StatsColumn, StatsRow, TreeNode};
+use crate::tui::ui::Theme;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Position, Rect};
+use std::sync::Arc;
+
+/// The four views of one adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Tree,
+    Layers,
+    Experts,
+    Stats,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 4] = [Tab::Tree, Tab::Layers, Tab::Experts, Tab::Stats];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Tree => "Tree",
+            Tab::Layers => "Layer map",
+            Tab::Experts => "Expert map",
+            Tab::Stats => "Stats",
+        }
+    }
+
+    fn mode(self) -> Mode {
+        match self {
+            Tab::Tree => Mode::Tree,
+            Tab::Layers => Mode::LayerMap,
+            Tab::Experts => Mode::ExpertMap,
+            Tab::Stats => Mode::Stats,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Views that show statistics start computing them.
+    fn wants_stats(self) -> bool {
+        self != Tab::Tree
+    }
+}
+
+/// One adapter's views.
+#[derive(Debug, Clone)]
+pub struct AdapterScreen {
+    pub idx: usize,
+    pub tab: Tab,
+    pub tree: Vec<TreeNode>,
+    pub expanded: Vec<bool>,
+    pub visible: Vec<usize>,
+    pub tree_sel: usize,
+    pub metric: Metric,
+    pub layers: Grid,
+    pub layer_cursor: (usize, usize),
+    pub expert_targets: Vec<String>,
+    pub expert_target: usize,
+    pub experts: Grid,
+    pub expert_cursor: (usize, usize),
+    pub stats_rows: Vec<StatsRow>,
+    pub stats_sort: StatsColumn,
+    pub stats_asc: bool,
+    pub stats_sel: usize,
+    pub stats_widths: Vec<u16>,
+}
+
+impl AdapterScreen {
+    /// The screen of adapter `idx`, on its tree; None if there is no such adapter.
+    pub fn open(shared: &Shared, idx: usize) -> Option<AdapterScreen> {
+        let a = shared.adapters.get(idx)?;
+        let tree = model::build_tree(a);
+        // The first layer starts open so that the tree shows its depth at once.
+        let mut expanded = vec![false; tree.len()];
+        if let Some(first) = tree.iter().position(|n| n.kind == model::NodeKind::Layer) {
+            expanded[first] = true;
+        }
+        let visible = model::visible_nodes(&tree, &expanded);
+        let mut v = AdapterScreen {
+            idx,
+            tab: Tab::Tree,
+            tree,
+            expanded,
+            visible,
+            tree_sel: 0,
+            metric: Metric::Fro,
+            layers: Grid::default(),
+            layer_cursor: (0, 0),
+            expert_targets: model::expert_targets(a),
+            expert_target: 0,
+            experts: Grid::default(),
+            expert_cursor: (0, 0),
+            stats_rows: vec![],
+            stats_sort: StatsColumn::Layer,
+            stats_asc: true,
+            stats_sel: 0,
+            stats_widths: vec![],
+        };
+        v.refresh(a, shared.jobs.stats(idx).map(Arc::as_ref));
+        Some(v)
+    }
+
+    pub fn draw(&self, buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hits) {
+        draw::draw(buf, area, app, self, theme, hits);
+    }
+
+    /// The title bar's crumb and right-hand note.
+    pub fn title(&self, app: &App) -> (String, String) {
+        draw::title(app, self)
+    }
+
+    pub fn modes(&self) -> Vec<Mode> {
+        vec![self.tab.mode(), Mode::Adapter, Mode::Move, Mode::Global]
+    }
+
+    fn key(&self) -> JobKey {
+        JobKey::Stats(self.idx)
+    }
+
+    /// A job ended: statistics of this adapter fill the views.
+    pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
+        if *key != self.key() {
+            return;
+        }
+        let (Some(a), Some(st)) = (shared.adapters.get(self.idx), shared.jobs.stats(self.idx))
+        else {
+            return;
+        };
+        let st = st.clone();
+        self.refresh(a, Some(&st));
+        shared.say(format!(
+            "statistics of {} deltas in {secs:.2} s",
+            st.deltas.len()
+        ));
+    }
+
+    pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
+        match c {
+            Command::NextView | Command::PrevView | Command::View(_) => {
+                let i = self.tab.index();
+                let n = Tab::ALL.len();
+                let next = match c {
+                    Command::NextView => (i + 1) % n,
+                    Command::PrevView => (i + n - 1) % n,
+                    Command::View(k) => k.min(n - 1),
+                    _ => i,
+                };
+                self.switch_tab(Tab::ALL[next], shared);
+                return Go::Stay;
+            }
+            Command::Escape => {
+                if shared.jobs.cancel(&self.key()) {
+                    shared.say("statistics cancelled");
+                    return Go::Stay;
+                }
+                return Go::List;
+            }
+            Command::Back => {
+                // Leaving the view drops its computation: nobody would see the result.
+                shared.jobs.cancel(&self.key());
+                return Go::List;
+            }
+            Command::ExportPlot => {
+                shared.jobs.request(Effect::ExportPlot);
+                return Go::Stay;
+            }
+            _ => {}
+        }
+        let page = shared.page;
+        match self.tab {
+            Tab::Tree => self.tree_command(c, page),
+            Tab::Layers => match c {
+                Command::NextMetric => self.metric = self.metric.next(),
+                Command::Open => self.open_layer_cell(shared),
+                _ => self.layer_cursor = step2(self.layer_cursor, &self.layers, c, page),
+            },
+            Tab::Experts => match c {
+                Command::NextMetric => self.metric = self.metric.next(),
+                Command::NextTarget => {
+                    if !self.expert_targets.is_empty() {
+                        self.expert_target = (self.expert_target + 1) % self.expert_targets.len();
+                        self.refresh_from(shared);
+                    }
+                }
+                Command::Open => self.open_expert_cell(shared),
+                _ => self.expert_cursor = step2(self.expert_cursor, &self.experts, c, page),
+            },
+            Tab::Stats => match c {
+                Command::SortNext | Command::SortReverse => {
+                    // The order is kept even before the statistics exist: they arrive sorted.
+                    if c == Command::SortNext {
+                        let i = StatsColumn::ALL
+                            .iter()
+                            .position(|&x| x == self.stats_sort)
+                            .unwrap_or(0);
+                        self.stats_sort = StatsColumn::ALL[(i + 1) % StatsColumn::ALL.len()];
+                        self.stats_asc = true;
+                    } else {
+                        self.stats_asc = !self.stats_asc;
+                    }
+                    self.sort_stats(self.stats_sort, self.stats_asc, shared);
+                }
+                _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
+            },
+        }
+        Go::Stay
+    }
+
+    /// Tabs switch views; a click on a tree row, map cell or table row selects it, on the
+    /// selected one opens it; a click on a stats header sorts by its column.
+    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, shared: &mut Shared) -> Go {
+        if let Some(&(_, tab)) = hits
+            .tabs
+            .iter()
+            .find(|(r, _)| r.contains(Position { x, y }))
+        {
+            self.switch_tab(tab, shared);
+            return Go::Stay;
+        }
+        match self.tab {
+            Tab::Tree => {
+                let Some(r) = hits.tree.as_ref().and_then(|t| t.row_at(x, y)) else {
+                    return Go::Stay;
+                };
+                if r < self.visible.len() {
+                    if r == self.tree_sel {
+                        self.tree_command(Command::Open, 1);
+                    } else {
+                        self.tree_sel = r;
+                    }
+                }
+            }
+            tab @ (Tab::Layers | Tab::Experts) => {
+                let Some(cell) = hits.heatmap.as_ref().and_then(|h| h.cell_at(x, y)) else {
+                    return Go::Stay;
+                };
+                let cur = if tab == Tab::Layers {
+                    &mut self.layer_cursor
+                } else {
+                    &mut self.expert_cursor
+                };
+                if *cur == cell {
+                    return self.command(Command::Open, shared);
+                }
+                *cur = cell;
+            }
+            Tab::Stats => {
+                let Some(t) = &hits.stats else {
+                    return Go::Stay;
+                };
+                if let Some(col) = t.col_at(x, y) {
+                    let col = StatsColumn::ALL[col.min(StatsColumn::ALL.len() - 1)];
+                    let asc = col != self.stats_sort || !self.stats_asc;
+                    self.sort_stats(col, asc, shared);
+                } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.stats_rows.len()) {
+                    self.stats_sel = r;
+                }
+            }
+        }
+        Go::Stay
+    }
+
+    /// Enter on a layer-map cell of an expert target opens its expert map at that layer.
+    fn open_layer_cell(&mut self, shared: &mut Shared) {
+        let (r, col) = self.layer_cursor;
+        let target = self.layers.cols.get(col).cloned();
+        let layer = self.layers.row_layers.get(r).copied();
+        let Some(t) = target.filter(|t| self.expert_targets.contains(t)) else {
+            shared.say("not an expert target: Enter opens expert cells");
+            return;
+        };
+        self.expert_target = self
+            .expert_targets
+            .iter()
+            .position(|x| *x == t)
+            .unwrap_or(0);
+        self.refresh_from(shared);
+        let row = self
+            .experts
+            .row_layers
+            .iter()
+            .position(|l| Some(*l) == layer)
+            .unwrap_or(0);
+        self.expert_cursor = (row, 0);
+        self.switch_tab(Tab::Experts, shared);
+    }
+
+    /// Enter on an expert-map cell selects its delta in the Stats view.
+    fn open_expert_cell(&mut self, shared: &mut Shared) {
+        let Some(st) = shared.jobs.stats(self.idx) else {
+            shared.say("statistics are not ready yet");
+            return;
+        };
+        let (r, col) = self.expert_cursor;
+        let layer = self.experts.row_layers.get(r).copied().flatten();
+        let expert = self
+            .experts
+            .cols
+            .get(col)
+            .and_then(|e| e.parse::<usize>().ok());
+        let target = self.expert_targets.get(self.expert_target);
+        let hit = self.stats_rows.iter().position(|row| match *row {
+            StatsRow::Delta(i) => {
+                let d = &st.deltas[i];
+                d.layer == layer && Some(&d.target) == target && d.expert == expert
+            }
+            StatsRow::Full(_) => false,
+        });
+        if let Some(h) = hit {
+            self.stats_sel = h;
+            self.switch_tab(Tab::Stats, shared);
+        }
+    }
+
+    fn sort_stats(&mut self, col: StatsColumn, asc: bool, shared: &mut Shared) {
+        let Some(st) = shared.jobs.stats(self.idx) else {
+            return;
+        };
+        let keep = self.stats_rows.get(self.stats_sel).copied();
+        self.stats_sort = col;
+        self.stats_asc = asc;
+        self.stats_rows = model::sort_stats_rows(st, col, asc);
+        self.stats_sel = keep
+            .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
+            .unwrap_or(0);
+        shared.say(format!(
+            "sorted by {} {}",
+            col.title(),
+            if asc { "ascending" } else { "descending" }
+        ));
+    }
+
+    fn switch_tab(&mut self, tab: Tab, shared: &mut Shared) {
+        self.tab = tab;
+        if tab.wants_stats() {
+            self.ensure_stats(shared);
+        }
+    }
+
+    /// Starts the statistics unless they are known, running, or cannot exist.
+    fn ensure_stats(&self, shared: &mut Shared) {
+        let Some(a) = shared.adapters.get(self.idx) else {
+            return;
+        };
+        if a.error.is_some() || (a.deltas.is_empty() && a.full.is_empty()) {
+            return;
+        }
+        if shared.jobs.contains(&self.key()) {
+            return;
+        }
+        let adapter = a.clone();
+        shared
+            .jobs
+            .start(self.key(), a.deltas.len(), |job| Effect::Stats {
+                job,
+                adapter,
+            });
+    }
+
+    fn tree_command(&mut self, c: Command, page: usize) {
+        let Some(&node) = self.visible.get(self.tree_sel) else {
+            return;
+        };
+        let has_children = self.tree[node].children > 0;
+        let set = |v: &mut AdapterScreen, open: bool| {
+            v.expanded[node] = open;
+            v.visible = model::visible_nodes(&v.tree, &v.expanded);
+            v.tree_sel = v.visible.iter().position(|&n| n == node).unwrap_or(0);
+        };
+        match c {
+            Command::Open if has_children => {
+                let open = !self.expanded[node];
+                set(self, open);
+            }
+            Command::Expand if has_children => set(self, true),
+            Command::Collapse => {
+                if has_children && self.expanded[node] {
+                    set(self, false);
+                } else if let Some(p) = self.tree[node].parent {
+                    self.tree_sel = self
+                        .visible
+                        .iter()
+                        .position(|&n| n == p)
+                        .unwrap_or(self.tree_sel);
+                }
+            }
+            Command::ExpandAll => {
+                // Expand everything, or collapse everything when all is already open.
+                let all_open = self
+                    .tree
+                    .iter()
+                    .zip(&self.expanded)
+                    .all(|(n, &e)| n.children == 0 || e);
+                for (i, n) in self.tree.iter().enumerate() {
+                    self.expanded[i] = n.children > 0 && !all_open;
+                }
+                self.visible = model::visible_nodes(&self.tree, &self.expanded);
+                self.tree_sel = self
+                    .visible
+                    .iter()
+                    .position(|&n| n == node)
+                    .unwrap_or_else(|| {
+                        // The node was hidden: select its top-level ancestor.
+                        let mut top = node;
+                        while let Some(p) = self.tree[top].parent {
+                            top = p;
+                        }
+                        self.visible.iter().position(|&n| n == top).unwrap_or(0)
+                    });
+            }
+            _ => self.tree_sel = step(self.tree_sel, self.visible.len(), c, page),
+        }
+    }
+
+    fn refresh_from(&mut self, shared: &Shared) {
+        if let Some(a) = shared.adapters.get(self.idx) {
+            self.refresh(a, shared.jobs.stats(self.idx).map(Arc::as_ref));
+        }
+    }
+
+    /// Rebuilds what the views derive from the statistics (grids, the stats table).
+    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>) {
+        self.layers = model::layer_grid(a, st);
+        self.experts = match self.expert_targets.get(self.expert_target) {
+            Some(t) => model::expert_grid(a, t, st),
+            None => Grid::default(),
+        };
+        let clamp = |cur: (usize, usize), g: &Grid| {
+            (
+                cur.0.min(g.rows.len().saturating_sub(1)),
+                cur.1.min(g.cols.len().saturating_sub(1)),
+            )
+        };
+        self.layer_cursor = clamp(self.layer_cursor, &self.layers);
+        self.expert_cursor = clamp(self.expert_cursor, &self.experts);
+        if let Some(st) = st {
+            self.stats_rows = model::sort_stats_rows(st, self.stats_sort, self.stats_asc);
+            self.stats_sel = self.stats_sel.min(self.stats_rows.len().saturating_sub(1));
+            self.stats_widths = StatsColumn::ALL
+                .iter()
+                .map(|&c| {
+                    let w = self
+                        .stats_rows
+                        .iter()
+                        .map(|&r| model::stats_cell(st, r, c).chars().count())
+                        .max()
+                        .unwrap_or(0);
+                    w.max(c.title().chars().count()) as u16
+                })
+                .collect();
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The adapter list (home): filter, sort, marks, and opening an adapter or a comparison.
+
+mod draw;
+
+use super::{step, Go, Shared};
+use crate::adapter::Adapter;
+use crate::tui::app::{App, Hits};
+use crate::tui::keymap::{Command, Mode};
+use crate::tui::model::{ListColumn, ListRow};
+use crate::tui::ui::Theme;
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use std::sync::Arc;
+
+/// The list's state.
+#[derive(Debug, Clone)]
+pub struct ListScreen {
+    /// One row per adapter, in the order of `App::adapters`.
+    pub rows: Vec<ListRow>,
+    pub filter: String,
+    pub editing: bool,
+    pub sort: ListColumn,
+    pub asc: bool,
+    /// Adapter indices shown, in display order.
+    pub visible: Vec<usize>,
+    /// Index into `visible`.
+    pub selected: usize,
+    /// Marked adapters (first is A, second is B).
+    pub marked: Vec<usize>,
+    /// Natural column widths over every row, so that they do not jump while scrolling.
+    pub widths: Vec<u16>,
+}
+
+impl Default for ListScreen {
+    fn default() -> Self {
+        ListScreen {
+            rows: vec![],
+            filter: String::new(),
+            editing: false,
+            sort: ListColumn::Id,
+            asc: true,
+            visible: vec![],
+            selected: 0,
+            marked: vec![],
+            widths: vec![],
+        }
+    }
+}
+
+impl ListScreen {
+    pub fn draw(&self, buf: &mut Buffer, area: Rect, app: &App, theme: Theme, hits: &mut Hits) {
+        draw::draw(buf, area, app, self, theme, hits);
+    }
+
+    /// The title bar's crumb and right-hand note.
+    pub fn title(&self, app: &App) -> (String, String) {
+        draw::title(app, self)
+    }
+
+    pub fn modes(&self) -> Vec<Mode> {
+        if self.editing {
+            vec![Mode::Filter, Mode::Global]
+        } else {
+            vec![Mode::List, Mode::Move, Mode::Global]
+        }
+    }
+
+    /// The adapter under the selection.
+    pub fn selected_adapter(&self) -> Option<usize> {
+        self.visible.get(self.selected).copied()
+    }
+
+    /// Rows for a new set of adapters (the scan's).
+    pub fn set_adapters(&mut self, adapters: &[Arc<Adapter>]) {
+        self.rows = adapters.iter().map(|a| ListRow::new(a)).collect();
+        self.widths();
+        self.refilter();
+    }
+
+    /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
+    pub fn set_row(&mut self, idx: usize, a: &Adapter) {
+        let row = ListRow::new(a);
+        match self.rows.get_mut(idx) {
+            Some(r) => *r = row,
+            None => self.rows.push(row),
+        }
+    }
+
+    /// After `set_row`s: widths and order again, with adapter `first` selected (the filter is
+    /// cleared when it would hide it).
+    pub fn select_new(&mut self, first: usize) {
+        self.widths();
+        if !self.rows[first].matches(&self.filter) {
+            self.filter.clear();
+            self.editing = false;
+        }
+        self.refilter();
+        if let Some(p) = self.visible.iter().position(|&i| i == first) {
+            self.selected = p;
+        }
+    }
+
+    /// A character typed into the filter.
+    pub fn input(&mut self, ch: char) {
+        if self.editing {
+            self.filter.push(ch);
+            self.refilter();
+        }
+    }
+
+    pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
+        let len = self.visible.len();
+        match c {
+            Command::Up
+            | Command::Down
+            | Command::Top
+            | Command::Bottom
+            | Command::PageUp
+            | Command::PageDown => {
+                self.selected = step(self.selected, len, c, shared.page);
+            }
+            Command::Open => {
+                if let Some(i) = self.selected_adapter() {
+                    return Go::Adapter(i);
+                }
+            }
+            Command::Filter => self.editing = true,
+            Command::FilterKeep => self.editing = false,
+            Command::FilterClear => {
+                self.editing = false;
+                self.filter.clear();
+                self.refilter();
+            }
+            Command::FilterDelete => {
+                self.filter.pop();
+                self.refilter();
+            }
+            Command::Fetch => return Go::Fetch,
+            Command::Mark => self.toggle_mark(shared),
+            Command::Compare => {
+                if let [a, b] = self.marked[..] {
+                    return Go::Compare(a, b);
+                }
+                shared.say("mark two adapters (Space) to compare them");
+            }
+            Command::SortNext => {
+                let i = ListColumn::ALL
+                    .iter()
+                    .position(|&x| x == self.sort)
+                    .unwrap_or(0);
+                self.sort(
+                    ListColumn::ALL[(i + 1) % ListColumn::ALL.len()],
+                    true,
+                    shared,
+                );
+            }
+            Command::SortReverse => self.sort(self.sort, !self.asc, shared),
+            Command::Escape => {
+                if !self.filter.is_empty() {
+                    self.filter.clear();
+                    self.refilter();
+                } else if !self.marked.is_empty() {
+                    self.marked.clear();
+                    shared.say("marks cleared");
+                }
+            }
+            Command::Back => return Go::Quit,
+            _ => {}
+        }
+        Go::Stay
+    }
+
+    /// A click on a header sorts by its column; on a row selects it, or opens it if selected.
+    pub fn click(&mut self, x: u16, y: u16, hits: &Hits, shared: &mut Shared) -> Go {
+        let Some(t) = &hits.list else {
+            return Go::Stay;
+        };
+        if let Some(col) = t.col_at(x, y) {
+            let col = ListColumn::ALL[col.min(ListColumn::ALL.len() - 1)];
+            let asc = col != self.sort || !self.asc;
+            self.sort(col, asc, shared);
+        } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.visible.len()) {
+            if r == self.selected {
+                return self.command(Command::Open, shared);
+            }
+            self.selected = r;
+        }
+        Go::Stay
+    }
+
+    fn sort(&mut self, col: ListColumn, asc: bool, shared: &mut Shared) {
+        self.sort = col;
+        self.asc = asc;
+        self.refilter();
+        shared.say(format!(
+            "sorted by {} {}",
+            col.title().to_lowercase(),
+            if asc { "ascending" } else { "descending" }
+        ));
+    }
+
+    fn toggle_mark(&mut self, shared: &mut Shared) {
+        let Some(i) = self.selected_adapter() else {
+            return;
+        };
+        if let Some(p) = self.marked.iter().position(|&m| m == i) {
+            self.marked.remove(p);
+        } else {
+            self.marked.push(i);
+            if self.marked.len() > 2 {
+                self.marked.remove(0);
+            }
+        }
+        shared.say(match self.marked.len() {
+            2 => "two marked: c compares them",
+            1 => "one marked: mark another to compare",
+            _ => "no adapter marked",
+        });
+    }
+
+    fn widths(&mut self) {
+        self.widths = ListColumn::ALL
+            .iter()
+            .map(|&c| {
+                let w = self.rows.iter().map(|r| r.width(c)).max().unwrap_or(0);
+                w.max(c.title().chars().count()) as u16
+            })
+            .collect();
+    }
+
+    /// Recomputes the visible rows, keeping the selected adapter selected when it stays visible.
+    fn refilter(&mut self) {
+        let keep = self.selected_adapter();
+        let rows = &self.rows;
+        let mut v: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].matches(&self.filter))
+            .collect();
+        let (col, asc) = (self.sort, self.asc);
+        v.sort_by(|&a, &b| {
+            let o = col.cmp(&rows[a], &rows[b]);
+            if asc {
+                o
+            } else {
+                o.reverse()
+            }
+        });
+        self.selected = keep
+            .and_then(|k| v.iter().position(|&i| i == k))
+            .unwrap_or(0);
+        self.visible = v;
+    }
+}

@@ -1,0 +1,99 @@
+//! The explorer's screens. Each one owns its state, handles its commands and clicks, and draws
+//! itself (`draw.rs` next to it). A screen sees what the screens share through `Shared` (adapters,
+//! jobs, status bar), queues work through the job registry, and says where to go next with `Go`;
+//! `App` does the going. The list lives for the whole run (it keeps its filter, selection and
+//! marks under the other screens); an adapter or compare screen is built when opened.
+
+pub mod adapter;
+pub mod compare;
+pub mod list;
+
+pub use adapter::{AdapterScreen, Tab};
+pub use compare::CompareScreen;
+pub use list::ListScreen;
+
+use super::jobs::Jobs;
+use super::keymap::Command;
+use super::model::Grid;
+use crate::adapter::Adapter;
+use std::sync::Arc;
+
+/// The screen shown (the list is `App::list`).
+#[derive(Debug, Clone)]
+pub enum Screen {
+    List,
+    Adapter(Box<AdapterScreen>),
+    Compare(Box<CompareScreen>),
+}
+
+impl Screen {
+    /// Whether the screen shows adapter `idx` (the list shows every adapter in rows only).
+    pub fn shows(&self, idx: usize) -> bool {
+        match self {
+            Screen::List => false,
+            Screen::Adapter(v) => v.idx == idx,
+            Screen::Compare(v) => v.a == idx || v.b == idx,
+        }
+    }
+}
+
+/// What the screens share, lent by the app while a screen handles a command or a result.
+pub struct Shared<'a> {
+    pub adapters: &'a [Arc<Adapter>],
+    pub jobs: &'a mut Jobs,
+    /// The status bar's message.
+    pub status: &'a mut Option<String>,
+    /// Rows of the main scrolling area in the last frame (PgUp/PgDn).
+    pub page: usize,
+}
+
+impl Shared<'_> {
+    pub fn say(&mut self, msg: impl Into<String>) {
+        *self.status = Some(msg.into());
+    }
+}
+
+/// Where a screen wants to go after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Go {
+    Stay,
+    List,
+    /// The adapter screen of this adapter.
+    Adapter(usize),
+    /// The compare screen of adapters A and B.
+    Compare(usize, usize),
+    /// The fetch popup.
+    Fetch,
+    Quit,
+}
+
+/// Moves a selection of `len` items.
+pub fn step(sel: usize, len: usize, cmd: Command, page: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let last = len - 1;
+    match cmd {
+        Command::Up => sel.saturating_sub(1),
+        Command::Down => (sel + 1).min(last),
+        Command::Top => 0,
+        Command::Bottom => last,
+        Command::PageUp => sel.saturating_sub(page.max(1)),
+        Command::PageDown => (sel + page.max(1)).min(last),
+        _ => sel.min(last),
+    }
+}
+
+/// Moves a heatmap cursor.
+pub fn step2(cur: (usize, usize), grid: &Grid, cmd: Command, page: usize) -> (usize, usize) {
+    let (nr, nc) = (grid.rows.len(), grid.cols.len());
+    if nr == 0 || nc == 0 {
+        return (0, 0);
+    }
+    let (r, c) = (cur.0.min(nr - 1), cur.1.min(nc - 1));
+    match cmd {
+        Command::Left => (r, c.saturating_sub(1)),
+        Command::Right => (r, (c + 1).min(nc - 1)),
+        _ => (step(r, nr, cmd, page), c),
+    }
+}
