@@ -222,14 +222,19 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
             msg: e.clone(),
         });
     }
-    let m = Mapped::open(a)?;
+    compute_on(&Mapped::open(a)?, filter, ctl)
+}
+
+/// `compute` on an adapter already mapped.
+pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
+    let a = m.adapter();
     let deltas: Vec<&Delta> = a
         .deltas
         .iter()
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
     let stats = ctl.run(&deltas, |d| {
-        let f = factor(&m, d, false)?;
+        let f = factor(m, d, false)?;
         Ok(from_sigma(d, f.sigma()))
     })?;
     let full: Vec<&crate::layout::FullTensor> = a
@@ -240,7 +245,7 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
         .collect();
     let full_tensors = full
         .iter()
-        .map(|f| full_stats(&m, f))
+        .map(|f| full_stats(m, f))
         .collect::<Result<Vec<_>>>()?;
     Ok(AdapterStats {
         id: a.id.clone(),

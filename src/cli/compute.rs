@@ -131,7 +131,7 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
             d.energy_rank_99.to_string(),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if !st.full_tensors.is_empty() {
         let mut t = Table::new(&["FULL TENSOR", "SHAPE", "FROBENIUS>", "SPECTRAL>"]);
         for f in &st.full_tensors {
@@ -142,7 +142,7 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
                 table::opt(f.spectral_norm.map(table::num)),
             ]);
         }
-        print!("\n{}", t.render());
+        out!("\n{}", t.render());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -162,8 +162,8 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
     if args.json {
         return print_json(&c).map(|_| ExitCode::SUCCESS);
     }
-    println!("a: {}\nb: {}", c.a, c.b);
-    println!(
+    outln!("a: {}\nb: {}", c.a, c.b);
+    outln!(
         "{} matched deltas, {} only in a, {} only in b\n",
         c.pairs.len(),
         c.only_a.len(),
@@ -185,15 +185,15 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
             table::opt(s.mean_norm_ratio.map(|x| format!("{x:.3}"))),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     let bad: Vec<_> = c.pairs.iter().filter_map(|p| p.note.as_ref()).collect();
     if let Some(n) = bad.first() {
-        println!("\n{} pairs not comparable, e.g. {n}", bad.len());
+        outln!("\n{} pairs not comparable, e.g. {n}", bad.len());
     }
     for (label, keys) in [("only in a", &c.only_a), ("only in b", &c.only_b)] {
         let targets: Vec<String> = keys.iter().map(|k| k.target.clone()).collect();
         if !keys.is_empty() {
-            println!(
+            outln!(
                 "{label}: {} deltas ({})",
                 keys.len(),
                 super::compact_targets(&targets)
