@@ -268,6 +268,8 @@ pub struct ColMajor {
     data: Vec<f64>,
     nrows: usize,
     ncols: usize,
+    /// No NaN or infinity among the values (found while converting, at no extra pass).
+    finite: bool,
 }
 
 impl ColMajor {
@@ -280,16 +282,22 @@ impl ColMajor {
     pub fn ncols(&self) -> usize {
         self.ncols
     }
+    /// Whether every value is finite: a NaN or ±inf factor must be reported, never computed.
+    pub fn is_finite(&self) -> bool {
+        self.finite
+    }
     /// From a dense faer matrix (tests, benchmarks).
     pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
         let mut data = Vec::with_capacity(m.nrows() * m.ncols());
         for j in 0..m.ncols() {
             data.extend((0..m.nrows()).map(|i| m[(i, j)]));
         }
+        let finite = data.iter().all(|x| x.is_finite());
         ColMajor {
             data,
             nrows: m.nrows(),
             ncols: m.ncols(),
+            finite,
         }
     }
 }
@@ -299,16 +307,24 @@ impl ColMajor {
 fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
     let (rows, cols) = m.dim();
     let mut data = Vec::with_capacity(rows * cols);
+    // x·0 is 0 for finite x and NaN for NaN or ±inf: one multiply-add per element finds them.
+    let mut probe = 0.0;
+    let mut conv = |s: &T| {
+        let x = s.to_f64();
+        probe += x * 0.0;
+        x
+    };
     for row in m.rows() {
         match row.as_slice() {
-            Some(src) => data.extend(src.iter().map(|s| s.to_f64())),
-            None => data.extend(row.iter().map(|s| s.to_f64())),
+            Some(src) => data.extend(src.iter().map(&mut conv)),
+            None => data.extend(row.iter().map(&mut conv)),
         }
     }
     ColMajor {
         data,
         nrows: cols,
         ncols: rows,
+        finite: probe == 0.0,
     }
 }
 

@@ -129,7 +129,10 @@ pub fn layers(v: &[usize]) -> String {
 
 /// Four significant digits, scientific when small or large.
 pub fn num(x: f64) -> String {
-    if x == 0.0 {
+    if !x.is_finite() {
+        // NaN/inf come from non-finite factors: a marker, never a number.
+        "non-finite".into()
+    } else if x == 0.0 {
         "0".into()
     } else if x.abs() >= 1e-3 && x.abs() < 1e5 {
         format!("{x:.4}")
