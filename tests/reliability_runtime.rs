@@ -443,3 +443,114 @@ fn compare_says_which_side_is_non_finite() {
     assert!(text.contains("1 pairs with non-finite values"), "{text}");
     assert!(!text.contains("NaN"), "{text}");
 }
+
+/// The RGB pixels of a PNG.
+fn png_rgb(p: &Path) -> Vec<[u8; 3]> {
+    let dec = png::Decoder::new(std::fs::File::open(p).unwrap());
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect()
+}
+
+#[test]
+fn plots_draw_non_finite_cells_in_their_own_colour() {
+    let t = tempfile::tempdir().unwrap();
+    let (bad, _) = poisoned(&t.path().join("bad"), Dtype::BF16, 1);
+    let good = t.path().join("good");
+    synth::write_adapter(&good, &Spec::new(Dims::TOY, Pattern::Attention)).unwrap();
+    let c = lorascope::plot::NONFINITE;
+    let magenta = |dir: &Path, name: &str| {
+        let out = t.path().join(name);
+        let o = run(
+            t.path(),
+            &[
+                "plot",
+                dir.to_str().unwrap(),
+                "--kind",
+                "layers",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        png_rgb(&out)
+            .iter()
+            .filter(|p| **p == [c.0, c.1, c.2])
+            .count()
+    };
+    // One cell (q_proj of layer 0) and the legend swatch; none without a NaN.
+    assert!(magenta(&bad, "bad.png") > 100);
+    assert_eq!(magenta(&good, "good.png"), 0);
+}
+
+/// The explorer over the poisoned adapter, statistics computed as the event loop would.
+fn explorer_on_poisoned(color: bool) -> (tempfile::TempDir, lorascope::tui::App) {
+    use lorascope::tui::app::{Action, Effect, Options};
+    use lorascope::tui::keymap::Command;
+    let t = tempfile::tempdir().unwrap();
+    let (dir, _) = poisoned(&t.path().join("nan"), Dtype::F32, 1);
+    let mut src = discovery::discover_path(&dir).remove(0);
+    src.id = "fixtures/nan".into();
+    let mut a = Adapter::load(&src, Default::default());
+    a.path = PathBuf::from("/cache/nan");
+    let mut app = lorascope::tui::App::new(Options {
+        color,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    });
+    app.update(Action::ScanDone {
+        adapters: vec![a],
+        note: None,
+    });
+    app.update(Action::Command(Command::Open));
+    app.update(Action::Command(Command::View(1)));
+    for e in app.take_effects() {
+        if let Effect::Stats { job, adapter } = e {
+            let r = stats::compute(&adapter, &Filter::default(), &Control::default())
+                .map_err(|e| e.to_string());
+            app.update(Action::StatsDone {
+                job,
+                result: r,
+                secs: 0.01,
+            });
+        }
+    }
+    (t, app)
+}
+
+fn draw(app: &mut lorascope::tui::App) -> ratatui::Terminal<ratatui::backend::TestBackend> {
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 36)).unwrap();
+    lorascope::tui::event::draw(&mut term, app).unwrap();
+    term
+}
+
+#[test]
+fn the_explorer_marks_non_finite_cells_and_stats() {
+    use lorascope::tui::app::Action;
+    use lorascope::tui::keymap::Command;
+    use lorascope::tui::ui::heatmap::{NONFINITE_BG, NONFINITE_MARK};
+    // With colour: the NaN cell has its own background and mark; the others do not.
+    let (_t, mut app) = explorer_on_poisoned(true);
+    let term = draw(&mut app);
+    let buf = term.backend().buffer();
+    let marked: Vec<_> = buf
+        .content()
+        .iter()
+        .filter(|c| c.bg == NONFINITE_BG)
+        .collect();
+    assert!(!marked.is_empty(), "no non-finite cell drawn");
+    assert!(marked.iter().any(|c| c.symbol() == NONFINITE_MARK));
+    // Without colour: the snapshot shows the mark.
+    let (_t, mut app) = explorer_on_poisoned(false);
+    insta::assert_snapshot!("nonfinite_layer_map", draw(&mut app).backend());
+    // The Stats tab says non-finite instead of numbers.
+    app.update(Action::Command(Command::View(3)));
+    let text = format!("{}", draw(&mut app).backend());
+    assert!(text.contains("non-finite"), "{text}");
+    assert!(!text.contains("NaN"), "{text}");
+}
