@@ -191,6 +191,8 @@ pub struct Cell {
     pub y0: i32,
     pub x1: i32,
     pub y1: i32,
+    /// The finite value drawn; None for an empty cell and for a non-finite one (fill
+    /// [`NONFINITE`]).
     pub value: Option<f64>,
     pub fill: Option<[u8; 3]>,
 }
@@ -1589,7 +1591,7 @@ fn draw_heatmap(
                 y0,
                 x1: cx1,
                 y1: cy1,
-                value: *v,
+                value: v.filter(|x| x.is_finite()),
                 fill: fill.map(|c| [c.0, c.1, c.2]),
             });
         }
