@@ -1,8 +1,12 @@
 //! Runtime reliability: files changing under a computation (no SIGBUS death), terminal escapes
 //! in names and messages, and the explorer restoring the terminal on termination signals.
 
+#[path = "support/image.rs"]
+mod image;
 #[path = "support/pty.rs"]
 mod pty;
+
+use image::Image;
 
 use lorascope::adapter::Adapter;
 use lorascope::discovery;
@@ -444,19 +448,6 @@ fn compare_says_which_side_is_non_finite() {
     assert!(!text.contains("NaN"), "{text}");
 }
 
-/// The RGB pixels of a PNG.
-fn png_rgb(p: &Path) -> Vec<[u8; 3]> {
-    let dec = png::Decoder::new(std::fs::File::open(p).unwrap());
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    buf[..info.buffer_size()]
-        .chunks(3)
-        .map(|c| [c[0], c[1], c[2]])
-        .collect()
-}
-
 #[test]
 fn plots_draw_non_finite_cells_in_their_own_colour() {
     let t = tempfile::tempdir().unwrap();
@@ -478,10 +469,7 @@ fn plots_draw_non_finite_cells_in_their_own_colour() {
             ],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        png_rgb(&out)
-            .iter()
-            .filter(|p| **p == [c.0, c.1, c.2])
-            .count()
+        Image::read(&out).count([c.0, c.1, c.2])
     };
     // One cell (q_proj of layer 0) and the legend swatch; none without a NaN.
     assert!(magenta(&bad, "bad.png") > 100);
