@@ -40,6 +40,10 @@ pub struct Pair {
     pub cosine: Option<f64>,
     pub subspace_similarity: Option<f64>,
     pub comparable: bool,
+    /// false when that side holds NaN/inf or overflows: its norm, the cosine and the subspace
+    /// similarity are then null.
+    pub finite_a: bool,
+    pub finite_b: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -84,11 +88,23 @@ fn pair(ma: &Mapped, mb: &Mapped, da: &Delta, db: &Delta) -> Result<Pair> {
         cosine: None,
         subspace_similarity: None,
         comparable: false,
+        finite_a: true,
+        finite_b: true,
         note: None,
     };
     let (fa, fb) = (factor(ma, da, true)?, factor(mb, db, true)?);
-    p.fro_norm_a = Some(fa.fro());
-    p.fro_norm_b = Some(fb.fro());
+    (p.finite_a, p.finite_b) = (fa.is_finite(), fb.is_finite());
+    p.fro_norm_a = p.finite_a.then(|| fa.fro());
+    p.fro_norm_b = p.finite_b.then(|| fb.fro());
+    if !(p.finite_a && p.finite_b) {
+        let sides = match (p.finite_a, p.finite_b) {
+            (false, false) => "a and b",
+            (false, true) => "a",
+            _ => "b",
+        };
+        p.note = Some(format!("non-finite values in {sides}"));
+        return Ok(p);
+    }
     if (da.out_dim, da.in_dim) != (db.out_dim, db.in_dim) {
         p.note = Some(format!(
             "not comparable: {}×{} vs {}×{} (different base models?)",

@@ -14,6 +14,9 @@ pub enum Error {
     /// A safetensors file whose header or size does not hold together.
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
+    /// A file that was truncated or rewritten while it was read (its results are discarded).
+    #[error("{} changed while it was read", path.display())]
+    Changed { path: PathBuf },
     /// Factors whose shapes do not fit the layout that was inferred for them.
     #[error("{0}")]
     Shape(String),
@@ -23,7 +26,7 @@ pub enum Error {
         suggestions: Vec<String>,
     },
     /// The adapter exists but cannot be used for the request (e.g. `kind` is `error`).
-    #[error("{id}: {msg}")]
+    #[error("{}", unusable(.id, .msg))]
     Unusable { id: String, msg: String },
     /// Talking to the Hugging Face Hub failed (see `hub::HubError`).
     #[error(transparent)]
@@ -39,6 +42,16 @@ fn suggest(s: &[String]) -> String {
         String::new()
     } else {
         format!("; did you mean {}?", s.join(", "))
+    }
+}
+
+/// `id: msg`, or just `msg` when it already names the adapter (an adapter given by path has the
+/// path as its id, and its error names the file inside it): each message names a path once.
+fn unusable(id: &str, msg: &str) -> String {
+    if msg.contains(id) {
+        msg.to_string()
+    } else {
+        format!("{id}: {msg}")
     }
 }
 

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod math;
 pub mod plot;
 pub mod report;
+pub mod sigbus;
 pub mod stats;
 pub mod survey;
 pub mod synth;

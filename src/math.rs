@@ -82,6 +82,18 @@ pub struct Factored {
 impl Factored {
     /// Factors a delta from Bᵀ (r×out) and Aᵀ (in×r).
     pub fn new(scale: f64, b_t: ColMajor, a_t: ColMajor, want_vectors: bool) -> Factored {
+        if !(b_t.is_finite() && a_t.is_finite()) {
+            // No QR/SVD of NaN: its σ is NaN, which `is_finite` and the reports show as such.
+            let r = a_t.ncols();
+            return Factored {
+                scale,
+                b_t,
+                a_t,
+                r_a: Mat::zeros(r, r),
+                core_sigma: vec![f64::NAN; r.max(1)],
+                core_v: Mat::zeros(r, 0),
+            };
+        }
         let r_b = tall_r(b_t.view().transpose());
         let r_a = tall_r(a_t.view());
         let core = &r_b * r_a.transpose();
@@ -106,6 +118,12 @@ impl Factored {
             .iter()
             .map(|x| x * self.scale.abs())
             .collect()
+    }
+
+    /// False when a factor holds NaN or ±inf, or the scaled result overflows: no number of
+    /// this delta means anything then.
+    pub fn is_finite(&self) -> bool {
+        self.scale.is_finite() && self.fro().is_finite()
     }
 
     pub fn fro(&self) -> f64 {

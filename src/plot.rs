@@ -191,6 +191,8 @@ pub struct Cell {
     pub y0: i32,
     pub x1: i32,
     pub y1: i32,
+    /// The finite value drawn; None for an empty cell and for a non-finite one (fill
+    /// [`NONFINITE`]).
     pub value: Option<f64>,
     pub fill: Option<[u8; 3]>,
 }
@@ -430,7 +432,8 @@ fn metric_items(s: &AdapterStats, m: Metric, layer: Option<usize>) -> Vec<Item<'
             layer: d.layer,
             target: &d.target,
             expert: d.expert,
-            value: Some(m.of(d)).filter(|v| v.is_finite()),
+            // A non-finite delta stays NaN: drawn as such, never as "no LoRA".
+            value: Some(if d.finite { m.of(d) } else { f64::NAN }),
         })
         .collect()
 }
@@ -443,7 +446,11 @@ fn cosine_items(c: &Comparison, layer: Option<usize>) -> Vec<Item<'_>> {
             layer: p.layer,
             target: &p.target,
             expert: p.expert,
-            value: p.cosine.filter(|v| v.is_finite()),
+            value: if p.finite_a && p.finite_b {
+                p.cosine.filter(|v| v.is_finite())
+            } else {
+                Some(f64::NAN)
+            },
         })
         .collect()
 }
@@ -495,6 +502,10 @@ impl Grid {
                             .iter()
                             .filter(|(e, _)| c.expert.is_none() || *e == c.expert)
                             .map(|(_, v)| *v);
+                        // One non-finite delta makes the cell non-finite (max would skip NaN).
+                        if vals.clone().any(|v| !v.is_finite()) {
+                            return Some(f64::NAN);
+                        }
                         match c.agg {
                             Agg::Mean => mean(vals),
                             Agg::Max => {
@@ -513,7 +524,20 @@ impl Grid {
     }
 
     fn finite(&self) -> impl Iterator<Item = f64> + '_ {
-        self.values.iter().flatten().filter_map(|v| *v)
+        self.values
+            .iter()
+            .flatten()
+            .filter_map(|v| *v)
+            .filter(|v| v.is_finite())
+    }
+
+    /// Whether a cell is non-finite (NaN/inf factors or results).
+    fn has_nonfinite(&self) -> bool {
+        self.values
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|v| !v.is_finite())
     }
 }
 
@@ -701,6 +725,8 @@ struct Scale {
     caption: String,
     /// Whether the hatched "empty" swatch is explained under the bar.
     empty_label: Option<&'static str>,
+    /// Whether the non-finite swatch is explained under the bar (some cell is non-finite).
+    nonfinite_label: bool,
 }
 
 impl Scale {
@@ -723,6 +749,7 @@ impl Scale {
             diverging: false,
             caption: caption.into(),
             empty_label: Some("no LoRA"),
+            nonfinite_label: false,
         }
     }
 
@@ -733,6 +760,7 @@ impl Scale {
             diverging: true,
             caption: "cosine similarity of ΔW_a and ΔW_b".into(),
             empty_label: Some("not in both"),
+            nonfinite_label: false,
         }
     }
 
@@ -1029,10 +1057,11 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
                 .zip(&sets)
                 .map(|((p, t), items)| (p, t, Grid::build(items, &rows, cols.clone())))
                 .collect();
-            let scale = Scale::sequential(
+            let mut scale = Scale::sequential(
                 panels.iter().flat_map(|(_, _, g)| g.finite()),
                 opts.metric.caption(),
             );
+            scale.nonfinite_label = panels.iter().any(|(_, _, g)| g.has_nonfinite());
             let cosine = cos_items.map(|c| Grid::build(&c, &rows, cos_cols));
             Ok(Figure::Heat {
                 title,
@@ -1195,6 +1224,8 @@ const INK: RGBColor = RGBColor(30, 30, 30);
 const GREY_TEXT: RGBColor = RGBColor(90, 90, 90);
 const EMPTY_BG: RGBColor = RGBColor(238, 238, 238);
 const EMPTY_HATCH: RGBColor = RGBColor(190, 190, 190);
+/// Cells of non-finite deltas (NaN/inf): magenta, which neither colour map ever produces.
+pub const NONFINITE: RGBColor = RGBColor(255, 0, 255);
 
 fn text_width(s: &str, size: f64) -> i32 {
     typeface().map_or((s.chars().count() as f64 * size * 0.6) as i32, |f| {
@@ -1527,16 +1558,22 @@ fn draw_heatmap(
                 ye(j as i32 + 1),
             );
             let (cx1, cy1) = (x1 - sep, y1 - sep);
-            let fill = v.map(|v| hm.scale.color(v));
+            let fill = v.map(|v| {
+                if v.is_finite() {
+                    hm.scale.color(v)
+                } else {
+                    NONFINITE
+                }
+            });
             match fill {
                 Some(c) => root
                     .draw(&Rectangle::new([(x0, y0), (cx1 - 1, cy1 - 1)], c.filled()))
                     .map_err(draw_err)?,
                 None => hatch(root, (x0, y0, cx1, cy1))?,
             }
-            if let (Some(val), Some(c), true) = (v, fill, annotate) {
+            if let (Some(val), Some(c), true) = (v.filter(|x| x.is_finite()), fill, annotate) {
                 let ink = if luminance(c) > 0.5 { INK } else { WHITE };
-                let s = hm.scale.label(*val);
+                let s = hm.scale.label(val);
                 text(
                     root,
                     &s,
@@ -1554,7 +1591,7 @@ fn draw_heatmap(
                 y0,
                 x1: cx1,
                 y1: cy1,
-                value: *v,
+                value: v.filter(|x| x.is_finite()),
                 fill: fill.map(|c| [c.0, c.1, c.2]),
             });
         }
@@ -1741,13 +1778,22 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
     let cx = x0 + bw + 7 + label_w + (f.label * 0.9) as i32;
     let (cap, cs) = fit(&s.caption, f.label, h);
     text(root, &cap, (cx, (y0 + y1) / 2), cs, INK, true)?;
-    if let Some(l) = s.empty_label {
-        let sw = (f.tick * 1.3) as i32;
-        let sy = y1 + (f.tick * 0.8) as i32;
-        hatch(root, (x0, sy, x0 + sw, sy + sw))?;
+    // Swatches under the bar: hatched for empty cells, magenta for non-finite ones.
+    let sw = (f.tick * 1.3) as i32;
+    let mut sy = y1 + (f.tick * 0.8) as i32;
+    let mut swatch = |fill: Option<RGBColor>, label: &str| -> Result<()> {
+        match fill {
+            Some(c) => root
+                .draw(&Rectangle::new(
+                    [(x0, sy), (x0 + sw - 1, sy + sw - 1)],
+                    c.filled(),
+                ))
+                .map_err(draw_err)?,
+            None => hatch(root, (x0, sy, x0 + sw, sy + sw))?,
+        }
         root.draw(&Rectangle::new([(x0, sy), (x0 + sw - 1, sy + sw - 1)], INK))
             .map_err(draw_err)?;
-        let (t, ts) = fit(l, f.tick, r.x + r.w - (x0 + sw + 5));
+        let (t, ts) = fit(label, f.tick, r.x + r.w - (x0 + sw + 5));
         text_at(
             root,
             &t,
@@ -1757,6 +1803,14 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
             HPos::Left,
             false,
         )?;
+        sy += sw + (f.tick * 0.5) as i32;
+        Ok(())
+    };
+    if let Some(l) = s.empty_label {
+        swatch(None, l)?;
+    }
+    if s.nonfinite_label {
+        swatch(Some(NONFINITE), "non-finite (NaN/inf)")?;
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The statistics of one delta ΔW = s·B·A (a contract: the `stats --json` fields).
+/// A non-finite delta (NaN/inf factors, or an overflowing result) has `finite: false`, NaN in
+/// its f64 fields and zeros in its counts, and all of them are `null` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "DeltaStatsJson")]
 pub struct DeltaStats {
     pub layer: Option<usize>,
     pub target: String,
@@ -25,6 +28,48 @@ pub struct DeltaStats {
     pub energy_rank_90: usize,
     pub energy_rank_99: usize,
     pub singular_values: Vec<f64>,
+    pub finite: bool,
+}
+
+/// `DeltaStats` as JSON: the computed fields are null when the delta is not finite.
+#[derive(Serialize)]
+struct DeltaStatsJson {
+    layer: Option<usize>,
+    target: String,
+    expert: Option<usize>,
+    rank: usize,
+    scale: f64,
+    fro_norm: Option<f64>,
+    spectral_norm: Option<f64>,
+    effective_rank: Option<f64>,
+    stable_rank: Option<f64>,
+    numerical_rank: Option<usize>,
+    energy_rank_90: Option<usize>,
+    energy_rank_99: Option<usize>,
+    singular_values: Option<Vec<f64>>,
+    finite: bool,
+}
+
+impl From<DeltaStats> for DeltaStatsJson {
+    fn from(d: DeltaStats) -> Self {
+        let ok = d.finite;
+        DeltaStatsJson {
+            layer: d.layer,
+            target: d.target,
+            expert: d.expert,
+            rank: d.rank,
+            scale: d.scale,
+            fro_norm: ok.then_some(d.fro_norm),
+            spectral_norm: ok.then_some(d.spectral_norm),
+            effective_rank: ok.then_some(d.effective_rank),
+            stable_rank: ok.then_some(d.stable_rank),
+            numerical_rank: ok.then_some(d.numerical_rank),
+            energy_rank_90: ok.then_some(d.energy_rank_90),
+            energy_rank_99: ok.then_some(d.energy_rank_99),
+            singular_values: ok.then_some(d.singular_values),
+            finite: ok,
+        }
+    }
 }
 
 impl DeltaStats {
@@ -122,9 +167,28 @@ impl Control<'_> {
 
 /// Statistics of a spectrum (already scaled by |s|, descending).
 pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
+    let energy: f64 = sigma.iter().map(|x| x * x).sum();
+    if !energy.is_finite() || !d.scale.is_finite() {
+        // NaN/inf factors or an overflow: never numbers that look like a (zero) delta.
+        return DeltaStats {
+            layer: d.layer,
+            target: d.target.clone(),
+            expert: d.expert,
+            rank: d.rank,
+            scale: d.scale,
+            fro_norm: f64::NAN,
+            spectral_norm: f64::NAN,
+            effective_rank: f64::NAN,
+            stable_rank: f64::NAN,
+            numerical_rank: 0,
+            energy_rank_90: 0,
+            energy_rank_99: 0,
+            singular_values: vec![],
+            finite: false,
+        };
+    }
     let s1 = sigma.first().copied().unwrap_or(0.0);
     let sum: f64 = sigma.iter().sum();
-    let energy: f64 = sigma.iter().map(|x| x * x).sum();
     let effective_rank = if sum > 0.0 {
         // Roy & Vetterli: exp of the entropy of σ normalised to sum 1 (σ = 0 terms add 0).
         let h: f64 = sigma
@@ -167,6 +231,7 @@ pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
         energy_rank_90: energy_rank(0.90),
         energy_rank_99: energy_rank(0.99),
         singular_values: sigma,
+        finite: true,
     }
 }
 
@@ -222,14 +287,19 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
             msg: e.clone(),
         });
     }
-    let m = Mapped::open(a)?;
+    compute_on(&Mapped::open(a)?, filter, ctl)
+}
+
+/// `compute` on an adapter already mapped.
+pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
+    let a = m.adapter();
     let deltas: Vec<&Delta> = a
         .deltas
         .iter()
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
     let stats = ctl.run(&deltas, |d| {
-        let f = factor(&m, d, false)?;
+        let f = factor(m, d, false)?;
         Ok(from_sigma(d, f.sigma()))
     })?;
     let full: Vec<&crate::layout::FullTensor> = a
@@ -240,7 +310,7 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
         .collect();
     let full_tensors = full
         .iter()
-        .map(|f| full_stats(&m, f))
+        .map(|f| full_stats(m, f))
         .collect::<Result<Vec<_>>>()?;
     Ok(AdapterStats {
         id: a.id.clone(),

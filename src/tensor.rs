@@ -4,6 +4,7 @@
 use crate::adapter::Adapter;
 use crate::error::{Error, Result};
 use crate::layout::{Factor, Pick};
+use crate::sigbus;
 use faer::MatRef;
 use memmap2::Mmap;
 use ndarray::{s, ArrayView2, ArrayView3, Axis};
@@ -34,37 +35,119 @@ impl Elem for half::bf16 {
     }
 }
 
+/// What identifies a file's content: a rewrite in place changes the size or the mtime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Identity {
+    fn of(m: &std::fs::Metadata) -> Identity {
+        use std::os::unix::fs::MetadataExt;
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
+/// One mapped file, with what is needed to notice that it changed.
+struct MappedFile {
+    file: File,
+    identity: Identity,
+    // Declared before `map`: it unregisters before the map is unmapped.
+    guard: sigbus::Guard,
+    map: Mmap,
+}
+
 /// The mmapped files of one adapter. Maps live only as long as this value.
+///
+/// A file truncated or rewritten while it is read (trainers save in place) makes the factors
+/// read from it fail with `Error::Changed`; reads past its new end fault into `sigbus`, which
+/// turns them into reads of zeros that are then discarded.
 pub struct Mapped<'a> {
     adapter: &'a Adapter,
-    maps: Vec<Mmap>,
+    files: Vec<MappedFile>,
 }
 
 impl<'a> Mapped<'a> {
-    /// Maps every file, refusing files whose size changed since the headers were read (a file
-    /// truncated under a live map would raise SIGBUS).
+    /// Maps every file, refusing files whose size changed since the headers were read.
     pub fn open(adapter: &'a Adapter) -> Result<Mapped<'a>> {
-        let mut maps = Vec::with_capacity(adapter.files.len());
+        let mut files = Vec::with_capacity(adapter.files.len());
         for f in &adapter.files {
             let file = crate::fsread::open_regular(&f.path)?;
-            let len = file.metadata().map_err(|e| Error::io(&f.path, e))?.len();
-            if len != f.size {
+            let meta = file.metadata().map_err(|e| Error::io(&f.path, e))?;
+            if meta.len() != f.size {
                 return Err(Error::format(
                     &f.path,
-                    format!("changed since it was scanned ({len} bytes, was {})", f.size),
+                    format!(
+                        "changed since it was scanned ({} bytes, was {})",
+                        meta.len(),
+                        f.size
+                    ),
                 ));
             }
-            // SAFETY: the file is opened read-only and its size was checked against the header;
-            // hub blobs are immutable once complete.
+            // SAFETY: read-only map of a file whose size was checked against the header. A later
+            // truncation cannot kill the process: the map is registered with `sigbus` before any
+            // byte of it is read, and every read is checked against the file's identity.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&f.path, e))?;
-            maps.push(map);
+            let guard = sigbus::Guard::register(map.as_ptr(), map.len()).ok_or_else(|| {
+                Error::Other(format!(
+                    "cannot read {}: too many files are being read at once",
+                    f.path.display()
+                ))
+            })?;
+            files.push(MappedFile {
+                file,
+                identity: Identity::of(&meta),
+                guard,
+                map,
+            });
         }
-        Ok(Mapped { adapter, maps })
+        pause_for_tests();
+        Ok(Mapped { adapter, files })
+    }
+
+    /// The adapter whose files these are.
+    pub fn adapter(&self) -> &'a Adapter {
+        self.adapter
+    }
+
+    /// Fails with `Error::Changed` when the file behind `tensor` is no longer what was mapped:
+    /// another size, inode or mtime, or a read of it faulted past its end.
+    fn verify(&self, tensor: usize) -> Result<()> {
+        let (t, info) = self.adapter.tensor_file(tensor);
+        let f = &self.files[t.file];
+        let same = f
+            .file
+            .metadata()
+            .is_ok_and(|m| Identity::of(&m) == f.identity);
+        if same && !f.guard.faulted() {
+            Ok(())
+        } else {
+            Err(Error::Changed {
+                path: info.path.clone(),
+            })
+        }
+    }
+
+    /// Runs `read` on the tensor's bytes between two identity checks: the first avoids reading
+    /// a file known to have changed, the second discards what was read while it changed.
+    fn checked<R>(&self, tensor: usize, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        self.verify(tensor)?;
+        let out = read(self.raw(tensor))?;
+        self.verify(tensor)?;
+        Ok(out)
     }
 
     fn raw(&self, tensor: usize) -> &[u8] {
         let (t, f) = self.adapter.tensor_file(tensor);
-        let map = &self.maps[t.file];
+        let map = &self.files[t.file].map;
         let start = (f.data_start + t.info.begin) as usize;
         let end = (f.data_start + t.info.end) as usize;
         &map[start..end]
@@ -73,9 +156,12 @@ impl<'a> Mapped<'a> {
     /// The factor's matrix M (A: r×in, B: out×r) returned **transposed** (Mᵀ, column-major):
     /// a row of M is then a contiguous column, so the copy reads the map sequentially.
     pub fn factor_t(&self, f: &Factor) -> Result<ColMajor> {
+        self.checked(f.tensor, |raw| self.factor_t_of(f, raw))
+    }
+
+    fn factor_t_of(&self, f: &Factor, raw: &[u8]) -> Result<ColMajor> {
         let t = &self.adapter.tensors[f.tensor];
         let shape = &t.info.shape;
-        let raw = self.raw(f.tensor);
         let name = &t.info.name;
         match t.info.dtype {
             Dtype::F32 => pick_t::<f32>(raw, shape, f.pick, name),
@@ -91,9 +177,8 @@ impl<'a> Mapped<'a> {
     /// A full tensor as f64 values (row-major) and its shape.
     pub fn full_values(&self, tensor: usize) -> Result<Vec<f64>> {
         let t = &self.adapter.tensors[tensor];
-        let raw = self.raw(tensor);
         let name = &t.info.name;
-        match t.info.dtype {
+        self.checked(tensor, |raw| match t.info.dtype {
             Dtype::F32 => Ok(values::<f32>(raw)),
             Dtype::F64 => Ok(values::<f64>(raw)),
             Dtype::F16 => Ok(values::<half::f16>(raw)),
@@ -101,7 +186,32 @@ impl<'a> Mapped<'a> {
             other => Err(Error::Shape(format!(
                 "tensor '{name}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16"
             ))),
-        }
+        })
+    }
+}
+
+/// The environment variable of the test hook below.
+pub const PAUSE_ENV: &str = "LORASCOPE_TEST_PAUSE_AFTER_MAP";
+
+/// Test hook (for the tests of files changing under a computation): with
+/// `LORASCOPE_TEST_PAUSE_AFTER_MAP=FILE`, the process's first `Mapped::open` creates FILE once
+/// its maps exist and waits (up to 60 s) until FILE is removed, so that a test can truncate the
+/// adapter at exactly this point. Unset, it costs one atomic load.
+fn pause_for_tests() {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let Some(marker) = std::env::var_os(PAUSE_ENV) else {
+        return;
+    };
+    let marker = std::path::PathBuf::from(marker);
+    if std::fs::write(&marker, b"mapped").is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while marker.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -157,6 +267,8 @@ pub struct ColMajor {
     data: Vec<f64>,
     nrows: usize,
     ncols: usize,
+    /// No NaN or infinity among the values (found while converting, at no extra pass).
+    finite: bool,
 }
 
 impl ColMajor {
@@ -169,16 +281,22 @@ impl ColMajor {
     pub fn ncols(&self) -> usize {
         self.ncols
     }
+    /// Whether every value is finite: a NaN or ±inf factor must be reported, never computed.
+    pub fn is_finite(&self) -> bool {
+        self.finite
+    }
     /// From a dense faer matrix (tests, benchmarks).
     pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
         let mut data = Vec::with_capacity(m.nrows() * m.ncols());
         for j in 0..m.ncols() {
             data.extend((0..m.nrows()).map(|i| m[(i, j)]));
         }
+        let finite = data.iter().all(|x| x.is_finite());
         ColMajor {
             data,
             nrows: m.nrows(),
             ncols: m.ncols(),
+            finite,
         }
     }
 }
@@ -188,15 +306,70 @@ impl ColMajor {
 fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
     let (rows, cols) = m.dim();
     let mut data = Vec::with_capacity(rows * cols);
+    // x·0 is 0 for finite x and NaN for NaN or ±inf: one multiply-add per element finds them.
+    let mut probe = 0.0;
+    let mut conv = |s: &T| {
+        let x = s.to_f64();
+        probe += x * 0.0;
+        x
+    };
     for row in m.rows() {
         match row.as_slice() {
-            Some(src) => data.extend(src.iter().map(|s| s.to_f64())),
-            None => data.extend(row.iter().map(|s| s.to_f64())),
+            Some(src) => data.extend(src.iter().map(&mut conv)),
+            None => data.extend(row.iter().map(&mut conv)),
         }
     }
     ColMajor {
         data,
         nrows: cols,
         ncols: rows,
+        finite: probe == 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{self, Dims, Pattern, Spec};
+
+    /// The race `verify` cannot close: the file shrinks after the check, before the read. The
+    /// read must fault into `sigbus` (zeros, no signal death) and the result must be refused.
+    #[test]
+    fn a_read_past_a_truncated_end_is_an_error_not_a_sigbus() {
+        let dir = tempfile::tempdir().unwrap();
+        // Enough data that the last tensor lies whole pages past the truncation point.
+        let dims = Dims {
+            hidden: 256,
+            q_out: 256,
+            kv_out: 128,
+            ..Dims::TOY
+        };
+        let mut spec = Spec::new(dims, Pattern::Attention);
+        spec.attn_rank = 16;
+        synth::write_adapter(dir.path(), &spec).unwrap();
+        let src = crate::discovery::discover_path(dir.path());
+        let a = Adapter::load(&src[0], Default::default());
+        let m = Mapped::open(&a).unwrap();
+        let last = a
+            .deltas
+            .iter()
+            .max_by_key(|d| a.tensors[d.a.tensor].info.begin)
+            .unwrap();
+        let (t, f) = a.tensor_file(last.a.tensor);
+        assert!(f.data_start + t.info.begin > 3 * 65536, "fixture too small");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&f.path)
+            .unwrap()
+            .set_len(f.data_start)
+            .unwrap();
+        // Read without the check first, as a truncation right after it would.
+        let read = m.factor_t_of(&last.a, m.raw(last.a.tensor));
+        assert!(read.is_ok(), "the read itself goes on (over zeros)");
+        assert!(m.files[t.file].guard.faulted(), "the fault was not seen");
+        match m.factor_t(&last.a) {
+            Err(Error::Changed { path }) => assert_eq!(path, f.path),
+            other => panic!("expected Changed, got {:?}", other.map(|_| ())),
+        }
     }
 }

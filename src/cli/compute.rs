@@ -116,6 +116,21 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
         "E99>",
     ]);
     for d in &st.deltas {
+        if !d.finite {
+            // NaN/inf factors or an overflow: say so instead of numbers.
+            let mut row = vec![
+                table::opt(d.layer),
+                d.target.clone(),
+                table::opt(d.expert),
+                d.rank.to_string(),
+                table::num(d.scale),
+                "non-finite".to_string(),
+                "non-finite".to_string(),
+            ];
+            row.extend(std::iter::repeat_n("-".to_string(), 5));
+            t.row(row);
+            continue;
+        }
         t.row(vec![
             table::opt(d.layer),
             d.target.clone(),
@@ -131,7 +146,7 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
             d.energy_rank_99.to_string(),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if !st.full_tensors.is_empty() {
         let mut t = Table::new(&["FULL TENSOR", "SHAPE", "FROBENIUS>", "SPECTRAL>"]);
         for f in &st.full_tensors {
@@ -142,7 +157,7 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
                 table::opt(f.spectral_norm.map(table::num)),
             ]);
         }
-        print!("\n{}", t.render());
+        out!("\n{}", t.render());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -162,8 +177,8 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
     if args.json {
         return print_json(&c).map(|_| ExitCode::SUCCESS);
     }
-    println!("a: {}\nb: {}", c.a, c.b);
-    println!(
+    outln!("a: {}\nb: {}", c.a, c.b);
+    outln!(
         "{} matched deltas, {} only in a, {} only in b\n",
         c.pairs.len(),
         c.only_a.len(),
@@ -185,15 +200,35 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
             table::opt(s.mean_norm_ratio.map(|x| format!("{x:.3}"))),
         ]);
     }
-    print!("{}", t.render());
-    let bad: Vec<_> = c.pairs.iter().filter_map(|p| p.note.as_ref()).collect();
+    out!("{}", t.render());
+    let bad: Vec<_> = c
+        .pairs
+        .iter()
+        .filter(|p| p.finite_a && p.finite_b)
+        .filter_map(|p| p.note.as_ref())
+        .collect();
     if let Some(n) = bad.first() {
-        println!("\n{} pairs not comparable, e.g. {n}", bad.len());
+        outln!("\n{} pairs not comparable, e.g. {n}", bad.len());
+    }
+    let nonfinite: Vec<_> = c
+        .pairs
+        .iter()
+        .filter(|p| !(p.finite_a && p.finite_b))
+        .collect();
+    if let Some(p) = nonfinite.first() {
+        outln!(
+            "\n{} pairs with non-finite values (left out of the means), e.g. layer {} {}{}: {}",
+            nonfinite.len(),
+            table::opt(p.layer),
+            p.target,
+            p.expert.map_or(String::new(), |e| format!(" expert {e}")),
+            p.note.as_deref().unwrap_or("non-finite")
+        );
     }
     for (label, keys) in [("only in a", &c.only_a), ("only in b", &c.only_b)] {
         let targets: Vec<String> = keys.iter().map(|k| k.target.clone()).collect();
         if !keys.is_empty() {
-            println!(
+            outln!(
                 "{label}: {} deltas ({})",
                 keys.len(),
                 super::compact_targets(&targets)

@@ -59,7 +59,7 @@ pub(super) fn cmd_fetch(ctx: &Ctx, args: FetchArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let done = done?;
     let cached = done.files.iter().filter(|f| f.cached).count();
-    println!(
+    outln!(
         "{repo}: {} files at commit {} in {} ({} downloaded, {cached} already in the cache)",
         done.files.len(),
         done.commit,
@@ -88,7 +88,7 @@ pub(super) fn cmd_inspect_remote(id: &str, json: bool, layout: LayoutOptions) ->
             .map(|a| a.id.as_str())
             .filter(|i| *i != a.id)
             .collect();
-        eprintln!(
+        errln!(
             "{repo} holds {} adapters; showing {} (others: {})",
             adapters.len(),
             a.id,

@@ -1,5 +1,17 @@
 //! The command line: argument parsing, adapter lookup, and human/JSON output of each command.
 
+// Every human text output goes through these (and so through `table::escape_controls`): names
+// and messages come from files, folders and servers and must not drive the terminal.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_text(&mut std::io::stdout(), &format!($($arg)*)) };
+}
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_text(&mut std::io::stdout(), &format!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::write_text(&mut std::io::stderr(), &format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod compute;
 mod hub;
 mod plot;
@@ -97,7 +109,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "lorascope: {e:#}");
+            errln!("lorascope: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -198,6 +210,12 @@ impl Ctx {
     }
 }
 
+/// Writes human text with its control characters escaped (a closed pipe is not an error here).
+pub(crate) fn write_text(w: &mut impl Write, text: &str) {
+    let _ = w.write_all(table::escape_controls(text).as_bytes());
+    let _ = w.flush();
+}
+
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
@@ -241,9 +259,9 @@ pub fn default_sources(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Source>, Opt
 fn cmd_default(ctx: &Ctx) -> Result<ExitCode> {
     let (adapters, note) = default_adapters(ctx, &[])?;
     if let Some(n) = note {
-        eprintln!("{n}");
+        errln!("{n}");
     }
-    print!("{}", scan_table(&adapters));
+    out!("{}", scan_table(&adapters));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -258,14 +276,14 @@ fn cmd_scan(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
         print_json(&adapters.iter().map(Adapter::summary).collect::<Vec<_>>())?;
     } else {
         if adapters.is_empty() {
-            eprintln!(
+            errln!(
                 "no adapters found in {}",
                 ctx.cache
                     .as_deref()
                     .map_or("the hub cache".into(), |c| c.display().to_string())
             );
         }
-        print!("{}", scan_table(&adapters));
+        out!("{}", scan_table(&adapters));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -392,7 +410,7 @@ fn show_inspect(a: &Adapter, json: bool) -> Result<ExitCode> {
             full_tensors: &a.full,
         })?;
     } else {
-        print!("{}", inspect_text(a));
+        out!("{}", inspect_text(a));
     }
     if let Some(e) = &a.error {
         bail!("{}: {e}", a.id);
@@ -502,7 +520,7 @@ fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
         }
     };
     let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;
-    println!("wrote {n} demo repos to {}", dir.display());
-    println!("try: lorascope scan --cache {}", dir.display());
+    outln!("wrote {n} demo repos to {}", dir.display());
+    outln!("try: lorascope scan --cache {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -100,6 +100,6 @@ pub fn cmd_plot(ctx: &Ctx, args: PlotArgs) -> Result<ExitCode> {
         comparison: c,
     });
     let r = plot::write_png(&sa, with, &opts, &args.out)?;
-    println!("wrote {} ({}×{})", args.out.display(), r.width, r.height);
+    outln!("wrote {} ({}×{})", args.out.display(), r.width, r.height);
     Ok(ExitCode::SUCCESS)
 }

@@ -43,13 +43,15 @@ pub(super) fn cmd_report(ctx: &Ctx, args: ReportArgs) -> Result<ExitCode> {
     });
     let mut stats = None;
     if let Some(list) = &args.remote {
-        let text = match std::fs::read_to_string(list) {
-            Ok(t) => t,
-            Err(_) if !std::path::Path::new(list).exists() => list.clone(),
+        let (text, what) = match std::fs::read_to_string(list) {
+            Ok(t) => (t, format!("reading the repo list {list}")),
+            // Ids given inline: the parse error quotes the bad one, so name no list.
+            Err(_) if !std::path::Path::new(list).exists() => {
+                (list.clone(), "reading --remote".to_string())
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {list}")),
         };
-        let repos =
-            hub::parse_list(&text).with_context(|| format!("reading the repo list {list}"))?;
+        let repos = hub::parse_list(&text).context(what)?;
         let cfg = HubConfig::from_env();
         sources.push(format!("{} repos from {}", repos.len(), cfg.endpoint));
         let rt = super::hub::runtime()?;
@@ -68,12 +70,12 @@ pub(super) fn cmd_report(ctx: &Ctx, args: ReportArgs) -> Result<ExitCode> {
         stats = Some(s);
     }
     if adapters.is_empty() {
-        eprintln!("no adapters found: the report is empty");
+        errln!("no adapters found: the report is empty");
     }
     let mut r = report::build(&adapters, stats);
     r.sources = sources;
     match args.format {
-        Format::Md => print!("{}", r.markdown()),
+        Format::Md => out!("{}", r.markdown()),
         Format::Json => print_json(&r)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -129,11 +129,47 @@ pub fn layers(v: &[usize]) -> String {
 
 /// Four significant digits, scientific when small or large.
 pub fn num(x: f64) -> String {
-    if x == 0.0 {
+    if !x.is_finite() {
+        // NaN/inf come from non-finite factors: a marker, never a number.
+        "non-finite".into()
+    } else if x == 0.0 {
         "0".into()
     } else if x.abs() >= 1e-3 && x.abs() < 1e5 {
         format!("{x:.4}")
     } else {
         format!("{x:.3e}")
+    }
+}
+
+/// Makes text safe to print on a terminal: control characters other than newline and tab (C0,
+/// DEL, and C1 such as U+009B, a one-character CSI) become visible escapes (`\x1b`, `\u{9b}`), so
+/// tensor, file and folder names or error messages cannot set the title or clear the screen.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.contains(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !bad(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn escapes_c0_del_and_c1_but_keeps_lines() {
+        assert_eq!(
+            escape_controls("a\x1b]0;t\x07b\x7f\u{9b}2J\n\tc"),
+            "a\\x1b]0;t\\x07b\\x7f\\u{9b}2J\n\tc"
+        );
+        assert_eq!(escape_controls("plain é"), "plain é");
     }
 }

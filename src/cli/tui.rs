@@ -16,11 +16,15 @@ pub struct TuiArgs {
 }
 
 pub fn cmd_tui(ctx: &Ctx, args: TuiArgs) -> Result<ExitCode> {
-    crate::tui::run(crate::tui::Config {
+    let ended = crate::tui::run(crate::tui::Config {
         cache: ctx.cache.clone(),
         explicit_cache: ctx.explicit_cache,
         paths: args.paths,
         export_dir: args.export_dir,
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match ended {
+        crate::tui::Ended::Quit => ExitCode::SUCCESS,
+        // The shell's convention for "ended by signal N".
+        crate::tui::Ended::Signal(n) => ExitCode::from((128 + n) as u8),
+    })
 }

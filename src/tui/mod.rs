@@ -93,8 +93,31 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Runs the explorer until the user quits.
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+/// How the explorer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The user quit.
+    Quit,
+    /// SIGTERM, SIGINT or SIGHUP arrived (its number): the terminal was restored first.
+    Signal(i32),
+}
+
+/// Waits for the first of SIGTERM, SIGINT, SIGHUP; returns its number. Without handlers these
+/// kill the process with the terminal still raw, in the alternate screen, capturing the mouse.
+async fn termination_signal() -> io::Result<i32> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::select! {
+        _ = term.recv() => libc::SIGTERM,
+        _ = int.recv() => libc::SIGINT,
+        _ = hup.recv() => libc::SIGHUP,
+    })
+}
+
+/// Runs the explorer until the user quits or a termination signal arrives.
+pub fn run(cfg: Config) -> anyhow::Result<Ended> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -128,8 +151,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 paths: cfg.paths,
             },
         );
-        event::run_loop(&mut screen.terminal, &mut app, EventStream::new(), tx, rx).await
+        let signals = termination_signal();
+        tokio::pin!(signals);
+        tokio::select! {
+            r = event::run_loop(&mut screen.terminal, &mut app, EventStream::new(), tx, rx) => {
+                r.map(|_| Ended::Quit)
+            }
+            s = &mut signals => s.map(Ended::Signal),
+        }
     });
+    // Dropping the screen restores the terminal, also when a signal ended the loop.
     drop(screen);
     // Cancelled jobs stop at their next delta; quitting does not wait for them.
     rt.shutdown_background();

@@ -500,6 +500,15 @@ impl Grid {
         self.rows.is_empty() || self.cols.is_empty()
     }
 
+    /// Whether a cell holds a non-finite value of one of the given metrics.
+    pub fn has_nonfinite(&self, metrics: &[usize]) -> bool {
+        self.cells.iter().flatten().any(|c| {
+            metrics
+                .iter()
+                .any(|&m| c.values[m].is_some_and(|v| !v.is_finite()))
+        })
+    }
+
     /// Smallest and largest value of the given metrics over all cells.
     pub fn range(&self, metrics: &[usize]) -> Option<(f64, f64)> {
         let mut r: Option<(f64, f64)> = None;
@@ -562,9 +571,13 @@ fn aggregate(
         let mut sum = 0.0;
         let mut n = 0usize;
         let mut best: Option<(f64, Option<usize>)> = None;
+        let mut nonfinite = None;
         for &i in idx {
             if let Some(s) = map.get(i).copied().flatten().map(|j| &st.deltas[j]) {
                 let v = m.of(s);
+                if !s.finite || !v.is_finite() {
+                    nonfinite.get_or_insert(a.deltas[i].expert);
+                }
                 sum += v;
                 n += 1;
                 if best.is_none_or(|(b, _)| v > b) {
@@ -572,7 +585,11 @@ fn aggregate(
                 }
             }
         }
-        if n > 0 {
+        if let Some(e) = nonfinite {
+            // One non-finite delta makes the cell non-finite (a max would skip its NaN).
+            values[m.index()] = Some(f64::NAN);
+            max[m.index()] = Some((f64::NAN, e));
+        } else if n > 0 {
             values[m.index()] = Some(sum / n as f64);
             max[m.index()] = best;
         }
@@ -980,6 +997,9 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
                 StatsColumn::Scale => table::num(d.scale),
                 StatsColumn::Fro => table::num(d.fro_norm),
                 StatsColumn::Spectral => table::num(d.spectral_norm),
+                // NaN would print as a number-like "NaN": Fro and Spectral say non-finite.
+                StatsColumn::ERank if !d.finite => "-".into(),
+                StatsColumn::SRank if !d.finite => "-".into(),
                 StatsColumn::ERank => format!("{:.2}", d.effective_rank),
                 StatsColumn::SRank => format!("{:.2}", d.stable_rank),
             }

@@ -290,6 +290,18 @@ impl Pty {
         self.wait_for_any_after(0, &[needle], timeout)
     }
 
+    /// The program's process id: `script`'s child, which `exec`s the program (None until then).
+    pub fn program_pid(&self) -> Option<u32> {
+        let parent = self.child.id().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces, so split after its `)`.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let ppid = rest.split(' ').nth(1)?;
+            (ppid == parent).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+    }
+
     /// Waits for the program to end (killing it after `timeout`).
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         drop(self.stdin.take());

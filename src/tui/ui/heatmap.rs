@@ -24,6 +24,8 @@ pub struct Scale {
     pub lo: f64,
     pub hi: f64,
     pub palette: Palette,
+    /// Some cell is non-finite: the legend explains its mark.
+    pub nonfinite: bool,
 }
 
 impl Scale {
@@ -78,6 +80,11 @@ fn ramp(stops: &[(u8, u8, u8)], t: f64) -> Color {
     let (a, b) = (stops[i], stops[i + 1]);
     Color::Rgb(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
+
+/// Cells of non-finite deltas (NaN/inf): magenta, which neither ramp ever produces.
+pub const NONFINITE_BG: Color = Color::Rgb(255, 0, 255);
+/// The mark of a non-finite cell, also without colour.
+pub const NONFINITE_MARK: &str = "✕";
 
 /// Black or white, whichever reads on `bg`.
 fn text_on(bg: Color) -> Color {
@@ -213,6 +220,7 @@ impl Heatmap<'_> {
                     let top = g.cell(r0, c).and_then(|k| (self.value)(k));
                     let bot = g.cell(r0 + 1, c).and_then(|k| (self.value)(k));
                     let color = |v: Option<f64>| match (v, self.scale) {
+                        (Some(v), _) if !v.is_finite() => NONFINITE_BG,
                         (Some(v), Some(s)) => s.color(v),
                         _ => Color::Reset,
                     };
@@ -257,6 +265,14 @@ impl Heatmap<'_> {
             String::new()
         };
         match ((self.value)(cell), self.scale) {
+            (Some(v), _) if !v.is_finite() => {
+                let style = if theme.color {
+                    Style::new().bg(NONFINITE_BG).fg(Color::Black)
+                } else {
+                    Style::new().add_modifier(Modifier::BOLD)
+                };
+                (center(NONFINITE_MARK), style)
+            }
             (Some(v), Some(s)) if theme.color => {
                 let bg = s.color(v);
                 let body = if shown.is_empty() {
@@ -320,5 +336,15 @@ pub fn legend(label: &str, scale: &Scale, width: u16, theme: Theme) -> Line<'sta
         }
     }
     spans.push(Span::styled("   · none", theme.dim()));
+    if scale.nonfinite {
+        let style = if theme.color {
+            Style::new().bg(NONFINITE_BG).fg(Color::Black)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        };
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(NONFINITE_MARK, style));
+        spans.push(Span::raw(" non-finite"));
+    }
     Line::from(spans)
 }

@@ -293,6 +293,7 @@ fn grid_scale(g: &Grid, metric: usize) -> Option<Scale> {
         lo,
         hi,
         palette: Palette::Sequential,
+        nonfinite: g.has_nonfinite(&[metric]),
     })
 }
 

@@ -125,16 +125,19 @@ fn draw_model(
             lo: -1.0,
             hi: 1.0,
             palette: Palette::Diverging,
+            nonfinite: m.grid.has_nonfinite(&[k]),
         }),
         CompareMetric::Subspace => Some(Scale {
             lo: 0.0,
             hi: 1.0,
             palette: Palette::Sequential,
+            nonfinite: m.grid.has_nonfinite(&[k]),
         }),
         _ => m.grid.range(metric.scale_group()).map(|(lo, hi)| Scale {
             lo,
             hi,
             palette: Palette::Sequential,
+            nonfinite: m.grid.has_nonfinite(&[k]),
         }),
     };
     let value = |c: &GridCell| c.values[k];
