@@ -9,6 +9,7 @@ use faer::MatRef;
 use memmap2::Mmap;
 use ndarray::{s, ArrayView2, ArrayView3, Axis};
 use safetensors::Dtype;
+use std::fs::File;
 
 /// Element types lorascope computes on.
 trait Elem: bytemuck::Pod {

@@ -501,9 +501,9 @@ fn explorer_on_poisoned(color: bool) -> (tempfile::TempDir, lorascope::tui::App)
         if let Effect::Stats { job, adapter } = e {
             let r = stats::compute(&adapter, &Filter::default(), &Control::default())
                 .map_err(|e| e.to_string());
-            app.update(Action::StatsDone {
+            app.update(Action::Done {
                 job,
-                result: r,
+                result: r.map(Into::into),
                 secs: 0.01,
             });
         }
