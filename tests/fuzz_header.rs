@@ -315,3 +315,31 @@ fn number_spans(s: &str) -> Vec<(usize, usize)> {
     }
     out
 }
+
+#[test]
+fn a_header_of_many_tensors_parses_in_a_few_times_its_size() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 40k small tensors (a 3.4 MB header): entries become `TensorInfo`s one at a time, with no
+    // whole-header JSON tree (which cost ~15× the header).
+    let n = 40_000;
+    let mut json = String::from("{");
+    for i in 0..n {
+        json.push_str(&format!(
+            r#""layers.{}.experts.{}.w1.lora_A.weight":{{"dtype":"F32","shape":[1,1],"data_offsets":[{},{}]}},"#,
+            i / 64,
+            i % 64,
+            4 * i,
+            4 * i + 4
+        ));
+    }
+    json.pop();
+    json.push('}');
+    let size = 8 + json.len() as u64 + 4 * n as u64;
+    let (h, peak) = peak_of(|| format::parse_header(Path::new("big"), json.as_bytes(), size));
+    assert_eq!(h.expect("valid").tensors.len(), n);
+    assert!(
+        peak <= 4 * json.len(),
+        "{peak} bytes for a {}-byte header",
+        json.len()
+    );
+}

@@ -536,3 +536,11 @@ fn a_kohya_alpha_that_is_not_a_scalar_is_an_error_not_a_neighbours_bytes() {
         );
     }
 }
+
+#[test]
+fn a_tensor_named_twice_in_a_header_is_an_error() {
+    let json = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let e = lorascope::format::parse_header(Path::new("x"), json, 8 + json.len() as u64 + 8)
+        .expect_err("duplicate names");
+    assert!(e.to_string().contains("tensor 'w' appears twice"), "{e}");
+}
