@@ -32,6 +32,8 @@ pub struct AdapterConfig {
 
 /// What was found where adapter_config.json should be.
 #[derive(Debug, Clone, PartialEq)]
+// One per adapter, never in bulk: boxing the config would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigStatus {
     Ok(AdapterConfig),
     Missing,
