@@ -176,6 +176,9 @@ pub fn regex_compilations() -> usize {
 /// One PEFT pattern key, compiled.
 #[derive(Debug, Clone)]
 enum Matcher {
+    /// A key of plain characters and `.` (most keys: module paths) needs no regex engine: its
+    /// regex matches a fixed-length suffix, where `.` is any character but a newline.
+    Plain(Vec<char>),
     Regex(Regex),
     /// A key that is not a valid regex can still match literally.
     Literal(String),
@@ -185,6 +188,10 @@ impl Matcher {
     /// PEFT's rule (`get_pattern_key` in peft/src/peft/utils/other.py): key K matches module
     /// path M when `re.match(rf"(.*\.)?({K})$", M)`, i.e. from M's start.
     fn new(key: &str) -> Matcher {
+        const META: &str = "\\+*?()|[]{}^$";
+        if !key.chars().any(|c| META.contains(c)) {
+            return Matcher::Plain(key.chars().collect());
+        }
         COMPILATIONS.fetch_add(1, Ordering::Relaxed);
         match Regex::new(&format!(r"^(.*\.)?({key})$")) {
             Ok(re) => Matcher::Regex(re),
@@ -194,6 +201,19 @@ impl Matcher {
 
     fn is_match(&self, module: &str) -> bool {
         match self {
+            Matcher::Plain(key) => {
+                // `^(.*\.)?(K)$`: K on the last |K| characters, preceded by nothing or by a
+                // literal dot after a newline-free prefix.
+                let m: Vec<char> = module.chars().collect();
+                let Some(start) = m.len().checked_sub(key.len()) else {
+                    return false;
+                };
+                let tail_ok =
+                    key.iter()
+                        .zip(&m[start..])
+                        .all(|(k, c)| if *k == '.' { *c != '\n' } else { k == c });
+                tail_ok && (start == 0 || (m[start - 1] == '.' && !m[..start].contains(&'\n')))
+            }
             Matcher::Regex(re) => re.is_match(module),
             Matcher::Literal(key) => {
                 module == key
@@ -209,6 +229,54 @@ impl Matcher {
 /// over a config's patterns use `Patterns`, which compiles each key once.
 pub fn pattern_matches(key: &str, module: &str) -> bool {
     Matcher::new(key).is_match(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_match_exactly_as_their_regex() {
+        let keys = [
+            "q_proj",
+            "7.mlp.experts",
+            "layers.1.self_attn.q_proj",
+            "mlp.experts.gate_up_proj",
+            "é.x",
+            "a",
+            ".",
+            "..",
+        ];
+        let modules = [
+            "model.layers.7.mlp.experts",
+            "model.layers.17.mlp.experts",
+            "model.layers.7xmlp.experts",
+            "7.mlp.experts",
+            "model.layers.1.self_attn.q_proj",
+            "model.layers.1.self_attn.qq_proj",
+            "q_proj",
+            "xq_proj",
+            "a.q_proj",
+            "a\n.q_proj",
+            "a.q\nproj",
+            "é.x",
+            "b.é.x",
+            "bé.x",
+            "a",
+            ".a",
+            "",
+            ".",
+            "x.",
+        ];
+        for k in keys {
+            let plain = Matcher::new(k);
+            assert!(matches!(plain, Matcher::Plain(_)), "{k}");
+            let re = Regex::new(&format!(r"^(.*\.)?({k})$")).expect("regex");
+            for m in modules {
+                assert_eq!(plain.is_match(m), re.is_match(m), "key {k:?} on {m:?}");
+            }
+        }
+    }
 }
 
 /// Ordered pattern keys with their values (`rank_pattern`, `alpha_pattern`), each key compiled
