@@ -304,7 +304,8 @@ impl Adapter {
     pub fn experts(&self) -> Option<usize> {
         self.deltas
             .iter()
-            .filter_map(|d| d.expert.map(|e| e + 1))
+            // Saturating: an index comes from a tensor name and may be usize::MAX.
+            .filter_map(|d| d.expert.map(|e| e.saturating_add(1)))
             .max()
     }
 
@@ -355,6 +356,17 @@ pub type ScalarReader<'a> = dyn Fn(&FileInfo, &TensorInfo) -> crate::Result<f64>
 fn kohya_alphas(a: &Adapter, read_scalar: &ScalarReader) -> Result<BTreeMap<String, f64>, String> {
     let mut out = BTreeMap::new();
     for t in a.tensors.iter().filter(|t| t.name.role == Role::Alpha) {
+        // Reading a scalar from a tensor of another size would read a neighbour's bytes (shape
+        // [0]) or an arbitrary first element: only a single value is an alpha.
+        if t.info.numel() != 1 {
+            return Err(format!(
+                "{}: tensor '{}': alpha has shape {:?} ({} values), expected one scalar",
+                a.files[t.file].path.display(),
+                t.info.name,
+                t.info.shape,
+                t.info.numel()
+            ));
+        }
         let v = read_scalar(&a.files[t.file], &t.info).map_err(|e| describe(&e))?;
         out.insert(t.name.module.clone(), v);
     }

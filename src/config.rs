@@ -3,6 +3,7 @@
 use regex::Regex;
 use serde_json::Value;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// PEFT's defaults when a config omits the field.
 const PEFT_DEFAULT_R: usize = 8;
@@ -15,10 +16,12 @@ pub struct AdapterConfig {
     pub lora_alpha: f64,
     pub use_rslora: bool,
     /// Ordered: PEFT takes the first matching key.
-    pub rank_pattern: Vec<(String, usize)>,
-    pub alpha_pattern: Vec<(String, f64)>,
+    pub rank_pattern: Patterns<usize>,
+    pub alpha_pattern: Patterns<f64>,
     pub target_modules: Vec<String>,
     pub target_parameters: Vec<String>,
+    /// `target_parameters` split at the last dot: module pattern → parameter, in order.
+    pub wrapped_parameters: Patterns<String>,
     pub modules_to_save: Vec<String>,
     pub use_dora: bool,
     pub base_model: Option<String>,
@@ -29,6 +32,8 @@ pub struct AdapterConfig {
 
 /// What was found where adapter_config.json should be.
 #[derive(Debug, Clone, PartialEq)]
+// One per adapter, never in bulk: boxing the config would buy nothing but indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigStatus {
     Ok(AdapterConfig),
     Missing,
@@ -103,12 +108,25 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     c.use_dora = o.get("use_dora").and_then(Value::as_bool).unwrap_or(false);
-    c.rank_pattern = pattern(o.get("rank_pattern"), "rank_pattern", |x| {
+    c.rank_pattern = Patterns::new(pattern(o.get("rank_pattern"), "rank_pattern", |x| {
         x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
-    })?;
-    c.alpha_pattern = pattern(o.get("alpha_pattern"), "alpha_pattern", Value::as_f64)?;
+    })?);
+    c.alpha_pattern = Patterns::new(pattern(
+        o.get("alpha_pattern"),
+        "alpha_pattern",
+        Value::as_f64,
+    )?);
     c.target_modules = strings(o.get("target_modules"));
     c.target_parameters = strings(o.get("target_parameters"));
+    c.wrapped_parameters = Patterns::new(
+        c.target_parameters
+            .iter()
+            .map(|t| match t.rsplit_once('.') {
+                Some((prefix, param)) => (prefix.to_string(), param.to_string()),
+                None => (String::new(), t.clone()),
+            })
+            .collect(),
+    );
     c.modules_to_save = strings(o.get("modules_to_save"));
     c.base_model = o
         .get("base_model_name_or_path")
@@ -152,44 +170,180 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// PEFT's rule: key K matches module path M when `(.*\.)?(K)$` matches M from its start.
-pub fn pattern_matches(key: &str, module: &str) -> bool {
-    // Compiled regexes are kept per thread: compiling one per call (48 target_parameters × 48
-    // expert modules per adapter) was 90 % of a scan of the survey's 140 repos.
-    thread_local! {
-        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<Regex>>> =
-            Default::default();
+/// Regexes compiled so far by this process (a diagnostic: patterns compile once per config).
+static COMPILATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pattern regexes this process has compiled.
+pub fn regex_compilations() -> usize {
+    COMPILATIONS.load(Ordering::Relaxed)
+}
+
+/// One PEFT pattern key, compiled.
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// A key of plain characters and `.` (most keys: module paths) needs no regex engine: its
+    /// regex matches a fixed-length suffix, where `.` is any character but a newline.
+    Plain(Vec<char>),
+    Regex(Regex),
+    /// A key that is not a valid regex can still match literally.
+    Literal(String),
+}
+
+impl Matcher {
+    /// PEFT's rule (`get_pattern_key` in peft/src/peft/utils/other.py): key K matches module
+    /// path M when `re.match(rf"(.*\.)?({K})$", M)`, i.e. from M's start.
+    fn new(key: &str) -> Matcher {
+        const META: &str = "\\+*?()|[]{}^$";
+        if !key.chars().any(|c| META.contains(c)) {
+            return Matcher::Plain(key.chars().collect());
+        }
+        COMPILATIONS.fetch_add(1, Ordering::Relaxed);
+        match Regex::new(&format!(r"^(.*\.)?({key})$")) {
+            Ok(re) => Matcher::Regex(re),
+            Err(_) => Matcher::Literal(key.to_string()),
+        }
     }
-    COMPILED.with_borrow_mut(|cache| {
-        if cache.len() > 4096 {
-            cache.clear();
+
+    fn is_match(&self, module: &str) -> bool {
+        match self {
+            Matcher::Plain(key) => {
+                // `^(.*\.)?(K)$`: K on the last |K| characters, preceded by nothing or by a
+                // literal dot after a newline-free prefix.
+                let m: Vec<char> = module.chars().collect();
+                let Some(start) = m.len().checked_sub(key.len()) else {
+                    return false;
+                };
+                let tail_ok =
+                    key.iter()
+                        .zip(&m[start..])
+                        .all(|(k, c)| if *k == '.' { *c != '\n' } else { k == c });
+                tail_ok && (start == 0 || (m[start - 1] == '.' && !m[..start].contains(&'\n')))
+            }
+            Matcher::Regex(re) => re.is_match(module),
+            Matcher::Literal(key) => {
+                module == key
+                    || module
+                        .strip_suffix(key.as_str())
+                        .is_some_and(|m| m.ends_with('.'))
+            }
         }
-        let re = cache
-            .entry(key.to_string())
-            .or_insert_with(|| Regex::new(&format!(r"^(.*\.)?({key})$")).ok());
-        match re {
-            Some(re) => re.is_match(module),
-            // A key that is not a valid regex can still match literally.
-            None => module == key || module.ends_with(&format!(".{key}")),
+    }
+}
+
+/// PEFT's rule for one key and one module path. Compiles the key on every call: for lookups
+/// over a config's patterns use `Patterns`, which compiles each key once.
+pub fn pattern_matches(key: &str, module: &str) -> bool {
+    Matcher::new(key).is_match(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_match_exactly_as_their_regex() {
+        let keys = [
+            "q_proj",
+            "7.mlp.experts",
+            "layers.1.self_attn.q_proj",
+            "mlp.experts.gate_up_proj",
+            "é.x",
+            "a",
+            ".",
+            "..",
+        ];
+        let modules = [
+            "model.layers.7.mlp.experts",
+            "model.layers.17.mlp.experts",
+            "model.layers.7xmlp.experts",
+            "7.mlp.experts",
+            "model.layers.1.self_attn.q_proj",
+            "model.layers.1.self_attn.qq_proj",
+            "q_proj",
+            "xq_proj",
+            "a.q_proj",
+            "a\n.q_proj",
+            "a.q\nproj",
+            "é.x",
+            "b.é.x",
+            "bé.x",
+            "a",
+            ".a",
+            "",
+            ".",
+            "x.",
+        ];
+        for k in keys {
+            let plain = Matcher::new(k);
+            assert!(matches!(plain, Matcher::Plain(_)), "{k}");
+            let re = Regex::new(&format!(r"^(.*\.)?({k})$")).expect("regex");
+            for m in modules {
+                assert_eq!(plain.is_match(m), re.is_match(m), "key {k:?} on {m:?}");
+            }
         }
-    })
+    }
+}
+
+/// Ordered pattern keys with their values (`rank_pattern`, `alpha_pattern`), each key compiled
+/// once when the config is parsed: a config with thousands of keys is then matched against
+/// every module without recompiling anything.
+#[derive(Debug, Clone, Default)]
+pub struct Patterns<T> {
+    entries: Vec<(String, T)>,
+    compiled: Vec<Matcher>,
+}
+
+impl<T: PartialEq> PartialEq for Patterns<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl<T> Patterns<T> {
+    pub fn new(entries: Vec<(String, T)>) -> Patterns<T> {
+        let compiled = entries.iter().map(|(k, _)| Matcher::new(k)).collect();
+        Patterns { entries, compiled }
+    }
+
+    /// The keys and values, in the config's order.
+    pub fn entries(&self) -> &[(String, T)] {
+        &self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether key `i` matches `module`.
+    pub fn matches(&self, i: usize, module: &str) -> bool {
+        self.compiled[i].is_match(module)
+    }
+
+    /// The value of the first key (in the config's order, as PEFT) that matches any of `modules`.
+    pub fn first_match(&self, modules: &[&str]) -> Option<&T> {
+        self.compiled
+            .iter()
+            .position(|m| modules.iter().any(|x| m.is_match(x)))
+            .map(|i| &self.entries[i].1)
+    }
 }
 
 impl AdapterConfig {
-    fn lookup<T: Copy>(pats: &[(String, T)], module: &str) -> Option<T> {
-        pats.iter()
-            .find(|(k, _)| pattern_matches(k, module))
-            .map(|(_, v)| *v)
-    }
-
     /// Rank r for a module path (without `base_model.model.`): rank_pattern, else `r`.
     pub fn rank_for(&self, module: &str) -> usize {
-        Self::lookup(&self.rank_pattern, module).unwrap_or(self.r)
+        self.rank_pattern
+            .first_match(&[module])
+            .copied()
+            .unwrap_or(self.r)
     }
 
     /// Scale s for a module of rank `r`: alpha/r, or alpha/sqrt(r) with rsLoRA.
     pub fn scale_for(&self, module: &str, r: usize) -> f64 {
-        let alpha = Self::lookup(&self.alpha_pattern, module).unwrap_or(self.lora_alpha);
+        let alpha = self
+            .alpha_pattern
+            .first_match(&[module])
+            .copied()
+            .unwrap_or(self.lora_alpha);
         scale(alpha, r, self.use_rslora)
     }
 }

@@ -226,15 +226,12 @@ pub fn parse_name(name: &str) -> NameInfo {
 fn wrapped_params(cfg: Option<&AdapterConfig>, module: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if let Some(c) = cfg {
-        for t in &c.target_parameters {
-            let (prefix, param) = match t.rsplit_once('.') {
-                Some((p, x)) => (p, x),
-                None => ("", t.as_str()),
-            };
+        let wrapped = &c.wrapped_parameters;
+        for (i, (prefix, param)) in wrapped.entries().iter().enumerate() {
             let applies = prefix.is_empty()
                 || module == prefix
                 || module.ends_with(&format!(".{prefix}"))
-                || config::pattern_matches(prefix, module);
+                || wrapped.matches(i, module);
             if applies && !out.iter().any(|p| p == param) {
                 out.push(param.to_string());
             }
@@ -412,6 +409,15 @@ pub fn build(
             },
             expert_layout: layout,
         };
+        // A delta needs factor data. A zero dimension would let a header of a few hundred bytes
+        // declare any number of experts (2^40 deltas from one 300-byte file): with both factors
+        // non-empty, every delta owns at least one element of A or B, so the number of deltas
+        // is bounded by the size of the data.
+        if sa.contains(&0) || sb.contains(&0) {
+            return Err(format!(
+                "{module}: lora_A {sa:?} and lora_B {sb:?} must not have a zero dimension (no factor data)"
+            ));
+        }
         match (sa.len(), sb.len()) {
             (2, 2) => {
                 let (ra, in_dim, out_dim, rb) = (sa[0], sa[1], sb[0], sb[1]);
@@ -433,7 +439,7 @@ pub fn build(
                             "{module}: lora_A has {ra} rows, not a multiple of the per-expert rank {r}"
                         ));
                     }
-                    let e_count = ra / r;
+                    let e_count = experts_within_limit(module, ra / r)?;
                     let s = scale_of(r, &param_key);
                     for e in 0..e_count {
                         let b = match opts.lora_b_layout {
@@ -490,6 +496,7 @@ pub fn build(
                         "{module}: expert dims {ea} (lora_A) and {eb} (lora_B) do not broadcast"
                     ));
                 }
+                let e_count = experts_within_limit(module, e_count)?;
                 let s = scale_of(ra, module);
                 let shared = e_count == 1;
                 for e in 0..e_count {
@@ -534,6 +541,21 @@ pub fn build(
     Ok(out)
 }
 
+/// The most experts one module may have. Published MoE models route among at most a few hundred
+/// (gpt-oss-120b 128, DeepSeek-V3 256, Kimi K2 384); the bound leaves 10× headroom and keeps a
+/// header's claim of millions of experts from becoming millions of deltas. (Layers need no such
+/// bound: each layer index is written in a tensor name, so the header's size bounds them.)
+pub const MAX_EXPERTS: usize = 4096;
+
+fn experts_within_limit(module: &str, n: usize) -> Result<usize, String> {
+    if n > MAX_EXPERTS {
+        return Err(format!(
+            "{module}: the shapes say {n} experts, more than lorascope accepts ({MAX_EXPERTS})"
+        ));
+    }
+    Ok(n)
+}
+
 /// Per-expert rank r of a packed PEFT expert pair with `rows` rows in A, with a note when guessed.
 fn expert_rank(
     cfg: Option<&AdapterConfig>,
@@ -545,11 +567,8 @@ fn expert_rank(
     if let Some(c) = cfg {
         let r = c
             .rank_pattern
-            .iter()
-            .find(|(k, _)| {
-                config::pattern_matches(k, param_key) || config::pattern_matches(k, module)
-            })
-            .map(|(_, r)| *r)
+            .first_match(&[param_key, module])
+            .copied()
             .unwrap_or(c.r);
         return (r, None);
     }

@@ -3,6 +3,10 @@
 //! With B = Q_B R_B and Aᵀ = Q_A R_A (thin), ΔW = s·Q_B (R_B R_Aᵀ) Q_Aᵀ, so σ(ΔW) = |s|·σ(R_B R_Aᵀ).
 //! R comes from the Cholesky factor of the f64 Gram matrix (fast), or from Householder QR when
 //! Cholesky fails or the factor is too ill-conditioned for it (e.g. an all-zero B).
+//!
+//! The QRs are thin: R_B is min(out, r) × r and R_A is min(in, r) × r, so the core is at most
+//! min(r, out) × min(r, in). A rank above the matrix dims (r = 65536 on 2×2) then costs O(r)
+//! work and memory, not O(r³) and r² (the r×r Gram of a short factor alone was 34 GB).
 
 use crate::tensor::ColMajor;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -17,8 +21,12 @@ const CHOLESKY_MIN_DIAG_RATIO: f64 = 1e-7;
 /// Singular values at or below this fraction of σ₁ count as zero (numerical rank, subspaces).
 pub const RANK_TOL: f64 = 1e-6;
 
-/// Upper-triangular R with tallᵀ·tall = RᵀR, for a tall n×r matrix.
+/// Upper-trapezoidal R (min(n, r) × r) with mᵀ·m = RᵀR, for an n×r matrix.
 pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
+    if tall.nrows() < tall.ncols() {
+        // Short: the r×r Gram would be rank-deficient (Cholesky fails) and cost r² memory.
+        return householder_r(tall);
+    }
     let gram = gram_lower(tall);
     if let Ok(llt) = gram.llt(Side::Lower) {
         let l = llt.L();
@@ -50,32 +58,22 @@ fn gram_lower(tall: MatRef<'_, f64>) -> Mat<f64> {
     g
 }
 
-/// R of a Householder QR (always succeeds; zero columns give zero rows of R).
-pub fn householder_r(tall: MatRef<'_, f64>) -> Mat<f64> {
-    let (n, r) = (tall.nrows(), tall.ncols());
-    let qr = tall.qr();
-    let thin = qr.thin_R();
-    // A short matrix (n < r) gives an n×r R: pad to r×r so the core stays square.
-    let mut out = Mat::<f64>::zeros(r, r);
-    for j in 0..r {
-        for i in 0..n.min(r).min(thin.nrows()) {
-            out[(i, j)] = thin[(i, j)];
-        }
-    }
-    out
+/// R (min(n, r) × r) of a Householder QR (always succeeds; zero columns give zero rows of R).
+pub fn householder_r(m: MatRef<'_, f64>) -> Mat<f64> {
+    m.qr().thin_R().to_owned()
 }
 
-/// A delta reduced to its r×r core and the pieces `compare` needs.
+/// A delta reduced to its core (at most min(r, out) × min(r, in)) and the pieces `compare` needs.
 pub struct Factored {
     pub scale: f64,
     /// Bᵀ (r×out) and Aᵀ (in×r), as read.
     pub b_t: ColMajor,
     pub a_t: ColMajor,
-    /// R of Aᵀ = Q_A R_A.
+    /// R of Aᵀ = Q_A R_A (min(in, r) × r).
     pub r_a: Mat<f64>,
-    /// Singular values of the core R_B R_Aᵀ (without |s|), descending.
+    /// Singular values of the core R_B R_Aᵀ (without |s|), descending: min(r, out, in) of them.
     pub core_sigma: Vec<f64>,
-    /// Right singular vectors of the core (r×r).
+    /// Right singular vectors of the core (min(in, r) × min(r, out, in)).
     pub core_v: Mat<f64>,
 }
 
@@ -112,12 +110,21 @@ impl Factored {
         }
     }
 
-    /// σ(ΔW) = |s|·σ(core), descending.
+    /// σ(ΔW) = |s|·σ(core), descending, r of them: a rank-r product has r singular values, of
+    /// which at most min(r, out, in) (the core's) can be non-zero; the rest are zeros.
     pub fn sigma(&self) -> Vec<f64> {
-        self.core_sigma
+        let mut s: Vec<f64> = self
+            .core_sigma
             .iter()
             .map(|x| x * self.scale.abs())
-            .collect()
+            .collect();
+        s.resize(s.len().max(self.rank()), 0.0);
+        s
+    }
+
+    /// The rank r of the factors (A is r × in).
+    pub fn rank(&self) -> usize {
+        self.a_t.ncols()
     }
 
     /// False when a factor holds NaN or ±inf, or the scaled result overflows: no number of
@@ -143,6 +150,8 @@ pub fn singular_values(m: MatRef<'_, f64>) -> Vec<f64> {
     }
     let mut s = m.singular_values().unwrap_or_else(|_| jacobi_fallback(m));
     s.sort_by(|a, b| b.total_cmp(a));
+    // The Gram fallback of a wide matrix has ncols eigenvalues; only min(nrows, ncols) are σ.
+    s.truncate(m.nrows().min(m.ncols()));
     s
 }
 
@@ -183,8 +192,24 @@ pub fn numerical_rank(sigma: &[f64]) -> usize {
     sigma.iter().filter(|&&x| x > RANK_TOL * s1).count()
 }
 
-/// ⟨ΔW_a, ΔW_b⟩_F = s_a s_b · tr((B_aᵀB_b)(A_b A_aᵀ)).
+/// ⟨ΔW_a, ΔW_b⟩_F = s_a s_b · tr((B_aᵀB_b)(A_b A_aᵀ)), or s_a s_b · ⟨B_a A_a, B_b A_b⟩ through
+/// the out×in product when the ranks exceed the dims (whichever costs fewer flops).
 pub fn inner(a: &Factored, b: &Factored) -> f64 {
+    let (ra, rb) = (a.rank() as f64, b.rank() as f64);
+    let (out, inn) = (a.b_t.ncols() as f64, a.a_t.nrows() as f64);
+    if ra * rb * (out + inn) > (ra + rb) * out * inn {
+        // W_b = B_b A_b (out×in), X = B_aᵀ W_b (r_a×in); ⟨B_a A_a, W_b⟩ = Σ A_a ∘ X.
+        let w_b = b.b_t.view().transpose() * b.a_t.view().transpose();
+        let x = a.b_t.view() * w_b;
+        let a_t = a.a_t.view();
+        let mut dot = 0.0;
+        for k in 0..x.nrows() {
+            for i in 0..x.ncols() {
+                dot += x[(k, i)] * a_t[(i, k)];
+            }
+        }
+        return a.scale * b.scale * dot;
+    }
     let bb = a.b_t.view() * b.b_t.view().transpose(); // r_a × r_b
     let aa = b.a_t.view().transpose() * a.a_t.view(); // r_b × r_a
     let mut tr = 0.0;
@@ -211,8 +236,18 @@ pub fn subspace_similarity(a: &Factored, b: &Factored) -> Option<f64> {
     if k == 0 {
         return None;
     }
-    let bb = a.b_t.view() * b.b_t.view().transpose();
-    let x = ma.transpose() * bb * mb;
+    let (ra, rb) = (a.rank() as f64, b.rank() as f64);
+    let (ka, kb) = (ma.ncols() as f64, mb.ncols() as f64);
+    // Mᵀ(B_aᵀB_b)M costs r_a·r_b per output row (and an r_a×r_b matrix); (B_a M_a)ᵀ(B_b M_b)
+    // costs r_a·k_a + r_b·k_b + k_a·k_b: cheaper when the ranks exceed the numerical ranks.
+    let x = if ra * rb <= ra * ka + rb * kb + ka * kb {
+        let bb = a.b_t.view() * b.b_t.view().transpose();
+        ma.transpose() * bb * mb
+    } else {
+        let ua = a.b_t.view().transpose() * &ma;
+        let ub = b.b_t.view().transpose() * &mb;
+        ua.transpose() * ub
+    };
     let fro2: f64 = (0..x.nrows())
         .flat_map(|i| (0..x.ncols()).map(move |j| (i, j)))
         .map(|(i, j)| x[(i, j)].powi(2))

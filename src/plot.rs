@@ -250,8 +250,10 @@ pub fn write_png(
         )));
     }
     // Fail on an unwritable destination before spending time on drawing.
-    let tmp = TempFile::create(out)?;
+    // Render first: no temporary file exists while the figure is built, so a failure (or a
+    // crash) there cannot leave one behind; any later failure removes it (TempFile's Drop).
     let r = render(stats, compare, opts)?;
+    let tmp = TempFile::create(out)?;
     tmp.finish(|f| encode_png(f, &r))?;
     Ok(r)
 }
@@ -594,15 +596,17 @@ fn target_cols(all: &[(String, bool)], only: Option<&str>, with_max: bool) -> Ve
     cols
 }
 
+/// One column per expert index present (an index comes from a tensor name and may be huge, so
+/// never 0..=max), labelled with the true index.
 fn expert_cols(sets: &[&[Item]], target: &str) -> Vec<Col> {
-    let n = sets
+    let present: BTreeSet<usize> = sets
         .iter()
         .flat_map(|s| s.iter())
         .filter(|it| it.target == target)
         .filter_map(|it| it.expert)
-        .max()
-        .map_or(0, |e| e + 1);
-    (0..n)
+        .collect();
+    present
+        .into_iter()
         .map(|e| Col {
             target: target.to_string(),
             expert: Some(e),
@@ -612,17 +616,16 @@ fn expert_cols(sets: &[&[Item]], target: &str) -> Vec<Col> {
         .collect()
 }
 
-/// Rows: the selected layer, or every layer from 0 to the last one with LoRA (gaps show as empty
-/// rows), then "none" for deltas outside any layer.
+/// Rows: the selected layer, or every layer index present, ascending, then "none" for deltas
+/// outside any layer. Indices come from tensor names and may be huge (4e9, usize::MAX): rows
+/// are the layers present, never 0..=max.
 fn rows_for(sets: &[&[Item]], layer: Option<usize>) -> Vec<Option<usize>> {
     if let Some(l) = layer {
         return vec![Some(l)];
     }
     let all = || sets.iter().flat_map(|s| s.iter());
-    let mut rows: Vec<Option<usize>> = match all().filter_map(|i| i.layer).max() {
-        Some(m) => (0..=m).map(Some).collect(),
-        None => vec![],
-    };
+    let present: BTreeSet<usize> = all().filter_map(|i| i.layer).collect();
+    let mut rows: Vec<Option<usize>> = present.into_iter().map(Some).collect();
     if all().any(|i| i.layer.is_none()) {
         rows.push(None);
     }

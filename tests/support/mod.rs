@@ -169,7 +169,23 @@ pub fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
 /// Runs the real binary with a private HOME and none of the hub variables, plus `env`.
 pub fn lorascope(args: &[&str], home: &Path, env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lorascope"));
-    c.args(args).env("HOME", home);
+    c.args(args);
+    run_isolated(c, home, env)
+}
+
+/// As `lorascope`, with the address space limited to `kib` KiB (`ulimit -v`): an allocation
+/// beyond it fails at once instead of swapping the machine.
+pub fn lorascope_limited(args: &[&str], home: &Path, env: &[(&str, &Path)], kib: u64) -> Output {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_lorascope"))
+        .args(args);
+    run_isolated(c, home, env)
+}
+
+fn run_isolated(mut c: Command, home: &Path, env: &[(&str, &Path)]) -> Output {
+    c.env("HOME", home);
     for k in [
         "HF_HUB_CACHE",
         "HUGGINGFACE_HUB_CACHE",
