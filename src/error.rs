@@ -1,6 +1,7 @@
 //! Typed errors of the library. The binary adds context at the edges (anyhow).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything that can go wrong while reading adapters or computing on them.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +29,9 @@ pub enum Error {
     /// The adapter exists but cannot be used for the request (e.g. `kind` is `error`).
     #[error("{}", unusable(.id, .msg))]
     Unusable { id: String, msg: String },
-    /// Talking to the Hugging Face Hub failed (see `hub::HubError`).
+    /// Talking to the Hugging Face Hub failed.
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(#[from] HubError),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
@@ -71,3 +72,51 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to the Hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("HF_HUB_OFFLINE is set: {0} needs the network (unset HF_HUB_OFFLINE to allow it)")]
+    Offline(String),
+    #[error(
+        "'{0}' is not a Hub repo id (expected ORG/NAME, ORG/NAME/SUBFOLDER or ORG/NAME@REVISION)"
+    )]
+    BadRepoId(String),
+    #[error("{url}: HTTP {status}{}", status_hint(*.status, *.with_token))]
+    Status {
+        url: String,
+        status: u16,
+        with_token: bool,
+    },
+    #[error("{url}: no answer, or too little of one, within {} s (timed out)", .after.as_secs_f64())]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {msg}")]
+    Network { url: String, msg: String },
+    /// The server answered something lorascope cannot use (missing headers, unsafe names, …).
+    #[error("{url}: {msg}")]
+    Protocol { url: String, msg: String },
+}
+
+fn status_hint(status: u16, with_token: bool) -> &'static str {
+    match (status, with_token) {
+        (401 | 403, false) => " (gated or private repo: set HF_TOKEN)",
+        (401 | 403, true) => " (HF_TOKEN does not grant access to this repo)",
+        (404, false) => " (no such repo, revision or file; or a private repo: set HF_TOKEN)",
+        (404, true) => " (no such repo, revision or file)",
+        (416, _) => " (range not satisfiable)",
+        (429, _) => " (rate limited)",
+        (500..=599, _) => " (server error)",
+        _ => "",
+    }
+}
+
+impl HubError {
+    /// Worth another attempt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HubError::Timeout { .. } | HubError::Network { .. } => true,
+            HubError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}

@@ -7,6 +7,7 @@
 
 use crate::adapter::{Adapter, FileInfo, Source};
 use crate::config::{self, ConfigStatus};
+pub use crate::error::HubError;
 use crate::error::{Error, Result};
 use crate::format::{self, Header, TensorInfo};
 use crate::layout::LayoutOptions;
@@ -107,54 +108,6 @@ fn seconds(v: Option<String>) -> Duration {
     v.and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
         .map_or(DEFAULT_TIMEOUT, Duration::from_secs_f64)
-}
-
-/// What went wrong talking to the Hub.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("HF_HUB_OFFLINE is set: {0} needs the network (unset HF_HUB_OFFLINE to allow it)")]
-    Offline(String),
-    #[error(
-        "'{0}' is not a Hub repo id (expected ORG/NAME, ORG/NAME/SUBFOLDER or ORG/NAME@REVISION)"
-    )]
-    BadRepoId(String),
-    #[error("{url}: HTTP {status}{}", status_hint(*.status, *.with_token))]
-    Status {
-        url: String,
-        status: u16,
-        with_token: bool,
-    },
-    #[error("{url}: no answer, or too little of one, within {} s (timed out)", .after.as_secs_f64())]
-    Timeout { url: String, after: Duration },
-    #[error("{url}: {msg}")]
-    Network { url: String, msg: String },
-    /// The server answered something lorascope cannot use (missing headers, unsafe names, …).
-    #[error("{url}: {msg}")]
-    Protocol { url: String, msg: String },
-}
-
-fn status_hint(status: u16, with_token: bool) -> &'static str {
-    match (status, with_token) {
-        (401 | 403, false) => " (gated or private repo: set HF_TOKEN)",
-        (401 | 403, true) => " (HF_TOKEN does not grant access to this repo)",
-        (404, false) => " (no such repo, revision or file; or a private repo: set HF_TOKEN)",
-        (404, true) => " (no such repo, revision or file)",
-        (416, _) => " (range not satisfiable)",
-        (429, _) => " (rate limited)",
-        (500..=599, _) => " (server error)",
-        _ => "",
-    }
-}
-
-impl HubError {
-    /// Worth another attempt.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            HubError::Timeout { .. } | HubError::Network { .. } => true,
-            HubError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
-            _ => false,
-        }
-    }
 }
 
 fn transient(e: &Error) -> bool {

@@ -28,6 +28,7 @@ pub mod survey;
 pub mod synth;
 pub mod tensor;
 pub mod tui;
+pub mod view;
 
 pub use adapter::{Adapter, Kind, Pattern};
 pub use error::{Error, Result};

@@ -212,7 +212,7 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
                     members
                         .iter()
                         .filter(|a| !a.deltas.is_empty() || !a.full.is_empty())
-                        .map(|a| crate::cli::compact_targets(&a.targets())),
+                        .map(|a| crate::view::text::compact_targets(&a.targets())),
                 ),
                 attention_ranks: counts(members.iter().filter_map(|a| a.attention_rank())),
                 expert_ranks: counts(members.iter().filter_map(|a| a.expert_rank())),
@@ -379,7 +379,7 @@ fn notes(adapters: &[Adapter], ov: &Overview, remote: Option<&SurveyStats>) -> V
                 format!(
                     "{} (layers {})",
                     a.id,
-                    crate::cli::table::layers(&a.expert_layers())
+                    crate::view::text::layers(&a.expert_layers())
                 )
             })
             .collect();
@@ -519,7 +519,7 @@ fn cell(s: &str) -> String {
 
 impl Report {
     pub fn markdown(&self) -> String {
-        use crate::cli::table::{bytes, layers};
+        use crate::view::text::{bytes, layers};
         let ov = &self.overview;
         let mut md = String::from("# LoRA adapter survey\n\n## Overview\n\n");
         if !self.sources.is_empty() {

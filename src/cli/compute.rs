@@ -1,9 +1,10 @@
 //! `stats` and `compare`: the math core from the command line.
 
-use super::table::{self, Table};
+use super::table::Table;
 use super::{print_json, Ctx, ReadOpts};
 use crate::compare;
 use crate::stats::{self, Control, Filter};
+use crate::view::text;
 use anyhow::Result;
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -119,11 +120,11 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
         if !d.finite {
             // NaN/inf factors or an overflow: say so instead of numbers.
             let mut row = vec![
-                table::opt(d.layer),
+                text::opt(d.layer),
                 d.target.clone(),
-                table::opt(d.expert),
+                text::opt(d.expert),
                 d.rank.to_string(),
-                table::num(d.scale),
+                text::num(d.scale),
                 "non-finite".to_string(),
                 "non-finite".to_string(),
             ];
@@ -132,13 +133,13 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
             continue;
         }
         t.row(vec![
-            table::opt(d.layer),
+            text::opt(d.layer),
             d.target.clone(),
-            table::opt(d.expert),
+            text::opt(d.expert),
             d.rank.to_string(),
-            table::num(d.scale),
-            table::num(d.fro_norm),
-            table::num(d.spectral_norm),
+            text::num(d.scale),
+            text::num(d.fro_norm),
+            text::num(d.spectral_norm),
             format!("{:.2}", d.effective_rank),
             format!("{:.2}", d.stable_rank),
             d.numerical_rank.to_string(),
@@ -151,10 +152,10 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
         let mut t = Table::new(&["FULL TENSOR", "SHAPE", "FROBENIUS>", "SPECTRAL>"]);
         for f in &st.full_tensors {
             t.row(vec![
-                super::short_name(&f.name).to_string(),
+                text::short_name(&f.name).to_string(),
                 format!("{:?}", f.shape),
-                table::num(f.fro_norm),
-                table::opt(f.spectral_norm.map(table::num)),
+                text::num(f.fro_norm),
+                text::opt(f.spectral_norm.map(text::num)),
             ]);
         }
         out!("\n{}", t.render());
@@ -195,9 +196,9 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
         t.row(vec![
             s.target,
             s.pairs.to_string(),
-            table::opt(s.mean_cosine.map(|x| format!("{x:.4}"))),
-            table::opt(s.mean_subspace_similarity.map(|x| format!("{x:.4}"))),
-            table::opt(s.mean_norm_ratio.map(|x| format!("{x:.3}"))),
+            text::opt(s.mean_cosine.map(|x| format!("{x:.4}"))),
+            text::opt(s.mean_subspace_similarity.map(|x| format!("{x:.4}"))),
+            text::opt(s.mean_norm_ratio.map(|x| format!("{x:.3}"))),
         ]);
     }
     out!("{}", t.render());
@@ -219,7 +220,7 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
         outln!(
             "\n{} pairs with non-finite values (left out of the means), e.g. layer {} {}{}: {}",
             nonfinite.len(),
-            table::opt(p.layer),
+            text::opt(p.layer),
             p.target,
             p.expert.map_or(String::new(), |e| format!(" expert {e}")),
             p.note.as_deref().unwrap_or("non-finite")
@@ -231,7 +232,7 @@ pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
             outln!(
                 "{label}: {} deltas ({})",
                 keys.len(),
-                super::compact_targets(&targets)
+                text::compact_targets(&targets)
             );
         }
     }

@@ -3,6 +3,7 @@
 use super::{show_inspect, Ctx};
 use crate::hub::{self, FetchProgress, Hub, HubConfig, RepoRef};
 use crate::layout::LayoutOptions;
+use crate::view::text;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -64,7 +65,7 @@ pub(super) fn cmd_fetch(ctx: &Ctx, args: FetchArgs) -> Result<ExitCode> {
         done.files.len(),
         done.commit,
         done.snapshot.display(),
-        super::table::bytes(done.downloaded),
+        text::bytes(done.downloaded),
     );
     Ok(ExitCode::SUCCESS)
 }

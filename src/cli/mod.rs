@@ -1,6 +1,6 @@
 //! The command line: argument parsing, adapter lookup, and human/JSON output of each command.
 
-// Every human text output goes through these (and so through `table::escape_controls`): names
+// Every human text output goes through these (and so through `text::escape_controls`): names
 // and messages come from files, folders and servers and must not drive the terminal.
 macro_rules! out {
     ($($arg:tt)*) => { $crate::cli::write_text(&mut std::io::stdout(), &format!($($arg)*)) };
@@ -26,6 +26,7 @@ use crate::discovery::{self, ScanRequest};
 use crate::error::Error;
 use crate::format::dtype_name;
 use crate::layout::{LayoutOptions, LoraBLayout};
+use crate::view::text;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
@@ -212,7 +213,7 @@ impl Ctx {
 
 /// Writes human text with its control characters escaped (a closed pipe is not an error here).
 pub(crate) fn write_text(w: &mut impl Write, text: &str) {
-    let _ = w.write_all(table::escape_controls(text).as_bytes());
+    let _ = w.write_all(text::escape_controls(text).as_bytes());
     let _ = w.flush();
 }
 
@@ -288,19 +289,6 @@ fn cmd_scan(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `q,k,v,o,gate_up,down`: targets without the `_proj`.
-pub fn compact_targets(t: &[String]) -> String {
-    let mut v: Vec<&String> = t.iter().collect();
-    v.sort_by_key(|x| (crate::layout::target_order(x), x.as_str()));
-    v.dedup();
-    let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.join(",")
-    }
-}
-
 /// The human table of `scan`, with error messages listed under it.
 pub fn scan_table(adapters: &[Adapter]) -> String {
     let mut t = Table::new(&[
@@ -320,16 +308,16 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         t.row(vec![
             s.id.clone(),
             s.pattern.as_str().to_string(),
-            compact_targets(&s.targets),
-            table::opt(s.attention_rank),
-            table::opt(s.expert_rank),
-            table::layers(&s.expert_layers),
+            text::compact_targets(&s.targets),
+            text::opt(s.attention_rank),
+            text::opt(s.expert_rank),
+            text::layers(&s.expert_layers),
             if s.dtypes.is_empty() {
                 "-".into()
             } else {
                 s.dtypes.join(",")
             },
-            table::bytes(s.bytes),
+            text::bytes(s.bytes),
             s.tensors.to_string(),
         ]);
         if let Some(e) = &s.error {
@@ -431,7 +419,7 @@ pub fn inspect_text(a: &Adapter) -> String {
         a.pattern().as_str(),
         s.files,
         s.tensors,
-        table::bytes(s.bytes),
+        text::bytes(s.bytes),
         s.dtypes.join(",")
     ));
     if let Some(c) = a.config.config() {
@@ -465,13 +453,13 @@ pub fn inspect_text(a: &Adapter) -> String {
                     .map_or("(no layer)".into(), |l| format!("layer {l}"));
                 t.row(vec![head]);
             }
-            let short = short_name(&e.info.name);
+            let short = text::short_name(&e.info.name);
             t.row(vec![
                 format!("  {short}"),
                 e.name.role.as_str().into(),
                 format!("{:?}", e.info.shape),
                 dtype_name(e.info.dtype),
-                table::bytes(e.info.nbytes()),
+                text::bytes(e.info.nbytes()),
             ]);
         }
         out.push_str(&t.render());
@@ -483,11 +471,11 @@ pub fn inspect_text(a: &Adapter) -> String {
         ]);
         for d in &a.deltas {
             t.row(vec![
-                table::opt(d.layer),
+                text::opt(d.layer),
                 d.target.clone(),
-                table::opt(d.expert),
+                text::opt(d.expert),
                 d.rank.to_string(),
-                table::num(d.scale),
+                text::num(d.scale),
                 d.out_dim.to_string(),
                 d.in_dim.to_string(),
             ]);
@@ -495,21 +483,6 @@ pub fn inspect_text(a: &Adapter) -> String {
         out.push_str(&t.render());
     }
     out
-}
-
-/// A tensor name from its layer on (`self_attn.q_proj.lora_A.weight`).
-pub fn short_name(name: &str) -> &str {
-    for w in ["layers.", "layer.", "h.", "blocks.", "block."] {
-        if let Some(i) = name.find(w) {
-            let rest = &name[i + w.len()..];
-            if let Some(dot) = rest.find('.') {
-                if rest[..dot].chars().all(|c| c.is_ascii_digit()) {
-                    return &rest[dot + 1..];
-                }
-            }
-        }
-    }
-    name.strip_prefix("base_model.model.").unwrap_or(name)
 }
 
 fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {

@@ -5,6 +5,7 @@ use super::{Ctx, ReadOpts};
 use crate::compare;
 use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
 use crate::stats::{self, Control, Filter};
+use crate::view::text;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -70,7 +71,7 @@ pub fn cmd_plot(ctx: &Ctx, args: PlotArgs) -> Result<ExitCode> {
             anyhow::bail!(
                 "{}: no delta at layer {l} (layers: {})",
                 a.id,
-                super::table::layers(&a.layer_indices())
+                text::layers(&a.layer_indices())
             );
         }
     }

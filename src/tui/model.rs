@@ -2,12 +2,12 @@
 //! drawing): list rows, the tensor tree, the layer and expert grids, the compare summary.
 
 use crate::adapter::{Adapter, Kind};
-use crate::cli::table;
-use crate::cli::{compact_targets, short_name};
 use crate::compare::{by_target, Comparison, TargetSummary};
 use crate::format::dtype_name;
 use crate::layout::{is_expert_target, target_order, Delta, DeltaKey, ExpertLayout};
 use crate::stats::AdapterStats;
+use crate::view::text;
+use crate::view::text::{compact_targets, short_name};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,7 +40,7 @@ impl ListRow {
         let expert_layers_text = if s.expert_layers.len() > 1 && s.expert_layers == all_layers {
             format!("all {}", s.expert_layers.len())
         } else {
-            table::layers(&s.expert_layers)
+            text::layers(&s.expert_layers)
         };
         let dtype = if s.dtypes.is_empty() {
             "-".into()
@@ -90,7 +90,7 @@ impl ListRow {
             expert_layers_text,
             dtype,
             bytes: s.bytes,
-            size: table::bytes(s.bytes),
+            size: text::bytes(s.bytes),
             tensors: s.tensors,
             error: s.error,
             detail,
@@ -119,8 +119,8 @@ impl ListRow {
             // `attn` keeps the column narrow; the detail line spells the pattern out.
             ListColumn::Pattern => self.pattern.replace("attention", "attn"),
             ListColumn::Targets => self.targets.clone(),
-            ListColumn::AttnRank => table::opt(self.attn_rank),
-            ListColumn::ExpertRank => table::opt(self.expert_rank),
+            ListColumn::AttnRank => text::opt(self.attn_rank),
+            ListColumn::ExpertRank => text::opt(self.expert_rank),
             ListColumn::ExpertLayers => self.expert_layers_text.clone(),
             ListColumn::Dtype => self.dtype.clone(),
             ListColumn::Size => self.size.clone(),
@@ -227,7 +227,7 @@ fn deltas_info(ds: &[&Delta]) -> String {
     let Some(d) = ds.first() else {
         return String::new();
     };
-    let scale = table::num(d.scale);
+    let scale = text::num(d.scale);
     match (ds.len(), d.expert_layout) {
         (1, Some(ExpertLayout::Shared3d)) if d.expert.is_none() => {
             format!(
@@ -298,7 +298,7 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
                 info: format!(
                     "{} modules · {n_tensors} tensors · {}",
                     modules.len(),
-                    table::bytes(bytes)
+                    text::bytes(bytes)
                 ),
                 parent: None,
                 children: 0,
@@ -343,7 +343,7 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
                             "{:?}  {}  {}  {}",
                             t.info.shape,
                             dtype_name(t.info.dtype),
-                            table::bytes(t.info.nbytes()),
+                            text::bytes(t.info.nbytes()),
                             t.name.role.as_str()
                         ),
                         parent: Some(mnode),
@@ -373,7 +373,7 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
                             depth: 3,
                             kind: NodeKind::Expert,
                             label: format!("expert {}", layer_label(d.expert)),
-                            info: format!("r {} · s {}", d.rank, table::num(d.scale)),
+                            info: format!("r {} · s {}", d.rank, text::num(d.scale)),
                             parent: Some(enode),
                             children: 0,
                             delta: Some(di),
@@ -648,7 +648,7 @@ pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>) -> Grid {
                         detail: format!(
                             "layer {} · {t} · {what} · s {} · {}×{}",
                             layer_label(l),
-                            table::num(d.scale),
+                            text::num(d.scale),
                             d.out_dim,
                             d.in_dim
                         ),
@@ -716,7 +716,7 @@ pub fn expert_grid(a: &Adapter, target: &str, st: Option<&AdapterStats>) -> Grid
                         layer_label(l),
                         e.map_or("all (shared)".into(), |e| e.to_string()),
                         d.rank,
-                        table::num(d.scale)
+                        text::num(d.scale)
                     ),
                 }
             }));
@@ -827,7 +827,7 @@ fn describe_keys(keys: &[crate::compare::Key]) -> String {
             } else {
                 format!(" ×{} experts", es.len())
             };
-            format!("{t}{experts} (layers {})", table::layers(&ls))
+            format!("{t}{experts} (layers {})", text::layers(&ls))
         })
         .collect();
     format!("{} deltas: {}", keys.len(), parts.join(", "))
@@ -990,13 +990,13 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
         StatsRow::Delta(i) => {
             let d = &st.deltas[i];
             match c {
-                StatsColumn::Layer => table::opt(d.layer),
+                StatsColumn::Layer => text::opt(d.layer),
                 StatsColumn::Target => d.target.clone(),
-                StatsColumn::Expert => table::opt(d.expert),
+                StatsColumn::Expert => text::opt(d.expert),
                 StatsColumn::Rank => d.rank.to_string(),
-                StatsColumn::Scale => table::num(d.scale),
-                StatsColumn::Fro => table::num(d.fro_norm),
-                StatsColumn::Spectral => table::num(d.spectral_norm),
+                StatsColumn::Scale => text::num(d.scale),
+                StatsColumn::Fro => text::num(d.fro_norm),
+                StatsColumn::Spectral => text::num(d.spectral_norm),
                 // NaN would print as a number-like "NaN": Fro and Spectral say non-finite.
                 StatsColumn::ERank if !d.finite => "-".into(),
                 StatsColumn::SRank if !d.finite => "-".into(),
@@ -1007,11 +1007,11 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
         StatsRow::Full(i) => {
             let f = &st.full_tensors[i];
             match c {
-                StatsColumn::Layer => table::opt(f.layer),
+                StatsColumn::Layer => text::opt(f.layer),
                 StatsColumn::Target => format!("{} (full)", f.target),
                 StatsColumn::Rank => "full".into(),
-                StatsColumn::Fro => table::num(f.fro_norm),
-                StatsColumn::Spectral => table::opt(f.spectral_norm.map(table::num)),
+                StatsColumn::Fro => text::num(f.fro_norm),
+                StatsColumn::Spectral => text::opt(f.spectral_norm.map(text::num)),
                 _ => "-".into(),
             }
         }

@@ -317,7 +317,7 @@ impl Heatmap<'_> {
 
 /// `‖ΔW‖_F  0.0976 ▕gradient▏ 0.6996`, or the shade thresholds without colour.
 pub fn legend(label: &str, scale: &Scale, width: u16, theme: Theme) -> Line<'static> {
-    let num = |x: f64| crate::cli::table::num(x);
+    let num = |x: f64| crate::view::text::num(x);
     let mut spans = vec![Span::styled(format!("{label}  "), theme.header())];
     if theme.color {
         let n = (width as usize)

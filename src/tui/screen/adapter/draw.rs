@@ -2,7 +2,6 @@
 
 use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
-use crate::cli::table::num;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey, JobOutput};
@@ -10,6 +9,7 @@ use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
 use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
+use crate::view::text::num;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -68,7 +68,7 @@ fn draw_summary(buf: &mut Buffer, area: Rect, a: &Adapter, theme: Theme) {
         parts.push(format!("{} deltas", s.deltas));
     }
     parts.push(format!("{} tensors", s.tensors));
-    parts.push(crate::cli::table::bytes(s.bytes));
+    parts.push(crate::view::text::bytes(s.bytes));
     if !s.dtypes.is_empty() {
         parts.push(s.dtypes.join(","));
     }

@@ -2,13 +2,13 @@
 //! similarity per module on the shared heatmap.
 
 use super::CompareScreen;
-use crate::cli::table::num;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey};
 use crate::tui::model::{CompareMetric, CompareModel, GridCell};
 use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, put, Theme};
+use crate::view::text::num;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};

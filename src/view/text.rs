@@ -1,0 +1,122 @@
+//! Text of numbers, sizes, layer lists and names, shared by every view (CLI tables, the explorer,
+//! plots, the report), and the escaping that keeps names from driving a terminal.
+
+/// `1.5 GB`, `12.0 MB`, `512 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `-` for none.
+pub fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| x.to_string())
+}
+
+/// Compact layer list: `7,15,23`, `0-23`, `all`.
+pub fn layers(v: &[usize]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j >= i + 2 {
+            format!("{}-{}", v[i], v[j])
+        } else if j == i + 1 {
+            format!("{},{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// Four significant digits, scientific when small or large.
+pub fn num(x: f64) -> String {
+    if !x.is_finite() {
+        // NaN/inf come from non-finite factors: a marker, never a number.
+        "non-finite".into()
+    } else if x == 0.0 {
+        "0".into()
+    } else if x.abs() >= 1e-3 && x.abs() < 1e5 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// Makes text safe to print on a terminal: control characters other than newline and tab (C0,
+/// DEL, and C1 such as U+009B, a one-character CSI) become visible escapes (`\x1b`, `\u{9b}`), so
+/// tensor, file and folder names or error messages cannot set the title or clear the screen.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.contains(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !bad(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `q,k,v,o,gate_up,down`: targets without the `_proj`.
+pub fn compact_targets(t: &[String]) -> String {
+    let mut v: Vec<&String> = t.iter().collect();
+    v.sort_by_key(|x| (crate::layout::target_order(x), x.as_str()));
+    v.dedup();
+    let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
+}
+
+/// A tensor name from its layer on (`self_attn.q_proj.lora_A.weight`).
+pub fn short_name(name: &str) -> &str {
+    for w in ["layers.", "layer.", "h.", "blocks.", "block."] {
+        if let Some(i) = name.find(w) {
+            let rest = &name[i + w.len()..];
+            if let Some(dot) = rest.find('.') {
+                if rest[..dot].chars().all(|c| c.is_ascii_digit()) {
+                    return &rest[dot + 1..];
+                }
+            }
+        }
+    }
+    name.strip_prefix("base_model.model.").unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn escapes_c0_del_and_c1_but_keeps_lines() {
+        assert_eq!(
+            escape_controls("a\x1b]0;t\x07b\x7f\u{9b}2J\n\tc"),
+            "a\\x1b]0;t\\x07b\\x7f\\u{9b}2J\n\tc"
+        );
+        assert_eq!(escape_controls("plain é"), "plain é");
+    }
+}
