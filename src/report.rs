@@ -182,8 +182,13 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         }
     };
     let mut rows: Vec<&str> = ROWS.to_vec();
-    if patterns.contains(&Pattern::OtherLora) {
-        rows.insert(4, Pattern::OtherLora.as_str());
+    // Rows of patterns the survey did not have appear only when they occur.
+    let mut at = 4;
+    for p in [Pattern::ExpertsModuleList, Pattern::OtherLora] {
+        if patterns.contains(&p) {
+            rows.insert(at, p.as_str());
+            at += 1;
+        }
     }
     let pattern_rows = rows
         .iter()
@@ -467,6 +472,19 @@ fn notes(adapters: &[Adapter], ov: &Overview, remote: Option<&SurveyStats>) -> V
                 list(&other)
             ));
         }
+    }
+    let unknown: Vec<String> = adapters
+        .iter()
+        .filter(|a| a.unrecognised() > 0)
+        .map(|a| format!("{} ({})", a.id, a.unrecognised()))
+        .collect();
+    if !unknown.is_empty() {
+        out.push(format!(
+            "{} adapter(s) hold tensors lorascope does not understand (role `unknown`, never \
+             counted in a delta; see `inspect`): {}.",
+            unknown.len(),
+            list(&unknown)
+        ));
     }
     let other = ids(&|a| a.pattern() == Pattern::OtherLora);
     if !other.is_empty() {

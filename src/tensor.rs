@@ -134,6 +134,7 @@ fn pick_t<T: Elem>(raw: &[u8], shape: &[usize], pick: Pick, name: &str) -> Resul
     };
     let sliced = match pick {
         Pick::All => view,
+        Pick::Transposed => view.reversed_axes(),
         Pick::Rows { start, len } => {
             if start + len > shape[0] {
                 return Err(bad(&format!("has no rows {start}..{}", start + len)));

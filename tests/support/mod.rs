@@ -200,6 +200,14 @@ pub fn read_factor(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
             assert_eq!(s.len(), 2, "Pick::All on a {}D tensor", s.len());
             (s[0], s[1], data)
         }
+        Pick::Transposed => {
+            assert_eq!(s.len(), 2, "Pick::Transposed on a {}D tensor", s.len());
+            let v = (0..s[1])
+                .flat_map(|j| (0..s[0]).map(move |i| (i, j)))
+                .map(|(i, j)| at2(s[1], i, j))
+                .collect();
+            (s[1], s[0], v)
+        }
         Pick::Rows { start, len } => {
             assert_eq!(s.len(), 2);
             let v = (start..start + len)
