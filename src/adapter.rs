@@ -271,7 +271,15 @@ impl Adapter {
         if self.kind != Kind::Lora {
             return None;
         }
-        self.tensors.iter().filter_map(|t| t.name.format).max()
+        // The writer of the deltas; an unknown tensor names it only when nothing else does.
+        let of = |unknown: bool| {
+            self.tensors
+                .iter()
+                .filter(|t| (t.name.role == Role::Unknown) == unknown)
+                .filter_map(|t| t.name.format)
+                .max()
+        };
+        of(false).or_else(|| of(true))
     }
 
     pub fn is_error(&self) -> bool {

@@ -126,6 +126,8 @@ pub struct NameInfo {
     pub transposed: bool,
     /// Why the tensor is not understood (`role == Unknown`).
     pub unknown: Option<String>,
+    /// The factor key carries an adapter name (`lora_A.<adapter>.weight`).
+    pub adapter_segment: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,7 +461,11 @@ pub fn parse_name(name: &str) -> NameInfo {
         }
         _ => plain_target(),
     };
+    let adapter_segment = matches!(role, Role::LoraA | Role::LoraB)
+        && comps.len() >= module_comps.len() + 3
+        && comps.last() == Some(&"weight");
     NameInfo {
+        adapter_segment,
         role,
         module: module_comps.join("."),
         layer,
@@ -814,7 +820,12 @@ pub fn build(
     let mut out = Layout::default();
     // Pair A and B per module (and per expert for module lists).
     let mut pairs: BTreeMap<&str, (Option<usize>, Option<usize>)> = BTreeMap::new();
-    for (i, t) in tensors.iter().enumerate() {
+    // Plain keys first: of `q_proj.lora_A.weight` and `q_proj.lora_A.<adapter>.weight` the
+    // plain key is the factor, the other the duplicate.
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| (tensors[i].name.adapter_segment, i));
+    for i in order {
+        let t = &tensors[i];
         let slot = match t.name.role {
             Role::LoraA | Role::LoraB => {
                 let e = pairs.entry(t.name.module.as_str()).or_default();
@@ -930,6 +941,7 @@ pub fn build(
             ))
     });
     out.unknown.sort_by_key(|u| u.tensor);
+    out.full.sort_by_key(|f| f.tensor);
     Ok(out)
 }
 

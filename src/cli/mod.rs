@@ -297,6 +297,7 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         "TENSORS>",
     ]);
     let mut errors = String::new();
+    let mut unknown = String::new();
     for a in adapters {
         let s = a.summary();
         t.row(vec![
@@ -317,11 +318,18 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         if let Some(e) = &s.error {
             errors.push_str(&format!("  {}: {e}\n", s.id));
         }
+        if let Some(n) = s.notes.iter().find(|n| n.starts_with("unrecognised:")) {
+            unknown.push_str(&format!("  {}: {n}\n", s.id));
+        }
     }
     let mut out = t.render();
     if !errors.is_empty() {
         out.push_str("\nerrors:\n");
         out.push_str(&errors);
+    }
+    if !unknown.is_empty() {
+        out.push_str("\nnot understood:\n");
+        out.push_str(&unknown);
     }
     out
 }
