@@ -252,8 +252,31 @@ impl Adapter {
         if !extras.is_empty() {
             a.notes.push(format!(
                 "also holds {} (listed, not part of ΔW = s·B·A)",
-                extras.into_iter().collect::<Vec<_>>().join(", ")
+                extras.iter().copied().collect::<Vec<_>>().join(", ")
             ));
+        }
+        if extras.contains(Role::DoraMagnitude.as_str()) {
+            a.notes.push(
+                "DoRA: statistics are of s·B·A, not of the magnitude-normalised update".into(),
+            );
+        }
+        // Full copies of embeddings make adapters gigabytes large: say so with their size.
+        let copies: Vec<String> = a
+            .full
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.target.as_str(),
+                    "embed_tokens" | "lm_head" | "unembed_tokens"
+                )
+            })
+            .map(|f| {
+                let bytes = a.tensors[f.tensor].info.nbytes();
+                format!("{} ({:.1} MB)", f.name, bytes as f64 / 1e6)
+            })
+            .collect();
+        if a.kind == Kind::Lora && !copies.is_empty() {
+            a.notes.push(format!("full copies: {}", copies.join(", ")));
         }
         a
     }

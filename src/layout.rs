@@ -128,6 +128,8 @@ pub struct NameInfo {
     pub unknown: Option<String>,
     /// The factor key carries an adapter name (`lora_A.<adapter>.weight`).
     pub adapter_segment: bool,
+    /// ΔW = (s·B·A)ᵀ (PEFT embedding LoRA).
+    pub swap: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,71 +142,50 @@ struct FactorName {
     format: Format,
     /// 2D factors stored transposed with respect to PEFT (A (in, r), B (r, out)).
     transposed: bool,
+    /// ΔW = (s·B·A)ᵀ: PEFT's embedding LoRA, A (r, V), B (H, r), ΔW (V, H).
+    swap: bool,
 }
 
 /// Factor names of every writer lorascope reads. The component must be followed by nothing,
 /// `weight`, `<adapter name>.weight` or (B only) `bias`; anything else is not understood.
 const FACTORS: &[FactorName] = &[
     // PEFT: huggingface/peft src/peft/tuners/lora/layer.py (Linear, ParamWrapper, Embedding, DoRA):
-    // lora_A (r, in), lora_B (out, r), ΔW = s·B·A.
-    FactorName {
-        token: "lora_A",
-        role: Role::LoraA,
-        format: Format::Peft,
-        transposed: false,
-    },
-    FactorName {
-        token: "lora_B",
-        role: Role::LoraB,
-        format: Format::Peft,
-        transposed: false,
-    },
-    FactorName {
-        token: "lora_embedding_A",
-        role: Role::LoraA,
-        format: Format::Peft,
-        transposed: false,
-    },
-    FactorName {
-        token: "lora_embedding_B",
-        role: Role::LoraB,
-        format: Format::Peft,
-        transposed: false,
-    },
-    FactorName {
-        token: "lora_magnitude_vector",
-        role: Role::DoraMagnitude,
-        format: Format::Peft,
-        transposed: false,
-    },
+    // lora_A (r, in), lora_B (out, r), ΔW = s·B·A; embedding A (r, V), B (H, r), ΔW = (s·B·A)ᵀ.
+    factor("lora_A", Role::LoraA, Format::Peft, false, false),
+    factor("lora_B", Role::LoraB, Format::Peft, false, false),
+    factor("lora_embedding_A", Role::LoraA, Format::Peft, false, true),
+    factor("lora_embedding_B", Role::LoraB, Format::Peft, false, true),
+    factor(
+        "lora_magnitude_vector",
+        Role::DoraMagnitude,
+        Format::Peft,
+        false,
+        false,
+    ),
     // kohya sd-scripts networks/lora.py: lora_down (r, in), lora_up (out, r), `.alpha` scalar.
-    FactorName {
-        token: "lora_down",
-        role: Role::LoraA,
-        format: Format::Kohya,
-        transposed: false,
-    },
-    FactorName {
-        token: "lora_up",
-        role: Role::LoraB,
-        format: Format::Kohya,
-        transposed: false,
-    },
+    factor("lora_down", Role::LoraA, Format::Kohya, false, false),
+    factor("lora_up", Role::LoraB, Format::Kohya, false, false),
     // ml-explore/mlx-lm mlx_lm/tuner/lora.py LoRALinear: lora_a (in, r), lora_b (r, out), no
     // `.weight`, ΔW = scale·lora_bᵀ·lora_aᵀ; LoRASwitchLinear: lora_a (E, r, in), lora_b (E, out, r).
-    FactorName {
-        token: "lora_a",
-        role: Role::LoraA,
-        format: Format::Mlx,
-        transposed: true,
-    },
-    FactorName {
-        token: "lora_b",
-        role: Role::LoraB,
-        format: Format::Mlx,
-        transposed: true,
-    },
+    factor("lora_a", Role::LoraA, Format::Mlx, true, false),
+    factor("lora_b", Role::LoraB, Format::Mlx, true, false),
 ];
+
+const fn factor(
+    token: &'static str,
+    role: Role,
+    format: Format,
+    transposed: bool,
+    swap: bool,
+) -> FactorName {
+    FactorName {
+        token,
+        role,
+        format,
+        transposed,
+        swap,
+    }
+}
 
 /// Name prefixes of adapter types lorascope recognises but does not compute
 /// (KohakuBlueleaf/LyCORIS lycoris/modules/loha.py, lokr.py).
@@ -304,72 +285,74 @@ fn factor_tail(role: Role, tail: &[&str]) -> Result<Role, String> {
 }
 
 /// Role, module components, format and transposition from the name, before expert rules.
-fn classify<'a>(comps: &[&'a str]) -> (Role, Vec<&'a str>, Option<Format>, bool, Option<String>) {
+/// What `classify` reads from a name before the expert rules.
+struct Classified<'a> {
+    role: Role,
+    module: Vec<&'a str>,
+    format: Option<Format>,
+    transposed: bool,
+    swap: bool,
+    unknown: Option<String>,
+}
+
+impl<'a> Classified<'a> {
+    fn new(role: Role, module: &[&'a str], format: Option<Format>) -> Self {
+        Classified {
+            role,
+            module: module.to_vec(),
+            format,
+            transposed: false,
+            swap: false,
+            unknown: None,
+        }
+    }
+    fn unknown(module: &[&'a str], format: Option<Format>, why: String) -> Self {
+        Classified {
+            unknown: Some(why),
+            ..Classified::new(Role::Unknown, module, format)
+        }
+    }
+}
+
+fn classify<'a>(comps: &[&'a str]) -> Classified<'a> {
     let last = *comps.last().unwrap_or(&"");
+    let head = &comps[..comps.len().saturating_sub(1)];
     for (i, c) in comps.iter().enumerate() {
         if let Some(f) = FACTORS.iter().find(|f| f.token == *c) {
             return match factor_tail(f.role, &comps[i + 1..]) {
-                Ok(role) => (
-                    role,
-                    comps[..i].to_vec(),
-                    Some(f.format),
-                    f.transposed,
-                    None,
-                ),
-                Err(why) => (
-                    Role::Unknown,
-                    comps[..i].to_vec(),
-                    Some(f.format),
-                    false,
-                    Some(why),
-                ),
+                Ok(role) => Classified {
+                    transposed: f.transposed,
+                    swap: f.swap,
+                    ..Classified::new(role, &comps[..i], Some(f.format))
+                },
+                Err(why) => Classified::unknown(&comps[..i], Some(f.format), why),
             };
         }
     }
     for (i, c) in comps.iter().enumerate() {
         if let Some((_, kind)) = UNSUPPORTED.iter().find(|(p, _)| c.starts_with(p)) {
             let why = format!("{kind} (LyCORIS) tensor: an unsupported adapter type");
-            return (
-                Role::Unknown,
-                comps[..i].to_vec(),
-                Some(Format::Lycoris),
-                false,
-                Some(why),
-            );
+            return Classified::unknown(&comps[..i], Some(Format::Lycoris), why);
         }
     }
     if let Some(i) = comps.iter().position(|c| *c == "trainable_tokens_delta") {
-        return (
-            Role::TrainableTokens,
-            comps[..i].to_vec(),
-            None,
-            false,
-            None,
-        );
+        return Classified::new(Role::TrainableTokens, &comps[..i], None);
     }
     if last == "alpha" && comps.len() > 1 {
-        return (
-            Role::Alpha,
-            comps[..comps.len() - 1].to_vec(),
-            None,
-            false,
-            None,
-        );
+        return Classified::new(Role::Alpha, head, None);
+    }
+    // mlx-lm's DoRALinear magnitude `m` (mlx_lm/tuner/dora.py): `<module>.m`, no `.weight`.
+    if last == "m" && comps.len() > 1 {
+        return Classified::new(Role::DoraMagnitude, head, Some(Format::Mlx));
     }
     if let Some(c) = comps.iter().find(|c| looks_like_lora(c)) {
         let why = format!("a LoRA-like name (`{c}`) of no layout lorascope knows");
-        return (
-            Role::Unknown,
-            comps[..comps.len().saturating_sub(1)].to_vec(),
-            None,
-            false,
-            Some(why),
-        );
+        return Classified::unknown(head, None, why);
     }
     // Full tensor. PEFT may keep `modules_to_save.<adapter>` or `original_module` in the key.
     let mut m: Vec<&str> = Vec::new();
     let mut skip_next = false;
-    for c in &comps[..comps.len().saturating_sub(1)] {
+    for c in head {
         if skip_next {
             skip_next = false;
             continue;
@@ -384,7 +367,7 @@ fn classify<'a>(comps: &[&'a str]) -> (Role, Vec<&'a str>, Option<Format>, bool,
         // e.g. `mlp.experts.gate_up_proj` or `…gate_up_proj_bias`: the parameter is the target.
         m.push(last);
     }
-    (Role::Full, m, None, false, None)
+    Classified::new(Role::Full, &m, None)
 }
 
 /// Parses a tensor name into role, module, layer, target and expert.
@@ -394,7 +377,14 @@ pub fn parse_name(name: &str) -> NameInfo {
         .or_else(|| name.strip_prefix("base_model."))
         .unwrap_or(name);
     let comps: Vec<&str> = stripped.split('.').collect();
-    let (mut role, module_comps, mut format, transposed, mut unknown) = classify(&comps);
+    let Classified {
+        mut role,
+        module: module_comps,
+        mut format,
+        transposed,
+        swap,
+        mut unknown,
+    } = classify(&comps);
     let layer = module_comps.windows(2).find_map(|w| {
         if LAYER_WORDS.contains(&w[0]) {
             w[1].parse::<usize>().ok()
@@ -466,6 +456,7 @@ pub fn parse_name(name: &str) -> NameInfo {
         && comps.last() == Some(&"weight");
     NameInfo {
         adapter_segment,
+        swap,
         role,
         module: module_comps.join("."),
         layer,
@@ -712,15 +703,21 @@ fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
     }
     let layout = p.name.expert.map(|_| ExpertLayout::ModuleList);
     let s = ctx.scale(p.module, p.module, ra);
-    Ok(vec![p.delta(
-        ra,
-        s,
-        (out_dim, in_dim),
-        pa,
-        pb,
-        p.name.expert,
-        layout,
-    )])
+    let mut d = p.delta(ra, s, (out_dim, in_dim), pa, pb, p.name.expert, layout);
+    if p.name.swap {
+        // ΔW = (B·A)ᵀ = Aᵀ·Bᵀ: Bᵀ is the new A, Aᵀ the new B (whole 2D tensors only).
+        let t = |f: Factor| Factor {
+            tensor: f.tensor,
+            pick: if f.pick == Pick::Transposed {
+                Pick::All
+            } else {
+                Pick::Transposed
+            },
+        };
+        (d.a, d.b) = (t(d.b), t(d.a));
+        (d.out_dim, d.in_dim) = (in_dim, out_dim);
+    }
+    Ok(vec![d])
 }
 
 /// PEFT ParamWrapper: E rank-r LoRAs packed in one 2D pair (A (r·E, in), B (out, r·E)).

@@ -519,3 +519,102 @@ fn scan_inspect_and_report_say_what_is_not_understood() {
         "{report}"
     );
 }
+
+#[test]
+fn embedding_lora_is_the_transpose_and_extras_are_listed_with_notes() {
+    let t = tempfile::tempdir().unwrap();
+    let e = "base_model.model.model.embed_tokens";
+    let q = "base_model.model.model.layers.0.self_attn.q_proj";
+    let names = [
+        (format!("{e}.lora_embedding_A"), vec![2, 7]),
+        (format!("{e}.lora_embedding_B"), vec![5, 2]),
+        (format!("{q}.lora_A.weight"), vec![2, 5]),
+        (format!("{q}.lora_B.weight"), vec![3, 2]),
+        (format!("{q}.lora_magnitude_vector"), vec![3]),
+        ("base_model.model.lm_head.weight".to_string(), vec![7, 5]),
+    ];
+    let tensors: Vec<(&str, Vec<usize>)> =
+        names.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let values = |n: &str, len: usize| {
+        Some(
+            (0..len)
+                .map(|i| ((i * 7 + n.len()) % 11) as f64 - 5.0)
+                .collect(),
+        )
+    };
+    let a = write_and_scan(
+        t.path(),
+        "adapter_model.safetensors",
+        &tensors,
+        Some(r#"{"r": 2, "lora_alpha": 2, "use_dora": true}"#),
+        &values,
+    );
+    assert_eq!(a.kind, Kind::Lora, "{:?}", a.error);
+    let d = a
+        .deltas
+        .iter()
+        .find(|d| d.target == "embed_tokens")
+        .expect("embedding delta");
+    // ΔW = (B·A)ᵀ is V × H = 7 × 5; its factors read back multiply to exactly that.
+    assert_eq!((d.out_dim, d.in_dim, d.rank), (7, 5, 2));
+    let (br, bc, b) = support::read_factor(&a, d.b);
+    let (ar, ac, af) = support::read_factor(&a, d.a);
+    assert_eq!((br, bc, ar, ac), (7, 2, 2, 5));
+    let raw_a = values(&names[0].0, 14).unwrap(); // (2, 7)
+    let raw_b = values(&names[1].0, 10).unwrap(); // (5, 2)
+    for v in 0..7 {
+        for h in 0..5 {
+            let got: f64 = (0..2).map(|k| b[v * 2 + k] * af[k * 5 + h]).sum();
+            let want: f64 = (0..2).map(|k| raw_b[h * 2 + k] * raw_a[k * 7 + v]).sum();
+            assert_eq!(got, want, "ΔW[{v}][{h}]");
+        }
+    }
+    let role = |suffix: &str| {
+        a.tensors
+            .iter()
+            .find(|t| t.info.name.ends_with(suffix))
+            .map(|t| t.name.role)
+    };
+    assert_eq!(role("lora_magnitude_vector"), Some(Role::DoraMagnitude));
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.contains("DoRA: statistics are of s·B·A")),
+        "{:?}",
+        a.notes
+    );
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.contains("full copies") && n.contains("lm_head.weight")),
+        "{:?}",
+        a.notes
+    );
+    assert_eq!(a.unrecognised(), 0);
+}
+
+#[test]
+fn mlx_dora_magnitude_is_an_extra_not_a_full_tensor() {
+    let t = tempfile::tempdir().unwrap();
+    let m = "model.layers.0.self_attn.q_proj";
+    let names = [
+        (format!("{m}.lora_a"), vec![5, 2]),
+        (format!("{m}.lora_b"), vec![2, 3]),
+        (format!("{m}.m"), vec![3]),
+    ];
+    let tensors: Vec<(&str, Vec<usize>)> =
+        names.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let cfg = r#"{"fine_tune_type": "dora", "num_layers": 1,
+                  "lora_parameters": {"rank": 2, "scale": 10.0, "dropout": 0.0}}"#;
+    let a = write_and_scan(
+        t.path(),
+        "adapters.safetensors",
+        &tensors,
+        Some(cfg),
+        &holes,
+    );
+    assert_eq!(a.format(), Some(Format::Mlx));
+    assert!(a.full.is_empty(), "{:?}", a.full);
+    assert_eq!(a.tensors[2].name.role, Role::DoraMagnitude);
+    assert_eq!((a.deltas.len(), a.deltas[0].scale), (1, 10.0));
+}
