@@ -25,14 +25,14 @@ pub struct AdapterConfig {
     pub peft_type: Option<String>,
     /// mlx-lm's `lora_parameters.scale`: the scale itself, not alpha (mlx_lm/tuner/utils.py).
     pub mlx_scale: Option<f64>,
-    /// mlx-lm's `fine_tune_type` (`lora`, `dora`, `full`).
-    pub fine_tune_type: Option<String>,
     /// Fields that were absent and took PEFT's default, said to the user.
     pub defaulted: Vec<&'static str>,
 }
 
 /// What was found where adapter_config.json should be.
 #[derive(Debug, Clone, PartialEq)]
+// One per adapter, read once: boxing the config would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigStatus {
     Ok(AdapterConfig),
     Missing,
@@ -139,10 +139,7 @@ fn parse_mlx(o: &serde_json::Map<String, Value>, lp: &Value) -> Result<AdapterCo
         r: rank as usize,
         lora_alpha: scale * rank as f64,
         mlx_scale: Some(scale),
-        fine_tune_type: o
-            .get("fine_tune_type")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        // `fine_tune_type` is `lora`, `dora` or `full`.
         use_dora: o.get("fine_tune_type").and_then(Value::as_str) == Some("dora"),
         base_model: o.get("model").and_then(Value::as_str).map(str::to_owned),
         ..AdapterConfig::default()

@@ -209,8 +209,11 @@ enum ExpertPath {
     Stacked,
 }
 
+/// A rule: the expert path it recognises and its test on the components after `experts`.
+type PathRule = (ExpertPath, fn(&[&str]) -> bool);
+
 /// The rules, tried in order, on the components after `experts`.
-const EXPERT_PATHS: &[(ExpertPath, fn(&[&str]) -> bool)] = &[
+const EXPERT_PATHS: &[PathRule] = &[
     (ExpertPath::Wrapper, |r| {
         r.iter().all(|c| *c == "base_layer")
     }),
