@@ -531,6 +531,96 @@ pub enum Pick {
 pub struct Factor {
     pub tensor: usize,
     pub pick: Pick,
+    /// Rows `start, start+step, …` (`len` of them) of the picked matrix: the gate or up half of
+    /// a fused gate_up B (`--split-gate-up`). None: all rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowSel>,
+}
+
+/// A strided selection of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RowSel {
+    pub start: usize,
+    pub step: usize,
+    pub len: usize,
+}
+
+/// How a fused gate_up_proj stacks its gate and up rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateUpOrder {
+    /// gpt-oss: `[g0, u0, g1, u1, …]` (transformers GptOssExperts: `gate_up[..., ::2]`,
+    /// `gate_up[..., 1::2]`).
+    Interleaved,
+    /// Other models: the gate half, then the up half.
+    Concatenated,
+}
+
+impl GateUpOrder {
+    /// gpt-oss interleaves; every other fused gate_up concatenates.
+    pub fn for_base(base_model: Option<&str>) -> GateUpOrder {
+        match base_model.map(|b| b.to_ascii_lowercase()) {
+            Some(b) if b.contains("gpt-oss") || b.contains("gpt_oss") => GateUpOrder::Interleaved,
+            None => GateUpOrder::Interleaved, // gpt-oss first: the survey's adapters name it
+            _ => GateUpOrder::Concatenated,
+        }
+    }
+
+    /// The rows of the gate (`half` 0) or up (`half` 1) part of `out` fused rows.
+    pub fn rows(self, half: usize, out: usize) -> RowSel {
+        match self {
+            GateUpOrder::Interleaved => RowSel {
+                start: half,
+                step: 2,
+                len: out / 2,
+            },
+            GateUpOrder::Concatenated => RowSel {
+                start: half * (out / 2),
+                step: 1,
+                len: out / 2,
+            },
+        }
+    }
+}
+
+/// `--split-gate-up`: each fused gate_up delta becomes a `gate_proj` and an `up_proj` delta with
+/// the same A and the gate or up rows of B (exact, still factored).
+pub fn split_gate_up(deltas: Vec<Delta>, order: GateUpOrder) -> Vec<Delta> {
+    let mut out = Vec::with_capacity(deltas.len());
+    for d in deltas {
+        if d.target != "gate_up_proj" || d.out_dim % 2 != 0 || d.b.rows.is_some() {
+            out.push(d);
+            continue;
+        }
+        for (half, target) in ["gate_proj", "up_proj"].into_iter().enumerate() {
+            let mut h = d.clone();
+            h.target = target.to_string();
+            h.out_dim = d.out_dim / 2;
+            h.b.rows = Some(order.rows(half, d.out_dim));
+            out.push(h);
+        }
+    }
+    sort_deltas(&mut out);
+    out
+}
+
+fn sort_deltas(deltas: &mut [Delta]) {
+    deltas.sort_by(|x, y| {
+        (
+            x.layer,
+            target_order(&x.target),
+            &x.target,
+            x.expert,
+            &x.module,
+        )
+            .cmp(&(
+                y.layer,
+                target_order(&y.target),
+                &y.target,
+                y.expert,
+                &y.module,
+            ))
+    });
 }
 
 /// One logical LoRA delta ΔW = s·B·A (out × in).
@@ -601,6 +691,8 @@ pub struct Layout {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LayoutOptions {
     pub lora_b_layout: LoraBLayout,
+    /// Read fused gate_up deltas as separate gate and up deltas (`split_gate_up`).
+    pub split_gate_up: bool,
 }
 
 /// What every layout family needs to know besides its pair.
@@ -667,10 +759,12 @@ impl Pair<'_> {
             a: Factor {
                 tensor: self.a,
                 pick: a,
+                rows: None,
             },
             b: Factor {
                 tensor: self.b,
                 pick: b,
+                rows: None,
             },
             expert_layout: layout,
         }
@@ -710,6 +804,7 @@ fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
     if p.name.swap {
         // ΔW = (B·A)ᵀ = Aᵀ·Bᵀ: Bᵀ is the new A, Aᵀ the new B (whole 2D tensors only).
         let t = |f: Factor| Factor {
+            rows: None,
             tensor: f.tensor,
             pick: if f.pick == Pick::Transposed {
                 Pick::All
@@ -924,22 +1019,11 @@ pub fn build(
         };
         out.deltas.extend(deltas);
     }
-    out.deltas.sort_by(|x, y| {
-        (
-            x.layer,
-            target_order(&x.target),
-            &x.target,
-            x.expert,
-            &x.module,
-        )
-            .cmp(&(
-                y.layer,
-                target_order(&y.target),
-                &y.target,
-                y.expert,
-                &y.module,
-            ))
-    });
+    if opts.split_gate_up {
+        let order = GateUpOrder::for_base(cfg.and_then(|c| c.base_model.as_deref()));
+        out.deltas = split_gate_up(std::mem::take(&mut out.deltas), order);
+    }
+    sort_deltas(&mut out.deltas);
     out.unknown.sort_by_key(|u| u.tensor);
     out.full.sort_by_key(|f| f.tensor);
     Ok(out)

@@ -78,7 +78,7 @@ impl<'a> Mapped<'a> {
         let shape = &t.info.shape;
         let raw = self.raw(f.tensor);
         let name = &t.info.name;
-        match t.info.dtype {
+        let m = match t.info.dtype {
             Dtype::F32 => pick_t::<f32>(raw, shape, f.pick, name),
             Dtype::F64 => pick_t::<f64>(raw, shape, f.pick, name),
             Dtype::F16 => pick_t::<half::f16>(raw, shape, f.pick, name),
@@ -86,6 +86,27 @@ impl<'a> Mapped<'a> {
             other => Err(Error::Shape(format!(
                 "tensor '{name}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16"
             ))),
+        }?;
+        match f.rows {
+            None => Ok(m),
+            // Rows of M are the contiguous columns of Mᵀ: copied whole.
+            Some(r) => {
+                let last = r.start + r.step * r.len.saturating_sub(1);
+                if r.len == 0 || last >= m.ncols {
+                    return Err(Error::Shape(format!(
+                        "tensor '{name}' {shape:?}: has no row {last} to split gate and up"
+                    )));
+                }
+                let mut data = Vec::with_capacity(r.len * m.nrows);
+                for j in (r.start..=last).step_by(r.step) {
+                    data.extend_from_slice(&m.data[j * m.nrows..(j + 1) * m.nrows]);
+                }
+                Ok(ColMajor {
+                    data,
+                    nrows: m.nrows,
+                    ncols: r.len,
+                })
+            }
         }
     }
 

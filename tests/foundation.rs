@@ -78,6 +78,7 @@ fn write(s: &Spec) -> Written {
     let gen = synth::write_adapter(&path, s).expect("synth");
     let opts = LayoutOptions {
         lora_b_layout: s.lora_b_layout,
+        ..Default::default()
     };
     let adapter = only(scan_paths(&[&path], opts));
     Written { dir, gen, adapter }
@@ -1499,6 +1500,7 @@ fn the_cache_is_never_modified() {
             &[&hub.root],
             LayoutOptions {
                 lora_b_layout: layout,
+                ..Default::default()
             },
         );
     }

@@ -277,6 +277,7 @@ fn check_layout(spec: &Spec) -> Vec<DeltaStats> {
     let g = synth::write_adapter(dir.path(), spec).unwrap();
     let opts = LayoutOptions {
         lora_b_layout: spec.lora_b_layout,
+        ..Default::default()
     };
     let a = load(dir.path(), opts);
     let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
@@ -738,4 +739,58 @@ fn real_gpt_oss_shapes_recover_planted_spectra() {
     let dense = dense_reference_of(dir.path(), &s, |n| n.contains("layers.0.self_attn.k_proj"));
     let k = st.deltas.iter().find(|d| d.target == "k_proj").unwrap();
     check_stats(k, &dense[&k.key()]);
+}
+
+/// `--split-gate-up`: the gate and up rows of every fused gate_up delta, as their own deltas,
+/// against the dense rows of ΔW (interleaved for gpt-oss, halves for other bases).
+#[test]
+fn split_gate_up_matches_the_dense_rows_of_each_half() {
+    for (base, interleaved) in [("openai/gpt-oss-20b", true), ("Qwen/Qwen3-30B-A3B", false)] {
+        let s = spec(Pattern::PeftExperts { layers: vec![1] });
+        let dir = tempfile::tempdir().unwrap();
+        let g = synth::write_adapter(dir.path(), &s).unwrap();
+        let mut cfg = g.config.clone();
+        cfg["base_model_name_or_path"] = base.into();
+        std::fs::write(
+            dir.path().join("adapter_config.json"),
+            serde_json::to_vec(&cfg).unwrap(),
+        )
+        .unwrap();
+        let opts = LayoutOptions {
+            split_gate_up: true,
+            ..Default::default()
+        };
+        let a = load(dir.path(), opts);
+        assert!(
+            a.deltas.iter().all(|d| d.target != "gate_up_proj"),
+            "{base}"
+        );
+        let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+        let dense = dense_reference(dir.path(), &s);
+        let mut halves = 0;
+        for d in &st.deltas {
+            let (layer, target, expert) = d.key();
+            let half = match target.as_str() {
+                "gate_proj" => 0,
+                "up_proj" => 1,
+                _ => {
+                    check_stats(d, &dense[&d.key()]);
+                    continue;
+                }
+            };
+            let full = &dense[&(layer, "gate_up_proj".to_string(), expert)];
+            let n = full.nrows() / 2;
+            let row = |i: usize| {
+                if interleaved {
+                    2 * i + half
+                } else {
+                    half * n + i
+                }
+            };
+            let m = Mat::from_fn(n, full.ncols(), |i, j| full[(row(i), j)]);
+            check_stats(d, &m);
+            halves += 1;
+        }
+        assert_eq!(halves, 2 * Dims::TOY.experts, "{base}");
+    }
 }

@@ -81,12 +81,17 @@ pub struct ReadOpts {
     /// Column order of PEFT's packed expert lora_B (some trainers wrote expert-major)
     #[arg(long, value_enum, default_value = "stride-e")]
     pub lora_b_layout: LoraBLayout,
+    /// Fused gate_up deltas as separate gate_proj and up_proj deltas (B's rows: interleaved
+    /// for gpt-oss, halves otherwise)
+    #[arg(long)]
+    pub split_gate_up: bool,
 }
 
 impl ReadOpts {
     pub fn layout(&self) -> LayoutOptions {
         LayoutOptions {
             lora_b_layout: self.lora_b_layout,
+            split_gate_up: self.split_gate_up,
         }
     }
 }

@@ -186,6 +186,22 @@ pub fn lorascope(args: &[&str], home: &Path, env: &[(&str, &Path)]) -> Output {
 
 /// Reads a factor's matrix (rows × cols, row-major, f64) from the file, applying its `Pick`.
 pub fn read_factor(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
+    let (rows, cols, v) = read_picked(a, f);
+    match f.rows {
+        None => (rows, cols, v),
+        Some(r) => {
+            let sel: Vec<f64> = (0..r.len)
+                .flat_map(|k| {
+                    let i = r.start + k * r.step;
+                    v[i * cols..(i + 1) * cols].to_vec()
+                })
+                .collect();
+            (r.len, cols, sel)
+        }
+    }
+}
+
+fn read_picked(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
     let (t, file) = a.tensor_file(f.tensor);
     let bytes = fs::read(&file.path).expect("read adapter file");
     let start = (file.data_start + t.info.begin) as usize;
