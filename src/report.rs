@@ -49,6 +49,8 @@ pub struct Overview {
     pub bytes: u64,
     /// `null` value: no base model named.
     pub base_models: Vec<Count<Option<String>>>,
+    /// The writers' conventions of the LoRA adapters (`peft`, `unsloth`, `mlx`, …).
+    pub formats: Vec<Count<String>>,
 }
 
 /// One row of the pattern table with its details.
@@ -304,6 +306,11 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         files: adapters.iter().map(|a| a.files.len()).sum(),
         tensors: adapters.iter().map(|a| a.tensors.len()).sum(),
         bytes: adapters.iter().map(Adapter::bytes).sum(),
+        formats: by_frequency(
+            adapters
+                .iter()
+                .filter_map(|a| a.format().map(|f| f.as_str().to_string())),
+        ),
         base_models: by_frequency(
             adapters
                 .iter()
@@ -566,6 +573,12 @@ impl Report {
                 fmt_counts(&ov.base_models, |b| b
                     .clone()
                     .unwrap_or_else(|| "none named".into()))
+            );
+        }
+        if !ov.formats.is_empty() {
+            md += &format!(
+                "- **Formats**: {}\n",
+                fmt_counts(&ov.formats, |f| f.clone())
             );
         }
         if let Some(r) = &self.remote {

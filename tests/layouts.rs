@@ -518,6 +518,7 @@ fn scan_inspect_and_report_say_what_is_not_understood() {
         report.contains("hold tensors lorascope does not understand"),
         "{report}"
     );
+    assert!(report.contains("**Formats**: mlx"), "{report}");
 }
 
 #[test]
