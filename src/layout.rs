@@ -229,13 +229,17 @@ fn is_index(c: &str) -> bool {
 }
 
 /// A name component that says "LoRA-like": such a tensor is never read as a full weight.
+/// Case-insensitive without allocating (the scan path reads every name of every adapter).
 fn looks_like_lora(c: &str) -> bool {
-    let l = c.to_ascii_lowercase();
-    l.starts_with("lora")
-        || l.contains("_lora")
-        || l.starts_with("hada_")
-        || l.starts_with("lokr_")
-        || l.starts_with("dora")
+    let starts =
+        |p: &str| c.len() >= p.len() && c.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    starts("lora")
+        || starts("dora")
+        || starts("hada_")
+        || starts("lokr_")
+        || c.as_bytes()
+            .windows(5)
+            .any(|w| w.eq_ignore_ascii_case(b"_lora"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -513,6 +513,11 @@ fn scan_inspect_and_report_say_what_is_not_understood() {
         };
         assert_eq!(*r, want, "{n}");
     }
+    // The explorer's list marks the adapter: `?2` after its pattern, and a filter finds it.
+    let row = lorascope::tui::model::ListRow::new(&scan(&dir));
+    let cell = row.cell(lorascope::tui::model::ListColumn::Pattern);
+    assert!(cell.ends_with(" ?2"), "{cell}");
+    assert!(row.matches("unrecognised"));
     let report = run(&["report", d]);
     assert!(
         report.contains("hold tensors lorascope does not understand"),
