@@ -1023,6 +1023,7 @@ pub fn build(
         };
         out.deltas.extend(deltas);
     }
+    out.notes.extend(wrapper_disagreements(&out.deltas));
     if opts.split_gate_up {
         let order = GateUpOrder::for_base(cfg.and_then(|c| c.base_model.as_deref()));
         out.deltas = split_gate_up(std::mem::take(&mut out.deltas), order);
@@ -1031,6 +1032,50 @@ pub fn build(
     out.unknown.sort_by_key(|u| u.tensor);
     out.full.sort_by_key(|f| f.tensor);
     Ok(out)
+}
+
+/// PEFT's nested ParamWrappers are named by the config's `target_parameters` order; when the
+/// shapes contradict it (gate/up output ≠ down input, or their hidden sizes differ), say so.
+fn wrapper_disagreements(deltas: &[Delta]) -> Vec<String> {
+    let mut by_owner: BTreeMap<&str, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
+    for d in deltas
+        .iter()
+        .filter(|d| d.expert_layout == Some(ExpertLayout::PerExpert))
+    {
+        // `trim_end_matches` strips every trailing `.base_layer`: the owner of all the wrappers.
+        let owner = d.module.trim_end_matches(".base_layer");
+        by_owner
+            .entry(owner)
+            .or_default()
+            .insert(d.target.as_str(), (d.out_dim, d.in_dim));
+    }
+    let mut notes = Vec::new();
+    for (owner, dims) in by_owner {
+        let Some(&(down_out, down_in)) = dims.get("down_proj") else {
+            continue;
+        };
+        let mut bad: Vec<&str> = Vec::new();
+        for (t, mult) in [("gate_up_proj", 2), ("gate_proj", 1), ("up_proj", 1)] {
+            if let Some(&(o, i)) = dims.get(t) {
+                if o != mult * down_in || i != down_out {
+                    bad.push(t);
+                }
+            }
+        }
+        if !bad.is_empty() {
+            let shapes: Vec<String> = dims
+                .iter()
+                .map(|(t, (o, i))| format!("{t} {o}×{i}"))
+                .collect();
+            notes.push(format!(
+                "{owner}: the shapes ({}) do not fit target_parameters' order for {}; the \
+                 config's order was used",
+                shapes.join(", "),
+                bad.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 /// Per-expert rank r of a packed PEFT expert pair with `rows` rows in A, with a note when guessed.

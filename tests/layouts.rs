@@ -440,6 +440,32 @@ fn peft_with_three_target_parameters_nests_base_layers() {
         per("down_proj"),
         (0..4).map(|e| (12, 10, Some(e))).collect::<Vec<_>>()
     );
+    assert!(
+        a.notes.iter().all(|n| !n.contains("do not fit")),
+        "{:?}",
+        a.notes
+    );
+
+    // The same file with target_parameters in another order: read as the config says, and a
+    // note says that the shapes disagree.
+    let t = tempfile::tempdir().unwrap();
+    let a = write_and_scan(
+        t.path(),
+        "adapter_model.safetensors",
+        &tensors,
+        Some(
+            r#"{"r": 2, "lora_alpha": 4, "target_parameters":
+                ["mlp.experts.down_proj", "mlp.experts.up_proj", "mlp.experts.gate_proj"]}"#,
+        ),
+        &holes,
+    );
+    assert!(
+        a.notes
+            .iter()
+            .any(|n| n.contains("do not fit target_parameters' order")),
+        "{:?}",
+        a.notes
+    );
 }
 
 #[test]
