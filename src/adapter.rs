@@ -3,7 +3,9 @@
 use crate::config::{self, ConfigStatus};
 use crate::error::Error;
 use crate::format::{self, dtype_name, Header, TensorInfo};
-use crate::layout::{self, Delta, ExpertLayout, FullTensor, LayoutOptions, Role, TensorEntry};
+use crate::layout::{
+    self, Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, TensorEntry,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ pub enum Pattern {
     ExpertsPerExpert,
     #[serde(rename = "attention+experts shared-3d")]
     ExpertsShared3d,
+    #[serde(rename = "attention+experts per-expert (module list)")]
+    ExpertsModuleList,
     #[serde(rename = "other-lora")]
     OtherLora,
     #[serde(rename = "full-weights")]
@@ -61,6 +65,7 @@ impl Pattern {
             Pattern::AttentionRouter => "attention+router",
             Pattern::ExpertsPerExpert => "attention+experts per-expert",
             Pattern::ExpertsShared3d => "attention+experts shared-3d",
+            Pattern::ExpertsModuleList => "attention+experts per-expert (module list)",
             Pattern::OtherLora => "other-lora",
             Pattern::FullWeights => "full-weights",
             Pattern::Empty => "empty",
@@ -212,10 +217,11 @@ impl Adapter {
             Ok(l) => l,
             Err(e) => return a.fail(format!("inconsistent LoRA shapes: {e}")),
         };
-        let any_lora = a
-            .tensors
-            .iter()
-            .any(|t| matches!(t.name.role, Role::LoraA | Role::LoraB));
+        // A file whose names look like LoRA is never read as full weights.
+        let any_lora =
+            a.tensors.iter().any(|t| {
+                matches!(t.name.role, Role::LoraA | Role::LoraB) || t.name.format.is_some()
+            }) || !lay.unknown.is_empty();
         a.kind = if any_lora {
             Kind::Lora
         } else {
@@ -224,6 +230,14 @@ impl Adapter {
         a.deltas = lay.deltas;
         a.full = lay.full;
         a.notes.extend(lay.notes);
+        for u in &lay.unknown {
+            let n = &mut a.tensors[u.tensor].name;
+            n.role = Role::Unknown;
+            n.unknown = Some(u.reason.clone());
+        }
+        if let Some(n) = unrecognised_note(&a) {
+            a.notes.push(n);
+        }
         let extras: BTreeSet<&str> = a
             .tensors
             .iter()
@@ -238,10 +252,57 @@ impl Adapter {
         if !extras.is_empty() {
             a.notes.push(format!(
                 "also holds {} (listed, not part of ΔW = s·B·A)",
-                extras.into_iter().collect::<Vec<_>>().join(", ")
+                extras.iter().copied().collect::<Vec<_>>().join(", ")
             ));
         }
+        if extras.contains(Role::DoraMagnitude.as_str()) {
+            a.notes.push(
+                "DoRA: statistics are of s·B·A, not of the magnitude-normalised update".into(),
+            );
+        }
+        // Full copies of embeddings make adapters gigabytes large: say so with their size.
+        let copies: Vec<String> = a
+            .full
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.target.as_str(),
+                    "embed_tokens" | "lm_head" | "unembed_tokens"
+                )
+            })
+            .map(|f| {
+                let bytes = a.tensors[f.tensor].info.nbytes();
+                format!("{} ({:.1} MB)", f.name, bytes as f64 / 1e6)
+            })
+            .collect();
+        if a.kind == Kind::Lora && !copies.is_empty() {
+            a.notes.push(format!("full copies: {}", copies.join(", ")));
+        }
         a
+    }
+
+    /// Tensors not understood (role `unknown`): never part of a delta.
+    pub fn unrecognised(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| t.name.role == Role::Unknown)
+            .count()
+    }
+
+    /// The writer whose conventions the LoRA tensors follow (the most specific one seen).
+    pub fn format(&self) -> Option<Format> {
+        if self.kind != Kind::Lora {
+            return None;
+        }
+        // The writer of the deltas; an unknown tensor names it only when nothing else does.
+        let of = |unknown: bool| {
+            self.tensors
+                .iter()
+                .filter(|t| (t.name.role == Role::Unknown) == unknown)
+                .filter_map(|t| t.name.format)
+                .max()
+        };
+        of(false).or_else(|| of(true))
     }
 
     pub fn is_error(&self) -> bool {
@@ -330,6 +391,7 @@ impl Adapter {
             Kind::Lora => match self.expert_layout() {
                 Some(ExpertLayout::PerExpert) => Pattern::ExpertsPerExpert,
                 Some(ExpertLayout::Shared3d) => Pattern::ExpertsShared3d,
+                Some(ExpertLayout::ModuleList) => Pattern::ExpertsModuleList,
                 None if self.full.iter().any(|f| f.target == "router") => Pattern::AttentionRouter,
                 None if self.attention_rank().is_some() => Pattern::AttentionOnly,
                 None => Pattern::OtherLora,
@@ -342,6 +404,27 @@ impl Adapter {
         let t = &self.tensors[tensor];
         (t, &self.files[t.file])
     }
+}
+
+/// `unrecognised: N tensors` with each reason, its count and an example name.
+fn unrecognised_note(a: &Adapter) -> Option<String> {
+    let mut by_reason: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for t in a.tensors.iter().filter(|t| t.name.role == Role::Unknown) {
+        let reason = t.name.unknown.as_deref().unwrap_or("not understood");
+        by_reason.entry(reason).or_insert((0, &t.info.name)).0 += 1;
+    }
+    let total: usize = by_reason.values().map(|v| v.0).sum();
+    (total > 0).then(|| {
+        let parts: Vec<String> = by_reason
+            .iter()
+            .map(|(r, (n, ex))| format!("{n} × {r} (e.g. {ex})"))
+            .collect();
+        format!(
+            "unrecognised: {total} tensor{} not understood, not counted in any delta: {}",
+            if total == 1 { "" } else { "s" },
+            parts.join("; ")
+        )
+    })
 }
 
 /// A message for people: the file and what is wrong with it.
@@ -433,6 +516,10 @@ pub struct Summary {
     pub deltas: usize,
     pub base_model: Option<String>,
     pub notes: Vec<String>,
+    /// The writer's conventions (`peft`, `unsloth`, `tinker`, `mlx`, `kohya`, `lycoris`), or null.
+    pub format: Option<Format>,
+    /// Tensors not understood (role `unknown` in `inspect`).
+    pub unrecognised: usize,
 }
 
 impl Adapter {
@@ -458,6 +545,8 @@ impl Adapter {
             deltas: self.deltas.len(),
             base_model: self.base_model(),
             notes: self.notes.clone(),
+            format: self.format(),
+            unrecognised: self.unrecognised(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct AdapterConfig {
     pub use_dora: bool,
     pub base_model: Option<String>,
     pub peft_type: Option<String>,
+    /// mlx-lm's `lora_parameters.scale`: the scale itself, not alpha (mlx_lm/tuner/utils.py).
+    pub mlx_scale: Option<f64>,
     /// Fields that were absent and took PEFT's default, said to the user.
     pub defaulted: Vec<&'static str>,
 }
@@ -84,6 +86,9 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let o = v.as_object().ok_or("not a JSON object")?;
     let mut c = AdapterConfig::default();
+    if let Some(lp) = o.get("lora_parameters") {
+        return parse_mlx(o, lp);
+    }
     c.r = match o.get("r") {
         Some(x) => x
             .as_u64()
@@ -137,6 +142,29 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     Ok(c)
+}
+
+/// mlx-lm's adapter_config.json: `lora_parameters {rank, scale}`, `fine_tune_type`, `model`.
+fn parse_mlx(o: &serde_json::Map<String, Value>, lp: &Value) -> Result<AdapterConfig, String> {
+    let rank = lp
+        .get("rank")
+        .and_then(Value::as_u64)
+        .filter(|&r| r > 0)
+        .ok_or(format!(
+            "lora_parameters.rank is missing or not a positive integer in {lp}"
+        ))?;
+    let scale = lp.get("scale").and_then(Value::as_f64).ok_or(format!(
+        "lora_parameters.scale is missing or not a number in {lp}"
+    ))?;
+    Ok(AdapterConfig {
+        r: rank as usize,
+        lora_alpha: scale * rank as f64,
+        mlx_scale: Some(scale),
+        // `fine_tune_type` is `lora`, `dora` or `full`.
+        use_dora: o.get("fine_tune_type").and_then(Value::as_str) == Some("dora"),
+        base_model: o.get("model").and_then(Value::as_str).map(str::to_owned),
+        ..AdapterConfig::default()
+    })
 }
 
 fn pattern<T>(
@@ -337,8 +365,11 @@ impl AdapterConfig {
             .unwrap_or(self.r)
     }
 
-    /// Scale s for a module of rank `r`: alpha/r, or alpha/sqrt(r) with rsLoRA.
+    /// Scale s for a module of rank `r`: alpha/r, or alpha/sqrt(r) with rsLoRA; mlx-lm's own scale.
     pub fn scale_for(&self, module: &str, r: usize) -> f64 {
+        if let Some(s) = self.mlx_scale {
+            return s;
+        }
         let alpha = self
             .alpha_pattern
             .first_match(&[module])

@@ -34,7 +34,7 @@ fn adapter_files(spec: &Spec, sub: &str) -> Vec<(String, Vec<u8>)> {
     let g = synth::generate(spec);
     vec![
         (
-            format!("{sub}adapter_model.safetensors"),
+            format!("{sub}{}", spec.pattern.file_name()),
             synth::safetensors_bytes(&g.tensors, true),
         ),
         (
@@ -58,6 +58,15 @@ fn repos() -> Vec<Repo> {
     let d = Dims::GPT_OSS_20B;
     let mut qv = spec(Pattern::Attention, 8, 0, Dtype::BF16, 2);
     qv.targets = vec!["q_proj", "v_proj"];
+    // Small ranks and few layers keep the demo near its size (the expert lists are 32 × 2 pairs).
+    let mut unsloth = spec(
+        Pattern::UnslothExperts { layers: vec![15] },
+        4,
+        4,
+        Dtype::BF16,
+        6,
+    );
+    unsloth.targets = vec!["q_proj", "v_proj"];
     let mut multi = vec![];
     for (i, sub) in ["", "lora-b/", "lora-c/"].into_iter().enumerate() {
         let mut s = spec(Pattern::Attention, 4, 0, Dtype::BF16, 20 + i as u64);
@@ -102,6 +111,14 @@ fn repos() -> Vec<Repo> {
                 ),
                 "",
             ),
+        },
+        Repo {
+            name: "gpt-oss-20b-unsloth-experts",
+            files: adapter_files(&unsloth, ""),
+        },
+        Repo {
+            name: "gpt-oss-20b-mlx",
+            files: adapter_files(&spec(Pattern::Mlx { layers: 1 }, 4, 4, Dtype::BF16, 7), ""),
         },
         Repo {
             name: "gpt-oss-20b-tinker-3d",

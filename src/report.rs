@@ -49,6 +49,8 @@ pub struct Overview {
     pub bytes: u64,
     /// `null` value: no base model named.
     pub base_models: Vec<Count<Option<String>>>,
+    /// The writers' conventions of the LoRA adapters (`peft`, `unsloth`, `mlx`, …).
+    pub formats: Vec<Count<String>>,
 }
 
 /// One row of the pattern table with its details.
@@ -182,8 +184,13 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         }
     };
     let mut rows: Vec<&str> = ROWS.to_vec();
-    if patterns.contains(&Pattern::OtherLora) {
-        rows.insert(4, Pattern::OtherLora.as_str());
+    // Rows of patterns the survey did not have appear only when they occur.
+    let mut at = 4;
+    for p in [Pattern::ExpertsModuleList, Pattern::OtherLora] {
+        if patterns.contains(&p) {
+            rows.insert(at, p.as_str());
+            at += 1;
+        }
     }
     let pattern_rows = rows
         .iter()
@@ -299,6 +306,11 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         files: adapters.iter().map(|a| a.files.len()).sum(),
         tensors: adapters.iter().map(|a| a.tensors.len()).sum(),
         bytes: adapters.iter().map(Adapter::bytes).sum(),
+        formats: by_frequency(
+            adapters
+                .iter()
+                .filter_map(|a| a.format().map(|f| f.as_str().to_string())),
+        ),
         base_models: by_frequency(
             adapters
                 .iter()
@@ -468,6 +480,19 @@ fn notes(adapters: &[Adapter], ov: &Overview, remote: Option<&SurveyStats>) -> V
             ));
         }
     }
+    let unknown: Vec<String> = adapters
+        .iter()
+        .filter(|a| a.unrecognised() > 0)
+        .map(|a| format!("{} ({})", a.id, a.unrecognised()))
+        .collect();
+    if !unknown.is_empty() {
+        out.push(format!(
+            "{} adapter(s) hold tensors lorascope does not understand (role `unknown`, never \
+             counted in a delta; see `inspect`): {}.",
+            unknown.len(),
+            list(&unknown)
+        ));
+    }
     let other = ids(&|a| a.pattern() == Pattern::OtherLora);
     if !other.is_empty() {
         out.push(format!(
@@ -548,6 +573,12 @@ impl Report {
                 fmt_counts(&ov.base_models, |b| b
                     .clone()
                     .unwrap_or_else(|| "none named".into()))
+            );
+        }
+        if !ov.formats.is_empty() {
+            md += &format!(
+                "- **Formats**: {}\n",
+                fmt_counts(&ov.formats, |f| f.clone())
             );
         }
         if let Some(r) = &self.remote {

@@ -63,6 +63,23 @@ pub enum Pattern {
     FullWeights { layers: Vec<usize> },
     /// A file with no tensors.
     Empty,
+    /// Unsloth gpt-oss bnb-4bit: attention LoRA plus one 2D LoRA per expert module
+    /// (`experts.gate_up_projs.{e}`, `experts.down_projs.{e}`), on these layers.
+    UnslothExperts { layers: Vec<usize> },
+    /// mlx-lm: `adapters.safetensors`, attention `lora_a` (in, r) / `lora_b` (r, out), the router
+    /// and SwitchLinear experts `lora_a` (E, r, in) / `lora_b` (E, out, r) on the last `layers`
+    /// layers; `alpha` is written as `lora_parameters.scale` (mlx-lm's scale, not alpha).
+    Mlx { layers: usize },
+}
+
+impl Pattern {
+    /// The safetensors file name its writer uses.
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            Pattern::Mlx { .. } => "adapters.safetensors",
+            _ => "adapter_model.safetensors",
+        }
+    }
 }
 
 /// Everything that decides a synthetic adapter.
@@ -359,6 +376,57 @@ impl Gen<'_> {
         }
     }
 
+    /// One dense LoRA pair for `module` with a planted spectrum; MLX stores both transposed.
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &mut self,
+        name_of: &dyn Fn(&str) -> String,
+        layer: usize,
+        target: &str,
+        expert: Option<usize>,
+        r: usize,
+        (o, i): (usize, usize),
+        transposed: bool,
+    ) {
+        let sigma = self.plant(layer, target, expert, r);
+        let f = self.factors(o, i, &sigma);
+        let (b, a) = f.map_or((None, None), |(b, a)| (Some(b), Some(a)));
+        if transposed {
+            let t = |m: Option<Vec<f64>>, rows: usize, cols: usize| {
+                m.map(|m| {
+                    (0..cols)
+                        .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                        .map(|(r, c)| m[r * cols + c])
+                        .collect()
+                })
+            };
+            self.push(name_of("lora_a"), vec![i, r], t(a, r, i));
+            self.push(name_of("lora_b"), vec![r, o], t(b, o, r));
+        } else {
+            self.push(name_of("lora_A.weight"), vec![r, i], a);
+            self.push(name_of("lora_B.weight"), vec![o, r], b);
+        }
+    }
+
+    /// mlx-lm SwitchLinear LoRA: A (E, r, in), B (E, out, r), one planted spectrum per expert.
+    fn mlx_switch(&mut self, layer: usize, target: &str, out: usize, inn: usize) {
+        let (r, e_n) = (self.spec.expert_rank, self.spec.dims.experts);
+        let mut a = (!self.spec.sparse).then(|| Vec::with_capacity(e_n * r * inn));
+        let mut b = (!self.spec.sparse).then(|| Vec::with_capacity(e_n * out * r));
+        for e in 0..e_n {
+            let sigma = self.plant(layer, target, Some(e), r);
+            if let (Some((be, ae)), Some(a), Some(b)) =
+                (self.factors(out, inn, &sigma), &mut a, &mut b)
+            {
+                a.extend(ae);
+                b.extend(be);
+            }
+        }
+        let m = format!("model.layers.{layer}.mlp.experts.{target}");
+        self.push(format!("{m}.lora_a"), vec![e_n, r, inn], a);
+        self.push(format!("{m}.lora_b"), vec![e_n, out, r], b);
+    }
+
     fn random(&mut self, n: usize, scale: f64) -> Option<Vec<f64>> {
         (!self.spec.sparse).then(|| (0..n).map(|_| self.rng.normal() * scale).collect())
     }
@@ -528,6 +596,55 @@ pub fn generate(spec: &Spec) -> Generated {
             }
         }
         Pattern::Empty => {}
+        Pattern::UnslothExperts { layers } => {
+            for l in 0..d.layers {
+                g.attention(l, p, "self_attn");
+                if !layers.contains(&l) {
+                    continue;
+                }
+                for e in 0..d.experts {
+                    for (list, target, dims) in [
+                        ("gate_up_projs", "gate_up_proj", (2 * d.inter, d.hidden)),
+                        ("down_projs", "down_proj", (d.hidden, d.inter)),
+                    ] {
+                        let m = format!("{p}model.layers.{l}.mlp.experts.{list}.{e}");
+                        let r = spec.expert_rank;
+                        g.dense(&|f| format!("{m}.{f}"), l, target, Some(e), r, dims, false);
+                    }
+                }
+            }
+        }
+        Pattern::Mlx { layers } => {
+            for l in d.layers.saturating_sub(*layers)..d.layers {
+                for t in spec.targets.clone() {
+                    let m = format!("model.layers.{l}.self_attn.{t}");
+                    let dims = d.attn_shape(t);
+                    g.dense(
+                        &|f| format!("{m}.{f}"),
+                        l,
+                        t,
+                        None,
+                        spec.attn_rank,
+                        dims,
+                        true,
+                    );
+                }
+                let m = format!("model.layers.{l}.mlp.router");
+                let dims = (d.experts, d.hidden);
+                g.dense(
+                    &|f| format!("{m}.{f}"),
+                    l,
+                    "router",
+                    None,
+                    spec.attn_rank,
+                    dims,
+                    true,
+                );
+                g.mlx_switch(l, "gate_proj", d.inter, d.hidden);
+                g.mlx_switch(l, "up_proj", d.inter, d.hidden);
+                g.mlx_switch(l, "down_proj", d.hidden, d.inter);
+            }
+        }
     }
     g.out.sort_by(|a, b| a.name.cmp(&b.name));
     let pattern_obj =
@@ -547,6 +664,28 @@ pub fn generate(spec: &Spec) -> Generated {
         "task_type": "CAUSAL_LM",
     });
     let mut config = config;
+    match &spec.pattern {
+        // Unsloth's issue tracker: target every expert of the module lists by index.
+        Pattern::UnslothExperts { .. } => {
+            let mut tm: Vec<String> = spec.targets.iter().map(|t| t.to_string()).collect();
+            for e in 0..d.experts {
+                tm.push(format!("gate_up_projs.{e}"));
+                tm.push(format!("down_projs.{e}"));
+            }
+            config["target_modules"] = tm.into();
+            config["base_model_name_or_path"] = "unsloth/gpt-oss-20b-unsloth-bnb-4bit".into();
+        }
+        // mlx-lm's adapter_config.json (mlx_lm/tuner/utils.py load_adapters).
+        Pattern::Mlx { layers } => {
+            config = serde_json::json!({
+                "model": "openai/gpt-oss-20b",
+                "fine_tune_type": "lora",
+                "num_layers": layers,
+                "lora_parameters": {"rank": spec.attn_rank, "scale": spec.alpha, "dropout": 0.0},
+            });
+        }
+        _ => {}
+    }
     if matches!(spec.pattern, Pattern::PeftExperts { .. }) && spec.expert_rank != spec.attn_rank {
         // PEFT records per-parameter ranks in rank_pattern.
         let rp = config["rank_pattern"].as_object_mut().expect("object");
@@ -561,12 +700,13 @@ pub fn generate(spec: &Spec) -> Generated {
     }
 }
 
-/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir` (created).
+/// Writes the safetensors file (`adapter_model.safetensors`, mlx-lm's `adapters.safetensors`) and
+/// `adapter_config.json` into `dir` (created).
 pub fn write_adapter(dir: &Path, spec: &Spec) -> std::io::Result<Generated> {
     std::fs::create_dir_all(dir)?;
     let g = generate(spec);
     write_safetensors(
-        &dir.join("adapter_model.safetensors"),
+        &dir.join(spec.pattern.file_name()),
         &g.tensors,
         spec.aligned,
     )?;

@@ -164,7 +164,7 @@ impl<'a> Mapped<'a> {
         let t = &self.adapter.tensors[f.tensor];
         let shape = &t.info.shape;
         let name = &t.info.name;
-        match t.info.dtype {
+        let m = match t.info.dtype {
             Dtype::F32 => pick_t::<f32>(raw, shape, f.pick, name),
             Dtype::F64 => pick_t::<f64>(raw, shape, f.pick, name),
             Dtype::F16 => pick_t::<half::f16>(raw, shape, f.pick, name),
@@ -172,6 +172,30 @@ impl<'a> Mapped<'a> {
             other => Err(Error::Shape(format!(
                 "tensor '{name}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16"
             ))),
+        }?;
+        match f.rows {
+            None => Ok(m),
+            // Rows of M are the contiguous columns of Mᵀ: copied whole.
+            Some(r) => {
+                let last = r.start + r.step * r.len.saturating_sub(1);
+                if r.len == 0 || last >= m.ncols {
+                    return Err(Error::Shape(format!(
+                        "tensor '{name}' {shape:?}: has no row {last} to split gate and up"
+                    )));
+                }
+                let mut data: Vec<f64> = Vec::with_capacity(r.len * m.nrows);
+                for j in (r.start..=last).step_by(r.step) {
+                    data.extend_from_slice(&m.data[j * m.nrows..(j + 1) * m.nrows]);
+                }
+                // The other half may hold the non-finite values: ask the rows taken.
+                let finite = m.finite || data.iter().all(|x| x.is_finite());
+                Ok(ColMajor {
+                    data,
+                    nrows: m.nrows,
+                    ncols: r.len,
+                    finite,
+                })
+            }
         }
     }
 
@@ -244,6 +268,7 @@ fn pick_t<T: Elem>(raw: &[u8], shape: &[usize], pick: Pick, name: &str) -> Resul
     };
     let sliced = match pick {
         Pick::All => view,
+        Pick::Transposed => view.reversed_axes(),
         Pick::Rows { start, len } => {
             if start + len > shape[0] {
                 return Err(bad(&format!("has no rows {start}..{}", start + len)));

@@ -78,6 +78,7 @@ fn write(s: &Spec) -> Written {
     let gen = synth::write_adapter(&path, s).expect("synth");
     let opts = LayoutOptions {
         lora_b_layout: s.lora_b_layout,
+        ..Default::default()
     };
     let adapter = only(scan_paths(&[&path], opts));
     Written { dir, gen, adapter }
@@ -1499,6 +1500,7 @@ fn the_cache_is_never_modified() {
             &[&hub.root],
             LayoutOptions {
                 lora_b_layout: layout,
+                ..Default::default()
             },
         );
     }
@@ -1516,7 +1518,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     let dir = home.path().join(".cache/lorascope/demo-hub");
     let d = dir.to_str().expect("utf8");
     let out = String::from_utf8(run_ok(&["demo", d], home.path())).expect("utf8");
-    assert!(out.contains("wrote 10 demo repos"), "{out}");
+    assert!(out.contains("wrote 12 demo repos"), "{out}");
     let size = support::apparent_size(&dir);
     assert!(size <= 150_000_000, "demo is {size} bytes");
 
@@ -1526,7 +1528,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(repos.len(), 10);
+    assert_eq!(repos.len(), 12);
     for repo in &repos {
         let rev = fs::read_to_string(repo.join("refs/main")).expect("refs/main");
         let snap = repo.join("snapshots").join(rev.trim());
@@ -1551,6 +1553,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         "attention+router",
         "attention+experts per-expert",
         "attention+experts shared-3d",
+        "attention+experts per-expert (module list)",
         "full-weights",
         "empty",
         "no-safetensors",
@@ -1558,6 +1561,32 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     ]
     .into();
     assert_eq!(patterns, want);
+    // The Unsloth module list and the mlx-lm adapter are read as such, every tensor understood.
+    let by_id = |id: &str| {
+        arr.iter()
+            .find(|o| o["id"] == format!("lorascope-demo/{id}"))
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let unsloth = by_id("gpt-oss-20b-unsloth-experts");
+    assert_eq!(
+        (
+            &unsloth["format"],
+            &unsloth["experts"],
+            &unsloth["expert_layers"]
+        ),
+        (&json!("unsloth"), &json!(32), &json!([15]))
+    );
+    let mlx = by_id("gpt-oss-20b-mlx");
+    assert_eq!(
+        (
+            &mlx["format"],
+            &mlx["kind"],
+            &mlx["experts"],
+            &mlx["expert_layers"]
+        ),
+        (&json!("mlx"), &json!("lora"), &json!(32), &json!([23]))
+    );
+    assert!(arr.iter().all(|o| o["unrecognised"] == 0), "{arr:?}");
     assert!(
         arr.iter().any(|o| o["id"]
             .as_str()

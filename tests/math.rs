@@ -21,7 +21,7 @@ fn load(dir: &Path, layout: LayoutOptions) -> Adapter {
         id: "test".into(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),
-        files: vec![dir.join("adapter_model.safetensors")],
+        files: vec![safetensors_in(dir)],
         revision: None,
         problem: None,
         other_files: vec![],
@@ -29,6 +29,15 @@ fn load(dir: &Path, layout: LayoutOptions) -> Adapter {
     let a = Adapter::load(&src, layout);
     assert!(a.error.is_none(), "{:?}", a.error);
     a
+}
+
+/// The one safetensors file of a synthetic adapter (its name depends on the writer).
+fn safetensors_in(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .expect("a safetensors file")
 }
 
 fn to_f64(dtype: Dtype, data: &[u8]) -> Vec<f64> {
@@ -84,7 +93,7 @@ fn dense_reference_of(
     spec: &Spec,
     keep: impl Fn(&str) -> bool,
 ) -> BTreeMap<Key, Mat<f64>> {
-    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let bytes = std::fs::read(safetensors_in(dir)).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let get = |name: &str| {
         let t = st.tensor(name).unwrap();
@@ -93,6 +102,33 @@ fn dense_reference_of(
     let mut out = BTreeMap::new();
     let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
     names.sort();
+    for a_name in names.iter().filter(|n| n.ends_with(".lora_a") && keep(n)) {
+        // mlx-lm (mlx_lm/tuner/lora.py fuse): 2D ΔW = scale·lora_bᵀ·lora_aᵀ with lora_a (in, r),
+        // lora_b (r, out); SwitchLinear ΔW_e = scale·lora_b[e]·lora_a[e], (E, out, r)·(E, r, in).
+        let (a, sa) = get(a_name);
+        let (b, sb) = get(&format!("{}lora_b", a_name.trim_end_matches("lora_a")));
+        let module = a_name.trim_end_matches(".lora_a");
+        let layer: usize = module.split('.').nth(2).unwrap().parse().unwrap();
+        let last = module.rsplit('.').next().unwrap().to_string();
+        let s = spec.alpha;
+        if sa.len() == 2 {
+            let (inn, r, out_d) = (sa[0], sa[1], sb[1]);
+            let m = Mat::from_fn(out_d, inn, |o, i| {
+                s * (0..r).map(|k| b[k * out_d + o] * a[i * r + k]).sum::<f64>()
+            });
+            out.insert((Some(layer), last, None), m);
+        } else {
+            let (r, inn, out_d) = (sa[1], sa[2], sb[1]);
+            for e in 0..sa[0] {
+                let m = Mat::from_fn(out_d, inn, |o, i| {
+                    s * (0..r)
+                        .map(|k| b[e * out_d * r + o * r + k] * a[e * r * inn + k * inn + i])
+                        .sum::<f64>()
+                });
+                out.insert((Some(layer), last.clone(), Some(e)), m);
+            }
+        }
+    }
     for a_name in names
         .iter()
         .filter(|n| n.ends_with("lora_A.weight") && keep(n))
@@ -150,6 +186,19 @@ fn dense_reference_of(
                 });
                 out.insert((Some(layer), target.to_string(), Some(e)), m);
             }
+        } else if let Some((list, e)) = module
+            .rsplit_once('.')
+            .filter(|(l, _)| l.ends_with("_projs"))
+        {
+            // Unsloth's module list `experts.gate_up_projs.{e}`: an ordinary PEFT Linear LoRA.
+            let target = list.rsplit('.').next().unwrap().trim_end_matches('s');
+            let (r, inn, out_d) = (sa[0], sa[1], sb[0]);
+            let s = spec.alpha / r as f64;
+            let m = Mat::from_fn(out_d, inn, |o, i| {
+                s * (0..r).map(|k| b[o * r + k] * a[k * inn + i]).sum::<f64>()
+            });
+            let e: usize = e.parse().unwrap();
+            out.insert((Some(layer), target.to_string(), Some(e)), m);
         } else {
             let (r, s) = scale_of(spec, module, spec.attn_rank);
             assert_eq!(sa[0], r);
@@ -228,6 +277,7 @@ fn check_layout(spec: &Spec) -> Vec<DeltaStats> {
     let g = synth::write_adapter(dir.path(), spec).unwrap();
     let opts = LayoutOptions {
         lora_b_layout: spec.lora_b_layout,
+        ..Default::default()
     };
     let a = load(dir.path(), opts);
     let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
@@ -294,6 +344,26 @@ fn tinker_3d_broadcast_matches_dense() {
         st.iter().filter(|d| d.expert.is_some()).count(),
         Dims::TOY.layers * 3 * Dims::TOY.experts
     );
+}
+
+#[test]
+fn unsloth_module_list_matches_dense() {
+    let st = check_layout(&spec(Pattern::UnslothExperts { layers: vec![1] }));
+    let d = Dims::TOY;
+    let expert_deltas = st.iter().filter(|x| x.expert.is_some()).count();
+    assert_eq!(expert_deltas, 2 * d.experts, "gate_up and down per expert");
+}
+
+#[test]
+fn mlx_transposed_and_switch_layers_match_dense() {
+    for dtype in [Dtype::F32, Dtype::BF16] {
+        let mut s = spec(Pattern::Mlx { layers: 2 });
+        s.dtype = dtype;
+        s.alpha = 20.0; // mlx-lm's default scale
+        let st = check_layout(&s);
+        assert!(st.iter().any(|x| x.target == "router"), "router delta");
+        assert!(st.iter().all(|x| x.layer >= Some(1)), "last 2 layers only");
+    }
 }
 
 #[test]
@@ -669,4 +739,58 @@ fn real_gpt_oss_shapes_recover_planted_spectra() {
     let dense = dense_reference_of(dir.path(), &s, |n| n.contains("layers.0.self_attn.k_proj"));
     let k = st.deltas.iter().find(|d| d.target == "k_proj").unwrap();
     check_stats(k, &dense[&k.key()]);
+}
+
+/// `--split-gate-up`: the gate and up rows of every fused gate_up delta, as their own deltas,
+/// against the dense rows of ΔW (interleaved for gpt-oss, halves for other bases).
+#[test]
+fn split_gate_up_matches_the_dense_rows_of_each_half() {
+    for (base, interleaved) in [("openai/gpt-oss-20b", true), ("Qwen/Qwen3-30B-A3B", false)] {
+        let s = spec(Pattern::PeftExperts { layers: vec![1] });
+        let dir = tempfile::tempdir().unwrap();
+        let g = synth::write_adapter(dir.path(), &s).unwrap();
+        let mut cfg = g.config.clone();
+        cfg["base_model_name_or_path"] = base.into();
+        std::fs::write(
+            dir.path().join("adapter_config.json"),
+            serde_json::to_vec(&cfg).unwrap(),
+        )
+        .unwrap();
+        let opts = LayoutOptions {
+            split_gate_up: true,
+            ..Default::default()
+        };
+        let a = load(dir.path(), opts);
+        assert!(
+            a.deltas.iter().all(|d| d.target != "gate_up_proj"),
+            "{base}"
+        );
+        let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+        let dense = dense_reference(dir.path(), &s);
+        let mut halves = 0;
+        for d in &st.deltas {
+            let (layer, target, expert) = d.key();
+            let half = match target.as_str() {
+                "gate_proj" => 0,
+                "up_proj" => 1,
+                _ => {
+                    check_stats(d, &dense[&d.key()]);
+                    continue;
+                }
+            };
+            let full = &dense[&(layer, "gate_up_proj".to_string(), expert)];
+            let n = full.nrows() / 2;
+            let row = |i: usize| {
+                if interleaved {
+                    2 * i + half
+                } else {
+                    half * n + i
+                }
+            };
+            let m = Mat::from_fn(n, full.ncols(), |i, j| full[(row(i), j)]);
+            check_stats(d, &m);
+            halves += 1;
+        }
+        assert_eq!(halves, 2 * Dims::TOY.experts, "{base}");
+    }
 }

@@ -94,12 +94,17 @@ pub struct ReadOpts {
     /// Column order of PEFT's packed expert lora_B (some trainers wrote expert-major)
     #[arg(long, value_enum, default_value = "stride-e")]
     pub lora_b_layout: LoraBLayout,
+    /// Fused gate_up deltas as separate gate_proj and up_proj deltas (B's rows: interleaved
+    /// for gpt-oss, halves otherwise)
+    #[arg(long)]
+    pub split_gate_up: bool,
 }
 
 impl ReadOpts {
     pub fn layout(&self) -> LayoutOptions {
         LayoutOptions {
             lora_b_layout: self.lora_b_layout,
+            split_gate_up: self.split_gate_up,
         }
     }
 }
@@ -303,6 +308,7 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         "TENSORS>",
     ]);
     let mut errors = String::new();
+    let mut unknown = String::new();
     for a in adapters {
         let s = a.summary();
         t.row(vec![
@@ -323,11 +329,18 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         if let Some(e) = &s.error {
             errors.push_str(&format!("  {}: {e}\n", s.id));
         }
+        if let Some(n) = s.notes.iter().find(|n| n.starts_with("unrecognised:")) {
+            unknown.push_str(&format!("  {}: {n}\n", s.id));
+        }
     }
     let mut out = t.render();
     if !errors.is_empty() {
         out.push_str("\nerrors:\n");
         out.push_str(&errors);
+    }
+    if !unknown.is_empty() {
+        out.push_str("\nnot understood:\n");
+        out.push_str(&unknown);
     }
     out
 }

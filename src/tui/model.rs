@@ -27,6 +27,8 @@ pub struct ListRow {
     pub size: String,
     pub tensors: usize,
     pub error: Option<String>,
+    /// Tensors not understood: marked `?N` after the pattern.
+    pub unrecognised: usize,
     /// The detail line: path, base model, deltas, notes.
     pub detail: Vec<String>,
     /// Lower-case text the filter searches.
@@ -72,11 +74,16 @@ impl ListRow {
             compact_targets(&s.targets)
         };
         let haystack = format!(
-            "{} {} {} {}",
+            "{} {} {} {}{}",
             s.id,
             s.pattern.as_str(),
             s.targets.join(" "),
-            dtype
+            dtype,
+            if s.unrecognised > 0 {
+                " unrecognised"
+            } else {
+                ""
+            }
         )
         .to_lowercase();
         ListRow {
@@ -93,6 +100,7 @@ impl ListRow {
             size: text::bytes(s.bytes),
             tensors: s.tensors,
             error: s.error,
+            unrecognised: s.unrecognised,
             detail,
             haystack,
         }
@@ -117,7 +125,10 @@ impl ListRow {
         match c {
             ListColumn::Id => self.id.clone(),
             // `attn` keeps the column narrow; the detail line spells the pattern out.
-            ListColumn::Pattern => self.pattern.replace("attention", "attn"),
+            ListColumn::Pattern => match self.unrecognised {
+                0 => self.pattern.replace("attention", "attn"),
+                n => format!("{} ?{n}", self.pattern.replace("attention", "attn")),
+            },
             ListColumn::Targets => self.targets.clone(),
             ListColumn::AttnRank => text::opt(self.attn_rank),
             ListColumn::ExpertRank => text::opt(self.expert_rank),

@@ -202,6 +202,22 @@ fn run_isolated(mut c: Command, home: &Path, env: &[(&str, &Path)]) -> Output {
 
 /// Reads a factor's matrix (rows × cols, row-major, f64) from the file, applying its `Pick`.
 pub fn read_factor(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
+    let (rows, cols, v) = read_picked(a, f);
+    match f.rows {
+        None => (rows, cols, v),
+        Some(r) => {
+            let sel: Vec<f64> = (0..r.len)
+                .flat_map(|k| {
+                    let i = r.start + k * r.step;
+                    v[i * cols..(i + 1) * cols].to_vec()
+                })
+                .collect();
+            (r.len, cols, sel)
+        }
+    }
+}
+
+fn read_picked(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
     let (t, file) = a.tensor_file(f.tensor);
     let bytes = fs::read(&file.path).expect("read adapter file");
     let start = (file.data_start + t.info.begin) as usize;
@@ -215,6 +231,14 @@ pub fn read_factor(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
         Pick::All => {
             assert_eq!(s.len(), 2, "Pick::All on a {}D tensor", s.len());
             (s[0], s[1], data)
+        }
+        Pick::Transposed => {
+            assert_eq!(s.len(), 2, "Pick::Transposed on a {}D tensor", s.len());
+            let v = (0..s[1])
+                .flat_map(|j| (0..s[0]).map(move |i| (i, j)))
+                .map(|(i, j)| at2(s[1], i, j))
+                .collect();
+            (s[1], s[0], v)
         }
         Pick::Rows { start, len } => {
             assert_eq!(s.len(), 2);
