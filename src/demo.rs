@@ -1,6 +1,8 @@
 //! The demo cache: one adapter of each layout of the survey, at real gpt-oss-20b shapes with small
 //! ranks, written in the real hub cache layout (blobs, snapshot symlinks, refs/main).
 
+use crate::adapter::Source;
+use crate::error::{Error, Result};
 use crate::synth::{self, Dims, Pattern, Spec};
 use safetensors::Dtype;
 use sha2::{Digest, Sha256};
@@ -8,22 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Written last: a demo folder without it is incomplete and is written again.
-const MARKER: &str = ".lorascope-demo-complete";
-
-/// The demo's own folder: `$XDG_CACHE_HOME/lorascope/demo-hub` or `~/.cache/lorascope/demo-hub`.
-/// Never inside the Hugging Face cache, which lorascope only reads.
-pub fn default_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("lorascope").join("demo-hub"))
-}
-
-pub fn is_complete(dir: &Path) -> bool {
-    dir.join(MARKER).is_file()
-}
+use crate::catalog::{demo_dir, demo_is_complete, Catalog, DEMO_MARKER};
 
 struct Repo {
     name: &'static str,
@@ -216,7 +203,7 @@ fn symlink(target: &Path, link: &Path) -> io::Result<()> {
 /// Writes the demo cache into `dir` (refusing a folder that holds anything but a demo).
 /// Returns the number of repos written.
 pub fn write_demo(dir: &Path) -> io::Result<usize> {
-    if dir.exists() && !is_complete(dir) {
+    if dir.exists() && !demo_is_complete(dir) {
         let foreign = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
             !e.file_name()
                 .to_string_lossy()
@@ -234,15 +221,38 @@ pub fn write_demo(dir: &Path) -> io::Result<usize> {
     for r in &repos {
         write_repo(dir, "lorascope-demo", r)?;
     }
-    fs::write(dir.join(MARKER), b"written by lorascope demo\n")?;
+    fs::write(dir.join(DEMO_MARKER), b"written by lorascope demo\n")?;
     Ok(repos.len())
 }
 
 /// The demo cache under the user's cache folder, written once.
 pub fn ensure_default() -> io::Result<PathBuf> {
-    let dir = default_dir().ok_or_else(|| io::Error::other("no HOME or XDG_CACHE_HOME"))?;
-    if !is_complete(&dir) {
+    let dir = demo_dir().ok_or_else(|| io::Error::other("no HOME or XDG_CACHE_HOME"))?;
+    if !demo_is_complete(&dir) {
         write_demo(&dir)?;
     }
     Ok(dir)
+}
+
+/// The sources `lorascope` with no subcommand shows: the cache and `paths`, else the demo cache
+/// (written on first use), with a note saying so. Nothing is read yet, so that the explorer can
+/// read the headers with a progress bar.
+pub fn sources_or_demo(cat: &Catalog, paths: &[PathBuf]) -> Result<(Vec<Source>, Option<String>)> {
+    let found = cat.sources(paths);
+    if !found.is_empty() || !paths.is_empty() {
+        return Ok((found, None));
+    }
+    let demo = ensure_default().map_err(|e| Error::Other(format!("writing the demo cache: {e}")))?;
+    let note = format!(
+        "no adapters in {}; showing the demo cache at {}",
+        cat.cache
+            .as_deref()
+            .map_or("the hub cache".into(), |c| c.display().to_string()),
+        demo.display()
+    );
+    let demo = Catalog {
+        cache: Some(demo),
+        explicit_cache: true,
+    };
+    Ok((demo.sources(&[]), Some(note)))
 }

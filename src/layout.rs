@@ -98,7 +98,7 @@ impl ExpertLayout {
 }
 
 /// Column order of B in PEFT's packed per-expert layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LoraBLayout {
     /// PEFT: `B.reshape(out, r, E)`, expert e owns columns k·E + e.
     #[default]

@@ -9,6 +9,7 @@
 //! `stats` and `compare` compute on the factors, `plot` draws them, `tui` is the explorer.
 
 pub mod adapter;
+pub mod catalog;
 pub mod cli;
 pub mod compare;
 pub mod config;

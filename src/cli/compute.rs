@@ -1,7 +1,8 @@
 //! `stats` and `compare`: the math core from the command line.
 
 use super::table::Table;
-use super::{print_json, Ctx, ReadOpts};
+use super::{print_json, ReadOpts};
+use crate::catalog::Catalog;
 use crate::compare;
 use crate::stats::{self, Control, Filter};
 use crate::view::text;
@@ -80,7 +81,7 @@ impl StderrProgress {
     }
 }
 
-pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
+pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
     let a = ctx.find_usable(&args.adapter, args.read.layout())?;
     let filter = Filter {
         target: args.target.clone(),
@@ -163,7 +164,7 @@ pub fn cmd_stats(ctx: &Ctx, args: StatsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_compare(ctx: &Ctx, args: CompareArgs) -> Result<ExitCode> {
+pub fn cmd_compare(ctx: &Catalog, args: CompareArgs) -> Result<ExitCode> {
     let a = ctx.find_usable(&args.a, args.read.layout())?;
     let b = ctx.find_usable(&args.b, args.read.layout())?;
     let progress = StderrProgress::new("comparing");

@@ -1,6 +1,7 @@
 //! `fetch` and `inspect --remote`: the Hub commands (see `crate::hub`).
 
-use super::{show_inspect, Ctx};
+use super::show_inspect;
+use crate::catalog::Catalog;
 use crate::hub::{self, FetchProgress, Hub, HubConfig, RepoRef};
 use crate::layout::LayoutOptions;
 use crate::view::text;
@@ -39,7 +40,7 @@ fn byte_bar() -> ProgressBar {
     bar
 }
 
-pub(super) fn cmd_fetch(ctx: &Ctx, args: FetchArgs) -> Result<ExitCode> {
+pub(super) fn cmd_fetch(ctx: &Catalog, args: FetchArgs) -> Result<ExitCode> {
     let cache = ctx
         .cache
         .clone()

@@ -21,7 +21,8 @@ mod tui;
 
 pub use table::Table;
 
-use crate::adapter::{closest, Adapter, Source};
+use crate::adapter::Adapter;
+use crate::catalog::Catalog;
 use crate::discovery::{self, ScanRequest};
 use crate::error::Error;
 use crate::format::dtype_name;
@@ -93,17 +94,35 @@ pub enum Command {
 pub struct ReadOpts {
     /// Column order of PEFT's packed expert lora_B (some trainers wrote expert-major)
     #[arg(long, value_enum, default_value = "stride-e")]
-    pub lora_b_layout: LoraBLayout,
+    pub lora_b_layout: LoraBLayoutArg,
     /// Fused gate_up deltas as separate gate_proj and up_proj deltas (B's rows: interleaved
     /// for gpt-oss, halves otherwise)
     #[arg(long)]
     pub split_gate_up: bool,
 }
 
+/// The command line's names for `layout::LoraBLayout` (the library type knows nothing of clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoraBLayoutArg {
+    /// PEFT: `B.reshape(out, r, E)`, expert e owns columns k·E + e.
+    StrideE,
+    /// Some trainers' files: `B.reshape(out, E, r)`, expert e owns columns e·r … e·r+r-1.
+    ExpertMajor,
+}
+
+impl From<LoraBLayoutArg> for LoraBLayout {
+    fn from(a: LoraBLayoutArg) -> LoraBLayout {
+        match a {
+            LoraBLayoutArg::StrideE => LoraBLayout::StrideE,
+            LoraBLayoutArg::ExpertMajor => LoraBLayout::ExpertMajor,
+        }
+    }
+}
+
 impl ReadOpts {
     pub fn layout(&self) -> LayoutOptions {
         LayoutOptions {
-            lora_b_layout: self.lora_b_layout,
+            lora_b_layout: self.lora_b_layout.into(),
             split_gate_up: self.split_gate_up,
         }
     }
@@ -123,7 +142,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let cache = discovery::cache_root(cli.cache.as_deref());
-    let ctx = Ctx {
+    let ctx = Catalog {
         explicit_cache: cli.cache.is_some(),
         cache,
     };
@@ -154,67 +173,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Where adapters are looked for.
-pub struct Ctx {
-    pub cache: Option<PathBuf>,
-    pub explicit_cache: bool,
-}
-
-impl Ctx {
-    /// All sources: the cache, then the demo cache when it exists (its ids never clash).
-    fn lookup_sources(&self) -> Vec<Source> {
-        let mut src = self
-            .cache
-            .as_deref()
-            .map(discovery::discover_cache)
-            .unwrap_or_default();
-        if let Some(d) = crate::demo::default_dir().filter(|d| crate::demo::is_complete(d)) {
-            if self.cache.as_deref() != Some(d.as_path()) {
-                src.extend(discovery::discover_cache(&d));
-            }
-        }
-        src
-    }
-
-    /// Finds one adapter by id or path, reading only its headers.
-    pub fn find(&self, id: &str, layout: LayoutOptions) -> Result<Adapter, Error> {
-        let path = Path::new(id);
-        if path.exists() {
-            let src = discovery::discover_path(path);
-            let pick = src
-                .iter()
-                .find(|s| s.id == id || s.path == path)
-                .or_else(|| src.first());
-            if let Some(s) = pick {
-                return Ok(Adapter::load(s, layout));
-            }
-        }
-        let src = self.lookup_sources();
-        let exact = src
-            .iter()
-            .find(|s| s.id == id)
-            .or_else(|| src.iter().find(|s| s.id.eq_ignore_ascii_case(id)));
-        match exact {
-            Some(s) => Ok(Adapter::load(s, layout)),
-            None => Err(Error::UnknownAdapter {
-                id: id.to_string(),
-                suggestions: closest(id, src.iter().map(|s| s.id.as_str())),
-            }),
-        }
-    }
-
-    /// Finds an adapter that can be computed on (not an error, has deltas or full tensors).
-    pub fn find_usable(&self, id: &str, layout: LayoutOptions) -> Result<Adapter, Error> {
-        let a = self.find(id, layout)?;
-        if let Some(e) = &a.error {
-            return Err(Error::Unusable {
-                id: a.id.clone(),
-                msg: e.clone(),
-            });
-        }
-        Ok(a)
-    }
-}
 
 /// Writes human text with its control characters escaped (a closed pipe is not an error here).
 pub(crate) fn write_text(w: &mut impl Write, text: &str) {
@@ -230,39 +188,12 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 /// The adapters `lorascope` with no subcommand shows: the cache, else the demo cache.
-pub fn default_adapters(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Adapter>, Option<String>)> {
-    let (src, note) = default_sources(ctx, paths)?;
+fn default_adapters(ctx: &Catalog, paths: &[PathBuf]) -> Result<(Vec<Adapter>, Option<String>)> {
+    let (src, note) = crate::demo::sources_or_demo(ctx, paths)?;
     Ok((discovery::load_all(&src, LayoutOptions::default()), note))
 }
 
-/// The sources behind `default_adapters` (nothing read yet), so that the explorer can read
-/// them with a progress bar. Writes the demo cache when nothing is found.
-pub fn default_sources(ctx: &Ctx, paths: &[PathBuf]) -> Result<(Vec<Source>, Option<String>)> {
-    let req = ScanRequest {
-        cache: ctx.cache.clone(),
-        paths: paths.to_vec(),
-        layout: LayoutOptions::default(),
-    };
-    let found = discovery::sources(&req);
-    if !found.is_empty() || !paths.is_empty() {
-        return Ok((found, None));
-    }
-    let demo = crate::demo::ensure_default().context("writing the demo cache")?;
-    let note = format!(
-        "no adapters in {}; showing the demo cache at {}",
-        ctx.cache
-            .as_deref()
-            .map_or("the hub cache".into(), |c| c.display().to_string()),
-        demo.display()
-    );
-    let req = ScanRequest {
-        cache: Some(demo),
-        ..req
-    };
-    Ok((discovery::sources(&req), Some(note)))
-}
-
-fn cmd_default(ctx: &Ctx) -> Result<ExitCode> {
+fn cmd_default(ctx: &Catalog) -> Result<ExitCode> {
     let (adapters, note) = default_adapters(ctx, &[])?;
     if let Some(n) = note {
         errln!("{n}");
@@ -271,7 +202,7 @@ fn cmd_default(ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_scan(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+fn cmd_scan(ctx: &Catalog, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
     let req = ScanRequest {
         cache: ctx.cache.clone(),
         paths: paths.to_vec(),
@@ -372,7 +303,7 @@ struct InspectJson<'a> {
     full_tensors: &'a [crate::layout::FullTensor],
 }
 
-fn cmd_inspect(ctx: &Ctx, id: &str, json: bool, layout: LayoutOptions) -> Result<ExitCode> {
+fn cmd_inspect(ctx: &Catalog, id: &str, json: bool, layout: LayoutOptions) -> Result<ExitCode> {
     let a = ctx.find(id, layout)?;
     show_inspect(&a, json)
 }
@@ -502,7 +433,7 @@ fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = match dir {
         Some(d) => d,
         None => {
-            crate::demo::default_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?
+            crate::catalog::demo_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?
         }
     };
     let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;

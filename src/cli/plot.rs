@@ -1,7 +1,8 @@
 //! `plot`: statistics (and a comparison) drawn to a PNG file.
 
 use super::compute::StderrProgress;
-use super::{Ctx, ReadOpts};
+use super::ReadOpts;
+use crate::catalog::Catalog;
 use crate::compare;
 use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
 use crate::stats::{self, Control, Filter};
@@ -46,7 +47,7 @@ pub struct PlotArgs {
     pub read: ReadOpts,
 }
 
-pub fn cmd_plot(ctx: &Ctx, args: PlotArgs) -> Result<ExitCode> {
+pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
     let opts = PlotOptions {
         kind: args.kind,
         metric: args.metric,

@@ -1,6 +1,7 @@
 //! `report`: the survey report of the cache, paths and remote repos (see `crate::report`).
 
-use super::{print_json, Ctx};
+use super::print_json;
+use crate::catalog::Catalog;
 use crate::discovery::{self, ScanRequest};
 use crate::hub::{self, Hub, HubConfig};
 use crate::layout::LayoutOptions;
@@ -28,7 +29,7 @@ pub enum Format {
     Json,
 }
 
-pub(super) fn cmd_report(ctx: &Ctx, args: ReportArgs) -> Result<ExitCode> {
+pub(super) fn cmd_report(ctx: &Catalog, args: ReportArgs) -> Result<ExitCode> {
     let remote_only = args.remote.is_some() && args.paths.is_empty() && !ctx.explicit_cache;
     let mut sources = Vec::new();
     let cache = if remote_only { None } else { ctx.cache.clone() };

@@ -1,6 +1,6 @@
 //! `lorascope tui` (and `lorascope` with no subcommand on a terminal): the explorer.
 
-use super::Ctx;
+use crate::catalog::Catalog;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ pub struct TuiArgs {
     pub export_dir: Option<PathBuf>,
 }
 
-pub fn cmd_tui(ctx: &Ctx, args: TuiArgs) -> Result<ExitCode> {
+pub fn cmd_tui(ctx: &Catalog, args: TuiArgs) -> Result<ExitCode> {
     let ended = crate::tui::run(crate::tui::Config {
         cache: ctx.cache.clone(),
         explicit_cache: ctx.explicit_cache,

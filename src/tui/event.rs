@@ -88,12 +88,12 @@ pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
     spawn_work(
         tx,
         move || {
-            let ctx = crate::cli::Ctx {
+            let catalog = crate::catalog::Catalog {
                 cache: job.cache,
                 explicit_cache: job.explicit_cache,
             };
             let (src, note): (Vec<Source>, Option<String>) =
-                match crate::cli::default_sources(&ctx, &job.paths) {
+                match crate::demo::sources_or_demo(&catalog, &job.paths) {
                     Ok(x) => x,
                     Err(e) => {
                         return Action::ScanDone {
