@@ -242,7 +242,8 @@ pub fn sources_or_demo(cat: &Catalog, paths: &[PathBuf]) -> Result<(Vec<Source>,
     if !found.is_empty() || !paths.is_empty() {
         return Ok((found, None));
     }
-    let demo = ensure_default().map_err(|e| Error::Other(format!("writing the demo cache: {e}")))?;
+    let demo =
+        ensure_default().map_err(|e| Error::Other(format!("writing the demo cache: {e}")))?;
     let note = format!(
         "no adapters in {}; showing the demo cache at {}",
         cat.cache

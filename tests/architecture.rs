@@ -104,10 +104,7 @@ fn modules_depend_one_way() {
     let mut done = BTreeSet::new();
     for m in g.keys() {
         if let Some(c) = visit(m, &g, &mut Vec::new(), &mut done) {
-            panic!(
-                "module cycle: {}\nall dependencies: {g:#?}",
-                c.join(" → ")
-            );
+            panic!("module cycle: {}\nall dependencies: {g:#?}", c.join(" → "));
         }
     }
 }
@@ -115,7 +112,9 @@ fn modules_depend_one_way() {
 #[test]
 fn the_check_sees_references() {
     // The scanner itself: a reference in code counts, one in a comment does not.
-    let r = crate_refs("use crate::compute::stats; // crate::cli\nlet x = crate::view::text::num(1.0);");
+    let r = crate_refs(
+        "use crate::compute::stats; // crate::cli\nlet x = crate::view::text::num(1.0);",
+    );
     assert_eq!(
         r.into_iter().collect::<Vec<_>>(),
         vec!["compute".to_string(), "view".to_string()]

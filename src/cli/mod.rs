@@ -24,7 +24,6 @@ pub use table::Table;
 use crate::adapter::Adapter;
 use crate::catalog::Catalog;
 use crate::discovery::{self, ScanRequest};
-use crate::error::Error;
 use crate::format::dtype_name;
 use crate::layout::{LayoutOptions, LoraBLayout};
 use crate::view::text;
@@ -32,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -102,8 +101,9 @@ pub struct ReadOpts {
 }
 
 /// The command line's names for `layout::LoraBLayout` (the library type knows nothing of clap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LoraBLayoutArg {
+    #[default]
     /// PEFT: `B.reshape(out, r, E)`, expert e owns columns k·E + e.
     StrideE,
     /// Some trainers' files: `B.reshape(out, E, r)`, expert e owns columns e·r … e·r+r-1.
@@ -172,7 +172,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
 }
-
 
 /// Writes human text with its control characters escaped (a closed pipe is not an error here).
 pub(crate) fn write_text(w: &mut impl Write, text: &str) {
