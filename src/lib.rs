@@ -6,7 +6,8 @@
 //! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
 //! `hub` talks to the Hugging Face Hub (remote headers, `fetch`), `report` summarises many
 //! adapters as the survey does, and `survey` rebuilds the survey's 140 repos synthetically.
-//! `stats` and `compare` compute on the factors, `plot` draws them, `tui` is the explorer.
+//! `stats` and `compare` compute on the factors, `view` models what is shown (`view::grid`: the
+//! one heatmap model), `plot` draws it as PNG, `tui` is the explorer.
 
 pub mod adapter;
 pub mod catalog;

@@ -20,6 +20,9 @@ use crate::compare::Comparison;
 use crate::error::{Error, Result};
 use crate::layout::target_order;
 use crate::stats::{AdapterStats, DeltaStats};
+use crate::view::grid::{
+    self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind,
+};
 use ab_glyph::{point, Font, FontRef, GlyphId, PxScale, ScaleFont};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -63,59 +66,8 @@ impl PlotKind {
     }
 }
 
-/// The per-delta number a heatmap shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Metric {
-    /// Frobenius norm ‖ΔW‖_F.
-    #[default]
-    Fro,
-    /// Spectral norm σ₁.
-    Spectral,
-    /// Effective rank (Roy–Vetterli).
-    Erank,
-    /// Stable rank ‖ΔW‖_F² / σ₁².
-    Srank,
-}
-
-impl Metric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::Fro => "fro",
-            Metric::Spectral => "spectral",
-            Metric::Erank => "erank",
-            Metric::Srank => "srank",
-        }
-    }
-
-    /// The metric's value for one delta.
-    pub fn of(self, d: &DeltaStats) -> f64 {
-        match self {
-            Metric::Fro => d.fro_norm,
-            Metric::Spectral => d.spectral_norm,
-            Metric::Erank => d.effective_rank,
-            Metric::Srank => d.stable_rank,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
-            Metric::Spectral => "spectral norm σ₁",
-            Metric::Erank => "effective rank",
-            Metric::Srank => "stable rank",
-        }
-    }
-
-    /// The colour bar's caption: symbol, meaning and unit.
-    fn caption(self) -> &'static str {
-        match self {
-            Metric::Fro => "‖ΔW‖_F, Frobenius norm (weight units)",
-            Metric::Spectral => "σ₁ = ‖ΔW‖₂, spectral norm (weight units)",
-            Metric::Erank => "effective rank, Roy–Vetterli (count)",
-            Metric::Srank => "stable rank ‖ΔW‖_F² / σ₁² (count)",
-        }
-    }
-}
+/// The per-delta number a heatmap shows: the explorer's metric too.
+pub use crate::view::grid::Metric;
 
 /// What to draw and how large.
 #[derive(Debug, Clone, Default)]
@@ -216,12 +168,17 @@ pub fn render(
     let (w, h) = opts.size(compare.is_some())?;
     // Validate and shape the data before drawing anything.
     let fig = build(stats, compare, opts)?;
+    paint(&fig, (w, h))
+}
+
+/// Draws a figure on a white canvas of `w`×`h` pixels.
+fn paint(fig: &Figure, (w, h): (u32, u32)) -> Result<Rendered> {
     let mut rgb = vec![255u8; w as usize * h as usize * 3];
     let mut cells = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        draw(&root, &fig, (w, h), &mut cells)?;
+        draw(&root, fig, (w, h), &mut cells)?;
         root.present().map_err(draw_err)?;
     }
     Ok(Rendered {
@@ -253,9 +210,14 @@ pub fn write_png(
     // Render first: no temporary file exists while the figure is built, so a failure (or a
     // crash) there cannot leave one behind; any later failure removes it (TempFile's Drop).
     let r = render(stats, compare, opts)?;
-    let tmp = TempFile::create(out)?;
-    tmp.finish(|f| encode_png(f, &r))?;
+    save(&r, out)?;
     Ok(r)
+}
+
+/// Encodes a drawn figure to `out` through a temporary file renamed once complete.
+fn save(r: &Rendered, out: &Path) -> Result<()> {
+    let tmp = TempFile::create(out)?;
+    tmp.finish(|f| encode_png(f, r))
 }
 
 /// Writes the plot of the explorer's current view into `dir` and returns its path.
@@ -417,221 +379,6 @@ fn encode_png(f: &mut File, r: &Rendered) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Data: from statistics to grids and lines
 
-/// One value at (layer, target, expert): a metric of a delta or the cosine of a pair.
-#[derive(Debug, Clone, Copy)]
-struct Item<'a> {
-    layer: Option<usize>,
-    target: &'a str,
-    expert: Option<usize>,
-    value: Option<f64>,
-}
-
-fn metric_items(s: &AdapterStats, m: Metric, layer: Option<usize>) -> Vec<Item<'_>> {
-    s.deltas
-        .iter()
-        .filter(|d| layer.is_none_or(|l| d.layer == Some(l)))
-        .map(|d| Item {
-            layer: d.layer,
-            target: &d.target,
-            expert: d.expert,
-            // A non-finite delta stays NaN: drawn as such, never as "no LoRA".
-            value: Some(if d.finite { m.of(d) } else { f64::NAN }),
-        })
-        .collect()
-}
-
-fn cosine_items(c: &Comparison, layer: Option<usize>) -> Vec<Item<'_>> {
-    c.pairs
-        .iter()
-        .filter(|p| layer.is_none_or(|l| p.layer == Some(l)))
-        .map(|p| Item {
-            layer: p.layer,
-            target: &p.target,
-            expert: p.expert,
-            value: if p.finite_a && p.finite_b {
-                p.cosine.filter(|v| v.is_finite())
-            } else {
-                Some(f64::NAN)
-            },
-        })
-        .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Agg {
-    Mean,
-    Max,
-}
-
-/// A heatmap column: a target (mean or max over its experts) or one expert of a target.
-#[derive(Debug, Clone)]
-struct Col {
-    target: String,
-    expert: Option<usize>,
-    agg: Agg,
-    /// One or two lines (target, then "mean"/"max").
-    label: Vec<String>,
-}
-
-/// A heatmap's data: rows (layers) × columns of optional values (`None`: no LoRA there).
-#[derive(Debug, Clone)]
-struct Grid {
-    rows: Vec<String>,
-    cols: Vec<Col>,
-    values: Vec<Vec<Option<f64>>>,
-}
-
-/// A value and the expert it belongs to (None for a non-expert delta).
-type ExpertValue = (Option<usize>, f64);
-
-impl Grid {
-    fn build(items: &[Item], rows: &[Option<usize>], cols: Vec<Col>) -> Grid {
-        // Group once: (layer, target) → [(expert, value)].
-        let mut by: BTreeMap<(Option<usize>, &str), Vec<ExpertValue>> = BTreeMap::new();
-        for it in items {
-            let e = by.entry((it.layer, it.target)).or_default();
-            if let Some(v) = it.value {
-                e.push((it.expert, v));
-            }
-        }
-        let values = rows
-            .iter()
-            .map(|&l| {
-                cols.iter()
-                    .map(|c| {
-                        let vals = by
-                            .get(&(l, c.target.as_str()))?
-                            .iter()
-                            .filter(|(e, _)| c.expert.is_none() || *e == c.expert)
-                            .map(|(_, v)| *v);
-                        // One non-finite delta makes the cell non-finite (max would skip NaN).
-                        if vals.clone().any(|v| !v.is_finite()) {
-                            return Some(f64::NAN);
-                        }
-                        match c.agg {
-                            Agg::Mean => mean(vals),
-                            Agg::Max => {
-                                vals.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-                            }
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        Grid {
-            rows: rows.iter().map(|l| row_label(*l)).collect(),
-            cols,
-            values,
-        }
-    }
-
-    fn finite(&self) -> impl Iterator<Item = f64> + '_ {
-        self.values
-            .iter()
-            .flatten()
-            .filter_map(|v| *v)
-            .filter(|v| v.is_finite())
-    }
-
-    /// Whether a cell is non-finite (NaN/inf factors or results).
-    fn has_nonfinite(&self) -> bool {
-        self.values
-            .iter()
-            .flatten()
-            .flatten()
-            .any(|v| !v.is_finite())
-    }
-}
-
-fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let (mut s, mut n) = (0.0, 0usize);
-    for x in v {
-        s += x;
-        n += 1;
-    }
-    (n > 0).then(|| s / n as f64)
-}
-
-fn row_label(l: Option<usize>) -> String {
-    l.map_or("none".into(), |l| l.to_string())
-}
-
-/// `q_proj` → `q`: the columns are narrow and every target of these models ends in `_proj`.
-fn short(t: &str) -> &str {
-    t.strip_suffix("_proj").unwrap_or(t)
-}
-
-/// Targets present in any of `sets`, in the model's order, each with "has per-expert deltas".
-fn targets(sets: &[&[Item]]) -> Vec<(String, bool)> {
-    let mut m: BTreeMap<(usize, &str), bool> = BTreeMap::new();
-    for it in sets.iter().flat_map(|s| s.iter()) {
-        *m.entry((target_order(it.target), it.target)).or_default() |= it.expert.is_some();
-    }
-    m.into_iter()
-        .map(|((_, t), split)| (t.to_string(), split))
-        .collect()
-}
-
-/// Columns of a layers heatmap: one per target, two (mean, max) per expert target.
-fn target_cols(all: &[(String, bool)], only: Option<&str>, with_max: bool) -> Vec<Col> {
-    let mut cols = vec![];
-    for (t, split) in all.iter().filter(|(t, _)| only.is_none_or(|o| o == t)) {
-        let col = |agg, tag: Option<&str>| Col {
-            target: t.clone(),
-            expert: None,
-            agg,
-            label: std::iter::once(short(t).to_string())
-                .chain(tag.map(String::from))
-                .collect(),
-        };
-        if *split {
-            cols.push(col(Agg::Mean, Some("mean")));
-            if with_max {
-                cols.push(col(Agg::Max, Some("max")));
-            }
-        } else {
-            cols.push(col(Agg::Mean, None));
-        }
-    }
-    cols
-}
-
-/// One column per expert index present (an index comes from a tensor name and may be huge, so
-/// never 0..=max), labelled with the true index.
-fn expert_cols(sets: &[&[Item]], target: &str) -> Vec<Col> {
-    let present: BTreeSet<usize> = sets
-        .iter()
-        .flat_map(|s| s.iter())
-        .filter(|it| it.target == target)
-        .filter_map(|it| it.expert)
-        .collect();
-    present
-        .into_iter()
-        .map(|e| Col {
-            target: target.to_string(),
-            expert: Some(e),
-            agg: Agg::Mean,
-            label: vec![e.to_string()],
-        })
-        .collect()
-}
-
-/// Rows: the selected layer, or every layer index present, ascending, then "none" for deltas
-/// outside any layer. Indices come from tensor names and may be huge (4e9, usize::MAX): rows
-/// are the layers present, never 0..=max.
-fn rows_for(sets: &[&[Item]], layer: Option<usize>) -> Vec<Option<usize>> {
-    if let Some(l) = layer {
-        return vec![Some(l)];
-    }
-    let all = || sets.iter().flat_map(|s| s.iter());
-    let present: BTreeSet<usize> = all().filter_map(|i| i.layer).collect();
-    let mut rows: Vec<Option<usize>> = present.into_iter().map(Some).collect();
-    if all().any(|i| i.layer.is_none()) {
-        rows.push(None);
-    }
-    rows
-}
-
 fn list(v: impl IntoIterator<Item = String>) -> String {
     let v: Vec<String> = v.into_iter().collect();
     if v.is_empty() {
@@ -695,8 +442,7 @@ fn compact_layers(s: &BTreeSet<usize>) -> String {
 }
 
 /// The expert target of an experts plot: the one asked for, else the first with expert deltas.
-fn expert_target(ids: &str, sets: &[&[Item]], asked: Option<&str>) -> Result<String> {
-    let all = targets(sets);
+fn expert_target(ids: &str, all: &[(String, bool)], asked: Option<&str>) -> Result<String> {
     let split: Vec<&str> = all
         .iter()
         .filter(|(_, s)| *s)
@@ -719,67 +465,64 @@ fn expert_target(ids: &str, sets: &[&[Item]], asked: Option<&str>) -> Result<Str
     }
 }
 
-/// A colour scale: value range, colour map and caption.
+/// A colour bar: the grid's scale, its caption and the swatches explained under it.
 #[derive(Debug, Clone)]
-struct Scale {
-    lo: f64,
-    hi: f64,
-    diverging: bool,
+struct Bar {
+    scale: Scale,
     caption: String,
-    /// Whether the hatched "empty" swatch is explained under the bar.
+    /// The hatched "empty" swatch's label.
     empty_label: Option<&'static str>,
-    /// Whether the non-finite swatch is explained under the bar (some cell is non-finite).
-    nonfinite_label: bool,
+    /// The label of the swatch of cells with LoRA but no value, when some cell is one.
+    present_label: Option<&'static str>,
 }
 
-impl Scale {
-    fn sequential(values: impl Iterator<Item = f64>, caption: &str) -> Scale {
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for v in values.filter(|v| v.is_finite()) {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if lo > hi {
-            (lo, hi) = (0.0, 1.0);
-        } else if lo == hi {
-            // A constant map still needs a range; centre it on the value.
-            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-            (lo, hi) = (lo - pad, hi + pad);
-        }
-        Scale {
-            lo,
-            hi,
-            diverging: false,
+impl Bar {
+    fn new(scale: Scale, caption: &str) -> Bar {
+        Bar {
+            scale,
             caption: caption.into(),
             empty_label: Some("no LoRA"),
-            nonfinite_label: false,
+            present_label: None,
         }
     }
 
-    fn cosine() -> Scale {
-        Scale {
-            lo: -1.0,
-            hi: 1.0,
-            diverging: true,
-            caption: "cosine similarity of ΔW_a and ΔW_b".into(),
-            empty_label: Some("not in both"),
-            nonfinite_label: false,
-        }
+    /// Smallest to largest finite value (0…1 when there is none).
+    fn sequential(values: impl Iterator<Item = f64>, caption: &str) -> Bar {
+        let s = Scale::sequential(values).unwrap_or(Scale::fixed(0.0, 1.0, ScaleKind::Sequential));
+        Bar::new(s, caption)
     }
 
-    /// Position in [0, 1] (NaN-safe: bad values land at the bottom).
-    fn t(&self, v: f64) -> f64 {
-        let t = (v - self.lo) / (self.hi - self.lo);
-        if t.is_finite() {
-            t.clamp(0.0, 1.0)
-        } else {
-            0.0
+    /// The scale of `measure` over `grids`, as the explorer draws it.
+    fn of(measure: Measure, grids: &[&Grid]) -> Bar {
+        let s = measure
+            .scale(grids)
+            .unwrap_or(Scale::fixed(0.0, 1.0, ScaleKind::Sequential));
+        let mut b = Bar::new(s, measure.caption());
+        if matches!(measure, Measure::Compare(_)) {
+            b.empty_label = Some("not in both");
         }
+        let k = measure.index();
+        let present = grids.iter().any(|g| {
+            (0..g.rows.len())
+                .any(|r| (0..g.cols.len()).any(|c| g.kind(r, c, k) == CellKind::Present))
+        });
+        if present {
+            b.present_label = Some(match measure {
+                Measure::Delta(_) => "LoRA, no value (full tensor)",
+                Measure::Compare(_) => "not comparable",
+            });
+        }
+        b
+    }
+
+    #[cfg(test)]
+    fn cosine() -> Bar {
+        Bar::of(Measure::Compare(CompareMetric::Cosine), &[])
     }
 
     /// A value as written in a cell.
     fn label(&self, v: f64) -> String {
-        if self.diverging {
+        if self.scale.kind == ScaleKind::Diverging {
             // Cosines: two decimals say enough, and −0.00 would be noise.
             let s = format!("{v:.2}");
             if s == "-0.00" {
@@ -793,35 +536,12 @@ impl Scale {
     }
 
     fn color(&self, v: f64) -> RGBColor {
-        let t = self.t(v);
-        if self.diverging {
-            // ColorBrewer RdYlBu, blue for −1 through pale yellow to red for +1: its centre is
-            // not grey, so a cosine near 0 never looks like an empty cell.
-            const RDYLBU: [(u8, u8, u8); 9] = [
-                (69, 117, 180),
-                (116, 173, 209),
-                (171, 217, 233),
-                (224, 243, 248),
-                (255, 255, 191),
-                (254, 224, 144),
-                (253, 174, 97),
-                (244, 109, 67),
-                (215, 48, 39),
-            ];
-            lerp(&RDYLBU, t)
-        } else {
-            ViridisRGB.get_color(t as f32)
-        }
+        rgb(self.scale.color(v))
     }
 }
 
-fn lerp(stops: &[(u8, u8, u8)], t: f64) -> RGBColor {
-    let x = t * (stops.len() - 1) as f64;
-    let i = (x.floor() as usize).min(stops.len() - 2);
-    let f = x - i as f64;
-    let (a, b) = (stops[i], stops[i + 1]);
-    let m = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round() as u8;
-    RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
+fn rgb(c: [u8; 3]) -> RGBColor {
+    RGBColor(c[0], c[1], c[2])
 }
 
 /// Grouping of the spectrum's lines.
@@ -971,7 +691,7 @@ enum LineColors {
     /// Fixed palette, a legend entry per line.
     Legend(Vec<(String, RGBColor)>),
     /// Viridis over the keys (layers or experts), explained by a colour bar.
-    Bar(Scale),
+    Bar(Bar),
 }
 
 impl LineColors {
@@ -992,7 +712,9 @@ enum Figure {
         title: String,
         subtitle: String,
         panels: Vec<(Panel, String, Grid)>,
-        scale: Scale,
+        /// Which of the cells' values the panels show.
+        value: usize,
+        bar: Bar,
         cosine: Option<Grid>,
         row_title: &'static str,
         col_title: String,
@@ -1008,6 +730,18 @@ enum Figure {
     },
 }
 
+/// A grid of the figures of `lorascope plot`: rows "none" outside any layer, no cell text.
+fn figure_grid(rows: &[Option<usize>], cols: Vec<Col>, entries: &[Entry]) -> Grid {
+    grid::assemble(
+        String::new(),
+        rows,
+        "none",
+        cols,
+        entries,
+        &mut |_, _, _| Default::default(),
+    )
+}
+
 fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions) -> Result<Figure> {
     let mut all: Vec<&AdapterStats> = vec![stats];
     all.extend(compare.map(|c| c.stats));
@@ -1016,13 +750,16 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
         None => stats.id.clone(),
     };
     check_selection(&ids, &all, opts)?;
-    let sets: Vec<Vec<Item>> = all
+    let sets: Vec<Vec<Entry>> = all
         .iter()
-        .map(|s| metric_items(s, opts.metric, opts.layer))
+        .map(|s| grid::delta_entries(s, opts.layer))
         .collect();
-    let set_refs: Vec<&[Item]> = sets.iter().map(|s| s.as_slice()).collect();
-    let rows = rows_for(&set_refs, opts.layer);
-    let cos_items = compare.map(|c| cosine_items(c.comparison, opts.layer));
+    let every = || sets.iter().flatten();
+    let rows = match opts.layer {
+        Some(l) => vec![Some(l)],
+        None => grid::rows_of(every().map(|e| e.layer)),
+    };
+    let cos_items = compare.map(|c| grid::pair_entries(c.comparison, opts.layer));
     let panel_titles: Vec<(Panel, String)> = match compare {
         Some(c) => vec![
             (Panel::A, format!("a: {}", stats.id)),
@@ -1030,14 +767,15 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
         ],
         None => vec![(Panel::Single, String::new())],
     };
-    let all_targets = targets(&set_refs);
+    let all_targets = grid::targets_of(every().map(|e| (e.target, e.expert.is_some())));
+    let only = opts.target.as_deref();
+    let target_cols = |with_max| grid::target_cols(&all_targets, only, Labels::Figure { with_max });
     match opts.kind {
         PlotKind::Layers | PlotKind::Experts => {
             let (cols, cos_cols, title, subtitle, col_title) = if opts.kind == PlotKind::Layers {
-                let only = opts.target.as_deref();
                 (
-                    target_cols(&all_targets, only, true),
-                    target_cols(&all_targets, only, false),
+                    target_cols(true),
+                    target_cols(false),
                     format!("{ids}: {} by layer and target", opts.metric.name()),
                     "expert targets: mean over the layer's experts and the largest expert (max) · \
                      hatched: no LoRA"
@@ -1045,8 +783,9 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
                     TARGET_AXIS.to_string(),
                 )
             } else {
-                let t = expert_target(&ids, &set_refs, opts.target.as_deref())?;
-                let cols = expert_cols(&set_refs, &t);
+                let t = expert_target(&ids, &all_targets, only)?;
+                let experts = every().filter(|e| e.target == t && e.expert.is_some());
+                let cols = grid::expert_cols(experts.map(|e| e.expert), &t);
                 (
                     cols.clone(),
                     cols,
@@ -1058,19 +797,18 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
             let panels: Vec<(Panel, String, Grid)> = panel_titles
                 .into_iter()
                 .zip(&sets)
-                .map(|((p, t), items)| (p, t, Grid::build(items, &rows, cols.clone())))
+                .map(|((p, t), items)| (p, t, figure_grid(&rows, cols.clone(), items)))
                 .collect();
-            let mut scale = Scale::sequential(
-                panels.iter().flat_map(|(_, _, g)| g.finite()),
-                opts.metric.caption(),
-            );
-            scale.nonfinite_label = panels.iter().any(|(_, _, g)| g.has_nonfinite());
-            let cosine = cos_items.map(|c| Grid::build(&c, &rows, cos_cols));
+            let measure = Measure::Delta(opts.metric);
+            let grids: Vec<&Grid> = panels.iter().map(|(_, _, g)| g).collect();
+            let bar = Bar::of(measure, &grids);
+            let cosine = cos_items.map(|c| figure_grid(&rows, cos_cols, &c));
             Ok(Figure::Heat {
                 title,
                 subtitle,
                 panels,
-                scale,
+                value: measure.index(),
+                bar,
                 cosine,
                 row_title: "layer",
                 col_title,
@@ -1108,14 +846,11 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
                 let real = keys.iter().copied().filter(|&k| k != usize::MAX);
                 let lo = real.clone().min().unwrap_or(0) as f64;
                 let hi = real.max().unwrap_or(0) as f64;
-                let mut s = Scale::sequential([lo, hi].into_iter(), caption);
+                let mut s = Bar::sequential([lo, hi].into_iter(), caption);
                 s.empty_label = None;
                 LineColors::Bar(s)
             };
-            let cosine = cos_items.map(|c| {
-                let cols = target_cols(&all_targets, opts.target.as_deref(), false);
-                Grid::build(&c, &rows, cols)
-            });
+            let cosine = cos_items.map(|c| figure_grid(&rows, target_cols(false), &c));
             // Bands of many lines only blur into each other.
             let bands = panels.iter().all(|(_, l)| l.len() <= MAX_BANDS)
                 && panels.iter().flat_map(|(_, l)| l).any(|l| l.band.len() > 1);
@@ -1134,6 +869,81 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
             })
         }
     }
+}
+
+/// A grid of the explorer, as it shows it: what `p` exports.
+#[derive(Debug, Clone, Copy)]
+pub struct GridView<'a> {
+    pub grid: &'a Grid,
+    /// What the cells are coloured by.
+    pub measure: Measure,
+    /// The adapter's id (and the second one of a comparison), for the title and file name.
+    pub id: &'a str,
+    pub compare_id: Option<&'a str>,
+    /// The figure kind and target the file name says.
+    pub kind: PlotKind,
+    pub target: Option<&'a str>,
+    pub col_title: &'a str,
+}
+
+impl GridView<'_> {
+    fn figure(&self) -> Figure {
+        let ids = match self.compare_id {
+            Some(b) => format!("{} vs {b}", self.id),
+            None => self.id.to_string(),
+        };
+        let bar = Bar::of(self.measure, &[self.grid]);
+        let mut subtitle = "as shown in the explorer".to_string();
+        if let Some(e) = bar.empty_label {
+            subtitle.push_str(&format!(" · hatched: {e}"));
+        }
+        Figure::Heat {
+            title: format!("{ids}: {} · {}", self.measure.label(), self.grid.title),
+            subtitle,
+            panels: vec![(Panel::Single, String::new(), self.grid.clone())],
+            value: self.measure.index(),
+            bar,
+            cosine: None,
+            row_title: "layer",
+            col_title: self.col_title.to_string(),
+        }
+    }
+
+    /// The file name [`export_grid`] writes: as [`file_name`], a comparison's metric named
+    /// unless it is the cosine.
+    pub fn file_name(&self) -> String {
+        let metric = match self.measure {
+            Measure::Delta(m) => m,
+            Measure::Compare(_) => Metric::Fro,
+        };
+        let opts = PlotOptions {
+            metric,
+            target: self.target.map(String::from),
+            ..PlotOptions::new(self.kind)
+        };
+        let name = file_name(self.id, self.compare_id, &opts);
+        match self.measure {
+            Measure::Compare(m) if m != CompareMetric::Cosine => {
+                format!("{}-{}.png", name.trim_end_matches(".png"), m.as_str())
+            }
+            _ => name,
+        }
+    }
+}
+
+/// Draws an explorer grid into memory: its rows, columns, values and colours, nothing else.
+pub fn render_grid(view: &GridView) -> Result<Rendered> {
+    typeface()?;
+    paint(&view.figure(), DEFAULT_SIZE)
+}
+
+/// Writes the grid the explorer shows into `dir` (named by [`GridView::file_name`]) and returns
+/// its path and what was drawn: `p`'s export of the layer map, expert map and compare map.
+pub fn export_grid(view: &GridView, dir: &Path) -> Result<(PathBuf, Rendered)> {
+    let path = dir.join(view.file_name());
+    let r = render_grid(view)?;
+    save(&r, &path)?;
+    Ok((path, r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1227,8 +1037,9 @@ const INK: RGBColor = RGBColor(30, 30, 30);
 const GREY_TEXT: RGBColor = RGBColor(90, 90, 90);
 const EMPTY_BG: RGBColor = RGBColor(238, 238, 238);
 const EMPTY_HATCH: RGBColor = RGBColor(190, 190, 190);
-/// Cells of non-finite deltas (NaN/inf): magenta, which neither colour map ever produces.
-pub const NONFINITE: RGBColor = RGBColor(255, 0, 255);
+/// Cells of non-finite deltas (NaN/inf): `view::grid::NONFINITE`, as on screen.
+pub const NONFINITE: RGBColor =
+    RGBColor(grid::NONFINITE[0], grid::NONFINITE[1], grid::NONFINITE[2]);
 
 fn text_width(s: &str, size: f64) -> i32 {
     typeface().map_or((s.chars().count() as f64 * size * 0.6) as i32, |f| {
@@ -1345,7 +1156,8 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
     match fig {
         Figure::Heat {
             panels,
-            scale,
+            value,
+            bar,
             cosine,
             row_title,
             col_title,
@@ -1361,15 +1173,16 @@ fn draw(root: &Area, fig: &Figure, (w, h): (u32, u32), cells: &mut Vec<Cell>) ->
                     panel: *panel,
                     title: ptitle,
                     grid,
-                    scale,
+                    value: *value,
+                    bar,
                     row_title,
                     col_title,
                 };
                 span = Some(draw_heatmap(root, r, &hm, f, cells)?);
             }
-            let bar = body.take_left(bar_w);
+            let bar_r = body.take_left(bar_w);
             if let Some((y0, y1)) = span {
-                draw_colorbar(root, bar, (y0, y1), scale, f)?;
+                draw_colorbar(root, bar_r, (y0, y1), bar, f)?;
             }
             if let Some(cg) = cosine {
                 let title = "cosine(ΔW_a, ΔW_b)";
@@ -1423,12 +1236,13 @@ fn draw_cosine(
     f: Fonts,
     cells: &mut Vec<Cell>,
 ) -> Result<()> {
-    let cs = Scale::cosine();
+    let cs = Bar::of(Measure::Compare(CompareMetric::Cosine), &[grid]);
     let hm = Heatmap {
         panel: Panel::Cosine,
         title,
         grid,
-        scale: &cs,
+        value: CompareMetric::Cosine.index(),
+        bar: &cs,
         row_title: "layer",
         col_title,
     };
@@ -1437,14 +1251,16 @@ fn draw_cosine(
 }
 
 /// The column axis title of target heatmaps.
-const TARGET_AXIS: &str = "target (_proj omitted)";
+pub const TARGET_AXIS: &str = "target (_proj omitted)";
 
 /// One heatmap panel: the routine behind the layers, experts and cosine maps.
 struct Heatmap<'a> {
     panel: Panel,
     title: &'a str,
     grid: &'a Grid,
-    scale: &'a Scale,
+    /// Which of the cells' values to draw.
+    value: usize,
+    bar: &'a Bar,
     row_title: &'a str,
     col_title: &'a str,
 }
@@ -1497,17 +1313,17 @@ fn draw_heatmap(
     let widest = |size: f64| {
         g.cols
             .iter()
-            .flat_map(|c| c.label.iter())
+            .flat_map(|c| c.lines())
             .map(|l| text_width(l, size))
             .max()
             .unwrap_or(0)
     };
     let numeric = g.cols.iter().all(|c| {
-        c.label
+        c.lines()
             .iter()
             .all(|l| l.chars().all(|ch| ch.is_ascii_digit()))
     });
-    let lines = g.cols.iter().map(|c| c.label.len()).max().unwrap_or(1) as i32;
+    let lines = g.cols.iter().map(|c| c.lines().len()).max().unwrap_or(1) as i32;
     let labels = if widest(f.tick) as f64 <= cw - 4.0 {
         ColLabels::Flat {
             size: f.tick,
@@ -1532,7 +1348,7 @@ fn draw_heatmap(
         ColLabels::Up { size } => g
             .cols
             .iter()
-            .map(|c| text_width(&c.label.join(" "), *size))
+            .map(|c| text_width(&c.lines().join(" "), *size))
             .max()
             .unwrap_or(0),
     };
@@ -1549,11 +1365,13 @@ fn draw_heatmap(
         .map(|i| xe(i + 1) - xe(i) - sep)
         .min()
         .unwrap_or(0);
+    let k = [hm.value];
     let annotate = cell_font >= 9.0
-        && g.finite()
-            .all(|v| text_width(&hm.scale.label(v), cell_font) + 6 <= min_w);
-    for (j, row) in g.values.iter().enumerate() {
-        for (i, v) in row.iter().enumerate() {
+        && g.finite(&k)
+            .all(|v| text_width(&hm.bar.label(v), cell_font) + 6 <= min_w);
+    for j in 0..g.rows.len() {
+        for i in 0..g.cols.len() {
+            let kind = g.kind(j, i, hm.value);
             let (x0, x1, y0, y1) = (
                 xe(i as i32),
                 xe(i as i32 + 1),
@@ -1561,22 +1379,21 @@ fn draw_heatmap(
                 ye(j as i32 + 1),
             );
             let (cx1, cy1) = (x1 - sep, y1 - sep);
-            let fill = v.map(|v| {
-                if v.is_finite() {
-                    hm.scale.color(v)
-                } else {
-                    NONFINITE
-                }
-            });
+            let (v, fill) = match kind {
+                CellKind::Empty => (None, None),
+                CellKind::Present => (None, Some(rgb(grid::present_color(g.cols[i].emphasis)))),
+                CellKind::Value(v) => (Some(v), Some(hm.bar.color(v))),
+                CellKind::NonFinite => (None, Some(NONFINITE)),
+            };
             match fill {
                 Some(c) => root
                     .draw(&Rectangle::new([(x0, y0), (cx1 - 1, cy1 - 1)], c.filled()))
                     .map_err(draw_err)?,
                 None => hatch(root, (x0, y0, cx1, cy1))?,
             }
-            if let (Some(val), Some(c), true) = (v.filter(|x| x.is_finite()), fill, annotate) {
+            if let (Some(val), Some(c), true) = (v, fill, annotate) {
                 let ink = if luminance(c) > 0.5 { INK } else { WHITE };
-                let s = hm.scale.label(val);
+                let s = hm.bar.label(val);
                 text(
                     root,
                     &s,
@@ -1589,12 +1406,12 @@ fn draw_heatmap(
             cells.push(Cell {
                 panel: hm.panel,
                 row: g.rows[j].clone(),
-                col: g.cols[i].label.join(" "),
+                col: g.cols[i].lines().join(" "),
                 x0,
                 y0,
                 x1: cx1,
                 y1: cy1,
-                value: v.filter(|x| x.is_finite()),
+                value: v,
                 fill: fill.map(|c| [c.0, c.1, c.2]),
             });
         }
@@ -1630,7 +1447,7 @@ fn draw_heatmap(
                     continue;
                 }
                 let x = (xe(i as i32) + xe(i as i32 + 1)) / 2;
-                for (k, l) in c.label.iter().enumerate() {
+                for (k, l) in c.lines().iter().enumerate() {
                     let y = bottom + gap / 2 + (size * (0.65 + 1.2 * k as f64)) as i32;
                     let ink = if k == 0 { INK } else { GREY_TEXT };
                     text(root, l, (x, y), size, ink, false)?;
@@ -1640,7 +1457,7 @@ fn draw_heatmap(
         ColLabels::Up { size } => {
             for (i, c) in g.cols.iter().enumerate() {
                 let x = (xe(i as i32) + xe(i as i32 + 1)) / 2;
-                let l = c.label.join(" ");
+                let l = c.lines().join(" ");
                 let y = bottom + gap / 2 + text_width(&l, size) / 2;
                 text(root, &l, (x, y), size, INK, true)?;
             }
@@ -1753,7 +1570,8 @@ fn tick_label(v: f64, dec: usize) -> String {
 
 /// A vertical colour bar beside cells spanning `(y0, y1)`, with ticks, caption and the
 /// empty-cell swatch.
-fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts) -> Result<()> {
+fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), b: &Bar, f: Fonts) -> Result<()> {
+    let s = &b.scale;
     let bw = (f.tick * 1.6) as i32;
     let x0 = r.x + (f.tick * 0.6) as i32;
     let h = (y1 - y0).max(1);
@@ -1762,7 +1580,7 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
         let v = s.hi - (y - y0) as f64 / h as f64 * (s.hi - s.lo);
         root.draw(&PathElement::new(
             vec![(x0, y), (x0 + bw - 1, y)],
-            s.color(v),
+            b.color(v),
         ))
         .map_err(draw_err)?;
     }
@@ -1779,7 +1597,7 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
         text_at(root, &l, (x0 + bw + 7, y), f.tick, INK, HPos::Left, false)?;
     }
     let cx = x0 + bw + 7 + label_w + (f.label * 0.9) as i32;
-    let (cap, cs) = fit(&s.caption, f.label, h);
+    let (cap, cs) = fit(&b.caption, f.label, h);
     text(root, &cap, (cx, (y0 + y1) / 2), cs, INK, true)?;
     // Swatches under the bar: hatched for empty cells, magenta for non-finite ones.
     let sw = (f.tick * 1.3) as i32;
@@ -1809,10 +1627,13 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), s: &Scale, f: Fonts
         sy += sw + (f.tick * 0.5) as i32;
         Ok(())
     };
-    if let Some(l) = s.empty_label {
+    if let Some(l) = b.empty_label {
         swatch(None, l)?;
     }
-    if s.nonfinite_label {
+    if let Some(l) = b.present_label {
+        swatch(Some(rgb(grid::PRESENT)), l)?;
+    }
+    if s.nonfinite {
         swatch(Some(NONFINITE), "non-finite (NaN/inf)")?;
     }
     Ok(())
@@ -2119,11 +1940,11 @@ mod tests {
 
     #[test]
     fn scales_never_fail() {
-        let s = Scale::sequential([f64::NAN].into_iter(), "x");
-        assert_eq!((s.lo, s.hi), (0.0, 1.0));
+        let s = Bar::sequential([f64::NAN].into_iter(), "x");
+        assert_eq!((s.scale.lo, s.scale.hi), (0.0, 1.0));
         let _ = s.color(f64::NAN);
-        let _ = Scale::cosine().color(5.0);
-        let s = Scale::sequential([2.0, 2.0].into_iter(), "x");
-        assert!(s.lo < 2.0 && s.hi > 2.0);
+        let _ = Bar::cosine().color(5.0);
+        let s = Bar::sequential([2.0, 2.0].into_iter(), "x");
+        assert!(s.scale.lo < 2.0 && s.scale.hi > 2.0);
     }
 }

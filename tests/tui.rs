@@ -11,12 +11,17 @@ use lorascope::tui::event;
 use lorascope::tui::jobs::{Job, JobKey};
 use lorascope::tui::keymap::{self, Command};
 use lorascope::tui::screen::{Screen, Tab};
+use lorascope::view::grid::{present_color, CellKind, Grid, Measure};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+#[path = "support/image.rs"]
+mod image;
+use image::Image;
 
 /// gpt-oss's structure (24 layers, 32 experts) at toy widths: real-looking maps, tiny files.
 const DIMS: Dims = Dims {
@@ -776,6 +781,119 @@ fn plot_key_writes_the_views_png_into_the_export_dir() {
     cmd(&mut app, Command::ExportPlot);
     let path = export(&mut app).unwrap();
     assert!(path.ends_with("fixtures-moe-peft-vs-fixtures-attn-r8-layers.png"));
+}
+
+/// `p`'s figure against the grid it was drawn from: one PNG cell per grid cell, in the grid's
+/// order (rows down, columns across, same labels), each in the colour of its kind and value on
+/// the grid's scale; and the screen's cells in the same colours as the PNG's.
+fn assert_png_is_the_grid(app: &mut App, grid: &Grid, measure: Measure) {
+    let (path, r) = lorascope::tui::export::export_view(app).unwrap();
+    let img = Image::read(&path);
+    let (nr, nc) = (grid.rows.len(), grid.cols.len());
+    assert!(nr > 0 && nc > 0);
+    assert_eq!(
+        r.cells.len(),
+        nr * nc,
+        "{}: one cell per grid cell",
+        path.display()
+    );
+    let k = measure.index();
+    let scale = measure.scale(&[grid]).expect("statistics give values");
+    let term = draw(app, W, H);
+    let hits = app.hits.heatmap.clone().expect("a map on screen");
+    let mut values = 0;
+    for (i, c) in r.cells.iter().enumerate() {
+        let (row, col) = (i / nc, i % nc);
+        assert_eq!(c.row, grid.rows[row]);
+        assert_eq!(c.col, grid.cols[col].lines().join(" "));
+        if col > 0 {
+            let left = &r.cells[i - 1];
+            assert!(c.x0 > left.x0 && c.y0 == left.y0, "{c:?} after {left:?}");
+        }
+        if row > 0 {
+            let above = &r.cells[i - nc];
+            assert!(c.y0 > above.y0 && c.x0 == above.x0, "{c:?} below {above:?}");
+        }
+        let px = img.px(c.x0 + 1, c.y0 + 1);
+        match grid.kind(row, col, k) {
+            CellKind::Empty => assert!(
+                px[0] == px[1] && px[1] == px[2] && px[0] >= 150,
+                "empty cell {c:?} is {px:?}"
+            ),
+            CellKind::Present => assert_eq!(px, present_color(grid.cols[col].emphasis), "{c:?}"),
+            CellKind::Value(v) => {
+                assert_eq!(px, scale.color(v), "{c:?}");
+                assert_eq!(c.value, Some(v));
+                values += 1;
+            }
+            CellKind::NonFinite => assert_eq!(px, lorascope::view::grid::NONFINITE, "{c:?}"),
+        }
+        // The same cell on screen, when it is shown in full (one grid row per line).
+        let (dr, dc) = (
+            row.wrapping_sub(hits.row_offset),
+            col.wrapping_sub(hits.col_offset),
+        );
+        let x = hits.cells.x as usize + dc * hits.cell_w as usize;
+        let y = hits.cells.y as usize + dr;
+        let shown = hits.rows_per_line == 1
+            && x < (hits.cells.x + hits.cells.width) as usize
+            && y < (hits.cells.y + hits.cells.height) as usize;
+        if let (true, CellKind::Value(_)) = (shown, grid.kind(row, col, k)) {
+            let bg = term.backend().buffer()[(x as u16, y as u16)].bg;
+            assert_eq!(
+                bg,
+                Color::Rgb(px[0], px[1], px[2]),
+                "screen cell {row},{col}"
+            );
+        }
+    }
+    assert!(values > 0, "no value drawn");
+}
+
+#[test]
+fn plot_key_exports_the_grid_on_screen() {
+    let (_d, mut app) = new_app(true);
+    let out = tempfile::tempdir().unwrap();
+    app.export_dir = out.path().to_path_buf();
+    let adapter = |app: &App| match &app.screen {
+        Screen::Adapter(v) => v.clone(),
+        _ => panic!("not an adapter screen"),
+    };
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    // The layer map in another metric than the default.
+    cmd(&mut app, Command::NextMetric);
+    let v = adapter(&app);
+    assert_png_is_the_grid(&mut app, &v.layers, Measure::Delta(v.metric));
+    // The expert map of the second target: only the layers with its expert LoRA, as on screen.
+    cmds(&mut app, &[Command::View(2), Command::NextTarget]);
+    let v = adapter(&app);
+    assert_eq!(v.experts.rows, ["0", "7", "15", "23"]);
+    assert_png_is_the_grid(&mut app, &v.experts, Measure::Delta(v.metric));
+    // Full tensors (a saved router) are cells without a value, on screen and in the figure.
+    cmd(&mut app, Command::Back);
+    select(&mut app, "fixtures/router");
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    let v = adapter(&app);
+    assert!(v.layers.cells.iter().flatten().any(|c| c.text == "full"));
+    assert_png_is_the_grid(&mut app, &v.layers, Measure::Delta(v.metric));
+    // Compare: its cosines on the diverging scale, then its norms.
+    cmd(&mut app, Command::Back);
+    select(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::Mark);
+    select(&mut app, "fixtures/tinker-3d");
+    cmds(&mut app, &[Command::Mark, Command::Compare]);
+    run_effects(&mut app);
+    for _ in 0..2 {
+        let Screen::Compare(v) = &app.screen else {
+            panic!("not the compare screen")
+        };
+        let (grid, metric) = (v.model.as_ref().unwrap().grid.clone(), v.metric);
+        assert_png_is_the_grid(&mut app, &grid, Measure::Compare(metric));
+        cmds(&mut app, &[Command::NextMetric, Command::NextMetric]);
+    }
 }
 
 #[test]

@@ -47,6 +47,18 @@ pub struct PlotArgs {
     pub read: ReadOpts,
 }
 
+/// `--metric` takes the metric's names (`fro`, `spectral`, `erank`, `srank`); the library type
+/// stays free of clap's derive.
+impl clap::ValueEnum for Metric {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Metric::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.help()))
+    }
+}
+
 pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
     let opts = PlotOptions {
         kind: args.kind,

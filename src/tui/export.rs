@@ -3,26 +3,25 @@
 //! after the key (never while drawing); a figure of a gpt-oss-size adapter takes well under 1 s.
 
 use super::app::App;
-use super::model::{Metric, StatsRow};
+use super::model::StatsRow;
 use super::screen::{Screen, Tab};
-use crate::plot::{self, CompareWith, PlotKind, PlotOptions};
+use crate::plot::{self, GridView, PlotKind, PlotOptions, Rendered};
+use crate::view::grid::Measure;
 use std::path::PathBuf;
 
-fn plot_metric(m: Metric) -> plot::Metric {
-    match m {
-        Metric::Fro => plot::Metric::Fro,
-        Metric::Spectral => plot::Metric::Spectral,
-        Metric::ERank => plot::Metric::Erank,
-        Metric::SRank => plot::Metric::Srank,
-    }
+/// What the view shows, as a figure: the Tree and the Layer map give the layer map's grid, the
+/// Expert map its target's grid, Compare its grid, each exactly as on screen (rows, columns,
+/// metric, target, palette); Stats the spectra of the selected delta's target and layer.
+/// Returns the file written, or a message for the status bar.
+pub fn export_plot(app: &App) -> Result<PathBuf, String> {
+    export_view(app).map(|(path, _)| path)
 }
 
-/// What the view shows, as a figure: the Tree and the Layer map give the layers heatmap, the
-/// Expert map the experts heatmap of its target, Stats the spectra of the selected delta's target
-/// and layer, Compare both adapters' layers heatmaps and their cosine. Returns the file written,
-/// or a message for the status bar.
-pub fn export_plot(app: &App) -> Result<PathBuf, String> {
+/// [`export_plot`], with the figure as drawn (its cells: where, which row and column, which
+/// colour).
+pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
     let failed = |e: crate::Error| format!("plot export failed: {e}");
+    let dir = &app.export_dir;
     match &app.screen {
         Screen::List => {
             Err("open an adapter (Enter) or a comparison (c) to export its plot".into())
@@ -32,35 +31,48 @@ pub fn export_plot(app: &App) -> Result<PathBuf, String> {
                 "statistics are not ready yet: the plot draws them (the Layer map computes them)"
                     .to_string()
             })?;
-            let mut opts = PlotOptions::new(PlotKind::Layers);
-            opts.metric = plot_metric(v.metric);
-            match v.tab {
-                Tab::Tree | Tab::Layers => {}
-                Tab::Experts => {
-                    opts.kind = PlotKind::Experts;
-                    opts.target = v.expert_targets.get(v.expert_target).cloned();
-                }
+            let target = v.expert_targets.get(v.expert_target).map(String::as_str);
+            let col_title = format!("expert ({})", target.unwrap_or(""));
+            let (grid, kind, target, col_title) = match v.tab {
+                Tab::Tree | Tab::Layers => (&v.layers, PlotKind::Layers, None, "target"),
+                Tab::Experts => (&v.experts, PlotKind::Experts, target, col_title.as_str()),
                 Tab::Stats => {
-                    opts.kind = PlotKind::Spectrum;
+                    let mut opts = PlotOptions::new(PlotKind::Spectrum);
                     if let Some(&StatsRow::Delta(i)) = v.stats_rows.get(v.stats_sel) {
                         let d = &st.deltas[i];
                         opts.target = Some(d.target.clone());
                         opts.layer = d.layer;
                     }
+                    let path = dir.join(plot::file_name(&st.id, None, &opts));
+                    let r = plot::write_png(st, None, &opts, &path).map_err(failed)?;
+                    return Ok((path, r));
                 }
-            }
-            plot::export_view(st, None, &opts, &app.export_dir).map_err(failed)
-        }
-        Screen::Compare(_) => {
-            let c = app
-                .current_comparison()
-                .ok_or_else(|| "the comparison is not ready yet".to_string())?;
-            let with = CompareWith {
-                stats: &c.stats_b,
-                comparison: &c.comparison,
             };
-            let opts = PlotOptions::new(PlotKind::Layers);
-            plot::export_view(&c.stats_a, Some(with), &opts, &app.export_dir).map_err(failed)
+            let view = GridView {
+                grid,
+                measure: Measure::Delta(v.metric),
+                id: &st.id,
+                compare_id: None,
+                kind,
+                target,
+                col_title,
+            };
+            plot::export_grid(&view, dir).map_err(failed)
+        }
+        Screen::Compare(v) => {
+            let (Some(c), Some(m)) = (app.current_comparison(), v.model.as_ref()) else {
+                return Err("the comparison is not ready yet".to_string());
+            };
+            let view = GridView {
+                grid: &m.grid,
+                measure: Measure::Compare(v.metric),
+                id: &c.stats_a.id,
+                compare_id: Some(&c.stats_b.id),
+                kind: PlotKind::Layers,
+                target: None,
+                col_title: plot::TARGET_AXIS,
+            };
+            plot::export_grid(&view, dir).map_err(failed)
         }
     }
 }

@@ -14,8 +14,8 @@ pub use list::ListScreen;
 
 use super::jobs::Jobs;
 use super::keymap::Command;
-use super::model::Grid;
 use crate::adapter::Adapter;
+use crate::view::grid::Grid;
 use std::sync::Arc;
 
 /// The screen shown (the list is `App::list`).

@@ -1,88 +1,23 @@
 //! The one heatmap widget, shared by the layer map, the expert map and compare. ratatui has none:
 //! cells are coloured blocks (with text when wide enough), or half-blocks `▀` (fg = upper row,
 //! bg = lower row) when the rows do not fit. Without colour, values become shade glyphs ░▒▓█.
+//! It only draws a `view::grid::Grid` with its `Scale`: the PNG export draws the same grid.
 
 use super::{fit, put, Theme};
 use crate::tui::app::{scroll, HeatmapHits};
-use crate::tui::model::{Grid, GridCell};
+use crate::view::grid::{present_color, CellKind, Grid, GridCell, Scale, NONFINITE};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 
-/// How values map to colours.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Palette {
-    /// Low to high (viridis).
-    Sequential,
-    /// −1 … 0 … +1 (cool–warm), for cosines.
-    Diverging,
+/// A palette colour as the terminal's.
+pub fn rgb(c: [u8; 3]) -> Color {
+    Color::Rgb(c[0], c[1], c[2])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
-    pub lo: f64,
-    pub hi: f64,
-    pub palette: Palette,
-    /// Some cell is non-finite: the legend explains its mark.
-    pub nonfinite: bool,
-}
-
-impl Scale {
-    /// Position of `v` on the scale, 0…1.
-    pub fn t(&self, v: f64) -> f64 {
-        if !v.is_finite() {
-            return 0.0;
-        }
-        if self.hi > self.lo {
-            ((v - self.lo) / (self.hi - self.lo)).clamp(0.0, 1.0)
-        } else {
-            0.5
-        }
-    }
-
-    pub fn color(&self, v: f64) -> Color {
-        let t = self.t(v);
-        match self.palette {
-            Palette::Sequential => ramp(&VIRIDIS, t),
-            Palette::Diverging => ramp(&COOLWARM, t),
-        }
-    }
-}
-
-const VIRIDIS: [(u8, u8, u8); 10] = [
-    (68, 1, 84),
-    (72, 40, 120),
-    (62, 74, 137),
-    (49, 104, 142),
-    (38, 130, 142),
-    (31, 158, 137),
-    (53, 183, 121),
-    (109, 205, 89),
-    (180, 222, 44),
-    (253, 231, 37),
-];
-
-const COOLWARM: [(u8, u8, u8); 5] = [
-    (59, 76, 192),
-    (141, 176, 254),
-    (221, 221, 221),
-    (244, 154, 123),
-    (180, 4, 38),
-];
-
-fn ramp(stops: &[(u8, u8, u8)], t: f64) -> Color {
-    let n = stops.len() - 1;
-    let x = t * n as f64;
-    let i = (x.floor() as usize).min(n - 1);
-    let f = x - i as f64;
-    let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * f).round() as u8;
-    let (a, b) = (stops[i], stops[i + 1]);
-    Color::Rgb(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
-}
-
-/// Cells of non-finite deltas (NaN/inf): magenta, which neither ramp ever produces.
-pub const NONFINITE_BG: Color = Color::Rgb(255, 0, 255);
+/// Cells of non-finite deltas (NaN/inf): `view::grid::NONFINITE`, which neither palette produces.
+pub const NONFINITE_BG: Color = Color::Rgb(NONFINITE[0], NONFINITE[1], NONFINITE[2]);
 /// The mark of a non-finite cell, also without colour.
 pub const NONFINITE_MARK: &str = "✕";
 
@@ -102,20 +37,11 @@ fn shade(t: f64) -> char {
     SHADES[((t * 4.0).floor() as usize).min(3)]
 }
 
-/// Cells without a value (statistics not there yet): grey, expert targets in purple.
-fn structure_bg(emphasis: bool) -> Color {
-    if emphasis {
-        Color::Rgb(95, 55, 120)
-    } else {
-        Color::Rgb(70, 70, 70)
-    }
-}
-
 /// What to draw and how.
 pub struct Heatmap<'a> {
     pub grid: &'a Grid,
-    /// The number each cell is coloured by.
-    pub value: &'a dyn Fn(&GridCell) -> Option<f64>,
+    /// The value each cell is coloured by (an index into its `values`).
+    pub metric: usize,
     /// Text inside cells wide enough to hold it.
     pub text: &'a dyn Fn(&GridCell) -> String,
     pub scale: Option<Scale>,
@@ -146,7 +72,12 @@ impl Heatmap<'_> {
             .map(|c| (self.text)(c).chars().count())
             .max()
             .unwrap_or(0);
-        let col_label_w = g.cols.iter().map(|c| c.chars().count()).max().unwrap_or(1);
+        let col_label_w = g
+            .cols
+            .iter()
+            .map(|c| c.label.chars().count())
+            .max()
+            .unwrap_or(1);
         // As wide as the text and labels want, as narrow as the width allows, one gap column.
         let want = (text_w.max(col_label_w) + 1).clamp(2, 14) as u16;
         let cell_w = (avail_w / nc as u16).clamp(1, want);
@@ -185,7 +116,7 @@ impl Heatmap<'_> {
             } else {
                 (step as u16 * cell_w) as usize
             };
-            let mut style = if g.emphasis.get(c).copied().unwrap_or(false) {
+            let mut style = if g.cols[c].emphasis {
                 theme.emphasis()
             } else {
                 theme.header()
@@ -193,7 +124,7 @@ impl Heatmap<'_> {
             if self.cursor.map(|k| k.1) == Some(c) {
                 style = style.add_modifier(Modifier::REVERSED);
             }
-            put(buf, area, x, area.y, &fit(&g.cols[c], room), style);
+            put(buf, area, x, area.y, &fit(&g.cols[c].label, room), style);
         }
 
         let gap = u16::from(cell_w >= 3);
@@ -217,21 +148,17 @@ impl Heatmap<'_> {
                 let x = cells.x + ((c - col_off) as u16) * cell_w;
                 let w = cell_w - gap;
                 if half {
-                    let top = g.cell(r0, c).and_then(|k| (self.value)(k));
-                    let bot = g.cell(r0 + 1, c).and_then(|k| (self.value)(k));
-                    let color = |v: Option<f64>| match (v, self.scale) {
-                        (Some(v), _) if !v.is_finite() => NONFINITE_BG,
-                        (Some(v), Some(s)) => s.color(v),
+                    let color = |r: usize| match (g.kind(r, c, self.metric), self.scale) {
+                        (CellKind::NonFinite, _) => NONFINITE_BG,
+                        (CellKind::Value(v), Some(s)) => rgb(s.color(v)),
                         _ => Color::Reset,
                     };
-                    let style = Style::new().fg(color(top)).bg(color(bot));
+                    let style = Style::new().fg(color(r0)).bg(color(r0 + 1));
                     put(buf, area, x, y, &"▀".repeat(w as usize), style);
                     continue;
                 }
-                let cell = g.cell(r0, c);
                 let is_cur = self.cursor == Some((r0, c));
-                let emph = g.emphasis.get(c).copied().unwrap_or(false);
-                let (text, mut style) = self.cell_look(cell, w, emph, theme);
+                let (text, mut style) = self.cell_look(r0, c, w, theme);
                 if is_cur {
                     style = style.add_modifier(Modifier::REVERSED | Modifier::BOLD);
                 }
@@ -242,20 +169,15 @@ impl Heatmap<'_> {
     }
 
     /// The text and style of one full cell `w` columns wide.
-    fn cell_look(
-        &self,
-        cell: Option<&GridCell>,
-        w: u16,
-        emph: bool,
-        theme: Theme,
-    ) -> (String, Style) {
+    fn cell_look(&self, r: usize, c: usize, w: u16, theme: Theme) -> (String, Style) {
+        let emph = self.grid.cols[c].emphasis;
         let w = w as usize;
         let center = |s: &str| {
             let s = fit(s, w);
             let pad = w.saturating_sub(s.chars().count());
             format!("{}{}{}", " ".repeat(pad / 2), s, " ".repeat(pad - pad / 2))
         };
-        let Some(cell) = cell else {
+        let Some(cell) = self.grid.cell(r, c) else {
             return (center("·"), theme.dim());
         };
         let text = (self.text)(cell);
@@ -264,8 +186,8 @@ impl Heatmap<'_> {
         } else {
             String::new()
         };
-        match ((self.value)(cell), self.scale) {
-            (Some(v), _) if !v.is_finite() => {
+        match (self.grid.kind(r, c, self.metric), self.scale) {
+            (CellKind::NonFinite, _) => {
                 let style = if theme.color {
                     Style::new().bg(NONFINITE_BG).fg(Color::Black)
                 } else {
@@ -273,8 +195,8 @@ impl Heatmap<'_> {
                 };
                 (center(NONFINITE_MARK), style)
             }
-            (Some(v), Some(s)) if theme.color => {
-                let bg = s.color(v);
+            (CellKind::Value(v), Some(s)) if theme.color => {
+                let bg = rgb(s.color(v));
                 let body = if shown.is_empty() {
                     " ".repeat(w)
                 } else {
@@ -282,7 +204,7 @@ impl Heatmap<'_> {
                 };
                 (body, Style::new().bg(bg).fg(text_on(bg)))
             }
-            (Some(v), Some(s)) => {
+            (CellKind::Value(v), Some(s)) => {
                 // Without colour the shade tells the value; the text stays readable around it.
                 let g = shade(s.t(v)).to_string();
                 let n = shown.chars().count();
@@ -303,7 +225,7 @@ impl Heatmap<'_> {
                     center(&shown)
                 };
                 let style = if theme.color {
-                    Style::new().bg(structure_bg(emph)).fg(Color::White)
+                    Style::new().bg(rgb(present_color(emph))).fg(Color::White)
                 } else if emph {
                     theme.emphasis()
                 } else {
@@ -326,7 +248,7 @@ pub fn legend(label: &str, scale: &Scale, width: u16, theme: Theme) -> Line<'sta
         spans.push(Span::raw(format!("{} ", num(scale.lo))));
         for i in 0..n {
             let v = scale.lo + (scale.hi - scale.lo) * (i as f64 + 0.5) / n as f64;
-            spans.push(Span::styled(" ", Style::new().bg(scale.color(v))));
+            spans.push(Span::styled(" ", Style::new().bg(rgb(scale.color(v)))));
         }
         spans.push(Span::raw(format!(" {}", num(scale.hi))));
     } else {

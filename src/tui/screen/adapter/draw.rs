@@ -5,11 +5,12 @@ use crate::adapter::Adapter;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey, JobOutput};
-use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
-use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
+use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
+use crate::tui::ui::heatmap::{legend, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
 use crate::view::text::num;
+use crate::view::grid::{self, Grid, GridCell, Measure, Metric, Scale};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -170,7 +171,7 @@ fn draw_tree(
     let st = app.stats_of(v.idx);
     let index = st
         .zip(app.adapters.get(v.idx))
-        .map(|(s, a)| crate::tui::model::stats_index(a, s));
+        .map(|(s, a)| grid::stats_index(a, s));
     let height = area.height as usize;
     let prev = app.hits.tree.as_ref().map_or(0, |t| t.offset);
     let offset = crate::tui::app::scroll(prev, v.tree_sel, height, v.visible.len());
@@ -287,14 +288,9 @@ fn cell_detail(cell: Option<&GridCell>, metric: usize, label: &str, theme: Theme
     Line::from(spans)
 }
 
-/// The scale of a grid's metric: sequential from the smallest to the largest value.
-fn grid_scale(g: &Grid, metric: usize) -> Option<Scale> {
-    g.range(&[metric]).map(|(lo, hi)| Scale {
-        lo,
-        hi,
-        palette: Palette::Sequential,
-        nonfinite: g.has_nonfinite(&[metric]),
-    })
+/// The scale of a grid's metric, as the PNG export draws it.
+fn grid_scale(g: &Grid, metric: Metric) -> Option<Scale> {
+    Measure::Delta(metric).scale(&[g])
 }
 
 fn waiting_line(a: &Adapter, stats: Option<&Job>, theme: Theme) -> Option<Line<'static>> {
@@ -348,7 +344,7 @@ fn draw_layers(
     }
     let m = v.metric.index();
     let [map, footer] = Layout::vertical([Constraint::Min(2), Constraint::Length(2)]).areas(area);
-    let scale = grid_scale(&v.layers, m);
+    let scale = grid_scale(&v.layers, v.metric);
     let title = Line::from(vec![
         Span::styled(format!(" {} ", v.layers.title), theme.header()),
         Span::styled(
@@ -358,11 +354,10 @@ fn draw_layers(
         Span::styled("   expert targets", theme.emphasis()),
     ]);
     let map = titled(buf, map, title);
-    let value = |c: &GridCell| c.values[m];
     let text = |c: &GridCell| c.text.clone();
     let h = Heatmap {
         grid: &v.layers,
-        value: &value,
+        metric: m,
         text: &text,
         scale,
         cursor: Some(v.layer_cursor),
@@ -437,12 +432,11 @@ fn draw_experts(
         theme.dim(),
     ));
     let map = titled(buf, map, Line::from(title));
-    let scale = grid_scale(&v.experts, m);
-    let value = |c: &GridCell| c.values[m];
+    let scale = grid_scale(&v.experts, v.metric);
     let text = |_: &GridCell| String::new();
     let h = Heatmap {
         grid: &v.experts,
-        value: &value,
+        metric: m,
         text: &text,
         scale,
         cursor: Some(v.expert_cursor),

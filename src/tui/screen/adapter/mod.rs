@@ -9,8 +9,9 @@ use crate::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::JobKey;
 use crate::tui::keymap::{Command, Mode};
-use crate::tui::model::{self, Grid, Metric, StatsColumn, StatsRow, TreeNode};
+use crate::tui::model::{self, StatsColumn, StatsRow, TreeNode};
 use crate::tui::ui::Theme;
+use crate::view::grid::{self, Grid, Metric};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Position, Rect};
 use std::sync::Arc;
@@ -99,7 +100,7 @@ impl AdapterScreen {
             metric: Metric::Fro,
             layers: Grid::default(),
             layer_cursor: (0, 0),
-            expert_targets: model::expert_targets(a),
+            expert_targets: grid::expert_targets(a),
             expert_target: 0,
             experts: Grid::default(),
             expert_cursor: (0, 0),
@@ -276,7 +277,7 @@ impl AdapterScreen {
     /// Enter on a layer-map cell of an expert target opens its expert map at that layer.
     fn open_layer_cell(&mut self, shared: &mut Shared) {
         let (r, col) = self.layer_cursor;
-        let target = self.layers.cols.get(col).cloned();
+        let target = self.layers.cols.get(col).map(|c| c.target.clone());
         let layer = self.layers.row_layers.get(r).copied();
         let Some(t) = target.filter(|t| self.expert_targets.contains(t)) else {
             shared.say("not an expert target: Enter opens expert cells");
@@ -306,11 +307,7 @@ impl AdapterScreen {
         };
         let (r, col) = self.expert_cursor;
         let layer = self.experts.row_layers.get(r).copied().flatten();
-        let expert = self
-            .experts
-            .cols
-            .get(col)
-            .and_then(|e| e.parse::<usize>().ok());
+        let expert = self.experts.cols.get(col).and_then(|c| c.expert.flatten());
         let target = self.expert_targets.get(self.expert_target);
         let hit = self.stats_rows.iter().position(|row| match *row {
             StatsRow::Delta(i) => {
@@ -433,9 +430,9 @@ impl AdapterScreen {
 
     /// Rebuilds what the views derive from the statistics (grids, the stats table).
     fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>) {
-        self.layers = model::layer_grid(a, st);
+        self.layers = grid::layer_grid(a, st);
         self.experts = match self.expert_targets.get(self.expert_target) {
-            Some(t) => model::expert_grid(a, t, st),
+            Some(t) => grid::expert_grid(a, t, st),
             None => Grid::default(),
         };
         let clamp = |cur: (usize, usize), g: &Grid| {

@@ -4,11 +4,12 @@
 use super::CompareScreen;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey};
-use crate::tui::model::{CompareMetric, CompareModel, GridCell};
-use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
+use crate::tui::model::CompareModel;
+use crate::tui::ui::heatmap::{legend, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, put, Theme};
 use crate::view::text::num;
+use crate::view::grid::{CompareMetric, GridCell, Measure};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -120,31 +121,12 @@ fn draw_model(
         map.width,
         map.height.saturating_sub(1),
     );
-    let scale = match metric {
-        CompareMetric::Cosine => Some(Scale {
-            lo: -1.0,
-            hi: 1.0,
-            palette: Palette::Diverging,
-            nonfinite: m.grid.has_nonfinite(&[k]),
-        }),
-        CompareMetric::Subspace => Some(Scale {
-            lo: 0.0,
-            hi: 1.0,
-            palette: Palette::Sequential,
-            nonfinite: m.grid.has_nonfinite(&[k]),
-        }),
-        _ => m.grid.range(metric.scale_group()).map(|(lo, hi)| Scale {
-            lo,
-            hi,
-            palette: Palette::Sequential,
-            nonfinite: m.grid.has_nonfinite(&[k]),
-        }),
-    };
-    let value = |c: &GridCell| c.values[k];
+    // The scale the PNG export draws too.
+    let scale = Measure::Compare(metric).scale(&[&m.grid]);
     let text = |c: &GridCell| c.values[k].map_or("-".into(), two);
     let h = Heatmap {
         grid: &m.grid,
-        value: &value,
+        metric: k,
         text: &text,
         scale,
         cursor: Some(v.cursor),
@@ -165,7 +147,11 @@ fn draw_model(
                     format!(
                         "{} {}",
                         mm.label(),
-                        c.values[mm.index()].map_or("-".into(), num)
+                        match c.values[mm.index()] {
+                            Some(v) if !v.is_finite() => "non-finite".into(),
+                            Some(v) => num(v),
+                            None => "-".into(),
+                        }
                     )
                 })
                 .collect();

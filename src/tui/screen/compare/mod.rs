@@ -7,8 +7,9 @@ use super::{step2, Go, Shared};
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{Job, JobKey};
 use crate::tui::keymap::{Command, Mode};
-use crate::tui::model::{self, CompareMetric, CompareModel};
+use crate::tui::model::{self, CompareModel};
 use crate::tui::ui::Theme;
+use crate::view::grid::CompareMetric;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 

@@ -1,0 +1,960 @@
+//! The one heatmap model: rows (layers), columns (targets or experts), cells holding a value per
+//! metric, one [`Metric`] enum, and one colour scale per kind with its palette. The explorer's
+//! maps (`tui::ui::heatmap`) and the PNG heatmaps (`plot`) only draw a [`Grid`]; `p` in the
+//! explorer hands the grid on screen to the PNG renderer, so both show the same rows, columns,
+//! values and colours.
+//!
+//! Grids are built from [`Entry`]s (one per delta or full tensor) by [`assemble`]: the explorer's
+//! builders ([`layer_grid`], [`expert_grid`], [`compare_grid`]) and the figures of `plot` differ
+//! only in which rows and columns they ask for.
+
+use crate::adapter::Adapter;
+use crate::compare::Comparison;
+use crate::layout::{is_expert_target, target_order, DeltaKey, ExpertLayout};
+use crate::stats::{AdapterStats, DeltaStats};
+use std::collections::{BTreeSet, HashMap};
+
+// ---------------------------------------------------------------------------------------------
+// What cells are coloured by
+
+/// The per-delta number a map is coloured by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metric {
+    /// Frobenius norm ‖ΔW‖_F.
+    #[default]
+    Fro,
+    /// Spectral norm σ₁.
+    Spectral,
+    /// Effective rank (Roy–Vetterli).
+    Erank,
+    /// Stable rank ‖ΔW‖_F² / σ₁².
+    Srank,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::Fro, Metric::Spectral, Metric::Erank, Metric::Srank];
+
+    /// The short label of map titles and legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Fro => "‖ΔW‖_F",
+            Metric::Spectral => "‖ΔW‖₂",
+            Metric::Erank => "effective rank",
+            Metric::Srank => "stable rank",
+        }
+    }
+
+    /// The name a figure's title uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
+            Metric::Spectral => "spectral norm σ₁",
+            Metric::Erank => "effective rank",
+            Metric::Srank => "stable rank",
+        }
+    }
+
+    /// A colour bar's caption: symbol, meaning and unit.
+    pub fn caption(self) -> &'static str {
+        match self {
+            Metric::Fro => "‖ΔW‖_F, Frobenius norm (weight units)",
+            Metric::Spectral => "σ₁ = ‖ΔW‖₂, spectral norm (weight units)",
+            Metric::Erank => "effective rank, Roy–Vetterli (count)",
+            Metric::Srank => "stable rank ‖ΔW‖_F² / σ₁² (count)",
+        }
+    }
+
+    /// The name on the command line (`--metric`) and in file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Fro => "fro",
+            Metric::Spectral => "spectral",
+            Metric::Erank => "erank",
+            Metric::Srank => "srank",
+        }
+    }
+
+    /// One line of `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
+            Metric::Spectral => "Spectral norm σ₁",
+            Metric::Erank => "Effective rank (Roy–Vetterli)",
+            Metric::Srank => "Stable rank ‖ΔW‖_F² / σ₁²",
+        }
+    }
+
+    /// Where its value sits in a cell's [`Values`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn next(self) -> Metric {
+        Metric::ALL[(self.index() + 1) % Metric::ALL.len()]
+    }
+
+    /// The metric's value for one delta.
+    pub fn of(self, d: &DeltaStats) -> f64 {
+        match self {
+            Metric::Fro => d.fro_norm,
+            Metric::Spectral => d.spectral_norm,
+            Metric::Erank => d.effective_rank,
+            Metric::Srank => d.stable_rank,
+        }
+    }
+}
+
+/// What a comparison's grid holds per cell, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareMetric {
+    Cosine,
+    Subspace,
+    NormA,
+    NormB,
+}
+
+impl CompareMetric {
+    pub const ALL: [CompareMetric; 4] = [
+        CompareMetric::Cosine,
+        CompareMetric::Subspace,
+        CompareMetric::NormA,
+        CompareMetric::NormB,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CompareMetric::Cosine => "cosine",
+            CompareMetric::Subspace => "subspace similarity",
+            CompareMetric::NormA => "‖ΔW_A‖_F",
+            CompareMetric::NormB => "‖ΔW_B‖_F",
+        }
+    }
+
+    pub fn caption(self) -> &'static str {
+        match self {
+            CompareMetric::Cosine => "cosine similarity of ΔW_a and ΔW_b",
+            CompareMetric::Subspace => "subspace similarity of ΔW_a and ΔW_b (0 to 1)",
+            CompareMetric::NormA => "‖ΔW_a‖_F, Frobenius norm (weight units)",
+            CompareMetric::NormB => "‖ΔW_b‖_F, Frobenius norm (weight units)",
+        }
+    }
+
+    /// The name in file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareMetric::Cosine => "cosine",
+            CompareMetric::Subspace => "subspace",
+            CompareMetric::NormA => "norm-a",
+            CompareMetric::NormB => "norm-b",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn next(self) -> CompareMetric {
+        CompareMetric::ALL[(self.index() + 1) % 4]
+    }
+
+    /// Metrics that share one colour scale (A's and B's norms must be read on the same one).
+    pub fn scale_group(self) -> &'static [usize] {
+        match self {
+            CompareMetric::Cosine => &[0],
+            CompareMetric::Subspace => &[1],
+            CompareMetric::NormA | CompareMetric::NormB => &[2, 3],
+        }
+    }
+}
+
+/// What a grid is coloured by: a metric of deltas, or of matched pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Delta(Metric),
+    Compare(CompareMetric),
+}
+
+impl Measure {
+    /// Where its value sits in a cell's [`Values`].
+    pub fn index(self) -> usize {
+        match self {
+            Measure::Delta(m) => m.index(),
+            Measure::Compare(m) => m.index(),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Measure::Delta(m) => m.label(),
+            Measure::Compare(m) => m.label(),
+        }
+    }
+
+    pub fn caption(self) -> &'static str {
+        match self {
+            Measure::Delta(m) => m.caption(),
+            Measure::Compare(m) => m.caption(),
+        }
+    }
+
+    /// The value indices read on one scale.
+    fn group(self) -> &'static [usize] {
+        const ONE: [[usize; 1]; 4] = [[0], [1], [2], [3]];
+        match self {
+            Measure::Delta(m) => &ONE[m.index()],
+            Measure::Compare(m) => m.scale_group(),
+        }
+    }
+
+    /// The colour scale of this measure, one for all of `grids` (side-by-side panels are read
+    /// on one scale): cosines diverge over −1…1, subspace similarity spans 0…1, everything else
+    /// runs from the smallest to the largest finite value. None when there is nothing to scale.
+    pub fn scale(self, grids: &[&Grid]) -> Option<Scale> {
+        let s = match self {
+            Measure::Compare(CompareMetric::Cosine) => {
+                Some(Scale::fixed(-1.0, 1.0, ScaleKind::Diverging))
+            }
+            Measure::Compare(CompareMetric::Subspace) => {
+                Some(Scale::fixed(0.0, 1.0, ScaleKind::Sequential))
+            }
+            _ => Scale::sequential(grids.iter().flat_map(|g| g.finite(self.group()))),
+        };
+        let k = [self.index()];
+        s.map(|s| Scale {
+            nonfinite: grids.iter().any(|g| g.has_nonfinite(&k)),
+            ..s
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colours
+
+/// The two kinds of colour scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleKind {
+    /// Low to high: viridis.
+    Sequential,
+    /// −1 … 0 … +1: red–yellow–blue, for cosines.
+    Diverging,
+}
+
+impl ScaleKind {
+    pub fn palette(self) -> &'static [[u8; 3]] {
+        match self {
+            ScaleKind::Sequential => &VIRIDIS,
+            ScaleKind::Diverging => &RDYLBU,
+        }
+    }
+}
+
+/// matplotlib's viridis at eight stops (as plotters' `ViridisRGB`).
+pub const VIRIDIS: [[u8; 3]; 8] = [
+    [68, 1, 84],
+    [70, 50, 127],
+    [54, 92, 141],
+    [39, 127, 143],
+    [31, 162, 136],
+    [74, 194, 110],
+    [160, 219, 57],
+    [254, 232, 37],
+];
+
+/// ColorBrewer RdYlBu, blue for −1 through pale yellow to red for +1: its centre is not grey,
+/// so a cosine near 0 never looks like an empty cell.
+pub const RDYLBU: [[u8; 3]; 9] = [
+    [69, 117, 180],
+    [116, 173, 209],
+    [171, 217, 233],
+    [224, 243, 248],
+    [255, 255, 191],
+    [254, 224, 144],
+    [253, 174, 97],
+    [244, 109, 67],
+    [215, 48, 39],
+];
+
+/// Cells of non-finite deltas (NaN/inf): magenta, which neither palette ever produces.
+pub const NONFINITE: [u8; 3] = [255, 0, 255];
+
+/// Cells with LoRA but no value (statistics not there yet, a full tensor, a pair that cannot
+/// be compared): grey, expert targets purple.
+pub const PRESENT: [u8; 3] = [70, 70, 70];
+pub const PRESENT_EXPERT: [u8; 3] = [95, 55, 120];
+
+/// The colour of a [`CellKind::Present`] cell in column `emphasis`.
+pub fn present_color(emphasis: bool) -> [u8; 3] {
+    if emphasis {
+        PRESENT_EXPERT
+    } else {
+        PRESENT
+    }
+}
+
+/// A value range and the palette it maps onto.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    pub lo: f64,
+    pub hi: f64,
+    pub kind: ScaleKind,
+    /// Some cell is non-finite: legends explain its mark.
+    pub nonfinite: bool,
+}
+
+impl Scale {
+    pub fn fixed(lo: f64, hi: f64, kind: ScaleKind) -> Scale {
+        Scale {
+            lo,
+            hi,
+            kind,
+            nonfinite: false,
+        }
+    }
+
+    /// Smallest to largest finite value; a constant still gets a range, centred on it.
+    pub fn sequential(values: impl IntoIterator<Item = f64>) -> Option<Scale> {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        if lo > hi {
+            return None;
+        }
+        if lo == hi {
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+            (lo, hi) = (lo - pad, hi + pad);
+        }
+        Some(Scale::fixed(lo, hi, ScaleKind::Sequential))
+    }
+
+    /// Position of `v` on the scale, 0…1 (NaN-safe: bad values land at the bottom).
+    pub fn t(&self, v: f64) -> f64 {
+        let t = (v - self.lo) / (self.hi - self.lo);
+        if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    pub fn color(&self, v: f64) -> [u8; 3] {
+        ramp(self.kind.palette(), self.t(v))
+    }
+}
+
+/// Linear interpolation between evenly spaced stops, `t` in 0…1.
+pub fn ramp(stops: &[[u8; 3]], t: f64) -> [u8; 3] {
+    let n = stops.len() - 1;
+    let x = t.clamp(0.0, 1.0) * n as f64;
+    let i = (x.floor() as usize).min(n - 1);
+    let f = x - i as f64;
+    let (a, b) = (stops[i], stops[i + 1]);
+    std::array::from_fn(|c| (a[c] as f64 + (b[c] as f64 - a[c] as f64) * f).round() as u8)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grid
+
+/// Four numbers per cell: the [`Metric`]s of deltas, or the [`CompareMetric`]s of pairs.
+pub type Values = [Option<f64>; 4];
+
+/// The largest value per metric and the expert it belongs to.
+pub type Maxima = [Option<(f64, Option<usize>)>; 4];
+
+/// One cell of a grid: some LoRA (or a full tensor) sits here.
+#[derive(Debug, Clone, Default)]
+pub struct GridCell {
+    /// Short text for wide cells (`8`, `4×32`, `full`).
+    pub text: String,
+    /// The column's aggregate (mean or max) over the cell's deltas, per metric; NaN when one
+    /// of them is non-finite.
+    pub values: Values,
+    /// Largest over the cell's deltas, with the expert it belongs to.
+    pub max: Maxima,
+    /// What a person reads when the cursor is here.
+    pub detail: String,
+}
+
+/// What a cell shows for one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellKind {
+    /// No LoRA here.
+    Empty,
+    /// LoRA here without a value (no statistics yet, a full tensor, not comparable).
+    Present,
+    Value(f64),
+    /// A non-finite delta (NaN/inf), never drawn as a value nor as "no LoRA".
+    NonFinite,
+}
+
+/// How a column gathers its cell's deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Agg {
+    #[default]
+    Mean,
+    Max,
+}
+
+/// A column: its label and which deltas it gathers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Col {
+    pub label: String,
+    /// A second line under the label in figures (`mean`, `max`).
+    pub tag: Option<&'static str>,
+    /// Expert targets stand out.
+    pub emphasis: bool,
+    pub target: String,
+    /// None: every delta of the target; Some(e): those of expert e (None: shared by all).
+    pub expert: Option<Option<usize>>,
+    pub agg: Agg,
+}
+
+impl Col {
+    /// The label and its tag, one line each.
+    pub fn lines(&self) -> Vec<&str> {
+        std::iter::once(self.label.as_str())
+            .chain(self.tag)
+            .collect()
+    }
+}
+
+/// Rows (layers) × columns of optional cells, in row-major order.
+#[derive(Debug, Clone, Default)]
+pub struct Grid {
+    pub title: String,
+    pub rows: Vec<String>,
+    pub row_layers: Vec<Option<usize>>,
+    pub cols: Vec<Col>,
+    pub cells: Vec<Option<GridCell>>,
+}
+
+impl Grid {
+    pub fn cell(&self, r: usize, c: usize) -> Option<&GridCell> {
+        if c >= self.cols.len() {
+            return None;
+        }
+        self.cells.get(r * self.cols.len() + c)?.as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() || self.cols.is_empty()
+    }
+
+    /// What cell (r, c) shows for value `k`.
+    pub fn kind(&self, r: usize, c: usize, k: usize) -> CellKind {
+        match self.cell(r, c).map(|x| x.values[k]) {
+            None => CellKind::Empty,
+            Some(None) => CellKind::Present,
+            Some(Some(v)) if v.is_finite() => CellKind::Value(v),
+            Some(Some(_)) => CellKind::NonFinite,
+        }
+    }
+
+    /// The finite values of the given metrics.
+    pub fn finite<'a>(&'a self, metrics: &'a [usize]) -> impl Iterator<Item = f64> + 'a {
+        self.cells
+            .iter()
+            .flatten()
+            .flat_map(move |c| metrics.iter().filter_map(move |&m| c.values[m]))
+            .filter(|v| v.is_finite())
+    }
+
+    /// Whether a cell holds a non-finite value of one of the given metrics.
+    pub fn has_nonfinite(&self, metrics: &[usize]) -> bool {
+        self.cells.iter().flatten().any(|c| {
+            metrics
+                .iter()
+                .any(|&m| c.values[m].is_some_and(|v| !v.is_finite()))
+        })
+    }
+
+    /// Smallest and largest value of the given metrics over all cells.
+    pub fn range(&self, metrics: &[usize]) -> Option<(f64, f64)> {
+        self.finite(metrics).fold(None, |r, v| {
+            Some(r.map_or((v, v), |(lo, hi): (f64, f64)| (lo.min(v), hi.max(v))))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building grids
+
+/// One delta (or full tensor, or matched pair) to place on a grid, with its values.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub layer: Option<usize>,
+    pub target: &'a str,
+    pub expert: Option<usize>,
+    pub values: Values,
+}
+
+/// A delta's [`Metric`] values; all NaN for a non-finite delta (drawn as such, never as "no
+/// LoRA").
+pub fn delta_values(d: &DeltaStats) -> Values {
+    Metric::ALL.map(|m| Some(if d.finite { m.of(d) } else { f64::NAN }))
+}
+
+/// The deltas of `st` (at `layer`, if given) with their [`Metric`] values.
+pub fn delta_entries(st: &AdapterStats, layer: Option<usize>) -> Vec<Entry<'_>> {
+    st.deltas
+        .iter()
+        .filter(|d| layer.is_none_or(|l| d.layer == Some(l)))
+        .map(|d| Entry {
+            layer: d.layer,
+            target: &d.target,
+            expert: d.expert,
+            values: delta_values(d),
+        })
+        .collect()
+}
+
+/// The matched pairs of `c` (at `layer`, if given) with their [`CompareMetric`] values: NaN
+/// where a side is non-finite, None where there is no number (zero delta, other shapes).
+pub fn pair_entries(c: &Comparison, layer: Option<usize>) -> Vec<Entry<'_>> {
+    let side = |finite: bool, v: Option<f64>| if finite { v } else { Some(f64::NAN) };
+    c.pairs
+        .iter()
+        .filter(|p| layer.is_none_or(|l| p.layer == Some(l)))
+        .map(|p| {
+            let both = p.finite_a && p.finite_b;
+            Entry {
+                layer: p.layer,
+                target: &p.target,
+                expert: p.expert,
+                values: [
+                    side(both, p.cosine.filter(|v| v.is_finite())),
+                    side(both, p.subspace_similarity.filter(|v| v.is_finite())),
+                    side(p.finite_a, p.fro_norm_a),
+                    side(p.finite_b, p.fro_norm_b),
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Rows: every layer index present, ascending, then "no layer". Indices come from tensor names
+/// and may be huge (4e9, usize::MAX): the layers present, never 0..=max.
+pub fn rows_of(layers: impl IntoIterator<Item = Option<usize>>) -> Vec<Option<usize>> {
+    let set: BTreeSet<(bool, Option<usize>)> =
+        layers.into_iter().map(|l| (l.is_none(), l)).collect();
+    set.into_iter().map(|(_, l)| l).collect()
+}
+
+/// Targets present in the model's order, each with "has per-expert deltas".
+pub fn targets_of<'a>(items: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<(String, bool)> {
+    let mut m: std::collections::BTreeMap<(usize, &str), bool> = Default::default();
+    for (t, split) in items {
+        *m.entry((target_order(t), t)).or_default() |= split;
+    }
+    m.into_iter()
+        .map(|((_, t), split)| (t.to_string(), split))
+        .collect()
+}
+
+/// `q_proj` → `q`: where columns are narrow (every target of these models ends in `_proj`).
+pub fn short_target(t: &str) -> &str {
+    t.strip_suffix("_proj").unwrap_or(t)
+}
+
+/// How target columns are labelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// The target's name, one column each (the explorer's layer map).
+    Full,
+    /// `_proj` omitted, one column each (the explorer's compare map).
+    Short,
+    /// `_proj` omitted; a target with per-expert deltas is tagged `mean`, and gets a second
+    /// column of its largest expert (`max`) when asked (figures of `lorascope plot`).
+    Figure { with_max: bool },
+}
+
+/// One column per target of `targets` (or only `only`).
+pub fn target_cols(targets: &[(String, bool)], only: Option<&str>, labels: Labels) -> Vec<Col> {
+    let mut cols = vec![];
+    for (t, split) in targets.iter().filter(|(t, _)| only.is_none_or(|o| o == t)) {
+        let col = |agg, tag| Col {
+            label: match labels {
+                Labels::Full => t.clone(),
+                _ => short_target(t).to_string(),
+            },
+            tag,
+            emphasis: is_expert_target(t),
+            target: t.clone(),
+            expert: None,
+            agg,
+        };
+        match labels {
+            Labels::Figure { with_max } if *split => {
+                cols.push(col(Agg::Mean, Some("mean")));
+                if with_max {
+                    cols.push(col(Agg::Max, Some("max")));
+                }
+            }
+            _ => cols.push(col(Agg::Mean, None)),
+        }
+    }
+    cols
+}
+
+/// One column per expert of `target` present (never 0..=max), labelled with the true index;
+/// `None` is the LoRA shared by all experts.
+pub fn expert_cols(experts: impl IntoIterator<Item = Option<usize>>, target: &str) -> Vec<Col> {
+    let present: BTreeSet<Option<usize>> = experts.into_iter().collect();
+    present
+        .into_iter()
+        .map(|e| Col {
+            label: e.map_or("all".into(), |e| e.to_string()),
+            target: target.to_string(),
+            expert: Some(e),
+            ..Col::default()
+        })
+        .collect()
+}
+
+/// The cell text and detail line of a cell, from its layer, column and entries.
+pub type Describe<'d> = dyn FnMut(Option<usize>, &Col, &[usize]) -> (String, String) + 'd;
+
+/// Places `entries` on `rows` × `cols`: a cell gathers the entries of its layer, target (and
+/// expert) by the column's [`Agg`]; one non-finite entry makes it non-finite. Rows outside any
+/// layer are labelled `no_layer`.
+pub fn assemble(
+    title: String,
+    rows: &[Option<usize>],
+    no_layer: &str,
+    cols: Vec<Col>,
+    entries: &[Entry],
+    describe: &mut Describe,
+) -> Grid {
+    let mut by: HashMap<(Option<usize>, &str), Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        by.entry((e.layer, e.target)).or_default().push(i);
+    }
+    let mut cells = Vec::with_capacity(rows.len() * cols.len());
+    for &l in rows {
+        for c in &cols {
+            let idx: Vec<usize> = by
+                .get(&(l, c.target.as_str()))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&i| c.expert.is_none_or(|e| entries[i].expert == e))
+                .collect();
+            cells.push((!idx.is_empty()).then(|| {
+                let (values, max) = aggregate(entries, &idx, c.agg);
+                let (text, detail) = describe(l, c, &idx);
+                GridCell {
+                    text,
+                    values,
+                    max,
+                    detail,
+                }
+            }));
+        }
+    }
+    Grid {
+        title,
+        rows: rows
+            .iter()
+            .map(|l| l.map_or_else(|| no_layer.to_string(), |l| l.to_string()))
+            .collect(),
+        row_layers: rows.to_vec(),
+        cols,
+        cells,
+    }
+}
+
+/// Mean (or max) and max over the entries `idx`, per metric.
+fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
+    let mut values = [None; 4];
+    let mut max = [None; 4];
+    for k in 0..4 {
+        let (mut sum, mut n) = (0.0, 0usize);
+        let mut best: Option<(f64, Option<usize>)> = None;
+        let mut nonfinite = None;
+        for &i in idx {
+            let Some(v) = entries[i].values[k] else {
+                continue;
+            };
+            if !v.is_finite() {
+                nonfinite.get_or_insert(entries[i].expert);
+            }
+            sum += v;
+            n += 1;
+            if best.is_none_or(|(b, _)| v > b) {
+                best = Some((v, entries[i].expert));
+            }
+        }
+        if let Some(e) = nonfinite {
+            // One non-finite delta makes the cell non-finite (a max would skip its NaN).
+            values[k] = Some(f64::NAN);
+            max[k] = Some((f64::NAN, e));
+        } else if let Some(b) = best {
+            values[k] = Some(match agg {
+                Agg::Mean => sum / n as f64,
+                Agg::Max => b.0,
+            });
+            max[k] = best;
+        }
+    }
+    (values, max)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The explorer's grids
+
+/// Where each delta's statistics are (stats are in delta order when unfiltered; keys otherwise).
+pub fn stats_index(a: &Adapter, st: &AdapterStats) -> Vec<Option<usize>> {
+    let aligned = st.deltas.len() == a.deltas.len()
+        && st
+            .deltas
+            .iter()
+            .zip(&a.deltas)
+            .all(|(s, d)| (s.layer, &s.target, s.expert) == (d.layer, &d.target, d.expert));
+    if aligned {
+        return (0..a.deltas.len()).map(Some).collect();
+    }
+    let by_key: HashMap<DeltaKey, usize> = st
+        .deltas
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key(), i))
+        .collect();
+    a.deltas
+        .iter()
+        .map(|d| by_key.get(&d.key()).copied())
+        .collect()
+}
+
+/// The adapter's deltas `idx` as entries, with their values once statistics exist.
+fn adapter_entries<'a>(
+    a: &'a Adapter,
+    st: Option<&AdapterStats>,
+    idx: impl Iterator<Item = usize>,
+) -> Vec<Entry<'a>> {
+    let map = st.map(|s| stats_index(a, s));
+    idx.map(|i| {
+        let d = &a.deltas[i];
+        let s = st
+            .zip(map.as_ref())
+            .and_then(|(s, m)| Some(&s.deltas[m[i]?]));
+        Entry {
+            layer: d.layer,
+            target: &d.target,
+            expert: d.expert,
+            values: s.map_or([None; 4], delta_values),
+        }
+    })
+    .collect()
+}
+
+fn layer_label(l: Option<usize>) -> String {
+    l.map_or("-".into(), |l| l.to_string())
+}
+
+fn num(x: f64) -> String {
+    crate::view::text::num(x)
+}
+
+/// Layers × targets: where LoRA sits and its rank; values once statistics exist.
+pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>) -> Grid {
+    let nd = a.deltas.len();
+    let mut entries = adapter_entries(a, st, 0..nd);
+    // Full tensors (router, merged weights) after the deltas: a cell, never a value.
+    entries.extend(a.full.iter().map(|f| Entry {
+        layer: f.layer,
+        target: &f.target,
+        expert: None,
+        values: [None; 4],
+    }));
+    let rows = rows_of(entries.iter().map(|e| e.layer));
+    let targets = targets_of(entries.iter().map(|e| (e.target, false)));
+    let cols = target_cols(&targets, None, Labels::Full);
+    let mut describe = |l: Option<usize>, c: &Col, idx: &[usize]| {
+        let t = &c.target;
+        let deltas: Vec<usize> = idx.iter().copied().filter(|&i| i < nd).collect();
+        let Some(d) = deltas.first().map(|&i| &a.deltas[i]) else {
+            return (
+                "full".into(),
+                format!(
+                    "layer {} · {t} · full tensor (modules_to_save or merged weights), not a delta",
+                    layer_label(l)
+                ),
+            );
+        };
+        let text = match (deltas.len(), d.expert_layout) {
+            (1, Some(ExpertLayout::Shared3d)) => format!("{} sh", d.rank),
+            (1, _) => d.rank.to_string(),
+            (n, _) => format!("{}×{n}", d.rank),
+        };
+        let what = match deltas.len() {
+            1 if d.expert_layout == Some(ExpertLayout::Shared3d) => {
+                format!("r {} shared by all experts", d.rank)
+            }
+            1 => format!("r {}", d.rank),
+            n => format!("r {} × {n} experts", d.rank),
+        };
+        let detail = format!(
+            "layer {} · {t} · {what} · s {} · {}×{}",
+            layer_label(l),
+            num(d.scale),
+            d.out_dim,
+            d.in_dim
+        );
+        (text, detail)
+    };
+    assemble(
+        "layers × targets".into(),
+        &rows,
+        "-",
+        cols,
+        &entries,
+        &mut describe,
+    )
+}
+
+/// The targets whose deltas are per expert (or shared by all experts), in table order.
+pub fn expert_targets(a: &Adapter) -> Vec<String> {
+    targets_of(
+        a.deltas
+            .iter()
+            .filter(|d| d.expert_layout.is_some())
+            .map(|d| (d.target.as_str(), true)),
+    )
+    .into_iter()
+    .map(|(t, _)| t)
+    .collect()
+}
+
+/// Layers × experts of one expert target: the layers that have its expert LoRA.
+pub fn expert_grid(a: &Adapter, target: &str, st: Option<&AdapterStats>) -> Grid {
+    let mine: Vec<usize> = (0..a.deltas.len())
+        .filter(|&i| a.deltas[i].target == target && a.deltas[i].expert_layout.is_some())
+        .collect();
+    let entries = adapter_entries(a, st, mine.iter().copied());
+    let rows = rows_of(entries.iter().map(|e| e.layer));
+    let cols = expert_cols(entries.iter().map(|e| e.expert), target);
+    let mut describe = |l: Option<usize>, c: &Col, idx: &[usize]| {
+        let d = &a.deltas[mine[idx[0]]];
+        let detail = format!(
+            "layer {} · {target} · expert {} · r {} · s {}",
+            layer_label(l),
+            c.expert
+                .flatten()
+                .map_or("all (shared)".into(), |e| e.to_string()),
+            d.rank,
+            num(d.scale)
+        );
+        (String::new(), detail)
+    };
+    assemble(
+        format!("{target}: layers × experts"),
+        &rows,
+        "-",
+        cols,
+        &entries,
+        &mut describe,
+    )
+}
+
+/// Layers × targets of the matched pairs of a comparison, means over experts.
+pub fn compare_grid(c: &Comparison) -> Grid {
+    let entries = pair_entries(c, None);
+    let rows = rows_of(entries.iter().map(|e| e.layer));
+    let targets = targets_of(entries.iter().map(|e| (e.target, false)));
+    // Short names (`q`, `gate_up`): three maps share the screen here.
+    let cols = target_cols(&targets, None, Labels::Short);
+    let mut describe = |l: Option<usize>, col: &Col, idx: &[usize]| {
+        let experts = if idx.len() > 1 {
+            format!(" · mean over {} experts", idx.len())
+        } else {
+            String::new()
+        };
+        let note = idx
+            .iter()
+            .find_map(|&i| c.pairs[i].note.clone())
+            .map_or(String::new(), |n| format!(" · {n}"));
+        (
+            String::new(),
+            format!("layer {} · {}{experts}{note}", layer_label(l), col.target),
+        )
+    };
+    assemble(
+        "layers × targets (matched deltas)".into(),
+        &rows,
+        "-",
+        cols,
+        &entries,
+        &mut describe,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(layer: Option<usize>, target: &str, expert: Option<usize>, v: f64) -> Entry<'_> {
+        Entry {
+            layer,
+            target,
+            expert,
+            values: [Some(v); 4],
+        }
+    }
+
+    #[test]
+    fn cells_gather_their_entries_and_nan_wins() {
+        let es = [
+            entry(Some(1), "down_proj", Some(0), 1.0),
+            entry(Some(1), "down_proj", Some(5), 3.0),
+            entry(Some(9), "q_proj", None, 2.0),
+            entry(Some(9), "down_proj", Some(0), f64::NAN),
+            entry(None, "q_proj", None, 4.0),
+        ];
+        let targets = targets_of(es.iter().map(|e| (e.target, e.expert.is_some())));
+        let cols = target_cols(&targets, None, Labels::Figure { with_max: true });
+        let labels: Vec<Vec<&str>> = cols.iter().map(Col::lines).collect();
+        assert_eq!(
+            labels,
+            [vec!["q"], vec!["down", "mean"], vec!["down", "max"]]
+        );
+        let rows = rows_of(es.iter().map(|e| e.layer));
+        assert_eq!(rows, [Some(1), Some(9), None]);
+        let g = assemble(String::new(), &rows, "none", cols, &es, &mut |_, _, _| {
+            Default::default()
+        });
+        assert_eq!(g.rows, ["1", "9", "none"]);
+        assert_eq!(g.kind(0, 0, 0), CellKind::Empty);
+        assert_eq!(g.kind(0, 1, 0), CellKind::Value(2.0));
+        assert_eq!(g.kind(0, 2, 0), CellKind::Value(3.0));
+        assert_eq!(g.cell(0, 1).unwrap().max[0], Some((3.0, Some(5))));
+        assert_eq!(g.kind(1, 1, 0), CellKind::NonFinite);
+        assert_eq!(g.kind(1, 2, 0), CellKind::NonFinite);
+        assert_eq!(g.kind(2, 0, 3), CellKind::Value(4.0));
+        let experts = expert_cols(es.iter().map(|e| e.expert), "down_proj");
+        let g = assemble(
+            String::new(),
+            &rows,
+            "none",
+            experts,
+            &es,
+            &mut |_, _, _| Default::default(),
+        );
+        let cols: Vec<&str> = g.cols.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(cols, ["all", "0", "5"]);
+        assert_eq!(g.kind(0, 2, 1), CellKind::Value(3.0));
+    }
+
+    #[test]
+    fn scales_cover_the_values_and_never_fail() {
+        assert!(Scale::sequential([f64::NAN]).is_none());
+        let s = Scale::sequential([2.0, 2.0]).unwrap();
+        assert!(s.lo < 2.0 && s.hi > 2.0);
+        assert_eq!(s.color(f64::NAN), VIRIDIS[0]);
+        let s = Scale::sequential([1.0, 3.0]).unwrap();
+        assert_eq!((s.color(1.0), s.color(3.0)), (VIRIDIS[0], VIRIDIS[7]));
+        let c = Scale::fixed(-1.0, 1.0, ScaleKind::Diverging);
+        assert_eq!((c.color(-1.0), c.color(5.0)), (RDYLBU[0], RDYLBU[8]));
+        assert_eq!(c.color(0.0), RDYLBU[4]);
+    }
+}
