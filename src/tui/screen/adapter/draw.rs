@@ -4,7 +4,7 @@ use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
-use crate::tui::jobs::{Job, JobKey, JobOutput};
+use crate::tui::jobs::{Job, JobOutput};
 use crate::tui::model::{Grid, GridCell, NodeKind, StatsColumn, StatsRow};
 use crate::tui::ui::heatmap::{legend, Heatmap, Palette, Scale};
 use crate::tui::ui::table::{self, Column, TableSpec};
@@ -25,7 +25,7 @@ pub fn draw(
     theme: Theme,
     hits: &mut Hits,
 ) {
-    let Some(a) = app.adapters.get(v.idx) else {
+    let Some(a) = v.adapter(&app.adapters) else {
         return;
     };
     let [tabs, summary, body] = Layout::vertical([
@@ -36,7 +36,7 @@ pub fn draw(
     .areas(area);
     draw_tabs(buf, tabs, v.tab, theme, hits);
     draw_summary(buf, summary, a, theme);
-    let stats = app.jobs.get(&JobKey::Stats(v.idx));
+    let stats = app.jobs.get(&v.key());
     match v.tab {
         Tab::Tree => draw_tree(buf, body, app, v, theme, hits),
         Tab::Layers => draw_layers(buf, body, app, a, v, stats, theme, hits),
@@ -631,14 +631,20 @@ fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow,
     put(buf, area, x, area.y, &note, theme.dim());
 }
 
-/// The title bar: the adapter's id, and how its statistics are doing.
+/// The title bar: the adapter's id, the gate/up split when on, and how the statistics of the
+/// layout shown are doing.
 pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
     let id = app.adapters.get(v.idx).map_or("?", |a| a.id.as_str());
-    let right = match app.jobs.get(&JobKey::Stats(v.idx)) {
+    let stats = match app.jobs.get(&v.key()) {
         Some(Job::Running { done, total, .. }) => format!("statistics {done}/{total}"),
         Some(Job::Ready(_)) => "statistics ready".into(),
         Some(Job::Failed(_)) => "statistics failed".into(),
         None => String::new(),
+    };
+    let right = match (v.split_gate_up(), stats.is_empty()) {
+        (false, _) => stats,
+        (true, true) => "gate/up split".into(),
+        (true, false) => format!("gate/up split · {stats}"),
     };
     (id.to_string(), right)
 }
