@@ -399,6 +399,20 @@ impl Adapter {
         }
     }
 
+    /// Whether the adapter has fused gate_up deltas that `with_split_gate_up` would split.
+    pub fn has_fused_gate_up(&self) -> bool {
+        self.deltas.iter().any(layout::splits_gate_up)
+    }
+
+    /// The adapter as `load` with `LayoutOptions::split_gate_up` reads it, from the deltas
+    /// already built (the split is the layout step's last one): no file is read again.
+    pub fn with_split_gate_up(&self) -> Adapter {
+        let mut a = self.clone();
+        let order = layout::GateUpOrder::for_config(self.config.config());
+        a.deltas = layout::split_gate_up(std::mem::take(&mut a.deltas), order);
+        a
+    }
+
     /// The tensor a factor or full tensor points at, with its file.
     pub fn tensor_file(&self, tensor: usize) -> (&TensorEntry, &FileInfo) {
         let t = &self.tensors[tensor];

@@ -558,6 +558,11 @@ pub enum GateUpOrder {
 }
 
 impl GateUpOrder {
+    /// The order of the adapter's base model, as its config names it (`for_base`).
+    pub fn for_config(cfg: Option<&AdapterConfig>) -> GateUpOrder {
+        GateUpOrder::for_base(cfg.and_then(|c| c.base_model.as_deref()))
+    }
+
     /// gpt-oss interleaves; every other fused gate_up concatenates.
     pub fn for_base(base_model: Option<&str>) -> GateUpOrder {
         match base_model.map(|b| b.to_ascii_lowercase()) {
@@ -589,7 +594,7 @@ impl GateUpOrder {
 pub fn split_gate_up(deltas: Vec<Delta>, order: GateUpOrder) -> Vec<Delta> {
     let mut out = Vec::with_capacity(deltas.len());
     for d in deltas {
-        if d.target != "gate_up_proj" || d.out_dim % 2 != 0 || d.b.rows.is_some() {
+        if !splits_gate_up(&d) {
             out.push(d);
             continue;
         }
@@ -603,6 +608,12 @@ pub fn split_gate_up(deltas: Vec<Delta>, order: GateUpOrder) -> Vec<Delta> {
     }
     sort_deltas(&mut out);
     out
+}
+
+/// Whether `split_gate_up` splits this delta: a fused gate_up with an even number of rows, not
+/// already a row selection.
+pub fn splits_gate_up(d: &Delta) -> bool {
+    d.target == "gate_up_proj" && d.out_dim % 2 == 0 && d.b.rows.is_none()
 }
 
 fn sort_deltas(deltas: &mut [Delta]) {
@@ -1042,8 +1053,10 @@ pub fn build(
     }
     out.notes.extend(wrapper_disagreements(&out.deltas));
     if opts.split_gate_up {
-        let order = GateUpOrder::for_base(cfg.and_then(|c| c.base_model.as_deref()));
-        out.deltas = split_gate_up(std::mem::take(&mut out.deltas), order);
+        out.deltas = split_gate_up(
+            std::mem::take(&mut out.deltas),
+            GateUpOrder::for_config(cfg),
+        );
     }
     sort_deltas(&mut out.deltas);
     out.unknown.sort_by_key(|u| u.tensor);

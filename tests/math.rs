@@ -765,6 +765,10 @@ fn split_gate_up_matches_the_dense_rows_of_each_half() {
             a.deltas.iter().all(|d| d.target != "gate_up_proj"),
             "{base}"
         );
+        // The explorer's toggle splits the deltas already loaded: the same deltas, same order.
+        let fused = load(dir.path(), LayoutOptions::default());
+        assert!(fused.has_fused_gate_up() && !a.has_fused_gate_up());
+        assert_eq!(fused.with_split_gate_up().deltas, a.deltas, "{base}");
         let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
         let dense = dense_reference(dir.path(), &s);
         let mut halves = 0;

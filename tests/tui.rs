@@ -663,6 +663,146 @@ fn stats_sort_by_any_column() {
     assert!(fro.windows(2).all(|w| w[0] >= w[1]), "descending ‖ΔW‖_F");
 }
 
+/// The running statistics job the last command queued, and the adapter it is for.
+fn stats_job(app: &mut App) -> (u64, Arc<Adapter>) {
+    let effects = app.take_effects();
+    let found = effects.iter().find_map(|e| match e {
+        Effect::Stats { job, adapter } => Some((*job, adapter.clone())),
+        _ => None,
+    });
+    found.unwrap_or_else(|| panic!("a statistics job: {effects:?}"))
+}
+
+fn targets(a: &Adapter) -> std::collections::BTreeSet<&str> {
+    a.deltas.iter().map(|d| d.target.as_str()).collect()
+}
+
+fn title_line(app: &mut App) -> String {
+    let t = draw(app, W, H);
+    (0..W)
+        .map(|x| t.backend().buffer()[(x, 0)].symbol().to_string())
+        .collect()
+}
+
+#[test]
+fn u_splits_gate_up_into_gate_and_up_with_statistics_per_layout() {
+    let (_d, mut app) = new_app(false);
+    // Nothing to split: `u` says so and the view stays as it was.
+    select(&mut app, "fixtures/attn-r8");
+    cmds(&mut app, &[Command::Open, Command::SplitGateUp]);
+    assert!(app.status.as_deref().unwrap().contains("no fused gate_up"));
+    assert!(app.take_effects().is_empty());
+    cmd(&mut app, Command::Back);
+
+    select(&mut app, "fixtures/moe-peft");
+    cmds(&mut app, &[Command::Open, Command::View(2)]);
+    let (fused_job, fused) = stats_job(&mut app);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.expert_targets[v.expert_target], "gate_up_proj");
+    let (fused_rows, fused_cols) = (v.experts.row_layers.clone(), v.experts.cols.clone());
+    let idx = v.idx;
+
+    // Split while the fused statistics still run: they are cancelled, the split ones start.
+    cmd(&mut app, Command::SplitGateUp);
+    let effects = app.take_effects();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Cancel(j) if *j == fused_job)),
+        "{effects:?}"
+    );
+    let (split_job, split) = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Stats { job, adapter } => Some((*job, adapter.clone())),
+            _ => None,
+        })
+        .expect("statistics of the split layout start");
+    assert!(targets(&split).contains("gate_proj") && targets(&split).contains("up_proj"));
+    assert!(!targets(&split).contains("gate_up_proj"));
+    let n_fused = fused
+        .deltas
+        .iter()
+        .filter(|d| d.target == "gate_up_proj")
+        .count();
+    assert!(n_fused > 0);
+    assert_eq!(split.deltas.len(), fused.deltas.len() + n_fused);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert!(v.split_gate_up());
+    assert_eq!(
+        v.expert_targets,
+        ["gate_proj", "up_proj", "down_proj"],
+        "the expert map's targets"
+    );
+    assert_eq!(v.expert_targets[v.expert_target], "gate_proj");
+    assert_eq!(v.experts.row_layers, fused_rows, "the same layers");
+    assert_eq!(v.experts.cols, fused_cols, "the same experts");
+    assert!(title_line(&mut app).contains("gate/up split · statistics 0/"));
+
+    // A late result of the fused layout reaches neither the view nor the cache.
+    let st = stats::compute(&fused, &Filter::default(), &Control::default()).unwrap();
+    app.update(Action::Done {
+        job: fused_job,
+        result: Ok(st.into()),
+        secs: 0.1,
+    });
+    assert!(app.stats_of(idx).is_none());
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert!(v.stats_rows.is_empty() && v.experts.range(&[0]).is_none());
+
+    // The split layout's statistics fill the maps and Stats with gate and up deltas.
+    let st = stats::compute(&split, &Filter::default(), &Control::default()).unwrap();
+    app.update(Action::Done {
+        job: split_job,
+        result: Ok(st.into()),
+        secs: 0.1,
+    });
+    cmd(&mut app, Command::View(3));
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    let st = v.stats(&app.jobs).unwrap().clone();
+    assert_eq!(v.stats_rows.len(), split.deltas.len());
+    let shown: std::collections::BTreeSet<&str> =
+        st.deltas.iter().map(|d| d.target.as_str()).collect();
+    assert!(shown.contains("gate_proj") && shown.contains("up_proj"));
+    assert!(!shown.contains("gate_up_proj"));
+    assert!(title_line(&mut app).contains("gate/up split · statistics ready"));
+
+    // Back to fused: gate_up_proj again, its statistics computed (they were cancelled).
+    cmds(&mut app, &[Command::View(2), Command::SplitGateUp]);
+    let (again_job, again) = stats_job(&mut app);
+    assert!(targets(&again).contains("gate_up_proj"));
+    assert!(!targets(&again).contains("gate_proj"));
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert!(!v.split_gate_up());
+    assert_eq!(v.expert_targets[v.expert_target], "gate_up_proj");
+    assert!(!title_line(&mut app).contains("gate/up split"));
+    let st = stats::compute(&again, &Filter::default(), &Control::default()).unwrap();
+    app.update(Action::Done {
+        job: again_job,
+        result: Ok(st.into()),
+        secs: 0.1,
+    });
+    assert!(app.stats_of(idx).is_some());
+    // And split once more: the split statistics were kept, nothing is recomputed.
+    cmd(&mut app, Command::SplitGateUp);
+    assert!(app.take_effects().is_empty());
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert!(v.experts.range(&[0]).is_some(), "the expert map has values");
+    assert_eq!(v.stats_rows.len(), split.deltas.len());
+}
+
 #[test]
 fn mouse_selects_sorts_switches_tabs_and_scrolls() {
     let (_d, mut app) = new_app(true);

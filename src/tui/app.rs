@@ -297,17 +297,17 @@ impl App {
         self.list.selected_adapter()
     }
 
-    /// The adapter whose views are shown.
+    /// The adapter whose views are shown, in the layout shown (gate/up split or not).
     pub fn current_adapter(&self) -> Option<&Arc<Adapter>> {
         match &self.screen {
-            Screen::Adapter(v) => self.adapters.get(v.idx),
+            Screen::Adapter(v) => v.adapter(&self.adapters),
             _ => None,
         }
     }
 
-    /// The statistics of an adapter, when computed.
+    /// The statistics of an adapter in its layout as loaded, when computed.
     pub fn stats_of(&self, idx: usize) -> Option<&Arc<AdapterStats>> {
-        self.jobs.stats(idx)
+        self.jobs.stats(idx, false)
     }
 
     /// The comparison shown, when computed.
@@ -442,7 +442,7 @@ impl App {
                 Some(i) => {
                     // A new version: what was computed from the old one goes.
                     self.jobs.retain(|k| match *k {
-                        JobKey::Stats(x) => x != i,
+                        JobKey::Stats(x, _) => x != i,
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Fetch(_) => true,
                     });

@@ -27,7 +27,7 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
             Err("open an adapter (Enter) or a comparison (c) to export its plot".into())
         }
         Screen::Adapter(v) => {
-            let st = app.stats_of(v.idx).ok_or_else(|| {
+            let st = v.stats(&app.jobs).ok_or_else(|| {
                 "statistics are not ready yet: the plot draws them (the Layer map computes them)"
                     .to_string()
             })?;

@@ -15,8 +15,9 @@ pub type JobId = u64;
 /// What a job is for; at most one job per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JobKey {
-    /// Statistics of the adapter at this index.
-    Stats(usize),
+    /// Statistics of the adapter at this index, in its layout as loaded (false) or with fused
+    /// gate_up deltas split into gate and up (true): statistics are per layout.
+    Stats(usize, bool),
     /// Comparison of adapters A and B (indices).
     Compare(usize, usize),
     /// A Hub fetch of this repo (as typed, normalised: `ORG/NAME[@REV]`).
@@ -32,7 +33,7 @@ impl JobKey {
     /// The status bar's message when the job fails.
     pub fn failure(&self, e: &str) -> String {
         match self {
-            JobKey::Stats(_) => format!("statistics failed: {e}"),
+            JobKey::Stats(..) => format!("statistics failed: {e}"),
             JobKey::Compare(..) => format!("compare failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
@@ -149,9 +150,9 @@ impl Jobs {
                 if let (JobKey::Compare(a, b), JobOutput::Compare(c)) = (&key, out) {
                     // The statistics came along: keep them for the adapter views too.
                     for (i, s) in [(*a, &c.stats_a), (*b, &c.stats_b)] {
-                        if self.stats(i).is_none() {
+                        if self.stats(i, false).is_none() {
                             let ready = Job::Ready(JobOutput::Stats(s.clone()));
-                            self.jobs.insert(JobKey::Stats(i), ready);
+                            self.jobs.insert(JobKey::Stats(i, false), ready);
                         }
                     }
                 }
@@ -195,9 +196,9 @@ impl Jobs {
         self.jobs.values()
     }
 
-    /// The statistics of adapter `idx`, when computed.
-    pub fn stats(&self, idx: usize) -> Option<&Arc<AdapterStats>> {
-        match self.jobs.get(&JobKey::Stats(idx)) {
+    /// The statistics of adapter `idx` in one layout (`JobKey::Stats`), when computed.
+    pub fn stats(&self, idx: usize, split_gate_up: bool) -> Option<&Arc<AdapterStats>> {
+        match self.jobs.get(&JobKey::Stats(idx, split_gate_up)) {
             Some(Job::Ready(JobOutput::Stats(s))) => Some(s),
             _ => None,
         }
@@ -243,7 +244,7 @@ mod tests {
     use super::*;
 
     fn stats_effect(jobs: &mut Jobs, idx: usize) -> JobId {
-        jobs.start(JobKey::Stats(idx), 10, Effect::Cancel);
+        jobs.start(JobKey::Stats(idx, false), 10, Effect::Cancel);
         match jobs.take_effects().as_slice() {
             [Effect::Cancel(id)] => *id,
             e => panic!("one effect per start: {e:?}"),
@@ -260,7 +261,7 @@ mod tests {
         jobs.progress(f, 500, 1000);
         jobs.progress(f + a + 100, 1, 1); // unknown: ignored
         assert!(matches!(
-            jobs.get(&JobKey::Stats(0)),
+            jobs.get(&JobKey::Stats(0, false)),
             Some(Job::Running {
                 done: 0,
                 total: 10,
@@ -278,9 +279,12 @@ mod tests {
     fn a_cancelled_jobs_result_is_dropped() {
         let mut jobs = Jobs::default();
         let id = stats_effect(&mut jobs, 3);
-        assert!(jobs.cancel(&JobKey::Stats(3)));
+        assert!(jobs.cancel(&JobKey::Stats(3, false)));
         assert!(matches!(jobs.take_effects().as_slice(), [Effect::Cancel(j)] if *j == id));
-        assert!(!jobs.cancel(&JobKey::Stats(3)), "nothing left to cancel");
+        assert!(
+            !jobs.cancel(&JobKey::Stats(3, false)),
+            "nothing left to cancel"
+        );
         assert_eq!(jobs.finish(id, &Err("cancelled".into())), None);
         assert!(jobs.is_empty());
     }
@@ -290,10 +294,12 @@ mod tests {
         let mut jobs = Jobs::default();
         let id = stats_effect(&mut jobs, 1);
         let key = jobs.finish(id, &Err("bad file".into()));
-        assert_eq!(key, Some(JobKey::Stats(1)));
-        assert!(matches!(jobs.get(&JobKey::Stats(1)), Some(Job::Failed(e)) if e == "bad file"));
+        assert_eq!(key, Some(JobKey::Stats(1, false)));
+        assert!(
+            matches!(jobs.get(&JobKey::Stats(1, false)), Some(Job::Failed(e)) if e == "bad file")
+        );
         assert_eq!(
-            JobKey::Stats(1).failure("bad file"),
+            JobKey::Stats(1, false).failure("bad file"),
             "statistics failed: bad file"
         );
         jobs.start(JobKey::Fetch("org/y".into()), 0, Effect::Cancel);

@@ -105,6 +105,8 @@ pub enum Command {
     NextMetric,
     NextTarget,
     ExportPlot,
+    /// `u`: fused gate_up deltas as gate and up deltas of their own, or fused again.
+    SplitGateUp,
 }
 
 /// A key as the table names it.
@@ -248,6 +250,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Adapter, &[ch('3')], C::View(2), "Expert map view", None),
     bind(M::Adapter, &[ch('4')], C::View(3), "Stats view", None),
     bind(M::Adapter, &[ch('p')], C::ExportPlot, "export this view as PNG", None),
+    bind(M::Adapter, &[ch('u')], C::SplitGateUp, "gate_up as separate gate and up deltas, or fused", None),
     bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel statistics, else back", None),
     bind(M::Adapter, &[ch('q')], C::Back, "back to the list", Some("back")),
     // Compare.

@@ -26,7 +26,7 @@ pub fn draw(
     theme: Theme,
     hits: &mut Hits,
 ) {
-    let Some(a) = app.adapters.get(v.idx) else {
+    let Some(a) = v.adapter(&app.adapters) else {
         return;
     };
     let [tabs, summary, body] = Layout::vertical([
@@ -37,7 +37,7 @@ pub fn draw(
     .areas(area);
     draw_tabs(buf, tabs, v.tab, theme, hits);
     draw_summary(buf, summary, a, theme);
-    let stats = app.jobs.get(&JobKey::Stats(v.idx));
+    let stats = app.jobs.get(&v.key());
     match v.tab {
         Tab::Tree => draw_tree(buf, body, app, v, theme, hits),
         Tab::Layers => draw_layers(buf, body, app, a, v, stats, theme, hits),
@@ -625,14 +625,20 @@ fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow,
     put(buf, area, x, area.y, &note, theme.dim());
 }
 
-/// The title bar: the adapter's id, and how its statistics are doing.
+/// The title bar: the adapter's id, the gate/up split when on, and how the statistics of the
+/// layout shown are doing.
 pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
     let id = app.adapters.get(v.idx).map_or("?", |a| a.id.as_str());
-    let right = match app.jobs.get(&JobKey::Stats(v.idx)) {
+    let stats = match app.jobs.get(&v.key()) {
         Some(Job::Running { done, total, .. }) => format!("statistics {done}/{total}"),
         Some(Job::Ready(_)) => "statistics ready".into(),
         Some(Job::Failed(_)) => "statistics failed".into(),
         None => String::new(),
+    };
+    let right = match (v.split_gate_up(), stats.is_empty()) {
+        (false, _) => stats,
+        (true, true) => "gate/up split".into(),
+        (true, false) => format!("gate/up split · {stats}"),
     };
     (id.to_string(), right)
 }

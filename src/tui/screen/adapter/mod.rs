@@ -7,7 +7,7 @@ use super::{step, step2, Go, Shared};
 use crate::adapter::Adapter;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
-use crate::tui::jobs::JobKey;
+use crate::tui::jobs::{JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};
 use crate::tui::model::{self, StatsColumn, StatsRow, TreeNode};
 use crate::tui::ui::Theme;
@@ -77,6 +77,9 @@ pub struct AdapterScreen {
     pub stats_asc: bool,
     pub stats_sel: usize,
     pub stats_widths: Vec<u16>,
+    /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
+    /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
+    pub split: Option<Arc<Adapter>>,
 }
 
 impl AdapterScreen {
@@ -109,8 +112,9 @@ impl AdapterScreen {
             stats_asc: true,
             stats_sel: 0,
             stats_widths: vec![],
+            split: None,
         };
-        v.refresh(a, shared.jobs.stats(idx).map(Arc::as_ref));
+        v.refresh(a, shared.jobs.stats(idx, false).map(Arc::as_ref));
         Some(v)
     }
 
@@ -127,8 +131,24 @@ impl AdapterScreen {
         vec![self.tab.mode(), Mode::Adapter, Mode::Move, Mode::Global]
     }
 
-    fn key(&self) -> JobKey {
-        JobKey::Stats(self.idx)
+    /// Whether fused gate_up deltas are shown as gate and up deltas.
+    pub fn split_gate_up(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// The adapter as the maps and Stats show it: split or as loaded.
+    pub fn adapter<'a>(&'a self, adapters: &'a [Arc<Adapter>]) -> Option<&'a Arc<Adapter>> {
+        self.split.as_ref().or_else(|| adapters.get(self.idx))
+    }
+
+    /// The statistics of the layout shown, when computed.
+    pub fn stats<'a>(&self, jobs: &'a Jobs) -> Option<&'a Arc<AdapterStats>> {
+        jobs.stats(self.idx, self.split_gate_up())
+    }
+
+    /// The job of the statistics of the layout shown.
+    pub fn key(&self) -> JobKey {
+        JobKey::Stats(self.idx, self.split_gate_up())
     }
 
     /// A job ended: statistics of this adapter fill the views.
@@ -136,12 +156,11 @@ impl AdapterScreen {
         if *key != self.key() {
             return;
         }
-        let (Some(a), Some(st)) = (shared.adapters.get(self.idx), shared.jobs.stats(self.idx))
-        else {
+        let (Some(a), Some(st)) = (self.adapter(shared.adapters), self.stats(shared.jobs)) else {
             return;
         };
-        let st = st.clone();
-        self.refresh(a, Some(&st));
+        let (a, st) = (a.clone(), st.clone());
+        self.refresh(&a, Some(&st));
         shared.say(format!(
             "statistics of {} deltas in {secs:.2} s",
             st.deltas.len()
@@ -176,6 +195,10 @@ impl AdapterScreen {
             }
             Command::ExportPlot => {
                 shared.jobs.request(Effect::ExportPlot);
+                return Go::Stay;
+            }
+            Command::SplitGateUp => {
+                self.toggle_split(shared);
                 return Go::Stay;
             }
             _ => {}
@@ -301,7 +324,7 @@ impl AdapterScreen {
 
     /// Enter on an expert-map cell selects its delta in the Stats view.
     fn open_expert_cell(&mut self, shared: &mut Shared) {
-        let Some(st) = shared.jobs.stats(self.idx) else {
+        let Some(st) = self.stats(shared.jobs) else {
             shared.say("statistics are not ready yet");
             return;
         };
@@ -323,7 +346,7 @@ impl AdapterScreen {
     }
 
     fn sort_stats(&mut self, col: StatsColumn, asc: bool, shared: &mut Shared) {
-        let Some(st) = shared.jobs.stats(self.idx) else {
+        let Some(st) = self.stats(shared.jobs) else {
             return;
         };
         let keep = self.stats_rows.get(self.stats_sel).copied();
@@ -349,7 +372,7 @@ impl AdapterScreen {
 
     /// Starts the statistics unless they are known, running, or cannot exist.
     fn ensure_stats(&self, shared: &mut Shared) {
-        let Some(a) = shared.adapters.get(self.idx) else {
+        let Some(a) = self.adapter(shared.adapters) else {
             return;
         };
         if a.error.is_some() || (a.deltas.is_empty() && a.full.is_empty()) {
@@ -423,9 +446,55 @@ impl AdapterScreen {
     }
 
     fn refresh_from(&mut self, shared: &Shared) {
-        if let Some(a) = shared.adapters.get(self.idx) {
-            self.refresh(a, shared.jobs.stats(self.idx).map(Arc::as_ref));
+        if let Some(a) = self.adapter(shared.adapters).cloned() {
+            self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
         }
+    }
+
+    /// `u`: shows fused gate_up deltas as gate and up deltas, or fused again. Statistics are
+    /// kept per layout (`JobKey::Stats`): the other layout's are shown when known, else
+    /// computed; a computation still running for the layout left is cancelled, so its result
+    /// never reaches this view.
+    fn toggle_split(&mut self, shared: &mut Shared) {
+        let Some(loaded) = shared.adapters.get(self.idx) else {
+            return;
+        };
+        if self.split.is_none() && !loaded.has_fused_gate_up() {
+            shared.say("no fused gate_up deltas to split in this adapter");
+            return;
+        }
+        shared.jobs.cancel(&self.key());
+        let target = self.expert_targets.get(self.expert_target).cloned();
+        self.split = match self.split {
+            Some(_) => None,
+            None => Some(Arc::new(loaded.with_split_gate_up())),
+        };
+        let Some(a) = self.adapter(shared.adapters).cloned() else {
+            return;
+        };
+        // Stay on the same projection: gate_up ↔ its gate half, gate or up ↔ gate_up.
+        self.expert_targets = model::expert_targets(&a);
+        let want = match (target.as_deref(), self.split_gate_up()) {
+            (Some("gate_up_proj"), true) => Some("gate_proj"),
+            (Some("gate_proj" | "up_proj"), false) => Some("gate_up_proj"),
+            (t, _) => t,
+        };
+        self.expert_target = want
+            .and_then(|t| self.expert_targets.iter().position(|x| x == t))
+            .unwrap_or(0);
+        // The rows index the other layout's statistics.
+        self.stats_rows.clear();
+        self.stats_widths.clear();
+        self.stats_sel = 0;
+        self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
+        if self.tab.wants_stats() {
+            self.ensure_stats(shared);
+        }
+        shared.say(if self.split_gate_up() {
+            "gate/up split: gate_proj and up_proj as deltas of their own"
+        } else {
+            "gate/up fused: gate_up_proj as one delta"
+        });
     }
 
     /// Rebuilds what the views derive from the statistics (grids, the stats table).

@@ -54,7 +54,10 @@ impl CompareScreen {
             return v;
         }
         let total = aa.deltas.len() + bb.deltas.len();
-        let (stats_a, stats_b) = (shared.jobs.stats(a).cloned(), shared.jobs.stats(b).cloned());
+        let (stats_a, stats_b) = (
+            shared.jobs.stats(a, false).cloned(),
+            shared.jobs.stats(b, false).cloned(),
+        );
         shared.jobs.start(key, total, |job| Effect::Compare {
             job,
             a: aa,
