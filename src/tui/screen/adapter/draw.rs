@@ -4,7 +4,7 @@ use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
 use crate::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
-use crate::tui::jobs::{Job, JobKey, JobOutput};
+use crate::tui::jobs::{Job, JobOutput};
 use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
 use crate::tui::ui::heatmap::{legend, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
