@@ -7,9 +7,9 @@ use crate::compare::{by_target, Comparison, TargetSummary};
 use crate::format::dtype_name;
 use crate::layout::{target_order, Delta, ExpertLayout};
 use crate::stats::AdapterStats;
+use crate::view::grid::{compare_grid, Grid};
 use crate::view::text;
 use crate::view::text::{compact_targets, short_name};
-use crate::view::grid::{compare_grid, Grid};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

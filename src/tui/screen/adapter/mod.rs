@@ -473,7 +473,7 @@ impl AdapterScreen {
             return;
         };
         // Stay on the same projection: gate_up ↔ its gate half, gate or up ↔ gate_up.
-        self.expert_targets = model::expert_targets(&a);
+        self.expert_targets = grid::expert_targets(&a);
         let want = match (target.as_deref(), self.split_gate_up()) {
             (Some("gate_up_proj"), true) => Some("gate_proj"),
             (Some("gate_proj" | "up_proj"), false) => Some("gate_up_proj"),
