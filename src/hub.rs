@@ -21,6 +21,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod cache;
+
+use cache::hex;
+pub use cache::CacheRepo;
+
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// huggingface_hub's `DEFAULT_ETAG_TIMEOUT` and `DEFAULT_DOWNLOAD_TIMEOUT` (`constants.py`).
@@ -296,84 +301,6 @@ pub struct FileMeta {
     pub commit: Option<String>,
     /// Stored with Git LFS (the etag is then the content's sha256).
     pub lfs: bool,
-}
-
-/// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
-#[derive(Debug, Clone)]
-pub struct CacheRepo {
-    pub dir: PathBuf,
-}
-
-impl CacheRepo {
-    pub fn new(cache_root: &Path, repo: &str) -> CacheRepo {
-        let folder = hf_hub::Repo::model(repo.to_string()).folder_name();
-        CacheRepo {
-            dir: cache_root.join(folder),
-        }
-    }
-
-    pub fn blobs(&self) -> PathBuf {
-        self.dir.join("blobs")
-    }
-
-    pub fn blob(&self, etag: &str) -> PathBuf {
-        self.blobs().join(etag)
-    }
-
-    pub fn snapshot(&self, commit: &str) -> PathBuf {
-        self.dir.join("snapshots").join(commit)
-    }
-
-    /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (as
-    /// huggingface_hub does), replacing an older link in one rename.
-    pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
-        let link = self.snapshot(commit).join(file);
-        let parent = link.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let depth = file.matches('/').count() + 2;
-        let target: PathBuf = std::iter::repeat_n("..", depth)
-            .collect::<PathBuf>()
-            .join("blobs")
-            .join(etag);
-        let tmp = link.with_file_name(format!(
-            ".{}.lorascope-link",
-            link.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        symlink_or_copy(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
-        Ok(link)
-    }
-
-    /// Writes `refs/<revision>` = `commit`, atomically.
-    pub fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
-        let path = self.dir.join("refs").join(revision);
-        write_atomic(&path, commit.as_bytes())
-    }
-}
-
-#[cfg(unix)]
-fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
-    let abs = link.parent().unwrap_or(Path::new(".")).join(target);
-    std::fs::copy(abs, link).map(|_| ())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".lorascope-tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Where a `fetch` stands, for a progress bar.
@@ -1343,10 +1270,6 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, h: &mut Sha256) -> st
         left -= n as u64;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

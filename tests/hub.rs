@@ -1,17 +1,18 @@
 //! `hub`: fetch into the cache layout, resume, 404, timeouts, header-only remote reading, all
 //! against the Hub-like server in `common` on 127.0.0.1.
 
-mod common;
+mod support;
 
-use common::{config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS};
 use lorascope::discovery::{self, ScanRequest};
 use lorascope::hub::{self, FetchProgress, Hub, RepoRef};
 use lorascope::layout::LayoutOptions;
 use lorascope::{Error, Kind};
-use sha2::Digest;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::server::{
+    config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS,
+};
 
 fn snapshot_files(repo_dir: &Path) -> Vec<String> {
     let mut out = vec![];
@@ -82,7 +83,7 @@ fn fetch_writes_the_cache_layout() {
             "{} must be a relative link",
             f.name
         );
-        let common::Body::Bytes(b) = &f.body else {
+        let support::server::Body::Bytes(b) = &f.body else {
             unreachable!()
         };
         assert_eq!(&std::fs::read(&link).unwrap(), b.as_ref(), "{}", f.name);
@@ -167,7 +168,7 @@ fn fetch_resumes_after_a_cut_connection() {
         Some(format!("bytes={cut_at}-").as_str())
     );
     assert_eq!(server.body_bytes_for(&path), st.size - cut_at);
-    let common::Body::Bytes(b) = &st.body else {
+    let support::server::Body::Bytes(b) = &st.body else {
         unreachable!()
     };
     assert_eq!(
@@ -451,7 +452,7 @@ fn cli_fetch_and_inspect_remote() {
 fn a_download_that_does_not_match_its_sha256_is_discarded() {
     let mut repo = two_adapter_repo();
     // The Hub's content hash of the file says something else than the bytes it serves.
-    repo.files[0].etag = common::hex(&sha2::Sha256::digest(b"other content"));
+    repo.files[0].etag = support::sha_hex(b"other content");
     let etag = repo.files[0].etag.clone();
     let server = HubServer::start(vec![repo]);
     let tmp = tempfile::tempdir().unwrap();
