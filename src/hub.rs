@@ -1130,77 +1130,10 @@ pub async fn fetch(
         .await
 }
 
-/// An adapter folder of a remote repo, grouped from the file list as discovery groups a snapshot.
-#[derive(Debug, Clone, PartialEq)]
-struct Folder {
-    sub: String,
-    safetensors: Vec<String>,
-    config: Option<String>,
-    other_files: Vec<String>,
-}
-
-/// Folders holding `.safetensors` or `adapter_config.json` (root first, then sorted), or a
-/// single no-safetensors root naming the weight files it found.
-fn adapter_folders(files: &[String]) -> Vec<Folder> {
-    let visible = |f: &&String| {
-        let comps: Vec<&str> = f.split('/').collect();
-        comps.len() <= crate::discovery::MAX_DEPTH + 1
-            && comps[..comps.len() - 1].iter().all(|c| !c.starts_with('.'))
-    };
-    let files: Vec<&String> = files.iter().filter(visible).collect();
-    let dir_of = |f: &str| {
-        f.rsplit_once('/')
-            .map_or(String::new(), |(d, _)| d.to_string())
-    };
-    let weights_under = |dir: &str| {
-        let mut v: Vec<String> = files
-            .iter()
-            .filter(|f| dir.is_empty() || f.starts_with(&format!("{dir}/")))
-            .filter(|f| crate::discovery::is_weight_file(f))
-            .map(|f| f[if dir.is_empty() { 0 } else { dir.len() + 1 }..].to_string())
-            .collect();
-        v.truncate(8);
-        v
-    };
-    let mut dirs: Vec<String> = files
-        .iter()
-        .filter(|f| f.ends_with(".safetensors") || file_name(f) == "adapter_config.json")
-        .map(|f| dir_of(f))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    if dirs.is_empty() {
-        return vec![Folder {
-            sub: String::new(),
-            safetensors: vec![],
-            config: None,
-            other_files: weights_under(""),
-        }];
-    }
-    dirs.into_iter()
-        .map(|d| {
-            let here: Vec<&&String> = files.iter().filter(|f| dir_of(f) == d).collect();
-            let safetensors: Vec<String> = here
-                .iter()
-                .filter(|f| f.ends_with(".safetensors"))
-                .map(|f| f.to_string())
-                .collect();
-            let other_files = if safetensors.is_empty() {
-                weights_under(&d)
-            } else {
-                vec![]
-            };
-            Folder {
-                config: here
-                    .iter()
-                    .find(|f| file_name(f) == "adapter_config.json")
-                    .map(|f| f.to_string()),
-                sub: d,
-                safetensors,
-                other_files,
-            }
-        })
-        .collect()
+/// The adapter folders of a remote repo's file list, grouped as discovery groups a snapshot.
+fn adapter_folders(files: &[String]) -> Vec<crate::discovery::Folder<String>> {
+    let named: Vec<(String, String)> = files.iter().map(|f| (f.clone(), f.clone())).collect();
+    crate::discovery::group_folders(&named)
 }
 
 /// Percent-encodes a revision or file path for a URL (a revision's `/` too, as the Hub wants).

@@ -525,3 +525,69 @@ fn the_explorers_fetch_job_adds_the_repos_adapters() {
         .unwrap_err();
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
 }
+
+/// The local walk and the remote file list group a repo's files by one rule: the same adapter
+/// folders in the same order (a folder, then its subfolders, then the next sibling: `a`, `a/b`,
+/// `a-c`), hidden folders skipped, and the same no-safetensors note for a config-only folder.
+#[test]
+fn local_and_remote_group_adapter_folders_alike() {
+    use lorascope::synth::{self, Item, Pattern, Spec};
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = |sub: &str| {
+        let mut spec = Spec::new(DIMS, Pattern::Attention);
+        spec.attn_rank = 2;
+        Item::Adapter {
+            sub: sub.into(),
+            spec,
+        }
+    };
+    let raw = |name: &str, bytes: &[u8]| Item::Raw {
+        name: name.into(),
+        bytes: bytes.to_vec(),
+    };
+    let items = [
+        adapter(""),
+        adapter("a-c"),
+        adapter("a/b"),
+        adapter("a"),
+        raw(
+            "ckpt/adapter_config.json",
+            br#"{"peft_type": "LORA", "r": 8}"#,
+        ),
+        raw("ckpt/z.bin", b"PK"),
+        raw("ckpt/a.pt", b"PK"),
+        raw(".hidden/adapter_model.safetensors", b"not a header"),
+        raw("README.md", b"# card"),
+    ];
+    synth::write_hub_repo(tmp.path(), "org/tree", &items).unwrap();
+    let folders = |adapters: &[lorascope::Adapter]| -> Vec<(String, Vec<String>)> {
+        adapters
+            .iter()
+            .map(|a| (a.id.clone(), a.other_files.clone()))
+            .collect()
+    };
+    let local = discovery::scan(&ScanRequest {
+        cache: Some(tmp.path().to_path_buf()),
+        ..Default::default()
+    });
+    let server = HubServer::start(repos_from_cache(tmp.path()));
+    let hub = Hub::new(config(&server), "test").unwrap();
+    let repo: RepoRef = "org/tree".parse().unwrap();
+    let remote = rt()
+        .block_on(hub.remote_adapters(&repo, LayoutOptions::default()))
+        .unwrap();
+    assert_eq!(folders(&remote), folders(&local));
+    let ids: Vec<&str> = local.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "org/tree",
+            "org/tree/a",
+            "org/tree/a/b",
+            "org/tree/a-c",
+            "org/tree/ckpt"
+        ]
+    );
+    assert_eq!(local[4].other_files, ["a.pt", "z.bin"]);
+    assert!(local[..4].iter().all(|a| a.kind == Kind::Lora), "{local:?}");
+}
