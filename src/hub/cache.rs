@@ -124,3 +124,47 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_ids() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(commit_id("abc"), sha256_hex(b"abc")[..40]);
+    }
+
+    /// `put` writes the blob and a relative link that resolves to it from any depth.
+    #[cfg(unix)]
+    #[test]
+    fn put_links_relatively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(tmp.path(), "org/name");
+        assert_eq!(repo.dir, tmp.path().join("models--org--name"));
+        for (file, body) in [("a.json", &b"{}"[..]), ("x/y/b.bin", &b"PK"[..])] {
+            let etag = sha256_hex(body);
+            let n = repo
+                .put("c0", file, &etag, |p| std::fs::write(p, body))
+                .unwrap();
+            assert_eq!(n, body.len() as u64);
+            let link = repo.snapshot("c0").join(file);
+            let target = std::fs::read_link(&link).unwrap();
+            let ups = file.matches('/').count() + 2;
+            assert_eq!(
+                target,
+                Path::new(&"../".repeat(ups)).join("blobs").join(&etag)
+            );
+            assert_eq!(std::fs::read(&link).unwrap(), body);
+        }
+        repo.set_ref("main", "c0").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(repo.dir.join("refs/main")).unwrap(),
+            "c0"
+        );
+    }
+}
