@@ -4,7 +4,6 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lorascope::discovery::{self, ScanRequest};
-use lorascope::synth::Dims;
 use lorascope::Kind;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,9 @@ mod support;
 fn bench_scan(c: &mut Criterion) {
     let hub = support::Hub::new();
     let t = Instant::now();
-    let repos = support::survey(Dims::GPT_OSS_20B, true);
-    let expected = support::write_survey(&hub, &repos);
+    let repos = lorascope::survey::repos();
+    lorascope::survey::write_cache(&hub.root, &repos).expect("survey cache");
+    let expected = support::survey_adapters(&repos);
     let gb = support::apparent_size(&hub.root) as f64 / 1e9;
     eprintln!(
         "survey cache: {} repos, {expected} adapters, {gb:.1} GB apparent, written in {:.1?}",

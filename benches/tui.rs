@@ -1,5 +1,6 @@
 //! Explorer timings (issue 4's targets), printed as a table:
-//! 1. first frame after launch, and the full list, on a cache of 140 real-size adapters
+//! 1. first frame after launch, and the full list, on the survey's cache (140 repos of real-size
+//!    adapters, `lorascope::survey`)
 //!    (sparse files: headers are real, data are holes), the real binary in a pseudo-terminal;
 //! 2. redraw per key press (App::update + a full frame through the crossterm backend), in-process;
 //! 3. key latency while a large adapter's statistics compute, the real binary in a pseudo-terminal:
@@ -7,12 +8,15 @@
 //!
 //! Run: `cargo bench --bench tui` (needs util-linux `script`; figures in docs/performance.md).
 
-#[path = "../tests/support/pty.rs"]
-mod pty;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::pty;
 
 use lorascope::discovery::{self, ScanRequest};
 use lorascope::stats::{self, Control, Filter};
-use lorascope::synth::{self, Dims, Pattern, Spec};
+use lorascope::survey;
+use lorascope::synth::{self, Dims, Item, Pattern, Spec};
 use lorascope::tui::app::{Action, App, Effect, Options};
 use lorascope::tui::event;
 use lorascope::tui::keymap::Command;
@@ -27,52 +31,19 @@ const COLS: u16 = 120;
 const ROWS: u16 = 36;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Writes `spec` as a hub repo `models--bench--NAME` (snapshot + refs/main).
-fn write_repo(root: &Path, name: &str, spec: &Spec) {
-    let repo = root.join(format!("models--bench--{name}"));
-    let rev = "0123456789abcdef0123456789abcdef01234567";
-    synth::write_adapter(&repo.join("snapshots").join(rev), spec).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs").join("main"), rev).unwrap();
-}
-
-/// 140 adapters of the survey's layouts at gpt-oss-20b shapes, sparse.
-fn write_140(root: &Path) -> u64 {
-    let d = Dims::GPT_OSS_20B;
-    for i in 0..140usize {
-        let r = [8, 16, 32, 64][i % 4];
-        let pattern = match i % 7 {
-            0 | 1 => Pattern::Attention,
-            2 => Pattern::PeftExperts {
-                layers: vec![7, 15, 23],
-            },
-            3 => Pattern::PeftExperts {
-                layers: (0..24).collect(),
-            },
-            4 => Pattern::Tinker3d,
-            5 => Pattern::AttentionRouter,
-            _ => Pattern::FullWeights {
-                layers: (0..24).collect(),
-            },
-        };
-        let mut s = Spec::new(d, pattern);
-        s.attn_rank = r;
-        s.expert_rank = (r / 2).max(4);
-        s.dtype = if i % 3 == 0 { Dtype::F32 } else { Dtype::BF16 };
-        s.sparse = true;
-        s.seed = i as u64;
-        if i % 7 == 1 {
-            s.targets = vec!["q_proj", "v_proj"];
-        }
-        write_repo(root, &format!("adapter-{i:03}"), &s);
-    }
-    discovery::scan(&ScanRequest {
+/// The survey's population (`lorascope::survey`: 140 repos at gpt-oss-20b shapes, sparse), as
+/// a hub cache. Returns (adapters listed, bytes of safetensors).
+fn write_survey(root: &Path) -> (usize, u64) {
+    let repos = survey::repos();
+    survey::write_cache(root, &repos).unwrap();
+    let bytes = discovery::scan(&ScanRequest {
         cache: Some(root.to_path_buf()),
         ..Default::default()
     })
     .iter()
     .map(|a| a.bytes())
-    .sum()
+    .sum();
+    (support::survey_adapters(&repos), bytes)
 }
 
 /// A large adapter: PEFT experts on all 24 layers at r = 32 per expert (1536 expert deltas)
@@ -89,7 +60,15 @@ fn write_large(root: &Path) -> u64 {
     s.expert_rank = 32;
     s.dtype = Dtype::BF16;
     s.sparse = true;
-    write_repo(root, "large", &s);
+    synth::write_hub_repo(
+        root,
+        "bench/large",
+        &[Item::Adapter {
+            sub: String::new(),
+            spec: s,
+        }],
+    )
+    .unwrap();
     discovery::scan(&ScanRequest {
         cache: Some(root.to_path_buf()),
         ..Default::default()
@@ -134,12 +113,14 @@ fn spawn(bin: &Path, cache: &Path, home: &Path) -> pty::Pty {
     )
 }
 
-fn first_frame(bin: &Path, cache: &Path, home: &Path) {
+fn first_frame(bin: &Path, cache: &Path, home: &Path, n: usize) {
     let (mut first, mut list) = (vec![], vec![]);
     for _ in 0..9 {
         let mut p = spawn(bin, cache, home);
         let t_first = p.wait_for("lorascope", WAIT).expect("first frame");
-        let t_list = p.wait_for("140 adapters", WAIT).expect("the list");
+        let t_list = p
+            .wait_for(&format!("{n} adapters"), WAIT)
+            .expect("the list");
         first.push(ms(t_first - p.started));
         list.push(ms(t_list - p.started));
         p.send(b"q");
@@ -148,9 +129,9 @@ fn first_frame(bin: &Path, cache: &Path, home: &Path) {
     let (f50, _, fmax) = summary(&mut first);
     let (l50, _, lmax) = summary(&mut list);
     println!(
-        "| first frame after launch (140 adapters) | {f50:.1} ms | max {fmax:.1} ms (9 launches) |"
+        "| first frame after launch ({n} adapters) | {f50:.1} ms | max {fmax:.1} ms (9 launches) |"
     );
-    println!("| full list on screen (headers of 140 read) | {l50:.1} ms | max {lmax:.1} ms |");
+    println!("| full list on screen (headers of {n} read) | {l50:.1} ms | max {lmax:.1} ms |");
 }
 
 /// Per key press: update + one frame through the crossterm backend into memory.
@@ -245,7 +226,8 @@ fn redraw(cache: &Path, large: &Path) {
     let (a50, a99, amax) = summary(&mut list);
     let (b50, b99, bmax) = summary(&mut views);
     println!(
-        "| key press → frame, adapter list (141 rows) | {a50:.2} ms | p99 {a99:.2} ms, max {amax:.2} ms ({} presses) |",
+        "| key press → frame, adapter list ({} rows) | {a50:.2} ms | p99 {a99:.2} ms, max {amax:.2} ms ({} presses) |",
+        app.adapters.len(),
         list.len()
     );
     println!(
@@ -332,16 +314,16 @@ fn main() {
     let root = std::env::var_os("TUI_BENCH_DIR").map_or(tmp.path().to_path_buf(), PathBuf::from);
     let (cache, large, home) = (root.join("cache"), root.join("large"), root.join("home"));
     std::fs::create_dir_all(&home).unwrap();
-    let bytes = write_140(&cache);
+    let (n, bytes) = write_survey(&cache);
     let large_bytes = write_large(&large);
     println!(
-        "140 adapters, {:.1} GB of safetensors (sparse); large adapter {:.0} MB; {} cores; {COLS}×{ROWS}",
+        "{n} adapters, {:.1} GB of safetensors (sparse); large adapter {:.0} MB; {} cores; {COLS}×{ROWS}",
         bytes as f64 / 1e9,
         large_bytes as f64 / 1e6,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("| measure | median | spread |\n|---|---|---|");
-    first_frame(&bin, &cache, &home);
+    first_frame(&bin, &cache, &home, n);
     redraw(&cache, &large);
     latency_during_stats(&bin, &large, &home);
 }

@@ -3,9 +3,8 @@
 
 use crate::adapter::Source;
 use crate::error::{Error, Result};
-use crate::synth::{self, Dims, Pattern, Spec};
+use crate::synth::{self, Dims, Item, Pattern, Spec};
 use safetensors::Dtype;
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,17 +13,25 @@ use crate::catalog::{demo_dir, demo_is_complete, Catalog, DEMO_MARKER};
 
 struct Repo {
     name: &'static str,
-    files: Vec<(String, Vec<u8>)>,
+    files: Vec<Item>,
 }
 
-fn adapter_files(spec: &Spec, sub: &str) -> Vec<(String, Vec<u8>)> {
+/// A file as written: blobs are named by content, as huggingface_hub names them.
+fn raw(name: impl Into<String>, bytes: Vec<u8>) -> Item {
+    Item::Raw {
+        name: name.into(),
+        bytes,
+    }
+}
+
+fn adapter_files(spec: &Spec, sub: &str) -> Vec<Item> {
     let g = synth::generate(spec);
     vec![
-        (
+        raw(
             format!("{sub}{}", spec.pattern.file_name()),
             synth::safetensors_bytes(&g.tensors, true),
         ),
-        (
+        raw(
             format!("{sub}adapter_config.json"),
             serde_json::to_vec_pretty(&g.config).expect("json"),
         ),
@@ -61,8 +68,9 @@ fn repos() -> Vec<Repo> {
         multi.extend(adapter_files(&s, sub));
     }
     let mut corrupt = adapter_files(&spec(Pattern::Attention, 4, 0, Dtype::F32, 9), "");
-    let half = corrupt[0].1.len() / 2;
-    corrupt[0].1.truncate(half); // an interrupted download
+    if let Item::Raw { bytes, .. } = &mut corrupt[0] {
+        bytes.truncate(bytes.len() / 2); // an interrupted download
+    }
     let mut full = Spec::new(
         d,
         Pattern::FullWeights {
@@ -114,14 +122,11 @@ fn repos() -> Vec<Repo> {
         Repo {
             name: "gpt-oss-20b-merged",
             files: vec![
-                (
-                    "model.safetensors".into(),
+                raw(
+                    "model.safetensors",
                     synth::safetensors_bytes(&full.tensors, true),
                 ),
-                (
-                    "config.json".into(),
-                    br#"{"model_type": "gpt_oss"}"#.to_vec(),
-                ),
+                raw("config.json", br#"{"model_type": "gpt_oss"}"#.to_vec()),
             ],
         },
         Repo {
@@ -131,12 +136,12 @@ fn repos() -> Vec<Repo> {
         Repo {
             name: "gpt-oss-20b-empty",
             files: vec![
-                (
-                    "adapter_model.safetensors".into(),
+                raw(
+                    "adapter_model.safetensors",
                     synth::safetensors_bytes(&[], true),
                 ),
-                (
-                    "adapter_config.json".into(),
+                raw(
+                    "adapter_config.json",
                     br#"{"peft_type": "LORA", "r": 16, "lora_alpha": 32}"#.to_vec(),
                 ),
             ],
@@ -144,12 +149,12 @@ fn repos() -> Vec<Repo> {
         Repo {
             name: "gpt-oss-20b-checkpoint-only",
             files: vec![
-                (
-                    "adapter_config.json".into(),
+                raw(
+                    "adapter_config.json",
                     br#"{"peft_type": "LORA", "r": 16, "lora_alpha": 32}"#.to_vec(),
                 ),
-                (
-                    "checkpoint-500/adapter_model.bin".into(),
+                raw(
+                    "checkpoint-500/adapter_model.bin",
                     b"PK\x03\x04 pickled torch checkpoint".to_vec(),
                 ),
             ],
@@ -159,45 +164,6 @@ fn repos() -> Vec<Repo> {
             files: corrupt,
         },
     ]
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes one repo in the hub cache layout: blobs named by sha256, snapshot symlinks, refs/main.
-fn write_repo(root: &Path, org: &str, repo: &Repo) -> io::Result<()> {
-    let dir = root.join(format!("models--{org}--{}", repo.name));
-    let rev = hex(&Sha256::digest(format!("{org}/{}", repo.name).as_bytes()))[..40].to_string();
-    let snap = dir.join("snapshots").join(&rev);
-    fs::create_dir_all(dir.join("blobs"))?;
-    fs::create_dir_all(dir.join("refs"))?;
-    for (name, bytes) in &repo.files {
-        let blob = hex(&Sha256::digest(bytes));
-        fs::write(dir.join("blobs").join(&blob), bytes)?;
-        let link = snap.join(name);
-        let parent = link.parent().expect("snapshot file has a parent");
-        fs::create_dir_all(parent)?;
-        let depth = name.matches('/').count() + 2;
-        let target: PathBuf = std::iter::repeat_n("..", depth)
-            .collect::<PathBuf>()
-            .join("blobs")
-            .join(&blob);
-        let _ = fs::remove_file(&link);
-        symlink(&target, &link)?;
-    }
-    fs::write(dir.join("refs").join("main"), &rev)
-}
-
-#[cfg(unix)]
-fn symlink(target: &Path, link: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn symlink(target: &Path, link: &Path) -> io::Result<()> {
-    let abs = link.parent().expect("parent").join(target);
-    fs::copy(abs, link).map(|_| ())
 }
 
 /// Writes the demo cache into `dir` (refusing a folder that holds anything but a demo).
@@ -219,7 +185,8 @@ pub fn write_demo(dir: &Path) -> io::Result<usize> {
     fs::create_dir_all(dir)?;
     let repos = repos();
     for r in &repos {
-        write_repo(dir, "lorascope-demo", r)?;
+        synth::write_hub_repo(dir, &format!("lorascope-demo/{}", r.name), &r.files)
+            .map_err(io::Error::other)?;
     }
     fs::write(dir.join(DEMO_MARKER), b"written by lorascope demo\n")?;
     Ok(repos.len())

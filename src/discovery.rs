@@ -71,12 +71,7 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
             continue;
         }
         match snapshot_of(&repo) {
-            Ok((rev, snap)) => {
-                let found = collect(&snap, &id, Some(rev.clone()), 0, &mut out);
-                if !found {
-                    out.push(no_safetensors(&id, &snap, Some(rev)));
-                }
-            }
+            Ok((rev, snap)) => out.extend(collect(&snap, &id, Some(rev))),
             Err(msg) => out.push(problem_source(&id, &repo, msg)),
         }
     }
@@ -163,22 +158,6 @@ fn problem_source(id: &str, path: &Path, msg: String) -> Source {
     }
 }
 
-fn no_safetensors(id: &str, dir: &Path, revision: Option<String>) -> Source {
-    let mut other = Vec::new();
-    walk_names(dir, "", 0, &mut other);
-    other.sort();
-    other.truncate(8);
-    Source {
-        id: id.to_string(),
-        path: dir.to_path_buf(),
-        dir: dir.to_path_buf(),
-        files: vec![],
-        revision,
-        problem: None,
-        other_files: other,
-    }
-}
-
 /// Weight files other than safetensors (`.bin`, `.pt`, …), named in the no-safetensors note.
 pub fn is_weight_file(name: &str) -> bool {
     [".bin", ".pt", ".pth", ".ckpt", ".gguf"]
@@ -186,73 +165,188 @@ pub fn is_weight_file(name: &str) -> bool {
         .any(|ext| name.ends_with(ext))
 }
 
-/// Names of weight-like files (e.g. `.bin`, `.pt`) under `dir`, for the no-safetensors note.
-fn walk_names(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
-    let Ok(entries) = sorted_entries(dir) else {
-        return;
-    };
-    for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if depth < MAX_DEPTH && walkable(&p) {
-            walk_names(&p, &format!("{prefix}{name}/"), depth + 1, out);
-        } else if is_weight_file(&name) {
-            out.push(format!("{prefix}{name}"));
-        }
-    }
+/// An adapter folder of a tree of files: a snapshot on disk or a remote repo's file list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folder<T> {
+    /// The folder, relative to the tree's root and `/`-separated (`""` = the root).
+    pub sub: String,
+    /// Its `.safetensors` files, by name.
+    pub safetensors: Vec<T>,
+    pub config: Option<T>,
+    /// With no safetensors: weight files of other formats below it (relative to it, at most 8),
+    /// for the no-safetensors note.
+    pub other_files: Vec<String>,
 }
 
-/// Adds `dir` (if it holds an adapter) and adapter folders below it. Returns whether any was found.
-fn collect(dir: &Path, id: &str, rev: Option<String>, depth: usize, out: &mut Vec<Source>) -> bool {
-    let entries = match sorted_entries(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            out.push(problem_source(
-                id,
-                dir,
-                format!("cannot read folder {}: {e}", dir.display()),
-            ));
-            return true;
-        }
-    };
-    let files: Vec<PathBuf> = entries
+/// The order of the walk: a folder, then its subfolders by name (`a`, `a/b`, `a-c`).
+fn tree_order(rel: &str) -> Vec<&str> {
+    rel.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+/// The one grouping rule, for the local walk and the remote file list alike. `files` are
+/// (path relative to the root, `/`-separated; what the caller keeps for the file). A folder
+/// holding `.safetensors` or `adapter_config.json` is an adapter folder; files deeper than
+/// `MAX_DEPTH` folders or inside hidden folders are not seen. Folders come in walk order; with
+/// none, the root alone, naming the weight files of other formats it holds.
+pub fn group_folders<T: Clone>(files: &[(String, T)]) -> Vec<Folder<T>> {
+    let mut files: Vec<&(String, T)> = files
         .iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .cloned()
+        .filter(|(rel, _)| {
+            let comps: Vec<&str> = rel.split('/').collect();
+            comps.len() <= MAX_DEPTH + 1
+                && comps[..comps.len() - 1].iter().all(|c| !c.starts_with('.'))
+        })
         .collect();
-    let has_config = entries.iter().any(|p| p.ends_with("adapter_config.json"));
-    let mut found = false;
-    if !files.is_empty() || has_config {
-        out.push(Source {
-            id: id.to_string(),
-            path: dir.to_path_buf(),
-            dir: dir.to_path_buf(),
-            files,
-            revision: rev.clone(),
-            problem: None,
-            other_files: vec![],
-        });
-        if has_config && out.last().is_some_and(|s| s.files.is_empty()) {
-            let last = out.pop().expect("just pushed");
-            out.push(no_safetensors(&last.id, dir, rev.clone()));
+    files.sort_by(|a, b| tree_order(&a.0).cmp(&tree_order(&b.0)));
+    let split = |rel: &str| -> (String, String) {
+        rel.rsplit_once('/')
+            .map_or((String::new(), rel.to_string()), |(d, n)| {
+                (d.to_string(), n.to_string())
+            })
+    };
+    let weights_under = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = files
+            .iter()
+            .filter_map(|(rel, _)| match dir {
+                "" => Some(rel.as_str()),
+                d => rel.strip_prefix(d)?.strip_prefix('/'),
+            })
+            .filter(|rel| is_weight_file(rel))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.truncate(8);
+        v
+    };
+    let is_safetensors = |name: &str| name.ends_with(".safetensors");
+    let mut dirs: Vec<String> = files
+        .iter()
+        .map(|(rel, _)| split(rel))
+        .filter(|(_, name)| is_safetensors(name) || name == "adapter_config.json")
+        .map(|(dir, _)| dir)
+        .collect();
+    dirs.sort_by(|a, b| tree_order(a).cmp(&tree_order(b)));
+    dirs.dedup();
+    if dirs.is_empty() {
+        return vec![Folder {
+            sub: String::new(),
+            safetensors: vec![],
+            config: None,
+            other_files: weights_under(""),
+        }];
+    }
+    dirs.into_iter()
+        .map(|d| {
+            let here: Vec<(String, &T)> = files
+                .iter()
+                .map(|(rel, at)| (split(rel), at))
+                .filter(|((dir, _), _)| *dir == d)
+                .map(|((_, name), at)| (name, at))
+                .collect();
+            let safetensors: Vec<T> = here
+                .iter()
+                .filter(|(name, _)| is_safetensors(name))
+                .map(|(_, at)| (*at).clone())
+                .collect();
+            let other_files = if safetensors.is_empty() {
+                weights_under(&d)
+            } else {
+                vec![]
+            };
+            Folder {
+                config: here
+                    .iter()
+                    .find(|(name, _)| name == "adapter_config.json")
+                    .map(|(_, at)| (*at).clone()),
+                sub: d,
+                safetensors,
+                other_files,
+            }
+        })
+        .collect()
+}
+
+/// The files below `root` as the walk sees them (real folders only, not hidden, at most
+/// `MAX_DEPTH` deep), and the folders it could not read, each relative to `root`.
+#[allow(clippy::type_complexity)]
+fn list_tree(root: &Path) -> (Vec<(String, PathBuf)>, Vec<(String, PathBuf, String)>) {
+    fn walk(
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        files: &mut Vec<(String, PathBuf)>,
+        unreadable: &mut Vec<(String, PathBuf, String)>,
+    ) {
+        let entries = match sorted_entries(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                let msg = format!("cannot read folder {}: {e}", dir.display());
+                let sub = prefix.trim_end_matches('/').to_string();
+                unreadable.push((sub, dir.to_path_buf(), msg));
+                return;
+            }
+        };
+        for p in entries {
+            // A name that is not UTF-8 is grouped lossily; the file keeps its real path.
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !real_dir(&p) {
+                files.push((format!("{prefix}{name}"), p));
+            } else if depth < MAX_DEPTH && walkable(&p) {
+                walk(
+                    &p,
+                    &format!("{prefix}{name}/"),
+                    depth + 1,
+                    files,
+                    unreadable,
+                );
+            }
         }
-        found = true;
     }
-    if depth >= MAX_DEPTH {
-        return found;
+    let (mut files, mut unreadable) = (Vec::new(), Vec::new());
+    walk(root, "", 0, &mut files, &mut unreadable);
+    (files, unreadable)
+}
+
+/// The sources below `dir` (and it): one per adapter folder (`group_folders`), one per folder
+/// that cannot be read, or else `dir` itself as a no-safetensors source.
+fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
+    let (files, unreadable) = list_tree(dir);
+    let id_of = |sub: &str| match sub {
+        "" => id.to_string(),
+        s => format!("{id}/{s}"),
+    };
+    let mut out: Vec<(String, Source)> = group_folders(&files)
+        .into_iter()
+        // With a folder it could not read, the walk found something: no no-safetensors root.
+        .filter(|f| unreadable.is_empty() || !f.safetensors.is_empty() || f.config.is_some())
+        .map(|f| {
+            // The folder's real path: its files' parent (names may not be UTF-8).
+            let at = f
+                .safetensors
+                .first()
+                .or(f.config.as_ref())
+                .and_then(|p| p.parent())
+                .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+            let src = Source {
+                id: id_of(&f.sub),
+                path: at.clone(),
+                dir: at,
+                files: f.safetensors,
+                revision: rev.clone(),
+                problem: None,
+                other_files: f.other_files,
+            };
+            (f.sub, src)
+        })
+        .collect();
+    for (sub, path, msg) in unreadable {
+        out.push((sub.clone(), problem_source(&id_of(&sub), &path, msg)));
     }
-    for sub in entries {
-        let name = sub
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if walkable(&sub) {
-            found |= collect(&sub, &format!("{id}/{name}"), rev.clone(), depth + 1, out);
-        }
-    }
-    found
+    out.sort_by(|a, b| tree_order(&a.0).cmp(&tree_order(&b.0)));
+    out.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Sources for a path named on the command line: a `.safetensors` file, an adapter folder,
@@ -294,11 +388,7 @@ pub fn discover_path(path: &Path) -> Vec<Source> {
     if is_cache {
         return discover_cache(path);
     }
-    let mut out = Vec::new();
-    if !collect(path, &id, None, 0, &mut out) {
-        out.push(no_safetensors(&id, path, None));
-    }
-    out
+    collect(path, &id, None)
 }
 
 /// What to scan.

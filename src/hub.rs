@@ -22,6 +22,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod cache;
+
+use cache::hex;
+pub use cache::CacheRepo;
+
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// huggingface_hub's `DEFAULT_ETAG_TIMEOUT` and `DEFAULT_DOWNLOAD_TIMEOUT` (`constants.py`).
@@ -249,84 +254,6 @@ pub struct FileMeta {
     pub commit: Option<String>,
     /// Stored with Git LFS (the etag is then the content's sha256).
     pub lfs: bool,
-}
-
-/// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
-#[derive(Debug, Clone)]
-pub struct CacheRepo {
-    pub dir: PathBuf,
-}
-
-impl CacheRepo {
-    pub fn new(cache_root: &Path, repo: &str) -> CacheRepo {
-        let folder = hf_hub::Repo::model(repo.to_string()).folder_name();
-        CacheRepo {
-            dir: cache_root.join(folder),
-        }
-    }
-
-    pub fn blobs(&self) -> PathBuf {
-        self.dir.join("blobs")
-    }
-
-    pub fn blob(&self, etag: &str) -> PathBuf {
-        self.blobs().join(etag)
-    }
-
-    pub fn snapshot(&self, commit: &str) -> PathBuf {
-        self.dir.join("snapshots").join(commit)
-    }
-
-    /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (as
-    /// huggingface_hub does), replacing an older link in one rename.
-    pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
-        let link = self.snapshot(commit).join(file);
-        let parent = link.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let depth = file.matches('/').count() + 2;
-        let target: PathBuf = std::iter::repeat_n("..", depth)
-            .collect::<PathBuf>()
-            .join("blobs")
-            .join(etag);
-        let tmp = link.with_file_name(format!(
-            ".{}.lorascope-link",
-            link.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        symlink_or_copy(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
-        Ok(link)
-    }
-
-    /// Writes `refs/<revision>` = `commit`, atomically.
-    pub fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
-        let path = self.dir.join("refs").join(revision);
-        write_atomic(&path, commit.as_bytes())
-    }
-}
-
-#[cfg(unix)]
-fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
-    let abs = link.parent().unwrap_or(Path::new(".")).join(target);
-    std::fs::copy(abs, link).map(|_| ())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".lorascope-tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Where a `fetch` stands, for a progress bar.
@@ -1156,77 +1083,10 @@ pub async fn fetch(
         .await
 }
 
-/// An adapter folder of a remote repo, grouped from the file list as discovery groups a snapshot.
-#[derive(Debug, Clone, PartialEq)]
-struct Folder {
-    sub: String,
-    safetensors: Vec<String>,
-    config: Option<String>,
-    other_files: Vec<String>,
-}
-
-/// Folders holding `.safetensors` or `adapter_config.json` (root first, then sorted), or a
-/// single no-safetensors root naming the weight files it found.
-fn adapter_folders(files: &[String]) -> Vec<Folder> {
-    let visible = |f: &&String| {
-        let comps: Vec<&str> = f.split('/').collect();
-        comps.len() <= crate::discovery::MAX_DEPTH + 1
-            && comps[..comps.len() - 1].iter().all(|c| !c.starts_with('.'))
-    };
-    let files: Vec<&String> = files.iter().filter(visible).collect();
-    let dir_of = |f: &str| {
-        f.rsplit_once('/')
-            .map_or(String::new(), |(d, _)| d.to_string())
-    };
-    let weights_under = |dir: &str| {
-        let mut v: Vec<String> = files
-            .iter()
-            .filter(|f| dir.is_empty() || f.starts_with(&format!("{dir}/")))
-            .filter(|f| crate::discovery::is_weight_file(f))
-            .map(|f| f[if dir.is_empty() { 0 } else { dir.len() + 1 }..].to_string())
-            .collect();
-        v.truncate(8);
-        v
-    };
-    let mut dirs: Vec<String> = files
-        .iter()
-        .filter(|f| f.ends_with(".safetensors") || file_name(f) == "adapter_config.json")
-        .map(|f| dir_of(f))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    if dirs.is_empty() {
-        return vec![Folder {
-            sub: String::new(),
-            safetensors: vec![],
-            config: None,
-            other_files: weights_under(""),
-        }];
-    }
-    dirs.into_iter()
-        .map(|d| {
-            let here: Vec<&&String> = files.iter().filter(|f| dir_of(f) == d).collect();
-            let safetensors: Vec<String> = here
-                .iter()
-                .filter(|f| f.ends_with(".safetensors"))
-                .map(|f| f.to_string())
-                .collect();
-            let other_files = if safetensors.is_empty() {
-                weights_under(&d)
-            } else {
-                vec![]
-            };
-            Folder {
-                config: here
-                    .iter()
-                    .find(|f| file_name(f) == "adapter_config.json")
-                    .map(|f| f.to_string()),
-                sub: d,
-                safetensors,
-                other_files,
-            }
-        })
-        .collect()
+/// The adapter folders of a remote repo's file list, grouped as discovery groups a snapshot.
+fn adapter_folders(files: &[String]) -> Vec<crate::discovery::Folder<String>> {
+    let named: Vec<(String, String)> = files.iter().map(|f| (f.clone(), f.clone())).collect();
+    crate::discovery::group_folders(&named)
 }
 
 /// Percent-encodes a revision or file path for a URL (a revision's `/` too, as the Hub wants).
@@ -1296,10 +1156,6 @@ async fn hash_prefix(file: &mut tokio::fs::File, len: u64, h: &mut Sha256) -> st
         left -= n as u64;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -16,22 +16,11 @@
 //! Tensor counts follow the layouts rather than the survey where it lists unexplained extras
 //! (A2's 144 and D's 338 tensors; E's full weights are its small tensors only).
 
-use crate::hub::CacheRepo;
 use crate::synth::{self, Dims, Pattern, Spec};
 use safetensors::Dtype;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// What a file of a synthetic repo holds.
-#[derive(Debug, Clone)]
-pub enum Item {
-    /// `adapter_model.safetensors` + `adapter_config.json` in `sub` (`""` = the repo root).
-    Adapter { sub: String, spec: Spec },
-    /// `model.safetensors` + `config.json`: merged weights, no adapter config.
-    Model { spec: Spec },
-    /// Any other file (a `.bin` checkpoint, a README).
-    Raw { name: String, bytes: Vec<u8> },
-}
+pub use crate::synth::Item;
 
 /// A synthetic repo and the report row the survey puts it in.
 #[derive(Debug, Clone)]
@@ -198,10 +187,6 @@ pub fn repos() -> Vec<SurveyRepo> {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What was written.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Written {
@@ -210,55 +195,12 @@ pub struct Written {
     pub bytes: u64,
 }
 
-/// Writes `repos` as a hub cache under `root`: blobs (named by a synthetic etag, the sha256 of
-/// repo id and file name; hashing sparse contents would read gigabytes of holes), relative
-/// snapshot symlinks, `refs/main`.
+/// Writes `repos` as a hub cache under `root` (`synth::write_hub_repo`: blobs, relative
+/// snapshot symlinks, `refs/main`).
 pub fn write_cache(root: &Path, repos: &[SurveyRepo]) -> crate::Result<Written> {
     let mut bytes = 0u64;
     for r in repos {
-        let cache = CacheRepo::new(root, &r.id);
-        let blobs = cache.blobs();
-        std::fs::create_dir_all(&blobs).map_err(|e| crate::Error::io(&blobs, e))?;
-        let commit = hex(&Sha256::digest(r.id.as_bytes()))[..40].to_string();
-        let mut put = |name: String, write: &dyn Fn(&Path) -> std::io::Result<()>| {
-            let etag = hex(&Sha256::digest(format!("{}/{name}", r.id).as_bytes()));
-            let blob = cache.blob(&etag);
-            write(&blob).map_err(|e| crate::Error::io(&blob, e))?;
-            bytes += std::fs::metadata(&blob)
-                .map_err(|e| crate::Error::io(&blob, e))?
-                .len();
-            cache.link(&commit, &name, &etag).map(|_| ())
-        };
-        for item in &r.items {
-            match item {
-                Item::Adapter { sub, spec } => {
-                    let dir = if sub.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{sub}/")
-                    };
-                    let g = synth::generate(spec);
-                    put(format!("{dir}adapter_model.safetensors"), &|p| {
-                        synth::write_safetensors(p, &g.tensors, spec.aligned)
-                    })?;
-                    let cfg = serde_json::to_vec_pretty(&g.config).expect("json");
-                    put(format!("{dir}adapter_config.json"), &|p| {
-                        std::fs::write(p, &cfg)
-                    })?;
-                }
-                Item::Model { spec } => {
-                    let g = synth::generate(spec);
-                    put("model.safetensors".into(), &|p| {
-                        synth::write_safetensors(p, &g.tensors, spec.aligned)
-                    })?;
-                    put("config.json".into(), &|p| {
-                        std::fs::write(p, br#"{"model_type": "gpt_oss"}"#)
-                    })?;
-                }
-                Item::Raw { name, bytes } => put(name.clone(), &|p| std::fs::write(p, bytes))?,
-            }
-        }
-        cache.set_ref("main", &commit)?;
+        bytes += synth::write_hub_repo(root, &r.id, &r.items)?;
     }
     Ok(Written {
         repos: repos.len(),

@@ -716,3 +716,61 @@ pub fn write_adapter(dir: &Path, spec: &Spec) -> std::io::Result<Generated> {
     )?;
     Ok(g)
 }
+
+/// What a file (or file pair) of a synthetic hub repo holds.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// `adapter_model.safetensors` + `adapter_config.json` in `sub` (`""` = the repo root).
+    Adapter { sub: String, spec: Spec },
+    /// `model.safetensors` + `config.json`: merged weights, no adapter config.
+    Model { spec: Spec },
+    /// Any other file (a `.bin` checkpoint, a README, a truncated download), as given.
+    Raw { name: String, bytes: Vec<u8> },
+}
+
+/// Writes `items` as the `main` snapshot of repo `id` in the hub cache at `root`, through the one
+/// cache writer (`hub::CacheRepo`). The commit id derives from `id`. Raw files are blobs named
+/// by their sha256, as huggingface_hub names LFS blobs; generated files by the sha256 of repo id
+/// and file name (hashing sparse contents would read gigabytes of holes). Returns the apparent
+/// size written.
+pub fn write_hub_repo(root: &Path, id: &str, items: &[Item]) -> crate::Result<u64> {
+    use crate::hub::cache::{commit_id, sha256_hex, CacheRepo};
+    let cache = CacheRepo::new(root, id);
+    let commit = commit_id(id);
+    let generated = |name: String, write: &dyn Fn(&Path) -> std::io::Result<()>| {
+        let etag = sha256_hex(format!("{id}/{name}").as_bytes());
+        cache.put(&commit, &name, &etag, write)
+    };
+    let mut bytes = 0u64;
+    for item in items {
+        bytes += match item {
+            Item::Adapter { sub, spec } => {
+                let dir = if sub.is_empty() {
+                    String::new()
+                } else {
+                    format!("{sub}/")
+                };
+                let g = generate(spec);
+                let cfg = serde_json::to_vec_pretty(&g.config).expect("json");
+                generated(format!("{dir}adapter_model.safetensors"), &|p| {
+                    write_safetensors(p, &g.tensors, spec.aligned)
+                })? + generated(format!("{dir}adapter_config.json"), &|p| {
+                    std::fs::write(p, &cfg)
+                })?
+            }
+            Item::Model { spec } => {
+                let g = generate(spec);
+                generated("model.safetensors".into(), &|p| {
+                    write_safetensors(p, &g.tensors, spec.aligned)
+                })? + generated("config.json".into(), &|p| {
+                    std::fs::write(p, br#"{"model_type": "gpt_oss"}"#)
+                })?
+            }
+            Item::Raw { name, bytes } => cache.put(&commit, name, &sha256_hex(bytes), |p| {
+                std::fs::write(p, bytes)
+            })?,
+        };
+    }
+    cache.set_ref("main", &commit)?;
+    Ok(bytes)
+}

@@ -1,8 +1,9 @@
 //! The real binary in a pseudo-terminal: it opens on a demo cache, Enter opens an adapter,
 //! `q` goes back, `q` quits with status 0, and the terminal is restored (mouse capture too).
 
-#[path = "support/pty.rs"]
-mod pty;
+mod support;
+
+use support::pty;
 
 use std::path::Path;
 use std::time::Duration;

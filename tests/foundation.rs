@@ -662,9 +662,10 @@ fn bytes_read() -> Option<u64> {
 #[test]
 fn survey_population_scans_as_the_survey_says() {
     let hub = Hub::new();
-    let repos = support::survey(Dims::GPT_OSS_20B, true);
+    let repos = lorascope::survey::repos();
     assert_eq!(repos.len(), 140);
-    let expected = support::write_survey(&hub, &repos);
+    lorascope::survey::write_cache(&hub.root, &repos).expect("survey cache");
+    let expected = support::survey_adapters(&repos);
     let read_before = bytes_read();
     let found = scan_cache(&hub.root);
     if let (Some(before), Some(after)) = (read_before, bytes_read()) {

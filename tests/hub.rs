@@ -1,17 +1,18 @@
 //! `hub`: fetch into the cache layout, resume, 404, timeouts, header-only remote reading, all
 //! against the Hub-like server in `common` on 127.0.0.1.
 
-mod common;
+mod support;
 
-use common::{config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS};
 use lorascope::discovery::{self, ScanRequest};
 use lorascope::hub::{self, FetchProgress, Hub, RepoRef};
 use lorascope::layout::LayoutOptions;
 use lorascope::{Error, Kind};
-use sha2::Digest;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use support::server::{
+    config, fetch, repos_from_cache, rt, two_adapter_repo, HubServer, ServedFile, DIMS,
+};
 
 fn snapshot_files(repo_dir: &Path) -> Vec<String> {
     let mut out = vec![];
@@ -82,7 +83,7 @@ fn fetch_writes_the_cache_layout() {
             "{} must be a relative link",
             f.name
         );
-        let common::Body::Bytes(b) = &f.body else {
+        let support::server::Body::Bytes(b) = &f.body else {
             unreachable!()
         };
         assert_eq!(&std::fs::read(&link).unwrap(), b.as_ref(), "{}", f.name);
@@ -167,7 +168,7 @@ fn fetch_resumes_after_a_cut_connection() {
         Some(format!("bytes={cut_at}-").as_str())
     );
     assert_eq!(server.body_bytes_for(&path), st.size - cut_at);
-    let common::Body::Bytes(b) = &st.body else {
+    let support::server::Body::Bytes(b) = &st.body else {
         unreachable!()
     };
     assert_eq!(
@@ -451,7 +452,7 @@ fn cli_fetch_and_inspect_remote() {
 fn a_download_that_does_not_match_its_sha256_is_discarded() {
     let mut repo = two_adapter_repo();
     // The Hub's content hash of the file says something else than the bytes it serves.
-    repo.files[0].etag = common::hex(&sha2::Sha256::digest(b"other content"));
+    repo.files[0].etag = support::sha_hex(b"other content");
     let etag = repo.files[0].etag.clone();
     let server = HubServer::start(vec![repo]);
     let tmp = tempfile::tempdir().unwrap();
@@ -523,4 +524,70 @@ fn the_explorers_fetch_job_adds_the_repos_adapters() {
         ))
         .unwrap_err();
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+/// The local walk and the remote file list group a repo's files by one rule: the same adapter
+/// folders in the same order (a folder, then its subfolders, then the next sibling: `a`, `a/b`,
+/// `a-c`), hidden folders skipped, and the same no-safetensors note for a config-only folder.
+#[test]
+fn local_and_remote_group_adapter_folders_alike() {
+    use lorascope::synth::{self, Item, Pattern, Spec};
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = |sub: &str| {
+        let mut spec = Spec::new(DIMS, Pattern::Attention);
+        spec.attn_rank = 2;
+        Item::Adapter {
+            sub: sub.into(),
+            spec,
+        }
+    };
+    let raw = |name: &str, bytes: &[u8]| Item::Raw {
+        name: name.into(),
+        bytes: bytes.to_vec(),
+    };
+    let items = [
+        adapter(""),
+        adapter("a-c"),
+        adapter("a/b"),
+        adapter("a"),
+        raw(
+            "ckpt/adapter_config.json",
+            br#"{"peft_type": "LORA", "r": 8}"#,
+        ),
+        raw("ckpt/z.bin", b"PK"),
+        raw("ckpt/a.pt", b"PK"),
+        raw(".hidden/adapter_model.safetensors", b"not a header"),
+        raw("README.md", b"# card"),
+    ];
+    synth::write_hub_repo(tmp.path(), "org/tree", &items).unwrap();
+    let folders = |adapters: &[lorascope::Adapter]| -> Vec<(String, Vec<String>)> {
+        adapters
+            .iter()
+            .map(|a| (a.id.clone(), a.other_files.clone()))
+            .collect()
+    };
+    let local = discovery::scan(&ScanRequest {
+        cache: Some(tmp.path().to_path_buf()),
+        ..Default::default()
+    });
+    let server = HubServer::start(repos_from_cache(tmp.path()));
+    let hub = Hub::new(config(&server), "test").unwrap();
+    let repo: RepoRef = "org/tree".parse().unwrap();
+    let remote = rt()
+        .block_on(hub.remote_adapters(&repo, LayoutOptions::default()))
+        .unwrap();
+    assert_eq!(folders(&remote), folders(&local));
+    let ids: Vec<&str> = local.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "org/tree",
+            "org/tree/a",
+            "org/tree/a/b",
+            "org/tree/a-c",
+            "org/tree/ckpt"
+        ]
+    );
+    assert_eq!(local[4].other_files, ["a.pt", "z.bin"]);
+    assert!(local[..4].iter().all(|a| a.kind == Kind::Lora), "{local:?}");
 }

@@ -9,9 +9,9 @@ use lorascope::stats::{self, AdapterStats, Control, DeltaStats, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use std::path::{Path, PathBuf};
 
-#[path = "support/image.rs"]
-mod image;
-use image::Image;
+mod support;
+
+use support::image::Image;
 
 fn is_grey(p: [u8; 3]) -> bool {
     p[0] == p[1] && p[1] == p[2] && p[0] >= 150 && p[0] < 255

@@ -4,10 +4,8 @@
 //! build caches with `support`. Anything that hung before runs under a guard, so a regression
 //! fails instead of hanging.
 
-mod common;
 mod support;
 
-use common::{config, fetch, rt, two_adapter_repo, HubServer};
 use lorascope::adapter::Adapter;
 use lorascope::discovery::{self, ScanRequest};
 use lorascope::hub::{self, Hub, HubError, RepoRef};
@@ -16,6 +14,7 @@ use lorascope::synth::{Dims, Pattern, Spec};
 use lorascope::{Error, Kind};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::server::{config, fetch, rt, two_adapter_repo, HubServer};
 
 const TOKEN: &str = "hf_secret_test_token";
 

@@ -1,12 +1,10 @@
 //! Runtime reliability: files changing under a computation (no SIGBUS death), terminal escapes
 //! in names and messages, and the explorer restoring the terminal on termination signals.
 
-#[path = "support/image.rs"]
-mod image;
-#[path = "support/pty.rs"]
-mod pty;
+mod support;
 
-use image::Image;
+use support::image::Image;
+use support::pty;
 
 use lorascope::adapter::Adapter;
 use lorascope::discovery;

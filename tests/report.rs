@@ -1,15 +1,15 @@
 //! `report`: on a cache built like the survey (140 repos, sparse real-size files), the counts per
 //! pattern are the survey's; over HTTP the same report costs less than 1 % of the bytes.
 
-mod common;
+mod support;
 
-use common::{repos_from_cache, HubServer};
 use lorascope::discovery::{self, ScanRequest};
 use lorascope::report::{self, Report};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+use support::server::{repos_from_cache, HubServer};
 
 /// Repos per row in the survey's tables (docs/survey.md), with its
 /// approximate figures resolved as documented in `lorascope::survey`.

@@ -1,28 +1,29 @@
-//! Fixtures shared by `tests/foundation.rs` and `benches/scan.rs`: hub caches built from
-//! `lorascope::synth` adapters, a tree fingerprint, a factor reader and a runner for the binary.
-//! Each user needs only part of it.
-#![allow(dead_code)]
+//! Fixtures shared by the tests and benchmarks: hub caches built from `lorascope::synth`
+//! adapters (through the library's cache writer), a tree fingerprint, a factor reader, a runner
+//! for the binary, a Hub-like HTTP server (`server`), a pseudo-terminal (`pty`) and a PNG
+//! reader (`image`). Each user needs only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod image;
+pub mod pty;
+pub mod server;
 
 use lorascope::adapter::Adapter;
+use lorascope::hub::cache::{commit_id, CacheRepo};
 use lorascope::layout::{Factor, Pick};
-use lorascope::synth::{self, Dims, Pattern, Spec};
+use lorascope::survey::{Item, SurveyRepo};
+use lorascope::synth::{self, Spec};
 use safetensors::Dtype;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn sha_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use lorascope::hub::cache::sha256_hex as sha_hex;
 
 /// A 40-hex revision derived from `seed` (git commit ids have this shape).
 pub fn rev(seed: &str) -> String {
-    sha_hex(seed.as_bytes())[..40].to_string()
+    commit_id(seed)
 }
 
 /// A Hugging Face hub cache under construction: `root` is what `--cache` points at, and files
@@ -44,7 +45,7 @@ impl Hub {
 
     /// `models--ORG--NAME` for `org/name`.
     pub fn repo_dir(&self, id: &str) -> PathBuf {
-        self.root.join(format!("models--{}", id.replace('/', "--")))
+        CacheRepo::new(&self.root, id).dir
     }
 
     /// A fresh, empty staging folder for one snapshot.
@@ -59,29 +60,26 @@ impl Hub {
     /// relative symlink to it. Blob names hash the path, not the content (lorascope never checks
     /// them, and hashing gigabytes of sparse benchmark files would dominate the set-up).
     pub fn commit(&self, id: &str, rev: &str) -> PathBuf {
-        let repo = self.repo_dir(id);
-        let snap = repo.join("snapshots").join(rev);
-        fs::create_dir_all(repo.join("blobs")).expect("blobs");
-        fs::create_dir_all(repo.join("refs")).expect("refs");
-        fs::create_dir_all(&snap).expect("snapshot");
+        let cache = CacheRepo::new(&self.root, id);
         for rel in files_under(&self.staging) {
             let rel_s = rel.to_string_lossy().into_owned();
             let blob = sha_hex(format!("{id}@{rev}:{rel_s}").as_bytes());
-            fs::rename(self.staging.join(&rel), repo.join("blobs").join(&blob)).expect("to blob");
-            let link = snap.join(&rel);
-            fs::create_dir_all(link.parent().expect("parent")).expect("snapshot subfolder");
-            let mut target = PathBuf::new();
-            for _ in 0..rel.components().count() + 1 {
-                target.push("..");
-            }
-            std::os::unix::fs::symlink(target.join("blobs").join(&blob), &link).expect("symlink");
+            let staged = self.staging.join(&rel);
+            cache
+                .put(rev, &rel_s, &blob, |b| fs::rename(&staged, b))
+                .expect("to blob");
+        }
+        for dir in [cache.blobs(), cache.snapshot(rev), cache.dir.join("refs")] {
+            fs::create_dir_all(dir).expect("cache folders");
         }
         let _ = fs::remove_dir_all(&self.staging);
-        snap
+        cache.snapshot(rev)
     }
 
     pub fn set_ref(&self, id: &str, rev: &str) {
-        fs::write(self.repo_dir(id).join("refs").join("main"), rev).expect("refs/main");
+        CacheRepo::new(&self.root, id)
+            .set_ref("main", rev)
+            .expect("refs/main");
     }
 
     /// One synthetic adapter as the `main` snapshot of `id`.
@@ -322,168 +320,19 @@ pub fn spectral_traces(b: (usize, usize, Vec<f64>), a: (usize, usize, Vec<f64>))
     (t1, t2)
 }
 
-/// The survey's population (docs/survey.md): how many adapters of each kind, at which
-/// ranks and dtypes. 140 repos: 118 with safetensors (one holding 11 adapters), 22 without.
-pub struct SurveyRepo {
-    pub id: String,
-    pub what: SurveyKind,
-}
-
-pub enum SurveyKind {
-    Adapter(Box<Spec>),
-    /// Pattern F: the root adapter plus named sub-adapters, each with its own config.
-    Multi(Box<Spec>, Vec<String>),
-    NoSafetensors,
-}
-
-fn spec(
-    dims: Dims,
-    pattern: Pattern,
-    targets: &[&'static str],
-    r: usize,
-    er: usize,
-    dtype: Dtype,
-) -> Spec {
-    let mut s = Spec::new(dims, pattern);
-    s.targets = targets.to_vec();
-    s.attn_rank = r;
-    s.expert_rank = er;
-    s.alpha = 2.0 * r as f64;
-    s.dtype = dtype;
-    s
-}
-
-pub fn survey(dims: Dims, sparse: bool) -> Vec<SurveyRepo> {
-    const QKVO: &[&str] = &["q_proj", "k_proj", "v_proj", "o_proj"];
-    const QV: &[&str] = &["q_proj", "v_proj"];
-    let all: Vec<usize> = (0..dims.layers).collect();
-    // The survey's layer numbers, folded into smaller models.
-    let sel = |l: &[usize]| -> Vec<usize> { l.iter().map(|x| x % dims.layers).collect() };
-    let (f32_, bf16) = (Dtype::F32, Dtype::BF16);
-    let attn = |t, r, d| spec(dims, Pattern::Attention, t, r, 0, d);
-    let peft = |layers: &[usize], r, er| {
-        spec(
-            dims,
-            Pattern::PeftExperts {
-                layers: layers.to_vec(),
-            },
-            QKVO,
-            r,
-            er,
-            f32_,
-        )
-    };
-    // (count, name, spec): the survey's groups.
-    let groups: Vec<(usize, &str, Spec)> = vec![
-        (30, "attn-r32", attn(QKVO, 32, f32_)),
-        (22, "attn-r128-bf16", attn(QKVO, 128, bf16)),
-        (20, "attn-r16", attn(QKVO, 16, f32_)),
-        (19, "attn-r8", attn(QKVO, 8, f32_)),
-        (1, "attn-r128", attn(QKVO, 128, f32_)),
-        (1, "attn-r8-bf16", attn(QKVO, 8, bf16)),
-        (2, "qv-r8", attn(QV, 8, f32_)),
-        (1, "qv-r16", attn(QV, 16, f32_)),
-        (
-            2,
-            "router-r8",
-            spec(dims, Pattern::AttentionRouter, QKVO, 8, 0, f32_),
-        ),
-        // Pattern C: "expert rank" r·E of 256 / 512 / 2048 over 32 experts is r = 8 / 16 / 64.
-        // Two of them put expert LoRA on a few layers only, as the survey saw.
-        (9, "moe-r8", peft(&all, 8, 8)),
-        (2, "moe-r16", peft(&all, 16, 16)),
-        (1, "moe-r16-sel", peft(&sel(&[7, 15, 23]), 16, 16)),
-        (2, "moe-r64", peft(&all, 64, 64)),
-        (1, "moe-r64-sel", peft(&sel(&[0, 7, 10, 15, 23]), 64, 64)),
-        (
-            1,
-            "tinker-r32",
-            spec(dims, Pattern::Tinker3d, QKVO, 32, 32, f32_),
-        ),
-        (
-            1,
-            "merged",
-            spec(
-                dims,
-                Pattern::FullWeights {
-                    layers: (0..dims.layers.min(19)).collect(),
-                },
-                QKVO,
-                0,
-                0,
-                bf16,
-            ),
-        ),
-        (2, "empty", spec(dims, Pattern::Empty, QKVO, 16, 0, f32_)),
-    ];
-    let mut out = Vec::new();
-    let mut seed = 0u64;
-    for (count, name, s) in &groups {
-        for i in 0..*count {
-            seed += 1;
-            let mut s = s.clone();
-            s.sparse = sparse;
-            s.seed = seed;
-            out.push(SurveyRepo {
-                id: format!("survey/{name}-{i}"),
-                what: SurveyKind::Adapter(Box::new(s)),
-            });
-        }
-    }
-    let mut multi = attn(QKVO, 16, f32_);
-    multi.sparse = sparse;
-    out.push(SurveyRepo {
-        id: "survey/multi-adapter".into(),
-        what: SurveyKind::Multi(
-            Box::new(multi),
-            (1..=10).map(|i| format!("task-{i}")).collect(),
-        ),
-    });
-    for i in 0..22 {
-        out.push(SurveyRepo {
-            id: format!("survey/no-safetensors-{i}"),
-            what: SurveyKind::NoSafetensors,
-        });
-    }
-    out
-}
-
-/// Writes the survey population into `hub`; returns the number of adapters a scan should list.
-pub fn write_survey(hub: &Hub, repos: &[SurveyRepo]) -> usize {
-    let mut adapters = 0;
-    for r in repos {
-        match &r.what {
-            SurveyKind::Adapter(s) => {
-                hub.add(&r.id, s);
-                adapters += 1;
-            }
-            SurveyKind::Multi(s, subs) => {
-                let stage = hub.stage();
-                synth::write_adapter(&stage, s).expect("root adapter");
-                for (i, sub) in subs.iter().enumerate() {
-                    let mut si = (**s).clone();
-                    si.seed = 1000 + i as u64;
-                    synth::write_adapter(&stage.join(sub), &si).expect("sub-adapter");
-                }
-                let rv = rev(&r.id);
-                hub.commit(&r.id, &rv);
-                hub.set_ref(&r.id, &rv);
-                adapters += 1 + subs.len();
-            }
-            SurveyKind::NoSafetensors => {
-                hub.add_files(
-                    &r.id,
-                    &[
-                        ("adapter_config.json", br#"{"peft_type": "LORA", "r": 16}"#),
-                        ("checkpoint-500/adapter_model.bin", b"PK\x03\x04"),
-                        ("README.md", b"# an upload without safetensors"),
-                    ],
-                );
-                adapters += 1;
-            }
-        }
-    }
-    adapters
+/// How many adapters a scan lists for `repos`: each adapter folder, or the repo itself when it
+/// holds none (listed as no-safetensors).
+pub fn survey_adapters(repos: &[SurveyRepo]) -> usize {
+    repos
+        .iter()
+        .map(|r| {
+            r.items
+                .iter()
+                .filter(|i| matches!(i, Item::Adapter { .. }))
+                .count()
+                .max(1)
+        })
+        .sum()
 }
 
 /// Apparent size (sum of file lengths) of a tree, following nothing.

@@ -1,11 +1,10 @@
 //! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the repo-info endpoint and
 //! `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag and X-Repo-Commit), counters
 //! of the bytes it sends, and faults: cut a body, answer 404, stall, trickle, or redirect.
-#![allow(dead_code)] // each test crate uses part of it
 
+use lorascope::hub::cache::{commit_id, sha256_hex};
 use lorascope::hub::{self, FetchProgress, HubConfig, RepoRef};
 use lorascope::synth::{self, Dims, Pattern, Spec};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +35,7 @@ pub struct ServedFile {
 impl ServedFile {
     /// An in-memory file; `.safetensors` are LFS files whose etag is their sha256, as on the Hub.
     pub fn bytes(name: &str, bytes: Vec<u8>) -> ServedFile {
-        let etag = hex(&Sha256::digest(&bytes));
+        let etag = sha256_hex(&bytes);
         let lfs = name.ends_with(".safetensors");
         ServedFile {
             name: name.into(),
@@ -59,7 +58,7 @@ impl ServedRepo {
     pub fn new(id: &str, files: Vec<ServedFile>) -> ServedRepo {
         ServedRepo {
             id: id.into(),
-            sha: hex(&Sha256::digest(id.as_bytes()))[..40].to_string(),
+            sha: commit_id(id),
             files,
         }
     }
@@ -493,10 +492,6 @@ async fn respond(
     headers.push(("Content-Length".into(), body.len().to_string()));
     write_head(sock, st, status, &headers).await?;
     send_body(sock, st, path, 0, body.len() as u64, &mut Src::Mem(&body)).await
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A client configuration for `server`: short timeouts and backoff so that failures are quick.

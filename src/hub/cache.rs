@@ -1,0 +1,170 @@
+//! The huggingface_hub cache layout, written: `models--ORG--NAME/{blobs,snapshots,refs}`, each
+//! snapshot file a relative symlink into `blobs/`. The one writer used by `fetch`, the demo, the
+//! synthetic survey, the tests and the benchmarks (so they all produce what huggingface_hub
+//! produces; see `docs/hub.md` for the upstream files this follows). No network code here.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Lower-case hex of `bytes` (blob names, commit ids, sha256 checks).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The sha256 of `bytes` in hex: the name huggingface_hub gives an LFS blob.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A 40-hex commit id derived from `seed` (git commit ids have this shape), for synthetic repos.
+pub fn commit_id(seed: &str) -> String {
+    sha256_hex(seed.as_bytes())[..40].to_string()
+}
+
+/// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
+#[derive(Debug, Clone)]
+pub struct CacheRepo {
+    pub dir: PathBuf,
+}
+
+impl CacheRepo {
+    pub fn new(cache_root: &Path, repo: &str) -> CacheRepo {
+        let folder = hf_hub::Repo::model(repo.to_string()).folder_name();
+        CacheRepo {
+            dir: cache_root.join(folder),
+        }
+    }
+
+    pub fn blobs(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
+    pub fn blob(&self, etag: &str) -> PathBuf {
+        self.blobs().join(etag)
+    }
+
+    pub fn snapshot(&self, commit: &str) -> PathBuf {
+        self.dir.join("snapshots").join(commit)
+    }
+
+    /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (as
+    /// huggingface_hub does), replacing an older link in one rename.
+    pub fn link(&self, commit: &str, file: &str, etag: &str) -> Result<PathBuf> {
+        let link = self.snapshot(commit).join(file);
+        let parent = link.parent().unwrap_or(&self.dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let depth = file.matches('/').count() + 2;
+        let target: PathBuf = std::iter::repeat_n("..", depth)
+            .collect::<PathBuf>()
+            .join("blobs")
+            .join(etag);
+        let tmp = link.with_file_name(format!(
+            ".{}.lorascope-link",
+            link.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        symlink_or_copy(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
+        Ok(link)
+    }
+
+    /// Makes `blobs/<etag>` with `write` (given the blob's path) and links `file` of snapshot
+    /// `commit` to it. Returns the blob's apparent size.
+    pub fn put(
+        &self,
+        commit: &str,
+        file: &str,
+        etag: &str,
+        write: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let blobs = self.blobs();
+        std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
+        let blob = self.blob(etag);
+        write(&blob).map_err(|e| Error::io(&blob, e))?;
+        let size = std::fs::metadata(&blob)
+            .map_err(|e| Error::io(&blob, e))?
+            .len();
+        self.link(commit, file, etag)?;
+        Ok(size)
+    }
+
+    /// Writes `refs/<revision>` = `commit`, atomically.
+    pub fn set_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        let path = self.dir.join("refs").join(revision);
+        write_atomic(&path, commit.as_bytes())
+    }
+}
+
+#[cfg(unix)]
+fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
+    let abs = link.parent().unwrap_or(Path::new(".")).join(target);
+    std::fs::copy(abs, link).map(|_| ())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".lorascope-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_ids() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(commit_id("abc"), sha256_hex(b"abc")[..40]);
+    }
+
+    /// `put` writes the blob and a relative link that resolves to it from any depth.
+    #[cfg(unix)]
+    #[test]
+    fn put_links_relatively() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(tmp.path(), "org/name");
+        assert_eq!(repo.dir, tmp.path().join("models--org--name"));
+        for (file, body) in [("a.json", &b"{}"[..]), ("x/y/b.bin", &b"PK"[..])] {
+            let etag = sha256_hex(body);
+            let n = repo
+                .put("c0", file, &etag, |p| std::fs::write(p, body))
+                .unwrap();
+            assert_eq!(n, body.len() as u64);
+            let link = repo.snapshot("c0").join(file);
+            let target = std::fs::read_link(&link).unwrap();
+            let ups = file.matches('/').count() + 2;
+            assert_eq!(
+                target,
+                Path::new(&"../".repeat(ups)).join("blobs").join(&etag)
+            );
+            assert_eq!(std::fs::read(&link).unwrap(), body);
+        }
+        repo.set_ref("main", "c0").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(repo.dir.join("refs/main")).unwrap(),
+            "c0"
+        );
+    }
+}
