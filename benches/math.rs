@@ -3,9 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faer::Mat;
-use lorascope::math::Factored;
+use lorascope::compute::math::Factored;
+use lorascope::compute::tensor::ColMajor;
 use lorascope::synth::Rng;
-use lorascope::tensor::ColMajor;
 
 fn factors(out: usize, inn: usize, r: usize) -> (Mat<f64>, Mat<f64>) {
     let mut rng = Rng::new(r as u64);

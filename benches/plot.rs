@@ -4,12 +4,12 @@
 //! cargo bench --bench plot
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use lorascope::adapter::discovery;
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::Adapter;
-use lorascope::compare;
-use lorascope::discovery;
-use lorascope::layout::LayoutOptions;
+use lorascope::compute::compare;
+use lorascope::compute::stats::{self, Control, Filter};
 use lorascope::plot::{self, CompareWith, PlotKind, PlotOptions};
-use lorascope::stats::{self, Control, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use safetensors::Dtype;
 

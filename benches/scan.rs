@@ -3,7 +3,7 @@
 //! only the headers take disk space. Goal: ≤ 0.3 s. Run with `benches/scan.sh`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lorascope::discovery::{self, ScanRequest};
+use lorascope::adapter::discovery::{self, ScanRequest};
 use lorascope::Kind;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,8 @@ mod support;
 fn bench_scan(c: &mut Criterion) {
     let hub = support::Hub::new();
     let t = Instant::now();
-    let repos = lorascope::survey::repos();
-    lorascope::survey::write_cache(&hub.root, &repos).expect("survey cache");
+    let repos = lorascope::synth::survey::repos();
+    lorascope::synth::survey::write_cache(&hub.root, &repos).expect("survey cache");
     let expected = support::survey_adapters(&repos);
     let gb = support::apparent_size(&hub.root) as f64 / 1e9;
     eprintln!(

@@ -1,6 +1,6 @@
 //! Explorer timings (issue 4's targets), printed as a table:
 //! 1. first frame after launch, and the full list, on the survey's cache (140 repos of real-size
-//!    adapters, `lorascope::survey`)
+//!    adapters, `lorascope::synth::survey`)
 //!    (sparse files: headers are real, data are holes), the real binary in a pseudo-terminal;
 //! 2. redraw per key press (App::update + a full frame through the crossterm backend), in-process;
 //! 3. key latency while a large adapter's statistics compute, the real binary in a pseudo-terminal:
@@ -13,9 +13,9 @@ mod support;
 
 use support::pty;
 
-use lorascope::discovery::{self, ScanRequest};
-use lorascope::stats::{self, Control, Filter};
-use lorascope::survey;
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::compute::stats::{self, Control, Filter};
+use lorascope::synth::survey;
 use lorascope::synth::{self, Dims, Item, Pattern, Spec};
 use lorascope::tui::app::{Action, App, Effect, Options};
 use lorascope::tui::event;
@@ -31,7 +31,7 @@ const COLS: u16 = 120;
 const ROWS: u16 = 36;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The survey's population (`lorascope::survey`: 140 repos at gpt-oss-20b shapes, sparse), as
+/// The survey's population (`lorascope::synth::survey`: 140 repos at gpt-oss-20b shapes, sparse), as
 /// a hub cache. Returns (adapters listed, bytes of safetensors).
 fn write_survey(root: &Path) -> (usize, u64) {
     let repos = survey::repos();

@@ -1,4 +1,4 @@
-//! Writes the survey's 140 repos (see `lorascope::survey`) as a hub cache of sparse files:
+//! Writes the survey's 140 repos (see `lorascope::synth::survey`) as a hub cache of sparse files:
 //! `cargo run --release --example survey_cache -- DIR`, then `lorascope report --cache DIR`.
 
 fn main() -> std::process::ExitCode {
@@ -6,8 +6,8 @@ fn main() -> std::process::ExitCode {
         eprintln!("usage: survey_cache DIR");
         return std::process::ExitCode::FAILURE;
     };
-    let repos = lorascope::survey::repos();
-    match lorascope::survey::write_cache(std::path::Path::new(&dir), &repos) {
+    let repos = lorascope::synth::survey::repos();
+    match lorascope::synth::survey::write_cache(std::path::Path::new(&dir), &repos) {
         Ok(w) => {
             println!(
                 "wrote {} repos, {} bytes of files (sparse)",

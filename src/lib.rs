@@ -1,34 +1,23 @@
 //! lorascope: explore LoRA adapters of Mixture-of-Experts models (gpt-oss first).
 //!
-//! Modules by responsibility: `discovery` finds adapters, `format` reads safetensors headers,
-//! `config` reads adapter_config.json (`fsread` opens
-//! only regular files), `layout` turns tensors into logical deltas, `adapter`
-//! holds the result; `synth` writes synthetic adapters for tests, benchmarks and the demo.
-//! `hub` talks to the Hugging Face Hub (remote headers, `fetch`), `report` summarises many
-//! adapters as the survey does, and `survey` rebuilds the survey's 140 repos synthetically.
-//! `stats` and `compare` compute on the factors, `view` models what is shown (`view::grid`: the
-//! one heatmap model), `plot` draws it as PNG, `tui` is the explorer.
+//! The pipeline, one way down (docs/architecture.md draws it):
+//! - `adapter`: finding adapters (`discovery`, `catalog`), reading safetensors headers (`format`)
+//!   and adapter_config.json (`config`), turning tensors into logical deltas (`layout`).
+//! - `compute`: mmapped factors (`tensor`), the factored SVD core (`math`), per-delta statistics
+//!   (`stats`) and comparisons (`compare`).
+//! - `view`: what every front end shows (text formatting, the heatmap grid model).
+//! - `plot`, `tui`, `report`: what people see; `hub`: the Hugging Face Hub over HTTP.
+//! - `synth`: synthetic adapters for tests, benchmarks and the demo cache.
+//! - `cli` is the command line, a leaf that only `main.rs` uses.
 
 pub mod adapter;
-pub mod catalog;
 pub mod cli;
-pub mod compare;
-pub mod config;
-pub mod demo;
-pub mod discovery;
+pub mod compute;
 pub mod error;
-pub mod format;
-pub mod fsread;
 pub mod hub;
-pub mod layout;
-pub mod math;
 pub mod plot;
 pub mod report;
-pub mod sigbus;
-pub mod stats;
-pub mod survey;
 pub mod synth;
-pub mod tensor;
 pub mod tui;
 pub mod view;
 

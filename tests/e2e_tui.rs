@@ -18,7 +18,7 @@ fn opens_an_adapter_and_quits() {
     }
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("demo-hub");
-    lorascope::demo::write_demo(&cache).unwrap();
+    lorascope::synth::demo::write_demo(&cache).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_lorascope"));
     let xdg = home.path().join("xdg");
     let mut p = pty::Pty::spawn(

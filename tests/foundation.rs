@@ -4,10 +4,10 @@
 
 mod support;
 
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::adapter::format;
+use lorascope::adapter::layout::{Delta, ExpertLayout, LayoutOptions, LoraBLayout, Pick};
 use lorascope::adapter::{Adapter, Kind, Pattern as Pat};
-use lorascope::discovery::{self, ScanRequest};
-use lorascope::format;
-use lorascope::layout::{Delta, ExpertLayout, LayoutOptions, LoraBLayout, Pick};
 use lorascope::synth::{self, Dims, Generated, Pattern, Spec, TensorData};
 use safetensors::Dtype;
 use serde_json::{json, Value};
@@ -662,9 +662,9 @@ fn bytes_read() -> Option<u64> {
 #[test]
 fn survey_population_scans_as_the_survey_says() {
     let hub = Hub::new();
-    let repos = lorascope::survey::repos();
+    let repos = lorascope::synth::survey::repos();
     assert_eq!(repos.len(), 140);
-    lorascope::survey::write_cache(&hub.root, &repos).expect("survey cache");
+    lorascope::synth::survey::write_cache(&hub.root, &repos).expect("survey cache");
     let expected = support::survey_adapters(&repos);
     let read_before = bytes_read();
     let found = scan_cache(&hub.root);

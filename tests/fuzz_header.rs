@@ -6,9 +6,9 @@
 //! A counting global allocator records the peak of live heap bytes during each case. A fixed
 //! seed and a bounded number of cases keep the run deterministic and quick.
 
+use lorascope::adapter::format;
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::{Adapter, Source};
-use lorascope::format;
-use lorascope::layout::LayoutOptions;
 use lorascope::synth::{self, Dims, Pattern, Spec, TensorData};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};

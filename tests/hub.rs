@@ -3,9 +3,9 @@
 
 mod support;
 
-use lorascope::discovery::{self, ScanRequest};
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::hub::{self, FetchProgress, Hub, RepoRef};
-use lorascope::layout::LayoutOptions;
 use lorascope::{Error, Kind};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,10 +264,10 @@ fn offline_mode_fails_before_any_request() {
 /// written as a cache and served.
 fn real_size_repo() -> (tempfile::TempDir, HubServer) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut repos = lorascope::survey::repos();
+    let mut repos = lorascope::synth::survey::repos();
     repos
         .retain(|r| r.id == "survey/c-peft-experts-r64-01" || r.id == "survey/f-multi-adapter-r16");
-    lorascope::survey::write_cache(tmp.path(), &repos).unwrap();
+    lorascope::synth::survey::write_cache(tmp.path(), &repos).unwrap();
     let server = HubServer::start(repos_from_cache(tmp.path()));
     (tmp, server)
 }

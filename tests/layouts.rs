@@ -5,10 +5,10 @@
 
 mod support;
 
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::adapter::layout::{ExpertLayout, Format, LayoutOptions, Pick, Role};
 use lorascope::adapter::{Adapter, Kind, Pattern as Pat};
-use lorascope::discovery::{self, ScanRequest};
-use lorascope::layout::{ExpertLayout, Format, LayoutOptions, Pick, Role};
-use lorascope::stats::{self, Control, Filter};
+use lorascope::compute::stats::{self, Control, Filter};
 use lorascope::synth::{self, Dims, Pattern, Rng, Spec, TensorData};
 use safetensors::Dtype;
 use serde_json::{json, Value};

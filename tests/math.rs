@@ -5,10 +5,10 @@
 //! a dense SVD.
 
 use faer::Mat;
+use lorascope::adapter::layout::{LayoutOptions, LoraBLayout};
 use lorascope::adapter::{Adapter, Source};
-use lorascope::compare;
-use lorascope::layout::{LayoutOptions, LoraBLayout};
-use lorascope::stats::{self, Control, DeltaStats, Filter};
+use lorascope::compute::compare;
+use lorascope::compute::stats::{self, Control, DeltaStats, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;

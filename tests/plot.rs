@@ -1,11 +1,11 @@
 //! PNG plots: decoded back and checked pixel by pixel where the library says it drew each cell.
 
+use lorascope::adapter::discovery;
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::Adapter;
-use lorascope::compare::{self, Comparison};
-use lorascope::discovery;
-use lorascope::layout::LayoutOptions;
+use lorascope::compute::compare::{self, Comparison};
+use lorascope::compute::stats::{self, AdapterStats, Control, DeltaStats, Filter};
 use lorascope::plot::{self, Cell, CompareWith, Metric, Panel, PlotKind, PlotOptions};
-use lorascope::stats::{self, AdapterStats, Control, DeltaStats, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use std::path::{Path, PathBuf};
 

@@ -6,10 +6,10 @@
 
 mod support;
 
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::Adapter;
-use lorascope::discovery::{self, ScanRequest};
 use lorascope::hub::{self, Hub, HubError, RepoRef};
-use lorascope::layout::LayoutOptions;
 use lorascope::synth::{Dims, Pattern, Spec};
 use lorascope::{Error, Kind};
 use std::path::{Path, PathBuf};
@@ -273,7 +273,7 @@ fn fifos_in_the_cache_become_errors_and_the_scan_goes_on() {
     let fifo = h.dir.path().join("fifo");
     mkfifo(&fifo);
     let e = guard(10, "open_regular", move || {
-        lorascope::fsread::open_regular(&fifo).map(|_| ())
+        lorascope::adapter::fsread::open_regular(&fifo).map(|_| ())
     })
     .unwrap_err();
     assert!(e.to_string().contains("FIFO"), "{e}");

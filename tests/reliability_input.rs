@@ -6,13 +6,13 @@
 mod support;
 
 use faer::Mat;
+use lorascope::adapter::config;
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::{Adapter, Kind, Source};
-use lorascope::compare;
-use lorascope::config;
-use lorascope::layout::LayoutOptions;
-use lorascope::math::RANK_TOL;
+use lorascope::compute::compare;
+use lorascope::compute::math::RANK_TOL;
+use lorascope::compute::stats::{self, Control, DeltaStats, Filter};
 use lorascope::plot::{self, PlotKind, PlotOptions};
-use lorascope::stats::{self, Control, DeltaStats, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec, TensorData};
 use safetensors::Dtype;
 use serde_json::Value;
@@ -546,7 +546,8 @@ fn a_kohya_alpha_that_is_not_a_scalar_is_an_error_not_a_neighbours_bytes() {
 #[test]
 fn a_tensor_named_twice_in_a_header_is_an_error() {
     let json = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
-    let e = lorascope::format::parse_header(Path::new("x"), json, 8 + json.len() as u64 + 8)
-        .expect_err("duplicate names");
+    let e =
+        lorascope::adapter::format::parse_header(Path::new("x"), json, 8 + json.len() as u64 + 8)
+            .expect_err("duplicate names");
     assert!(e.to_string().contains("tensor 'w' appears twice"), "{e}");
 }

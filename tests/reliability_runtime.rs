@@ -6,11 +6,11 @@ mod support;
 use support::image::Image;
 use support::pty;
 
+use lorascope::adapter::discovery;
 use lorascope::adapter::Adapter;
-use lorascope::discovery;
-use lorascope::stats::{self, Control, Filter};
+use lorascope::compute::stats::{self, Control, Filter};
+use lorascope::compute::tensor::{Mapped, PAUSE_ENV};
 use lorascope::synth::{self, Dims, Pattern, Spec, TensorData};
-use lorascope::tensor::{Mapped, PAUSE_ENV};
 use safetensors::Dtype;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 
 mod support;
 
-use lorascope::discovery::{self, ScanRequest};
+use lorascope::adapter::discovery::{self, ScanRequest};
 use lorascope::report::{self, Report};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use support::server::{repos_from_cache, HubServer};
 
 /// Repos per row in the survey's tables (docs/survey.md), with its
-/// approximate figures resolved as documented in `lorascope::survey`.
+/// approximate figures resolved as documented in `lorascope::synth::survey`.
 const SURVEY: [(&str, usize); 9] = [
     ("attention-only", 96),  // A: 30 + 22 + 20 + 19 + 1 + 1; A2: 2; A3: 1
     ("attention+router", 2), // B
@@ -25,10 +25,11 @@ const SURVEY: [(&str, usize); 9] = [
     ("error", 0),
 ];
 
-fn survey_cache() -> (tempfile::TempDir, lorascope::survey::Written) {
+fn survey_cache() -> (tempfile::TempDir, lorascope::synth::survey::Written) {
     let tmp = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let w = lorascope::survey::write_cache(tmp.path(), &lorascope::survey::repos()).unwrap();
+    let w = lorascope::synth::survey::write_cache(tmp.path(), &lorascope::synth::survey::repos())
+        .unwrap();
     eprintln!(
         "survey cache: {} repos, {} bytes apparent, written in {:?}",
         w.repos,
@@ -85,7 +86,7 @@ fn the_survey_cache_reports_the_survey_counts() {
     assert!(r.overview.bytes <= written.bytes && written.bytes - r.overview.bytes < 200_000);
 
     // Every repo lands in the row the survey gives it.
-    let expected: BTreeMap<String, &str> = lorascope::survey::repos()
+    let expected: BTreeMap<String, &str> = lorascope::synth::survey::repos()
         .into_iter()
         .map(|s| (s.id, s.row))
         .collect();
@@ -267,7 +268,7 @@ fn remote_report_over_140_repos_reads_under_one_percent() {
     let server = HubServer::start(repos_from_cache(tmp.path()));
     let list = tmp.path().join("repos.txt");
     // In the cache's order, so that the examples of both reports are the same.
-    let mut ids: Vec<String> = lorascope::survey::repos()
+    let mut ids: Vec<String> = lorascope::synth::survey::repos()
         .into_iter()
         .map(|r| r.id)
         .collect();

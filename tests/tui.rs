@@ -1,10 +1,10 @@
 //! The explorer without a terminal: `App::update` driven by actions, and every view rendered into
 //! ratatui's `TestBackend` and compared with committed insta snapshots.
 
+use lorascope::adapter::discovery;
+use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::Adapter;
-use lorascope::discovery;
-use lorascope::layout::LayoutOptions;
-use lorascope::stats::{self, Control, Filter};
+use lorascope::compute::stats::{self, Control, Filter};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use lorascope::tui::app::{Action, App, CompareOutput, Effect, Options};
 use lorascope::tui::event;
@@ -156,7 +156,8 @@ fn run_effects(app: &mut App) {
                 let st = |x: &Adapter| {
                     Arc::new(stats::compute(x, &Filter::default(), &Control::default()).unwrap())
                 };
-                let comparison = lorascope::compare::compare(&a, &b, &Control::default()).unwrap();
+                let comparison =
+                    lorascope::compute::compare::compare(&a, &b, &Control::default()).unwrap();
                 app.update(Action::Done {
                     job,
                     result: Ok(CompareOutput {

@@ -2,10 +2,10 @@
 //! gpt-oss, against the statistics of the writers' own deltas (PEFT `get_delta_weight`, mlx-lm
 //! `fuse()` minus the base weight). Made by tests/fixtures/writers/make.py; no Python needed here.
 
+use lorascope::adapter::discovery::{self, ScanRequest};
+use lorascope::adapter::layout::Format;
 use lorascope::adapter::{Adapter, Kind};
-use lorascope::discovery::{self, ScanRequest};
-use lorascope::layout::Format;
-use lorascope::stats::{self, Control, Filter};
+use lorascope::compute::stats::{self, Control, Filter};
 use serde::Deserialize;
 use std::path::PathBuf;
 

@@ -2,9 +2,9 @@
 
 use super::table::Table;
 use super::{print_json, ReadOpts};
-use crate::catalog::Catalog;
-use crate::compare;
-use crate::stats::{self, Control, Filter};
+use crate::adapter::catalog::Catalog;
+use crate::compute::compare;
+use crate::compute::stats::{self, Control, Filter};
 use crate::view::text;
 use anyhow::Result;
 use clap::Args;

@@ -1,9 +1,9 @@
 //! `fetch` and `inspect --remote`: the Hub commands (see `crate::hub`).
 
 use super::show_inspect;
-use crate::catalog::Catalog;
+use crate::adapter::catalog::Catalog;
+use crate::adapter::layout::LayoutOptions;
 use crate::hub::{self, FetchProgress, Hub, HubConfig, RepoRef};
-use crate::layout::LayoutOptions;
 use crate::view::text;
 use anyhow::{Context, Result};
 use clap::Args;

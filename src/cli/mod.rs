@@ -21,11 +21,11 @@ mod tui;
 
 pub use table::Table;
 
+use crate::adapter::catalog::Catalog;
+use crate::adapter::discovery::{self, ScanRequest};
+use crate::adapter::format::dtype_name;
+use crate::adapter::layout::{LayoutOptions, LoraBLayout};
 use crate::adapter::Adapter;
-use crate::catalog::Catalog;
-use crate::discovery::{self, ScanRequest};
-use crate::format::dtype_name;
-use crate::layout::{LayoutOptions, LoraBLayout};
 use crate::view::text;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -188,7 +188,7 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 
 /// The adapters `lorascope` with no subcommand shows: the cache, else the demo cache.
 fn default_adapters(ctx: &Catalog, paths: &[PathBuf]) -> Result<(Vec<Adapter>, Option<String>)> {
-    let (src, note) = crate::demo::sources_or_demo(ctx, paths)?;
+    let (src, note) = crate::synth::demo::sources_or_demo(ctx, paths)?;
     Ok((discovery::load_all(&src, LayoutOptions::default()), note))
 }
 
@@ -298,8 +298,8 @@ struct InspectJson<'a> {
     error: Option<&'a str>,
     notes: &'a [String],
     tensors: Vec<TensorJson<'a>>,
-    deltas: &'a [crate::layout::Delta],
-    full_tensors: &'a [crate::layout::FullTensor],
+    deltas: &'a [crate::adapter::layout::Delta],
+    full_tensors: &'a [crate::adapter::layout::FullTensor],
 }
 
 fn cmd_inspect(ctx: &Catalog, id: &str, json: bool, layout: LayoutOptions) -> Result<ExitCode> {
@@ -431,11 +431,11 @@ pub fn inspect_text(a: &Adapter) -> String {
 fn cmd_demo(dir: Option<PathBuf>) -> Result<ExitCode> {
     let dir = match dir {
         Some(d) => d,
-        None => {
-            crate::catalog::demo_dir().context("no HOME or XDG_CACHE_HOME for the demo cache")?
-        }
+        None => crate::adapter::catalog::demo_dir()
+            .context("no HOME or XDG_CACHE_HOME for the demo cache")?,
     };
-    let n = crate::demo::write_demo(&dir).with_context(|| format!("writing {}", dir.display()))?;
+    let n = crate::synth::demo::write_demo(&dir)
+        .with_context(|| format!("writing {}", dir.display()))?;
     outln!("wrote {n} demo repos to {}", dir.display());
     outln!("try: lorascope scan --cache {}", dir.display());
     Ok(ExitCode::SUCCESS)

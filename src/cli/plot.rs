@@ -2,10 +2,10 @@
 
 use super::compute::StderrProgress;
 use super::ReadOpts;
-use crate::catalog::Catalog;
-use crate::compare;
+use crate::adapter::catalog::Catalog;
+use crate::compute::compare;
+use crate::compute::stats::{self, Control, Filter};
 use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
-use crate::stats::{self, Control, Filter};
 use crate::view::text;
 use anyhow::Result;
 use clap::Args;

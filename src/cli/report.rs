@@ -1,10 +1,10 @@
 //! `report`: the survey report of the cache, paths and remote repos (see `crate::report`).
 
 use super::print_json;
-use crate::catalog::Catalog;
-use crate::discovery::{self, ScanRequest};
+use crate::adapter::catalog::Catalog;
+use crate::adapter::discovery::{self, ScanRequest};
+use crate::adapter::layout::LayoutOptions;
 use crate::hub::{self, Hub, HubConfig};
-use crate::layout::LayoutOptions;
 use crate::report;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};

@@ -1,6 +1,6 @@
 //! `lorascope tui` (and `lorascope` with no subcommand on a terminal): the explorer.
 
-use crate::catalog::Catalog;
+use crate::adapter::catalog::Catalog;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

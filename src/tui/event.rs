@@ -7,11 +7,11 @@ use super::app::{Action, App, CompareOutput, Effect};
 use super::jobs::{JobId, JobOutput};
 use super::keymap::{self, Command};
 use super::{export, ui};
+use crate::adapter::discovery;
+use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{Adapter, Source};
-use crate::discovery;
+use crate::compute::stats::{self, AdapterStats, Control, Filter};
 use crate::hub::{self, FetchProgress, HubConfig, RepoRef};
-use crate::layout::LayoutOptions;
-use crate::stats::{self, AdapterStats, Control, Filter};
 use futures::{Stream, StreamExt};
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{Event, KeyCode, MouseButton, MouseEventKind};
@@ -88,12 +88,12 @@ pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
     spawn_work(
         tx,
         move || {
-            let catalog = crate::catalog::Catalog {
+            let catalog = crate::adapter::catalog::Catalog {
                 cache: job.cache,
                 explicit_cache: job.explicit_cache,
             };
             let (src, note): (Vec<Source>, Option<String>) =
-                match crate::demo::sources_or_demo(&catalog, &job.paths) {
+                match crate::synth::demo::sources_or_demo(&catalog, &job.paths) {
                     Ok(x) => x,
                     Err(e) => {
                         return Action::ScanDone {
@@ -339,7 +339,7 @@ fn compare_job(
         progress: Some(&f),
         cancel: Some(cancel),
     };
-    let comparison = crate::compare::compare(a, b, &ctl).map_err(|e| e.to_string())?;
+    let comparison = crate::compute::compare::compare(a, b, &ctl).map_err(|e| e.to_string())?;
     Ok(CompareOutput {
         comparison,
         stats_a,

@@ -6,7 +6,7 @@
 
 use super::app::{CompareOutput, Effect};
 use crate::adapter::Adapter;
-use crate::stats::AdapterStats;
+use crate::compute::stats::AdapterStats;
 use std::collections::HashMap;
 use std::sync::Arc;
 

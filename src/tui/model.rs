@@ -2,11 +2,11 @@
 //! drawing): list rows, the tensor tree, the compare summary. The layer, expert and compare
 //! grids are `view::grid`'s.
 
+use crate::adapter::format::dtype_name;
+use crate::adapter::layout::{target_order, Delta, ExpertLayout};
 use crate::adapter::{Adapter, Kind};
-use crate::compare::{by_target, Comparison, TargetSummary};
-use crate::format::dtype_name;
-use crate::layout::{target_order, Delta, ExpertLayout};
-use crate::stats::AdapterStats;
+use crate::compute::compare::{by_target, Comparison, TargetSummary};
+use crate::compute::stats::AdapterStats;
 use crate::view::grid::{compare_grid, Grid};
 use crate::view::text;
 use crate::view::text::{compact_targets, short_name};
@@ -453,7 +453,7 @@ pub struct CompareModel {
 }
 
 /// `k_proj (layers 0-23), gate_up_proj ×32 experts (layers 0,7)`.
-fn describe_keys(keys: &[crate::compare::Key]) -> String {
+fn describe_keys(keys: &[crate::compute::compare::Key]) -> String {
     if keys.is_empty() {
         return "nothing".into();
     }

@@ -8,10 +8,10 @@
 //! builders ([`layer_grid`], [`expert_grid`], [`compare_grid`]) and the figures of `plot` differ
 //! only in which rows and columns they ask for.
 
+use crate::adapter::layout::{is_expert_target, target_order, DeltaKey, ExpertLayout};
 use crate::adapter::Adapter;
-use crate::compare::Comparison;
-use crate::layout::{is_expert_target, target_order, DeltaKey, ExpertLayout};
-use crate::stats::{AdapterStats, DeltaStats};
+use crate::compute::compare::Comparison;
+use crate::compute::stats::{AdapterStats, DeltaStats};
 use std::collections::{BTreeSet, HashMap};
 
 // ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 /// `q,k,v,o,gate_up,down`: targets without the `_proj`.
 pub fn compact_targets(t: &[String]) -> String {
     let mut v: Vec<&String> = t.iter().collect();
-    v.sort_by_key(|x| (crate::layout::target_order(x), x.as_str()));
+    v.sort_by_key(|x| (crate::adapter::layout::target_order(x), x.as_str()));
     v.dedup();
     let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
     if s.is_empty() {

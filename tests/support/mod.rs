@@ -8,10 +8,10 @@ pub mod image;
 pub mod pty;
 pub mod server;
 
+use lorascope::adapter::layout::{Factor, Pick};
 use lorascope::adapter::Adapter;
 use lorascope::hub::cache::{commit_id, CacheRepo};
-use lorascope::layout::{Factor, Pick};
-use lorascope::survey::{Item, SurveyRepo};
+use lorascope::synth::survey::{Item, SurveyRepo};
 use lorascope::synth::{self, Spec};
 use safetensors::Dtype;
 use std::collections::BTreeMap;

@@ -73,9 +73,9 @@ pub fn repos_from_cache(root: &Path) -> Vec<ServedRepo> {
         .collect();
     dirs.sort();
     for d in dirs {
-        let Some(id) =
-            lorascope::discovery::repo_id_from_folder(&d.file_name().unwrap().to_string_lossy())
-        else {
+        let Some(id) = lorascope::adapter::discovery::repo_id_from_folder(
+            &d.file_name().unwrap().to_string_lossy(),
+        ) else {
             continue;
         };
         let sha = std::fs::read_to_string(d.join("refs/main"))

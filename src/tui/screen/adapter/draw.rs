@@ -2,7 +2,7 @@
 
 use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
-use crate::stats::AdapterStats;
+use crate::compute::stats::AdapterStats;
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobOutput};
 use crate::tui::model::{NodeKind, StatsColumn, StatsRow};

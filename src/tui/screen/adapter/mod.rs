@@ -5,7 +5,7 @@ mod draw;
 
 use super::{step, step2, Go, Shared};
 use crate::adapter::Adapter;
-use crate::stats::AdapterStats;
+use crate::compute::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};

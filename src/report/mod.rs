@@ -2,9 +2,9 @@
 //! counts and expert layers, and what is unusual. `build` is a pure function of the adapters (local
 //! or remote); `Report` renders as Markdown and serialises as JSON with the same numbers.
 
+use crate::adapter::layout::ExpertLayout;
 use crate::adapter::{Adapter, Kind, Pattern};
 use crate::hub::SurveyStats;
-use crate::layout::ExpertLayout;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

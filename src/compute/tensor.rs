@@ -1,10 +1,10 @@
 //! Tensor data access: each safetensors file is mmapped, tensors are viewed in place (zero-copy
 //! when aligned) as ndarray views, sliced per expert, and converted to f64 one factor at a time.
 
+use crate::adapter::layout::{Factor, Pick};
 use crate::adapter::Adapter;
+use crate::compute::sigbus;
 use crate::error::{Error, Result};
-use crate::layout::{Factor, Pick};
-use crate::sigbus;
 use faer::MatRef;
 use memmap2::Mmap;
 use ndarray::{s, ArrayView2, ArrayView3, Axis};
@@ -81,7 +81,7 @@ impl<'a> Mapped<'a> {
     pub fn open(adapter: &'a Adapter) -> Result<Mapped<'a>> {
         let mut files = Vec::with_capacity(adapter.files.len());
         for f in &adapter.files {
-            let file = crate::fsread::open_regular(&f.path)?;
+            let file = crate::adapter::fsread::open_regular(&f.path)?;
             let meta = file.metadata().map_err(|e| Error::io(&f.path, e))?;
             if meta.len() != f.size {
                 return Err(Error::format(
@@ -373,7 +373,7 @@ mod tests {
         let mut spec = Spec::new(dims, Pattern::Attention);
         spec.attn_rank = 16;
         synth::write_adapter(dir.path(), &spec).unwrap();
-        let src = crate::discovery::discover_path(dir.path());
+        let src = crate::adapter::discovery::discover_path(dir.path());
         let a = Adapter::load(&src[0], Default::default());
         let m = Mapped::open(&a).unwrap();
         let last = a

@@ -5,12 +5,12 @@
 //! it has no timeouts, ignores `HF_HUB_CACHE`, and resumes from its own `.sync.part` files instead
 //! of huggingface_hub's `blobs/<etag>.incomplete`.
 
+use crate::adapter::config::{self, ConfigStatus};
+use crate::adapter::format::{self, Header, TensorInfo};
+use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{Adapter, FileInfo, Source};
-use crate::config::{self, ConfigStatus};
 pub use crate::error::HubError;
 use crate::error::{Error, Result};
-use crate::format::{self, Header, TensorInfo};
-use crate::layout::LayoutOptions;
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
 use reqwest::{Client, Method, Response, StatusCode};
@@ -1084,9 +1084,9 @@ pub async fn fetch(
 }
 
 /// The adapter folders of a remote repo's file list, grouped as discovery groups a snapshot.
-fn adapter_folders(files: &[String]) -> Vec<crate::discovery::Folder<String>> {
+fn adapter_folders(files: &[String]) -> Vec<crate::adapter::discovery::Folder<String>> {
     let named: Vec<(String, String)> = files.iter().map(|f| (f.clone(), f.clone())).collect();
-    crate::discovery::group_folders(&named)
+    crate::adapter::discovery::group_folders(&named)
 }
 
 /// Percent-encodes a revision or file path for a URL (a revision's `/` too, as the Hub wants).

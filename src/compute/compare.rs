@@ -1,12 +1,12 @@
 //! Two adapters side by side: deltas matched by (layer, target, expert), with norms, cosine and
 //! subspace similarity from the factors.
 
+use crate::adapter::layout::{target_order, Delta, DeltaKey};
 use crate::adapter::Adapter;
+use crate::compute::math;
+use crate::compute::stats::{factor, Control};
+use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
-use crate::layout::{target_order, Delta, DeltaKey};
-use crate::math;
-use crate::stats::{factor, Control};
-use crate::tensor::Mapped;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{demo_dir, demo_is_complete, Catalog, DEMO_MARKER};
+use crate::adapter::catalog::{demo_dir, demo_is_complete, Catalog, DEMO_MARKER};
 
 struct Repo {
     name: &'static str,

@@ -8,9 +8,9 @@
 //! 2D + 2D pairs are dense (or PEFT-packed under a ParamWrapper), 3D + 3D pairs are stacked
 //! experts. Adding a layout = adding a table entry and its synth fixture.
 
-use crate::config::{self, AdapterConfig};
+use crate::adapter::config::{self, AdapterConfig};
+use crate::adapter::format::TensorInfo;
 use crate::error::Error;
-use crate::format::TensorInfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

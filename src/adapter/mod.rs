@@ -1,11 +1,18 @@
 //! An adapter as lorascope sees it: its files' headers, its config, its kind and its deltas.
 
-use crate::config::{self, ConfigStatus};
-use crate::error::Error;
-use crate::format::{self, dtype_name, Header, TensorInfo};
-use crate::layout::{
-    self, Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, TensorEntry,
+pub mod catalog;
+pub mod config;
+pub mod discovery;
+pub mod format;
+pub mod fsread;
+pub mod layout;
+
+use crate::adapter::config::ConfigStatus;
+use crate::adapter::format::{dtype_name, Header, TensorInfo};
+use crate::adapter::layout::{
+    Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, TensorEntry,
 };
+use crate::error::Error;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

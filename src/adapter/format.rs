@@ -49,7 +49,7 @@ pub fn dtype_name(d: Dtype) -> String {
 
 /// Reads and validates the header of `path` without touching tensor data.
 pub fn read_header(path: &Path) -> Result<Header> {
-    let mut f = crate::fsread::open_regular(path)?;
+    let mut f = crate::adapter::fsread::open_regular(path)?;
     let file_size = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut len8 = [0u8; 8];
     if file_size >= 8 {
@@ -274,7 +274,7 @@ fn entry_fields(v: &serde_json::Value) -> std::result::Result<Fields, String> {
 pub fn read_scalar(path: &Path, offset: u64, dtype: Dtype) -> Result<f64> {
     use std::io::{Seek, SeekFrom};
     let size = dtype.bitsize().div_ceil(8);
-    let mut f = crate::fsread::open_regular(path)?;
+    let mut f = crate::adapter::fsread::open_regular(path)?;
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| Error::io(path, e))?;
     let mut b = [0u8; 8];

@@ -16,10 +16,10 @@
 //! Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs no system font. Files are written to a temporary name in the destination folder and renamed,
 //! so a failure never leaves a partial PNG behind.
 
-use crate::compare::Comparison;
+use crate::adapter::layout::target_order;
+use crate::compute::compare::Comparison;
+use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::error::{Error, Result};
-use crate::layout::target_order;
-use crate::stats::{AdapterStats, DeltaStats};
 use crate::view::grid::{
     self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind,
 };
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/DejaVuSans-LICENSE.txt).
-static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Default size of a single-adapter figure.
 pub const DEFAULT_SIZE: (u32, u32) = (1200, 800);
@@ -231,7 +231,7 @@ fn save(r: &Rendered, out: &Path) -> Result<()> {
 ///
 /// ```no_run
 /// # use lorascope::plot::{export_view, PlotKind, PlotOptions};
-/// # fn f(stats: &lorascope::stats::AdapterStats) -> lorascope::Result<()> {
+/// # fn f(stats: &lorascope::compute::stats::AdapterStats) -> lorascope::Result<()> {
 /// let path = export_view(stats, None, &PlotOptions::new(PlotKind::Layers), ".".as_ref())?;
 /// println!("wrote {}", path.display());
 /// # Ok(()) }

@@ -1,7 +1,10 @@
 //! Synthetic adapters of every layout with chosen singular values, at toy or real gpt-oss sizes.
 //! Used by the tests, the benchmarks and `lorascope demo`; includes a small safetensors writer.
 
-use crate::layout::LoraBLayout;
+pub mod demo;
+pub mod survey;
+
+use crate::adapter::layout::LoraBLayout;
 use safetensors::Dtype;
 use std::io::Write;
 use std::path::Path;
@@ -248,7 +251,7 @@ fn header_bytes(tensors: &[TensorData], aligned: bool) -> (Vec<u8>, usize) {
         map.insert(
             t.name.clone(),
             serde_json::json!({
-                "dtype": crate::format::dtype_name(t.dtype),
+                "dtype": crate::adapter::format::dtype_name(t.dtype),
                 "shape": t.shape,
                 "data_offsets": [off, off + n],
             }),
@@ -329,7 +332,7 @@ impl Gen<'_> {
         self.spec
             .rank_pattern
             .iter()
-            .find(|(k, _)| crate::config::pattern_matches(k, module))
+            .find(|(k, _)| crate::adapter::config::pattern_matches(k, module))
             .map_or(default, |(_, r)| *r)
     }
 

@@ -1,7 +1,7 @@
 //! Finding adapters: the Hugging Face cache (huggingface_hub's conventions) and named paths.
 
+use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{Adapter, Source};
-use crate::layout::LayoutOptions;
 use rayon::prelude::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -82,7 +82,7 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
 fn snapshot_of(repo: &Path) -> Result<(String, PathBuf), String> {
     let snaps = repo.join("snapshots");
     let refs_main = repo.join("refs").join("main");
-    match crate::fsread::read_regular(&refs_main) {
+    match crate::adapter::fsread::read_regular(&refs_main) {
         Ok(bytes) => {
             let rev = String::from_utf8_lossy(&bytes).trim().to_string();
             if !is_revision_name(&rev) {

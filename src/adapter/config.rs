@@ -66,7 +66,7 @@ impl ConfigStatus {
 /// Reads `dir/adapter_config.json`, never failing: problems become the status.
 pub fn load(dir: &Path) -> ConfigStatus {
     let path = dir.join("adapter_config.json");
-    match crate::fsread::read_regular(&path) {
+    match crate::adapter::fsread::read_regular(&path) {
         Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             ConfigStatus::Missing
         }

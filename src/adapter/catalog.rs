@@ -1,10 +1,10 @@
 //! Where adapters are looked for, and finding one by id or path: the hub cache, the demo cache
 //! (when it exists) and named paths, with the closest known ids when nothing matches.
 
+use crate::adapter::discovery::{self, ScanRequest};
+use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{closest, Adapter, Source};
-use crate::discovery::{self, ScanRequest};
 use crate::error::Error;
-use crate::layout::LayoutOptions;
 use std::path::{Path, PathBuf};
 
 /// Written last into the demo cache: a demo folder without it is incomplete.

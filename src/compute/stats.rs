@@ -1,10 +1,10 @@
 //! Statistics of every delta (and full tensor) of an adapter, computed in parallel across deltas.
 
+use crate::adapter::layout::{Delta, DeltaKey};
 use crate::adapter::Adapter;
+use crate::compute::math::{self, Factored};
+use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
-use crate::layout::{Delta, DeltaKey};
-use crate::math::{self, Factored};
-use crate::tensor::Mapped;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -251,7 +251,7 @@ pub fn factor(m: &Mapped, d: &Delta, want_vectors: bool) -> Result<Factored> {
     Ok(Factored::new(d.scale, b_t, a_t, want_vectors))
 }
 
-fn full_stats(m: &Mapped, f: &crate::layout::FullTensor) -> Result<FullStats> {
+fn full_stats(m: &Mapped, f: &crate::adapter::layout::FullTensor) -> Result<FullStats> {
     let v = m.full_values(f.tensor)?;
     let fro = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let spectral = match f.shape.len() {
@@ -302,7 +302,7 @@ pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterS
         let f = factor(m, d, false)?;
         Ok(from_sigma(d, f.sigma()))
     })?;
-    let full: Vec<&crate::layout::FullTensor> = a
+    let full: Vec<&crate::adapter::layout::FullTensor> = a
         .full
         .iter()
         .filter(|f| filter.expert.is_none() && filter.matches(f.layer, &f.target, None))

@@ -8,7 +8,7 @@
 //! min(r, out) × min(r, in). A rank above the matrix dims (r = 65536 on 2×2) then costs O(r)
 //! work and memory, not O(r³) and r² (the r×r Gram of a short factor alone was 34 GB).
 
-use crate::tensor::ColMajor;
+use crate::compute::tensor::ColMajor;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::Svd;
 use faer::{Accum, Mat, MatRef, Par, Side};
