@@ -1,5 +1,5 @@
 //! `hub`: fetch into the cache layout, resume, 404, timeouts, header-only remote reading, all
-//! against the Hub-like server in `common` on 127.0.0.1.
+//! against the Hub-like server in `support::server` on 127.0.0.1.
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Issue 14, the Hub client and the cache walk: the token stays with the endpoint, every request
 //! has a deadline, and the cache walk opens only regular files, follows no folder links and
-//! never leaves the cache. Hub tests run against the loopback server in `common`; cache tests
+//! never leaves the cache. Hub tests run against the loopback server in `support::server`; cache tests
 //! build caches with `support`. Anything that hung before runs under a guard, so a regression
 //! fails instead of hanging.
 
