@@ -342,9 +342,7 @@ fn draw_layers(
         centered_message(buf, area, vec![Line::raw(why)], None, theme);
         return;
     }
-    let m = v.metric.index();
     let [map, footer] = Layout::vertical([Constraint::Min(2), Constraint::Length(2)]).areas(area);
-    let scale = grid_scale(&v.layers, v.metric);
     let title = Line::from(vec![
         Span::styled(format!(" {} ", v.layers.title), theme.header()),
         Span::styled(
@@ -355,32 +353,51 @@ fn draw_layers(
     ]);
     let map = titled(buf, map, title);
     let text = |c: &GridCell| c.text.clone();
+    let waiting = waiting_line(a, stats, theme);
+    let grid = (&v.layers, v.layer_cursor);
+    draw_grid(
+        buf,
+        (map, footer),
+        app,
+        grid,
+        v.metric,
+        &text,
+        waiting,
+        theme,
+        hits,
+    );
+}
+
+/// The body of the layer and expert maps: `grid` as a heatmap in `map` (its hits recorded), then
+/// the footer: colour bar, the selected cell's detail, and `waiting`.
+#[allow(clippy::too_many_arguments)]
+fn draw_grid(
+    buf: &mut Buffer,
+    (map, footer): (Rect, Rect),
+    app: &App,
+    (grid, cursor): (&Grid, (usize, usize)),
+    metric: Metric,
+    text: &dyn Fn(&GridCell) -> String,
+    waiting: Option<Line<'static>>,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    let m = metric.index();
+    let scale = grid_scale(grid, metric);
     let h = Heatmap {
-        grid: &v.layers,
+        grid,
         metric: m,
-        text: &text,
+        text,
         scale,
-        cursor: Some(v.layer_cursor),
+        cursor: Some(cursor),
         prev: app.hits.heatmap.as_ref(),
     }
     .draw(buf, map, theme);
     hits.page = (h.cells.height as usize).max(1);
     hits.heatmap = Some(h);
-    let detail = cell_detail(
-        v.layers.cell(v.layer_cursor.0, v.layer_cursor.1),
-        m,
-        v.metric.label(),
-        theme,
-    );
-    map_footer(
-        buf,
-        footer,
-        scale.as_ref(),
-        v.metric.label(),
-        detail,
-        waiting_line(a, stats, theme),
-        theme,
-    );
+    let detail = cell_detail(grid.cell(cursor.0, cursor.1), m, metric.label(), theme);
+    let label = metric.label();
+    map_footer(buf, footer, scale.as_ref(), label, detail, waiting, theme);
 }
 
 /// Writes a title line at the top of `area` and returns the rest.
@@ -411,7 +428,6 @@ fn draw_experts(
         centered_message(buf, area, vec![Line::raw(why)], None, theme);
         return;
     }
-    let m = v.metric.index();
     let [map, footer] = Layout::vertical([Constraint::Min(2), Constraint::Length(2)]).areas(area);
     let targets: Vec<Span> = v
         .expert_targets
@@ -432,25 +448,7 @@ fn draw_experts(
         theme.dim(),
     ));
     let map = titled(buf, map, Line::from(title));
-    let scale = grid_scale(&v.experts, v.metric);
     let text = |_: &GridCell| String::new();
-    let h = Heatmap {
-        grid: &v.experts,
-        metric: m,
-        text: &text,
-        scale,
-        cursor: Some(v.expert_cursor),
-        prev: app.hits.heatmap.as_ref(),
-    }
-    .draw(buf, map, theme);
-    hits.page = (h.cells.height as usize).max(1);
-    hits.heatmap = Some(h);
-    let detail = cell_detail(
-        v.experts.cell(v.expert_cursor.0, v.expert_cursor.1),
-        m,
-        v.metric.label(),
-        theme,
-    );
     let waiting = waiting_line(a, stats, theme).map(|l| {
         if stats.is_none() && a.error.is_none() {
             Line::styled(
@@ -461,14 +459,17 @@ fn draw_experts(
             l
         }
     });
-    map_footer(
+    let grid = (&v.experts, v.expert_cursor);
+    draw_grid(
         buf,
-        footer,
-        scale.as_ref(),
-        v.metric.label(),
-        detail,
+        (map, footer),
+        app,
+        grid,
+        v.metric,
+        &text,
         waiting,
         theme,
+        hits,
     );
 }
 
