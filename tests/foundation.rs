@@ -6,7 +6,7 @@ mod support;
 
 use lorascope::adapter::discovery::{self, ScanRequest};
 use lorascope::adapter::format;
-use lorascope::adapter::layout::{Delta, ExpertLayout, LayoutOptions, LoraBLayout, Pick};
+use lorascope::adapter::layout::{Delta, DeltaKey, ExpertLayout, LayoutOptions, LoraBLayout, Pick};
 use lorascope::adapter::{Adapter, Kind, Pattern as Pat};
 use lorascope::synth::{self, Dims, Generated, Pattern, Spec, TensorData};
 use safetensors::Dtype;
@@ -94,7 +94,12 @@ fn spectrum_mismatches(a: &Adapter, g: &Generated) -> Vec<String> {
     let planted: BTreeMap<_, _> = g
         .planted
         .iter()
-        .map(|p| ((Some(p.layer), p.target.clone(), p.expert), &p.sigma))
+        .map(|p| {
+            (
+                DeltaKey::new(Some(p.layer), p.target.as_str(), p.expert),
+                &p.sigma,
+            )
+        })
         .collect();
     let mut bad = Vec::new();
     for d in &a.deltas {
@@ -164,7 +169,7 @@ fn pattern_a_attention_qkvo() {
     assert_eq!(a.dtypes(), strings(&["F32"]));
     assert_eq!(a.base_model().as_deref(), Some("openai/gpt-oss-20b"));
     for d in &a.deltas {
-        assert_eq!((d.out_dim, d.in_dim), s.dims.attn_shape(&d.target));
+        assert_eq!((d.out_dim, d.in_dim), s.dims.attn_shape(d.target.as_str()));
         assert_eq!((d.a.pick, d.b.pick), (Pick::All, Pick::All));
         assert_eq!(d.scale, 16.0 / 4.0, "PEFT: s = lora_alpha / r");
     }

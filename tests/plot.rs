@@ -392,6 +392,8 @@ fn bad_requests_fail_with_clear_messages() {
 
 fn delta(layer: usize, target: &str, expert: Option<usize>, sv: Vec<f64>, x: f64) -> DeltaStats {
     DeltaStats {
+        // Made-up statistics of no adapter: no delta to point at.
+        index: 0,
         layer: Some(layer),
         target: target.into(),
         expert,

@@ -3,7 +3,7 @@
 //! `fuse()` minus the base weight). Made by tests/fixtures/writers/make.py; no Python needed here.
 
 use lorascope::adapter::discovery::{self, ScanRequest};
-use lorascope::adapter::layout::Format;
+use lorascope::adapter::layout::{DeltaKey, Format};
 use lorascope::adapter::{Adapter, Kind};
 use lorascope::compute::stats::{self, Control, Filter};
 use serde::Deserialize;
@@ -44,7 +44,7 @@ fn check(name: &str, format: Format) {
     let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
     assert_eq!(st.deltas.len(), expected.len(), "{name}: delta count");
     for e in &expected {
-        let key = (Some(e.layer), e.target.clone(), e.expert);
+        let key = DeltaKey::new(Some(e.layer), e.target.as_str(), e.expert);
         let d = a
             .deltas
             .iter()

@@ -10,6 +10,7 @@
 
 use crate::adapter::config::{self, AdapterConfig};
 use crate::adapter::format::TensorInfo;
+pub use crate::adapter::target::{DeltaKey, Target};
 use crate::error::Error;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -115,7 +116,7 @@ pub struct NameInfo {
     pub module: String,
     pub layer: Option<usize>,
     /// Canonical target (`q_proj`, `gate_up_proj`, `router`, …).
-    pub target: String,
+    pub target: Target,
     /// Expert index when the module is one expert (`experts.N.…`, `gate_up_projs.N`).
     pub expert: Option<usize>,
     /// PEFT ParamWrapper depth: number of trailing `base_layer` after `experts` (None otherwise).
@@ -245,28 +246,6 @@ fn looks_like_lora(c: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 const LAYER_WORDS: [&str; 5] = ["layers", "layer", "h", "blocks", "block"];
-
-/// Canonical order of targets in tables.
-pub fn target_order(t: &str) -> usize {
-    const ORDER: [&str; 10] = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "router",
-        "gate_up_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-        "embed_tokens",
-    ];
-    ORDER.iter().position(|x| *x == t).unwrap_or(ORDER.len())
-}
-
-/// Expert targets are the ones whose deltas may be per expert.
-pub fn is_expert_target(t: &str) -> bool {
-    matches!(t, "gate_up_proj" | "gate_proj" | "up_proj" | "down_proj")
-}
 
 fn canonical(comp: &str) -> &str {
     match comp {
@@ -467,7 +446,7 @@ pub fn parse_name(name: &str) -> NameInfo {
         role,
         module: module_comps.join("."),
         layer,
-        target,
+        target: Target::parse(&target),
         expert,
         wrapper_depth,
         format,
@@ -499,12 +478,12 @@ fn wrapped_params(cfg: Option<&AdapterConfig>, module: &str) -> Vec<String> {
 }
 
 /// Which parameter a ParamWrapper at `depth` (0 = outermost) wraps.
-fn resolve_wrapper(cfg: Option<&AdapterConfig>, module: &str, depth: usize) -> Option<String> {
+fn resolve_wrapper(cfg: Option<&AdapterConfig>, module: &str, depth: usize) -> Option<Target> {
     let params = wrapped_params(cfg, module);
     params
         .len()
         .checked_sub(1 + depth)
-        .map(|i| canonical(&params[i]).to_string())
+        .map(|i| Target::parse(canonical(&params[i])))
 }
 
 /// Picks a factor's matrix out of its tensor.
@@ -598,9 +577,9 @@ pub fn split_gate_up(deltas: Vec<Delta>, order: GateUpOrder) -> Vec<Delta> {
             out.push(d);
             continue;
         }
-        for (half, target) in ["gate_proj", "up_proj"].into_iter().enumerate() {
+        for (half, target) in [Target::Gate, Target::Up].into_iter().enumerate() {
             let mut h = d.clone();
-            h.target = target.to_string();
+            h.target = target;
             h.out_dim = d.out_dim / 2;
             h.b.rows = Some(order.rows(half, d.out_dim));
             out.push(h);
@@ -613,25 +592,12 @@ pub fn split_gate_up(deltas: Vec<Delta>, order: GateUpOrder) -> Vec<Delta> {
 /// Whether `split_gate_up` splits this delta: a fused gate_up with an even number of rows, not
 /// already a row selection.
 pub fn splits_gate_up(d: &Delta) -> bool {
-    d.target == "gate_up_proj" && d.out_dim % 2 == 0 && d.b.rows.is_none()
+    d.target == Target::GateUp && d.out_dim % 2 == 0 && d.b.rows.is_none()
 }
 
 fn sort_deltas(deltas: &mut [Delta]) {
     deltas.sort_by(|x, y| {
-        (
-            x.layer,
-            target_order(&x.target),
-            &x.target,
-            x.expert,
-            &x.module,
-        )
-            .cmp(&(
-                y.layer,
-                target_order(&y.target),
-                &y.target,
-                y.expert,
-                &y.module,
-            ))
+        (x.layer, &x.target, x.expert, &x.module).cmp(&(y.layer, &y.target, y.expert, &y.module))
     });
 }
 
@@ -639,7 +605,7 @@ fn sort_deltas(deltas: &mut [Delta]) {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delta {
     pub layer: Option<usize>,
-    pub target: String,
+    pub target: Target,
     pub expert: Option<usize>,
     pub module: String,
     pub rank: usize,
@@ -654,12 +620,13 @@ pub struct Delta {
     pub expert_layout: Option<ExpertLayout>,
 }
 
-/// Identifies a delta across adapters.
-pub type DeltaKey = (Option<usize>, String, Option<usize>);
-
 impl Delta {
     pub fn key(&self) -> DeltaKey {
-        (self.layer, self.target.clone(), self.expert)
+        DeltaKey {
+            layer: self.layer,
+            target: self.target.clone(),
+            expert: self.expert,
+        }
     }
 }
 
@@ -669,7 +636,7 @@ pub struct FullTensor {
     pub tensor: usize,
     pub name: String,
     pub layer: Option<usize>,
-    pub target: String,
+    pub target: Target,
     pub shape: Vec<usize>,
 }
 
@@ -993,7 +960,7 @@ pub fn build(
         router_experts: out
             .full
             .iter()
-            .find(|f| f.target == "router" && f.shape.len() == 2)
+            .find(|f| f.target == Target::Router && f.shape.len() == 2)
             .map(|f| f.shape[0]),
     };
     for (module, pair) in &pairs {

@@ -6,11 +6,12 @@ pub mod discovery;
 pub mod format;
 pub mod fsread;
 pub mod layout;
+pub mod target;
 
 use crate::adapter::config::ConfigStatus;
 use crate::adapter::format::{dtype_name, Header, TensorInfo};
 use crate::adapter::layout::{
-    Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, TensorEntry,
+    Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, Target, TensorEntry,
 };
 use crate::error::Error;
 use serde::Serialize;
@@ -329,10 +330,13 @@ impl Adapter {
         s.into_iter().collect()
     }
 
-    /// Targets of deltas and full tensors, sorted.
+    /// Names of the targets of deltas and full tensors, sorted by name (the `scan` JSON order).
     pub fn targets(&self) -> Vec<String> {
-        let mut s: BTreeSet<String> = self.deltas.iter().map(|d| d.target.clone()).collect();
-        s.extend(self.full.iter().map(|f| f.target.clone()));
+        let names = self.deltas.iter().map(|d| &d.target);
+        let s: BTreeSet<String> = names
+            .chain(self.full.iter().map(|f| &f.target))
+            .map(|t| t.to_string())
+            .collect();
         s.into_iter().collect()
     }
 
@@ -399,7 +403,9 @@ impl Adapter {
                 Some(ExpertLayout::PerExpert) => Pattern::ExpertsPerExpert,
                 Some(ExpertLayout::Shared3d) => Pattern::ExpertsShared3d,
                 Some(ExpertLayout::ModuleList) => Pattern::ExpertsModuleList,
-                None if self.full.iter().any(|f| f.target == "router") => Pattern::AttentionRouter,
+                None if self.full.iter().any(|f| f.target == Target::Router) => {
+                    Pattern::AttentionRouter
+                }
                 None if self.attention_rank().is_some() => Pattern::AttentionOnly,
                 None => Pattern::OtherLora,
             },

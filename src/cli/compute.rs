@@ -122,7 +122,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             // NaN/inf factors or an overflow: say so instead of numbers.
             let mut row = vec![
                 text::opt(d.layer),
-                d.target.clone(),
+                d.target.to_string(),
                 text::opt(d.expert),
                 d.rank.to_string(),
                 text::num(d.scale),
@@ -135,7 +135,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         }
         t.row(vec![
             text::opt(d.layer),
-            d.target.clone(),
+            d.target.to_string(),
             text::opt(d.expert),
             d.rank.to_string(),
             text::num(d.scale),
@@ -195,7 +195,7 @@ pub fn cmd_compare(ctx: &Catalog, args: CompareArgs) -> Result<ExitCode> {
     ]);
     for s in compare::by_target(&c) {
         t.row(vec![
-            s.target,
+            s.target.to_string(),
             s.pairs.to_string(),
             text::opt(s.mean_cosine.map(|x| format!("{x:.4}"))),
             text::opt(s.mean_subspace_similarity.map(|x| format!("{x:.4}"))),
@@ -228,7 +228,7 @@ pub fn cmd_compare(ctx: &Catalog, args: CompareArgs) -> Result<ExitCode> {
         );
     }
     for (label, keys) in [("only in a", &c.only_a), ("only in b", &c.only_b)] {
-        let targets: Vec<String> = keys.iter().map(|k| k.target.clone()).collect();
+        let targets: Vec<&str> = keys.iter().map(|k| k.target.as_str()).collect();
         if !keys.is_empty() {
             outln!(
                 "{label}: {} deltas ({})",

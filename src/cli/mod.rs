@@ -325,7 +325,7 @@ fn show_inspect(a: &Adapter, json: bool) -> Result<ExitCode> {
                 role: t.name.role.as_str(),
                 module: &t.name.module,
                 layer: t.name.layer,
-                target: &t.name.target,
+                target: t.name.target.as_str(),
             })
             .collect();
         print_json(&InspectJson {
@@ -415,7 +415,7 @@ pub fn inspect_text(a: &Adapter) -> String {
         for d in &a.deltas {
             t.row(vec![
                 text::opt(d.layer),
-                d.target.clone(),
+                d.target.to_string(),
                 text::opt(d.expert),
                 d.rank.to_string(),
                 text::num(d.scale),

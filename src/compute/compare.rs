@@ -1,7 +1,7 @@
 //! Two adapters side by side: deltas matched by (layer, target, expert), with norms, cosine and
 //! subspace similarity from the factors.
 
-use crate::adapter::layout::{target_order, Delta, DeltaKey};
+use crate::adapter::layout::{Delta, DeltaKey, Target};
 use crate::adapter::Adapter;
 use crate::compute::math;
 use crate::compute::stats::{factor, Control};
@@ -10,29 +10,11 @@ use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A delta's identity in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Key {
-    pub layer: Option<usize>,
-    pub target: String,
-    pub expert: Option<usize>,
-}
-
-impl From<&Delta> for Key {
-    fn from(d: &Delta) -> Key {
-        Key {
-            layer: d.layer,
-            target: d.target.clone(),
-            expert: d.expert,
-        }
-    }
-}
-
 /// One matched pair (a contract: the `compare --json` fields).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Pair {
     pub layer: Option<usize>,
-    pub target: String,
+    pub target: Target,
     pub expert: Option<usize>,
     pub fro_norm_a: Option<f64>,
     pub fro_norm_b: Option<f64>,
@@ -53,14 +35,14 @@ pub struct Comparison {
     pub a: String,
     pub b: String,
     pub pairs: Vec<Pair>,
-    pub only_a: Vec<Key>,
-    pub only_b: Vec<Key>,
+    pub only_a: Vec<DeltaKey>,
+    pub only_b: Vec<DeltaKey>,
 }
 
 /// Per-target means, for people.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetSummary {
-    pub target: String,
+    pub target: Target,
     pub pairs: usize,
     pub mean_cosine: Option<f64>,
     pub mean_subspace_similarity: Option<f64>,
@@ -139,11 +121,11 @@ pub fn compare(a: &Adapter, b: &Adapter, ctl: &Control) -> Result<Comparison> {
     let pairs = ctl.run(&matched, |&(i, j)| {
         pair(&ma, &mb, &a.deltas[i], &b.deltas[j])
     })?;
-    let only = |x: &Adapter, other: &BTreeMap<DeltaKey, usize>| -> Vec<Key> {
+    let only = |x: &Adapter, other: &BTreeMap<DeltaKey, usize>| -> Vec<DeltaKey> {
         x.deltas
             .iter()
-            .filter(|d| !other.contains_key(&d.key()))
-            .map(Key::from)
+            .map(Delta::key)
+            .filter(|k| !other.contains_key(k))
             .collect()
     };
     Ok(Comparison {
@@ -166,17 +148,14 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Per-target means of cosine, subspace similarity and norm ratio.
 pub fn by_target(c: &Comparison) -> Vec<TargetSummary> {
-    let mut groups: BTreeMap<(usize, String), Vec<&Pair>> = BTreeMap::new();
+    let mut groups: BTreeMap<&Target, Vec<&Pair>> = BTreeMap::new();
     for p in &c.pairs {
-        groups
-            .entry((target_order(&p.target), p.target.clone()))
-            .or_default()
-            .push(p);
+        groups.entry(&p.target).or_default().push(p);
     }
     groups
         .into_iter()
-        .map(|((_, target), ps)| TargetSummary {
-            target,
+        .map(|(target, ps)| TargetSummary {
+            target: target.clone(),
             pairs: ps.len(),
             mean_cosine: mean(ps.iter().filter_map(|p| p.cosine)),
             mean_subspace_similarity: mean(ps.iter().filter_map(|p| p.subspace_similarity)),

@@ -1,6 +1,6 @@
 //! Statistics of every delta (and full tensor) of an adapter, computed in parallel across deltas.
 
-use crate::adapter::layout::{Delta, DeltaKey};
+use crate::adapter::layout::{Delta, DeltaKey, Target};
 use crate::adapter::Adapter;
 use crate::compute::math::{self, Factored};
 use crate::compute::tensor::Mapped;
@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(into = "DeltaStatsJson")]
 pub struct DeltaStats {
+    /// The delta's position in its adapter's `deltas` (the adapter these statistics came from).
+    pub index: usize,
     pub layer: Option<usize>,
-    pub target: String,
+    pub target: Target,
     pub expert: Option<usize>,
     pub rank: usize,
     pub scale: f64,
@@ -35,7 +37,7 @@ pub struct DeltaStats {
 #[derive(Serialize)]
 struct DeltaStatsJson {
     layer: Option<usize>,
-    target: String,
+    target: Target,
     expert: Option<usize>,
     rank: usize,
     scale: f64,
@@ -74,7 +76,11 @@ impl From<DeltaStats> for DeltaStatsJson {
 
 impl DeltaStats {
     pub fn key(&self) -> DeltaKey {
-        (self.layer, self.target.clone(), self.expert)
+        DeltaKey {
+            layer: self.layer,
+            target: self.target.clone(),
+            expert: self.expert,
+        }
     }
 }
 
@@ -83,7 +89,7 @@ impl DeltaStats {
 pub struct FullStats {
     pub name: String,
     pub layer: Option<usize>,
-    pub target: String,
+    pub target: Target,
     pub shape: Vec<usize>,
     pub fro_norm: f64,
     /// σ₁ for a matrix, the L2 norm for a vector, null for higher ranks.
@@ -97,6 +103,22 @@ pub struct AdapterStats {
     pub full_tensors: Vec<FullStats>,
 }
 
+impl AdapterStats {
+    /// Each of `a`'s deltas with its statistics, if computed: found by the index each carries
+    /// and checked against the delta's identity, so statistics of another layout of the adapter
+    /// (e.g. before `--split-gate-up`) never land on a delta.
+    pub fn per_delta<'s>(&'s self, a: &Adapter) -> Vec<Option<&'s DeltaStats>> {
+        let mut v = vec![None; a.deltas.len()];
+        for s in &self.deltas {
+            let same = |d: &Delta| (d.layer, &d.target, d.expert) == (s.layer, &s.target, s.expert);
+            if a.deltas.get(s.index).is_some_and(same) {
+                v[s.index] = Some(s);
+            }
+        }
+        v
+    }
+}
+
 /// Which deltas to compute.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -106,11 +128,18 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, layer: Option<usize>, target: &str, expert: Option<usize>) -> bool {
-        self.target.as_deref().is_none_or(|t| t == target)
+    pub fn matches(&self, layer: Option<usize>, target: &Target, expert: Option<usize>) -> bool {
+        self.target.as_deref().is_none_or(|t| target == t)
             && self.layer.is_none_or(|l| layer == Some(l))
             && self.expert.is_none_or(|e| expert == Some(e))
     }
+}
+
+/// faer's own threading only slows these small problems (lorascope parallelises across deltas):
+/// turn it off, once per process.
+fn sequential_faer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| faer::set_global_parallelism(faer::Par::Seq));
 }
 
 /// Threads, progress reporting and cancellation for long computations.
@@ -134,8 +163,7 @@ impl Control<'_> {
         items: &[T],
         f: impl Fn(&T) -> Result<R> + Sync + Send,
     ) -> Result<Vec<R>> {
-        // faer's own threading only slows these small problems: parallelise across items.
-        faer::set_global_parallelism(faer::Par::Seq);
+        sequential_faer();
         let done = AtomicUsize::new(0);
         let total = items.len();
         let work = || {
@@ -165,12 +193,13 @@ impl Control<'_> {
     }
 }
 
-/// Statistics of a spectrum (already scaled by |s|, descending).
-pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
+/// Statistics of delta number `index` from its spectrum (already scaled by |s|, descending).
+pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
     let energy: f64 = sigma.iter().map(|x| x * x).sum();
     if !energy.is_finite() || !d.scale.is_finite() {
         // NaN/inf factors or an overflow: never numbers that look like a (zero) delta.
         return DeltaStats {
+            index,
             layer: d.layer,
             target: d.target.clone(),
             expert: d.expert,
@@ -218,6 +247,7 @@ pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
         sigma.len()
     };
     DeltaStats {
+        index,
         layer: d.layer,
         target: d.target.clone(),
         expert: d.expert,
@@ -293,14 +323,15 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
 /// `compute` on an adapter already mapped.
 pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
     let a = m.adapter();
-    let deltas: Vec<&Delta> = a
+    let deltas: Vec<(usize, &Delta)> = a
         .deltas
         .iter()
-        .filter(|d| filter.matches(d.layer, &d.target, d.expert))
+        .enumerate()
+        .filter(|(_, d)| filter.matches(d.layer, &d.target, d.expert))
         .collect();
-    let stats = ctl.run(&deltas, |d| {
+    let stats = ctl.run(&deltas, |&(i, d)| {
         let f = factor(m, d, false)?;
-        Ok(from_sigma(d, f.sigma()))
+        Ok(from_sigma(i, d, f.sigma()))
     })?;
     let full: Vec<&crate::adapter::layout::FullTensor> = a
         .full

@@ -16,7 +16,7 @@
 //! Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs no system font. Files are written to a temporary name in the destination folder and renamed,
 //! so a failure never leaves a partial PNG behind.
 
-use crate::adapter::layout::target_order;
+use crate::adapter::layout::Target;
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::error::{Error, Result};
@@ -396,12 +396,10 @@ fn check_selection(ids: &str, stats: &[&AdapterStats], opts: &PlotOptions) -> Re
     }
     if let Some(t) = &opts.target {
         if !deltas().any(|d| &d.target == t) {
-            let ts: BTreeSet<(usize, &str)> = deltas()
-                .map(|d| (target_order(&d.target), d.target.as_str()))
-                .collect();
+            let ts: BTreeSet<&Target> = deltas().map(|d| &d.target).collect();
             return Err(Error::Other(format!(
                 "{ids}: no delta with target {t} (targets: {})",
-                list(ts.into_iter().map(|(_, t)| t.to_string()))
+                list(ts.into_iter().map(Target::to_string))
             )));
         }
     }
@@ -442,24 +440,20 @@ fn compact_layers(s: &BTreeSet<usize>) -> String {
 }
 
 /// The expert target of an experts plot: the one asked for, else the first with expert deltas.
-fn expert_target(ids: &str, all: &[(String, bool)], asked: Option<&str>) -> Result<String> {
-    let split: Vec<&str> = all
-        .iter()
-        .filter(|(_, s)| *s)
-        .map(|(t, _)| t.as_str())
-        .collect();
+fn expert_target(ids: &str, all: &[(Target, bool)], asked: Option<&str>) -> Result<Target> {
+    let split: Vec<&Target> = all.iter().filter(|(_, s)| *s).map(|(t, _)| t).collect();
     match asked {
-        Some(t) if split.contains(&t) => Ok(t.to_string()),
+        Some(t) if split.iter().any(|s| *s == t) => Ok(Target::parse(t)),
         Some(t) => Err(Error::Other(format!(
             "{ids}: {t} has no per-expert LoRA deltas, so there is no experts plot of it \
              (targets with experts: {})",
             list(split.iter().map(|s| s.to_string()))
         ))),
-        None => split.first().map(|s| s.to_string()).ok_or_else(|| {
+        None => split.first().map(|&s| s.clone()).ok_or_else(|| {
             Error::Other(format!(
                 "{ids} has no per-expert LoRA deltas (targets: {}): nothing to draw in an experts \
                  plot; the layers plot shows every target",
-                list(all.iter().map(|(t, _)| t.clone()))
+                list(all.iter().map(|(t, _)| t.to_string()))
             ))
         }),
     }
@@ -592,7 +586,7 @@ fn spectrum_grouping(sets: &[&AdapterStats], opts: &PlotOptions) -> (GroupBy, St
 }
 
 /// The group key of a delta (target order index, layer or expert), or None if not selected.
-fn group_key(d: &DeltaStats, by: GroupBy, opts: &PlotOptions, targets: &[String]) -> Option<usize> {
+fn group_key(d: &DeltaStats, by: GroupBy, opts: &PlotOptions, targets: &[Target]) -> Option<usize> {
     if opts.target.as_ref().is_some_and(|t| &d.target != t)
         || opts.layer.is_some_and(|l| d.layer != Some(l))
     {
@@ -605,9 +599,9 @@ fn group_key(d: &DeltaStats, by: GroupBy, opts: &PlotOptions, targets: &[String]
     }
 }
 
-fn key_label(key: usize, by: GroupBy, targets: &[String]) -> String {
+fn key_label(key: usize, by: GroupBy, targets: &[Target]) -> String {
     match by {
-        GroupBy::Target => targets.get(key).cloned().unwrap_or_default(),
+        GroupBy::Target => targets.get(key).map(Target::to_string).unwrap_or_default(),
         GroupBy::Layer if key == usize::MAX => "no layer".into(),
         GroupBy::Layer => format!("layer {key}"),
         GroupBy::Expert => format!("expert {key}"),
@@ -618,7 +612,7 @@ fn spectrum_lines(
     s: &AdapterStats,
     by: GroupBy,
     opts: &PlotOptions,
-    targets: &[String],
+    targets: &[Target],
 ) -> Vec<Line> {
     let mut groups: BTreeMap<usize, Vec<&DeltaStats>> = BTreeMap::new();
     for d in &s.deltas {
@@ -784,7 +778,7 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
                 )
             } else {
                 let t = expert_target(&ids, &all_targets, only)?;
-                let experts = every().filter(|e| e.target == t && e.expert.is_some());
+                let experts = every().filter(|e| *e.target == t && e.expert.is_some());
                 let cols = grid::expert_cols(experts.map(|e| e.expert), &t);
                 (
                     cols.clone(),
@@ -816,7 +810,7 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
         }
         PlotKind::Spectrum => {
             let (by, subtitle) = spectrum_grouping(&all, opts);
-            let tnames: Vec<String> = all_targets.iter().map(|(t, _)| t.clone()).collect();
+            let tnames: Vec<Target> = all_targets.iter().map(|(t, _)| t.clone()).collect();
             let panels: Vec<(String, Vec<Line>)> = panel_titles
                 .into_iter()
                 .zip(&all)

@@ -2,7 +2,7 @@
 //! counts and expert layers, and what is unusual. `build` is a pure function of the adapters (local
 //! or remote); `Report` renders as Markdown and serialises as JSON with the same numbers.
 
-use crate::adapter::layout::ExpertLayout;
+use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind, Pattern};
 use crate::hub::SurveyStats;
 use serde::Serialize;
@@ -410,7 +410,8 @@ fn notes(adapters: &[Adapter], ov: &Overview, remote: Option<&SurveyStats>) -> V
             list(&shared3d)
         ));
     }
-    let router = ids(&|a| a.full.iter().any(|f| f.target == "router") && a.kind == Kind::Lora);
+    let router =
+        ids(&|a| a.full.iter().any(|f| f.target == Target::Router) && a.kind == Kind::Lora);
     if !router.is_empty() {
         out.push(format!(
             "{} adapter(s) save the full router (modules_to_save), which replaces the base \

@@ -5,6 +5,7 @@
 use super::app::App;
 use super::model::StatsRow;
 use super::screen::{Screen, Tab};
+use crate::adapter::layout::Target;
 use crate::plot::{self, GridView, PlotKind, PlotOptions, Rendered};
 use crate::view::grid::Measure;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                 "statistics are not ready yet: the plot draws them (the Layer map computes them)"
                     .to_string()
             })?;
-            let target = v.expert_targets.get(v.expert_target).map(String::as_str);
+            let target = v.expert_targets.get(v.expert_target).map(Target::as_str);
             let col_title = format!("expert ({})", target.unwrap_or(""));
             let (grid, kind, target, col_title) = match v.tab {
                 Tab::Tree | Tab::Layers => (&v.layers, PlotKind::Layers, None, "target"),
@@ -40,7 +41,7 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                     let mut opts = PlotOptions::new(PlotKind::Spectrum);
                     if let Some(&StatsRow::Delta(i)) = v.stats_rows.get(v.stats_sel) {
                         let d = &st.deltas[i];
-                        opts.target = Some(d.target.clone());
+                        opts.target = Some(d.target.to_string());
                         opts.layer = d.layer;
                     }
                     let path = dir.join(plot::file_name(&st.id, None, &opts));

@@ -3,7 +3,7 @@
 //! grids are `view::grid`'s.
 
 use crate::adapter::format::dtype_name;
-use crate::adapter::layout::{target_order, Delta, ExpertLayout};
+use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind};
 use crate::compute::compare::{by_target, Comparison, TargetSummary};
 use crate::compute::stats::AdapterStats;
@@ -287,7 +287,7 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
         by_layer
             .entry((t.name.layer.is_none(), t.name.layer))
             .or_default()
-            .entry((target_order(&t.name.target), t.name.module.clone()))
+            .entry((t.name.target.order(), t.name.module.clone()))
             .or_default()
             .push(i);
     }
@@ -453,15 +453,13 @@ pub struct CompareModel {
 }
 
 /// `k_proj (layers 0-23), gate_up_proj ×32 experts (layers 0,7)`.
-fn describe_keys(keys: &[crate::compute::compare::Key]) -> String {
+fn describe_keys(keys: &[DeltaKey]) -> String {
     if keys.is_empty() {
         return "nothing".into();
     }
-    let mut by: BTreeMap<(usize, String), (BTreeSet<usize>, BTreeSet<usize>)> = BTreeMap::new();
+    let mut by: BTreeMap<&Target, (BTreeSet<usize>, BTreeSet<usize>)> = BTreeMap::new();
     for k in keys {
-        let e = by
-            .entry((target_order(&k.target), k.target.clone()))
-            .or_default();
+        let e = by.entry(&k.target).or_default();
         if let Some(l) = k.layer {
             e.0.insert(l);
         }
@@ -471,7 +469,7 @@ fn describe_keys(keys: &[crate::compute::compare::Key]) -> String {
     }
     let parts: Vec<String> = by
         .into_iter()
-        .map(|((_, t), (ls, es))| {
+        .map(|(t, (ls, es))| {
             let ls: Vec<usize> = ls.into_iter().collect();
             let experts = if es.is_empty() {
                 String::new()
@@ -592,7 +590,7 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
             let d = &st.deltas[i];
             match c {
                 StatsColumn::Layer => text::opt(d.layer),
-                StatsColumn::Target => d.target.clone(),
+                StatsColumn::Target => d.target.to_string(),
                 StatsColumn::Expert => text::opt(d.expert),
                 StatsColumn::Rank => d.rank.to_string(),
                 StatsColumn::Scale => text::num(d.scale),
@@ -626,7 +624,7 @@ fn stats_key(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> (Option<f64>, 
             let d = &st.deltas[i];
             match c {
                 StatsColumn::Layer => (d.layer.map(|x| x as f64), String::new()),
-                StatsColumn::Target => (Some(target_order(&d.target) as f64), d.target.clone()),
+                StatsColumn::Target => (Some(d.target.order() as f64), d.target.to_string()),
                 StatsColumn::Expert => (d.expert.map(|x| x as f64), String::new()),
                 StatsColumn::Rank => num(d.rank as f64),
                 StatsColumn::Scale => num(d.scale),
@@ -640,7 +638,7 @@ fn stats_key(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> (Option<f64>, 
             let f = &st.full_tensors[i];
             match c {
                 StatsColumn::Layer => (f.layer.map(|x| x as f64), String::new()),
-                StatsColumn::Target => (Some(target_order(&f.target) as f64), f.target.clone()),
+                StatsColumn::Target => (Some(f.target.order() as f64), f.target.to_string()),
                 StatsColumn::Fro => num(f.fro_norm),
                 StatsColumn::Spectral => (f.spectral_norm, String::new()),
                 _ => (None, String::new()),

@@ -8,7 +8,7 @@
 //! builders ([`layer_grid`], [`expert_grid`], [`compare_grid`]) and the figures of `plot` differ
 //! only in which rows and columns they ask for.
 
-use crate::adapter::layout::{is_expert_target, target_order, DeltaKey, ExpertLayout};
+use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::Adapter;
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
@@ -397,14 +397,14 @@ pub enum Agg {
 }
 
 /// A column: its label and which deltas it gathers.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Col {
     pub label: String,
     /// A second line under the label in figures (`mean`, `max`).
     pub tag: Option<&'static str>,
     /// Expert targets stand out.
     pub emphasis: bool,
-    pub target: String,
+    pub target: Target,
     /// None: every delta of the target; Some(e): those of expert e (None: shared by all).
     pub expert: Option<Option<usize>>,
     pub agg: Agg,
@@ -484,7 +484,7 @@ impl Grid {
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
     pub layer: Option<usize>,
-    pub target: &'a str,
+    pub target: &'a Target,
     pub expert: Option<usize>,
     pub values: Values,
 }
@@ -542,19 +542,12 @@ pub fn rows_of(layers: impl IntoIterator<Item = Option<usize>>) -> Vec<Option<us
 }
 
 /// Targets present in the model's order, each with "has per-expert deltas".
-pub fn targets_of<'a>(items: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<(String, bool)> {
-    let mut m: std::collections::BTreeMap<(usize, &str), bool> = Default::default();
+pub fn targets_of<'a>(items: impl IntoIterator<Item = (&'a Target, bool)>) -> Vec<(Target, bool)> {
+    let mut m: std::collections::BTreeMap<&Target, bool> = Default::default();
     for (t, split) in items {
-        *m.entry((target_order(t), t)).or_default() |= split;
+        *m.entry(t).or_default() |= split;
     }
-    m.into_iter()
-        .map(|((_, t), split)| (t.to_string(), split))
-        .collect()
-}
-
-/// `q_proj` → `q`: where columns are narrow (every target of these models ends in `_proj`).
-pub fn short_target(t: &str) -> &str {
-    t.strip_suffix("_proj").unwrap_or(t)
+    m.into_iter().map(|(t, split)| (t.clone(), split)).collect()
 }
 
 /// How target columns are labelled.
@@ -570,16 +563,16 @@ pub enum Labels {
 }
 
 /// One column per target of `targets` (or only `only`).
-pub fn target_cols(targets: &[(String, bool)], only: Option<&str>, labels: Labels) -> Vec<Col> {
+pub fn target_cols(targets: &[(Target, bool)], only: Option<&str>, labels: Labels) -> Vec<Col> {
     let mut cols = vec![];
-    for (t, split) in targets.iter().filter(|(t, _)| only.is_none_or(|o| o == t)) {
+    for (t, split) in targets.iter().filter(|(t, _)| only.is_none_or(|o| t == o)) {
         let col = |agg, tag| Col {
             label: match labels {
-                Labels::Full => t.clone(),
-                _ => short_target(t).to_string(),
+                Labels::Full => t.to_string(),
+                _ => t.short().to_string(),
             },
             tag,
-            emphasis: is_expert_target(t),
+            emphasis: t.is_expert(),
             target: t.clone(),
             expert: None,
             agg,
@@ -599,15 +592,17 @@ pub fn target_cols(targets: &[(String, bool)], only: Option<&str>, labels: Label
 
 /// One column per expert of `target` present (never 0..=max), labelled with the true index;
 /// `None` is the LoRA shared by all experts.
-pub fn expert_cols(experts: impl IntoIterator<Item = Option<usize>>, target: &str) -> Vec<Col> {
+pub fn expert_cols(experts: impl IntoIterator<Item = Option<usize>>, target: &Target) -> Vec<Col> {
     let present: BTreeSet<Option<usize>> = experts.into_iter().collect();
     present
         .into_iter()
         .map(|e| Col {
             label: e.map_or("all".into(), |e| e.to_string()),
-            target: target.to_string(),
+            tag: None,
+            emphasis: false,
+            target: target.clone(),
             expert: Some(e),
-            ..Col::default()
+            agg: Agg::default(),
         })
         .collect()
 }
@@ -626,7 +621,7 @@ pub fn assemble(
     entries: &[Entry],
     describe: &mut Describe,
 ) -> Grid {
-    let mut by: HashMap<(Option<usize>, &str), Vec<usize>> = HashMap::new();
+    let mut by: HashMap<(Option<usize>, &Target), Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         by.entry((e.layer, e.target)).or_default().push(i);
     }
@@ -634,7 +629,7 @@ pub fn assemble(
     for &l in rows {
         for c in &cols {
             let idx: Vec<usize> = by
-                .get(&(l, c.target.as_str()))
+                .get(&(l, &c.target))
                 .into_iter()
                 .flatten()
                 .copied()
@@ -703,41 +698,16 @@ fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
 // ---------------------------------------------------------------------------------------------
 // The explorer's grids
 
-/// Where each delta's statistics are (stats are in delta order when unfiltered; keys otherwise).
-pub fn stats_index(a: &Adapter, st: &AdapterStats) -> Vec<Option<usize>> {
-    let aligned = st.deltas.len() == a.deltas.len()
-        && st
-            .deltas
-            .iter()
-            .zip(&a.deltas)
-            .all(|(s, d)| (s.layer, &s.target, s.expert) == (d.layer, &d.target, d.expert));
-    if aligned {
-        return (0..a.deltas.len()).map(Some).collect();
-    }
-    let by_key: HashMap<DeltaKey, usize> = st
-        .deltas
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.key(), i))
-        .collect();
-    a.deltas
-        .iter()
-        .map(|d| by_key.get(&d.key()).copied())
-        .collect()
-}
-
 /// The adapter's deltas `idx` as entries, with their values once statistics exist.
 fn adapter_entries<'a>(
     a: &'a Adapter,
     st: Option<&AdapterStats>,
     idx: impl Iterator<Item = usize>,
 ) -> Vec<Entry<'a>> {
-    let map = st.map(|s| stats_index(a, s));
+    let per_delta = st.map(|s| s.per_delta(a));
     idx.map(|i| {
         let d = &a.deltas[i];
-        let s = st
-            .zip(map.as_ref())
-            .and_then(|(s, m)| Some(&s.deltas[m[i]?]));
+        let s = per_delta.as_ref().and_then(|p| p[i]);
         Entry {
             layer: d.layer,
             target: &d.target,
@@ -814,12 +784,12 @@ pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>) -> Grid {
 }
 
 /// The targets whose deltas are per expert (or shared by all experts), in table order.
-pub fn expert_targets(a: &Adapter) -> Vec<String> {
+pub fn expert_targets(a: &Adapter) -> Vec<Target> {
     targets_of(
         a.deltas
             .iter()
             .filter(|d| d.expert_layout.is_some())
-            .map(|d| (d.target.as_str(), true)),
+            .map(|d| (&d.target, true)),
     )
     .into_iter()
     .map(|(t, _)| t)
@@ -827,9 +797,9 @@ pub fn expert_targets(a: &Adapter) -> Vec<String> {
 }
 
 /// Layers × experts of one expert target: the layers that have its expert LoRA.
-pub fn expert_grid(a: &Adapter, target: &str, st: Option<&AdapterStats>) -> Grid {
+pub fn expert_grid(a: &Adapter, target: &Target, st: Option<&AdapterStats>) -> Grid {
     let mine: Vec<usize> = (0..a.deltas.len())
-        .filter(|&i| a.deltas[i].target == target && a.deltas[i].expert_layout.is_some())
+        .filter(|&i| a.deltas[i].target == *target && a.deltas[i].expert_layout.is_some())
         .collect();
     let entries = adapter_entries(a, st, mine.iter().copied());
     let rows = rows_of(entries.iter().map(|e| e.layer));
@@ -893,7 +863,7 @@ pub fn compare_grid(c: &Comparison) -> Grid {
 mod tests {
     use super::*;
 
-    fn entry(layer: Option<usize>, target: &str, expert: Option<usize>, v: f64) -> Entry<'_> {
+    fn entry(layer: Option<usize>, target: &Target, expert: Option<usize>, v: f64) -> Entry<'_> {
         Entry {
             layer,
             target,
@@ -904,12 +874,13 @@ mod tests {
 
     #[test]
     fn cells_gather_their_entries_and_nan_wins() {
+        let (q, down) = (Target::Q, Target::Down);
         let es = [
-            entry(Some(1), "down_proj", Some(0), 1.0),
-            entry(Some(1), "down_proj", Some(5), 3.0),
-            entry(Some(9), "q_proj", None, 2.0),
-            entry(Some(9), "down_proj", Some(0), f64::NAN),
-            entry(None, "q_proj", None, 4.0),
+            entry(Some(1), &down, Some(0), 1.0),
+            entry(Some(1), &down, Some(5), 3.0),
+            entry(Some(9), &q, None, 2.0),
+            entry(Some(9), &down, Some(0), f64::NAN),
+            entry(None, &q, None, 4.0),
         ];
         let targets = targets_of(es.iter().map(|e| (e.target, e.expert.is_some())));
         let cols = target_cols(&targets, None, Labels::Figure { with_max: true });
@@ -931,7 +902,7 @@ mod tests {
         assert_eq!(g.kind(1, 1, 0), CellKind::NonFinite);
         assert_eq!(g.kind(1, 2, 0), CellKind::NonFinite);
         assert_eq!(g.kind(2, 0, 3), CellKind::Value(4.0));
-        let experts = expert_cols(es.iter().map(|e| e.expert), "down_proj");
+        let experts = expert_cols(es.iter().map(|e| e.expert), &down);
         let g = assemble(
             String::new(),
             &rows,

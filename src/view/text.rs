@@ -1,6 +1,8 @@
 //! Text of numbers, sizes, layer lists and names, shared by every view (CLI tables, the explorer,
 //! plots, the report), and the escaping that keeps names from driving a terminal.
 
+use crate::adapter::target::Target;
+
 /// `1.5 GB`, `12.0 MB`, `512 B`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -79,12 +81,12 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// `q,k,v,o,gate_up,down`: targets without the `_proj`.
-pub fn compact_targets(t: &[String]) -> String {
-    let mut v: Vec<&String> = t.iter().collect();
-    v.sort_by_key(|x| (crate::adapter::layout::target_order(x), x.as_str()));
+/// `q,k,v,o,gate_up,down`: target names, short, in table order.
+pub fn compact_targets<S: AsRef<str>>(t: &[S]) -> String {
+    let mut v: Vec<Target> = t.iter().map(|x| Target::parse(x.as_ref())).collect();
+    v.sort();
     v.dedup();
-    let s: Vec<&str> = v.iter().map(|x| x.trim_end_matches("_proj")).collect();
+    let s: Vec<&str> = v.iter().map(Target::short).collect();
     if s.is_empty() {
         "-".into()
     } else {

@@ -179,6 +179,8 @@ pub struct Pty {
     child: Child,
     stdin: Option<ChildStdin>,
     log: Arc<Mutex<Log>>,
+    /// The thread that reads the output; `wait` joins it so the last bytes are in the log.
+    reader: Option<std::thread::JoinHandle<()>>,
     pub started: Instant,
 }
 
@@ -211,7 +213,7 @@ impl Pty {
         let mut stdout = child.stdout.take().expect("stdout");
         let log = Arc::new(Mutex::new(Log::default()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut screen = Screen::new(cols as usize, rows as usize);
             let mut buf = [0u8; 65536];
             while let Ok(n) = stdout.read(&mut buf) {
@@ -229,6 +231,7 @@ impl Pty {
             stdin: child.stdin.take(),
             child,
             log,
+            reader: Some(reader),
             started,
         }
     }
@@ -308,6 +311,11 @@ impl Pty {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
+                // `script` has ended: its output pipe ends too, so this join is short, and
+                // afterwards `raw` holds everything the program wrote before it exited.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
                 return Some(s);
             }
             if Instant::now() > deadline {

@@ -9,7 +9,7 @@ use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
 use crate::tui::ui::heatmap::{legend, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
-use crate::view::grid::{self, Grid, GridCell, Measure, Metric, Scale};
+use crate::view::grid::{Grid, GridCell, Measure, Metric, Scale};
 use crate::view::text::num;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -169,9 +169,7 @@ fn draw_tree(
     hits: &mut Hits,
 ) {
     let st = app.stats_of(v.idx);
-    let index = st
-        .zip(app.adapters.get(v.idx))
-        .map(|(s, a)| grid::stats_index(a, s));
+    let per_delta = st.zip(app.adapters.get(v.idx)).map(|(s, a)| s.per_delta(a));
     let height = area.height as usize;
     let prev = app.hits.tree.as_ref().map_or(0, |t| t.offset);
     let offset = crate::tui::app::scroll(prev, v.tree_sel, height, v.visible.len());
@@ -217,8 +215,7 @@ fn draw_tree(
         let x = put(buf, area, x, y, &label, base.patch(label_style));
         let x = put(buf, area, x + 1, y, &node.info, base.patch(theme.dim()));
         let stat = node.delta.and_then(|d| {
-            let (s, idx) = (st?, index.as_ref()?);
-            let ds = &s.deltas[(*idx.get(d)?)?];
+            let ds = (*per_delta.as_ref()?.get(d)?)?;
             Some(format!(
                 "‖ΔW‖_F {}  erank {:.2}",
                 num(ds.fro_norm),

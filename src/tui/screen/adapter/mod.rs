@@ -4,6 +4,7 @@
 mod draw;
 
 use super::{step, step2, Go, Shared};
+use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
 use crate::compute::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
@@ -68,7 +69,7 @@ pub struct AdapterScreen {
     pub metric: Metric,
     pub layers: Grid,
     pub layer_cursor: (usize, usize),
-    pub expert_targets: Vec<String>,
+    pub expert_targets: Vec<Target>,
     pub expert_target: usize,
     pub experts: Grid,
     pub expert_cursor: (usize, usize),
@@ -474,13 +475,13 @@ impl AdapterScreen {
         };
         // Stay on the same projection: gate_up ↔ its gate half, gate or up ↔ gate_up.
         self.expert_targets = grid::expert_targets(&a);
-        let want = match (target.as_deref(), self.split_gate_up()) {
-            (Some("gate_up_proj"), true) => Some("gate_proj"),
-            (Some("gate_proj" | "up_proj"), false) => Some("gate_up_proj"),
+        let want = match (target, self.split_gate_up()) {
+            (Some(Target::GateUp), true) => Some(Target::Gate),
+            (Some(Target::Gate | Target::Up), false) => Some(Target::GateUp),
             (t, _) => t,
         };
         self.expert_target = want
-            .and_then(|t| self.expert_targets.iter().position(|x| x == t))
+            .and_then(|t| self.expert_targets.iter().position(|x| *x == t))
             .unwrap_or(0);
         // The rows index the other layout's statistics.
         self.stats_rows.clear();

@@ -196,7 +196,7 @@ fn draw_model(
         let t = &m.targets[i];
         (
             vec![
-                t.target.clone(),
+                t.target.to_string(),
                 t.pairs.to_string(),
                 f(t.mean_cosine),
                 f(t.mean_subspace_similarity),
