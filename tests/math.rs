@@ -803,3 +803,33 @@ fn split_gate_up_matches_the_dense_rows_of_each_half() {
         assert_eq!(halves, 2 * Dims::TOY.experts, "{base}");
     }
 }
+
+/// Statistics carry their delta's index: filtered statistics land on their own deltas, and
+/// statistics of the fused layout never land on a delta of the split one.
+#[test]
+fn statistics_find_their_deltas_by_index_within_their_layout() {
+    let s = spec(Pattern::PeftExperts { layers: vec![1] });
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &s).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let only_layer_1 = Filter {
+        layer: Some(1),
+        ..Default::default()
+    };
+    let st = stats::compute(&a, &only_layer_1, &Control::default()).unwrap();
+    assert!(!st.deltas.is_empty() && st.deltas.len() < a.deltas.len());
+    let per = st.per_delta(&a);
+    for (i, (d, s)) in a.deltas.iter().zip(&per).enumerate() {
+        assert_eq!(s.is_some(), d.layer == Some(1), "delta {i}");
+        if let Some(s) = s {
+            assert_eq!((s.index, s.key()), (i, d.key()));
+        }
+    }
+    let split = a.with_split_gate_up();
+    let landed: Vec<_> = st.per_delta(&split).into_iter().flatten().collect();
+    assert!(landed.iter().all(|s| s.target != "gate_up_proj"));
+    assert!(
+        landed.len() < st.deltas.len(),
+        "fused statistics on split deltas"
+    );
+}
