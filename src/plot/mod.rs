@@ -379,6 +379,15 @@ fn encode_png(f: &mut File, r: &Rendered) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Data: from statistics to grids and lines
 
+fn list_layers(s: &BTreeSet<usize>) -> String {
+    let v: Vec<usize> = s.iter().copied().collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        crate::view::text::layers_prose(&v)
+    }
+}
+
 fn list(v: impl IntoIterator<Item = String>) -> String {
     let v: Vec<String> = v.into_iter().collect();
     if v.is_empty() {
@@ -412,31 +421,11 @@ fn check_selection(ids: &str, stats: &[&AdapterStats], opts: &PlotOptions) -> Re
                 opts.target
                     .as_ref()
                     .map_or(String::new(), |t| format!(" of {t}")),
-                compact_layers(&ls)
+                list_layers(&ls)
             )));
         }
     }
     Ok(())
-}
-
-/// `0–3, 7, 15` for people.
-fn compact_layers(s: &BTreeSet<usize>) -> String {
-    let mut out: Vec<String> = vec![];
-    let v: Vec<usize> = s.iter().copied().collect();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
-        }
-        out.push(if j > i {
-            format!("{}–{}", v[i], v[j])
-        } else {
-            v[i].to_string()
-        });
-        i = j + 1;
-    }
-    list(out)
 }
 
 /// The expert target of an experts plot: the one asked for, else the first with expert deltas.

@@ -24,28 +24,44 @@ pub fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |x| x.to_string())
 }
 
-/// Compact layer list: `7,15,23`, `0-23`, `all`.
+/// Runs of consecutive values of a sorted list: `[0, 1, 2, 7]` → `[(0, 2), (7, 7)]`.
+pub fn runs(v: &[usize]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &x in v {
+        match out.last_mut() {
+            Some((_, hi)) if hi.checked_add(1) == Some(x) => *hi = x,
+            _ => out.push((x, x)),
+        }
+    }
+    out
+}
+
+/// Compact layer list for tables: `7,15,23`, `0-23` (a run of two is written out: `3,4`).
 pub fn layers(v: &[usize]) -> String {
     if v.is_empty() {
         return "-".into();
     }
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
-        }
-        parts.push(if j >= i + 2 {
-            format!("{}-{}", v[i], v[j])
-        } else if j == i + 1 {
-            format!("{},{}", v[i], v[j])
-        } else {
-            v[i].to_string()
-        });
-        i = j + 1;
-    }
+    let parts: Vec<String> = runs(v)
+        .into_iter()
+        .map(|(lo, hi)| match hi - lo {
+            0 => lo.to_string(),
+            1 => format!("{lo},{hi}"),
+            _ => format!("{lo}-{hi}"),
+        })
+        .collect();
     parts.join(",")
+}
+
+/// Layer list for sentences: `0–3, 7, 15`.
+pub fn layers_prose(v: &[usize]) -> String {
+    let parts: Vec<String> = runs(v)
+        .into_iter()
+        .map(|(lo, hi)| match hi - lo {
+            0 => lo.to_string(),
+            _ => format!("{lo}–{hi}"),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// Four significant digits, scientific when small or large.
@@ -111,7 +127,18 @@ pub fn short_name(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{escape_controls, layers, layers_prose};
+
+    #[test]
+    fn layer_lists_share_their_runs() {
+        let v = [0, 1, 2, 3, 7, 9, 10, usize::MAX];
+        assert_eq!(layers(&v), format!("0-3,7,9,10,{}", usize::MAX));
+        assert_eq!(layers_prose(&v), format!("0–3, 7, 9–10, {}", usize::MAX));
+        assert_eq!(
+            (layers(&[]), layers_prose(&[])),
+            ("-".into(), String::new())
+        );
+    }
 
     #[test]
     fn escapes_c0_del_and_c1_but_keeps_lines() {
