@@ -47,6 +47,17 @@ pub struct PlotArgs {
     pub read: ReadOpts,
 }
 
+/// `--kind` takes the figure's names (the library type stays free of clap's derive).
+impl clap::ValueEnum for PlotKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PlotKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.help()))
+    }
+}
+
 /// `--metric` takes the metric's names (`fro`, `spectral`, `erank`, `srank`); the library type
 /// stays free of clap's derive.
 impl clap::ValueEnum for Metric {

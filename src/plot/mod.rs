@@ -45,7 +45,7 @@ pub const DEFAULT_COMPARE_SIZE: (u32, u32) = (1800, 800);
 pub const SIZE_RANGE: std::ops::RangeInclusive<u32> = 300..=8000;
 
 /// Which figure to draw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PlotKind {
     /// Layers × targets heatmap of a metric.
     #[default]
@@ -57,6 +57,17 @@ pub enum PlotKind {
 }
 
 impl PlotKind {
+    pub const ALL: [PlotKind; 3] = [PlotKind::Layers, PlotKind::Experts, PlotKind::Spectrum];
+
+    /// What the figure is, in a few words.
+    pub fn help(self) -> &'static str {
+        match self {
+            PlotKind::Layers => "Layers × targets heatmap of a metric",
+            PlotKind::Experts => "Layers × experts heatmap of a metric, for one expert target",
+            PlotKind::Spectrum => "Singular values on a log axis",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PlotKind::Layers => "layers",
