@@ -84,8 +84,11 @@ pub fn grams_lower<T: Elem>(talls: &[ArrayView2<'_, T>]) -> Vec<Mat<f64>> {
             }
             let (h, r) = (i1 - i0, m.ncols());
             let p = &mut pack[..h * r];
-            widen(m.slice(s![i0..i1, ..]), p);
-            let p = MatRef::from_column_major_slice(p, h, r);
+            let p = if widen(m.slice(s![i0..i1, ..]), p) {
+                MatRef::from_column_major_slice(p, h, r)
+            } else {
+                MatRef::from_row_major_slice(p, h, r)
+            };
             triangular::matmul(
                 g.as_mut(),
                 BlockStructure::TriangularLower,
@@ -102,23 +105,27 @@ pub fn grams_lower<T: Elem>(talls: &[ArrayView2<'_, T>]) -> Vec<Mat<f64>> {
     out
 }
 
-/// Widens a block (h × r, any strides) into `pack`, column-major, walking memory in the order
-/// it is laid out: down the columns when they are contiguous (Aᵀ), along the rows otherwise (B).
-fn widen<T: Elem>(block: ArrayView2<'_, T>, pack: &mut [f64]) {
-    let h = block.nrows();
+/// Widens a block (h × r, any strides) into `pack` in the block's own memory order, so that
+/// both the reads and the writes are sequential: column-major when the columns are contiguous
+/// (Aᵀ; returns true), row-major otherwise (B, PEFT's stride-E columns; returns false).
+fn widen<T: Elem>(block: ArrayView2<'_, T>, pack: &mut [f64]) -> bool {
     let [rs, cs] = [block.strides()[0], block.strides()[1]].map(|s| s.unsigned_abs());
-    if rs <= cs {
-        for (col, dst) in block.columns().into_iter().zip(pack.chunks_exact_mut(h)) {
-            match col.as_slice() {
-                Some(src) => dst.iter_mut().zip(src).for_each(|(d, x)| *d = x.to_f64()),
-                None => dst.iter_mut().zip(col).for_each(|(d, x)| *d = x.to_f64()),
-            }
-        }
+    let col_major = rs <= cs;
+    let lanes = if col_major {
+        block.columns().into_iter()
     } else {
-        for (i, row) in block.rows().into_iter().enumerate() {
-            for (k, x) in row.iter().enumerate() {
-                pack[k * h + i] = x.to_f64();
-            }
+        block.rows().into_iter()
+    };
+    let len = if col_major {
+        block.nrows()
+    } else {
+        block.ncols()
+    };
+    for (lane, dst) in lanes.zip(pack.chunks_exact_mut(len.max(1))) {
+        match lane.as_slice() {
+            Some(src) => dst.iter_mut().zip(src).for_each(|(d, x)| *d = x.to_f64()),
+            None => dst.iter_mut().zip(lane).for_each(|(d, x)| *d = x.to_f64()),
         }
     }
+    col_major
 }
