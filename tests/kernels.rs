@@ -7,7 +7,7 @@ use lorascope::adapter::layout::{Delta, LayoutOptions};
 use lorascope::adapter::{Adapter, Source};
 use lorascope::compute::gram;
 use lorascope::compute::math::{self, Factored};
-use lorascope::compute::shared::SharedRs;
+use lorascope::compute::shared::{self, SharedRs};
 use lorascope::compute::stats::{self, Control, Filter};
 use lorascope::compute::tensor::Mapped;
 use lorascope::synth::{self, Dims, Pattern, Rng, Spec};
@@ -291,4 +291,35 @@ fn in_place_rs_agree_with_an_independent_reader() {
             }
         }
     }
+}
+
+/// Waves cover every delta once, in order, within the budget, and never separate two deltas
+/// that share a tensor (a shared factor would be reduced twice).
+#[test]
+fn waves_split_between_modules_only() {
+    let mut spec = Spec::new(Dims::TOY, Pattern::PeftExperts { layers: vec![0, 1] });
+    spec.expert_rank = 3;
+    let dir = tempfile::tempdir().unwrap();
+    synth::write_adapter(dir.path(), &spec).unwrap();
+    let a = load(dir.path(), LayoutOptions::default());
+    let deltas: Vec<&Delta> = a.deltas.iter().collect();
+    assert_eq!(shared::waves(&deltas), vec![0..deltas.len()]);
+    let waves = shared::waves_within(&deltas, 1);
+    assert!(waves.len() > 4, "{waves:?}");
+    let mut next = 0;
+    for w in &waves {
+        assert_eq!(w.start, next);
+        assert!(w.end > w.start);
+        next = w.end;
+        if w.start > 0 {
+            let (x, y) = (deltas[w.start - 1], deltas[w.start]);
+            let shared = [y.a.tensor, y.b.tensor]
+                .iter()
+                .any(|t| *t == x.a.tensor || *t == x.b.tensor);
+            assert!(!shared, "wave boundary inside a module at {}", w.start);
+        }
+    }
+    assert_eq!(next, deltas.len());
+    // The experts of one packed module stay together however small the budget.
+    assert!(waves.iter().any(|w| w.len() >= Dims::TOY.experts));
 }

@@ -73,16 +73,21 @@ impl SharedRs {
 }
 
 /// Bytes of R's held at once: the R's of a wave of deltas live until its cores are done.
-const WAVE_BYTES: usize = 8 << 20;
+const WAVE_BYTES: usize = 2 << 20;
 
 /// Splits the deltas into consecutive runs whose R's fit in `WAVE_BYTES`, never between two
 /// deltas that share a tensor (so a shared factor is still reduced once).
 pub fn waves(deltas: &[&Delta]) -> Vec<Range<usize>> {
+    waves_within(deltas, WAVE_BYTES)
+}
+
+/// `waves` with another budget (tests).
+pub fn waves_within(deltas: &[&Delta], budget: usize) -> Vec<Range<usize>> {
     let bytes = |d: &Delta| (d.out_dim.min(d.rank) + d.in_dim.min(d.rank)) * d.rank * 8;
     let mut out = Vec::new();
     let (mut start, mut used) = (0, 0);
     for (i, d) in deltas.iter().enumerate() {
-        if i > start && used + bytes(d) > WAVE_BYTES {
+        if i > start && used + bytes(d) > budget {
             let prev = deltas[i - 1];
             let shares = [d.a.tensor, d.b.tensor]
                 .iter()
