@@ -11,16 +11,19 @@ use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
+/// A factor as a delta uses it: which part of which tensor, and as A or as B.
+type FactorKey = (Factor, Side);
+
 /// The R's of a set of deltas' factors, by tensor.
 pub struct SharedRs {
-    by_tensor: HashMap<usize, Vec<((Factor, Side), FactorR)>>,
+    by_tensor: HashMap<usize, Vec<(FactorKey, FactorR)>>,
 }
 
 impl SharedRs {
     /// Reads every tensor the deltas use once (in parallel across tensors) and reduces each
     /// distinct factor to its R.
     pub fn compute(m: &Mapped, deltas: &[&Delta], ctl: &Control) -> Result<SharedRs> {
-        let mut jobs: BTreeMap<usize, Vec<(Factor, Side)>> = BTreeMap::new();
+        let mut jobs: BTreeMap<usize, Vec<FactorKey>> = BTreeMap::new();
         for d in deltas {
             for key in [(d.a, Side::A), (d.b, Side::B)] {
                 let fs = jobs.entry(key.0.tensor).or_default();
@@ -29,7 +32,7 @@ impl SharedRs {
                 }
             }
         }
-        let jobs: Vec<(usize, Vec<(Factor, Side)>)> = jobs.into_iter().collect();
+        let jobs: Vec<(usize, Vec<FactorKey>)> = jobs.into_iter().collect();
         let rs = ctl.each(&jobs, None, |(t, fs)| m.tall_rs(*t, fs))?;
         let by_tensor = jobs
             .into_iter()
