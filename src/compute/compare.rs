@@ -4,7 +4,8 @@
 use crate::adapter::layout::{Delta, DeltaKey, Target};
 use crate::adapter::Adapter;
 use crate::compute::math;
-use crate::compute::stats::{factor, Control};
+use crate::compute::shared::{self, SharedRs};
+use crate::compute::stats::{factored, Control};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -60,7 +61,10 @@ fn usable(a: &Adapter) -> Result<()> {
     }
 }
 
-fn pair(ma: &Mapped, mb: &Mapped, da: &Delta, db: &Delta) -> Result<Pair> {
+/// One side's mapped adapter and the R's of its factors in the current wave.
+type SideRs<'a, 'b> = (&'a Mapped<'b>, &'a SharedRs);
+
+fn pair((ma, ra): SideRs, (mb, rb): SideRs, da: &Delta, db: &Delta) -> Result<Pair> {
     let mut p = Pair {
         layer: da.layer,
         target: da.target.clone(),
@@ -74,7 +78,7 @@ fn pair(ma: &Mapped, mb: &Mapped, da: &Delta, db: &Delta) -> Result<Pair> {
         finite_b: true,
         note: None,
     };
-    let (fa, fb) = (factor(ma, da, true)?, factor(mb, db, true)?);
+    let (fa, fb) = (factored(ma, da, ra, true)?, factored(mb, db, rb, true)?);
     (p.finite_a, p.finite_b) = (fa.is_finite(), fb.is_finite());
     p.fro_norm_a = p.finite_a.then(|| fa.fro());
     p.fro_norm_b = p.finite_b.then(|| fb.fro());
@@ -118,8 +122,20 @@ pub fn compare(a: &Adapter, b: &Adapter, ctl: &Control) -> Result<Comparison> {
         .iter()
         .filter_map(|d| ib.get(&d.key()).map(|&j| (ia[&d.key()], j)))
         .collect();
-    let pairs = ctl.run(&matched, |&(i, j)| {
-        pair(&ma, &mb, &a.deltas[i], &b.deltas[j])
+    // As in `stats`: per wave, each side's tensors are read once, then the pairs are compared.
+    let pairs = ctl.install(|| {
+        let das: Vec<&Delta> = matched.iter().map(|&(i, _)| &a.deltas[i]).collect();
+        let dbs: Vec<&Delta> = matched.iter().map(|&(_, j)| &b.deltas[j]).collect();
+        let mut pairs = Vec::with_capacity(matched.len());
+        for w in shared::waves(&das) {
+            let ra = SharedRs::compute(&ma, &das[w.clone()], ctl)?;
+            let rb = SharedRs::compute(&mb, &dbs[w.clone()], ctl)?;
+            let progress = Some((w.start, matched.len()));
+            pairs.extend(ctl.each(&matched[w], progress, |&(i, j)| {
+                pair((&ma, &ra), (&mb, &rb), &a.deltas[i], &b.deltas[j])
+            })?);
+        }
+        Ok(pairs)
     })?;
     let only = |x: &Adapter, other: &BTreeMap<DeltaKey, usize>| -> Vec<DeltaKey> {
         x.deltas

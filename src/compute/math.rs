@@ -27,17 +27,82 @@ pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
         // Short: the r×r Gram would be rank-deficient (Cholesky fails) and cost r² memory.
         return householder_r(tall);
     }
-    let gram = gram_lower(tall);
-    if let Ok(llt) = gram.llt(Side::Lower) {
-        let l = llt.L();
-        let d: Vec<f64> = (0..l.nrows()).map(|i| l[(i, i)].abs()).collect();
-        let max = d.iter().cloned().fold(0.0, f64::max);
-        let min = d.iter().cloned().fold(f64::INFINITY, f64::min);
-        if max > 0.0 && min / max >= CHOLESKY_MIN_DIAG_RATIO && min.is_finite() {
-            return l.transpose().to_owned();
+    r_from_gram(gram_lower(tall)).unwrap_or_else(|| householder_r(tall))
+}
+
+/// R = Lᵀ from the Cholesky factor of a Gram matrix (lower triangle read), or None when
+/// Cholesky fails or is too ill-conditioned to hold the small directions (then use Householder).
+pub fn r_from_gram(gram: Mat<f64>) -> Option<Mat<f64>> {
+    let llt = gram.llt(Side::Lower).ok()?;
+    let l = llt.L();
+    let d: Vec<f64> = (0..l.nrows()).map(|i| l[(i, i)].abs()).collect();
+    let max = d.iter().cloned().fold(0.0, f64::max);
+    let min = d.iter().cloned().fold(f64::INFINITY, f64::min);
+    (max > 0.0 && min / max >= CHOLESKY_MIN_DIAG_RATIO && min.is_finite())
+        .then(|| l.transpose().to_owned())
+}
+
+/// The R of one factor's tall matrix (Aᵀ or B), computed once however many deltas share it.
+#[derive(Clone, Debug)]
+pub struct FactorR {
+    /// min(n, r) × r; 0 × r when the factor is not finite.
+    pub r: Mat<f64>,
+    /// No NaN or ±inf among the factor's values: a non-finite factor is reported, never computed.
+    pub finite: bool,
+}
+
+impl FactorR {
+    /// From a dense tall matrix whose finiteness is known.
+    pub fn of(tall: MatRef<'_, f64>, finite: bool) -> FactorR {
+        if finite {
+            FactorR {
+                r: tall_r(tall),
+                finite,
+            }
+        } else {
+            FactorR::non_finite(tall.ncols())
         }
     }
-    householder_r(tall)
+
+    pub fn non_finite(rank: usize) -> FactorR {
+        FactorR {
+            r: Mat::zeros(0, rank),
+            finite: false,
+        }
+    }
+
+    /// The factor's rank r (its tall matrix is n × r).
+    pub fn rank(&self) -> usize {
+        self.r.ncols()
+    }
+}
+
+/// Singular values (descending) and, when asked, right singular vectors of the core R_B R_Aᵀ.
+/// A non-finite factor gives NaN values, which `is_finite` and the reports show as such.
+fn core(r_b: &FactorR, r_a: &FactorR, want_vectors: bool) -> (Vec<f64>, Mat<f64>) {
+    if !(r_b.finite && r_a.finite) {
+        let r = r_a.rank();
+        return (vec![f64::NAN; r.max(1)], Mat::zeros(r, 0));
+    }
+    let core = &r_b.r * r_a.r.transpose();
+    if want_vectors {
+        core_svd(core.as_ref())
+    } else {
+        (singular_values(core.as_ref()), Mat::zeros(0, 0))
+    }
+}
+
+/// σ(ΔW) = |s|·σ(core), descending, r of them: a rank-r product has r singular values, of which
+/// at most min(r, out, in) (the core's) can be non-zero; the rest are zeros.
+fn scaled(core_sigma: &[f64], scale: f64, rank: usize) -> Vec<f64> {
+    let mut s: Vec<f64> = core_sigma.iter().map(|x| x * scale.abs()).collect();
+    s.resize(s.len().max(rank), 0.0);
+    s
+}
+
+/// σ(ΔW = s·B·A) from the R's of its factors (the statistics need nothing else).
+pub fn sigma_of(scale: f64, r_b: &FactorR, r_a: &FactorR) -> Vec<f64> {
+    scaled(&core(r_b, r_a, false).0, scale, r_a.rank())
 }
 
 /// The lower triangle of tallᵀ·tall (all Cholesky reads): half the flops of the full product.
@@ -80,25 +145,25 @@ pub struct Factored {
 impl Factored {
     /// Factors a delta from Bᵀ (r×out) and Aᵀ (in×r).
     pub fn new(scale: f64, b_t: ColMajor, a_t: ColMajor, want_vectors: bool) -> Factored {
-        if !(b_t.is_finite() && a_t.is_finite()) {
-            // No QR/SVD of NaN: its σ is NaN, which `is_finite` and the reports show as such.
-            let r = a_t.ncols();
-            return Factored {
-                scale,
-                b_t,
-                a_t,
-                r_a: Mat::zeros(r, r),
-                core_sigma: vec![f64::NAN; r.max(1)],
-                core_v: Mat::zeros(r, 0),
-            };
-        }
-        let r_b = tall_r(b_t.view().transpose());
-        let r_a = tall_r(a_t.view());
-        let core = &r_b * r_a.transpose();
-        let (core_sigma, core_v) = if want_vectors {
-            core_svd(core.as_ref())
+        let r_b = FactorR::of(b_t.view().transpose(), b_t.is_finite());
+        let r_a = FactorR::of(a_t.view(), a_t.is_finite());
+        Factored::from_rs(scale, b_t, a_t, &r_b, &r_a, want_vectors)
+    }
+
+    /// Factors a delta whose R's are already known (shared factors are reduced once).
+    pub fn from_rs(
+        scale: f64,
+        b_t: ColMajor,
+        a_t: ColMajor,
+        r_b: &FactorR,
+        r_a: &FactorR,
+        want_vectors: bool,
+    ) -> Factored {
+        let (core_sigma, core_v) = core(r_b, r_a, want_vectors);
+        let r_a = if r_a.finite {
+            r_a.r.clone()
         } else {
-            (singular_values(core.as_ref()), Mat::zeros(0, 0))
+            Mat::zeros(r_a.rank(), r_a.rank())
         };
         Factored {
             scale,
@@ -110,16 +175,9 @@ impl Factored {
         }
     }
 
-    /// σ(ΔW) = |s|·σ(core), descending, r of them: a rank-r product has r singular values, of
-    /// which at most min(r, out, in) (the core's) can be non-zero; the rest are zeros.
+    /// σ(ΔW) = |s|·σ(core), descending, r of them (see `scaled`).
     pub fn sigma(&self) -> Vec<f64> {
-        let mut s: Vec<f64> = self
-            .core_sigma
-            .iter()
-            .map(|x| x * self.scale.abs())
-            .collect();
-        s.resize(s.len().max(self.rank()), 0.0);
-        s
+        scaled(&self.core_sigma, self.scale, self.rank())
     }
 
     /// The rank r of the factors (A is r × in).

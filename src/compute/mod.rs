@@ -1,9 +1,12 @@
 //! Computing on the factors: mmapped access guarded against files that change (`tensor`,
-//! `sigbus`), the factored SVD core (`math`), statistics of every delta (`stats`) and comparisons
+//! `sigbus`), the factored SVD core (`math`) fed by the in-place Gram kernel (`gram`) once per
+//! distinct factor (`shared`), statistics of every delta (`stats`) and comparisons
 //! of two adapters (`compare`).
 
 pub mod compare;
+pub mod gram;
 pub mod math;
+pub mod shared;
 pub mod sigbus;
 pub mod stats;
 pub mod tensor;

@@ -3,6 +3,7 @@
 use crate::adapter::layout::{Delta, DeltaKey, Target};
 use crate::adapter::Adapter;
 use crate::compute::math::{self, Factored};
+use crate::compute::shared::{self, SharedRs};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -163,25 +164,11 @@ impl Control<'_> {
         items: &[T],
         f: impl Fn(&T) -> Result<R> + Sync + Send,
     ) -> Result<Vec<R>> {
-        sequential_faer();
-        let done = AtomicUsize::new(0);
-        let total = items.len();
-        let work = || {
-            items
-                .par_iter()
-                .map(|it| {
-                    if self.cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    let r = f(it)?;
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if let Some(p) = self.progress {
-                        p(n, total);
-                    }
-                    Ok(r)
-                })
-                .collect::<Result<Vec<R>>>()
-        };
+        self.install(|| self.each(items, Some((0, items.len())), f))
+    }
+
+    /// Runs `work` on this control's threads (one pool for all the parallel steps inside it).
+    pub(crate) fn install<R: Send>(&self, work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
         match self.threads {
             Some(n) => rayon::ThreadPoolBuilder::new()
                 .num_threads(n.max(1))
@@ -190,6 +177,31 @@ impl Control<'_> {
                 .install(work),
             None => work(),
         }
+    }
+
+    /// `f` over `items` in parallel on the current threads, in order, with cancellation; with
+    /// `progress = Some((offset, total))`, reports offset + done of total after each item.
+    pub(crate) fn each<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        progress: Option<(usize, usize)>,
+        f: impl Fn(&T) -> Result<R> + Sync + Send,
+    ) -> Result<Vec<R>> {
+        sequential_faer();
+        let done = AtomicUsize::new(progress.map_or(0, |p| p.0));
+        items
+            .par_iter()
+            .map(|it| {
+                if self.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let r = f(it)?;
+                if let (Some((_, total)), Some(p)) = (progress, self.progress) {
+                    p(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                }
+                Ok(r)
+            })
+            .collect::<Result<Vec<R>>>()
     }
 }
 
@@ -267,18 +279,21 @@ pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
 
 /// Reads a delta's factors and reduces it to its core.
 pub fn factor(m: &Mapped, d: &Delta, want_vectors: bool) -> Result<Factored> {
+    let rs = SharedRs::compute(m, &[d], &Control::default())?;
+    factored(m, d, &rs, want_vectors)
+}
+
+/// A delta's factors read (`compare` needs them) and combined with their R's from `rs`.
+pub(crate) fn factored(
+    m: &Mapped,
+    d: &Delta,
+    rs: &SharedRs,
+    want_vectors: bool,
+) -> Result<Factored> {
+    let (r_b, r_a) = rs.of(d)?;
     let a_t = m.factor_t(&d.a)?;
     let b_t = m.factor_t(&d.b)?;
-    if a_t.ncols() != d.rank || b_t.nrows() != d.rank {
-        return Err(Error::Shape(format!(
-            "{}: factors of rank {} and {} do not match the layout's rank {}",
-            d.module,
-            a_t.ncols(),
-            b_t.nrows(),
-            d.rank
-        )));
-    }
-    Ok(Factored::new(d.scale, b_t, a_t, want_vectors))
+    Ok(Factored::from_rs(d.scale, b_t, a_t, r_b, r_a, want_vectors))
 }
 
 fn full_stats(m: &Mapped, f: &crate::adapter::layout::FullTensor) -> Result<FullStats> {
@@ -323,15 +338,24 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
 /// `compute` on an adapter already mapped.
 pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
     let a = m.adapter();
-    let deltas: Vec<(usize, &Delta)> = a
+    let (index, deltas): (Vec<usize>, Vec<&Delta>) = a
         .deltas
         .iter()
         .enumerate()
         .filter(|(_, d)| filter.matches(d.layer, &d.target, d.expert))
-        .collect();
-    let stats = ctl.run(&deltas, |&(i, d)| {
-        let f = factor(m, d, false)?;
-        Ok(from_sigma(i, d, f.sigma()))
+        .unzip();
+    // Each wave reads its tensors once (shared factors reduced once), then combines R's.
+    let stats = ctl.install(|| {
+        let mut stats = Vec::with_capacity(deltas.len());
+        for w in shared::waves(&deltas) {
+            let rs = SharedRs::compute(m, &deltas[w.clone()], ctl)?;
+            let wave: Vec<usize> = w.clone().collect();
+            stats.extend(ctl.each(&wave, Some((w.start, deltas.len())), |&k| {
+                let (d, (r_b, r_a)) = (deltas[k], rs.of(deltas[k])?);
+                Ok(from_sigma(index[k], d, math::sigma_of(d.scale, r_b, r_a)))
+            })?);
+        }
+        Ok(stats)
     })?;
     let full: Vec<&crate::adapter::layout::FullTensor> = a
         .full

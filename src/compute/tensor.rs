@@ -3,7 +3,8 @@
 
 use crate::adapter::layout::{Factor, Pick};
 use crate::adapter::Adapter;
-use crate::compute::sigbus;
+use crate::compute::math::FactorR;
+use crate::compute::{gram, sigbus};
 use crate::error::{Error, Result};
 use faer::MatRef;
 use memmap2::Mmap;
@@ -11,8 +12,8 @@ use ndarray::{s, ArrayView2, ArrayView3, Axis};
 use safetensors::Dtype;
 use std::fs::File;
 
-/// Element types lorascope computes on.
-trait Elem: bytemuck::Pod {
+/// Element types lorascope computes on (widened to f64 when read).
+pub trait Elem: bytemuck::Pod {
     fn to_f64(self) -> f64;
 }
 impl Elem for f32 {
@@ -162,56 +163,44 @@ impl<'a> Mapped<'a> {
 
     fn factor_t_of(&self, f: &Factor, raw: &[u8]) -> Result<ColMajor> {
         let t = &self.adapter.tensors[f.tensor];
-        let shape = &t.info.shape;
-        let name = &t.info.name;
-        let m = match t.info.dtype {
-            Dtype::F32 => pick_t::<f32>(raw, shape, f.pick, name),
-            Dtype::F64 => pick_t::<f64>(raw, shape, f.pick, name),
-            Dtype::F16 => pick_t::<half::f16>(raw, shape, f.pick, name),
-            Dtype::BF16 => pick_t::<half::bf16>(raw, shape, f.pick, name),
-            other => Err(Error::Shape(format!(
-                "tensor '{name}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16"
-            ))),
-        }?;
-        match f.rows {
-            None => Ok(m),
-            // Rows of M are the contiguous columns of Mᵀ: copied whole.
-            Some(r) => {
-                let last = r.start + r.step * r.len.saturating_sub(1);
-                if r.len == 0 || last >= m.ncols {
-                    return Err(Error::Shape(format!(
-                        "tensor '{name}' {shape:?}: has no row {last} to split gate and up"
-                    )));
-                }
-                let mut data: Vec<f64> = Vec::with_capacity(r.len * m.nrows);
-                for j in (r.start..=last).step_by(r.step) {
-                    data.extend_from_slice(&m.data[j * m.nrows..(j + 1) * m.nrows]);
-                }
-                // The other half may hold the non-finite values: ask the rows taken.
-                let finite = m.finite || data.iter().all(|x| x.is_finite());
-                Ok(ColMajor {
-                    data,
-                    nrows: m.nrows,
-                    ncols: r.len,
-                    finite,
-                })
-            }
-        }
+        let (shape, name) = (&t.info.shape, &t.info.name);
+        with_elem!(t.info.dtype, name, T => {
+            let data = typed::<T>(raw);
+            Ok(to_mat_t(matrix_of(&data, shape, f, name)?))
+        })
+    }
+
+    /// R of the thin QR of each factor's tall matrix (Aᵀ for A, B for B): all of them taken
+    /// from one tensor, read in place in one pass (`gram`), with no f64 copy of any factor.
+    pub fn tall_rs(&self, tensor: usize, factors: &[(Factor, Side)]) -> Result<Vec<FactorR>> {
+        let t = &self.adapter.tensors[tensor];
+        let (shape, name) = (&t.info.shape, &t.info.name);
+        self.checked(tensor, |raw| {
+            with_elem!(t.info.dtype, name, T => {
+                let data = typed::<T>(raw);
+                let talls = factors
+                    .iter()
+                    .map(|(f, side)| {
+                        let m = matrix_of(&data, shape, f, name)?;
+                        Ok(match side {
+                            Side::A => m.reversed_axes(),
+                            Side::B => m,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(gram::tall_rs(&talls))
+            })
+        })
     }
 
     /// A full tensor as f64 values (row-major) and its shape.
     pub fn full_values(&self, tensor: usize) -> Result<Vec<f64>> {
         let t = &self.adapter.tensors[tensor];
         let name = &t.info.name;
-        self.checked(tensor, |raw| match t.info.dtype {
-            Dtype::F32 => Ok(values::<f32>(raw)),
-            Dtype::F64 => Ok(values::<f64>(raw)),
-            Dtype::F16 => Ok(values::<half::f16>(raw)),
-            Dtype::BF16 => Ok(values::<half::bf16>(raw)),
-            other => Err(Error::Shape(format!(
-                "tensor '{name}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16"
-            ))),
-        })
+        self.checked(
+            tensor,
+            |raw| with_elem!(t.info.dtype, name, T => Ok(values::<T>(raw))),
+        )
     }
 }
 
@@ -252,21 +241,82 @@ fn values<T: Elem>(raw: &[u8]) -> Vec<f64> {
     typed::<T>(raw).iter().map(|x| x.to_f64()).collect()
 }
 
-fn pick_t<T: Elem>(raw: &[u8], shape: &[usize], pick: Pick, name: &str) -> Result<ColMajor> {
-    let data = typed::<T>(raw);
+/// Runs `$body` with `$T` bound to the element type of `$dtype`, or fails on other dtypes.
+macro_rules! with_elem {
+    ($dtype:expr, $name:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            Dtype::F32 => {
+                type $T = f32;
+                $body
+            }
+            Dtype::F64 => {
+                type $T = f64;
+                $body
+            }
+            Dtype::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            Dtype::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            other => Err(Error::Shape(format!(
+                "tensor '{}' has dtype {other:?}; lorascope computes on F32, F64, F16 and BF16",
+                $name
+            ))),
+        }
+    };
+}
+use with_elem;
+
+/// Which factor of a delta a matrix is: A (r × in) is reduced as Aᵀ (in × r), B (out × r) as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// The factor's matrix M (A: r×in, B: out×r) viewed in place: its pick of the tensor, then its
+/// row selection (`--split-gate-up`).
+fn matrix_of<'a, T: Elem>(
+    data: &'a [T],
+    shape: &[usize],
+    f: &Factor,
+    name: &str,
+) -> Result<ArrayView2<'a, T>> {
+    let m = pick_view(data, shape, f.pick, name)?;
+    let Some(r) = f.rows else {
+        return Ok(m);
+    };
+    let last = r.start + r.step * r.len.saturating_sub(1);
+    if r.len == 0 || last >= m.nrows() {
+        return Err(Error::Shape(format!(
+            "tensor '{name}' {shape:?}: has no row {last} to split gate and up"
+        )));
+    }
+    Ok(m.slice_move(s![r.start..=last;r.step, ..]))
+}
+
+fn pick_view<'a, T: Elem>(
+    data: &'a [T],
+    shape: &[usize],
+    pick: Pick,
+    name: &str,
+) -> Result<ArrayView2<'a, T>> {
     let bad = |what: &str| Error::Shape(format!("tensor '{name}' {shape:?}: {what}"));
     let view: ArrayView2<T> = match pick {
         Pick::Index { index } => {
-            let v3 = ArrayView3::from_shape((shape[0], shape[1], shape[2]), &data)
+            let v3 = ArrayView3::from_shape((shape[0], shape[1], shape[2]), data)
                 .map_err(|_| bad("is not 3D"))?;
             if index >= shape[0] {
                 return Err(bad(&format!("has no slice {index}")));
             }
-            return Ok(to_mat_t(v3.index_axis(Axis(0), index)));
+            return Ok(v3.index_axis_move(Axis(0), index));
         }
-        _ => ArrayView2::from_shape((shape[0], shape[1]), &data).map_err(|_| bad("is not 2D"))?,
+        _ => ArrayView2::from_shape((shape[0], shape[1]), data).map_err(|_| bad("is not 2D"))?,
     };
-    let sliced = match pick {
+    Ok(match pick {
         Pick::All => view,
         Pick::Transposed => view.reversed_axes(),
         Pick::Rows { start, len } => {
@@ -283,8 +333,7 @@ fn pick_t<T: Elem>(raw: &[u8], shape: &[usize], pick: Pick, name: &str) -> Resul
             view.slice_move(s![.., start..=last;step])
         }
         Pick::Index { .. } => unreachable!("handled above"),
-    };
-    Ok(to_mat_t(sliced))
+    })
 }
 
 /// A column-major f64 matrix built without zero-filling (it is written once, in order).
