@@ -29,6 +29,8 @@ pub struct DeltaStats {
     pub energy_rank_99: usize,
     pub singular_values: Vec<f64>,
     pub finite: bool,
+    /// A or B is exactly zero, so ΔW = 0: a LoRA never trained or never saved (finite deltas).
+    pub dead: bool,
 }
 
 /// `DeltaStats` as JSON: the computed fields are null when the delta is not finite.
@@ -48,6 +50,7 @@ struct DeltaStatsJson {
     energy_rank_99: Option<usize>,
     singular_values: Option<Vec<f64>>,
     finite: bool,
+    dead: bool,
 }
 
 impl From<DeltaStats> for DeltaStatsJson {
@@ -68,6 +71,7 @@ impl From<DeltaStats> for DeltaStatsJson {
             energy_rank_99: ok.then_some(d.energy_rank_99),
             singular_values: ok.then_some(d.singular_values),
             finite: ok,
+            dead: d.dead,
         }
     }
 }
@@ -185,6 +189,7 @@ pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
             energy_rank_99: 0,
             singular_values: vec![],
             finite: false,
+            dead: false,
         };
     }
     let s1 = sigma.first().copied().unwrap_or(0.0);
@@ -232,7 +237,40 @@ pub fn from_sigma(d: &Delta, sigma: Vec<f64>) -> DeltaStats {
         energy_rank_99: energy_rank(0.99),
         singular_values: sigma,
         finite: true,
+        dead: false,
     }
+}
+
+/// One delta measured from one read of its factors: its statistics and what the health checks
+/// need besides (factor norms, NaN/inf counts), so that `check` costs one pass like `stats`.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub stats: DeltaStats,
+    /// ‖A‖_F and ‖B‖_F as stored (before the scale s).
+    pub norm_a: f64,
+    pub norm_b: f64,
+    /// NaN/±inf values in A and in B, and how many values each holds.
+    pub nonfinite_a: usize,
+    pub nonfinite_b: usize,
+    pub len_a: usize,
+    pub len_b: usize,
+}
+
+/// Reads a delta's factors once and measures it.
+pub fn measure(m: &Mapped, d: &Delta) -> Result<Measured> {
+    let f = factor(m, d, false)?;
+    let mut stats = from_sigma(d, f.sigma());
+    // Exact zeros: the delta is finite and one factor never left its zero initialisation.
+    stats.dead = stats.finite && (f.a_t.is_zero() || f.b_t.is_zero());
+    Ok(Measured {
+        stats,
+        norm_a: f.a_t.norm(),
+        norm_b: f.b_t.norm(),
+        nonfinite_a: f.a_t.nonfinite(),
+        nonfinite_b: f.b_t.nonfinite(),
+        len_a: f.a_t.len(),
+        len_b: f.b_t.len(),
+    })
 }
 
 /// Reads a delta's factors and reduces it to its core.
@@ -292,16 +330,28 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
 
 /// `compute` on an adapter already mapped.
 pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
+    let (measured, full_tensors) = measure_on(m, filter, ctl)?;
+    Ok(AdapterStats {
+        id: m.adapter().id.clone(),
+        deltas: measured.into_iter().map(|x| x.stats).collect(),
+        full_tensors,
+    })
+}
+
+/// Every selected delta measured (in parallel) and every selected full tensor's norms: the one
+/// pass over the data that `stats` and `check` share.
+pub fn measure_on(
+    m: &Mapped,
+    filter: &Filter,
+    ctl: &Control,
+) -> Result<(Vec<Measured>, Vec<FullStats>)> {
     let a = m.adapter();
     let deltas: Vec<&Delta> = a
         .deltas
         .iter()
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
-    let stats = ctl.run(&deltas, |d| {
-        let f = factor(m, d, false)?;
-        Ok(from_sigma(d, f.sigma()))
-    })?;
+    let measured = ctl.run(&deltas, |d| measure(m, d))?;
     let full: Vec<&crate::adapter::layout::FullTensor> = a
         .full
         .iter()
@@ -312,9 +362,5 @@ pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterS
         .iter()
         .map(|f| full_stats(m, f))
         .collect::<Result<Vec<_>>>()?;
-    Ok(AdapterStats {
-        id: a.id.clone(),
-        deltas: stats,
-        full_tensors,
-    })
+    Ok((measured, full_tensors))
 }

@@ -187,13 +187,16 @@ impl<'a> Mapped<'a> {
                 for j in (r.start..=last).step_by(r.step) {
                     data.extend_from_slice(&m.data[j * m.nrows..(j + 1) * m.nrows]);
                 }
-                // The other half may hold the non-finite values: ask the rows taken.
+                // The other half may hold the non-finite values (or all the non-zero ones): ask
+                // the rows taken.
                 let finite = m.finite || data.iter().all(|x| x.is_finite());
+                let sumsq = data.iter().map(|x| x * x).sum();
                 Ok(ColMajor {
                     data,
                     nrows: m.nrows,
                     ncols: r.len,
                     finite,
+                    sumsq,
                 })
             }
         }
@@ -295,6 +298,8 @@ pub struct ColMajor {
     ncols: usize,
     /// No NaN or infinity among the values (found while converting, at no extra pass).
     finite: bool,
+    /// Σx², accumulated in the same pass: ‖M‖_F for the health checks, and a zero factor for free.
+    sumsq: f64,
 }
 
 impl ColMajor {
@@ -311,6 +316,30 @@ impl ColMajor {
     pub fn is_finite(&self) -> bool {
         self.finite
     }
+    /// ‖M‖_F (NaN when a value is not finite).
+    pub fn norm(&self) -> f64 {
+        self.sumsq.sqrt()
+    }
+    /// Every value is exactly ±0: a factor still at a zero initialisation. Σx² = 0 says so
+    /// unless squares underflowed (|x| < 1e-154, f64 data only): those few are checked whole.
+    pub fn is_zero(&self) -> bool {
+        self.sumsq == 0.0 && self.data.iter().all(|x| *x == 0.0)
+    }
+    /// How many values are NaN or ±inf (counted only when there are some).
+    pub fn nonfinite(&self) -> usize {
+        if self.finite {
+            0
+        } else {
+            self.data.iter().filter(|x| !x.is_finite()).count()
+        }
+    }
+    /// How many values the factor holds.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
     /// From a dense faer matrix (tests, benchmarks).
     pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
         let mut data = Vec::with_capacity(m.nrows() * m.ncols());
@@ -318,11 +347,13 @@ impl ColMajor {
             data.extend((0..m.nrows()).map(|i| m[(i, j)]));
         }
         let finite = data.iter().all(|x| x.is_finite());
+        let sumsq = data.iter().map(|x| x * x).sum();
         ColMajor {
             data,
             nrows: m.nrows(),
             ncols: m.ncols(),
             finite,
+            sumsq,
         }
     }
 }
@@ -334,9 +365,12 @@ fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
     let mut data = Vec::with_capacity(rows * cols);
     // x·0 is 0 for finite x and NaN for NaN or ±inf: one multiply-add per element finds them.
     let mut probe = 0.0;
+    // A second, independent accumulator: it runs beside the probe's, at almost no cost.
+    let mut sumsq = 0.0;
     let mut conv = |s: &T| {
         let x = s.to_f64();
         probe += x * 0.0;
+        sumsq += x * x;
         x
     };
     for row in m.rows() {
@@ -350,6 +384,7 @@ fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
         nrows: cols,
         ncols: rows,
         finite: probe == 0.0,
+        sumsq,
     }
 }
 
