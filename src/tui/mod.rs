@@ -133,6 +133,7 @@ pub fn run(cfg: Config) -> anyhow::Result<Ended> {
     });
     // Fetches go into the hub cache even when the demo cache is shown (`cache` is never it).
     app.fetch_cache = cfg.cache.clone();
+    app.enable_health();
     if !io::IsTerminal::is_terminal(&stdout()) {
         anyhow::bail!(
             "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"
