@@ -900,3 +900,66 @@ fn stats_json_says_dead_per_delta() {
         .iter()
         .all(|x| x["dead"].is_boolean()));
 }
+
+#[test]
+fn report_health_counts_dead_non_finite_and_not_servable_per_pattern() {
+    let t = tempfile::tempdir().unwrap();
+    let hub = t.path().join("hub");
+    let items = |s: Spec| {
+        vec![synth::Item::Adapter {
+            sub: String::new(),
+            spec: s,
+        }]
+    };
+    synth::write_hub_repo(&hub, "org/fine", &items(spec(Pattern::Attention))).unwrap();
+    let dead = damaged(
+        spec(Pattern::Attention),
+        vec![dmg(None, Some("v_proj"), None, DamageKind::Dead)],
+    );
+    synth::write_hub_repo(&hub, "org/dead", &items(dead)).unwrap();
+    let nan = damaged(
+        spec(Pattern::AttentionRouter),
+        vec![dmg(Some(0), Some("q_proj"), None, DamageKind::NonFinite)],
+    );
+    synth::write_hub_repo(&hub, "org/nan-router", &items(nan)).unwrap();
+    let hub_s = hub.to_str().unwrap();
+    let plain = run(t.path(), &["report", "--cache", hub_s, "--format", "json"]);
+    let v: Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(v.get("health").is_none(), "headers only unless asked");
+    let out = run(
+        t.path(),
+        &["report", "--cache", hub_s, "--format", "json", "--health"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["health"].as_array().unwrap();
+    let row = |p: &str| rows.iter().find(|r| r["pattern"] == p).unwrap().clone();
+    let attn = row("attention-only");
+    assert_eq!(
+        (
+            attn["adapters"].as_u64(),
+            attn["dead"].as_u64(),
+            attn["non_finite"].as_u64()
+        ),
+        (Some(2), Some(1), Some(0))
+    );
+    assert_eq!(
+        (attn["ok"].as_u64(), attn["error"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let router = row("attention+router");
+    assert_eq!(router["non_finite"].as_u64(), Some(1));
+    assert_eq!(router["not_servable_vllm"].as_u64(), Some(1));
+    assert_eq!(router["data_checked"].as_u64(), Some(1));
+    let md = run(t.path(), &["report", "--cache", hub_s, "--health"]);
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.contains("## Health"), "{md}");
+    assert!(
+        md.contains("| attention-only | 2 | 2 | 1 | 0 | 0 | 0 | 1 / 0 / 1 |"),
+        "{md}"
+    );
+}
