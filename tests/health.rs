@@ -963,3 +963,57 @@ fn report_health_counts_dead_non_finite_and_not_servable_per_pattern() {
         "{md}"
     );
 }
+
+#[test]
+fn the_demo_cache_shows_a_dead_and_a_non_finite_verdict() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    lorascope::synth::demo::write_demo(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let out = run(
+        t.path(),
+        &[
+            "check",
+            "--cache",
+            d,
+            "--json",
+            "lorascope-demo/gpt-oss-20b-untrained-experts",
+            "lorascope-demo/gpt-oss-20b-nan-block",
+            "lorascope-demo/gpt-oss-20b-attn-r8",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes = |i: usize| -> Vec<(String, Option<u64>, String)> {
+        v[i]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["code"].as_str().unwrap().to_string(),
+                    f["layer"].as_u64(),
+                    f["target"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        codes(0),
+        [("dead".to_string(), None, "gate_up_proj".to_string())]
+    );
+    assert_eq!(
+        codes(1),
+        [("non-finite".to_string(), Some(11), "v_proj".to_string())]
+    );
+    assert!(codes(2).is_empty());
+    assert_eq!(
+        [&v[0]["verdict"], &v[1]["verdict"], &v[2]["verdict"]],
+        ["error", "error", "ok"]
+    );
+}
