@@ -35,11 +35,7 @@ fn opens_an_adapter_and_quits() {
         p.screen()
     );
     // The whole frame (up to the last row) has arrived.
-    assert!(
-        p.wait_for("ined-experts", WAIT).is_some(),
-        "{}",
-        p.screen()
-    );
+    assert!(p.wait_for("ined-experts", WAIT).is_some(), "{}", p.screen());
     assert!(
         p.screen().contains("20b-attn-r8  attn-only"),
         "{}",
