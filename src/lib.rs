@@ -5,6 +5,7 @@
 //!   and adapter_config.json (`config`), turning tensors into logical deltas (`layout`).
 //! - `compute`: mmapped factors (`tensor`), the factored SVD core (`math`), per-delta statistics
 //!   (`stats`) and comparisons (`compare`).
+//! - `health`: findings (dead, non-finite, outlier, coverage, …) and vLLM/SGLang serving rules.
 //! - `view`: what every front end shows (text formatting, the heatmap grid model).
 //! - `plot`, `tui`, `report`: what people see; `hub`: the Hugging Face Hub over HTTP.
 //! - `synth`: synthetic adapters for tests, benchmarks and the demo cache.
@@ -14,6 +15,7 @@ pub mod adapter;
 pub mod cli;
 pub mod compute;
 pub mod error;
+pub mod health;
 pub mod hub;
 pub mod plot;
 pub mod report;

@@ -1524,7 +1524,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     let dir = home.path().join(".cache/lorascope/demo-hub");
     let d = dir.to_str().expect("utf8");
     let out = String::from_utf8(run_ok(&["demo", d], home.path())).expect("utf8");
-    assert!(out.contains("wrote 12 demo repos"), "{out}");
+    assert!(out.contains("wrote 14 demo repos"), "{out}");
     let size = support::apparent_size(&dir);
     assert!(size <= 150_000_000, "demo is {size} bytes");
 
@@ -1534,7 +1534,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(repos.len(), 12);
+    assert_eq!(repos.len(), 14);
     for repo in &repos {
         let rev = fs::read_to_string(repo.join("refs/main")).expect("refs/main");
         let snap = repo.join("snapshots").join(rev.trim());

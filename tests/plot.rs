@@ -408,6 +408,7 @@ fn delta(layer: usize, target: &str, expert: Option<usize>, sv: Vec<f64>, x: f64
         energy_rank_99: 0,
         singular_values: sv,
         finite: true,
+        dead: false,
     }
 }
 

@@ -10,6 +10,7 @@ use lorascope::tui::app::{Action, App, CompareOutput, Effect, Options};
 use lorascope::tui::event;
 use lorascope::tui::jobs::{Job, JobKey};
 use lorascope::tui::keymap::{self, Command};
+use lorascope::tui::model::ListColumn;
 use lorascope::tui::screen::{Screen, Tab};
 use lorascope::view::grid::{present_color, CellKind, Grid, Measure};
 use ratatui::backend::TestBackend;
@@ -167,6 +168,15 @@ fn run_effects(app: &mut App) {
                     }
                     .into()),
                     secs: 0.02,
+                });
+            }
+            Effect::Health { job, adapter } => {
+                let r = lorascope::health::check(&adapter, &Control::default())
+                    .map_err(|e| e.to_string());
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
                 });
             }
             Effect::Cancel(_) | Effect::ExportPlot | Effect::Fetch { .. } => {}
@@ -461,6 +471,88 @@ fn marks_keep_two_and_compare_needs_both() {
     assert!(matches!(app.screen, Screen::List));
     assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(_)]));
     assert!(app.jobs.is_empty());
+}
+
+fn health_cell(app: &App, id: &str) -> String {
+    let i = app.adapters.iter().position(|a| a.id == id).unwrap();
+    app.list.rows[i].cell(ListColumn::Health)
+}
+
+#[test]
+fn health_column_fills_in_the_background_cheapest_first_one_at_a_time() {
+    let (_d, mut app) = new_app(true);
+    assert!(
+        app.take_effects().is_empty(),
+        "off until the explorer turns it on"
+    );
+    assert_eq!(health_cell(&app, "fixtures/router"), "…");
+    assert_eq!(health_cell(&app, "fixtures/empty"), "-");
+    app.enable_health();
+    let mut order = vec![];
+    loop {
+        let effects = app.take_effects();
+        let [Effect::Health { job, adapter }] = effects.as_slice() else {
+            assert!(effects.is_empty(), "one check at a time: {effects:?}");
+            break;
+        };
+        order.push(adapter.clone());
+        // Keys are answered while the check runs: the list moves, nothing waits.
+        let before = app.list.selected;
+        cmd(&mut app, Command::Down);
+        assert_ne!(app.list.selected, before);
+        cmd(&mut app, Command::Up);
+        let r = lorascope::health::check(adapter, &Control::default()).map_err(|e| e.to_string());
+        app.update(Action::Done {
+            job: *job,
+            result: r.map(Into::into),
+            secs: 0.01,
+        });
+    }
+    let sizes: Vec<u64> = order.iter().map(|a| a.bytes()).collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] <= w[1]),
+        "cheapest first: {sizes:?}"
+    );
+    // Every LoRA adapter and the corrupt one were checked; empty files were not.
+    assert_eq!(order.len(), 6);
+    assert_eq!(health_cell(&app, "fixtures/attn-r8"), "✓");
+    // vLLM refuses modules_to_save and SGLang ignores the saved router: an error.
+    assert_eq!(health_cell(&app, "fixtures/router"), "✗");
+    assert_eq!(health_cell(&app, "fixtures/corrupt"), "✗");
+    assert_eq!(health_cell(&app, "fixtures/empty"), "-");
+    let i = app
+        .adapters
+        .iter()
+        .position(|a| a.id == "fixtures/router")
+        .unwrap();
+    assert!(
+        app.list.rows[i]
+            .detail
+            .iter()
+            .any(|d| d.starts_with("health ✗ serve-")),
+        "{:?}",
+        app.list.rows[i].detail
+    );
+}
+
+#[test]
+fn a_failed_health_check_shows_a_question_mark_and_the_next_one_starts() {
+    let (_d, mut app) = new_app(true);
+    app.enable_health();
+    let effects = app.take_effects();
+    let [Effect::Health { job, adapter }] = effects.as_slice() else {
+        panic!("{effects:?}");
+    };
+    let id = adapter.id.clone();
+    app.update(Action::Done {
+        job: *job,
+        result: Err("file changed".into()),
+        secs: 0.0,
+    });
+    assert_eq!(health_cell(&app, &id), "?");
+    assert!(
+        matches!(app.take_effects().as_slice(), [Effect::Health { adapter, .. }] if adapter.id != id)
+    );
 }
 
 #[test]

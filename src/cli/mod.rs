@@ -12,6 +12,7 @@ macro_rules! errln {
     ($($arg:tt)*) => { $crate::cli::write_text(&mut std::io::stderr(), &format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod check;
 mod compute;
 mod hub;
 mod plot;
@@ -71,6 +72,9 @@ pub enum Command {
     },
     /// Statistics of every delta: norms, effective/stable rank, singular values
     Stats(compute::StatsArgs),
+    /// Health of adapters: dead or non-finite LoRA, outliers, unused rank, vLLM/SGLang serving
+    /// (exit 3 when a finding reaches --fail-on)
+    Check(check::CheckArgs),
     /// Compare two adapters delta by delta: norms, cosine, subspace similarity
     Compare(compute::CompareArgs),
     /// Summarise many adapters as the survey does: patterns, ranks, dtypes, expert layers
@@ -166,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => cmd_inspect(&ctx, &adapter, json, read.layout()),
         Some(Command::Stats(args)) => compute::cmd_stats(&ctx, args),
         Some(Command::Compare(args)) => compute::cmd_compare(&ctx, args),
+        Some(Command::Check(args)) => check::cmd_check(&ctx, args),
         Some(Command::Report(args)) => report::cmd_report(&ctx, args),
         Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
         Some(Command::Plot(args)) => plot::cmd_plot(&ctx, args),

@@ -21,6 +21,10 @@ pub struct ReportArgs {
     pub remote: Option<String>,
     #[arg(long, value_enum, default_value = "md")]
     pub format: Format,
+    /// Add a health section: reads every factor of the local adapters (dead, non-finite) and
+    /// judges every adapter's serving readiness (vLLM, SGLang)
+    #[arg(long)]
+    pub health: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,6 +79,21 @@ pub(super) fn cmd_report(ctx: &Catalog, args: ReportArgs) -> Result<ExitCode> {
     }
     let mut r = report::build(&adapters, stats);
     r.sources = sources;
+    if args.health {
+        let ctl = crate::compute::stats::Control::default();
+        let (health, read): (Vec<_>, Vec<_>) = adapters
+            .iter()
+            .map(|a| {
+                // Remote adapters (and files gone since the scan) are judged from headers.
+                let local = a.files.iter().all(|f| f.path.is_file());
+                match local.then(|| crate::health::check(a, &ctl)) {
+                    Some(Ok(h)) => (h, true),
+                    _ => (crate::health::analyze(a, &[], &[]), false),
+                }
+            })
+            .unzip();
+        r.health = Some(report::health_rows(&adapters, &health, &read));
+    }
     match args.format {
         Format::Md => out!("{}", r.markdown()),
         Format::Json => print_json(&r)?,

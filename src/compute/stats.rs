@@ -2,7 +2,7 @@
 
 use crate::adapter::layout::{Delta, DeltaKey, Target};
 use crate::adapter::Adapter;
-use crate::compute::math::{self, Factored};
+use crate::compute::math::{self, FactorR, Factored};
 use crate::compute::shared::{self, SharedRs};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
@@ -32,6 +32,8 @@ pub struct DeltaStats {
     pub energy_rank_99: usize,
     pub singular_values: Vec<f64>,
     pub finite: bool,
+    /// A or B is exactly zero, so ΔW = 0: a LoRA never trained or never saved (finite deltas).
+    pub dead: bool,
 }
 
 /// `DeltaStats` as JSON: the computed fields are null when the delta is not finite.
@@ -51,6 +53,7 @@ struct DeltaStatsJson {
     energy_rank_99: Option<usize>,
     singular_values: Option<Vec<f64>>,
     finite: bool,
+    dead: bool,
 }
 
 impl From<DeltaStats> for DeltaStatsJson {
@@ -71,6 +74,7 @@ impl From<DeltaStats> for DeltaStatsJson {
             energy_rank_99: ok.then_some(d.energy_rank_99),
             singular_values: ok.then_some(d.singular_values),
             finite: ok,
+            dead: d.dead,
         }
     }
 }
@@ -226,6 +230,7 @@ pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
             energy_rank_99: 0,
             singular_values: vec![],
             finite: false,
+            dead: false,
         };
     }
     let s1 = sigma.first().copied().unwrap_or(0.0);
@@ -274,7 +279,48 @@ pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
         energy_rank_99: energy_rank(0.99),
         singular_values: sigma,
         finite: true,
+        dead: false,
     }
+}
+
+/// One delta measured from one read of its factors: its statistics and what the health checks
+/// need besides (factor norms, NaN/inf counts), so that `check` costs one pass like `stats`.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub stats: DeltaStats,
+    /// ‖A‖_F and ‖B‖_F as stored (before the scale s).
+    pub norm_a: f64,
+    pub norm_b: f64,
+    /// NaN/±inf values in A and in B, and how many values each holds.
+    pub nonfinite_a: usize,
+    pub nonfinite_b: usize,
+    pub len_a: usize,
+    pub len_b: usize,
+}
+
+/// Measures delta number `index` from the R's of its factors (RᵀR = MᵀM, so ‖R‖_F = ‖M‖_F and
+/// R = 0 exactly when the factor is all zeros). Only a non-finite delta is read again, to count
+/// its NaN/inf values for the health report.
+fn measure(m: &Mapped, index: usize, d: &Delta, r_b: &FactorR, r_a: &FactorR) -> Result<Measured> {
+    let mut stats = from_sigma(index, d, math::sigma_of(d.scale, r_b, r_a));
+    let (norm_a, norm_b) = (r_a.r.norm_l2(), r_b.r.norm_l2());
+    // Exact zeros: the delta is finite and one factor never left its zero initialisation.
+    stats.dead = stats.finite && (norm_a == 0.0 || norm_b == 0.0);
+    let (len_a, len_b) = (d.rank * d.in_dim, d.out_dim * d.rank);
+    let (mut nonfinite_a, mut nonfinite_b) = (0, 0);
+    if !(r_a.finite && r_b.finite) {
+        nonfinite_a = m.factor_t(&d.a)?.nonfinite();
+        nonfinite_b = m.factor_t(&d.b)?.nonfinite();
+    }
+    Ok(Measured {
+        stats,
+        norm_a: if r_a.finite { norm_a } else { f64::NAN },
+        norm_b: if r_b.finite { norm_b } else { f64::NAN },
+        nonfinite_a,
+        nonfinite_b,
+        len_a,
+        len_b,
+    })
 }
 
 /// Reads a delta's factors and reduces it to its core.
@@ -337,6 +383,21 @@ pub fn compute(a: &Adapter, filter: &Filter, ctl: &Control) -> Result<AdapterSta
 
 /// `compute` on an adapter already mapped.
 pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterStats> {
+    let (measured, full_tensors) = measure_on(m, filter, ctl)?;
+    Ok(AdapterStats {
+        id: m.adapter().id.clone(),
+        deltas: measured.into_iter().map(|x| x.stats).collect(),
+        full_tensors,
+    })
+}
+
+/// Every selected delta measured (in parallel) and every selected full tensor's norms: the one
+/// pass over the data that `stats` and `check` share.
+pub fn measure_on(
+    m: &Mapped,
+    filter: &Filter,
+    ctl: &Control,
+) -> Result<(Vec<Measured>, Vec<FullStats>)> {
     let a = m.adapter();
     let (index, deltas): (Vec<usize>, Vec<&Delta>) = a
         .deltas
@@ -345,17 +406,17 @@ pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterS
         .filter(|(_, d)| filter.matches(d.layer, &d.target, d.expert))
         .unzip();
     // Each wave reads its tensors once (shared factors reduced once), then combines R's.
-    let stats = ctl.install(|| {
-        let mut stats = Vec::with_capacity(deltas.len());
+    let measured = ctl.install(|| {
+        let mut measured = Vec::with_capacity(deltas.len());
         for w in shared::waves(&deltas) {
             let rs = SharedRs::compute(m, &deltas[w.clone()], ctl)?;
             let wave: Vec<usize> = w.clone().collect();
-            stats.extend(ctl.each(&wave, Some((w.start, deltas.len())), |&k| {
-                let (d, (r_b, r_a)) = (deltas[k], rs.of(deltas[k])?);
-                Ok(from_sigma(index[k], d, math::sigma_of(d.scale, r_b, r_a)))
+            measured.extend(ctl.each(&wave, Some((w.start, deltas.len())), |&k| {
+                let (r_b, r_a) = rs.of(deltas[k])?;
+                measure(m, index[k], deltas[k], r_b, r_a)
             })?);
         }
-        Ok(stats)
+        Ok(measured)
     })?;
     let full: Vec<&crate::adapter::layout::FullTensor> = a
         .full
@@ -367,9 +428,5 @@ pub fn compute_on(m: &Mapped, filter: &Filter, ctl: &Control) -> Result<AdapterS
         .iter()
         .map(|f| full_stats(m, f))
         .collect::<Result<Vec<_>>>()?;
-    Ok(AdapterStats {
-        id: a.id.clone(),
-        deltas: stats,
-        full_tensors,
-    })
+    Ok((measured, full_tensors))
 }

@@ -360,6 +360,21 @@ impl ColMajor {
     pub fn is_finite(&self) -> bool {
         self.finite
     }
+    /// How many values are NaN or ±inf (counted only when there are some).
+    pub fn nonfinite(&self) -> usize {
+        if self.finite {
+            0
+        } else {
+            self.data.iter().filter(|x| !x.is_finite()).count()
+        }
+    }
+    /// How many values the factor holds.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
     /// From a dense faer matrix (tests, benchmarks).
     pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
         let mut data = Vec::with_capacity(m.nrows() * m.ncols());

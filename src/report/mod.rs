@@ -4,6 +4,7 @@
 
 use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind, Pattern};
+use crate::health::{code as health_code, Health, Severity, Verdict};
 use crate::hub::SurveyStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -120,6 +121,66 @@ pub struct Report {
     pub expert_layers: ExpertLayers,
     pub notes: Vec<String>,
     pub remote: Option<SurveyStats>,
+    /// `report --health`: per pattern, how many adapters are dead, non-finite, not servable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Vec<HealthRow>>,
+}
+
+/// One pattern's health counts (`report --health`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthRow {
+    pub pattern: String,
+    pub adapters: usize,
+    /// Adapters whose data was read (local files); the others were judged from headers only.
+    pub data_checked: usize,
+    /// With a `dead` finding of severity error (a whole target or expert group is zero).
+    pub dead: usize,
+    pub non_finite: usize,
+    /// With an error in the vLLM / SGLang serving rules (refused, or part not applied).
+    pub not_servable_vllm: usize,
+    pub not_servable_sglang: usize,
+    /// Overall verdicts.
+    pub ok: usize,
+    pub warning: usize,
+    pub error: usize,
+}
+
+/// The health table of `report --health` from each adapter's health; `data_read[i]` says whether
+/// adapter i's factors were read (else its health comes from headers and config only).
+pub fn health_rows(adapters: &[Adapter], health: &[Health], data_read: &[bool]) -> Vec<HealthRow> {
+    let mut rows: BTreeMap<Pattern, HealthRow> = BTreeMap::new();
+    for ((a, h), &read) in adapters.iter().zip(health).zip(data_read) {
+        let p = a.pattern();
+        let r = rows.entry(p).or_insert_with(|| HealthRow {
+            pattern: p.as_str().to_string(),
+            adapters: 0,
+            data_checked: 0,
+            dead: 0,
+            non_finite: 0,
+            not_servable_vllm: 0,
+            not_servable_sglang: 0,
+            ok: 0,
+            warning: 0,
+            error: 0,
+        });
+        let has = |code: &str| {
+            h.findings
+                .iter()
+                .any(|f| f.code == code && f.severity == Severity::Error)
+        };
+        r.adapters += 1;
+        r.data_checked += usize::from(read);
+        r.dead += usize::from(has(health_code::DEAD));
+        r.non_finite += usize::from(has(health_code::NON_FINITE));
+        r.not_servable_vllm += usize::from(h.serving.vllm.verdict == Verdict::Error);
+        r.not_servable_sglang += usize::from(h.serving.sglang.verdict == Verdict::Error);
+        match h.verdict {
+            Verdict::Ok => r.ok += 1,
+            Verdict::Warning => r.warning += 1,
+            Verdict::Error => r.error += 1,
+        }
+    }
+    rows.into_values().collect()
 }
 
 /// The repo an adapter belongs to: `ORG/NAME` for hub adapters (cache or remote), else the
@@ -336,6 +397,7 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         expert_layers,
         notes,
         remote,
+        health: None,
     }
 }
 
@@ -671,6 +733,31 @@ impl Report {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+        }
+
+        if let Some(rows) = &self.health {
+            md += "\n## Health\n\n| Pattern | Adapters | Data read | Dead | Non-finite | \
+                   Not servable (vLLM) | Not servable (SGLang) | ✓ / ! / ✗ |\n\
+                   |---|---:|---:|---:|---:|---:|---:|---|\n";
+            for r in rows {
+                md += &format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+                    r.pattern,
+                    r.adapters,
+                    r.data_checked,
+                    r.dead,
+                    r.non_finite,
+                    r.not_servable_vllm,
+                    r.not_servable_sglang,
+                    r.ok,
+                    r.warning,
+                    r.error
+                );
+            }
+            md +=
+                "\nDead: a whole target or expert group is exactly zero. Not servable: the engine \
+                   refuses the adapter or drops part of it (docs/health.md). Adapters whose data \
+                   was not read (remote) are judged from headers only.\n";
         }
 
         md += "\n## Notes\n\n";

@@ -67,6 +67,31 @@ fn repos() -> Vec<Repo> {
         s.targets = vec!["q_proj", "v_proj"];
         multi.extend(adapter_files(&s, sub));
     }
+    // Health verdicts a new user should see (docs/health.md): expert LoRA whose gate_up factors
+    // never left their zero init (unsloth-zoo issue 606: "gate_up dead and down alive"), and an
+    // adapter with a NaN block. Rank 2 on q/v keeps both near 1 MB each.
+    let mut untrained = spec(
+        Pattern::PeftExperts { layers: vec![11] },
+        2,
+        1,
+        Dtype::BF16,
+        12,
+    );
+    untrained.targets = vec!["q_proj", "v_proj"];
+    untrained.damage = vec![synth::Damage::new(
+        None,
+        Some("gate_up_proj"),
+        None,
+        synth::DamageKind::Dead,
+    )];
+    let mut nan = spec(Pattern::Attention, 2, 0, Dtype::BF16, 13);
+    nan.targets = vec!["q_proj", "v_proj"];
+    nan.damage = vec![synth::Damage::new(
+        Some(11),
+        Some("v_proj"),
+        None,
+        synth::DamageKind::NonFinite,
+    )];
     let mut corrupt = adapter_files(&spec(Pattern::Attention, 4, 0, Dtype::F32, 9), "");
     if let Item::Raw { bytes, .. } = &mut corrupt[0] {
         bytes.truncate(bytes.len() / 2); // an interrupted download
@@ -162,6 +187,14 @@ fn repos() -> Vec<Repo> {
         Repo {
             name: "gpt-oss-20b-corrupt",
             files: corrupt,
+        },
+        Repo {
+            name: "gpt-oss-20b-untrained-experts",
+            files: adapter_files(&untrained, ""),
+        },
+        Repo {
+            name: "gpt-oss-20b-nan-block",
+            files: adapter_files(&nan, ""),
         },
     ]
 }

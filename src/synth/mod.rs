@@ -106,6 +106,56 @@ pub struct Spec {
     pub sparse: bool,
     /// Keep the safetensors data section 8-byte aligned (real writers do; set false to test copies).
     pub aligned: bool,
+    /// Deliberate defects of some deltas (health fixtures, the demo's broken adapters).
+    pub damage: Vec<Damage>,
+}
+
+/// A defect planted in the deltas a selector picks (`None` = any layer, target or expert).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    pub layer: Option<usize>,
+    pub target: Option<&'static str>,
+    pub expert: Option<usize>,
+    pub kind: DamageKind,
+}
+
+/// What is wrong with a damaged delta.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DamageKind {
+    /// σ = 0: the factor that carries σ (B, or A where B is shared) is exactly zero, as after a
+    /// run whose LoRA got no gradient.
+    Dead,
+    /// σ₁ = NaN: one column of B (a row of A where B is shared) is NaN.
+    NonFinite,
+    /// σ scaled by this factor (outliers, negligible deltas).
+    Scale(f64),
+    /// Only the first k singular values kept (unused rank).
+    Collapse(usize),
+    /// B scaled by k and A by 1/k: the same ΔW from unbalanced factors (where factors are drawn
+    /// per delta; a shared 3D factor is left as is).
+    Imbalance(f64),
+}
+
+impl Damage {
+    pub fn new(
+        layer: Option<usize>,
+        target: Option<&'static str>,
+        expert: Option<usize>,
+        kind: DamageKind,
+    ) -> Damage {
+        Damage {
+            layer,
+            target,
+            expert,
+            kind,
+        }
+    }
+
+    fn applies(&self, layer: usize, target: &str, expert: Option<usize>) -> bool {
+        self.layer.is_none_or(|l| l == layer)
+            && self.target.is_none_or(|t| t == target)
+            && self.expert.is_none_or(|e| expert == Some(e))
+    }
 }
 
 impl Spec {
@@ -125,6 +175,7 @@ impl Spec {
             lora_b_layout: LoraBLayout::StrideE,
             sparse: false,
             aligned: true,
+            damage: vec![],
         }
     }
 }
@@ -311,6 +362,8 @@ struct Gen<'a> {
     rng: Rng,
     out: Vec<TensorData>,
     planted: Vec<Planted>,
+    /// The B/A balance of the next factors drawn (set by `plant` from `Imbalance`).
+    balance: f64,
 }
 
 impl Gen<'_> {
@@ -344,18 +397,38 @@ impl Gen<'_> {
         let r = sigma.len();
         let u = orthonormal(&mut self.rng, out, r);
         let v = orthonormal(&mut self.rng, inn, r);
-        let b: Vec<f64> = (0..out * r).map(|i| u[i] * sigma[i % r]).collect();
+        let k_bal = std::mem::replace(&mut self.balance, 1.0);
+        let b: Vec<f64> = (0..out * r).map(|i| u[i] * sigma[i % r] * k_bal).collect();
         let mut a = vec![0.0; r * inn];
         for i in 0..inn {
             for k in 0..r {
-                a[k * inn + i] = v[i * r + k];
+                a[k * inn + i] = v[i * r + k] / k_bal;
             }
         }
         Some((b, a))
     }
 
     fn plant(&mut self, layer: usize, target: &str, expert: Option<usize>, r: usize) -> Vec<f64> {
-        let sigma = spectrum(self.spec.seed, layer, target, expert, r);
+        let mut sigma = spectrum(self.spec.seed, layer, target, expert, r);
+        self.balance = 1.0;
+        for d in self
+            .spec
+            .damage
+            .iter()
+            .filter(|d| d.applies(layer, target, expert))
+        {
+            match d.kind {
+                DamageKind::Dead => sigma.iter_mut().for_each(|x| *x = 0.0),
+                DamageKind::NonFinite => {
+                    if let Some(x) = sigma.first_mut() {
+                        *x = f64::NAN;
+                    }
+                }
+                DamageKind::Scale(k) => sigma.iter_mut().for_each(|x| *x *= k),
+                DamageKind::Collapse(k) => sigma.iter_mut().skip(k).for_each(|x| *x = 0.0),
+                DamageKind::Imbalance(k) => self.balance = k,
+            }
+        }
         self.planted.push(Planted {
             layer,
             target: target.into(),
@@ -529,6 +602,7 @@ pub fn generate(spec: &Spec) -> Generated {
         rng: Rng::new(spec.seed),
         out: vec![],
         planted: vec![],
+        balance: 1.0,
     };
     let p = "base_model.model.";
     let mut target_parameters: Vec<String> = vec![];

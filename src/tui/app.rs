@@ -77,6 +77,11 @@ pub enum Effect {
         stats_a: Option<Arc<AdapterStats>>,
         stats_b: Option<Arc<AdapterStats>>,
     },
+    /// The health check of one adapter (the list's health column), one at a time.
+    Health {
+        job: JobId,
+        adapter: Arc<Adapter>,
+    },
     Cancel(JobId),
     ExportPlot,
     /// Download `repo` from the Hub into the cache `cache` and read its adapters.
@@ -230,6 +235,9 @@ pub struct App {
     /// The hub cache fetches write into (`--cache` or the resolved HF cache; never the demo
     /// cache). None: there is none, and `F` says so.
     pub fetch_cache: Option<PathBuf>,
+    /// Check every adapter's health in the background after the scan (the list's column). Off
+    /// unless the explorer turns it on: `App::update` tests then see only the work they start.
+    pub health: bool,
 }
 
 /// The offset that keeps `sel` visible in `height` rows, moving as little as possible from `prev`.
@@ -269,7 +277,14 @@ impl App {
             quit: false,
             fetch_input: None,
             fetch_cache: None,
+            health: false,
         }
+    }
+
+    /// Turns the background health checks on (and starts the first when adapters are listed).
+    pub fn enable_health(&mut self) {
+        self.health = true;
+        self.next_health();
     }
 
     /// Work queued by the last updates, for the event loop.
@@ -402,6 +417,31 @@ impl App {
         if self.adapters.is_empty() {
             self.status = Some("no adapters found".into());
         }
+        self.next_health();
+    }
+
+    /// Starts the health check of the cheapest adapter not yet checked, unless one runs: one at a
+    /// time on one core, so that keys and the views' own jobs keep the rest of the machine.
+    fn next_health(&mut self) {
+        if !self.health || self.jobs.health_running() {
+            return;
+        }
+        let next = (0..self.adapters.len())
+            .filter(|&i| {
+                use crate::adapter::Kind;
+                matches!(self.adapters[i].kind, Kind::Lora | Kind::Error)
+            })
+            .filter(|&i| !self.jobs.contains(&JobKey::Health(i)))
+            .min_by_key(|&i| (self.adapters[i].bytes(), i));
+        if let Some(i) = next {
+            let adapter = self.adapters[i].clone();
+            let total = adapter.deltas.len();
+            self.jobs
+                .start(JobKey::Health(i), total, |job| Effect::Health {
+                    job,
+                    adapter,
+                });
+        }
     }
 
     /// The one end of every job: the registry keeps (or drops) the result, a failure goes to
@@ -410,6 +450,13 @@ impl App {
         let Some(key) = self.jobs.finish(job, &result) else {
             return;
         };
+        if let JobKey::Health(i) = key {
+            // The list's column shows the verdict, or `?` when the check failed.
+            let h = self.jobs.health(i).cloned();
+            self.list.set_health(i, h.as_deref());
+            self.next_health();
+            return;
+        }
         match result {
             Err(e) => self.status = Some(key.failure(&e)),
             Ok(JobOutput::Fetch(adapters)) => {
@@ -444,6 +491,7 @@ impl App {
                     self.jobs.retain(|k| match *k {
                         JobKey::Stats(x, _) => x != i,
                         JobKey::Compare(x, y) => x != i && y != i,
+                        JobKey::Health(x) => x != i,
                         JobKey::Fetch(_) => true,
                     });
                     if self.screen.shows(i) {
@@ -461,6 +509,7 @@ impl App {
             first.get_or_insert(idx);
         }
         self.list.select_new(first.unwrap_or(0));
+        self.next_health();
         let noun = if n == 1 { "adapter" } else { "adapters" };
         self.status = Some(format!("fetched {repo}: {n} {noun}"));
     }

@@ -222,6 +222,34 @@ impl Runner {
                     },
                 );
             }
+            Effect::Health { job, adapter } => {
+                let cancel = self.flag(job);
+                spawn_work(
+                    &self.tx,
+                    move || {
+                        let t = Instant::now();
+                        // One thread: the list's column fills in while keys stay answered.
+                        let ctl = Control {
+                            threads: Some(1),
+                            progress: None,
+                            cancel: Some(&cancel),
+                        };
+                        let result = crate::health::check(&adapter, &ctl)
+                            .map(JobOutput::from)
+                            .map_err(|e| e.to_string());
+                        Action::Done {
+                            job,
+                            result,
+                            secs: t.elapsed().as_secs_f64(),
+                        }
+                    },
+                    move |e| Action::Done {
+                        job,
+                        result: Err(e),
+                        secs: 0.0,
+                    },
+                );
+            }
             Effect::Compare {
                 job,
                 a,

@@ -7,6 +7,7 @@
 use super::app::{CompareOutput, Effect};
 use crate::adapter::Adapter;
 use crate::compute::stats::AdapterStats;
+use crate::health::Health;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub enum JobKey {
     Compare(usize, usize),
     /// A Hub fetch of this repo (as typed, normalised: `ORG/NAME[@REV]`).
     Fetch(String),
+    /// The health check of the adapter at this index (the list's health column).
+    Health(usize),
 }
 
 impl JobKey {
@@ -35,6 +38,7 @@ impl JobKey {
         match self {
             JobKey::Stats(..) => format!("statistics failed: {e}"),
             JobKey::Compare(..) => format!("compare failed: {e}"),
+            JobKey::Health(..) => format!("health check failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
         }
@@ -48,6 +52,13 @@ pub enum JobOutput {
     Compare(Arc<CompareOutput>),
     /// The adapters of the fetched repo, read from the cache.
     Fetch(Vec<Adapter>),
+    Health(Arc<Health>),
+}
+
+impl From<Health> for JobOutput {
+    fn from(h: Health) -> Self {
+        JobOutput::Health(Arc::new(h))
+    }
 }
 
 impl From<AdapterStats> for JobOutput {
@@ -202,6 +213,21 @@ impl Jobs {
             Some(Job::Ready(JobOutput::Stats(s))) => Some(s),
             _ => None,
         }
+    }
+
+    /// The health of adapter `idx`, when checked.
+    pub fn health(&self, idx: usize) -> Option<&Arc<Health>> {
+        match self.jobs.get(&JobKey::Health(idx)) {
+            Some(Job::Ready(JobOutput::Health(h))) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Whether a health check is running.
+    pub fn health_running(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|(k, j)| matches!((k, j), (JobKey::Health(_), Job::Running { .. })))
     }
 
     /// The comparison of adapters `a` and `b`, when computed.

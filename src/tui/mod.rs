@@ -133,6 +133,11 @@ pub fn run(cfg: Config) -> anyhow::Result<Ended> {
     });
     // Fetches go into the hub cache even when the demo cache is shown (`cache` is never it).
     app.fetch_cache = cfg.cache.clone();
+    // The test hook pauses the process's first map: keep it for the computation a test drives,
+    // not for a background health check that would map first.
+    if std::env::var_os(crate::compute::tensor::PAUSE_ENV).is_none() {
+        app.enable_health();
+    }
     if !io::IsTerminal::is_terminal(&stdout()) {
         anyhow::bail!(
             "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"

@@ -7,6 +7,7 @@ use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind};
 use crate::compute::compare::{by_target, Comparison, TargetSummary};
 use crate::compute::stats::AdapterStats;
+use crate::health::{Health, Verdict};
 use crate::view::grid::{compare_grid, Grid};
 use crate::view::text;
 use crate::view::text::{compact_targets, short_name};
@@ -33,6 +34,8 @@ pub struct ListRow {
     pub unrecognised: usize,
     /// The detail line: path, base model, deltas, notes.
     pub detail: Vec<String>,
+    /// The health check: not yet (None), failed (Some(None)) or its verdict.
+    pub health: Option<Option<Verdict>>,
     /// Lower-case text the filter searches.
     haystack: String,
 }
@@ -104,8 +107,29 @@ impl ListRow {
             error: s.error,
             unrecognised: s.unrecognised,
             detail,
+            health: None,
             haystack,
         }
+    }
+
+    /// Records the health check's outcome; its worst finding joins the detail lines.
+    pub fn set_health(&mut self, h: Option<&Health>) {
+        self.health = Some(h.map(|h| h.verdict));
+        let Some(h) = h else {
+            return;
+        };
+        let worst = h.all().max_by_key(|f| f.severity);
+        let line = match worst {
+            Some(f) if h.verdict != Verdict::Ok => format!(
+                "health {} {}: {} ({} findings: `lorascope check` lists them)",
+                h.verdict.mark(),
+                f.code,
+                f.message,
+                h.all().count()
+            ),
+            _ => format!("health {} ok", h.verdict.mark()),
+        };
+        self.detail.insert(2.min(self.detail.len()), line);
     }
 
     /// Every word of the filter must occur (case-insensitive).
@@ -138,6 +162,13 @@ impl ListRow {
             ListColumn::Dtype => self.dtype.clone(),
             ListColumn::Size => self.size.clone(),
             ListColumn::Tensors => self.tensors.to_string(),
+            // Only LoRA adapters (and unreadable ones) are checked.
+            ListColumn::Health => match (self.kind, self.health) {
+                (Kind::Lora | Kind::Error, Some(Some(v))) => v.mark().into(),
+                (Kind::Lora | Kind::Error, Some(None)) => "?".into(),
+                (Kind::Lora | Kind::Error, None) => "…".into(),
+                _ => "-".into(),
+            },
         }
     }
 }
@@ -154,10 +185,11 @@ pub enum ListColumn {
     Dtype,
     Size,
     Tensors,
+    Health,
 }
 
 impl ListColumn {
-    pub const ALL: [ListColumn; 9] = [
+    pub const ALL: [ListColumn; 10] = [
         ListColumn::Id,
         ListColumn::Pattern,
         ListColumn::Targets,
@@ -167,6 +199,7 @@ impl ListColumn {
         ListColumn::Dtype,
         ListColumn::Size,
         ListColumn::Tensors,
+        ListColumn::Health,
     ];
 
     pub fn title(self) -> &'static str {
@@ -180,6 +213,7 @@ impl ListColumn {
             ListColumn::Dtype => "DTYPE",
             ListColumn::Size => "SIZE",
             ListColumn::Tensors => "TENSORS",
+            ListColumn::Health => "HEALTH",
         }
     }
 
@@ -202,6 +236,7 @@ impl ListColumn {
             ListColumn::Dtype => a.dtype.cmp(&b.dtype),
             ListColumn::Size => a.bytes.cmp(&b.bytes),
             ListColumn::Tensors => a.tensors.cmp(&b.tensors),
+            ListColumn::Health => a.health.cmp(&b.health),
         };
         o.then_with(|| a.id.cmp(&b.id))
     }

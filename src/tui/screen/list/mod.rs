@@ -77,6 +77,13 @@ impl ListScreen {
         self.refilter();
     }
 
+    /// The health check of adapter `idx` ended (None: it failed).
+    pub fn set_health(&mut self, idx: usize, h: Option<&crate::health::Health>) {
+        if let Some(r) = self.rows.get_mut(idx) {
+            r.set_health(h);
+        }
+    }
+
     /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
     pub fn set_row(&mut self, idx: usize, a: &Adapter) {
         let row = ListRow::new(a);
