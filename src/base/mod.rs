@@ -1,11 +1,14 @@
 //! The base model an adapter changes: found in the hub cache (from `base_model_name_or_path` or
 //! named), read through `model.safetensors.index.json` shards, headers only until a statistic
 //! needs data, mmapped and never written. Each delta maps to its base weight W (out × in) and
-//! orientation (`weight_for`); `mxfp4` decodes the gpt-oss experts one at a time; `stats` sets
+//! orientation (`weight_for`); `adapter::mxfp4` decodes the gpt-oss experts one at a time; `stats` sets
 //! every delta against its W. docs/base.md has the upstream sources.
 
-pub mod mxfp4;
 pub mod stats;
+
+/// The MXFP4 decoder lives with the file formats (`adapter::mxfp4`), below `synth`, which
+/// writes MXFP4 bases with it.
+pub use crate::adapter::mxfp4;
 
 use crate::adapter::discovery;
 use crate::adapter::format::{self, TensorInfo};
@@ -98,7 +101,7 @@ pub fn locate(
     }
     let looked: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     Err(format!(
-        "base model {id} is not in the cache (looked in {}): showing the adapter's own statistics",
+        "base model {id} is not in the cache (looked in {})",
         if looked.is_empty() {
             "no cache".to_string()
         } else {

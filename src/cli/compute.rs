@@ -136,7 +136,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
     }
     let report = match &base {
         Some(Err(note)) => {
-            eprintln!("note: {note}");
+            eprintln!("note: {note}; showing the adapter's own statistics");
             None
         }
         Some(Ok(r)) => Some(r),

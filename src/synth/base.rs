@@ -4,7 +4,7 @@
 //! 0-based shard names. Both expert storages hold the same values (MXFP4 values are exact in
 //! BF16), so one W can be read both ways.
 
-use crate::base::mxfp4;
+use crate::adapter::mxfp4;
 use crate::synth::{encode, safetensors_bytes, Dims, Item, Rng, TensorData};
 use safetensors::Dtype;
 use std::collections::BTreeMap;

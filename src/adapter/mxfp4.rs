@@ -1,4 +1,4 @@
-//! MXFP4 as the gpt-oss checkpoint stores its experts (docs/base.md): E2M1 values, two per byte,
+//! MXFP4 (a data format of safetensors files, read by `base` and written by `synth`) as the gpt-oss checkpoint stores its experts (docs/base.md): E2M1 values, two per byte,
 //! low nibble first, 32 values (16 bytes) per block sharing one E8M0 scale 2^(s−127). Blocks run
 //! along the last (input) dimension: `_blocks` (E, rows, G, 16) and `_scales` (E, rows, G)
 //! decode to (E, rows, 32·G), the (out × in) matrix of each expert.
