@@ -295,6 +295,31 @@ mod base {
         ] {
             assert!(text.contains(h), "no {h} in\n{text}");
         }
+        // --deep adds intruder dimensions to every delta (the config's base, as --base alone).
+        let deep = json(&run(
+            t.path(),
+            &[
+                "stats",
+                "me/moe",
+                "--cache",
+                &hub,
+                "--json",
+                "--deep",
+                "--intruder-k",
+                "4",
+            ],
+        ));
+        for d in deep["deltas"].as_array().unwrap() {
+            let i = &d["intruders"];
+            assert_eq!(i["k"], 4, "{d}");
+            assert_eq!(i["epsilon"], 0.5);
+            let n = i["count"].as_u64().unwrap();
+            assert!(n <= 4 && i["sigma"].as_array().unwrap().len() as u64 == n);
+        }
+        assert!(
+            v["deltas"][0].get("intruders").is_none(),
+            "only with --deep"
+        );
         // Without --base the JSON is what it always was.
         let plain = json(&run(
             t.path(),

@@ -1030,3 +1030,78 @@ fn swapped_in_out_gate_up_is_set_against_w_as_its_transpose() {
     let n = check_against_base(&spec, ExpertStorage::Mxfp4, true);
     assert_eq!(n, BASE_DIMS.experts, "every gate_up expert, transposed");
 }
+
+/// Intruder dimensions against the dense definition (the authors' `find_intruder_dimensions.py`:
+/// |cos| of the top-k left singular vectors of W + ΔW with all of W's, below ε), on an adapter
+/// strong enough that its own directions lead W + ΔW: its r directions are intruders, W's are not.
+#[test]
+fn intruder_dimensions_match_the_dense_definition() {
+    use lorascope::base::stats::IntruderOpts;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    let mut spec = base_spec(Pattern::PeftExperts { layers: vec![0] });
+    spec.targets = vec!["q_proj"];
+    spec.alpha = 600.0;
+    synth::write_adapter(&ad, &spec).unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+    let session = Session::new(Base::open(&id, &snap).unwrap());
+    let filter = Filter {
+        layer: Some(0),
+        ..Filter::default()
+    };
+    let st = stats::compute(&a, &filter, &Control::default()).unwrap();
+    let dense = dense_reference(&ad, &spec);
+    let tensors = base_tensors(&snap);
+    let mut counts = vec![];
+    for eps in [0.5, 0.9] {
+        let opts = IntruderOpts {
+            k: 10,
+            epsilon: eps,
+        };
+        let rep = base_stats::compute_deep(&session, &a, &filter, &Control::default(), Some(opts))
+            .unwrap();
+        for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+            let key = d.key();
+            let w = base_weight(&tensors, &key);
+            let tuned = &w + &dense[&key];
+            let (sw, st_) = (w.thin_svd().unwrap(), tuned.thin_svd().unwrap());
+            let s = st_.S().column_vector();
+            let mut idx: Vec<usize> = (0..s.nrows()).collect();
+            idx.sort_by(|&x, &y| s[y].total_cmp(&s[x]));
+            let want: Vec<f64> = idx[..10]
+                .iter()
+                .filter(|&&j| {
+                    let best = (0..sw.U().ncols())
+                        .map(|i| {
+                            (0..w.nrows())
+                                .map(|r| st_.U()[(r, j)] * sw.U()[(r, i)])
+                                .sum::<f64>()
+                                .abs()
+                        })
+                        .fold(0.0, f64::max);
+                    best < eps
+                })
+                .map(|&j| s[j])
+                .collect();
+            let got = b.intruders.as_ref().expect("intruders with deep");
+            assert_eq!(got.count, want.len(), "ε {eps} at {key:?}");
+            for (x, y) in got.sigma.iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-8 * y, "σ {x} vs {y} at {key:?}");
+            }
+            counts.push(got.count);
+        }
+    }
+    // Neither all nor none: the test can tell intruders from W's own directions.
+    assert!(
+        counts.iter().any(|&c| c > 0) && counts.iter().any(|&c| c < 10),
+        "{counts:?}"
+    );
+}

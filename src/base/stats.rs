@@ -32,9 +32,41 @@ pub struct BaseDeltaStats {
     pub relative_spectral: Option<f64>,
     pub amplification: Option<f64>,
     pub alignment: Option<f64>,
+    /// Intruder dimensions (`--deep` only; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intruders: Option<Intruders>,
     /// Why the fields are null (not in JSON: the report's notes say it once).
     #[serde(skip)]
     pub note: Option<String>,
+}
+
+/// Intruder dimensions (Shuttleworth et al., arXiv 2410.21228): among the top-k left singular
+/// vectors y_j of W + ΔW, those whose largest |cos| with every left singular vector of W is
+/// below ε.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Intruders {
+    pub k: usize,
+    pub epsilon: f64,
+    pub count: usize,
+    /// σ_j of W + ΔW of each intruder, descending.
+    pub sigma: Vec<f64>,
+}
+
+/// k and ε of the intruder search. Defaults from the authors' code
+/// (reeceshuttle/intruder-dimensions `find_intruder_dimensions.py`: `k=10`, threshold 0.5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntruderOpts {
+    pub k: usize,
+    pub epsilon: f64,
+}
+
+impl Default for IntruderOpts {
+    fn default() -> Self {
+        IntruderOpts {
+            k: 10,
+            epsilon: 0.5,
+        }
+    }
 }
 
 /// W's largest singular values and left singular vectors (k of them).
@@ -48,6 +80,8 @@ struct Top {
 struct Facts {
     fro: OnceLock<f64>,
     top: Mutex<Option<Arc<Top>>>,
+    /// Every left singular vector of W (dense SVD), for intruder dimensions.
+    svd: OnceLock<Arc<Mat<f64>>>,
 }
 
 /// An opened base and its per-weight cache, shared by every adapter set against it.
@@ -99,6 +133,23 @@ impl Session {
         let new = Arc::new(top_left(dense.as_ref(), k));
         *t = Some(new.clone());
         new
+    }
+}
+
+impl Session {
+    /// All of W's left singular vectors (out × min(out, in)), from one dense SVD per weight.
+    fn left_vectors(&self, w: &Weight, dense: &Mat<f64>) -> Result<Arc<Mat<f64>>> {
+        let f = self.facts(w);
+        if let Some(u) = f.svd.get() {
+            return Ok(u.clone());
+        }
+        let svd = dense.thin_svd().map_err(|_| {
+            Error::Other(format!(
+                "the SVD of base weight {} did not converge",
+                w.key()
+            ))
+        })?;
+        Ok(f.svd.get_or_init(|| Arc::new(svd.U().to_owned())).clone())
     }
 }
 
@@ -187,12 +238,49 @@ fn fro(m: MatRef<'_, f64>) -> f64 {
         .sqrt()
 }
 
+/// Intruder dimensions of one delta: W + ΔW is formed densely (one delta, on demand), its top-k
+/// left vectors come from `top_left`, W's from its dense SVD (kept for the session).
+fn intruders(
+    s: &Session,
+    w: &Weight,
+    dense: &Mat<f64>,
+    f: &crate::compute::math::Factored,
+    opts: IntruderOpts,
+) -> Result<Intruders> {
+    let dw = (f.b_t.view().transpose() * f.a_t.view().transpose()) * faer::Scale(f.scale);
+    let tuned = if w.transposed {
+        dense + dw.transpose()
+    } else {
+        dense + &dw
+    };
+    let x = s.left_vectors(w, dense)?;
+    let top = top_left(tuned.as_ref(), opts.k);
+    // |cos(y_j, x_i)| for all i: one product Yᵀ X (k × min(out, in)).
+    let cos = top.u.transpose() * x.as_ref();
+    let sigma: Vec<f64> = (0..top.u.ncols())
+        .filter(|&j| {
+            let best = (0..cos.ncols())
+                .map(|i| cos[(j, i)].abs())
+                .fold(0.0, f64::max);
+            best < opts.epsilon
+        })
+        .map(|j| top.sigma[j])
+        .collect();
+    Ok(Intruders {
+        k: top.u.ncols(),
+        epsilon: opts.epsilon,
+        count: sigma.len(),
+        sigma,
+    })
+}
+
 /// The statistics of one delta against W.
 fn one(
     s: &Session,
     m: &Mapped,
     d: &Delta,
     order: GateUpOrder,
+    deep: Option<IntruderOpts>,
 ) -> Result<(BaseDeltaStats, Option<String>)> {
     let w = match weight_for(&s.base, d, order) {
         Ok(w) => w,
@@ -239,6 +327,9 @@ fn one(
     let uk = top.u.as_ref().subcols(0, r.min(top.u.ncols()));
     let x = uk.transpose() * &u;
     st.alignment = Some((fro(x.as_ref()).powi(2) / r as f64).min(1.0));
+    if let Some(o) = deep {
+        st.intruders = Some(intruders(s, &w, &dense, &f, o)?);
+    }
     Ok((st, orientation))
 }
 
@@ -262,6 +353,18 @@ fn orientation_note(d: &Delta, w: &Weight) -> Option<String> {
 /// The base statistics of the adapter's deltas that `filter` selects, in parallel, with the
 /// notes a person should read (why fields are null, which orientation was read).
 pub fn compute(s: &Session, a: &Adapter, filter: &Filter, ctl: &Control) -> Result<BaseReport> {
+    compute_deep(s, a, filter, ctl, None)
+}
+
+/// `compute`, with the intruder dimensions of every selected delta when `deep` is given (slow:
+/// a dense SVD per base weight, kept for the session).
+pub fn compute_deep(
+    s: &Session,
+    a: &Adapter,
+    filter: &Filter,
+    ctl: &Control,
+    deep: Option<IntruderOpts>,
+) -> Result<BaseReport> {
     if let Some(e) = &a.error {
         return Err(Error::Unusable {
             id: a.id.clone(),
@@ -275,7 +378,7 @@ pub fn compute(s: &Session, a: &Adapter, filter: &Filter, ctl: &Control) -> Resu
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
     let order = GateUpOrder::for_config(a.config.config());
-    let got = ctl.run(&deltas, |d| one(s, &m, d, order))?;
+    let got = ctl.run(&deltas, |d| one(s, &m, d, order, deep))?;
     let mut notes = s.base.notes.clone();
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
     for (st, o) in &got {

@@ -37,6 +37,15 @@ pub struct StatsArgs {
     /// amplification and alignment
     #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "ID|PATH")]
     pub base: Option<String>,
+    /// With the base: intruder dimensions of every delta (slow: a dense SVD per base weight)
+    #[arg(long)]
+    pub deep: bool,
+    /// Intruder dimensions: how many top singular vectors of W + ΔW are examined
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub intruder_k: usize,
+    /// Intruder dimensions: the cosine threshold ε
+    #[arg(long, default_value_t = 0.5, value_name = "EPS")]
+    pub intruder_epsilon: f64,
     #[command(flatten)]
     pub read: ReadOpts,
 }
@@ -107,7 +116,13 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         anyhow::bail!("{}: no delta matches the selection", a.id);
     }
     // The base: its statistics, or the note saying why there are none (the rest is unchanged).
-    let base = match &args.base {
+    let deep = args.deep.then_some(base_stats::IntruderOpts {
+        k: args.intruder_k,
+        epsilon: args.intruder_epsilon,
+    });
+    // --deep alone looks for the base the adapter's config names.
+    let wanted = args.base.clone().or_else(|| args.deep.then(String::new));
+    let base = match &wanted {
         None => None,
         Some(named) => {
             let named = (!named.is_empty()).then_some(named.as_str());
@@ -119,7 +134,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
                         progress: Some(&cb),
                         ..ctl
                     };
-                    let r = base_stats::compute(&session, &a, &filter, &ctl)?;
+                    let r = base_stats::compute_deep(&session, &a, &filter, &ctl, deep)?;
                     progress.finish();
                     Ok(r)
                 }
@@ -130,7 +145,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
     if args.json {
         return match &base {
             None => print_json(&st),
-            Some(b) => print_json(&with_base_json(&st, b, named_base(&a, &args))?),
+            Some(b) => print_json(&with_base_json(&st, b, named_base(&a, &args), args.deep)?),
         }
         .map(|_| ExitCode::SUCCESS);
     }
@@ -164,6 +179,9 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             "AMPLIFICATION>",
             "ALIGNMENT>",
         ]);
+        if args.deep {
+            headers.push("INTRUDERS>");
+        }
     }
     let mut t = Table::new(&headers);
     let base_cells = |i: usize| -> Vec<String> {
@@ -177,6 +195,13 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             f(b.amplification, 2),
             f(b.alignment, 3),
         ]
+        .into_iter()
+        .chain(args.deep.then(|| {
+            b.intruders
+                .as_ref()
+                .map_or("-".to_string(), |i| format!("{}/{}", i.count, i.k))
+        }))
+        .collect()
     };
     for (i, d) in st.deltas.iter().enumerate() {
         if !d.finite {
@@ -248,6 +273,7 @@ fn with_base_json(
     st: &stats::AdapterStats,
     base: &std::result::Result<base_stats::BaseReport, String>,
     named: Option<String>,
+    deep: bool,
 ) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(st)?;
     let empty = base_stats::BaseDeltaStats::default();
@@ -261,6 +287,9 @@ fn with_base_json(
                 (d.as_object_mut(), serde_json::to_value(b)?)
             {
                 obj.extend(extra);
+                if deep && !obj.contains_key("intruders") {
+                    obj.insert("intruders".into(), serde_json::Value::Null);
+                }
             }
         }
     }
