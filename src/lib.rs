@@ -6,12 +6,15 @@
 //! - `compute`: mmapped factors (`tensor`), the factored SVD core (`math`), per-delta statistics
 //!   (`stats`) and comparisons (`compare`).
 //! - `health`: findings (dead, non-finite, outlier, coverage, …) and vLLM/SGLang serving rules.
+//! - `base`: the base model an adapter changes (hub cache, shards, MXFP4) and the statistics
+//!   of every delta against its base weight.
 //! - `view`: what every front end shows (text formatting, the heatmap grid model).
 //! - `plot`, `tui`, `report`: what people see; `hub`: the Hugging Face Hub over HTTP.
 //! - `synth`: synthetic adapters for tests, benchmarks and the demo cache.
 //! - `cli` is the command line, a leaf that only `main.rs` uses.
 
 pub mod adapter;
+pub mod base;
 pub mod cli;
 pub mod compute;
 pub mod error;

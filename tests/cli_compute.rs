@@ -195,3 +195,205 @@ fn corrupt_or_missing_adapters_fail_with_a_message() {
         assert!(!err.contains("panicked"));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `stats --base`: the base model found in the same cache, and every way it can be missing.
+
+mod base {
+    use super::*;
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    use lorascope::synth::Item;
+
+    const DIMS: Dims = Dims {
+        layers: 2,
+        hidden: 64,
+        q_out: 64,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    const FIELDS: [&str; 5] = [
+        "base_fro_norm",
+        "relative_change",
+        "relative_spectral",
+        "amplification",
+        "alignment",
+    ];
+
+    /// A hub cache with a PEFT expert adapter that names openai/gpt-oss-20b, and that base
+    /// (unless `base` is None).
+    fn cache(t: &Path, base: Option<BaseSpec>) -> String {
+        let hub = t.join("hub");
+        let mut spec = Spec::new(DIMS, Pattern::PeftExperts { layers: vec![0, 1] });
+        spec.expert_rank = 2;
+        synth::write_hub_repo(
+            &hub,
+            "me/moe",
+            &[Item::Adapter {
+                sub: String::new(),
+                spec,
+            }],
+        )
+        .unwrap();
+        if let Some(b) = base {
+            write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+        }
+        hub.display().to_string()
+    }
+
+    fn json(out: &Output) -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    #[test]
+    fn stats_base_adds_the_fields_to_every_delta() {
+        let t = tempfile::tempdir().unwrap();
+        let hub = cache(t.path(), Some(BaseSpec::new(DIMS, ExpertStorage::Mxfp4)));
+        let v = json(&run(
+            t.path(),
+            &["stats", "me/moe", "--cache", &hub, "--json", "--base"],
+        ));
+        assert_eq!(v["base"]["found"], true);
+        assert_eq!(v["base"]["id"], "openai/gpt-oss-20b");
+        let ds = v["deltas"].as_array().unwrap();
+        assert_eq!(ds.len(), 2 * (4 + 2 * DIMS.experts));
+        for d in ds {
+            for f in FIELDS {
+                let x = d[f]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{f} is {} in {d}", d[f]));
+                assert!(x.is_finite() && x >= 0.0, "{f} = {x}");
+            }
+            let rel = d["fro_norm"].as_f64().unwrap() / d["base_fro_norm"].as_f64().unwrap();
+            assert!((d["relative_change"].as_f64().unwrap() - rel).abs() <= 1e-9 * rel);
+            assert!(d["alignment"].as_f64().unwrap() <= 1.0);
+        }
+        // The table shows them too, and names the base.
+        let out = run(
+            t.path(),
+            &[
+                "stats",
+                "me/moe",
+                "--cache",
+                &hub,
+                "--base",
+                "openai/gpt-oss-20b",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        for h in [
+            "RELATIVE",
+            "AMPLIFICATION",
+            "ALIGNMENT",
+            "base: openai/gpt-oss-20b",
+        ] {
+            assert!(text.contains(h), "no {h} in\n{text}");
+        }
+        // --deep adds intruder dimensions to every delta (the config's base, as --base alone).
+        let deep = json(&run(
+            t.path(),
+            &[
+                "stats",
+                "me/moe",
+                "--cache",
+                &hub,
+                "--json",
+                "--deep",
+                "--intruder-k",
+                "4",
+            ],
+        ));
+        for d in deep["deltas"].as_array().unwrap() {
+            let i = &d["intruders"];
+            assert_eq!(i["k"], 4, "{d}");
+            assert_eq!(i["epsilon"], 0.5);
+            let n = i["count"].as_u64().unwrap();
+            assert!(n <= 4 && i["sigma"].as_array().unwrap().len() as u64 == n);
+        }
+        assert!(
+            v["deltas"][0].get("intruders").is_none(),
+            "only with --deep"
+        );
+        // Without --base the JSON is what it always was.
+        let plain = json(&run(
+            t.path(),
+            &["stats", "me/moe", "--cache", &hub, "--json"],
+        ));
+        assert!(plain.get("base").is_none());
+        assert!(plain["deltas"][0].get("relative_change").is_none());
+    }
+
+    #[test]
+    fn a_missing_base_degrades_to_a_note_and_the_adapters_own_statistics() {
+        let t = tempfile::tempdir().unwrap();
+        let hub = cache(t.path(), None);
+        let plain = run(t.path(), &["stats", "me/moe", "--cache", &hub]);
+        let out = run(t.path(), &["stats", "me/moe", "--cache", &hub, "--base"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, plain.stdout, "the table is unchanged");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("openai/gpt-oss-20b is not in the cache"),
+            "{err}"
+        );
+        let v = json(&run(
+            t.path(),
+            &["stats", "me/moe", "--cache", &hub, "--json", "--base"],
+        ));
+        assert_eq!(v["base"]["found"], false);
+        for f in FIELDS {
+            assert!(v["deltas"][0][f].is_null(), "{f}");
+        }
+    }
+
+    #[test]
+    fn a_partial_base_names_the_missing_shard_and_keeps_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let hub = cache(t.path(), Some(BaseSpec::new(DIMS, ExpertStorage::Bf16)));
+        // Layer 1 lives in the second shard (gpt-oss names shards from 0, "of" the last id).
+        let snap = std::fs::read_dir(Path::new(&hub).join("models--openai--gpt-oss-20b/snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_file(snap.join("model-00001-of-00001.safetensors")).unwrap();
+        let v = json(&run(
+            t.path(),
+            &["stats", "me/moe", "--cache", &hub, "--json", "--base"],
+        ));
+        let notes = v["base"]["notes"].to_string();
+        assert!(
+            notes.contains("partial") && notes.contains("model-00001-of-00001.safetensors"),
+            "{notes}"
+        );
+        for d in v["deltas"].as_array().unwrap() {
+            let present = d["layer"] == 0;
+            for f in FIELDS {
+                assert_eq!(d[f].is_number(), present, "{f} at {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_base_of_another_architecture_is_a_note() {
+        let t = tempfile::tempdir().unwrap();
+        let mut b = BaseSpec::new(DIMS, ExpertStorage::Mxfp4);
+        b.model_type = "llama".into();
+        let hub = cache(t.path(), Some(b));
+        let out = run(t.path(), &["stats", "me/moe", "--cache", &hub, "--base"]);
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is a llama model, not gpt-oss"), "{err}");
+    }
+}

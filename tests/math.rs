@@ -833,3 +833,310 @@ fn statistics_find_their_deltas_by_index_within_their_layout() {
         "fused statistics on split deltas"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against the base model: every statistic of `base::stats` from a dense f64 reference, with the
+// base read by the safetensors crate and MXFP4 decoded here by the transformers recipe.
+
+use lorascope::base::stats::{self as base_stats, BaseDeltaStats, Session};
+use lorascope::base::{self, Base};
+use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+
+/// Sizes with MXFP4-sized hidden and intermediate dims (multiples of 32), gate_up not square.
+const BASE_DIMS: Dims = Dims {
+    layers: 2,
+    hidden: 64,
+    q_out: 64,
+    kv_out: 32,
+    experts: 3,
+    inter: 96,
+};
+
+/// transformers' `FP4_VALUES` (integrations/mxfp4.py).
+const FP4_VALUES: [f64; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];
+
+/// Every tensor of a base snapshot, read with the safetensors crate.
+fn base_tensors(snap: &Path) -> BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(snap).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let bytes = std::fs::read(&p).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            for (n, t) in st.tensors() {
+                out.insert(n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// W (out × in) of a delta key, straight from the tensors: `convert_moe_packed_tensors`'s decode
+/// (low nibble first, ldexp by scale − 127) for MXFP4, P[e]ᵀ for stacked (E, in, out), and the
+/// even (gate) or odd (up) rows of the fused gate_up.
+fn base_weight(t: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, key: &Key) -> Mat<f64> {
+    let (layer, target, expert) = key;
+    let l = layer.unwrap();
+    let p = format!("model.layers.{l}");
+    let fused = match target.as_str() {
+        "gate_proj" | "up_proj" => "gate_up_proj",
+        x => x,
+    };
+    let full = if let Some(e) = expert {
+        if let Some((_, shape, blocks)) = t.get(&format!("{p}.mlp.experts.{fused}_blocks")) {
+            let (_, _, scales) = &t[&format!("{p}.mlp.experts.{fused}_scales")];
+            let (rows, g) = (shape[1], shape[2]);
+            Mat::from_fn(rows, g * 32, |o, i| {
+                let (blk, j) = (i / 32, i % 32);
+                let byte = blocks[((e * rows + o) * g + blk) * 16 + j / 2];
+                let nib = if j % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                let s = scales[(e * rows + o) * g + blk] as i32 - 127;
+                FP4_VALUES[nib as usize] * 2f64.powi(s)
+            })
+        } else {
+            let (dt, shape, data) = &t[&format!("{p}.mlp.experts.{fused}")];
+            let v = to_f64(*dt, data);
+            let (inn, out) = (shape[1], shape[2]);
+            Mat::from_fn(out, inn, |o, i| v[e * inn * out + i * out + o])
+        }
+    } else {
+        let name = match target.as_str() {
+            "router" => format!("{p}.mlp.router.weight"),
+            x => format!("{p}.self_attn.{x}.weight"),
+        };
+        let (dt, shape, data) = &t[&name];
+        let v = to_f64(*dt, data);
+        Mat::from_fn(shape[0], shape[1], |o, i| v[o * shape[1] + i])
+    };
+    match target.as_str() {
+        "gate_proj" | "up_proj" => {
+            let h = usize::from(target == "up_proj");
+            Mat::from_fn(full.nrows() / 2, full.ncols(), |o, i| full[(2 * o + h, i)])
+        }
+        _ => full,
+    }
+}
+
+fn fro_of(m: &Mat<f64>) -> f64 {
+    (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
+        .map(|(i, j)| m[(i, j)].powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The definitions of the five statistics on dense matrices (ΔW already in W's orientation).
+fn check_base_stats(got: &BaseDeltaStats, dw: &Mat<f64>, w: &Mat<f64>, key: &Key) {
+    let close = |x: Option<f64>, y: f64, what: &str| {
+        let x = x.unwrap_or_else(|| panic!("{what} is null at {key:?} ({:?})", got.note));
+        assert!(
+            (x - y).abs() <= 1e-6 * y.abs().max(1e-300),
+            "{what}: {x} vs dense {y} at {key:?}"
+        );
+    };
+    let (fw, fd) = (fro_of(w), fro_of(dw));
+    close(got.base_fro_norm, fw, "base_fro_norm");
+    close(got.relative_change, fd / fw, "relative_change");
+    let sd = dw.thin_svd().unwrap();
+    let sw = w.thin_svd().unwrap();
+    let order = |s: faer::ColRef<'_, f64>| {
+        let mut idx: Vec<usize> = (0..s.nrows()).collect();
+        idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        idx
+    };
+    let (id, iw) = (order(sd.S().column_vector()), order(sw.S().column_vector()));
+    let (s_d, s_w) = (sd.S().column_vector(), sw.S().column_vector());
+    close(
+        got.relative_spectral,
+        s_d[id[0]] / s_w[iw[0]],
+        "relative_spectral",
+    );
+    let r = id.iter().filter(|&&i| s_d[i] > 1e-6 * s_d[id[0]]).count();
+    let ur = Mat::from_fn(dw.nrows(), r, |i, j| sd.U()[(i, id[j])]);
+    let vr = Mat::from_fn(dw.ncols(), r, |i, j| sd.V()[(i, id[j])]);
+    let proj = ur.transpose() * w * &vr;
+    close(got.amplification, fd / fro_of(&proj), "amplification");
+    let uw = Mat::from_fn(w.nrows(), r, |i, j| sw.U()[(i, iw[j])]);
+    let x = uw.transpose() * &ur;
+    close(got.alignment, fro_of(&x).powi(2) / r as f64, "alignment");
+}
+
+/// Writes `spec` and a base with `storage`, computes the base statistics and checks every delta
+/// against the dense reference. Returns how many deltas were checked.
+fn check_against_base(spec: &Spec, storage: ExpertStorage, transposed: bool) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    synth::write_adapter(&ad, spec).unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(BASE_DIMS, storage),
+    )
+    .unwrap();
+    let (id, snap) = base::locate(&a, Some("openai/gpt-oss-20b"), &[hub]).unwrap();
+    let session = Session::new(Base::open(&id, &snap).unwrap());
+    let filter = Filter::default();
+    let st = stats::compute(&a, &filter, &Control::default()).unwrap();
+    let rep = base_stats::compute(&session, &a, &filter, &Control::default()).unwrap();
+    assert_eq!(rep.deltas.len(), st.deltas.len());
+    let dense = dense_reference(&ad, spec);
+    let tensors = base_tensors(&snap);
+    let mut checked = 0;
+    for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+        let key = key(d);
+        if b.base_fro_norm.is_none() {
+            // Only a shape that fits W neither way may lack numbers, and it says why.
+            assert!(transposed, "no base statistics at {key:?}: {:?}", b.note);
+            continue;
+        }
+        let dw = &dense[&key];
+        let dw = if transposed {
+            dw.transpose().to_owned()
+        } else {
+            dw.clone()
+        };
+        check_base_stats(b, &dw, &base_weight(&tensors, &key), &key);
+        checked += 1;
+    }
+    checked
+}
+
+fn base_spec(pattern: Pattern) -> Spec {
+    let mut s = Spec::new(BASE_DIMS, pattern);
+    s.attn_rank = 4;
+    s.expert_rank = 3;
+    s.dtype = Dtype::BF16;
+    s
+}
+
+#[test]
+fn attention_deltas_match_dense_against_the_base() {
+    for storage in [ExpertStorage::Mxfp4, ExpertStorage::Bf16] {
+        let n = check_against_base(&base_spec(Pattern::Attention), storage, false);
+        assert_eq!(n, 4 * BASE_DIMS.layers);
+    }
+}
+
+#[test]
+fn peft_packed_experts_match_dense_against_mxfp4_and_bf16_bases() {
+    let e = BASE_DIMS.experts;
+    for storage in [ExpertStorage::Mxfp4, ExpertStorage::Bf16] {
+        let spec = base_spec(Pattern::PeftExperts { layers: vec![0, 1] });
+        let n = check_against_base(&spec, storage, false);
+        assert_eq!(n, 2 * (4 + 2 * e), "{storage:?}");
+    }
+}
+
+#[test]
+fn unsloth_module_list_matches_dense_against_the_base() {
+    for storage in [ExpertStorage::Mxfp4, ExpertStorage::Bf16] {
+        let spec = base_spec(Pattern::UnslothExperts { layers: vec![1] });
+        let n = check_against_base(&spec, storage, false);
+        assert_eq!(n, 4 * BASE_DIMS.layers + 2 * BASE_DIMS.experts);
+    }
+}
+
+#[test]
+fn tinker_3d_gate_and_up_match_the_rows_of_the_fused_base() {
+    for storage in [ExpertStorage::Mxfp4, ExpertStorage::Bf16] {
+        let spec = base_spec(Pattern::Tinker3d);
+        let n = check_against_base(&spec, storage, false);
+        assert_eq!(n, BASE_DIMS.layers * (4 + 3 * BASE_DIMS.experts));
+    }
+}
+
+/// PEFT's swapped in/out features (peft 0.19.0 on transformers 5, or transformers 4): gate_up's
+/// A is (r·E, 2I) and B (H, r·E), so ΔW is W's transpose and is set against W as ΔWᵀ.
+#[test]
+fn swapped_in_out_gate_up_is_set_against_w_as_its_transpose() {
+    // An adapter whose gate_up output is H and input 2I of the base (hidden and 2·inter swapped).
+    let dims = Dims {
+        hidden: 2 * BASE_DIMS.inter,
+        inter: BASE_DIMS.hidden / 2,
+        ..BASE_DIMS
+    };
+    let mut spec = base_spec(Pattern::PeftExperts { layers: vec![0] });
+    spec.dims = dims;
+    spec.targets = vec![];
+    let n = check_against_base(&spec, ExpertStorage::Mxfp4, true);
+    assert_eq!(n, BASE_DIMS.experts, "every gate_up expert, transposed");
+}
+
+/// Intruder dimensions against the dense definition (the authors' `find_intruder_dimensions.py`:
+/// |cos| of the top-k left singular vectors of W + ΔW with all of W's, below ε), on an adapter
+/// strong enough that its own directions lead W + ΔW: its r directions are intruders, W's are not.
+#[test]
+fn intruder_dimensions_match_the_dense_definition() {
+    use lorascope::base::stats::IntruderOpts;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    let mut spec = base_spec(Pattern::PeftExperts { layers: vec![0] });
+    spec.targets = vec!["q_proj"];
+    spec.alpha = 600.0;
+    synth::write_adapter(&ad, &spec).unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+    let session = Session::new(Base::open(&id, &snap).unwrap());
+    let filter = Filter {
+        layer: Some(0),
+        ..Filter::default()
+    };
+    let st = stats::compute(&a, &filter, &Control::default()).unwrap();
+    let dense = dense_reference(&ad, &spec);
+    let tensors = base_tensors(&snap);
+    let mut counts = vec![];
+    for eps in [0.5, 0.9] {
+        let opts = IntruderOpts {
+            k: 10,
+            epsilon: eps,
+        };
+        let rep = base_stats::compute_deep(&session, &a, &filter, &Control::default(), Some(opts))
+            .unwrap();
+        for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+            let key = key(d);
+            let w = base_weight(&tensors, &key);
+            let tuned = &w + &dense[&key];
+            let (sw, st_) = (w.thin_svd().unwrap(), tuned.thin_svd().unwrap());
+            let s = st_.S().column_vector();
+            let mut idx: Vec<usize> = (0..s.nrows()).collect();
+            idx.sort_by(|&x, &y| s[y].total_cmp(&s[x]));
+            let want: Vec<f64> = idx[..10]
+                .iter()
+                .filter(|&&j| {
+                    let best = (0..sw.U().ncols())
+                        .map(|i| {
+                            (0..w.nrows())
+                                .map(|r| st_.U()[(r, j)] * sw.U()[(r, i)])
+                                .sum::<f64>()
+                                .abs()
+                        })
+                        .fold(0.0, f64::max);
+                    best < eps
+                })
+                .map(|&j| s[j])
+                .collect();
+            let got = b.intruders.as_ref().expect("intruders with deep");
+            assert_eq!(got.count, want.len(), "ε {eps} at {key:?}");
+            for (x, y) in got.sigma.iter().zip(&want) {
+                assert!((x - y).abs() <= 1e-8 * y, "σ {x} vs {y} at {key:?}");
+            }
+            counts.push(got.count);
+        }
+    }
+    // Neither all nor none: the test can tell intruders from W's own directions.
+    assert!(
+        counts.iter().any(|&c| c > 0) && counts.iter().any(|&c| c < 10),
+        "{counts:?}"
+    );
+}

@@ -566,3 +566,136 @@ fn cli_writes_each_kind_and_fails_clearly() {
     }
     assert_eq!(files_in(&out_dir), before, "failures write nothing");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The metrics against the base model.
+
+mod base {
+    use super::*;
+    use lorascope::base::stats::{self as base_stats, Session};
+    use lorascope::base::{self, Base};
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+
+    const DIMS: Dims = Dims {
+        layers: 2,
+        hidden: 64,
+        q_out: 64,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+
+    /// An expert adapter at DIMS and its base in a hub cache at `t/hub`.
+    fn setup(t: &Path) -> (Adapter, PathBuf) {
+        let a = adapter(
+            t,
+            "moe",
+            &Spec::new(DIMS, Pattern::PeftExperts { layers: vec![0, 1] }),
+        );
+        let hub = t.join("hub");
+        write_base(
+            &hub,
+            "openai/gpt-oss-20b",
+            &BaseSpec::new(DIMS, ExpertStorage::Mxfp4),
+        )
+        .unwrap();
+        (a, hub)
+    }
+
+    /// Each base metric's heatmap draws, per expert cell, that delta's base statistic.
+    #[test]
+    fn experts_heatmap_of_each_base_metric_draws_the_base_statistics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, hub) = setup(tmp.path());
+        let st = stats_of(&a);
+        let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        let rep = base_stats::compute(&s, &a, &Filter::default(), &Control::default()).unwrap();
+        for metric in Metric::BASE {
+            let opts = PlotOptions {
+                metric,
+                target: Some("down_proj".into()),
+                base: Some(std::sync::Arc::new(rep.clone())),
+                ..PlotOptions::new(PlotKind::Experts)
+            };
+            let out = tmp.path().join(format!("{}.png", metric.as_str()));
+            let r = plot::write_png(&st, None, &opts, &out).unwrap();
+            assert_cells_drawn(&Image::read(&out), &r.cells);
+            let mut seen = 0;
+            for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+                if d.target != "down_proj" {
+                    continue;
+                }
+                let c = cell(
+                    &r.cells,
+                    Panel::Single,
+                    &d.layer.unwrap().to_string(),
+                    &d.expert.unwrap().to_string(),
+                );
+                let want = metric.of_base(b).unwrap();
+                assert!(
+                    (c.value.unwrap() - want).abs() <= 1e-12 * want,
+                    "{metric:?} {:?}",
+                    d.key()
+                );
+                seen += 1;
+            }
+            assert_eq!(seen, DIMS.layers * DIMS.experts);
+            // Without the base statistics the figure is refused, not drawn empty.
+            let none = PlotOptions { base: None, ..opts };
+            let e = plot::write_png(&st, None, &none, &out)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("base model"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cli_plots_a_base_metric_when_the_base_is_in_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, hub) = setup(tmp.path());
+        let path = a.path.display().to_string();
+        let out = tmp.path().join("rel.png");
+        let args = |o: &Path| {
+            vec![
+                "plot".to_string(),
+                path.clone(),
+                "--kind".into(),
+                "layers".into(),
+                "--metric".into(),
+                "relative".into(),
+                "--out".into(),
+                o.display().to_string(),
+            ]
+        };
+        // The adapter is a folder, not in the cache: the base is named by its cache folder.
+        let mut with = args(&out);
+        with.extend([
+            "--base".into(),
+            hub.join("models--openai--gpt-oss-20b")
+                .display()
+                .to_string(),
+        ]);
+        let r = run(
+            tmp.path(),
+            &with.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        Image::read(&out).assert_not_blank();
+        let missing = tmp.path().join("missing.png");
+        let r = run(
+            tmp.path(),
+            &args(&missing)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert!(!r.status.success());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            err.contains("--metric relative") && err.contains("not in the cache"),
+            "{err}"
+        );
+        assert!(!missing.exists());
+    }
+}

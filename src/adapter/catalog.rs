@@ -58,6 +58,17 @@ impl Catalog {
         src
     }
 
+    /// The caches searched for a base model: the hub cache, then the demo cache when complete.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut r: Vec<PathBuf> = self.cache.iter().cloned().collect();
+        if let Some(d) = demo_dir().filter(|d| demo_is_complete(d)) {
+            if !r.contains(&d) {
+                r.push(d);
+            }
+        }
+        r
+    }
+
     /// Finds one adapter by id or path, reading only its headers.
     pub fn find(&self, id: &str, layout: LayoutOptions) -> Result<Adapter, Error> {
         let path = Path::new(id);

@@ -79,7 +79,7 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
 }
 
 /// The snapshot `refs/main` points to, else the newest one.
-fn snapshot_of(repo: &Path) -> Result<(String, PathBuf), String> {
+pub fn snapshot_of(repo: &Path) -> Result<(String, PathBuf), String> {
     let snaps = repo.join("snapshots");
     let refs_main = repo.join("refs").join("main");
     match crate::adapter::fsread::read_regular(&refs_main) {

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod format;
 pub mod fsread;
 pub mod layout;
+pub mod mxfp4;
 pub mod target;
 
 use crate::adapter::config::ConfigStatus;

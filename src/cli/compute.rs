@@ -3,6 +3,7 @@
 use super::table::Table;
 use super::{print_json, ReadOpts};
 use crate::adapter::catalog::Catalog;
+use crate::base::{self, stats as base_stats};
 use crate::compute::compare;
 use crate::compute::stats::{self, Control, Filter};
 use crate::view::text;
@@ -31,6 +32,20 @@ pub struct StatsArgs {
     /// Worker threads (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Set every delta against the base model: the one the adapter's config names (found in
+    /// the cache), or ID|PATH. Adds base_fro_norm, relative_change, relative_spectral,
+    /// amplification and alignment
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "ID|PATH")]
+    pub base: Option<String>,
+    /// With the base: intruder dimensions of every delta (slow: a dense SVD per base weight)
+    #[arg(long)]
+    pub deep: bool,
+    /// Intruder dimensions: how many top singular vectors of W + ΔW are examined
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub intruder_k: usize,
+    /// Intruder dimensions: the cosine threshold ε
+    #[arg(long, default_value_t = 0.5, value_name = "EPS")]
+    pub intruder_epsilon: f64,
     #[command(flatten)]
     pub read: ReadOpts,
 }
@@ -100,10 +115,49 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
     if st.deltas.is_empty() && st.full_tensors.is_empty() {
         anyhow::bail!("{}: no delta matches the selection", a.id);
     }
+    // The base: its statistics, or the note saying why there are none (the rest is unchanged).
+    let deep = args.deep.then_some(base_stats::IntruderOpts {
+        k: args.intruder_k,
+        epsilon: args.intruder_epsilon,
+    });
+    // --deep alone looks for the base the adapter's config names.
+    let wanted = args.base.clone().or_else(|| args.deep.then(String::new));
+    let base = match &wanted {
+        None => None,
+        Some(named) => {
+            let named = (!named.is_empty()).then_some(named.as_str());
+            Some(match base::session_for(&a, named, &ctx.roots()) {
+                Ok(session) => {
+                    let progress = StderrProgress::new("against the base");
+                    let cb = |d, t| progress.update(d, t);
+                    let ctl = Control {
+                        progress: Some(&cb),
+                        ..ctl
+                    };
+                    let r = base_stats::compute_deep(&session, &a, &filter, &ctl, deep)?;
+                    progress.finish();
+                    Ok(r)
+                }
+                Err(note) => Err(note),
+            })
+        }
+    };
     if args.json {
-        return print_json(&st).map(|_| ExitCode::SUCCESS);
+        return match &base {
+            None => print_json(&st),
+            Some(b) => print_json(&with_base_json(&st, b, named_base(&a, &args), args.deep)?),
+        }
+        .map(|_| ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&[
+    let report = match &base {
+        Some(Err(note)) => {
+            eprintln!("note: {note}; showing the adapter's own statistics");
+            None
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let mut headers = vec![
         "LAYER>",
         "TARGET",
         "EXPERT>",
@@ -116,8 +170,40 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         "NRANK>",
         "E90>",
         "E99>",
-    ]);
-    for d in &st.deltas {
+    ];
+    if report.is_some() {
+        headers.extend([
+            "BASE ‖W‖>",
+            "RELATIVE>",
+            "REL SPECTRAL>",
+            "AMPLIFICATION>",
+            "ALIGNMENT>",
+        ]);
+        if args.deep {
+            headers.push("INTRUDERS>");
+        }
+    }
+    let mut t = Table::new(&headers);
+    let base_cells = |i: usize| -> Vec<String> {
+        let Some(r) = report else { return vec![] };
+        let b = &r.deltas[i];
+        let f = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        vec![
+            b.base_fro_norm.map_or("-".to_string(), text::num),
+            f(b.relative_change, 4),
+            f(b.relative_spectral, 4),
+            f(b.amplification, 2),
+            f(b.alignment, 3),
+        ]
+        .into_iter()
+        .chain(args.deep.then(|| {
+            b.intruders
+                .as_ref()
+                .map_or("-".to_string(), |i| format!("{}/{}", i.count, i.k))
+        }))
+        .collect()
+    };
+    for (i, d) in st.deltas.iter().enumerate() {
         if !d.finite {
             // NaN/inf factors or an overflow: say so instead of numbers.
             let mut row = vec![
@@ -130,10 +216,11 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
                 "non-finite".to_string(),
             ];
             row.extend(std::iter::repeat_n("-".to_string(), 5));
+            row.extend(base_cells(i));
             t.row(row);
             continue;
         }
-        t.row(vec![
+        let mut row = vec![
             text::opt(d.layer),
             d.target.to_string(),
             text::opt(d.expert),
@@ -146,9 +233,17 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             d.numerical_rank.to_string(),
             d.energy_rank_90.to_string(),
             d.energy_rank_99.to_string(),
-        ]);
+        ];
+        row.extend(base_cells(i));
+        t.row(row);
     }
     out!("{}", t.render());
+    if let Some(r) = report {
+        outln!("\nbase: {} ({})", r.base, r.path);
+        for n in &r.notes {
+            outln!("note: {n}");
+        }
+    }
     if !st.full_tensors.is_empty() {
         let mut t = Table::new(&["FULL TENSOR", "SHAPE", "FROBENIUS>", "SPECTRAL>"]);
         for f in &st.full_tensors {
@@ -162,6 +257,49 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         out!("\n{}", t.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The base the user named, else the one the adapter's config names.
+fn named_base(a: &crate::adapter::Adapter, args: &StatsArgs) -> Option<String> {
+    args.base
+        .clone()
+        .filter(|b| !b.is_empty())
+        .or_else(|| a.base_model())
+}
+
+/// `stats --json` with the base: each delta gains the base fields (null where the base lacks
+/// the weight, or no base was found) and the top level a `base` object with the notes.
+fn with_base_json(
+    st: &stats::AdapterStats,
+    base: &std::result::Result<base_stats::BaseReport, String>,
+    named: Option<String>,
+    deep: bool,
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(st)?;
+    let empty = base_stats::BaseDeltaStats::default();
+    if let Some(ds) = v.get_mut("deltas").and_then(|d| d.as_array_mut()) {
+        for (i, d) in ds.iter_mut().enumerate() {
+            let b = match base {
+                Ok(r) => &r.deltas[i],
+                Err(_) => &empty,
+            };
+            if let (Some(obj), serde_json::Value::Object(extra)) =
+                (d.as_object_mut(), serde_json::to_value(b)?)
+            {
+                obj.extend(extra);
+                if deep && !obj.contains_key("intruders") {
+                    obj.insert("intruders".into(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
+    v["base"] = match base {
+        Ok(r) => serde_json::json!({"id": r.base, "path": r.path, "found": true, "notes": r.notes}),
+        Err(note) => {
+            serde_json::json!({"id": named, "path": null, "found": false, "notes": [note]})
+        }
+    };
+    Ok(v)
 }
 
 pub fn cmd_compare(ctx: &Catalog, args: CompareArgs) -> Result<ExitCode> {

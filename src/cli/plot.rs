@@ -3,6 +3,7 @@
 use super::compute::StderrProgress;
 use super::ReadOpts;
 use crate::adapter::catalog::Catalog;
+use crate::base::{self, stats as base_stats};
 use crate::compute::compare;
 use crate::compute::stats::{self, Control, Filter};
 use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
@@ -40,6 +41,10 @@ pub struct PlotArgs {
     /// Height in pixels (default 800)
     #[arg(long)]
     pub height: Option<u32>,
+    /// The base model for --metric relative|amplification|alignment (default: the one the
+    /// adapter's config names, found in the cache)
+    #[arg(long, value_name = "ID|PATH")]
+    pub base: Option<String>,
     /// Worker threads for the statistics (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
@@ -78,6 +83,7 @@ pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
         layer: args.layer,
         width: args.width,
         height: args.height,
+        base: None,
     };
     // Check the size and the destination before any computing.
     opts.size(args.compare.is_some())?;
@@ -120,6 +126,22 @@ pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
         None => (None, None),
     };
     progress.finish();
+    let mut opts = opts;
+    if args.metric.needs_base() {
+        // The base named by the adapter's config (or --base), found in the cache.
+        let named = args.base.as_deref().filter(|b| !b.is_empty());
+        let session = base::session_for(&a, named, &ctx.roots())
+            .map_err(|note| anyhow::anyhow!("--metric {}: {note}", args.metric.as_str()))?;
+        let progress = StderrProgress::new("against the base");
+        let cb = |d, t| progress.update(d, t);
+        let ctl = Control {
+            progress: Some(&cb),
+            ..ctl
+        };
+        let r = base_stats::compute(&session, &a, &filter, &ctl)?;
+        progress.finish();
+        opts.base = Some(std::sync::Arc::new(r));
+    }
     let with = sb.as_ref().zip(cmp.as_ref()).map(|(s, c)| CompareWith {
         stats: s,
         comparison: c,

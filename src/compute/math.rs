@@ -321,3 +321,51 @@ pub fn cosine(a: &Factored, b: &Factored) -> Option<f64> {
     }
     Some((inner(a, b) / (na * nb)).clamp(-1.0, 1.0))
 }
+
+/// The singular triplets of a delta above RANK_TOL·σ₁, from its factors: ΔW = s·U·diag(σ)·Vᵀ
+/// up to the sign of s (which no norm or subspace depends on).
+pub struct Bases {
+    /// σ(ΔW) (scaled by |s|), descending.
+    pub sigma: Vec<f64>,
+    /// Left singular vectors (out × k), orthonormal columns.
+    pub u: Mat<f64>,
+    /// Right singular vectors (in × k), orthonormal columns.
+    pub v: Mat<f64>,
+}
+
+/// Left and right singular bases of ΔW without forming it: with the core C = R_B R_Aᵀ = U_c Σ V_cᵀ,
+/// B R_Aᵀ V_c = Q_B C V_c = Q_B U_c Σ and Aᵀ R_Bᵀ U_c = Q_A Cᵀ U_c = Q_A V_c Σ, so
+/// U = B R_Aᵀ V_c Σ⁻¹ and V = Aᵀ R_Bᵀ U_c Σ⁻¹ (no inverse of R). Empty for a zero or
+/// non-finite delta.
+pub fn bases(f: &Factored) -> Bases {
+    let (out, inn) = (f.b_t.ncols(), f.a_t.nrows());
+    let empty = || Bases {
+        sigma: vec![],
+        u: Mat::zeros(out, 0),
+        v: Mat::zeros(inn, 0),
+    };
+    if !f.is_finite() {
+        return empty();
+    }
+    let b = f.b_t.view().transpose();
+    let r_b = tall_r(b);
+    let core = &r_b * f.r_a.transpose();
+    let Ok(svd) = core.thin_svd() else {
+        return empty();
+    };
+    let s = svd.S().column_vector();
+    let mut idx: Vec<usize> = (0..s.nrows()).collect();
+    idx.sort_by(|&x, &y| s[y].total_cmp(&s[x]));
+    let s1 = idx.first().map_or(0.0, |&i| s[i]);
+    idx.retain(|&i| s1 > 0.0 && s[i] > RANK_TOL * s1);
+    let (cu, cv) = (svd.U(), svd.V());
+    let vc = Mat::from_fn(cv.nrows(), idx.len(), |i, j| cv[(i, idx[j])] / s[idx[j]]);
+    let uc = Mat::from_fn(cu.nrows(), idx.len(), |i, j| cu[(i, idx[j])] / s[idx[j]]);
+    let u = b * (f.r_a.transpose() * vc);
+    let v = f.a_t.view() * (r_b.transpose() * uc);
+    Bases {
+        sigma: idx.iter().map(|&i| s[i] * f.scale.abs()).collect(),
+        u,
+        v,
+    }
+}

@@ -58,13 +58,61 @@ impl Identity {
     }
 }
 
-/// One mapped file, with what is needed to notice that it changed.
-struct MappedFile {
+/// One mapped file, with what is needed to notice that it changed (adapters here, base models
+/// in `crate::base`).
+pub struct MappedFile {
     file: File,
     identity: Identity,
     // Declared before `map`: it unregisters before the map is unmapped.
     guard: sigbus::Guard,
     map: Mmap,
+}
+
+impl MappedFile {
+    /// Maps `path`, refusing it when its size is no longer `size` (the size its header was
+    /// read at).
+    pub fn open(path: &std::path::Path, size: u64) -> Result<MappedFile> {
+        let file = crate::adapter::fsread::open_regular(path)?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.len() != size {
+            return Err(Error::format(
+                path,
+                format!(
+                    "changed since it was scanned ({} bytes, was {size})",
+                    meta.len()
+                ),
+            ));
+        }
+        // SAFETY: read-only map of a file whose size was checked against the header. A later
+        // truncation cannot kill the process: the map is registered with `sigbus` before any
+        // byte of it is read, and every read is checked against the file's identity.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let guard = sigbus::Guard::register(map.as_ptr(), map.len()).ok_or_else(|| {
+            Error::Other(format!(
+                "cannot read {}: too many files are being read at once",
+                path.display()
+            ))
+        })?;
+        Ok(MappedFile {
+            file,
+            identity: Identity::of(&meta),
+            guard,
+            map,
+        })
+    }
+
+    /// Whether the file is still what was mapped: same size, inode and mtime, no faulted read.
+    pub fn unchanged(&self) -> bool {
+        self.file
+            .metadata()
+            .is_ok_and(|m| Identity::of(&m) == self.identity)
+            && !self.guard.faulted()
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 /// The mmapped files of one adapter. Maps live only as long as this value.
@@ -82,34 +130,7 @@ impl<'a> Mapped<'a> {
     pub fn open(adapter: &'a Adapter) -> Result<Mapped<'a>> {
         let mut files = Vec::with_capacity(adapter.files.len());
         for f in &adapter.files {
-            let file = crate::adapter::fsread::open_regular(&f.path)?;
-            let meta = file.metadata().map_err(|e| Error::io(&f.path, e))?;
-            if meta.len() != f.size {
-                return Err(Error::format(
-                    &f.path,
-                    format!(
-                        "changed since it was scanned ({} bytes, was {})",
-                        meta.len(),
-                        f.size
-                    ),
-                ));
-            }
-            // SAFETY: read-only map of a file whose size was checked against the header. A later
-            // truncation cannot kill the process: the map is registered with `sigbus` before any
-            // byte of it is read, and every read is checked against the file's identity.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&f.path, e))?;
-            let guard = sigbus::Guard::register(map.as_ptr(), map.len()).ok_or_else(|| {
-                Error::Other(format!(
-                    "cannot read {}: too many files are being read at once",
-                    f.path.display()
-                ))
-            })?;
-            files.push(MappedFile {
-                file,
-                identity: Identity::of(&meta),
-                guard,
-                map,
-            });
+            files.push(MappedFile::open(&f.path, f.size)?);
         }
         pause_for_tests();
         Ok(Mapped { adapter, files })
@@ -124,12 +145,7 @@ impl<'a> Mapped<'a> {
     /// another size, inode or mtime, or a read of it faulted past its end.
     fn verify(&self, tensor: usize) -> Result<()> {
         let (t, info) = self.adapter.tensor_file(tensor);
-        let f = &self.files[t.file];
-        let same = f
-            .file
-            .metadata()
-            .is_ok_and(|m| Identity::of(&m) == f.identity);
-        if same && !f.guard.faulted() {
+        if self.files[t.file].unchanged() {
             Ok(())
         } else {
             Err(Error::Changed {
@@ -197,10 +213,7 @@ impl<'a> Mapped<'a> {
     pub fn full_values(&self, tensor: usize) -> Result<Vec<f64>> {
         let t = &self.adapter.tensors[tensor];
         let name = &t.info.name;
-        self.checked(
-            tensor,
-            |raw| with_elem!(t.info.dtype, name, T => Ok(values::<T>(raw))),
-        )
+        self.checked(tensor, |raw| float_values(raw, t.info.dtype, name))
     }
 }
 
@@ -269,6 +282,11 @@ macro_rules! with_elem {
     };
 }
 use with_elem;
+
+/// The values of a float tensor's bytes (or a slice of them) as f64, in order.
+pub fn float_values(raw: &[u8], dtype: Dtype, name: &str) -> Result<Vec<f64>> {
+    with_elem!(dtype, name, T => Ok(values::<T>(raw)))
+}
 
 /// Which factor of a delta a matrix is: A (r × in) is reduced as Aᵀ (in × r), B (out × r) as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,6 +92,8 @@ pub struct PlotOptions {
     /// Pixels; `None` takes [`DEFAULT_SIZE`] or [`DEFAULT_COMPARE_SIZE`].
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// The first adapter's statistics against its base model (for the base metrics).
+    pub base: Option<std::sync::Arc<crate::base::stats::BaseReport>>,
 }
 
 impl PlotOptions {
@@ -744,9 +746,19 @@ fn build(stats: &AdapterStats, compare: Option<CompareWith>, opts: &PlotOptions)
         None => stats.id.clone(),
     };
     check_selection(&ids, &all, opts)?;
+    if opts.metric.needs_base() && (opts.base.is_none() || compare.is_some()) {
+        return Err(Error::Other(format!(
+            "{ids}: --metric {} is set against the base model, for one adapter at a time",
+            opts.metric.as_str()
+        )));
+    }
     let sets: Vec<Vec<Entry>> = all
         .iter()
-        .map(|s| grid::delta_entries(s, opts.layer))
+        .enumerate()
+        .map(|(i, s)| {
+            let base = opts.base.as_deref().filter(|_| i == 0);
+            grid::delta_entries_with(s, base, opts.layer)
+        })
         .collect();
     let every = || sets.iter().flatten();
     let rows = match opts.layer {

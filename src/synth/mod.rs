@@ -1,6 +1,7 @@
 //! Synthetic adapters of every layout with chosen singular values, at toy or real gpt-oss sizes.
 //! Used by the tests, the benchmarks and `lorascope demo`; includes a small safetensors writer.
 
+pub mod base;
 pub mod demo;
 pub mod survey;
 

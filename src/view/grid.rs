@@ -10,6 +10,7 @@
 
 use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::Adapter;
+use crate::base::stats::{BaseDeltaStats, BaseReport};
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use std::collections::{BTreeSet, HashMap};
@@ -29,10 +30,28 @@ pub enum Metric {
     Erank,
     /// Stable rank ‖ΔW‖_F² / σ₁².
     Srank,
+    /// ‖ΔW‖_F / ‖W‖_F against the base model (docs/base.md).
+    Relative,
+    /// ‖ΔW‖_F / ‖U_rᵀ W V_r‖_F against the base model.
+    Amplification,
+    /// Share of ΔW's column space in W's top-r left subspace.
+    Alignment,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [Metric::Fro, Metric::Spectral, Metric::Erank, Metric::Srank];
+    pub const ALL: [Metric; 7] = [
+        Metric::Fro,
+        Metric::Spectral,
+        Metric::Erank,
+        Metric::Srank,
+        Metric::Relative,
+        Metric::Amplification,
+        Metric::Alignment,
+    ];
+    /// The adapter's own metrics (no base model needed).
+    pub const OWN: [Metric; 4] = [Metric::Fro, Metric::Spectral, Metric::Erank, Metric::Srank];
+    /// The metrics against the base model (`base::stats`).
+    pub const BASE: [Metric; 3] = [Metric::Relative, Metric::Amplification, Metric::Alignment];
 
     /// The short label of map titles and legends.
     pub fn label(self) -> &'static str {
@@ -41,6 +60,9 @@ impl Metric {
             Metric::Spectral => "‖ΔW‖₂",
             Metric::Erank => "effective rank",
             Metric::Srank => "stable rank",
+            Metric::Relative => "‖ΔW‖_F / ‖W‖_F",
+            Metric::Amplification => "amplification",
+            Metric::Alignment => "alignment with W",
         }
     }
 
@@ -51,6 +73,9 @@ impl Metric {
             Metric::Spectral => "spectral norm σ₁",
             Metric::Erank => "effective rank",
             Metric::Srank => "stable rank",
+            Metric::Relative => "relative change ‖ΔW‖_F / ‖W‖_F",
+            Metric::Amplification => "amplification ‖ΔW‖_F / ‖U_rᵀ W V_r‖_F",
+            Metric::Alignment => "alignment with W's top singular subspace",
         }
     }
 
@@ -61,6 +86,9 @@ impl Metric {
             Metric::Spectral => "σ₁ = ‖ΔW‖₂, spectral norm (weight units)",
             Metric::Erank => "effective rank, Roy–Vetterli (count)",
             Metric::Srank => "stable rank ‖ΔW‖_F² / σ₁² (count)",
+            Metric::Relative => "‖ΔW‖_F / ‖W‖_F, change relative to the base weight (ratio)",
+            Metric::Amplification => "‖ΔW‖_F / ‖U_rᵀ W V_r‖_F, LoRA §7.3 (ratio)",
+            Metric::Alignment => "‖U_rᵀ U_ΔW‖_F² / r, share in W's top-r subspace (0 to 1)",
         }
     }
 
@@ -71,6 +99,9 @@ impl Metric {
             Metric::Spectral => "spectral",
             Metric::Erank => "erank",
             Metric::Srank => "srank",
+            Metric::Relative => "relative",
+            Metric::Amplification => "amplification",
+            Metric::Alignment => "alignment",
         }
     }
 
@@ -81,6 +112,11 @@ impl Metric {
             Metric::Spectral => "Spectral norm σ₁",
             Metric::Erank => "Effective rank (Roy–Vetterli)",
             Metric::Srank => "Stable rank ‖ΔW‖_F² / σ₁²",
+            Metric::Relative => "‖ΔW‖_F / ‖W‖_F against the base model (needs it in the cache)",
+            Metric::Amplification => {
+                "Amplification of W's directions (LoRA §7.3; needs the base model)"
+            }
+            Metric::Alignment => "Share of ΔW in W's top singular subspace (needs the base model)",
         }
     }
 
@@ -89,17 +125,41 @@ impl Metric {
         self as usize
     }
 
+    /// The next of the adapter's own metrics (`m` without a base model).
     pub fn next(self) -> Metric {
-        Metric::ALL[(self.index() + 1) % Metric::ALL.len()]
+        self.next_with(false)
     }
 
-    /// The metric's value for one delta.
+    /// The next metric, through the base metrics too when the base model is there.
+    pub fn next_with(self, base: bool) -> Metric {
+        let cycle: &[Metric] = if base { &Metric::ALL } else { &Metric::OWN };
+        let i = cycle.iter().position(|m| *m == self);
+        i.map_or(cycle[0], |i| cycle[(i + 1) % cycle.len()])
+    }
+
+    /// Whether the metric is set against the base model.
+    pub fn needs_base(self) -> bool {
+        Metric::BASE.contains(&self)
+    }
+
+    /// The metric's value for one delta (NaN for a base metric: those come from `BaseReport`).
     pub fn of(self, d: &DeltaStats) -> f64 {
         match self {
             Metric::Fro => d.fro_norm,
             Metric::Spectral => d.spectral_norm,
             Metric::Erank => d.effective_rank,
             Metric::Srank => d.stable_rank,
+            Metric::Relative | Metric::Amplification | Metric::Alignment => f64::NAN,
+        }
+    }
+
+    /// The metric's value in a delta's base statistics (None for the adapter's own metrics).
+    pub fn of_base(self, b: &BaseDeltaStats) -> Option<f64> {
+        match self {
+            Metric::Relative => b.relative_change,
+            Metric::Amplification => b.amplification,
+            Metric::Alignment => b.alignment,
+            _ => None,
         }
     }
 }
@@ -199,7 +259,7 @@ impl Measure {
 
     /// The value indices read on one scale.
     fn group(self) -> &'static [usize] {
-        const ONE: [[usize; 1]; 4] = [[0], [1], [2], [3]];
+        const ONE: [[usize; 1]; VALUES] = [[0], [1], [2], [3], [4], [5], [6]];
         match self {
             Measure::Delta(m) => &ONE[m.index()],
             Measure::Compare(m) => m.scale_group(),
@@ -214,7 +274,7 @@ impl Measure {
             Measure::Compare(CompareMetric::Cosine) => {
                 Some(Scale::fixed(-1.0, 1.0, ScaleKind::Diverging))
             }
-            Measure::Compare(CompareMetric::Subspace) => {
+            Measure::Compare(CompareMetric::Subspace) | Measure::Delta(Metric::Alignment) => {
                 Some(Scale::fixed(0.0, 1.0, ScaleKind::Sequential))
             }
             _ => Scale::sequential(grids.iter().flat_map(|g| g.finite(self.group()))),
@@ -356,11 +416,15 @@ pub fn ramp(stops: &[[u8; 3]], t: f64) -> [u8; 3] {
 // ---------------------------------------------------------------------------------------------
 // The grid
 
-/// Four numbers per cell: the [`Metric`]s of deltas, or the [`CompareMetric`]s of pairs.
-pub type Values = [Option<f64>; 4];
+/// How many numbers a cell holds: one per [`Metric`] (the first four are also the
+/// [`CompareMetric`]s of pairs).
+pub const VALUES: usize = 7;
+
+/// The numbers of a cell: the [`Metric`]s of deltas, or the [`CompareMetric`]s of pairs.
+pub type Values = [Option<f64>; VALUES];
 
 /// The largest value per metric and the expert it belongs to.
-pub type Maxima = [Option<(f64, Option<usize>)>; 4];
+pub type Maxima = [Option<(f64, Option<usize>)>; VALUES];
 
 /// One cell of a grid: some LoRA (or a full tensor) sits here.
 #[derive(Debug, Clone, Default)]
@@ -490,21 +554,48 @@ pub struct Entry<'a> {
 }
 
 /// A delta's [`Metric`] values; all NaN for a non-finite delta (drawn as such, never as "no
-/// LoRA").
+/// LoRA"); the base metrics are None (no base) until `with_base` fills them.
 pub fn delta_values(d: &DeltaStats) -> Values {
-    Metric::ALL.map(|m| Some(if d.finite { m.of(d) } else { f64::NAN }))
+    Metric::ALL.map(|m| {
+        if m.needs_base() {
+            None
+        } else {
+            Some(if d.finite { m.of(d) } else { f64::NAN })
+        }
+    })
+}
+
+/// `values` with the base metrics of `b` (None where the base lacks the weight).
+pub fn with_base(mut values: Values, b: &BaseDeltaStats) -> Values {
+    for m in Metric::BASE {
+        values[m.index()] = m.of_base(b);
+    }
+    values
 }
 
 /// The deltas of `st` (at `layer`, if given) with their [`Metric`] values.
 pub fn delta_entries(st: &AdapterStats, layer: Option<usize>) -> Vec<Entry<'_>> {
+    delta_entries_with(st, None, layer)
+}
+
+/// `delta_entries` with the base metrics of `base` (computed for the same deltas, in order).
+pub fn delta_entries_with<'a>(
+    st: &'a AdapterStats,
+    base: Option<&BaseReport>,
+    layer: Option<usize>,
+) -> Vec<Entry<'a>> {
     st.deltas
         .iter()
-        .filter(|d| layer.is_none_or(|l| d.layer == Some(l)))
-        .map(|d| Entry {
+        .enumerate()
+        .filter(|(_, d)| layer.is_none_or(|l| d.layer == Some(l)))
+        .map(|(i, d)| Entry {
             layer: d.layer,
             target: &d.target,
             expert: d.expert,
-            values: delta_values(d),
+            values: match base.and_then(|b| b.deltas.get(i)) {
+                Some(b) => with_base(delta_values(d), b),
+                None => delta_values(d),
+            },
         })
         .collect()
 }
@@ -527,6 +618,9 @@ pub fn pair_entries(c: &Comparison, layer: Option<usize>) -> Vec<Entry<'_>> {
                     side(both, p.subspace_similarity.filter(|v| v.is_finite())),
                     side(p.finite_a, p.fro_norm_a),
                     side(p.finite_b, p.fro_norm_b),
+                    None,
+                    None,
+                    None,
                 ],
             }
         })
@@ -661,9 +755,9 @@ pub fn assemble(
 
 /// Mean (or max) and max over the entries `idx`, per metric.
 fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
-    let mut values = [None; 4];
-    let mut max = [None; 4];
-    for k in 0..4 {
+    let mut values = [None; VALUES];
+    let mut max = [None; VALUES];
+    for k in 0..VALUES {
         let (mut sum, mut n) = (0.0, 0usize);
         let mut best: Option<(f64, Option<usize>)> = None;
         let mut nonfinite = None;
@@ -712,7 +806,7 @@ fn adapter_entries<'a>(
             layer: d.layer,
             target: &d.target,
             expert: d.expert,
-            values: s.map_or([None; 4], delta_values),
+            values: s.map_or([None; VALUES], delta_values),
         }
     })
     .collect()
@@ -735,7 +829,7 @@ pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>) -> Grid {
         layer: f.layer,
         target: &f.target,
         expert: None,
-        values: [None; 4],
+        values: [None; VALUES],
     }));
     let rows = rows_of(entries.iter().map(|e| e.layer));
     let targets = targets_of(entries.iter().map(|e| (e.target, false)));
@@ -868,7 +962,7 @@ mod tests {
             layer,
             target,
             expert,
-            values: [Some(v); 4],
+            values: [Some(v); VALUES],
         }
     }
 

@@ -1,0 +1,560 @@
+//! The base model an adapter changes: found in the hub cache (from `base_model_name_or_path` or
+//! named), read through `model.safetensors.index.json` shards, headers only until a statistic
+//! needs data, mmapped and never written. Each delta maps to its base weight W (out × in) and
+//! orientation (`weight_for`); `adapter::mxfp4` decodes the gpt-oss experts one at a time; `stats` sets
+//! every delta against its W. docs/base.md has the upstream sources.
+
+pub mod stats;
+
+/// The MXFP4 decoder lives with the file formats (`adapter::mxfp4`), below `synth`, which
+/// writes MXFP4 bases with it.
+pub use crate::adapter::mxfp4;
+
+use crate::adapter::discovery;
+use crate::adapter::format::{self, TensorInfo};
+use crate::adapter::layout::{Delta, GateUpOrder, RowSel};
+use crate::adapter::Adapter;
+use crate::compute::tensor::{self, MappedFile};
+use crate::error::{Error, Result};
+use faer::Mat;
+use safetensors::Dtype;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// huggingface_hub's names for a model's weights (`constants.py`).
+const SINGLE_FILE: &str = "model.safetensors";
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One shard of the base that is present and readable.
+struct Shard {
+    path: PathBuf,
+    data_start: u64,
+    map: MappedFile,
+}
+
+/// An opened base model: its tensors by name, the shards they live in, and what is missing.
+pub struct Base {
+    /// The repo id (`openai/gpt-oss-20b`) or the path it was named by.
+    pub id: String,
+    /// The snapshot folder holding the weights.
+    pub dir: PathBuf,
+    /// What a person should know: missing shards, unreadable files.
+    pub notes: Vec<String>,
+    shards: Vec<Shard>,
+    /// Tensor name → (shard, header entry), for tensors of present shards only.
+    tensors: BTreeMap<String, (usize, TensorInfo)>,
+    /// Tensor name → shard file, for tensors the index places in a shard that is absent.
+    missing: BTreeMap<String, String>,
+}
+
+/// Where a base may be: the hub cache holding the adapter, and the other caches searched.
+pub fn cache_roots(adapter: &Adapter, others: &[PathBuf]) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    // `<root>/models--ORG--NAME/snapshots/<rev>/…`: the adapter's own cache comes first.
+    if let Some(repo) = adapter.path.ancestors().find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("models--"))
+    }) {
+        roots.extend(repo.parent().map(Path::to_path_buf));
+    }
+    for o in others {
+        if !roots.contains(o) {
+            roots.push(o.clone());
+        }
+    }
+    roots
+}
+
+/// Finds the base's snapshot folder: `named` (a repo id, a repo folder of the cache, or a folder
+/// of weights), else the adapter's `base_model_name_or_path`, in `roots`. The error is a
+/// sentence for the note.
+pub fn locate(
+    adapter: &Adapter,
+    named: Option<&str>,
+    roots: &[PathBuf],
+) -> Result<(String, PathBuf), String> {
+    let id = match named.filter(|n| !n.is_empty()) {
+        Some(n) => n.to_string(),
+        None => adapter.base_model().ok_or_else(|| {
+            format!(
+                "{} names no base model (no base_model_name_or_path): name one with --base ID|PATH",
+                adapter.id
+            )
+        })?,
+    };
+    let path = PathBuf::from(&id);
+    if path.is_dir() {
+        if path.join("snapshots").is_dir() {
+            let (_, snap) = discovery::snapshot_of(&path)?;
+            return Ok((id, snap));
+        }
+        return Ok((id, path));
+    }
+    let folder = format!("models--{}", id.replace('/', "--"));
+    for root in roots {
+        let repo = root.join(&folder);
+        if repo.is_dir() {
+            let (_, snap) =
+                discovery::snapshot_of(&repo).map_err(|e| format!("base model {id}: {e}"))?;
+            return Ok((id, snap));
+        }
+    }
+    let looked: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    Err(format!(
+        "base model {id} is not in the cache (looked in {})",
+        if looked.is_empty() {
+            "no cache".to_string()
+        } else {
+            looked.join(", ")
+        }
+    ))
+}
+
+/// Finds and opens the base of `adapter` (`named`, else its config's) in its own cache and
+/// `others`. The error is the note to show (the adapter's own statistics stay as they are).
+pub fn session_for(
+    adapter: &Adapter,
+    named: Option<&str>,
+    others: &[PathBuf],
+) -> Result<stats::Session, String> {
+    let roots = cache_roots(adapter, others);
+    let (id, dir) = locate(adapter, named, &roots)?;
+    Base::open(&id, &dir).map(stats::Session::new)
+}
+
+impl Base {
+    /// Reads `config.json`, the index and every present shard's header of the snapshot `dir`.
+    /// A base of another architecture, or with no weights at all, is an error (a sentence); a
+    /// partial one opens with notes.
+    pub fn open(id: &str, dir: &Path) -> Result<Base, String> {
+        if let Ok(bytes) = crate::adapter::fsread::read_regular(&dir.join("config.json")) {
+            let cfg: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("base model {id}: config.json is not valid JSON ({e})"))?;
+            if let Some(mt) = cfg.get("model_type").and_then(|v| v.as_str()) {
+                if mt != "gpt_oss" {
+                    return Err(format!(
+                        "base model {id} is a {mt} model, not gpt-oss: its weights are not read"
+                    ));
+                }
+            }
+        }
+        // huggingface_hub's rule (`get_local_safetensors_metadata`): a single file wins, else the
+        // index; shard names come from `weight_map` only (gpt-oss names them 0-based).
+        let mut placed: BTreeMap<String, String> = BTreeMap::new();
+        let single = dir.join(SINGLE_FILE);
+        let shard_names: Vec<String> = if single.exists() {
+            vec![SINGLE_FILE.to_string()]
+        } else {
+            let index = dir.join(INDEX_FILE);
+            let bytes = crate::adapter::fsread::read_regular(&index).map_err(|_| {
+                let hint = if dir.join("original").is_dir() {
+                    " (only original/ is there: lorascope reads the Hugging Face format at the root)"
+                } else {
+                    ""
+                };
+                format!(
+                    "base model {id}: no {SINGLE_FILE} or {INDEX_FILE} in {}{hint}",
+                    dir.display()
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("base model {id}: {INDEX_FILE} is not valid JSON ({e})"))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| format!("base model {id}: {INDEX_FILE} has no weight_map"))?;
+            for (name, file) in map {
+                if let Some(f) = file.as_str() {
+                    placed.insert(name.clone(), f.to_string());
+                }
+            }
+            placed
+                .values()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let mut base = Base {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            notes: vec![],
+            shards: vec![],
+            tensors: BTreeMap::new(),
+            missing: BTreeMap::new(),
+        };
+        let mut absent = vec![];
+        for name in &shard_names {
+            if name.contains("..") || Path::new(name).is_absolute() {
+                absent.push(format!("{name} (not a file of the snapshot)"));
+                continue;
+            }
+            let path = dir.join(name);
+            let opened = format::read_header(&path).and_then(|h| {
+                let map = MappedFile::open(&path, h.file_size)?;
+                Ok((h, map))
+            });
+            match opened {
+                Ok((h, map)) => {
+                    let k = base.shards.len();
+                    for t in h.tensors {
+                        // The index decides where a tensor lives (when there is one).
+                        if placed.is_empty() || placed.get(&t.name) == Some(name) {
+                            base.tensors.insert(t.name.clone(), (k, t));
+                        }
+                    }
+                    base.shards.push(Shard {
+                        path,
+                        data_start: h.data_start,
+                        map,
+                    });
+                }
+                Err(e) => absent.push(match e {
+                    Error::Io { .. } => format!("{name} (missing)"),
+                    other => format!("{name} ({})", crate::adapter::describe(&other)),
+                }),
+            }
+        }
+        for (t, f) in &placed {
+            if !base.tensors.contains_key(t) {
+                base.missing.insert(t.clone(), f.clone());
+            }
+        }
+        if !absent.is_empty() {
+            base.notes.push(format!(
+                "base model {id} is partial: {} of {} shards unreadable: {}; weights in them have no base statistics",
+                absent.len(),
+                shard_names.len(),
+                absent.join(", ")
+            ));
+        }
+        if base.shards.is_empty() {
+            return Err(base.notes.pop().unwrap_or_else(|| {
+                format!("base model {id}: no readable weights in {}", dir.display())
+            }));
+        }
+        Ok(base)
+    }
+
+    /// Number of tensors present.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
+    }
+
+    fn info(&self, name: &str) -> Option<&(usize, TensorInfo)> {
+        self.tensors.get(name)
+    }
+
+    /// The bytes of a present tensor, checked against a file that changed under the map.
+    fn bytes<R>(&self, name: &str, read: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let (k, t) = self
+            .info(name)
+            .ok_or_else(|| Error::Other(format!("base model {}: no tensor {name}", self.id)))?;
+        let s = &self.shards[*k];
+        let changed = || Error::Changed {
+            path: s.path.clone(),
+        };
+        if !s.map.unchanged() {
+            return Err(changed());
+        }
+        let start = (s.data_start + t.begin) as usize;
+        let end = (s.data_start + t.end) as usize;
+        let out = read(s.map.bytes().get(start..end).ok_or_else(changed)?)?;
+        if !s.map.unchanged() {
+            return Err(changed());
+        }
+        Ok(out)
+    }
+
+    /// Why the base has no tensor `name`: absent from it, or in a shard that is missing.
+    fn why_not(&self, name: &str) -> String {
+        match self.missing.get(name) {
+            Some(f) => format!("{name} is in {f}, which is missing"),
+            None => format!("the base has no {name}"),
+        }
+    }
+}
+
+/// How a base weight is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    /// A 2D float tensor (out, in): attention, router.
+    Dense { tensor: String },
+    /// gpt-oss MXFP4 experts: `_blocks` (E, out, G, 16) and `_scales` (E, out, G) decode to
+    /// (out, in) per expert as they are.
+    Mxfp4 {
+        blocks: String,
+        scales: String,
+        expert: usize,
+    },
+    /// BF16/F32 stacked experts (E, in, out) (transformers' `GptOssExperts` parameters, the
+    /// dequantised and merged checkpoints): W_e = P[e]ᵀ.
+    Stacked { tensor: String, expert: usize },
+}
+
+/// The base weight W (out × in) a delta changes, and how the delta lines up with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weight {
+    pub storage: Storage,
+    /// Rows of the stored matrix that form W (gate or up of a fused gate_up), None: all.
+    pub rows: Option<RowSel>,
+    /// W's shape (out, in).
+    pub out: usize,
+    pub inn: usize,
+    /// The delta is ΔWᵀ of W's orientation (PEFT's swapped in/out features): use its transpose.
+    pub transposed: bool,
+}
+
+impl Weight {
+    /// Identifies the weight in the session cache (all adapters on it share the entry).
+    pub fn key(&self) -> String {
+        let rows = self
+            .rows
+            .map_or(String::new(), |r| format!("[{}::{}]", r.start, r.step));
+        match &self.storage {
+            Storage::Dense { tensor } => format!("{tensor}{rows}"),
+            Storage::Mxfp4 { blocks, expert, .. } => format!("{blocks}#{expert}{rows}"),
+            Storage::Stacked { tensor, expert } => format!("{tensor}#{expert}{rows}"),
+        }
+    }
+}
+
+/// The base tensor names (gpt-oss, Hugging Face format) of a delta's target, with the rows of a
+/// fused gate_up that belong to a separate gate or up delta.
+fn names_for(d: &Delta) -> Option<(String, Option<(usize, String)>)> {
+    let l = d.layer?;
+    let p = format!("model.layers.{l}");
+    Some(match d.target.as_str() {
+        t @ ("q_proj" | "k_proj" | "v_proj" | "o_proj") => {
+            (format!("{p}.self_attn.{t}.weight"), None)
+        }
+        "router" => (format!("{p}.mlp.router.weight"), None),
+        t @ ("gate_up_proj" | "down_proj") => (format!("{p}.mlp.experts.{t}"), None),
+        t @ ("gate_proj" | "up_proj") => {
+            let half = usize::from(t == "up_proj");
+            (
+                format!("{p}.mlp.experts.gate_up_proj"),
+                Some((half, t.to_string())),
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// Maps a delta to its base weight and orientation. Err is the reason it has none (a note).
+pub fn weight_for(base: &Base, d: &Delta, order: GateUpOrder) -> Result<Weight, String> {
+    let (name, half) = names_for(d).ok_or_else(|| {
+        format!(
+            "no base weight is known for target {}{}",
+            d.target,
+            if d.layer.is_none() {
+                " outside a layer"
+            } else {
+                ""
+            }
+        )
+    })?;
+    let is_expert = name.contains(".mlp.experts.");
+    if is_expert && d.expert.is_none() {
+        return Err(format!(
+            "{}: a delta shared by all experts has no single base weight",
+            d.target
+        ));
+    }
+    let (storage, stored_out, stored_in) = if is_expert {
+        let e = d.expert.unwrap_or(0);
+        let (blocks, scales) = (format!("{name}_blocks"), format!("{name}_scales"));
+        if let (Some((_, b)), Some((_, s))) = (base.info(&blocks), base.info(&scales)) {
+            let ok = b.dtype == Dtype::U8
+                && s.dtype == Dtype::U8
+                && b.shape.len() == 4
+                && b.shape[3] == mxfp4::BLOCK_BYTES
+                && s.shape == b.shape[..3];
+            if !ok {
+                return Err(format!(
+                    "{blocks} {:?} / {scales} {:?} are not MXFP4 blocks and scales",
+                    b.shape, s.shape
+                ));
+            }
+            if e >= b.shape[0] {
+                return Err(format!(
+                    "{blocks} has {} experts, not {}",
+                    b.shape[0],
+                    e + 1
+                ));
+            }
+            (
+                Storage::Mxfp4 {
+                    blocks,
+                    scales,
+                    expert: e,
+                },
+                b.shape[1],
+                b.shape[2] * mxfp4::BLOCK,
+            )
+        } else if let Some((_, t)) = base.info(&name) {
+            if t.shape.len() != 3 || e >= t.shape[0] {
+                return Err(format!(
+                    "{name} {:?} is not stacked experts (E, in, out) with expert {e}",
+                    t.shape
+                ));
+            }
+            (
+                Storage::Stacked {
+                    tensor: name.clone(),
+                    expert: e,
+                },
+                t.shape[2],
+                t.shape[1],
+            )
+        } else {
+            let why = if base.missing.contains_key(&blocks) {
+                base.why_not(&blocks)
+            } else {
+                base.why_not(&name)
+            };
+            return Err(why);
+        }
+    } else {
+        let (_, t) = base.info(&name).ok_or_else(|| base.why_not(&name))?;
+        if t.shape.len() != 2 {
+            return Err(format!("{name} {:?} is not a matrix", t.shape));
+        }
+        (
+            Storage::Dense {
+                tensor: name.clone(),
+            },
+            t.shape[0],
+            t.shape[1],
+        )
+    };
+    let rows = match &half {
+        Some((h, _)) if stored_out % 2 == 0 => Some(order.rows(*h, stored_out)),
+        Some((_, t)) => return Err(format!("{name} has {stored_out} rows: no {t} half to take")),
+        None => None,
+    };
+    let out = rows.map_or(stored_out, |r| r.len);
+    // The shapes decide the orientation; a square weight is read as (out, in) like nn.Linear.
+    let transposed = if (d.out_dim, d.in_dim) == (out, stored_in) {
+        false
+    } else if (d.out_dim, d.in_dim) == (stored_in, out) {
+        true
+    } else {
+        return Err(format!(
+            "{}: ΔW is {}×{} but the base weight {name} is {out}×{stored_in}",
+            d.module, d.out_dim, d.in_dim
+        ));
+    };
+    Ok(Weight {
+        storage,
+        rows,
+        out,
+        inn: stored_in,
+        transposed,
+    })
+}
+
+impl Base {
+    /// ‖W‖_F² read from the file: MXFP4 rows by table sums (no decode), float tensors directly.
+    pub fn fro_sq(&self, w: &Weight) -> Result<f64> {
+        let rows = self.row_indices(w);
+        match &w.storage {
+            Storage::Mxfp4 {
+                blocks,
+                scales,
+                expert,
+            } => {
+                let (g, out) = self.mxfp4_geometry(blocks)?;
+                self.bytes(blocks, |b| {
+                    self.bytes(scales, |s| {
+                        let (eb, es) = (
+                            &b[expert * out * g * 16..(expert + 1) * out * g * 16],
+                            &s[expert * out * g..(expert + 1) * out * g],
+                        );
+                        Ok(rows
+                            .iter()
+                            .map(|&o| {
+                                mxfp4::row_sq_norm(
+                                    &eb[o * g * 16..(o + 1) * g * 16],
+                                    &es[o * g..(o + 1) * g],
+                                )
+                            })
+                            .sum())
+                    })
+                })
+            }
+            _ => {
+                let m = self.dense(w)?;
+                Ok(m.col_iter()
+                    .map(|c| c.iter().map(|x| x * x).sum::<f64>())
+                    .sum())
+            }
+        }
+    }
+
+    fn mxfp4_geometry(&self, blocks: &str) -> Result<(usize, usize)> {
+        let (_, t) = self
+            .info(blocks)
+            .ok_or_else(|| Error::Other(self.why_not(blocks)))?;
+        Ok((t.shape[2], t.shape[1]))
+    }
+
+    /// The stored rows that make W, in order.
+    fn row_indices(&self, w: &Weight) -> Vec<usize> {
+        match w.rows {
+            Some(r) => (0..r.len).map(|k| r.start + k * r.step).collect(),
+            None => (0..w.out).collect(),
+        }
+    }
+
+    /// W as a dense f64 matrix (out × in): one expert decoded, never the whole layer.
+    pub fn dense(&self, w: &Weight) -> Result<Mat<f64>> {
+        let rows = self.row_indices(w);
+        match &w.storage {
+            Storage::Dense { tensor } => {
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let cols = t.shape[1];
+                let v = self.bytes(tensor, |raw| tensor::float_values(raw, t.dtype, tensor))?;
+                Ok(Mat::from_fn(rows.len(), cols, |i, j| v[rows[i] * cols + j]))
+            }
+            Storage::Stacked { tensor, expert } => {
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let (inn, out) = (t.shape[1], t.shape[2]);
+                let size = inn * out * t.dtype.bitsize() / 8;
+                let v = self.bytes(tensor, |raw| {
+                    tensor::float_values(&raw[expert * size..(expert + 1) * size], t.dtype, tensor)
+                })?;
+                // P[e] is (in, out): W = P[e]ᵀ.
+                Ok(Mat::from_fn(rows.len(), inn, |i, j| v[j * out + rows[i]]))
+            }
+            Storage::Mxfp4 {
+                blocks,
+                scales,
+                expert,
+            } => {
+                let (g, out) = self.mxfp4_geometry(blocks)?;
+                let inn = g * mxfp4::BLOCK;
+                let mut row = vec![0.0; inn];
+                let mut m = Mat::<f64>::zeros(rows.len(), inn);
+                self.bytes(blocks, |b| {
+                    self.bytes(scales, |s| {
+                        let base_b = expert * out * g * 16;
+                        let base_s = expert * out * g;
+                        for (i, &o) in rows.iter().enumerate() {
+                            mxfp4::decode_row(
+                                &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
+                                &s[base_s + o * g..base_s + (o + 1) * g],
+                                &mut row,
+                            );
+                            for (j, x) in row.iter().enumerate() {
+                                m[(i, j)] = *x;
+                            }
+                        }
+                        Ok(())
+                    })
+                })?;
+                Ok(m)
+            }
+        }
+    }
+}
