@@ -241,8 +241,11 @@ fn report_groups_local_adapters_and_notes_errors() {
 }
 
 fn lorascope(args: &[&str], endpoint: Option<&str>) -> std::process::Output {
+    // The header cache goes to a temporary folder, not the user's cache.
+    let xdg = tempfile::tempdir().unwrap();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"));
     c.args(args)
+        .env("XDG_CACHE_HOME", xdg.path())
         .env_remove("HF_TOKEN")
         .env_remove("HF_HUB_OFFLINE");
     if let Some(e) = endpoint {
