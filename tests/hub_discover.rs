@@ -136,8 +136,7 @@ fn a_429_waits_for_retry_after() {
                 .discover(&query(None), LayoutOptions::default(), &|_, _| {})
                 .await
         })
-        .err()
-        .expect("429");
+        .expect_err("429");
     assert!(err.to_string().contains("429 (rate limited)"), "{err}");
 }
 
