@@ -226,6 +226,9 @@ impl Hub {
     /// request, `Retry-After` honoured), at most `q.limit`. The token follows the same rule as
     /// everywhere: a `next` link to another origin is followed without it.
     pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Listed>> {
+        if q.limit == Some(0) {
+            return Ok(vec![]);
+        }
         let mut url = self.search_url(q)?;
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
