@@ -161,7 +161,7 @@ impl ListScreen {
                     // The fetch started here: Esc stops it first. Its `.incomplete` blobs stay,
                     // so the next fetch of the repo resumes from them.
                     shared.jobs.cancel(&JobKey::Fetch(f.repo.clone()));
-                    shared.say(&format!(
+                    shared.say(format!(
                         "fetch of {} cancelled (what arrived is kept: fetching it again resumes)",
                         f.repo
                     ));
