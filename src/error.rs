@@ -90,6 +90,8 @@ pub enum HubError {
         url: String,
         status: u16,
         with_token: bool,
+        /// The server's `Retry-After` (delay-seconds form), honoured before the next attempt.
+        retry_after: Option<Duration>,
     },
     #[error("{url}: no answer, or too little of one, within {} s (timed out)", .after.as_secs_f64())]
     Timeout { url: String, after: Duration },

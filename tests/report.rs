@@ -241,8 +241,11 @@ fn report_groups_local_adapters_and_notes_errors() {
 }
 
 fn lorascope(args: &[&str], endpoint: Option<&str>) -> std::process::Output {
+    // The header cache goes to a temporary folder, not the user's cache.
+    let xdg = tempfile::tempdir().unwrap();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"));
     c.args(args)
+        .env("XDG_CACHE_HOME", xdg.path())
         .env_remove("HF_TOKEN")
         .env_remove("HF_HUB_OFFLINE");
     if let Some(e) = endpoint {
@@ -319,4 +322,61 @@ fn remote_report_over_140_repos_reads_under_one_percent() {
         md.contains("### attention-only (3 repos, 3 adapters)"),
         "{md}"
     );
+}
+
+/// `scan --remote` of the survey's 140 repos served locally, cold then with a warm header cache
+/// (the figures of docs/performance.md: `cargo test --test report -- --nocapture scan_remote`).
+/// Warm, the Hub is asked only for the repo list: no file is read again.
+#[test]
+fn scan_remote_of_the_survey_cold_and_warm() {
+    let (tmp, _) = survey_cache();
+    let served: Vec<_> = repos_from_cache(tmp.path())
+        .into_iter()
+        .map(|r| r.with_base("openai/gpt-oss-20b"))
+        .collect();
+    let server = HubServer::start(served);
+    let xdg = tempfile::tempdir().unwrap();
+    let run = || {
+        let t = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+            .args(["scan", "--remote", "--json"])
+            .env("HF_ENDPOINT", &server.endpoint)
+            .env("XDG_CACHE_HOME", xdg.path())
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_HUB_OFFLINE")
+            .output()
+            .unwrap();
+        let elapsed = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, elapsed)
+    };
+    let (cold, t_cold) = run();
+    let cold_bytes = server.total_bytes();
+    let cold_requests = server.seen().len();
+    server.reset_counters();
+    let (warm, t_warm) = run();
+    eprintln!(
+        "scan --remote, 140 survey repos: cold {t_cold:?} ({cold_requests} requests, {cold_bytes} bytes served), warm {t_warm:?} ({} requests, {} bytes)",
+        server.seen().len(),
+        server.total_bytes()
+    );
+    // Rows are adapters; a multi-adapter repo gives several (`org/name/sub`).
+    let repos: std::collections::BTreeSet<String> = cold
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap();
+            id.splitn(3, '/').take(2).collect::<Vec<_>>().join("/")
+        })
+        .collect();
+    assert_eq!(repos.len(), 140);
+    assert_eq!(cold, warm, "the warm rows are the cold rows");
+    assert_eq!(server.requests_for("/resolve/"), 0);
+    assert_eq!(server.seen().len(), server.requests_for("/api/models?"));
 }

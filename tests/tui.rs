@@ -263,6 +263,55 @@ fn filter_as_you_type_enter_keeps_esc_clears() {
     assert!(!app.list.editing && app.list.filter.is_empty());
 }
 
+/// Esc on the list stops a running fetch (its task is aborted by the event loop) before it
+/// clears anything; a result that still arrives for it is dropped.
+#[test]
+fn esc_on_the_list_cancels_a_running_fetch() {
+    let (dir, mut app) = new_app(true);
+    app.fetch_cache = Some(dir.path().join("hub"));
+    cmd(&mut app, Command::Fetch);
+    for c in "org/slow".chars() {
+        app.update(Action::Input(c));
+    }
+    cmd(&mut app, Command::FetchStart);
+    let job = match app.take_effects().as_slice() {
+        [Effect::Fetch { job, .. }] => *job,
+        other => panic!("expected one fetch, got {other:?}"),
+    };
+    cmd(&mut app, Command::Filter);
+    app.update(Action::Input('m'));
+    cmd(&mut app, Command::FilterKeep);
+    cmd(&mut app, Command::Escape);
+    assert!(
+        matches!(app.take_effects().as_slice(), [Effect::Cancel(j)] if *j == job),
+        "the loop is asked to stop the fetch"
+    );
+    assert!(app.fetch().is_none());
+    assert_eq!(app.list.filter, "m", "the first Esc only cancels");
+    assert!(
+        app.status
+            .as_deref()
+            .unwrap()
+            .contains("fetch of org/slow cancelled"),
+        "{:?}",
+        app.status
+    );
+    let n = app.adapters.len();
+    let late = app.adapters[0].as_ref().clone();
+    app.update(Action::Done {
+        job,
+        result: Ok(vec![late].into()),
+        secs: 0.0,
+    });
+    assert_eq!(
+        app.adapters.len(),
+        n,
+        "a cancelled fetch's result is dropped"
+    );
+    cmd(&mut app, Command::Escape);
+    assert_eq!(app.list.filter, "", "then Esc clears the filter as before");
+}
+
 #[test]
 fn fetch_popup_types_an_id_esc_closes_enter_starts_a_fetch() {
     let (dir, mut app) = new_app(true);

@@ -13,11 +13,17 @@ pub const DEMO_MARKER: &str = ".lorascope-demo-complete";
 /// The demo's own folder: `$XDG_CACHE_HOME/lorascope/demo-hub` or `~/.cache/lorascope/demo-hub`.
 /// Never inside the Hugging Face cache, which lorascope only reads.
 pub fn demo_dir() -> Option<PathBuf> {
+    Some(own_cache_dir()?.join("demo-hub"))
+}
+
+/// lorascope's own cache folder (demo cache, Hub header cache): `$XDG_CACHE_HOME/lorascope`, else
+/// `~/.cache/lorascope`. Never the Hugging Face cache.
+pub fn own_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("lorascope").join("demo-hub"))
+    Some(base.join("lorascope"))
 }
 
 /// Whether `dir` holds a demo cache written to the end.

@@ -57,6 +57,11 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// List the adapters of a base model on the Hub instead (headers only, over HTTP)
+        #[arg(long)]
+        remote: bool,
+        #[command(flatten)]
+        discover: hub::DiscoverArgs,
     },
     /// Show an adapter's tensors and logical deltas
     Inspect {
@@ -155,7 +160,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         None if std::io::stdout().is_terminal() => tui::cmd_tui(&ctx, tui::TuiArgs::default()),
         None => cmd_default(&ctx),
         Some(Command::Tui(args)) => tui::cmd_tui(&ctx, args),
-        Some(Command::Scan { paths, json }) => cmd_scan(&ctx, &paths, json),
+        Some(Command::Scan {
+            paths,
+            json,
+            remote: true,
+            discover,
+        }) => hub::cmd_scan_remote(&ctx, &paths, json, &discover),
+        Some(Command::Scan {
+            paths,
+            json,
+            discover,
+            ..
+        }) => {
+            discover.only_with_remote("scan --remote")?;
+            cmd_scan(&ctx, &paths, json)
+        }
         Some(Command::Inspect {
             adapter,
             json,
@@ -231,7 +250,15 @@ fn cmd_scan(ctx: &Catalog, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
 
 /// The human table of `scan`, with error messages listed under it.
 pub fn scan_table(adapters: &[Adapter]) -> String {
-    let mut t = Table::new(&[
+    scan_table_with(adapters.iter().map(|a| (a, vec![])), &[])
+}
+
+/// [`scan_table`] with more columns: `extra` names them, each row brings its cells.
+pub(crate) fn scan_table_with<'a>(
+    rows: impl Iterator<Item = (&'a Adapter, Vec<String>)>,
+    extra: &[&str],
+) -> String {
+    let mut heads = vec![
         "ID",
         "PATTERN",
         "TARGETS",
@@ -241,12 +268,14 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
         "DTYPE",
         "SIZE>",
         "TENSORS>",
-    ]);
+    ];
+    heads.extend_from_slice(extra);
+    let mut t = Table::new(&heads);
     let mut errors = String::new();
     let mut unknown = String::new();
-    for a in adapters {
+    for (a, more) in rows {
         let s = a.summary();
-        t.row(vec![
+        let mut cells = vec![
             s.id.clone(),
             s.pattern.as_str().to_string(),
             text::compact_targets(&s.targets),
@@ -260,7 +289,9 @@ pub fn scan_table(adapters: &[Adapter]) -> String {
             },
             text::bytes(s.bytes),
             s.tensors.to_string(),
-        ]);
+        ];
+        cells.extend(more);
+        t.row(cells);
         if let Some(e) = &s.error {
             errors.push_str(&format!("  {}: {e}\n", s.id));
         }

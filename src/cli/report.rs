@@ -16,9 +16,12 @@ pub struct ReportArgs {
     /// Adapter folders, folders of adapters, .safetensors files or hub caches (added to the cache)
     pub paths: Vec<PathBuf>,
     /// Hub repos to survey over HTTP (headers only): a file with one ORG/NAME[@REV] per line, or
-    /// ids separated by commas. Alone (no PATH, no --cache) it surveys only these repos.
-    #[arg(long, value_name = "LIST")]
-    pub remote: Option<String>,
+    /// ids separated by commas; without LIST, the adapters of a base model found on the Hub
+    /// (--base etc.). Alone (no PATH, no --cache) it surveys only the remote repos.
+    #[arg(long, value_name = "LIST", num_args = 0..=1)]
+    pub remote: Option<Option<String>>,
+    #[command(flatten)]
+    pub discover: super::hub::DiscoverArgs,
     #[arg(long, value_enum, default_value = "md")]
     pub format: Format,
     /// Add a health section: reads every factor of the local adapters (dead, non-finite) and
@@ -47,7 +50,35 @@ pub(super) fn cmd_report(ctx: &Catalog, args: ReportArgs) -> Result<ExitCode> {
         layout: LayoutOptions::default(),
     });
     let mut stats = None;
-    if let Some(list) = &args.remote {
+    if args.remote.is_none() {
+        args.discover.only_with_remote("report --remote")?;
+    }
+    if let Some(None) = &args.remote {
+        // Remote only: the cache is not reported, but its adapters still choose the default base.
+        let local = if remote_only && args.discover.base.is_none() {
+            discovery::scan(&ScanRequest {
+                cache: ctx.cache.clone(),
+                paths: vec![],
+                layout: LayoutOptions::default(),
+            })
+        } else {
+            vec![]
+        };
+        let (rows, s, what) = super::hub::discover_remote(
+            &args.discover,
+            if remote_only { &local } else { &adapters },
+        )?;
+        sources.push(what);
+        adapters.extend(rows.into_iter().map(|r| r.adapter));
+        stats = Some(s);
+    } else if let Some(Some(list)) = &args.remote {
+        if args.discover.base.is_some()
+            || args.discover.search.is_some()
+            || args.discover.author.is_some()
+            || args.discover.limit.is_some()
+        {
+            anyhow::bail!("--base, --search, --author and --limit go with --remote without a LIST");
+        }
         let (text, what) = match std::fs::read_to_string(list) {
             Ok(t) => (t, format!("reading the repo list {list}")),
             // Ids given inline: the parse error quotes the bad one, so name no list.
@@ -61,7 +92,8 @@ pub(super) fn cmd_report(ctx: &Catalog, args: ReportArgs) -> Result<ExitCode> {
         sources.push(format!("{} repos from {}", repos.len(), cfg.endpoint));
         let rt = super::hub::runtime()?;
         let (remote, s) = rt.block_on(async {
-            let hub = Hub::new(cfg, "report --remote")?;
+            let hub = Hub::new(cfg, "report --remote")?
+                .with_header_cache(super::hub::header_cache(args.discover.refresh));
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(repos.len() as u64),
                 indicatif::ProgressDrawTarget::stderr(),

@@ -114,15 +114,29 @@ fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
     std::fs::copy(abs, link).map(|_| ())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `path` through a temporary file in the same folder and a rename: readers see the old
+/// file or the new one, never a part. The temporary name is unique per process and call, so two
+/// writers of the same file (two scans at once) do not mix their bytes.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".lorascope-tmp");
+    tmp.push(format!(
+        ".{}-{}.lorascope-tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e));
+    let renamed =
+        written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }
 
 #[cfg(test)]

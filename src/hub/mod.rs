@@ -23,9 +23,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod cache;
+pub mod discover;
+pub mod headers;
 
 use cache::hex;
 pub use cache::CacheRepo;
+pub use discover::{HubAdapter, HubMeta, SearchQuery, DEFAULT_BASE};
+pub use headers::HeaderCache;
+use headers::{RawHeader, RepoRead};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -311,7 +316,12 @@ pub struct Hub {
     /// The endpoint as a URL: the only origin `HF_TOKEN` is sent to.
     origin: Option<reqwest::Url>,
     received: AtomicU64,
+    /// Where complete header reads are kept between runs (none: every run reads the Hub).
+    headers: Option<HeaderCache>,
 }
+
+/// The longest `Retry-After` obeyed; a longer one is waited this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How many redirects one request follows.
 const MAX_REDIRECTS: usize = 10;
@@ -378,8 +388,15 @@ impl Hub {
             client,
             origin: reqwest::Url::parse(&cfg.endpoint).ok(),
             received: AtomicU64::new(0),
+            headers: None,
             cfg,
         })
+    }
+
+    /// Keeps header reads in `cache` and reuses them for commits it already holds.
+    pub fn with_header_cache(mut self, cache: Option<HeaderCache>) -> Hub {
+        self.headers = cache;
+        self
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -469,6 +486,7 @@ impl Hub {
             url: url.into(),
             status: resp.status().as_u16(),
             with_token: self.cfg.token.is_some(),
+            retry_after: retry_after(resp.headers()),
         }
         .into())
     }
@@ -483,7 +501,7 @@ impl Hub {
         loop {
             match op().await {
                 Err(e) if attempt < self.cfg.retries && transient(&e) => {
-                    tokio::time::sleep(self.cfg.backoff * 2u32.saturating_pow(attempt)).await;
+                    tokio::time::sleep(self.pause(&e, attempt)).await;
                     attempt += 1;
                 }
                 r => return r,
@@ -491,12 +509,30 @@ impl Hub {
         }
     }
 
+    /// How long to wait before attempt `attempt + 1`: the server's `Retry-After` when it gave one
+    /// (capped, so that a hostile server cannot park a scan), else exponential backoff.
+    fn pause(&self, e: &Error, attempt: u32) -> Duration {
+        match e {
+            Error::Hub(HubError::Status {
+                retry_after: Some(d),
+                ..
+            }) => (*d).min(MAX_RETRY_AFTER),
+            _ => self.cfg.backoff * 2u32.saturating_pow(attempt),
+        }
+    }
+
     /// A small whole body (JSON), refusing more than `MAX_JSON` bytes.
     async fn get_small(&self, url: &str) -> Result<Vec<u8>> {
+        Ok(self.get_page(url).await?.0)
+    }
+
+    /// A small whole body and the answer's `Link` header (search pages).
+    async fn get_page(&self, url: &str) -> Result<(Vec<u8>, Option<String>)> {
         self.retry(|| async {
             let mut dl = Deadline::new(self.cfg.etag_timeout);
             let mut resp = self.send(Method::GET, url, None, &dl, |_| false).await?;
             self.check_status(url, &resp)?;
+            let link = header_str(resp.headers(), "link");
             let mut buf = Vec::new();
             while let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? {
                 buf.extend_from_slice(&c);
@@ -507,7 +543,7 @@ impl Hub {
                     ));
                 }
             }
-            Ok(buf)
+            Ok((buf, link))
         })
         .await
     }
@@ -523,27 +559,11 @@ impl Hub {
         let body = self.get_small(&url).await?;
         let info: hf_hub::api::RepoInfo = serde_json::from_slice(&body)
             .map_err(|e| protocol(&url, format!("repo info is not the expected JSON ({e})")))?;
-        if !safe_component(&info.sha) {
-            return Err(protocol(
-                &url,
-                format!("commit '{}' is not a hash", info.sha),
-            ));
-        }
-        let mut files = Vec::with_capacity(info.siblings.len());
-        for s in info.siblings {
-            if !safe_rel_path(&s.rfilename) {
-                return Err(protocol(
-                    &url,
-                    format!("unsafe file name '{}'", s.rfilename),
-                ));
-            }
-            files.push(s.rfilename);
-        }
-        files.sort();
-        Ok(RepoInfo {
-            sha: info.sha,
-            files,
-        })
+        discover::checked_info(
+            &url,
+            info.sha,
+            info.siblings.into_iter().map(|s| s.rfilename),
+        )
     }
 
     /// Bytes `start..=end` of a file (fewer when the file is shorter) and the file's size.
@@ -611,23 +631,28 @@ impl Hub {
 
     /// The validated header of a remote safetensors file: 8 bytes, then exactly the header.
     pub async fn read_header(&self, url: &str) -> Result<Header> {
-        let path = PathBuf::from(url);
+        self.read_raw_header(url).await?.parse(Path::new(url))
+    }
+
+    /// The bytes [`Hub::read_header`] validates: the first 8, and then exactly the header they
+    /// announce (nothing more when they announce nonsense: the parse then says why).
+    async fn read_raw_header(&self, url: &str) -> Result<RawHeader> {
         let (first, total) = self.read_range(url, 0, 7).await?;
         let mut len8 = [0u8; 8];
         if first.len() == 8 {
             len8.copy_from_slice(&first);
         }
-        let n = format::header_len(&path, len8, total)?;
-        let json = if n == 0 {
-            vec![]
-        } else {
-            let (json, total2) = self.read_range(url, 8, 8 + n - 1).await?;
-            if total2 != total {
-                return Err(protocol(url, "the file changed size between two requests"));
+        let json = match format::header_len(Path::new(url), len8, total) {
+            Ok(n) if n > 0 => {
+                let (json, total2) = self.read_range(url, 8, 8 + n - 1).await?;
+                if total2 != total {
+                    return Err(protocol(url, "the file changed size between two requests"));
+                }
+                json
             }
-            json
+            _ => vec![],
         };
-        format::parse_header(&path, &json, total)
+        Ok(RawHeader { len8, total, json })
     }
 
     /// A file's etag, size and commit from the Hub's own answer to `HEAD`: a redirect that
@@ -786,7 +811,7 @@ impl Hub {
                 if attempt >= self.cfg.retries || !transient(&e) {
                     return Err(e);
                 }
-                tokio::time::sleep(self.cfg.backoff * 2u32.saturating_pow(attempt)).await;
+                tokio::time::sleep(self.pause(&e, attempt)).await;
                 attempt += 1;
             }
         }
@@ -847,53 +872,7 @@ impl Hub {
         opts: LayoutOptions,
     ) -> Result<Vec<Adapter>> {
         let info = self.repo_info(repo).await?;
-        let tree = format!("{}/{}/tree/{}", self.cfg.endpoint, repo.repo, info.sha);
-        let mut out = Vec::new();
-        for folder in adapter_folders(&info.files) {
-            let join = |base: &str| match folder.sub.as_str() {
-                "" => base.to_string(),
-                s => format!("{base}/{s}"),
-            };
-            let config = match &folder.config {
-                None => ConfigStatus::Missing,
-                Some(f) => match self.get_small(&self.resolve_url(repo, &info.sha, f)).await {
-                    Ok(bytes) => match config::parse(&bytes) {
-                        Ok(c) => ConfigStatus::Ok(c),
-                        Err(m) => ConfigStatus::Malformed(m),
-                    },
-                    Err(e) => ConfigStatus::Malformed(format!("cannot read it: {e}")),
-                },
-            };
-            let urls: Vec<String> = folder
-                .safetensors
-                .iter()
-                .map(|f| self.resolve_url(repo, &info.sha, f))
-                .collect();
-            let headers = async {
-                let mut v = Vec::with_capacity(urls.len());
-                for u in &urls {
-                    v.push(self.read_header(u).await?);
-                }
-                Ok(v)
-            }
-            .await;
-            let src = Source {
-                id: join(&repo.repo),
-                path: PathBuf::from(join(&tree)),
-                dir: PathBuf::from(join(&tree)),
-                files: urls.iter().map(PathBuf::from).collect(),
-                revision: Some(info.sha.clone()),
-                problem: None,
-                other_files: folder.other_files,
-            };
-            out.push(Adapter::from_headers(
-                &src,
-                config,
-                headers,
-                opts,
-                &no_remote_scalars,
-            ));
-        }
+        let mut out = self.adapters_at(repo, info, opts).await?;
         if let Some(sub) = &repo.sub {
             let want = repo.adapter_id();
             if !out.iter().any(|a| a.id == want) {
@@ -906,6 +885,130 @@ impl Hub {
             out.retain(|a| a.id == want);
         }
         Ok(out)
+    }
+
+    /// The adapters of `repo` at the commit `info` names: from the header cache when it holds
+    /// that commit, else read (and then kept in the cache when the read was complete).
+    pub async fn adapters_at(
+        &self,
+        repo: &RepoRef,
+        info: RepoInfo,
+        opts: LayoutOptions,
+    ) -> Result<Vec<Adapter>> {
+        let cached = self
+            .headers
+            .as_ref()
+            .and_then(|c| c.get(&self.cfg.endpoint, &repo.repo, &info.sha));
+        let read = match cached {
+            Some(r) if r.info.files == info.files => r,
+            _ => {
+                let r = self.read_repo(repo, info).await?;
+                if let Some(c) = &self.headers {
+                    c.put(&self.cfg.endpoint, &repo.repo, &r);
+                }
+                r
+            }
+        };
+        Ok(self.build_adapters(repo, read, opts))
+    }
+
+    /// Reads every `adapter_config.json` and safetensors header of a repo at `info.sha`. A repo
+    /// the token does not open (401, 403) fails as a whole; other failures stay with their file.
+    async fn read_repo(&self, repo: &RepoRef, info: RepoInfo) -> Result<RepoRead> {
+        let denied = |e: &Error| {
+            matches!(
+                e,
+                Error::Hub(HubError::Status {
+                    status: 401 | 403,
+                    ..
+                })
+            )
+        };
+        let mut configs = std::collections::BTreeMap::new();
+        let mut headers = std::collections::BTreeMap::new();
+        for folder in adapter_folders(&info.files) {
+            if let Some(f) = &folder.config {
+                match self.get_small(&self.resolve_url(repo, &info.sha, f)).await {
+                    Ok(b) => configs.insert(f.clone(), Ok(b)),
+                    Err(e) if denied(&e) => return Err(e),
+                    Err(e) => configs.insert(f.clone(), Err(format!("cannot read it: {e}"))),
+                };
+            }
+            for f in &folder.safetensors {
+                let r = self
+                    .read_raw_header(&self.resolve_url(repo, &info.sha, f))
+                    .await;
+                let failed = r.is_err();
+                match r {
+                    Err(e) if denied(&e) => return Err(e),
+                    r => headers.insert(f.clone(), r),
+                };
+                if failed {
+                    break; // the folder is an error already; its other files need not be read
+                }
+            }
+        }
+        Ok(RepoRead {
+            info,
+            configs,
+            headers,
+        })
+    }
+
+    /// Adapters from a repo's headers, grouped by folder as discovery groups a snapshot.
+    fn build_adapters(&self, repo: &RepoRef, read: RepoRead, opts: LayoutOptions) -> Vec<Adapter> {
+        let RepoRead {
+            info,
+            mut configs,
+            mut headers,
+        } = read;
+        let tree = format!("{}/{}/tree/{}", self.cfg.endpoint, repo.repo, info.sha);
+        let mut out = Vec::new();
+        for folder in adapter_folders(&info.files) {
+            let join = |base: &str| match folder.sub.as_str() {
+                "" => base.to_string(),
+                s => format!("{base}/{s}"),
+            };
+            let config = match folder.config.as_ref().and_then(|f| configs.remove(f)) {
+                None => ConfigStatus::Missing,
+                Some(Ok(bytes)) => match config::parse(&bytes) {
+                    Ok(c) => ConfigStatus::Ok(c),
+                    Err(m) => ConfigStatus::Malformed(m),
+                },
+                Some(Err(m)) => ConfigStatus::Malformed(m),
+            };
+            let urls: Vec<String> = folder
+                .safetensors
+                .iter()
+                .map(|f| self.resolve_url(repo, &info.sha, f))
+                .collect();
+            let parsed: Result<Vec<Header>> = folder
+                .safetensors
+                .iter()
+                .zip(&urls)
+                .map(|(f, u)| match headers.remove(f) {
+                    Some(r) => r?.parse(Path::new(u)),
+                    None => Err(Error::Other(format!("{u}: not read"))),
+                })
+                .collect();
+            let src = Source {
+                id: join(&repo.repo),
+                path: PathBuf::from(join(&tree)),
+                dir: PathBuf::from(join(&tree)),
+                files: urls.iter().map(PathBuf::from).collect(),
+                revision: Some(info.sha.clone()),
+                problem: None,
+                other_files: folder.other_files,
+            };
+            out.push(Adapter::from_headers(
+                &src,
+                config,
+                parsed,
+                opts,
+                &no_remote_scalars,
+            ));
+        }
+        out
     }
 
     /// Surveys many repos, `concurrency` at a time; a repo that fails becomes an `error` adapter
@@ -1112,6 +1215,15 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 
 fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     header_str(h, name).and_then(|v| v.trim().parse().ok())
+}
+
+/// `Retry-After` in its delay-seconds form; an HTTP-date gives None (then backoff applies), as in
+/// huggingface_hub's `_parse_retry_after`.
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    header_str(h, "retry-after")
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
 }
 
 /// `bytes FIRST-LAST/TOTAL` → (FIRST, LAST, TOTAL).

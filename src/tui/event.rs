@@ -131,6 +131,8 @@ pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
 pub struct Runner {
     tx: UnboundedSender<Action>,
     cancels: HashMap<JobId, Arc<AtomicBool>>,
+    /// Running fetches: cancelling one aborts its task (the network wait ends at once).
+    fetches: HashMap<JobId, tokio::task::AbortHandle>,
 }
 
 impl Runner {
@@ -138,6 +140,7 @@ impl Runner {
         Runner {
             tx,
             cancels: HashMap::new(),
+            fetches: HashMap::new(),
         }
     }
 
@@ -163,6 +166,9 @@ impl Runner {
                 if let Some(f) = self.cancels.remove(&job) {
                     f.store(true, Ordering::Relaxed);
                 }
+                if let Some(h) = self.fetches.remove(&job) {
+                    h.abort();
+                }
             }
             Effect::ExportPlot => {
                 let r = export::export_plot(app);
@@ -179,6 +185,8 @@ impl Runner {
                         move |p: &FetchProgress| progress(p.done as usize, p.total.max(1) as usize);
                     fetch_job(HubConfig::from_env(), &cache, &repo, &progress).await
                 });
+                self.fetches.retain(|_, h| !h.is_finished());
+                self.fetches.insert(job, handle.abort_handle());
                 let tx = self.tx.clone();
                 let t = Instant::now();
                 tokio::spawn(async move {

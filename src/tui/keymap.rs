@@ -225,7 +225,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::List, &[ch('F')], C::Fetch, "fetch an adapter from the Hub by id", None),
     bind(M::List, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::List, &[ch('S')], C::SortReverse, "reverse the sort", None),
-    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "clear the filter and marks", None),
+    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop a fetch, else clear filter and marks", None),
     bind(M::List, &[ch('q')], C::Back, "quit", Some("quit")),
     // The tree.
     bind(M::Tree, &[code(KeyCode::Enter)], C::Open, "expand / collapse", Some("expand")),

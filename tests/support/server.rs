@@ -1,6 +1,9 @@
-//! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the repo-info endpoint and
-//! `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag and X-Repo-Commit), counters
-//! of the bytes it sends, and faults: cut a body, answer 404, stall, trickle, or redirect.
+//! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the model search
+//! (`/api/models?filter=…&search=…&author=…&limit=…&expand=…`, paged with `Link: <…>; rel="next"`),
+//! the repo-info endpoint and `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag
+//! and X-Repo-Commit), gated repos (401 without a token, 403 with one), counters of the bytes and
+//! requests it sends and of the most requests in flight at once, and faults: cut a body, answer
+//! 404, stall, trickle, redirect, rate-limit (429 + Retry-After), or page to another host.
 
 use lorascope::hub::cache::{commit_id, sha256_hex};
 use lorascope::hub::{self, FetchProgress, HubConfig, RepoRef};
@@ -8,7 +11,7 @@ use lorascope::synth::{self, Dims, Pattern, Spec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -52,6 +55,12 @@ pub struct ServedRepo {
     pub id: String,
     pub sha: String,
     pub files: Vec<ServedFile>,
+    /// Listed by the search under `filter=base_model:adapter:BASE`.
+    pub base: Option<String>,
+    pub downloads: u64,
+    pub likes: u64,
+    /// Files answer 401 without a token and 403 with one (access not granted).
+    pub gated: bool,
 }
 
 impl ServedRepo {
@@ -60,7 +69,17 @@ impl ServedRepo {
             id: id.into(),
             sha: commit_id(id),
             files,
+            base: None,
+            downloads: 0,
+            likes: 0,
+            gated: false,
         }
+    }
+
+    /// The same repo listed as an adapter of `base`.
+    pub fn with_base(mut self, base: &str) -> ServedRepo {
+        self.base = Some(base.into());
+        self
     }
 }
 
@@ -85,7 +104,11 @@ pub fn repos_from_cache(root: &Path) -> Vec<ServedRepo> {
         let snap = d.join("snapshots").join(&sha);
         let mut files = Vec::new();
         walk(&snap, "", &mut files);
-        out.push(ServedRepo { id, sha, files });
+        out.push(ServedRepo {
+            sha,
+            files,
+            ..ServedRepo::new(&id, vec![])
+        });
     }
     out
 }
@@ -130,6 +153,11 @@ pub struct Faults {
     pub trickle: Option<(String, u64, Duration)>,
     /// Answer `302 Found` with `Location: BASE + path` (no Hub headers), e.g. to another server.
     pub redirect: Option<(String, String)>,
+    /// Answer `429` with `Retry-After: SECS` to the next `times` requests whose path contains the
+    /// text: (text, times, secs).
+    pub rate_limit: Option<(String, usize, u64)>,
+    /// Search `next` links point at this base URL (e.g. another server) instead of this one.
+    pub next_base: Option<String>,
 }
 
 /// A request as the server saw it.
@@ -143,7 +171,13 @@ pub struct Seen {
 
 #[derive(Default)]
 struct State {
-    repos: BTreeMap<String, ServedRepo>,
+    endpoint: String,
+    repos: std::sync::RwLock<BTreeMap<String, Arc<ServedRepo>>>,
+    /// Largest search page served (the Hub caps `limit` too).
+    page_max: AtomicUsize,
+    /// Requests being answered now, and the most at once.
+    active: AtomicUsize,
+    max_active: AtomicUsize,
     faults: Mutex<Faults>,
     seen: Mutex<Vec<Seen>>,
     /// Body bytes sent, total and per path.
@@ -161,13 +195,20 @@ pub struct HubServer {
 impl HubServer {
     /// Starts on 127.0.0.1 on its own thread and runtime; it lives as long as the test process.
     pub fn start(repos: Vec<ServedRepo>) -> HubServer {
-        let state = Arc::new(State {
-            repos: repos.into_iter().map(|r| (r.id.clone(), r)).collect(),
-            ..State::default()
-        });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr: SocketAddr = std_listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            endpoint: format!("http://{addr}"),
+            repos: std::sync::RwLock::new(
+                repos
+                    .into_iter()
+                    .map(|r| (r.id.clone(), Arc::new(r)))
+                    .collect(),
+            ),
+            page_max: AtomicUsize::new(1000),
+            ..State::default()
+        });
         let st = state.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -185,6 +226,7 @@ impl HubServer {
                     tokio::spawn(async move {
                         let _ = handle(sock, st).await;
                     });
+                    // (`handle` counts itself in and out of `active`.)
                 }
             });
         });
@@ -222,11 +264,53 @@ impl HubServer {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// Replaces (or adds) a repo, e.g. a new commit.
+    pub fn set_repo(&self, repo: ServedRepo) {
+        self.state
+            .repos
+            .write()
+            .unwrap()
+            .insert(repo.id.clone(), Arc::new(repo));
+    }
+
+    /// Search pages hold at most `n` repos.
+    pub fn set_page_max(&self, n: usize) {
+        self.state.page_max.store(n.max(1), Ordering::SeqCst);
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_active.load(Ordering::SeqCst)
+    }
+
+    /// Requests seen whose path contains `part`.
+    pub fn requests_for(&self, part: &str) -> usize {
+        self.seen().iter().filter(|s| s.path.contains(part)).count()
+    }
+
     pub fn reset_counters(&self) {
+        self.state.max_active.store(0, Ordering::SeqCst);
         self.state.body.store(0, Ordering::SeqCst);
         self.state.total.store(0, Ordering::SeqCst);
         self.state.per_path.lock().unwrap().clear();
         self.state.seen.lock().unwrap().clear();
+    }
+}
+
+/// Counts a request in flight from its first byte to its last, for [`HubServer::max_in_flight`].
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn new(st: &Arc<State>) -> InFlight {
+        let now = st.active.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_active.fetch_max(now, Ordering::SeqCst);
+        InFlight(st.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -260,6 +344,54 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         auth: header("authorization"),
     };
     st.seen.lock().unwrap().push(seen.clone());
+    let _in_flight = InFlight::new(&st);
+    let limited = {
+        let mut f = st.faults.lock().unwrap();
+        match f.rate_limit.as_mut() {
+            Some((p, times, secs)) if *times > 0 && path.contains(p.as_str()) => {
+                *times -= 1;
+                Some(*secs)
+            }
+            _ => None,
+        }
+    };
+    if let Some(secs) = limited {
+        let headers = vec![("Retry-After".to_string(), secs.to_string())];
+        return respond(
+            &mut sock,
+            &st,
+            &path,
+            "429 Too Many Requests",
+            headers,
+            vec![],
+        )
+        .await;
+    }
+    if path == "/api/models" || path.starts_with("/api/models?") {
+        let (status, headers, body) = search(&st, &path);
+        return respond(&mut sock, &st, &path, status, headers, body).await;
+    }
+    let gated_id = path
+        .trim_start_matches('/')
+        .trim_start_matches("api/models/")
+        .split('/')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("/");
+    if st
+        .repos
+        .read()
+        .unwrap()
+        .get(&gated_id)
+        .is_some_and(|r| r.gated)
+    {
+        let status = if seen.auth.is_some() {
+            "403 Forbidden"
+        } else {
+            "401 Unauthorized"
+        };
+        return respond(&mut sock, &st, &path, status, vec![], Vec::new()).await;
+    }
     let redirect = st
         .faults
         .lock()
@@ -287,7 +419,8 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
         };
         let rev = rev.replace("%2F", "/");
-        return match st.repos.get(id).filter(|r| rev == "main" || rev == r.sha) {
+        let repo = st.repos.read().unwrap().get(id).cloned();
+        return match repo.filter(|r| rev == "main" || rev == r.sha) {
             Some(r) => {
                 let siblings: Vec<_> = r
                     .files
@@ -316,11 +449,13 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
     };
     let (rev, file) = rest.split_once('/').unwrap_or((rest, ""));
     let rev = rev.replace("%2F", "/");
-    let Some((repo, f)) = st
-        .repos
-        .get(id)
+    let repo = st.repos.read().unwrap().get(id).cloned();
+    let Some((repo, f)) = repo
         .filter(|r| rev == "main" || rev == r.sha)
-        .and_then(|r| r.files.iter().find(|f| f.name == file).map(|f| (r, f)))
+        .and_then(|r| {
+            let f = r.files.iter().find(|f| f.name == file)?.clone();
+            Some((r, f))
+        })
     else {
         return respond(&mut sock, &st, &path, "404 Not Found", vec![], Vec::new()).await;
     };
@@ -372,6 +507,109 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         }
     };
     send_body(&mut sock, &st, &path, start, len, &mut src).await
+}
+
+/// The model search: repos matching every `filter` tag (`base_model:adapter:BASE`), `search`
+/// (in the id) and `author`, `limit` per page (capped by the page maximum), an opaque-looking
+/// `cursor` (the offset), a `next` link while more remain, and only the `expand`ed fields.
+fn search(st: &State, path: &str) -> (&'static str, Vec<(String, String)>, Vec<u8>) {
+    let url = reqwest::Url::parse(&format!("http://h{path}")).unwrap();
+    let mut filters = vec![];
+    let mut expand = vec![];
+    let (mut text, mut author, mut limit, mut cursor) = (None, None, None, 0usize);
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "filter" => filters.push(v.into_owned()),
+            "expand" => expand.push(v.into_owned()),
+            "search" => text = Some(v.to_lowercase()),
+            "author" => author = Some(v.into_owned()),
+            "limit" => limit = v.parse::<usize>().ok(),
+            "cursor" => cursor = v.trim_start_matches('c').parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let repos = st.repos.read().unwrap();
+    let matching: Vec<&Arc<ServedRepo>> = repos
+        .values()
+        .filter(|r| {
+            filters.iter().all(|f| {
+                r.base
+                    .as_ref()
+                    .is_some_and(|b| *f == format!("base_model:adapter:{b}"))
+            })
+        })
+        .filter(|r| {
+            text.as_ref()
+                .is_none_or(|t| r.id.to_lowercase().contains(t))
+        })
+        .filter(|r| {
+            author
+                .as_ref()
+                .is_none_or(|a| r.id.split('/').next() == Some(a.as_str()))
+        })
+        .collect();
+    let page = limit
+        .unwrap_or(1000)
+        .min(st.page_max.load(Ordering::SeqCst))
+        .max(1);
+    let has = |e: &str| expand.iter().any(|x| x == e);
+    let items: Vec<serde_json::Value> = matching
+        .iter()
+        .skip(cursor)
+        .take(page)
+        .map(|r| {
+            let mut o = serde_json::json!({"_id": commit_id(&r.id)[..24], "id": r.id});
+            let m = o.as_object_mut().unwrap();
+            if has("sha") {
+                m.insert("sha".into(), r.sha.clone().into());
+            }
+            if has("siblings") {
+                let s: Vec<_> = r
+                    .files
+                    .iter()
+                    .map(|f| serde_json::json!({"rfilename": f.name}))
+                    .collect();
+                m.insert("siblings".into(), s.into());
+            }
+            if has("downloads") {
+                m.insert("downloads".into(), r.downloads.into());
+            }
+            if has("likes") {
+                m.insert("likes".into(), r.likes.into());
+            }
+            if has("lastModified") {
+                m.insert("lastModified".into(), "2025-08-10T12:00:00.000Z".into());
+            }
+            if has("gated") {
+                let g = if r.gated {
+                    "manual".into()
+                } else {
+                    false.into()
+                };
+                m.insert("gated".into(), g);
+            }
+            o
+        })
+        .collect();
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    if cursor + page < matching.len() {
+        let base = st
+            .faults
+            .lock()
+            .unwrap()
+            .next_base
+            .clone()
+            .unwrap_or_else(|| st.endpoint.clone());
+        let mut next = url.clone();
+        next.query_pairs_mut()
+            .clear()
+            .extend_pairs(url.query_pairs().filter(|(k, _)| k != "cursor"))
+            .append_pair("cursor", &format!("c{}", cursor + page));
+        let rel = format!("{}?{}", next.path(), next.query().unwrap_or(""));
+        // Absolute, as the Hub sends it.
+        headers.push(("Link".into(), format!("<{base}{rel}>; rel=\"next\"")));
+    }
+    ("200 OK", headers, serde_json::to_vec(&items).unwrap())
 }
 
 /// A body being sent: memory, or a file already positioned at the start of the range.

@@ -5,6 +5,7 @@ mod draw;
 use super::{step, Go, Shared};
 use crate::adapter::Adapter;
 use crate::tui::app::{App, Hits};
+use crate::tui::jobs::JobKey;
 use crate::tui::keymap::{Command, Mode};
 use crate::tui::model::{ListColumn, ListRow};
 use crate::tui::ui::Theme;
@@ -163,7 +164,15 @@ impl ListScreen {
             }
             Command::SortReverse => self.sort(self.sort, !self.asc, shared),
             Command::Escape => {
-                if !self.filter.is_empty() {
+                if let Some(f) = shared.jobs.fetch() {
+                    // The fetch started here: Esc stops it first. Its `.incomplete` blobs stay,
+                    // so the next fetch of the repo resumes from them.
+                    shared.jobs.cancel(&JobKey::Fetch(f.repo.clone()));
+                    shared.say(format!(
+                        "fetch of {} cancelled (what arrived is kept: fetching it again resumes)",
+                        f.repo
+                    ));
+                } else if !self.filter.is_empty() {
                     self.filter.clear();
                     self.refilter();
                 } else if !self.marked.is_empty() {
