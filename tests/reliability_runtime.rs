@@ -236,7 +236,10 @@ fn explorer_ends_on(signal: &str, code: i32) {
         ("\x1b[?1006l", "SGR mouse off"),
         ("\x1b[?25h", "cursor shown"),
     ] {
-        assert!(after.contains(seq), "no {what} ({seq:?}) after SIG{signal}");
+        assert!(
+            after.contains(seq),
+            "no {what} ({seq:?}) after SIG{signal}; output after the signal: {after:?}"
+        );
     }
 }
 

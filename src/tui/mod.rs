@@ -102,18 +102,34 @@ pub enum Ended {
     Signal(i32),
 }
 
-/// Waits for the first of SIGTERM, SIGINT, SIGHUP; returns its number. Without handlers these
-/// kill the process with the terminal still raw, in the alternate screen, capturing the mouse.
-async fn termination_signal() -> io::Result<i32> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = term.recv() => libc::SIGTERM,
-        _ = int.recv() => libc::SIGINT,
-        _ = hup.recv() => libc::SIGHUP,
-    })
+/// SIGTERM, SIGINT and SIGHUP, caught. Without handlers these kill the process with the terminal
+/// still raw, in the alternate screen, capturing the mouse; so they are installed before the
+/// terminal changes or anything is drawn (a signal that comes at once must find them).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (inside the runtime's context).
+    fn install() -> io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The number of the first signal to arrive.
+    async fn first(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
 }
 
 /// Runs the explorer until the user quits or a termination signal arrives.
@@ -143,6 +159,10 @@ pub fn run(cfg: Config) -> anyhow::Result<Ended> {
             "the explorer draws on a terminal, and stdout is not one; try `lorascope scan`"
         );
     }
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::install()?
+    };
     let mut screen = TerminalGuard::enter().map_err(|e| {
         anyhow::anyhow!("the explorer needs a terminal ({e}); try `lorascope scan`")
     })?;
@@ -156,13 +176,11 @@ pub fn run(cfg: Config) -> anyhow::Result<Ended> {
                 paths: cfg.paths,
             },
         );
-        let signals = termination_signal();
-        tokio::pin!(signals);
         tokio::select! {
             r = event::run_loop(&mut screen.terminal, &mut app, EventStream::new(), tx, rx) => {
                 r.map(|_| Ended::Quit)
             }
-            s = &mut signals => s.map(Ended::Signal),
+            s = signals.first() => Ok(Ended::Signal(s)),
         }
     });
     // Dropping the screen restores the terminal, also when a signal ended the loop.

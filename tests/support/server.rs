@@ -667,15 +667,22 @@ async fn send_body(
     while sent < limit {
         let n = (limit - sent).min(trickle.map_or(16384, |t| t.0.max(1))) as usize;
         let bytes = src.read(start + sent, n).await?;
-        sock.write_all(&bytes).await?;
+        // Counted before the write: a client may read the bytes (and a test ask for the count)
+        // before this task runs again; taken back if the write fails.
+        let count = |delta: i64| {
+            let add = |c: &AtomicU64| c.fetch_add(delta as u64, Ordering::SeqCst);
+            add(&st.body);
+            add(&st.total);
+            let mut per = st.per_path.lock().unwrap();
+            let e = per.entry(path.to_string()).or_default();
+            *e = e.wrapping_add(delta as u64);
+        };
+        count(n as i64);
+        if let Err(e) = sock.write_all(&bytes).await {
+            count(-(n as i64));
+            return Err(e);
+        }
         sent += n as u64;
-        st.body.fetch_add(n as u64, Ordering::SeqCst);
-        st.total.fetch_add(n as u64, Ordering::SeqCst);
-        *st.per_path
-            .lock()
-            .unwrap()
-            .entry(path.to_string())
-            .or_default() += n as u64;
         if let Some((_, pause)) = trickle {
             sock.flush().await?;
             tokio::time::sleep(pause).await;
