@@ -10,6 +10,8 @@ use super::{export, ui};
 use crate::adapter::discovery;
 use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{Adapter, Source};
+use crate::base::stats::{self as base_stats, BaseReport, Session};
+use crate::base::Base;
 use crate::compute::stats::{self, AdapterStats, Control, Filter};
 use crate::hub::{self, FetchProgress, HubConfig, RepoRef};
 use futures::{Stream, StreamExt};
@@ -19,7 +21,7 @@ use ratatui::Terminal;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,6 +135,38 @@ pub struct Runner {
     cancels: HashMap<JobId, Arc<AtomicBool>>,
     /// Running fetches: cancelling one aborts its task (the network wait ends at once).
     fetches: HashMap<JobId, tokio::task::AbortHandle>,
+    /// Opened base models, for the rest of the run.
+    sessions: BaseSessions,
+}
+
+/// The base models opened so far, by snapshot folder: what depends on a base weight alone
+/// (‖W‖, its top singular vectors) is computed once for every adapter set against it.
+#[derive(Default, Clone)]
+pub struct BaseSessions(Arc<Mutex<HashMap<PathBuf, Arc<Session>>>>);
+
+impl BaseSessions {
+    /// The statistics of `adapter` against the base `id` in the snapshot `dir` (opened once).
+    /// The error is the sentence for the status bar (missing shards, another architecture).
+    pub fn report(
+        &self,
+        adapter: &Adapter,
+        id: &str,
+        dir: &Path,
+        ctl: &Control,
+    ) -> Result<BaseReport, String> {
+        let session = {
+            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match m.get(dir) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Session::new(Base::open(id, dir)?));
+                    m.insert(dir.to_path_buf(), s.clone());
+                    s
+                }
+            }
+        };
+        base_stats::compute(&session, adapter, &Filter::default(), ctl).map_err(|e| e.to_string())
+    }
 }
 
 impl Runner {
@@ -141,6 +175,7 @@ impl Runner {
             tx,
             cancels: HashMap::new(),
             fetches: HashMap::new(),
+            sessions: BaseSessions::default(),
         }
     }
 
@@ -217,6 +252,44 @@ impl Runner {
                         let result = stats::compute(&adapter, &Filter::default(), &ctl)
                             .map(JobOutput::from)
                             .map_err(|e| e.to_string());
+                        Action::Done {
+                            job,
+                            result,
+                            secs: t.elapsed().as_secs_f64(),
+                        }
+                    },
+                    move |e| Action::Done {
+                        job,
+                        result: Err(e),
+                        secs: 0.0,
+                    },
+                );
+            }
+            Effect::Base {
+                job,
+                adapter,
+                id,
+                dir,
+            } => {
+                let cancel = self.flag(job);
+                let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
+                    job,
+                    done,
+                    total,
+                });
+                let sessions = self.sessions.clone();
+                spawn_work(
+                    &self.tx,
+                    move || {
+                        let t = Instant::now();
+                        let ctl = Control {
+                            threads: None,
+                            progress: Some(&progress),
+                            cancel: Some(&cancel),
+                        };
+                        let result = sessions
+                            .report(&adapter, &id, &dir, &ctl)
+                            .map(JobOutput::from);
                         Action::Done {
                             job,
                             result,
