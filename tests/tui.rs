@@ -193,6 +193,26 @@ fn run_effects(app: &mut App) {
                     secs: 0.01,
                 });
             }
+            Effect::Intruders {
+                job,
+                adapter,
+                delta,
+                id,
+                dir,
+            } => {
+                let r = event::BaseSessions::default().intruders(
+                    &adapter,
+                    delta,
+                    &id,
+                    &dir,
+                    &Control::default(),
+                );
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
             Effect::Cancel(_) | Effect::ExportPlot | Effect::Fetch { .. } => {}
         }
     }
@@ -1743,6 +1763,71 @@ mod base {
         );
         let v = view(&app);
         assert_eq!(v.stats_cols, StatsColumn::shown(false));
+    }
+
+    #[test]
+    fn i_computes_the_selected_deltas_intruder_dimensions_in_the_background() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        // The last row: an expert delta (rows sorted by layer).
+        cmd(&mut app, Command::Bottom);
+        let v = view(&app);
+        let st = app.stats_of(0).unwrap().clone();
+        let model::StatsRow::Delta(row) = v.stats_rows[v.stats_sel] else {
+            panic!("a delta row");
+        };
+        let d = st.deltas[row].clone();
+        cmd(&mut app, Command::Intruders);
+        let effects = app.take_effects();
+        let [Effect::Intruders { job, delta, .. }] = effects.as_slice() else {
+            panic!("i starts one job: {effects:?}");
+        };
+        assert_eq!(*delta, d.index);
+        let key = JobKey::Intruders(0, false, d.index);
+        assert!(title_line(&mut app).contains("intruder dimensions…"));
+        // Esc cancels it (and stays); a second `i` starts it again.
+        let job = *job;
+        cmd(&mut app, Command::Escape);
+        assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(j)] if *j == job));
+        assert!(matches!(app.screen, Screen::Adapter(_)) && !app.jobs.contains(&key));
+        cmd(&mut app, Command::Intruders);
+        run_effects(&mut app);
+        // What `stats --deep` computes for that delta.
+        let a = app.current_adapter().unwrap();
+        let session = lorascope::base::session_for(a, None, &[]).unwrap();
+        let filter = Filter {
+            target: Some(d.target.to_string()),
+            layer: d.layer,
+            expert: d.expert,
+        };
+        let opts = Some(base_stats::IntruderOpts::default());
+        let want = base_stats::compute_deep(&session, a, &filter, &Control::default(), opts)
+            .unwrap()
+            .deltas[0]
+            .intruders
+            .clone()
+            .unwrap();
+        assert_eq!(app.jobs.intruders(&key), Some(&want));
+        let said = app.status.clone().unwrap_or_default();
+        assert!(
+            said.starts_with(&format!("{} intruder dimensions in the top 10", want.count)),
+            "{said}"
+        );
+        // Asked again: the kept result, no new job.
+        cmd(&mut app, Command::Intruders);
+        assert!(app.take_effects().is_empty());
+    }
+
+    #[test]
+    fn i_without_a_base_says_why() {
+        let (_t, mut app) = app(false);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        cmd(&mut app, Command::Intruders);
+        assert!(app.take_effects().is_empty());
+        let said = app.status.clone().unwrap_or_default();
+        assert!(said.starts_with("no intruder dimensions:"), "{said}");
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub enum Effect {
         id: String,
         dir: PathBuf,
     },
+    /// The intruder dimensions of delta `delta` of `adapter` against the same base (slow: a
+    /// dense SVD of the base weight, kept for the run).
+    Intruders {
+        job: JobId,
+        adapter: Arc<Adapter>,
+        delta: usize,
+        id: String,
+        dir: PathBuf,
+    },
     /// The health check of one adapter (the list's health column), one at a time.
     Health {
         job: JobId,
@@ -498,7 +507,9 @@ impl App {
                 Some(i) => {
                     // A new version: what was computed from the old one goes.
                     self.jobs.retain(|k| match *k {
-                        JobKey::Stats(x, _) | JobKey::Base(x, _) => x != i,
+                        JobKey::Stats(x, _) | JobKey::Base(x, _) | JobKey::Intruders(x, ..) => {
+                            x != i
+                        }
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Health(x) => x != i,
                         JobKey::Fetch(_) => true,

@@ -6,7 +6,7 @@
 
 use super::app::{CompareOutput, Effect};
 use crate::adapter::Adapter;
-use crate::base::stats::BaseReport;
+use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
 use std::collections::HashMap;
@@ -29,6 +29,9 @@ pub enum JobKey {
     /// The statistics against the base model of the adapter at this index, per layout as
     /// `Stats`.
     Base(usize, bool),
+    /// The intruder dimensions of one delta (its index in the adapter, in the layout shown) of
+    /// the adapter at this index.
+    Intruders(usize, bool, usize),
 }
 
 impl JobKey {
@@ -45,6 +48,7 @@ impl JobKey {
             JobKey::Health(..) => format!("health check failed: {e}"),
             // The adapter's own metrics stay: only the base ones are missing.
             JobKey::Base(..) => format!("no base metrics: {e}"),
+            JobKey::Intruders(..) => format!("intruder dimensions failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
         }
@@ -232,6 +236,14 @@ impl Jobs {
     pub fn base(&self, idx: usize, split_gate_up: bool) -> Option<&Arc<BaseReport>> {
         match self.jobs.get(&JobKey::Base(idx, split_gate_up)) {
             Some(Job::Ready(JobOutput::Base(b))) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The intruder dimensions of one delta (`JobKey::Intruders`), when computed.
+    pub fn intruders(&self, key: &JobKey) -> Option<&Intruders> {
+        match self.jobs.get(key) {
+            Some(Job::Ready(JobOutput::Base(b))) => b.deltas.first()?.intruders.as_ref(),
             _ => None,
         }
     }

@@ -645,6 +645,10 @@ pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
         Some(Job::Running { done, total, .. }) => format!("{stats} · base {done}/{total}"),
         _ => stats,
     };
+    let stats = match v.intruder.as_ref().and_then(|k| app.jobs.get(k)) {
+        Some(Job::Running { .. }) => format!("{stats} · intruder dimensions…"),
+        _ => stats,
+    };
     let right = match (v.split_gate_up(), stats.is_empty()) {
         (false, _) => stats,
         (true, true) => "gate/up split".into(),

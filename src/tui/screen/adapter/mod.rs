@@ -6,7 +6,7 @@ mod draw;
 use super::{step, step2, Go, Shared};
 use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
-use crate::base::stats::BaseReport;
+use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{Job, JobKey, Jobs};
@@ -86,6 +86,8 @@ pub struct AdapterScreen {
     pub base: Result<(String, PathBuf), String>,
     /// Whether the status bar has said why the base metrics are absent (it says so once).
     base_told: bool,
+    /// The intruder-dimensions job last asked for with `i` (one at a time).
+    pub intruder: Option<JobKey>,
     /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
     /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
     pub split: Option<Arc<Adapter>>,
@@ -127,6 +129,7 @@ impl AdapterScreen {
             stats_cols: StatsColumn::shown(false),
             base,
             base_told: false,
+            intruder: None,
             split: None,
         };
         v.refresh(
@@ -182,6 +185,13 @@ impl AdapterScreen {
 
     /// A job ended: statistics of this adapter (its own, or against the base) fill the views.
     pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
+        if self.intruder.as_ref() == Some(key) {
+            if let Some(ir) = shared.jobs.intruders(key) {
+                let text = intruder_text(ir);
+                shared.say(format!("{text} ({secs:.1} s)"));
+            }
+            return;
+        }
         if *key != self.key() && *key != self.base_key() {
             return;
         }
@@ -232,7 +242,55 @@ impl AdapterScreen {
     fn cancel_jobs(&self, shared: &mut Shared) -> bool {
         let own = shared.jobs.cancel(&self.key());
         let base = shared.jobs.cancel(&self.base_key());
-        own || base
+        let deep = self
+            .intruder
+            .as_ref()
+            .is_some_and(|k| shared.jobs.cancel(k));
+        own || base || deep
+    }
+
+    /// `i`: the selected delta's intruder dimensions against the base, in the background (one
+    /// job at a time: asking for another delta cancels the one running).
+    fn start_intruders(&mut self, shared: &mut Shared) {
+        let (id, dir) = match &self.base {
+            Ok(found) => found.clone(),
+            Err(e) => {
+                shared.say(format!("no intruder dimensions: {e}"));
+                return;
+            }
+        };
+        let (Some(&StatsRow::Delta(row)), Some(st)) =
+            (self.stats_rows.get(self.stats_sel), self.stats(shared.jobs))
+        else {
+            shared.say("select a delta for its intruder dimensions");
+            return;
+        };
+        let delta = st.deltas[row].index;
+        let key = JobKey::Intruders(self.idx, self.split_gate_up(), delta);
+        if let Some(prev) = self.intruder.replace(key.clone()) {
+            if prev != key {
+                shared.jobs.cancel(&prev);
+            }
+        }
+        if let Some(ir) = shared.jobs.intruders(&key) {
+            let text = intruder_text(ir);
+            shared.say(text);
+            return;
+        }
+        if shared.jobs.contains(&key) {
+            return;
+        }
+        let Some(adapter) = self.adapter(shared.adapters).cloned() else {
+            return;
+        };
+        shared.jobs.start(key, 1, |job| Effect::Intruders {
+            job,
+            adapter,
+            delta,
+            id,
+            dir,
+        });
+        shared.say("intruder dimensions: a dense SVD of the base weight (Esc cancels)");
     }
 
     pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
@@ -303,6 +361,7 @@ impl AdapterScreen {
                     }
                     self.sort_stats(self.stats_sort, self.stats_asc, shared);
                 }
+                Command::Intruders => self.start_intruders(shared),
                 _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
             },
         }
@@ -631,5 +690,23 @@ impl AdapterScreen {
                 })
                 .collect();
         }
+    }
+}
+
+/// `3 intruder dimensions in the top 10 (ε 0.5): σ 1.2, 0.8, 0.3`.
+pub fn intruder_text(ir: &Intruders) -> String {
+    let sigma: Vec<String> = ir
+        .sigma
+        .iter()
+        .map(|&s| crate::view::text::num(s))
+        .collect();
+    let head = format!(
+        "{} intruder dimensions in the top {} (ε {})",
+        ir.count, ir.k, ir.epsilon
+    );
+    if sigma.is_empty() {
+        head
+    } else {
+        format!("{head}: σ {}", sigma.join(", "))
     }
 }
