@@ -179,6 +179,40 @@ fn run_effects(app: &mut App) {
                     secs: 0.01,
                 });
             }
+            Effect::Base {
+                job,
+                adapter,
+                id,
+                dir,
+            } => {
+                let r =
+                    event::BaseSessions::default().report(&adapter, &id, &dir, &Control::default());
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
+            Effect::Intruders {
+                job,
+                adapter,
+                delta,
+                id,
+                dir,
+            } => {
+                let r = event::BaseSessions::default().intruders(
+                    &adapter,
+                    delta,
+                    &id,
+                    &dir,
+                    &Control::default(),
+                );
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
             Effect::Cancel(_) | Effect::ExportPlot | Effect::Fetch { .. } => {}
         }
     }
@@ -1546,4 +1580,283 @@ fn snapshot_fetch_popup() {
         app.update(Action::Input(c));
     }
     insta::assert_snapshot!("fetch_popup", snap(&mut app).backend());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the base model: `m` through relative change, amplification and alignment
+
+mod base {
+    use super::*;
+    use lorascope::base::stats::{self as base_stats, BaseReport};
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    use lorascope::synth::Item;
+    use lorascope::tui::model::{self, StatsColumn};
+    use lorascope::view::grid::Metric;
+
+    const DIMS: Dims = Dims {
+        layers: 2,
+        hidden: 64,
+        q_out: 64,
+        kv_out: 32,
+        experts: 3,
+        inter: 32,
+    };
+
+    /// A hub cache with a PEFT expert adapter naming openai/gpt-oss-20b (and that base when
+    /// `with_base`), listed in an app.
+    fn app(with_base: bool) -> (tempfile::TempDir, App) {
+        let t = tempfile::tempdir().unwrap();
+        let hub = t.path().join("hub");
+        let mut spec = Spec::new(DIMS, Pattern::PeftExperts { layers: vec![0, 1] });
+        spec.expert_rank = 2;
+        let item = Item::Adapter {
+            sub: String::new(),
+            spec,
+        };
+        synth::write_hub_repo(&hub, "me/moe", &[item]).unwrap();
+        if with_base {
+            let b = BaseSpec::new(DIMS, ExpertStorage::Mxfp4);
+            write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+        }
+        let adapters: Vec<Adapter> =
+            discovery::load_all(&discovery::discover_cache(&hub), LayoutOptions::default())
+                .into_iter()
+                .filter(|a| a.id == "me/moe")
+                .collect();
+        assert_eq!(adapters.len(), 1);
+        let mut app = App::new(Options::default());
+        app.update(Action::ScanDone {
+            adapters,
+            note: None,
+        });
+        select(&mut app, "me/moe");
+        (t, app)
+    }
+
+    fn view(app: &App) -> &lorascope::tui::screen::AdapterScreen {
+        match &app.screen {
+            Screen::Adapter(v) => v,
+            _ => panic!("not on the adapter screen"),
+        }
+    }
+
+    /// The metrics `m` shows from the current one, a full cycle and one more.
+    fn cycle(app: &mut App) -> Vec<Metric> {
+        (0..=Metric::ALL.len())
+            .map(|_| {
+                cmd(app, Command::NextMetric);
+                view(app).metric
+            })
+            .collect()
+    }
+
+    /// The base statistics as `stats --base` computes them, independently of the explorer.
+    fn reference(app: &App) -> BaseReport {
+        let a = app.current_adapter().unwrap();
+        let session = lorascope::base::session_for(a, None, &[]).unwrap();
+        base_stats::compute(&session, a, &Filter::default(), &Control::default()).unwrap()
+    }
+
+    #[test]
+    fn m_reaches_the_base_metrics_and_the_maps_hold_base_stats_values() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(2)]);
+        let effects = app.take_effects();
+        let key = JobKey::Base(0, false);
+        assert!(
+            matches!(
+                effects.as_slice(),
+                [Effect::Stats { .. }, Effect::Base { .. }]
+            ),
+            "the base is found: its statistics start with the adapter's own: {effects:?}"
+        );
+        // Progress shows in the title while it runs.
+        let Effect::Base { job, .. } = &effects[1] else {
+            unreachable!()
+        };
+        app.update(Action::Progress {
+            job: *job,
+            done: 1,
+            total: 12,
+        });
+        assert!(title_line(&mut app).contains("base 1/12"));
+        // Run both (the explorer's event loop would, in the background).
+        for e in effects {
+            app.jobs.request(e);
+        }
+        run_effects(&mut app);
+        assert!(matches!(app.jobs.get(&key), Some(Job::Ready(_))));
+        let seen = cycle(&mut app);
+        for m in Metric::ALL {
+            assert!(seen.contains(&m), "m never shows {m:?}: {seen:?}");
+        }
+        // Every expert cell (one delta each) holds base::stats' value of its delta.
+        let want = reference(&app);
+        let a = app.current_adapter().unwrap().clone();
+        let v = view(&app);
+        let mut checked = 0;
+        for (r, layer) in v.experts.row_layers.iter().enumerate() {
+            for (c, col) in v.experts.cols.iter().enumerate() {
+                let Some(cell) = v.experts.cell(r, c) else {
+                    continue;
+                };
+                let i = a
+                    .deltas
+                    .iter()
+                    .position(|d| {
+                        d.layer == *layer && d.target == col.target && Some(d.expert) == col.expert
+                    })
+                    .unwrap();
+                for m in Metric::BASE {
+                    let got = cell.values[m.index()];
+                    assert_eq!(got, m.of_base(&want.deltas[i]), "{m:?} of delta {i}");
+                    assert!(got.is_some_and(f64::is_finite));
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, DIMS.layers * DIMS.experts);
+        // The Stats tab shows the base columns, with the same numbers.
+        cmd(&mut app, Command::View(3));
+        let v = view(&app);
+        assert_eq!(v.stats_cols, StatsColumn::shown(true));
+        let st = app.stats_of(0).unwrap();
+        let row = v.stats_rows[v.stats_sel];
+        let model::StatsRow::Delta(k) = row else {
+            panic!("the first row is a delta");
+        };
+        let d = st.deltas[k].index;
+        let cell = model::stats_cell(st, Some(&want), row, StatsColumn::Relative);
+        assert_eq!(
+            cell,
+            lorascope::view::text::num(want.deltas[d].relative_change.unwrap())
+        );
+        let screen = format!("{:?}", draw(&mut app, 160, H).backend().buffer());
+        assert!(screen.contains("RELATIVE") && screen.contains("ALIGN"));
+    }
+
+    #[test]
+    fn without_a_base_m_cycles_as_before_and_says_why_once() {
+        let (_t, mut app) = app(false);
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        let effects = app.take_effects();
+        assert!(
+            matches!(effects.as_slice(), [Effect::Stats { .. }]),
+            "no base, no base job: {effects:?}"
+        );
+        for e in effects {
+            app.jobs.request(e);
+        }
+        run_effects(&mut app);
+        cmd(&mut app, Command::NextMetric);
+        let said = app.status.clone().unwrap_or_default();
+        assert!(
+            said.starts_with("no base metrics:") && said.contains("openai/gpt-oss-20b"),
+            "{said}"
+        );
+        cmd(&mut app, Command::NextMetric);
+        assert_eq!(app.status, None, "said once");
+        let seen = cycle(&mut app);
+        assert!(
+            seen.iter().all(|m| Metric::OWN.contains(m)),
+            "only the adapter's own metrics: {seen:?}"
+        );
+        let v = view(&app);
+        assert_eq!(v.stats_cols, StatsColumn::shown(false));
+    }
+
+    #[test]
+    fn i_computes_the_selected_deltas_intruder_dimensions_in_the_background() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        // The last row: an expert delta (rows sorted by layer).
+        cmd(&mut app, Command::Bottom);
+        let v = view(&app);
+        let st = app.stats_of(0).unwrap().clone();
+        let model::StatsRow::Delta(row) = v.stats_rows[v.stats_sel] else {
+            panic!("a delta row");
+        };
+        let d = st.deltas[row].clone();
+        cmd(&mut app, Command::Intruders);
+        let effects = app.take_effects();
+        let [Effect::Intruders { job, delta, .. }] = effects.as_slice() else {
+            panic!("i starts one job: {effects:?}");
+        };
+        assert_eq!(*delta, d.index);
+        let key = JobKey::Intruders(0, false, d.index);
+        assert!(title_line(&mut app).contains("intruder dimensions…"));
+        // Esc cancels it (and stays); a second `i` starts it again.
+        let job = *job;
+        cmd(&mut app, Command::Escape);
+        assert!(matches!(app.take_effects().as_slice(), [Effect::Cancel(j)] if *j == job));
+        assert!(matches!(app.screen, Screen::Adapter(_)) && !app.jobs.contains(&key));
+        cmd(&mut app, Command::Intruders);
+        run_effects(&mut app);
+        // What `stats --deep` computes for that delta.
+        let a = app.current_adapter().unwrap();
+        let session = lorascope::base::session_for(a, None, &[]).unwrap();
+        let filter = Filter {
+            target: Some(d.target.to_string()),
+            layer: d.layer,
+            expert: d.expert,
+        };
+        let opts = Some(base_stats::IntruderOpts::default());
+        let want = base_stats::compute_deep(&session, a, &filter, &Control::default(), opts)
+            .unwrap()
+            .deltas[0]
+            .intruders
+            .clone()
+            .unwrap();
+        assert_eq!(app.jobs.intruders(&key), Some(&want));
+        let said = app.status.clone().unwrap_or_default();
+        assert!(
+            said.starts_with(&format!("{} intruder dimensions in the top 10", want.count)),
+            "{said}"
+        );
+        // Asked again: the kept result, no new job.
+        cmd(&mut app, Command::Intruders);
+        assert!(app.take_effects().is_empty());
+    }
+
+    #[test]
+    fn i_without_a_base_says_why() {
+        let (_t, mut app) = app(false);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        cmd(&mut app, Command::Intruders);
+        assert!(app.take_effects().is_empty());
+        let said = app.status.clone().unwrap_or_default();
+        assert!(said.starts_with("no intruder dimensions:"), "{said}");
+    }
+
+    #[test]
+    fn a_base_that_cannot_be_opened_says_so_and_keeps_the_own_metrics() {
+        let (t, mut app) = app(true);
+        // Another architecture: found, but its job fails with the reason.
+        let snaps = t.path().join("hub/models--openai--gpt-oss-20b/snapshots");
+        let snap = std::fs::read_dir(snaps)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let cfg = snap.join("config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::remove_file(&cfg).unwrap();
+        std::fs::write(&cfg, text.replace("gpt_oss", "llama")).unwrap();
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        run_effects(&mut app);
+        assert!(matches!(
+            app.jobs.get(&JobKey::Base(0, false)),
+            Some(Job::Failed(_))
+        ));
+        let said = app.status.clone().unwrap_or_default();
+        assert!(said.starts_with("no base metrics:"), "{said}");
+        let seen = cycle(&mut app);
+        assert!(seen.iter().all(|m| Metric::OWN.contains(m)), "{seen:?}");
+        // Esc from the view goes back (nothing runs any more).
+        cmd(&mut app, Command::Escape);
+        assert!(matches!(app.screen, Screen::List));
+    }
 }

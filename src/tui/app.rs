@@ -77,6 +77,23 @@ pub enum Effect {
         stats_a: Option<Arc<AdapterStats>>,
         stats_b: Option<Arc<AdapterStats>>,
     },
+    /// The statistics of one adapter against its base model, found in `dir` (the snapshot
+    /// `base::locate` gave) under `id`.
+    Base {
+        job: JobId,
+        adapter: Arc<Adapter>,
+        id: String,
+        dir: PathBuf,
+    },
+    /// The intruder dimensions of delta `delta` of `adapter` against the same base (slow: a
+    /// dense SVD of the base weight, kept for the run).
+    Intruders {
+        job: JobId,
+        adapter: Arc<Adapter>,
+        delta: usize,
+        id: String,
+        dir: PathBuf,
+    },
     /// The health check of one adapter (the list's health column), one at a time.
     Health {
         job: JobId,
@@ -378,6 +395,7 @@ impl App {
             jobs: &mut self.jobs,
             status: &mut self.status,
             page: self.hits.page.max(1),
+            cache: self.fetch_cache.as_deref(),
         };
         (&mut self.screen, &mut self.list, shared)
     }
@@ -489,7 +507,9 @@ impl App {
                 Some(i) => {
                     // A new version: what was computed from the old one goes.
                     self.jobs.retain(|k| match *k {
-                        JobKey::Stats(x, _) => x != i,
+                        JobKey::Stats(x, _) | JobKey::Base(x, _) | JobKey::Intruders(x, ..) => {
+                            x != i
+                        }
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Health(x) => x != i,
                         JobKey::Fetch(_) => true,

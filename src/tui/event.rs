@@ -10,6 +10,8 @@ use super::{export, ui};
 use crate::adapter::discovery;
 use crate::adapter::layout::LayoutOptions;
 use crate::adapter::{Adapter, Source};
+use crate::base::stats::{self as base_stats, BaseReport, Session};
+use crate::base::Base;
 use crate::compute::stats::{self, AdapterStats, Control, Filter};
 use crate::hub::{self, FetchProgress, HubConfig, RepoRef};
 use futures::{Stream, StreamExt};
@@ -19,7 +21,7 @@ use ratatui::Terminal;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,6 +135,73 @@ pub struct Runner {
     cancels: HashMap<JobId, Arc<AtomicBool>>,
     /// Running fetches: cancelling one aborts its task (the network wait ends at once).
     fetches: HashMap<JobId, tokio::task::AbortHandle>,
+    /// Opened base models, for the rest of the run.
+    sessions: BaseSessions,
+}
+
+/// The base models opened so far, by snapshot folder: what depends on a base weight alone
+/// (‖W‖, its top singular vectors) is computed once for every adapter set against it.
+#[derive(Default, Clone)]
+pub struct BaseSessions(Arc<Mutex<HashMap<PathBuf, Arc<Session>>>>);
+
+impl BaseSessions {
+    /// The statistics of `adapter` against the base `id` in the snapshot `dir` (opened once).
+    /// The error is the sentence for the status bar (missing shards, another architecture).
+    pub fn report(
+        &self,
+        adapter: &Adapter,
+        id: &str,
+        dir: &Path,
+        ctl: &Control,
+    ) -> Result<BaseReport, String> {
+        let session = self.session(id, dir)?;
+        base_stats::compute(&session, adapter, &Filter::default(), ctl).map_err(|e| e.to_string())
+    }
+
+    /// Delta `delta` of `adapter` against the base, with its intruder dimensions (the paper's
+    /// defaults): a report of that one delta.
+    pub fn intruders(
+        &self,
+        adapter: &Adapter,
+        delta: usize,
+        id: &str,
+        dir: &Path,
+        ctl: &Control,
+    ) -> Result<BaseReport, String> {
+        let d = adapter
+            .deltas
+            .get(delta)
+            .ok_or_else(|| format!("{} has no delta {delta}", adapter.id))?;
+        // The filter of `stats --layer --target --expert`; it must single the delta out.
+        let filter = Filter {
+            target: Some(d.target.to_string()),
+            layer: d.layer,
+            expert: d.expert,
+        };
+        let n = adapter
+            .deltas
+            .iter()
+            .filter(|x| filter.matches(x.layer, &x.target, x.expert))
+            .count();
+        if n != 1 {
+            return Err(format!(
+                "{n} deltas share this delta's layer, target and expert: pick one with `lorascope stats --deep`"
+            ));
+        }
+        let session = self.session(id, dir)?;
+        let opts = Some(base_stats::IntruderOpts::default());
+        base_stats::compute_deep(&session, adapter, &filter, ctl, opts).map_err(|e| e.to_string())
+    }
+
+    fn session(&self, id: &str, dir: &Path) -> Result<Arc<Session>, String> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = m.get(dir) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Session::new(Base::open(id, dir)?));
+        m.insert(dir.to_path_buf(), s.clone());
+        Ok(s)
+    }
 }
 
 impl Runner {
@@ -141,6 +210,7 @@ impl Runner {
             tx,
             cancels: HashMap::new(),
             fetches: HashMap::new(),
+            sessions: BaseSessions::default(),
         }
     }
 
@@ -152,6 +222,42 @@ impl Runner {
         let f = Arc::new(AtomicBool::new(false));
         self.cancels.insert(job, f.clone());
         f
+    }
+
+    /// Runs a job that counts deltas on the blocking pool (all threads), with its progress and
+    /// cancel flag, and sends its end.
+    fn spawn_counted<T: Into<JobOutput>>(
+        &mut self,
+        job: JobId,
+        work: impl FnOnce(&Control) -> Result<T, String> + Send + 'static,
+    ) {
+        let cancel = self.flag(job);
+        let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
+            job,
+            done,
+            total,
+        });
+        spawn_work(
+            &self.tx,
+            move || {
+                let t = Instant::now();
+                let ctl = Control {
+                    threads: None,
+                    progress: Some(&progress),
+                    cancel: Some(&cancel),
+                };
+                Action::Done {
+                    job,
+                    result: work(&ctl).map(Into::into),
+                    secs: t.elapsed().as_secs_f64(),
+                }
+            },
+            move |e| Action::Done {
+                job,
+                result: Err(e),
+                secs: 0.0,
+            },
+        );
     }
 
     pub fn cancel_all(&mut self) {
@@ -199,36 +305,30 @@ impl Runner {
                 });
             }
             Effect::Stats { job, adapter } => {
-                let cancel = self.flag(job);
-                let progress = progress_fn(self.tx.clone(), move |done, total| Action::Progress {
-                    job,
-                    done,
-                    total,
+                self.spawn_counted(job, move |ctl| {
+                    stats::compute(&adapter, &Filter::default(), ctl).map_err(|e| e.to_string())
                 });
-                spawn_work(
-                    &self.tx,
-                    move || {
-                        let t = Instant::now();
-                        let ctl = Control {
-                            threads: None,
-                            progress: Some(&progress),
-                            cancel: Some(&cancel),
-                        };
-                        let result = stats::compute(&adapter, &Filter::default(), &ctl)
-                            .map(JobOutput::from)
-                            .map_err(|e| e.to_string());
-                        Action::Done {
-                            job,
-                            result,
-                            secs: t.elapsed().as_secs_f64(),
-                        }
-                    },
-                    move |e| Action::Done {
-                        job,
-                        result: Err(e),
-                        secs: 0.0,
-                    },
-                );
+            }
+            Effect::Intruders {
+                job,
+                adapter,
+                delta,
+                id,
+                dir,
+            } => {
+                let sessions = self.sessions.clone();
+                self.spawn_counted(job, move |ctl| {
+                    sessions.intruders(&adapter, delta, &id, &dir, ctl)
+                });
+            }
+            Effect::Base {
+                job,
+                adapter,
+                id,
+                dir,
+            } => {
+                let sessions = self.sessions.clone();
+                self.spawn_counted(job, move |ctl| sessions.report(&adapter, &id, &dir, ctl));
             }
             Effect::Health { job, adapter } => {
                 let cancel = self.flag(job);

@@ -6,6 +6,7 @@
 
 use super::app::{CompareOutput, Effect};
 use crate::adapter::Adapter;
+use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
 use std::collections::HashMap;
@@ -25,6 +26,12 @@ pub enum JobKey {
     Fetch(String),
     /// The health check of the adapter at this index (the list's health column).
     Health(usize),
+    /// The statistics against the base model of the adapter at this index, per layout as
+    /// `Stats`.
+    Base(usize, bool),
+    /// The intruder dimensions of one delta (its index in the adapter, in the layout shown) of
+    /// the adapter at this index.
+    Intruders(usize, bool, usize),
 }
 
 impl JobKey {
@@ -39,6 +46,9 @@ impl JobKey {
             JobKey::Stats(..) => format!("statistics failed: {e}"),
             JobKey::Compare(..) => format!("compare failed: {e}"),
             JobKey::Health(..) => format!("health check failed: {e}"),
+            // The adapter's own metrics stay: only the base ones are missing.
+            JobKey::Base(..) => format!("no base metrics: {e}"),
+            JobKey::Intruders(..) => format!("intruder dimensions failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
         }
@@ -53,6 +63,13 @@ pub enum JobOutput {
     /// The adapters of the fetched repo, read from the cache.
     Fetch(Vec<Adapter>),
     Health(Arc<Health>),
+    Base(Arc<BaseReport>),
+}
+
+impl From<BaseReport> for JobOutput {
+    fn from(b: BaseReport) -> Self {
+        JobOutput::Base(Arc::new(b))
+    }
 }
 
 impl From<Health> for JobOutput {
@@ -211,6 +228,22 @@ impl Jobs {
     pub fn stats(&self, idx: usize, split_gate_up: bool) -> Option<&Arc<AdapterStats>> {
         match self.jobs.get(&JobKey::Stats(idx, split_gate_up)) {
             Some(Job::Ready(JobOutput::Stats(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The base statistics of adapter `idx` in one layout (`JobKey::Base`), when computed.
+    pub fn base(&self, idx: usize, split_gate_up: bool) -> Option<&Arc<BaseReport>> {
+        match self.jobs.get(&JobKey::Base(idx, split_gate_up)) {
+            Some(Job::Ready(JobOutput::Base(b))) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The intruder dimensions of one delta (`JobKey::Intruders`), when computed.
+    pub fn intruders(&self, key: &JobKey) -> Option<&Intruders> {
+        match self.jobs.get(key) {
+            Some(Job::Ready(JobOutput::Base(b))) => b.deltas.first()?.intruders.as_ref(),
             _ => None,
         }
     }

@@ -107,6 +107,8 @@ pub enum Command {
     ExportPlot,
     /// `u`: fused gate_up deltas as gate and up deltas of their own, or fused again.
     SplitGateUp,
+    /// `i` on the Stats view: the selected delta's intruder dimensions against the base.
+    Intruders,
 }
 
 /// A key as the table names it.
@@ -242,6 +244,7 @@ pub const KEYMAP: &[Binding] = &[
     // Stats table.
     bind(M::Stats, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::Stats, &[ch('S')], C::SortReverse, "reverse the sort", None),
+    bind(M::Stats, &[ch('i')], C::Intruders, "intruder dimensions of this delta (needs the base)", None),
     // Every view of one adapter.
     bind(M::Adapter, &[code(KeyCode::Tab)], C::NextView, "next view", Some("view")),
     bind(M::Adapter, &[code(KeyCode::BackTab)], C::PrevView, "previous view", None),

@@ -5,10 +5,11 @@
 use crate::adapter::format::dtype_name;
 use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind};
+use crate::base::stats::BaseReport;
 use crate::compute::compare::{by_target, Comparison, TargetSummary};
 use crate::compute::stats::AdapterStats;
 use crate::health::{Health, Verdict};
-use crate::view::grid::{compare_grid, Grid};
+use crate::view::grid::{compare_grid, Grid, Metric};
 use crate::view::text;
 use crate::view::text::{compact_targets, short_name};
 use std::cmp::Ordering;
@@ -570,9 +571,14 @@ pub enum StatsColumn {
     Spectral,
     ERank,
     SRank,
+    /// Against the base model (docs/base.md): shown once its statistics exist.
+    Relative,
+    Amplification,
+    Alignment,
 }
 
 impl StatsColumn {
+    /// The adapter's own columns, always shown.
     pub const ALL: [StatsColumn; 9] = [
         StatsColumn::Layer,
         StatsColumn::Target,
@@ -585,6 +591,32 @@ impl StatsColumn {
         StatsColumn::SRank,
     ];
 
+    /// The columns against the base model.
+    pub const BASE: [StatsColumn; 3] = [
+        StatsColumn::Relative,
+        StatsColumn::Amplification,
+        StatsColumn::Alignment,
+    ];
+
+    /// The columns shown: the adapter's own, then the base ones when the base is there.
+    pub fn shown(base: bool) -> Vec<StatsColumn> {
+        let mut cols = StatsColumn::ALL.to_vec();
+        if base {
+            cols.extend(StatsColumn::BASE);
+        }
+        cols
+    }
+
+    /// The base metric of a base column.
+    fn metric(self) -> Option<Metric> {
+        match self {
+            StatsColumn::Relative => Some(Metric::Relative),
+            StatsColumn::Amplification => Some(Metric::Amplification),
+            StatsColumn::Alignment => Some(Metric::Alignment),
+            _ => None,
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             StatsColumn::Layer => "LAYER",
@@ -596,6 +628,9 @@ impl StatsColumn {
             StatsColumn::Spectral => "‖ΔW‖₂",
             StatsColumn::ERank => "ERANK",
             StatsColumn::SRank => "SRANK",
+            StatsColumn::Relative => "RELATIVE",
+            StatsColumn::Amplification => "AMPLIF.",
+            StatsColumn::Alignment => "ALIGN",
         }
     }
 
@@ -618,8 +653,27 @@ pub fn stats_rows(st: &AdapterStats) -> Vec<StatsRow> {
         .collect()
 }
 
-/// The cell text of a stats row.
-pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
+/// A delta's value in a base column (None: no base, or the base lacks the weight).
+fn base_value(
+    st: &AdapterStats,
+    base: Option<&BaseReport>,
+    row: StatsRow,
+    c: StatsColumn,
+) -> Option<f64> {
+    let (StatsRow::Delta(i), Some(m)) = (row, c.metric()) else {
+        return None;
+    };
+    // Base statistics are per delta of the adapter, as `index` counts them.
+    m.of_base(base?.deltas.get(st.deltas[i].index)?)
+}
+
+/// The cell text of a stats row; `base` fills the base columns.
+pub fn stats_cell(
+    st: &AdapterStats,
+    base: Option<&BaseReport>,
+    row: StatsRow,
+    c: StatsColumn,
+) -> String {
     match row {
         StatsRow::Delta(i) => {
             let d = &st.deltas[i];
@@ -636,6 +690,9 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
                 StatsColumn::SRank if !d.finite => "-".into(),
                 StatsColumn::ERank => format!("{:.2}", d.effective_rank),
                 StatsColumn::SRank => format!("{:.2}", d.stable_rank),
+                StatsColumn::Relative | StatsColumn::Amplification | StatsColumn::Alignment => {
+                    text::opt(base_value(st, base, row, c).map(text::num))
+                }
             }
         }
         StatsRow::Full(i) => {
@@ -652,7 +709,12 @@ pub fn stats_cell(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> String {
     }
 }
 
-fn stats_key(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> (Option<f64>, String) {
+fn stats_key(
+    st: &AdapterStats,
+    base: Option<&BaseReport>,
+    row: StatsRow,
+    c: StatsColumn,
+) -> (Option<f64>, String) {
     let num = |v: f64| (Some(v), String::new());
     match row {
         StatsRow::Delta(i) => {
@@ -667,6 +729,9 @@ fn stats_key(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> (Option<f64>, 
                 StatsColumn::Spectral => num(d.spectral_norm),
                 StatsColumn::ERank => num(d.effective_rank),
                 StatsColumn::SRank => num(d.stable_rank),
+                StatsColumn::Relative | StatsColumn::Amplification | StatsColumn::Alignment => {
+                    (base_value(st, base, row, c), String::new())
+                }
             }
         }
         StatsRow::Full(i) => {
@@ -683,10 +748,15 @@ fn stats_key(st: &AdapterStats, row: StatsRow, c: StatsColumn) -> (Option<f64>, 
 }
 
 /// Rows in the order of `col` (ascending or not); ties keep the table's natural order.
-pub fn sort_stats_rows(st: &AdapterStats, col: StatsColumn, asc: bool) -> Vec<StatsRow> {
+pub fn sort_stats_rows(
+    st: &AdapterStats,
+    base: Option<&BaseReport>,
+    col: StatsColumn,
+    asc: bool,
+) -> Vec<StatsRow> {
     let mut rows = stats_rows(st);
     rows.sort_by(|&x, &y| {
-        let (kx, ky) = (stats_key(st, x, col), stats_key(st, y, col));
+        let (kx, ky) = (stats_key(st, base, x, col), stats_key(st, base, y, col));
         let o =
             kx.0.partial_cmp(&ky.0)
                 .unwrap_or(Ordering::Equal)

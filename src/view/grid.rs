@@ -792,21 +792,27 @@ fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
 // ---------------------------------------------------------------------------------------------
 // The explorer's grids
 
-/// The adapter's deltas `idx` as entries, with their values once statistics exist.
+/// The adapter's deltas `idx` as entries, with their values once statistics exist, and the
+/// base metrics once `base` (computed for every delta of `a`, in order) exists too.
 fn adapter_entries<'a>(
     a: &'a Adapter,
     st: Option<&AdapterStats>,
+    base: Option<&BaseReport>,
     idx: impl Iterator<Item = usize>,
 ) -> Vec<Entry<'a>> {
     let per_delta = st.map(|s| s.per_delta(a));
     idx.map(|i| {
         let d = &a.deltas[i];
         let s = per_delta.as_ref().and_then(|p| p[i]);
+        let values = s.map_or([None; VALUES], delta_values);
         Entry {
             layer: d.layer,
             target: &d.target,
             expert: d.expert,
-            values: s.map_or([None; VALUES], delta_values),
+            values: match (s, base.and_then(|b| b.deltas.get(i))) {
+                (Some(_), Some(b)) => with_base(values, b),
+                _ => values,
+            },
         }
     })
     .collect()
@@ -820,10 +826,11 @@ fn num(x: f64) -> String {
     crate::view::text::num(x)
 }
 
-/// Layers × targets: where LoRA sits and its rank; values once statistics exist.
-pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>) -> Grid {
+/// Layers × targets: where LoRA sits and its rank; values once statistics exist (the base
+/// metrics once `base` exists).
+pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>, base: Option<&BaseReport>) -> Grid {
     let nd = a.deltas.len();
-    let mut entries = adapter_entries(a, st, 0..nd);
+    let mut entries = adapter_entries(a, st, base, 0..nd);
     // Full tensors (router, merged weights) after the deltas: a cell, never a value.
     entries.extend(a.full.iter().map(|f| Entry {
         layer: f.layer,
@@ -891,11 +898,16 @@ pub fn expert_targets(a: &Adapter) -> Vec<Target> {
 }
 
 /// Layers × experts of one expert target: the layers that have its expert LoRA.
-pub fn expert_grid(a: &Adapter, target: &Target, st: Option<&AdapterStats>) -> Grid {
+pub fn expert_grid(
+    a: &Adapter,
+    target: &Target,
+    st: Option<&AdapterStats>,
+    base: Option<&BaseReport>,
+) -> Grid {
     let mine: Vec<usize> = (0..a.deltas.len())
         .filter(|&i| a.deltas[i].target == *target && a.deltas[i].expert_layout.is_some())
         .collect();
-    let entries = adapter_entries(a, st, mine.iter().copied());
+    let entries = adapter_entries(a, st, base, mine.iter().copied());
     let rows = rows_of(entries.iter().map(|e| e.layer));
     let cols = expert_cols(entries.iter().map(|e| e.expert), target);
     let mut describe = |l: Option<usize>, c: &Col, idx: &[usize]| {

@@ -45,6 +45,9 @@ pub struct Shared<'a> {
     pub status: &'a mut Option<String>,
     /// Rows of the main scrolling area in the last frame (PgUp/PgDn).
     pub page: usize,
+    /// The hub cache (`--cache` or the resolved one), searched for base models after the
+    /// adapter's own cache.
+    pub cache: Option<&'a std::path::Path>,
 }
 
 impl Shared<'_> {

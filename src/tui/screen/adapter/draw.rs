@@ -484,6 +484,7 @@ fn draw_stats(
     let Some(st) = stats_state(buf, area, a, stats, theme) else {
         return;
     };
+    let base = v.base_report(&app.jobs).map(|b| b.as_ref());
     let chart_h = if area.height >= 20 {
         12
     } else {
@@ -493,7 +494,8 @@ fn draw_stats(
         Layout::vertical([Constraint::Min(2), Constraint::Length(chart_h)]).areas(area);
     let w = |i: usize| v.stats_widths.get(i).copied().unwrap_or(8);
     let spec = TableSpec {
-        columns: StatsColumn::ALL
+        columns: v
+            .stats_cols
             .iter()
             .enumerate()
             .map(|(i, &c)| Column {
@@ -505,7 +507,8 @@ fn draw_stats(
             .collect(),
         len: v.stats_rows.len(),
         selected: (!v.stats_rows.is_empty()).then_some(v.stats_sel),
-        sort: StatsColumn::ALL
+        sort: v
+            .stats_cols
             .iter()
             .position(|&c| c == v.stats_sort)
             .map(|i| (i, v.stats_asc)),
@@ -514,9 +517,10 @@ fn draw_stats(
     };
     let row = |i: usize| {
         let r = v.stats_rows[i];
-        let cells = StatsColumn::ALL
+        let cells = v
+            .stats_cols
             .iter()
-            .map(|&c| crate::tui::model::stats_cell(st, r, c))
+            .map(|&c| crate::tui::model::stats_cell(st, base, r, c))
             .collect();
         (cells, Style::new())
     };
@@ -632,6 +636,18 @@ pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
         Some(Job::Ready(_)) => "statistics ready".into(),
         Some(Job::Failed(_)) => "statistics failed".into(),
         None => String::new(),
+    };
+    // The base's progress while it computes (amplification takes a while on a real base).
+    let stats = match app.jobs.get(&v.base_key()) {
+        Some(Job::Running { done, total, .. }) if stats.is_empty() => {
+            format!("base {done}/{total}")
+        }
+        Some(Job::Running { done, total, .. }) => format!("{stats} · base {done}/{total}"),
+        _ => stats,
+    };
+    let stats = match v.intruder.as_ref().and_then(|k| app.jobs.get(k)) {
+        Some(Job::Running { .. }) => format!("{stats} · intruder dimensions…"),
+        _ => stats,
     };
     let right = match (v.split_gate_up(), stats.is_empty()) {
         (false, _) => stats,

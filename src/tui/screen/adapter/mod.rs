@@ -6,15 +6,17 @@ mod draw;
 use super::{step, step2, Go, Shared};
 use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
+use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::tui::app::{App, Effect, Hits};
-use crate::tui::jobs::{JobKey, Jobs};
+use crate::tui::jobs::{Job, JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};
 use crate::tui::model::{self, StatsColumn, StatsRow, TreeNode};
 use crate::tui::ui::Theme;
 use crate::view::grid::{self, Grid, Metric};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Position, Rect};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The four views of one adapter.
@@ -78,6 +80,14 @@ pub struct AdapterScreen {
     pub stats_asc: bool,
     pub stats_sel: usize,
     pub stats_widths: Vec<u16>,
+    /// The Stats columns shown: the base ones join once the base statistics exist.
+    pub stats_cols: Vec<StatsColumn>,
+    /// The base model found for the adapter (id, snapshot folder), or why there is none.
+    pub base: Result<(String, PathBuf), String>,
+    /// Whether the status bar has said why the base metrics are absent (it says so once).
+    base_told: bool,
+    /// The intruder-dimensions job last asked for with `i` (one at a time).
+    pub intruder: Option<JobKey>,
     /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
     /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
     pub split: Option<Arc<Adapter>>,
@@ -94,6 +104,9 @@ impl AdapterScreen {
             expanded[first] = true;
         }
         let visible = model::visible_nodes(&tree, &expanded);
+        // The lookup of `stats --base` (a few directory checks; the base is read by its job).
+        let others: Vec<PathBuf> = shared.cache.map(PathBuf::from).into_iter().collect();
+        let base = crate::base::locate(a, None, &crate::base::cache_roots(a, &others));
         let mut v = AdapterScreen {
             idx,
             tab: Tab::Tree,
@@ -113,9 +126,17 @@ impl AdapterScreen {
             stats_asc: true,
             stats_sel: 0,
             stats_widths: vec![],
+            stats_cols: StatsColumn::shown(false),
+            base,
+            base_told: false,
+            intruder: None,
             split: None,
         };
-        v.refresh(a, shared.jobs.stats(idx, false).map(Arc::as_ref));
+        v.refresh(
+            a,
+            shared.jobs.stats(idx, false).map(Arc::as_ref),
+            shared.jobs.base(idx, false).map(Arc::as_ref),
+        );
         Some(v)
     }
 
@@ -152,20 +173,124 @@ impl AdapterScreen {
         JobKey::Stats(self.idx, self.split_gate_up())
     }
 
-    /// A job ended: statistics of this adapter fill the views.
+    /// The base statistics of the layout shown, when computed.
+    pub fn base_report<'a>(&self, jobs: &'a Jobs) -> Option<&'a Arc<BaseReport>> {
+        jobs.base(self.idx, self.split_gate_up())
+    }
+
+    /// The job of the base statistics of the layout shown.
+    pub fn base_key(&self) -> JobKey {
+        JobKey::Base(self.idx, self.split_gate_up())
+    }
+
+    /// A job ended: statistics of this adapter (its own, or against the base) fill the views.
     pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
-        if *key != self.key() {
+        if self.intruder.as_ref() == Some(key) {
+            if let Some(ir) = shared.jobs.intruders(key) {
+                let text = intruder_text(ir);
+                shared.say(format!("{text} ({secs:.1} s)"));
+            }
             return;
         }
-        let (Some(a), Some(st)) = (self.adapter(shared.adapters), self.stats(shared.jobs)) else {
+        if *key != self.key() && *key != self.base_key() {
+            return;
+        }
+        let Some(a) = self.adapter(shared.adapters).cloned() else {
             return;
         };
-        let (a, st) = (a.clone(), st.clone());
-        self.refresh(&a, Some(&st));
-        shared.say(format!(
-            "statistics of {} deltas in {secs:.2} s",
-            st.deltas.len()
-        ));
+        let st = self.stats(shared.jobs).cloned();
+        let base = self.base_report(shared.jobs).cloned();
+        self.refresh(&a, st.as_deref(), base.as_deref());
+        match (*key == self.key(), st, base) {
+            (true, Some(st), _) => shared.say(format!(
+                "statistics of {} deltas in {secs:.2} s",
+                st.deltas.len()
+            )),
+            (false, _, Some(b)) => shared.say(format!(
+                "against the base {}: relative change, amplification, alignment of {} deltas in {secs:.2} s (m)",
+                b.base,
+                b.deltas.len()
+            )),
+            _ => {}
+        }
+    }
+
+    /// `m`: the next metric, through the base metrics once they are computed. Without them
+    /// the status bar says why, once.
+    fn next_metric(&mut self, shared: &mut Shared) {
+        let have = self.base_report(shared.jobs).is_some();
+        self.metric = self.metric.next_with(have);
+        if have || self.base_told {
+            return;
+        }
+        let why = match (&self.base, shared.jobs.get(&self.base_key())) {
+            (Err(e), _) => Some(e.clone()),
+            (Ok(_), Some(Job::Running { done, total, .. })) => {
+                Some(format!("still computing ({done}/{total} deltas)"))
+            }
+            // A failure was said when the job ended.
+            (Ok(_), _) => None,
+        };
+        if let Some(why) = why {
+            shared.say(format!("no base metrics: {why}"));
+            // A running computation is not the final word: say it again until it ends.
+            self.base_told = self.base.is_err();
+        }
+    }
+
+    /// Cancels this view's computations; true if one ran.
+    fn cancel_jobs(&self, shared: &mut Shared) -> bool {
+        let own = shared.jobs.cancel(&self.key());
+        let base = shared.jobs.cancel(&self.base_key());
+        let deep = self
+            .intruder
+            .as_ref()
+            .is_some_and(|k| shared.jobs.cancel(k));
+        own || base || deep
+    }
+
+    /// `i`: the selected delta's intruder dimensions against the base, in the background (one
+    /// job at a time: asking for another delta cancels the one running).
+    fn start_intruders(&mut self, shared: &mut Shared) {
+        let (id, dir) = match &self.base {
+            Ok(found) => found.clone(),
+            Err(e) => {
+                shared.say(format!("no intruder dimensions: {e}"));
+                return;
+            }
+        };
+        let (Some(&StatsRow::Delta(row)), Some(st)) =
+            (self.stats_rows.get(self.stats_sel), self.stats(shared.jobs))
+        else {
+            shared.say("select a delta for its intruder dimensions");
+            return;
+        };
+        let delta = st.deltas[row].index;
+        let key = JobKey::Intruders(self.idx, self.split_gate_up(), delta);
+        if let Some(prev) = self.intruder.replace(key.clone()) {
+            if prev != key {
+                shared.jobs.cancel(&prev);
+            }
+        }
+        if let Some(ir) = shared.jobs.intruders(&key) {
+            let text = intruder_text(ir);
+            shared.say(text);
+            return;
+        }
+        if shared.jobs.contains(&key) {
+            return;
+        }
+        let Some(adapter) = self.adapter(shared.adapters).cloned() else {
+            return;
+        };
+        shared.jobs.start(key, 1, |job| Effect::Intruders {
+            job,
+            adapter,
+            delta,
+            id,
+            dir,
+        });
+        shared.say("intruder dimensions: a dense SVD of the base weight (Esc cancels)");
     }
 
     pub fn command(&mut self, c: Command, shared: &mut Shared) -> Go {
@@ -183,15 +308,15 @@ impl AdapterScreen {
                 return Go::Stay;
             }
             Command::Escape => {
-                if shared.jobs.cancel(&self.key()) {
+                if self.cancel_jobs(shared) {
                     shared.say("statistics cancelled");
                     return Go::Stay;
                 }
                 return Go::List;
             }
             Command::Back => {
-                // Leaving the view drops its computation: nobody would see the result.
-                shared.jobs.cancel(&self.key());
+                // Leaving the view drops its computations: nobody would see the results.
+                self.cancel_jobs(shared);
                 return Go::List;
             }
             Command::ExportPlot => {
@@ -208,12 +333,12 @@ impl AdapterScreen {
         match self.tab {
             Tab::Tree => self.tree_command(c, page),
             Tab::Layers => match c {
-                Command::NextMetric => self.metric = self.metric.next(),
+                Command::NextMetric => self.next_metric(shared),
                 Command::Open => self.open_layer_cell(shared),
                 _ => self.layer_cursor = step2(self.layer_cursor, &self.layers, c, page),
             },
             Tab::Experts => match c {
-                Command::NextMetric => self.metric = self.metric.next(),
+                Command::NextMetric => self.next_metric(shared),
                 Command::NextTarget => {
                     if !self.expert_targets.is_empty() {
                         self.expert_target = (self.expert_target + 1) % self.expert_targets.len();
@@ -227,17 +352,16 @@ impl AdapterScreen {
                 Command::SortNext | Command::SortReverse => {
                     // The order is kept even before the statistics exist: they arrive sorted.
                     if c == Command::SortNext {
-                        let i = StatsColumn::ALL
-                            .iter()
-                            .position(|&x| x == self.stats_sort)
-                            .unwrap_or(0);
-                        self.stats_sort = StatsColumn::ALL[(i + 1) % StatsColumn::ALL.len()];
+                        let cols = &self.stats_cols;
+                        let i = cols.iter().position(|&x| x == self.stats_sort).unwrap_or(0);
+                        self.stats_sort = cols[(i + 1) % cols.len()];
                         self.stats_asc = true;
                     } else {
                         self.stats_asc = !self.stats_asc;
                     }
                     self.sort_stats(self.stats_sort, self.stats_asc, shared);
                 }
+                Command::Intruders => self.start_intruders(shared),
                 _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
             },
         }
@@ -287,7 +411,7 @@ impl AdapterScreen {
                     return Go::Stay;
                 };
                 if let Some(col) = t.col_at(x, y) {
-                    let col = StatsColumn::ALL[col.min(StatsColumn::ALL.len() - 1)];
+                    let col = self.stats_cols[col.min(self.stats_cols.len() - 1)];
                     let asc = col != self.stats_sort || !self.stats_asc;
                     self.sort_stats(col, asc, shared);
                 } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.stats_rows.len()) {
@@ -350,10 +474,11 @@ impl AdapterScreen {
         let Some(st) = self.stats(shared.jobs) else {
             return;
         };
+        let base = self.base_report(shared.jobs).map(Arc::as_ref);
         let keep = self.stats_rows.get(self.stats_sel).copied();
         self.stats_sort = col;
         self.stats_asc = asc;
-        self.stats_rows = model::sort_stats_rows(st, col, asc);
+        self.stats_rows = model::sort_stats_rows(st, base, col, asc);
         self.stats_sel = keep
             .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
             .unwrap_or(0);
@@ -379,16 +504,30 @@ impl AdapterScreen {
         if a.error.is_some() || (a.deltas.is_empty() && a.full.is_empty()) {
             return;
         }
-        if shared.jobs.contains(&self.key()) {
-            return;
+        if !shared.jobs.contains(&self.key()) {
+            let adapter = a.clone();
+            shared
+                .jobs
+                .start(self.key(), a.deltas.len(), |job| Effect::Stats {
+                    job,
+                    adapter,
+                });
         }
-        let adapter = a.clone();
-        shared
-            .jobs
-            .start(self.key(), a.deltas.len(), |job| Effect::Stats {
-                job,
-                adapter,
-            });
+        // Against the base too, when it was found (a base that cannot be opened fails the job
+        // with the reason, said once in the status bar).
+        if let Ok((id, dir)) = &self.base {
+            if !a.deltas.is_empty() && !shared.jobs.contains(&self.base_key()) {
+                let (adapter, id, dir) = (a.clone(), id.clone(), dir.clone());
+                shared
+                    .jobs
+                    .start(self.base_key(), a.deltas.len(), |job| Effect::Base {
+                        job,
+                        adapter,
+                        id,
+                        dir,
+                    });
+            }
+        }
     }
 
     fn tree_command(&mut self, c: Command, page: usize) {
@@ -448,7 +587,11 @@ impl AdapterScreen {
 
     fn refresh_from(&mut self, shared: &Shared) {
         if let Some(a) = self.adapter(shared.adapters).cloned() {
-            self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
+            self.refresh(
+                &a,
+                self.stats(shared.jobs).map(Arc::as_ref),
+                self.base_report(shared.jobs).map(Arc::as_ref),
+            );
         }
     }
 
@@ -464,7 +607,7 @@ impl AdapterScreen {
             shared.say("no fused gate_up deltas to split in this adapter");
             return;
         }
-        shared.jobs.cancel(&self.key());
+        self.cancel_jobs(shared);
         let target = self.expert_targets.get(self.expert_target).cloned();
         self.split = match self.split {
             Some(_) => None,
@@ -487,7 +630,11 @@ impl AdapterScreen {
         self.stats_rows.clear();
         self.stats_widths.clear();
         self.stats_sel = 0;
-        self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
+        self.refresh(
+            &a,
+            self.stats(shared.jobs).map(Arc::as_ref),
+            self.base_report(shared.jobs).map(Arc::as_ref),
+        );
         if self.tab.wants_stats() {
             self.ensure_stats(shared);
         }
@@ -498,13 +645,22 @@ impl AdapterScreen {
         });
     }
 
-    /// Rebuilds what the views derive from the statistics (grids, the stats table).
-    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>) {
-        self.layers = grid::layer_grid(a, st);
+    /// Rebuilds what the views derive from the statistics (grids, the stats table), with the
+    /// base metrics when `base` is there.
+    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>, base: Option<&BaseReport>) {
+        self.layers = grid::layer_grid(a, st, base);
         self.experts = match self.expert_targets.get(self.expert_target) {
-            Some(t) => grid::expert_grid(a, t, st),
+            Some(t) => grid::expert_grid(a, t, st, base),
             None => Grid::default(),
         };
+        // A layout without base statistics (yet) shows the adapter's own metrics and columns.
+        if base.is_none() && self.metric.needs_base() {
+            self.metric = Metric::Fro;
+        }
+        self.stats_cols = StatsColumn::shown(base.is_some());
+        if !self.stats_cols.contains(&self.stats_sort) {
+            (self.stats_sort, self.stats_asc) = (StatsColumn::Layer, true);
+        }
         let clamp = |cur: (usize, usize), g: &Grid| {
             (
                 cur.0.min(g.rows.len().saturating_sub(1)),
@@ -514,20 +670,43 @@ impl AdapterScreen {
         self.layer_cursor = clamp(self.layer_cursor, &self.layers);
         self.expert_cursor = clamp(self.expert_cursor, &self.experts);
         if let Some(st) = st {
-            self.stats_rows = model::sort_stats_rows(st, self.stats_sort, self.stats_asc);
-            self.stats_sel = self.stats_sel.min(self.stats_rows.len().saturating_sub(1));
-            self.stats_widths = StatsColumn::ALL
+            let keep = self.stats_rows.get(self.stats_sel).copied();
+            self.stats_rows = model::sort_stats_rows(st, base, self.stats_sort, self.stats_asc);
+            self.stats_sel = keep
+                .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
+                .unwrap_or(self.stats_sel)
+                .min(self.stats_rows.len().saturating_sub(1));
+            self.stats_widths = self
+                .stats_cols
                 .iter()
                 .map(|&c| {
                     let w = self
                         .stats_rows
                         .iter()
-                        .map(|&r| model::stats_cell(st, r, c).chars().count())
+                        .map(|&r| model::stats_cell(st, base, r, c).chars().count())
                         .max()
                         .unwrap_or(0);
                     w.max(c.title().chars().count()) as u16
                 })
                 .collect();
         }
+    }
+}
+
+/// `3 intruder dimensions in the top 10 (ε 0.5): σ 1.2, 0.8, 0.3`.
+pub fn intruder_text(ir: &Intruders) -> String {
+    let sigma: Vec<String> = ir
+        .sigma
+        .iter()
+        .map(|&s| crate::view::text::num(s))
+        .collect();
+    let head = format!(
+        "{} intruder dimensions in the top {} (ε {})",
+        ir.count, ir.k, ir.epsilon
+    );
+    if sigma.is_empty() {
+        head
+    } else {
+        format!("{head}: σ {}", sigma.join(", "))
     }
 }
