@@ -32,18 +32,16 @@ const ROWS: u16 = 36;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The survey's population (`lorascope::synth::survey`: 140 repos at gpt-oss-20b shapes, sparse), as
-/// a hub cache. Returns (adapters listed, bytes of safetensors).
-fn write_survey(root: &Path) -> (usize, u64) {
+/// a hub cache. Returns (adapters listed, bytes of safetensors, the walk's first adapter).
+fn write_survey(root: &Path) -> (usize, u64, String) {
     let repos = survey::repos();
     survey::write_cache(root, &repos).unwrap();
-    let bytes = discovery::scan(&ScanRequest {
+    let found = discovery::scan(&ScanRequest {
         cache: Some(root.to_path_buf()),
         ..Default::default()
-    })
-    .iter()
-    .map(|a| a.bytes())
-    .sum();
-    (support::survey_adapters(&repos), bytes)
+    });
+    let bytes = found.iter().map(|a| a.bytes()).sum();
+    (support::survey_adapters(&repos), bytes, found[0].id.clone())
 }
 
 /// A large adapter: PEFT experts on all 24 layers at r = 32 per expert (1536 expert deltas)
@@ -113,11 +111,14 @@ fn spawn(bin: &Path, cache: &Path, home: &Path) -> pty::Pty {
     )
 }
 
-fn first_frame(bin: &Path, cache: &Path, home: &Path, n: usize) {
-    let (mut first, mut list) = (vec![], vec![]);
+/// `first_id`: the walk's first adapter, the first row to arrive (and the top row by id).
+fn first_frame(bin: &Path, cache: &Path, home: &Path, n: usize, first_id: &str) {
+    let (mut first, mut rows, mut list) = (vec![], vec![], vec![]);
     for _ in 0..9 {
         let mut p = spawn(bin, cache, home);
         let t_first = p.wait_for("lorascope", WAIT).expect("first frame");
+        let t_rows = p.wait_for(first_id, WAIT).expect("the first row");
+        rows.push(ms(t_rows - p.started));
         let t_list = p
             .wait_for(&format!("{n} adapters"), WAIT)
             .expect("the list");
@@ -127,10 +128,12 @@ fn first_frame(bin: &Path, cache: &Path, home: &Path, n: usize) {
         assert!(p.wait(WAIT).is_some_and(|s| s.success()));
     }
     let (f50, _, fmax) = summary(&mut first);
+    let (r50, _, rmax) = summary(&mut rows);
     let (l50, _, lmax) = summary(&mut list);
     println!(
         "| first frame after launch ({n} adapters) | {f50:.1} ms | max {fmax:.1} ms (9 launches) |"
     );
+    println!("| first row on screen | {r50:.1} ms | max {rmax:.1} ms |");
     println!("| full list on screen (headers of {n} read) | {l50:.1} ms | max {lmax:.1} ms |");
 }
 
@@ -314,7 +317,7 @@ fn main() {
     let root = std::env::var_os("TUI_BENCH_DIR").map_or(tmp.path().to_path_buf(), PathBuf::from);
     let (cache, large, home) = (root.join("cache"), root.join("large"), root.join("home"));
     std::fs::create_dir_all(&home).unwrap();
-    let (n, bytes) = write_survey(&cache);
+    let (n, bytes, first_id) = write_survey(&cache);
     let large_bytes = write_large(&large);
     println!(
         "{n} adapters, {:.1} GB of safetensors (sparse); large adapter {:.0} MB; {} cores; {COLS}×{ROWS}",
@@ -323,7 +326,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("| measure | median | spread |\n|---|---|---|");
-    first_frame(&bin, &cache, &home, n);
+    first_frame(&bin, &cache, &home, n, &first_id);
     redraw(&cache, &large);
     latency_during_stats(&bin, &large, &home);
 }

@@ -1632,3 +1632,66 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     // Writing the demo again over a complete one is fine.
     run_ok(&["demo", d], home.path());
 }
+
+/// The scan reads headers with several readers; what it returns does not depend on how many,
+/// and `load_each` hands adapters on in the walk's order whatever order the readers finish in.
+#[test]
+fn parallel_and_serial_scans_give_identical_adapters_in_walk_order() {
+    let hub = Hub::new();
+    let patterns = [
+        Pattern::Attention,
+        Pattern::PeftExperts { layers: vec![1] },
+        Pattern::Tinker3d,
+        Pattern::AttentionRouter,
+        Pattern::Empty,
+    ];
+    for i in 0..15 {
+        let s = spec(Dims::TOY, patterns[i % patterns.len()].clone(), 2, 2);
+        let mut items = vec![synth::Item::Adapter {
+            sub: String::new(),
+            spec: s.clone(),
+        }];
+        if i % 4 == 0 {
+            // Repos with adapters in subfolders, and one with no safetensors at all.
+            items.push(synth::Item::Adapter {
+                sub: "checkpoint-2".into(),
+                spec: s,
+            });
+        }
+        if i == 7 {
+            items = vec![synth::Item::Raw {
+                name: "pytorch_model.bin".into(),
+                bytes: vec![0; 8],
+            }];
+        }
+        synth::write_hub_repo(&hub.root, &format!("org{}/m{i:02}", i % 3), &items).unwrap();
+    }
+    let req = ScanRequest {
+        cache: Some(hub.root.clone()),
+        ..Default::default()
+    };
+    let src = discovery::sources(&req);
+    assert!(src.len() > 15, "{}", src.len());
+    let serial = discovery::load_all_with(&src, LayoutOptions::default(), 1);
+    let want: Vec<String> = src.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids(&serial), want);
+    let debug = |v: &[Adapter]| format!("{v:#?}");
+    for threads in [2, 3, 8] {
+        let parallel = discovery::load_all_with(&src, LayoutOptions::default(), threads);
+        assert_eq!(debug(&parallel), debug(&serial), "{threads} readers");
+        // Handed on in order, one at a time.
+        let mut order = vec![];
+        discovery::load_each(&src, LayoutOptions::default(), threads, |a| {
+            order.push(a.id)
+        });
+        assert_eq!(order, want, "{threads} readers");
+    }
+    assert_eq!(debug(&scan_cache(&hub.root)), debug(&serial));
+    // The sources themselves (walked per repo in parallel) come out the same every time.
+    for _ in 0..3 {
+        assert_eq!(
+            format!("{:?}", discovery::sources(&req)),
+            format!("{src:?}")
+        );
+    }
+}

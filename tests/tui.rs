@@ -263,6 +263,171 @@ fn list_moves_sorts_and_quits_with_q() {
     assert!(app.quit, "q quits from the list");
 }
 
+/// The ids of the list's rows as shown, and the selected one.
+fn shown(app: &App) -> (Vec<String>, Option<String>) {
+    let ids = app
+        .list
+        .visible
+        .iter()
+        .map(|&i| app.adapters[i].id.clone())
+        .collect();
+    (
+        ids,
+        app.selected_adapter().map(|i| app.adapters[i].id.clone()),
+    )
+}
+
+fn scanning_app() -> App {
+    App::new(Options {
+        color: false,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    })
+}
+
+#[test]
+fn scan_rows_join_the_list_keeping_sort_filter_and_selection() {
+    let (_d, adapters) = fixtures();
+    let mut app = scanning_app();
+    app.update(Action::ScanProgress {
+        what: "reading adapter headers".into(),
+        done: 0,
+        total: adapters.len(),
+    });
+    // Rows arrive out of id order: router first, then the rest one by one.
+    let mut order = adapters.clone();
+    order.rotate_left(4);
+    let mut rows = order.into_iter();
+    app.update(Action::ScanRows {
+        adapters: vec![rows.next().unwrap()],
+    });
+    // The first row is on screen while the scan goes on.
+    let screen = format!("{:?}", draw(&mut app, W, H).backend());
+    assert!(screen.contains("fixtures/router"), "{screen}");
+    assert!(screen.contains("scanning… 1 of 7 read"), "{screen}");
+    app.update(Action::ScanRows {
+        adapters: vec![rows.next().unwrap()],
+    });
+    select(&mut app, "fixtures/router");
+    cmd(&mut app, Command::Filter);
+    for ch in "router".chars() {
+        app.update(Action::Input(ch));
+    }
+    let selected = Some("fixtures/router".to_string());
+    for a in rows.by_ref().take(3) {
+        app.update(Action::ScanRows { adapters: vec![a] });
+        // New rows sort in above the selection; it stays on the same adapter, the filter stays.
+        assert_eq!(shown(&app).1, selected);
+        assert_eq!(app.list.filter, "router");
+        assert!(app.list.editing);
+    }
+    app.update(Action::ScanDone {
+        adapters: rows.collect(),
+        note: None,
+    });
+    assert_eq!(shown(&app).1, selected);
+    // The same list as a scan that sent every adapter at its end, with the same filter.
+    let mut whole = scanning_app();
+    whole.update(Action::ScanDone {
+        adapters,
+        note: None,
+    });
+    cmd(&mut whole, Command::Filter);
+    for ch in "router".chars() {
+        whole.update(Action::Input(ch));
+    }
+    assert!(
+        shown(&app).0.len() < 7,
+        "the filter hides rows: {:?}",
+        shown(&app)
+    );
+    assert_eq!(shown(&app).0, shown(&whole).0);
+    assert_eq!(app.list.widths, whole.list.widths);
+}
+
+#[test]
+fn the_explorers_scan_sends_rows_before_it_ends_and_ends_with_the_scans_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hub");
+    for (i, p) in [
+        Pattern::Attention,
+        Pattern::Tinker3d,
+        Pattern::AttentionRouter,
+    ]
+    .into_iter()
+    .cycle()
+    .take(9)
+    .enumerate()
+    {
+        let item = synth::Item::Adapter {
+            sub: String::new(),
+            spec: spec(p, 4, 2, Dtype::BF16, i as u64),
+        };
+        synth::write_hub_repo(&cache, &format!("org/a{i}"), &[item]).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let actions = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        event::spawn_scan(
+            &tx,
+            event::ScanJob {
+                cache: Some(cache.clone()),
+                explicit_cache: true,
+                paths: vec![],
+            },
+        );
+        let mut got = vec![];
+        while let Some(a) = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+            .await
+            .expect("the scan ends")
+        {
+            let done = matches!(a, Action::ScanDone { .. });
+            got.push(a);
+            if done {
+                break;
+            }
+        }
+        got
+    });
+    let rows: usize = actions
+        .iter()
+        .map(|a| match a {
+            Action::ScanRows { adapters } => adapters.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(rows, 9, "every adapter arrives as a row before the end");
+    let mut app = scanning_app();
+    let mut seen_while_scanning = 0;
+    for a in actions {
+        app.update(a);
+        if app.scan != lorascope::tui::app::ScanState::Done {
+            seen_while_scanning = seen_while_scanning.max(app.list.visible.len());
+        }
+    }
+    assert_eq!(seen_while_scanning, 9, "rows listed before the scan ended");
+    // The library's scan, sent whole: the same adapters in the same order, the same list.
+    let mut whole = scanning_app();
+    whole.update(Action::ScanDone {
+        adapters: discovery::scan(&discovery::ScanRequest {
+            cache: Some(cache),
+            ..Default::default()
+        }),
+        note: None,
+    });
+    let ids = |app: &App| -> Vec<String> { app.adapters.iter().map(|a| a.id.clone()).collect() };
+    assert_eq!(ids(&app), ids(&whole));
+    assert_eq!(shown(&app), shown(&whole));
+    assert_eq!(
+        format!("{:?}", draw(&mut app, W, H).backend()),
+        format!("{:?}", draw(&mut whole, W, H).backend())
+    );
+}
+
 #[test]
 fn filter_as_you_type_enter_keeps_esc_clears() {
     let (_d, mut app) = new_app(true);

@@ -57,24 +57,31 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
         Ok(e) => e,
         Err(_) => return out, // no cache at all is not an error
     };
-    for repo in entries {
-        // A name that is not UTF-8 is listed lossily rather than skipped.
-        let name = repo
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some(id) = repo_id_from_folder(&name) else {
-            continue;
-        };
-        // A repo folder may be a link (a cache spread over disks); below it, links are not followed.
-        if !repo.is_dir() {
-            continue;
-        }
-        match snapshot_of(&repo) {
-            Ok((rev, snap)) => out.extend(collect(&snap, &id, Some(rev))),
-            Err(msg) => out.push(problem_source(&id, &repo, msg)),
-        }
-    }
+    // Repos are walked in parallel (each is a few small folders: the walk is waiting on the
+    // file system) and kept in folder order.
+    let per_repo: Vec<Vec<Source>> = entries
+        .par_iter()
+        .map(|repo| {
+            // A name that is not UTF-8 is listed lossily rather than skipped.
+            let name = repo
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(id) = repo_id_from_folder(&name) else {
+                return vec![];
+            };
+            // A repo folder may be a link (a cache spread over disks); below it, links are not
+            // followed.
+            if !repo.is_dir() {
+                return vec![];
+            }
+            match snapshot_of(repo) {
+                Ok((rev, snap)) => collect(&snap, &id, Some(rev)),
+                Err(msg) => vec![problem_source(&id, repo, msg)],
+            }
+        })
+        .collect();
+    out.extend(per_repo.into_iter().flatten());
     out
 }
 
@@ -411,7 +418,74 @@ pub fn sources(req: &ScanRequest) -> Vec<Source> {
 
 /// Reads the headers of every source, in parallel; order follows `sources`.
 pub fn load_all(src: &[Source], layout: LayoutOptions) -> Vec<Adapter> {
-    src.par_iter().map(|s| Adapter::load(s, layout)).collect()
+    load_all_with(src, layout, default_readers())
+}
+
+/// `load_all` with `threads` readers (1: serially): the result does not depend on it.
+pub fn load_all_with(src: &[Source], layout: LayoutOptions, threads: usize) -> Vec<Adapter> {
+    let mut out = Vec::with_capacity(src.len());
+    load_each(src, layout, threads, |a| out.push(a));
+    out
+}
+
+/// How many header readers a scan uses: rayon's thread count (headers are small reads, so more
+/// readers than cores only add contention).
+pub fn default_readers() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Reads the headers of every source with `threads` readers and hands each adapter to `each`
+/// in the order of `src`, as soon as it and every source before it are read: a caller can show
+/// the first adapters while the rest are read, and still gets the walk's order.
+///
+/// The readers take sources one at a time from a shared counter, so that they finish roughly in
+/// order (a split of `src` into halves would hold the second half back until the first is read).
+pub fn load_each(
+    src: &[Source],
+    layout: LayoutOptions,
+    threads: usize,
+    each: impl FnMut(Adapter) + Send,
+) {
+    struct Ready<F> {
+        /// The next index to hand out, and the adapters read ahead of it.
+        next: usize,
+        ahead: std::collections::BTreeMap<usize, Adapter>,
+        each: F,
+    }
+    let ready = std::sync::Mutex::new(Ready {
+        next: 0,
+        ahead: Default::default(),
+        each,
+    });
+    let taken = std::sync::atomic::AtomicUsize::new(0);
+    let reader = || loop {
+        let i = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(s) = src.get(i) else { break };
+        let a = Adapter::load(s, layout);
+        // A reader that panicked elsewhere leaves consistent state: take it back.
+        let mut r = ready.lock().unwrap_or_else(|p| p.into_inner());
+        r.ahead.insert(i, a);
+        // Whoever completes the prefix hands it on, under the lock, so `each` sees the order.
+        loop {
+            let next = r.next;
+            let Some(a) = r.ahead.remove(&next) else {
+                break;
+            };
+            r.next += 1;
+            (r.each)(a);
+        }
+    };
+    let threads = threads.clamp(1, src.len().max(1));
+    if threads == 1 {
+        reader();
+        return;
+    }
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(reader);
+        }
+        reader();
+    });
 }
 
 /// Discovers and loads everything a request names.

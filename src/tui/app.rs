@@ -35,6 +35,12 @@ pub enum Action {
         done: usize,
         total: usize,
     },
+    /// Adapters the scan has read, in the walk's order: they join the list while it goes on.
+    ScanRows {
+        adapters: Vec<Adapter>,
+    },
+    /// The scan ended: `adapters` are those it did not send as `ScanRows` (all of them for a
+    /// scan that sent none).
     ScanDone {
         adapters: Vec<Adapter>,
         note: Option<String>,
@@ -376,6 +382,7 @@ impl App {
                     self.scan = ScanState::Scanning { what, done, total };
                 }
             }
+            Action::ScanRows { adapters } => self.scan_rows(adapters),
             Action::ScanDone { adapters, note } => self.scan_done(adapters, note),
             Action::Progress { job, done, total } => self.jobs.progress(job, done, total),
             Action::Done { job, result, secs } => self.job_done(job, result, secs),
@@ -427,11 +434,18 @@ impl App {
         }
     }
 
+    /// Rows that arrive while the scan goes on are appended, so that the indices the list, the
+    /// marks and the jobs hold stay valid; the list keeps its sort, filter and selection.
+    fn scan_rows(&mut self, adapters: Vec<Adapter>) {
+        let first = self.adapters.len();
+        self.adapters.extend(adapters.into_iter().map(Arc::new));
+        self.list.add_adapters(&self.adapters[first..]);
+    }
+
     fn scan_done(&mut self, adapters: Vec<Adapter>, note: Option<String>) {
-        self.adapters = adapters.into_iter().map(Arc::new).collect();
+        self.scan_rows(adapters);
         self.note = note;
         self.scan = ScanState::Done;
-        self.list.set_adapters(&self.adapters);
         if self.adapters.is_empty() {
             self.status = Some("no adapters found".into());
         }

@@ -18,11 +18,10 @@ use futures::{Stream, StreamExt};
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{Event, KeyCode, MouseButton, MouseEventKind};
 use ratatui::Terminal;
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -86,7 +85,7 @@ pub struct ScanJob {
 
 /// Finds the sources, then reads each adapter's headers, reporting progress.
 pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
-    let tx2 = tx.clone();
+    let (tx2, rows) = (tx.clone(), tx.clone());
     spawn_work(
         tx,
         move || {
@@ -111,16 +110,23 @@ pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
                 total,
             });
             progress(0, total.max(1));
-            let done = AtomicUsize::new(0);
-            let adapters: Vec<Adapter> = src
-                .par_iter()
-                .map(|s| {
-                    let a = Adapter::load(s, LayoutOptions::default());
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-                    a
-                })
-                .collect();
-            Action::ScanDone { adapters, note }
+            // Each adapter joins the list as soon as it and those before it are read: the first
+            // rows are on screen while the rest of the headers are read.
+            let mut done = 0;
+            discovery::load_each(
+                &src,
+                LayoutOptions::default(),
+                discovery::default_readers(),
+                |a| {
+                    let _ = rows.send(Action::ScanRows { adapters: vec![a] });
+                    done += 1;
+                    progress(done, total);
+                },
+            );
+            Action::ScanDone {
+                adapters: vec![],
+                note,
+            }
         },
         |e| Action::ScanDone {
             adapters: vec![],

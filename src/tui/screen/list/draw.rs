@@ -20,7 +20,9 @@ pub fn draw(
     theme: Theme,
     hits: &mut Hits,
 ) {
-    if let ScanState::Scanning { what, done, total } = &app.scan {
+    // Until the first rows arrive, the scan's progress; then the rows (the title counts them).
+    if let (ScanState::Scanning { what, done, total }, true) = (&app.scan, app.adapters.is_empty())
+    {
         let progress = (*total > 0).then_some((*done, *total));
         centered_message(
             buf,
@@ -147,8 +149,12 @@ fn draw_detail(buf: &mut Buffer, area: Rect, l: &ListScreen, theme: Theme) {
 
 /// The title bar's crumb and right-hand note: how many adapters are shown.
 pub fn title(app: &App, l: &ListScreen) -> (String, String) {
-    if app.scan != ScanState::Done {
-        return ("adapters".to_string(), "scanning…".to_string());
+    if let ScanState::Scanning { total, .. } = &app.scan {
+        let right = match app.adapters.len() {
+            0 => "scanning…".to_string(),
+            n => format!("scanning… {n} of {total} read"),
+        };
+        return ("adapters".to_string(), right);
     }
     let n = app.adapters.len();
     let noun = if n == 1 { "adapter" } else { "adapters" };

@@ -71,9 +71,10 @@ impl ListScreen {
         self.visible.get(self.selected).copied()
     }
 
-    /// Rows for a new set of adapters (the scan's).
-    pub fn set_adapters(&mut self, adapters: &[Arc<Adapter>]) {
-        self.rows = adapters.iter().map(|a| ListRow::new(a)).collect();
+    /// Rows for adapters appended to the list (the scan's, as they arrive): sorted and filtered
+    /// in, the selected adapter staying selected.
+    pub fn add_adapters(&mut self, adapters: &[Arc<Adapter>]) {
+        self.rows.extend(adapters.iter().map(|a| ListRow::new(a)));
         self.widths();
         self.refilter();
     }
