@@ -182,6 +182,7 @@ pub struct Hits {
     pub tabs: Vec<(Rect, Tab)>,
     pub list: Option<TableHits>,
     pub stats: Option<TableHits>,
+    pub health: Option<TableHits>,
     pub tree: Option<RowsHits>,
     pub heatmap: Option<HeatmapHits>,
     pub layers: Option<RowsHits>,

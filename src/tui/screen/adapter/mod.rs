@@ -1,5 +1,6 @@
-//! One adapter's screen: four views (Tree, Layer map, Expert map, Stats); the views that show
-//! statistics start computing them.
+//! One adapter's screen: five views (Tree, Layer map, Expert map, Stats, Health); the views that
+//! show statistics start computing them, the Health view starts the adapter's health check (the
+//! job of the list's health column, so a result already there is reused).
 
 mod draw;
 
@@ -7,6 +8,7 @@ use super::{step, step2, Go, Shared};
 use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
 use crate::compute::stats::AdapterStats;
+use crate::health::Health;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};
@@ -17,17 +19,24 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Position, Rect};
 use std::sync::Arc;
 
-/// The four views of one adapter.
+/// The views of one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Tree,
     Layers,
     Experts,
     Stats,
+    Health,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Tree, Tab::Layers, Tab::Experts, Tab::Stats];
+    pub const ALL: [Tab; 5] = [
+        Tab::Tree,
+        Tab::Layers,
+        Tab::Experts,
+        Tab::Stats,
+        Tab::Health,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -35,6 +44,7 @@ impl Tab {
             Tab::Layers => "Layer map",
             Tab::Experts => "Expert map",
             Tab::Stats => "Stats",
+            Tab::Health => "Health",
         }
     }
 
@@ -44,6 +54,7 @@ impl Tab {
             Tab::Layers => Mode::LayerMap,
             Tab::Experts => Mode::ExpertMap,
             Tab::Stats => Mode::Stats,
+            Tab::Health => Mode::Health,
         }
     }
 
@@ -53,7 +64,7 @@ impl Tab {
 
     /// Views that show statistics start computing them.
     fn wants_stats(self) -> bool {
-        self != Tab::Tree
+        !matches!(self, Tab::Tree | Tab::Health)
     }
 }
 
@@ -78,6 +89,8 @@ pub struct AdapterScreen {
     pub stats_asc: bool,
     pub stats_sel: usize,
     pub stats_widths: Vec<u16>,
+    /// The selected finding of the Health view (an index into `Health::all`).
+    pub health_sel: usize,
     /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
     /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
     pub split: Option<Arc<Adapter>>,
@@ -113,6 +126,7 @@ impl AdapterScreen {
             stats_asc: true,
             stats_sel: 0,
             stats_widths: vec![],
+            health_sel: 0,
             split: None,
         };
         v.refresh(a, shared.jobs.stats(idx, false).map(Arc::as_ref));
@@ -240,6 +254,13 @@ impl AdapterScreen {
                 }
                 _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
             },
+            Tab::Health => match c {
+                Command::Open => self.open_finding(shared),
+                _ => {
+                    let n = self.health(shared.jobs).map_or(0, |h| h.all().count());
+                    self.health_sel = step(self.health_sel, n, c, page);
+                }
+            },
         }
         Go::Stay
     }
@@ -294,6 +315,18 @@ impl AdapterScreen {
                     self.stats_sel = r;
                 }
             }
+            Tab::Health => {
+                let n = self.health(shared.jobs).map_or(0, |h| h.all().count());
+                let Some(r) = hits.health.as_ref().and_then(|t| t.row_at(x, y)) else {
+                    return Go::Stay;
+                };
+                if r == self.health_sel {
+                    return self.command(Command::Open, shared);
+                }
+                if r < n {
+                    self.health_sel = r;
+                }
+            }
         }
         Go::Stay
     }
@@ -346,6 +379,70 @@ impl AdapterScreen {
         }
     }
 
+    /// The adapter's health, when checked (always of the adapter as loaded: `u` does not change
+    /// what is checked).
+    pub fn health<'a>(&self, jobs: &'a Jobs) -> Option<&'a Arc<Health>> {
+        jobs.health(self.idx)
+    }
+
+    /// Enter on a finding with a place: its cell on the expert map when it names an expert,
+    /// else on the layer map (a finding of a whole target: the target's column).
+    fn open_finding(&mut self, shared: &mut Shared) {
+        let Some(h) = self.health(shared.jobs).cloned() else {
+            shared.say("the health check is not ready yet");
+            return;
+        };
+        let Some(f) = h.all().nth(self.health_sel) else {
+            return;
+        };
+        let Some(target) = f.target.as_deref().map(Target::parse) else {
+            shared.say("this finding is about the whole adapter: no cell to show");
+            return;
+        };
+        // The maps may show gate_up split: its findings then point at the gate half.
+        let shown = |ts: &[Target]| {
+            if !ts.contains(&target) && target == Target::GateUp && ts.contains(&Target::Gate) {
+                Target::Gate
+            } else {
+                target.clone()
+            }
+        };
+        if let Some(e) = f.expert {
+            let t = shown(&self.expert_targets);
+            if let Some(i) = self.expert_targets.iter().position(|x| *x == t) {
+                self.expert_target = i;
+                self.refresh_from(shared);
+                let row = self.experts.row_layers.iter().position(|l| *l == f.layer);
+                let col = self
+                    .experts
+                    .cols
+                    .iter()
+                    .position(|c| c.expert == Some(Some(e)));
+                if let (Some(r), Some(c)) = (row, col) {
+                    self.expert_cursor = (r, c);
+                    self.switch_tab(Tab::Experts, shared);
+                    return;
+                }
+            }
+        }
+        let cols: Vec<Target> = self.layers.cols.iter().map(|c| c.target.clone()).collect();
+        let t = shown(&cols);
+        let Some(c) = cols.iter().position(|x| *x == t) else {
+            shared.say(format!("{t} is not on the layer map"));
+            return;
+        };
+        // The finding's layer, or (a whole target) the target's first cell.
+        let g = &self.layers;
+        let rows = 0..g.rows.len();
+        let r = rows
+            .clone()
+            .find(|&r| g.row_layers[r] == f.layer && g.cell(r, c).is_some())
+            .or_else(|| rows.clone().find(|&r| g.cell(r, c).is_some()))
+            .unwrap_or(0);
+        self.layer_cursor = (r, c);
+        self.switch_tab(Tab::Layers, shared);
+    }
+
     fn sort_stats(&mut self, col: StatsColumn, asc: bool, shared: &mut Shared) {
         let Some(st) = self.stats(shared.jobs) else {
             return;
@@ -369,6 +466,24 @@ impl AdapterScreen {
         if tab.wants_stats() {
             self.ensure_stats(shared);
         }
+        if tab == Tab::Health {
+            self.ensure_health(shared);
+        }
+    }
+
+    /// Starts the health check unless the list's background checks already did (or do).
+    fn ensure_health(&self, shared: &mut Shared) {
+        let key = JobKey::Health(self.idx);
+        let Some(a) = shared.adapters.get(self.idx) else {
+            return;
+        };
+        if shared.jobs.contains(&key) {
+            return;
+        }
+        let adapter = a.clone();
+        shared
+            .jobs
+            .start(key, a.deltas.len(), |job| Effect::Health { job, adapter });
     }
 
     /// Starts the statistics unless they are known, running, or cannot exist.
