@@ -910,6 +910,52 @@ fn enter_on_a_finding_jumps_to_its_cell() {
 }
 
 #[test]
+fn map_marks_come_from_the_health_findings() {
+    use lorascope::view::grid::{self, Mark};
+    let (_d, mut app) = sick_app();
+    let a = app.adapters[0].clone();
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let h = lorascope::health::check(&a, &Control::default()).unwrap();
+    let at = |g: &Grid, layer: usize, col: &dyn Fn(&lorascope::view::grid::Col) -> bool| {
+        let r = g.row_layers.iter().position(|l| *l == Some(layer)).unwrap();
+        let c = g.cols.iter().position(col).unwrap();
+        g.cell(r, c).unwrap().mark
+    };
+    let mut layers = grid::layer_grid(&a, Some(&st));
+    grid::mark_findings(&mut layers, &h.findings);
+    let target = |t: &'static str| move |c: &lorascope::view::grid::Col| c.target == t;
+    assert_eq!(at(&layers, 7, &target("gate_up_proj")), Some(Mark::Dead));
+    assert_eq!(at(&layers, 15, &target("down_proj")), Some(Mark::Dead));
+    assert_eq!(at(&layers, 0, &target("gate_up_proj")), None);
+    assert_eq!(at(&layers, 7, &target("down_proj")), None);
+    assert_eq!(layers.marks(), vec![Mark::Dead]);
+    let mut experts = grid::expert_grid(
+        &a,
+        &lorascope::adapter::target::Target::parse("down_proj"),
+        Some(&st),
+    );
+    grid::mark_findings(&mut experts, &h.findings);
+    let expert = |e: usize| move |c: &lorascope::view::grid::Col| c.expert == Some(Some(e));
+    assert_eq!(at(&experts, 15, &expert(2)), Some(Mark::Dead));
+    assert_eq!(at(&experts, 15, &expert(1)), None);
+    // No findings, no marks: they come from the check, not from the values.
+    let mut plain = grid::layer_grid(&a, Some(&st));
+    grid::mark_findings(&mut plain, &[]);
+    assert!(plain.marks().is_empty());
+    // The explorer's maps carry them once the check is known, with a legend entry.
+    app.enable_health();
+    run_effects(&mut app);
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(at(&v.layers, 7, &target("gate_up_proj")), Some(Mark::Dead));
+    let text = screen_text(&draw(&mut app, W, H));
+    assert!(text.contains("○ dead"), "{text}");
+}
+
+#[test]
 fn stats_sort_by_any_column() {
     let (_d, mut app) = new_app(true);
     select(&mut app, "fixtures/moe-peft");

@@ -7,10 +7,10 @@ use crate::health::{self, Finding, Severity, Verdict};
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey, JobOutput};
 use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
-use crate::tui::ui::heatmap::{legend, Heatmap};
+use crate::tui::ui::heatmap::{legend, mark_style, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
-use crate::view::grid::{Grid, GridCell, Measure, Metric, Scale};
+use crate::view::grid::{Grid, GridCell, Mark, Measure, Metric, Scale};
 use crate::view::text::num;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -236,7 +236,7 @@ fn draw_tree(
 fn map_footer(
     buf: &mut Buffer,
     area: Rect,
-    scale: Option<&Scale>,
+    (scale, marks): (Option<&Scale>, &[Mark]),
     label: &str,
     detail: Line<'static>,
     waiting: Option<Line<'static>>,
@@ -245,11 +245,17 @@ fn map_footer(
     if area.height == 0 {
         return;
     }
-    let line = match (scale, waiting) {
+    let mut line = match (scale, waiting) {
         (_, Some(w)) => w,
         (Some(s), None) => legend(label, s, area.width, theme),
         (None, None) => Line::styled("no values", theme.dim()),
     };
+    // The health marks on the map, after the scale.
+    for m in marks {
+        line.spans.push(Span::raw("  "));
+        line.spans.push(Span::styled(m.glyph(), mark_style()));
+        line.spans.push(Span::raw(format!(" {}", m.label())));
+    }
     buf.set_line(area.x + 1, area.y, &line, area.width.saturating_sub(1));
     if area.height > 1 {
         buf.set_line(
@@ -267,6 +273,12 @@ fn cell_detail(cell: Option<&GridCell>, metric: usize, label: &str, theme: Theme
         return Line::styled("no LoRA here", theme.dim());
     };
     let mut spans = vec![Span::raw(c.detail.clone())];
+    if let Some(m) = c.mark {
+        spans.push(Span::styled(
+            format!("  {} {} (Health tab)", m.glyph(), m.label()),
+            mark_style(),
+        ));
+    }
     if let Some(v) = c.values[metric] {
         let mean = if c.max[metric].is_some_and(|(m, _)| m != v) {
             "mean "
@@ -396,7 +408,9 @@ fn draw_grid(
     hits.heatmap = Some(h);
     let detail = cell_detail(grid.cell(cursor.0, cursor.1), m, metric.label(), theme);
     let label = metric.label();
-    map_footer(buf, footer, scale.as_ref(), label, detail, waiting, theme);
+    let marks = grid.marks();
+    let legend = (scale.as_ref(), marks.as_slice());
+    map_footer(buf, footer, legend, label, detail, waiting, theme);
 }
 
 /// Writes a title line at the top of `area` and returns the rest.

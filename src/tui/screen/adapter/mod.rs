@@ -129,7 +129,11 @@ impl AdapterScreen {
             health_sel: 0,
             split: None,
         };
-        v.refresh(a, shared.jobs.stats(idx, false).map(Arc::as_ref));
+        v.refresh(
+            a,
+            shared.jobs.stats(idx, false).map(Arc::as_ref),
+            shared.jobs.health(idx).map(Arc::as_ref),
+        );
         Some(v)
     }
 
@@ -168,6 +172,11 @@ impl AdapterScreen {
 
     /// A job ended: statistics of this adapter fill the views.
     pub fn job_done(&mut self, key: &JobKey, shared: &mut Shared, secs: f64) {
+        if *key == JobKey::Health(self.idx) {
+            // The maps mark what the check found.
+            self.refresh_from(shared);
+            return;
+        }
         if *key != self.key() {
             return;
         }
@@ -175,7 +184,7 @@ impl AdapterScreen {
             return;
         };
         let (a, st) = (a.clone(), st.clone());
-        self.refresh(&a, Some(&st));
+        self.refresh(&a, Some(&st), self.health(shared.jobs).map(Arc::as_ref));
         shared.say(format!(
             "statistics of {} deltas in {secs:.2} s",
             st.deltas.len()
@@ -563,7 +572,8 @@ impl AdapterScreen {
 
     fn refresh_from(&mut self, shared: &Shared) {
         if let Some(a) = self.adapter(shared.adapters).cloned() {
-            self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
+            let h = self.health(shared.jobs).map(Arc::as_ref);
+            self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref), h);
         }
     }
 
@@ -602,7 +612,8 @@ impl AdapterScreen {
         self.stats_rows.clear();
         self.stats_widths.clear();
         self.stats_sel = 0;
-        self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref));
+        let h = self.health(shared.jobs).map(Arc::as_ref);
+        self.refresh(&a, self.stats(shared.jobs).map(Arc::as_ref), h);
         if self.tab.wants_stats() {
             self.ensure_stats(shared);
         }
@@ -613,13 +624,18 @@ impl AdapterScreen {
         });
     }
 
-    /// Rebuilds what the views derive from the statistics (grids, the stats table).
-    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>) {
+    /// Rebuilds what the views derive from the statistics (grids, the stats table) and the
+    /// health check (the maps' marks).
+    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>, health: Option<&Health>) {
         self.layers = grid::layer_grid(a, st);
         self.experts = match self.expert_targets.get(self.expert_target) {
             Some(t) => grid::expert_grid(a, t, st),
             None => Grid::default(),
         };
+        if let Some(h) = health {
+            grid::mark_findings(&mut self.layers, &h.findings);
+            grid::mark_findings(&mut self.experts, &h.findings);
+        }
         let clamp = |cur: (usize, usize), g: &Grid| {
             (
                 cur.0.min(g.rows.len().saturating_sub(1)),
