@@ -980,6 +980,181 @@ fn layer_map_enter_on_an_expert_cell_opens_the_expert_map_there() {
     );
 }
 
+/// One MoE adapter whose gate_up experts of layer 7 never trained (a dead group) and whose
+/// down_proj expert 2 of layer 15 is dead alone, listed by itself.
+fn sick_app() -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        Pattern::PeftExperts {
+            layers: vec![0, 7, 15, 23],
+        },
+        8,
+        4,
+        Dtype::F32,
+        4,
+    );
+    s.damage = vec![
+        synth::Damage::new(Some(7), Some("gate_up_proj"), None, synth::DamageKind::Dead),
+        synth::Damage::new(
+            Some(15),
+            Some("down_proj"),
+            Some(2),
+            synth::DamageKind::Dead,
+        ),
+    ];
+    synth::write_adapter(&dir.path().join("sick"), &s).unwrap();
+    let mut app = App::new(Options {
+        color: true,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    });
+    app.update(Action::ScanDone {
+        adapters: vec![load(dir.path(), "sick")],
+        note: None,
+    });
+    (dir, app)
+}
+
+fn screen_text(t: &Terminal<TestBackend>) -> String {
+    let b = t.backend().buffer();
+    let w = b.area.width as usize;
+    let cells: Vec<&str> = b.content.iter().map(|c| c.symbol()).collect();
+    cells
+        .chunks(w)
+        .map(|l| l.concat())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The index in the Health view of the first finding with this code at this place.
+fn finding_row(app: &App, code: &str, place: (Option<usize>, &str, Option<usize>)) -> usize {
+    let h = app.jobs.health(0).expect("health checked");
+    h.all()
+        .position(|f| {
+            f.code == code
+                && (f.layer, f.target.as_deref(), f.expert) == (place.0, Some(place.1), place.2)
+        })
+        .unwrap_or_else(|| panic!("no {code} at {place:?}: {:#?}", h.findings))
+}
+
+#[test]
+fn health_tab_checks_the_adapter_and_lists_its_findings() {
+    let (_d, mut app) = sick_app();
+    cmds(&mut app, &[Command::Open, Command::View(4)]);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Health);
+    assert!(matches!(
+        app.jobs.get(&JobKey::Health(0)),
+        Some(Job::Running { .. })
+    ));
+    assert!(screen_text(&draw(&mut app, W, H)).contains("checking health"));
+    run_effects(&mut app);
+    let text = screen_text(&draw(&mut app, W, H));
+    for want in [
+        "verdict ✗ error",
+        "layer 7 gate_up_proj: all ",
+        "experts are zero",
+        "layer 15 down_proj expert 2",
+        "rank advice: ",
+    ] {
+        assert!(text.contains(want), "lacks {want:?}:\n{text}");
+    }
+    // The list's column took the same result: one check, not two.
+    assert_eq!(health_cell(&app, "fixtures/sick"), "✗");
+}
+
+#[test]
+fn health_tab_reuses_the_background_check() {
+    let (_d, mut app) = sick_app();
+    app.enable_health();
+    run_effects(&mut app);
+    assert!(app.jobs.health(0).is_some());
+    cmds(&mut app, &[Command::Open, Command::View(4)]);
+    assert!(app.take_effects().is_empty(), "no second check");
+    assert!(screen_text(&draw(&mut app, W, H)).contains("experts are zero"));
+}
+
+#[test]
+fn enter_on_a_finding_jumps_to_its_cell() {
+    let (_d, mut app) = sick_app();
+    cmds(&mut app, &[Command::Open, Command::View(4)]);
+    run_effects(&mut app);
+    // The dead group of layer 7: its cell on the layer map.
+    let row = finding_row(&app, "dead", (Some(7), "gate_up_proj", None));
+    cmd(&mut app, Command::Top);
+    cmds(&mut app, &vec![Command::Down; row]);
+    cmd(&mut app, Command::Open);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Layers);
+    assert_eq!(v.layers.row_layers[v.layer_cursor.0], Some(7));
+    assert_eq!(v.layers.cols[v.layer_cursor.1].target, "gate_up_proj");
+    // The single dead expert: its cell on the expert map of down_proj.
+    cmd(&mut app, Command::View(4));
+    run_effects(&mut app);
+    let row = finding_row(&app, "dead", (Some(15), "down_proj", Some(2)));
+    cmd(&mut app, Command::Top);
+    cmds(&mut app, &vec![Command::Down; row]);
+    cmd(&mut app, Command::Open);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(v.tab, Tab::Experts);
+    assert_eq!(v.expert_targets[v.expert_target], "down_proj");
+    assert_eq!(v.experts.row_layers[v.expert_cursor.0], Some(15));
+    assert_eq!(v.experts.cols[v.expert_cursor.1].expert, Some(Some(2)));
+}
+
+#[test]
+fn map_marks_come_from_the_health_findings() {
+    use lorascope::view::grid::{self, Mark};
+    let (_d, mut app) = sick_app();
+    let a = app.adapters[0].clone();
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let h = lorascope::health::check(&a, &Control::default()).unwrap();
+    let at = |g: &Grid, layer: usize, col: &dyn Fn(&lorascope::view::grid::Col) -> bool| {
+        let r = g.row_layers.iter().position(|l| *l == Some(layer)).unwrap();
+        let c = g.cols.iter().position(col).unwrap();
+        g.cell(r, c).unwrap().mark
+    };
+    let mut layers = grid::layer_grid(&a, Some(&st), None);
+    grid::mark_findings(&mut layers, &h.findings);
+    let target = |t: &'static str| move |c: &lorascope::view::grid::Col| c.target == t;
+    assert_eq!(at(&layers, 7, &target("gate_up_proj")), Some(Mark::Dead));
+    assert_eq!(at(&layers, 15, &target("down_proj")), Some(Mark::Dead));
+    assert_eq!(at(&layers, 0, &target("gate_up_proj")), None);
+    assert_eq!(at(&layers, 7, &target("down_proj")), None);
+    assert_eq!(layers.marks(), vec![Mark::Dead]);
+    let mut experts = grid::expert_grid(
+        &a,
+        &lorascope::adapter::target::Target::parse("down_proj"),
+        Some(&st),
+        None,
+    );
+    grid::mark_findings(&mut experts, &h.findings);
+    let expert = |e: usize| move |c: &lorascope::view::grid::Col| c.expert == Some(Some(e));
+    assert_eq!(at(&experts, 15, &expert(2)), Some(Mark::Dead));
+    assert_eq!(at(&experts, 15, &expert(1)), None);
+    // No findings, no marks: they come from the check, not from the values.
+    let mut plain = grid::layer_grid(&a, Some(&st), None);
+    grid::mark_findings(&mut plain, &[]);
+    assert!(plain.marks().is_empty());
+    // The explorer's maps carry them once the check is known, with a legend entry.
+    app.enable_health();
+    run_effects(&mut app);
+    cmds(&mut app, &[Command::Open, Command::View(1)]);
+    run_effects(&mut app);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    assert_eq!(at(&v.layers, 7, &target("gate_up_proj")), Some(Mark::Dead));
+    let text = screen_text(&draw(&mut app, W, H));
+    assert!(text.contains("○ dead"), "{text}");
+}
+
 #[test]
 fn stats_sort_by_any_column() {
     let (_d, mut app) = new_app(true);
@@ -1439,7 +1614,7 @@ fn every_screen(color: bool) -> Vec<(&'static str, tempfile::TempDir, App)> {
         "fixtures/empty",
         "fixtures/router",
     ] {
-        for tab in 0..4 {
+        for tab in 0..5 {
             let (d, mut app) = new_app(color);
             select(&mut app, id);
             cmds(&mut app, &[Command::Open, Command::View(tab)]);
@@ -1555,7 +1730,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 9] = [
+const DOC_VIEWS: [&str; 10] = [
     "list",
     "error_row",
     "filter",
@@ -1563,6 +1738,7 @@ const DOC_VIEWS: [&str; 9] = [
     "layer_map",
     "expert_map",
     "stats",
+    "health",
     "compare",
     "help",
 ];
@@ -1717,6 +1893,14 @@ fn snapshot_stats_with_spectrum() {
     cmds(&mut app, &[Command::Open, Command::View(3)]);
     run_effects(&mut app);
     insta::assert_snapshot!("stats", snap(&mut app).backend());
+}
+
+#[test]
+fn snapshot_health() {
+    let (_d, mut app) = sick_app();
+    cmds(&mut app, &[Command::Open, Command::View(4)]);
+    run_effects(&mut app);
+    insta::assert_snapshot!("health", snap(&mut app).backend());
 }
 
 #[test]

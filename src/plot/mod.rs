@@ -470,6 +470,8 @@ struct Bar {
     empty_label: Option<&'static str>,
     /// The label of the swatch of cells with LoRA but no value, when some cell is one.
     present_label: Option<&'static str>,
+    /// The health marks some cell carries (a swatch each).
+    marks: Vec<grid::Mark>,
 }
 
 impl Bar {
@@ -479,6 +481,7 @@ impl Bar {
             caption: caption.into(),
             empty_label: Some("no LoRA"),
             present_label: None,
+            marks: vec![],
         }
     }
 
@@ -494,6 +497,10 @@ impl Bar {
             .scale(grids)
             .unwrap_or(Scale::fixed(0.0, 1.0, ScaleKind::Sequential));
         let mut b = Bar::new(s, measure.caption());
+        b.marks = grid::Mark::ALL
+            .into_iter()
+            .filter(|m| grids.iter().any(|g| g.marks().contains(m)))
+            .collect();
         if matches!(measure, Measure::Compare(_)) {
             b.empty_label = Some("not in both");
         }
@@ -1397,7 +1404,15 @@ fn draw_heatmap(
                     .map_err(draw_err)?,
                 None => hatch(root, (x0, y0, cx1, cy1))?,
             }
-            if let (Some(val), Some(c), true) = (v, fill, annotate) {
+            let mark = g.cell(j, i).and_then(|c| c.mark);
+            if let Some(m) = mark.filter(|_| kind != CellKind::NonFinite) {
+                let ink = match fill {
+                    Some(c) if luminance(c) <= 0.5 => WHITE,
+                    _ => INK,
+                };
+                let size = ((cx1 - x0).min(cy1 - y0) / 3).max(2);
+                mark_shape(root, m, ((x0 + cx1) / 2, (y0 + cy1) / 2), size, ink)?;
+            } else if let (Some(val), Some(c), true) = (v, fill, annotate) {
                 let ink = if luminance(c) > 0.5 { INK } else { WHITE };
                 let s = hm.bar.label(val);
                 text(
@@ -1608,7 +1623,8 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), b: &Bar, f: Fonts) 
     // Swatches under the bar: hatched for empty cells, magenta for non-finite ones.
     let sw = (f.tick * 1.3) as i32;
     let mut sy = y1 + (f.tick * 0.8) as i32;
-    let mut swatch = |fill: Option<RGBColor>, label: &str| -> Result<()> {
+    // Each swatch says where it went (health marks are drawn over theirs).
+    let mut swatch = |fill: Option<RGBColor>, label: &str| -> Result<i32> {
         match fill {
             Some(c) => root
                 .draw(&Rectangle::new(
@@ -1630,8 +1646,9 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), b: &Bar, f: Fonts) 
             HPos::Left,
             false,
         )?;
+        let at = sy;
         sy += sw + (f.tick * 0.5) as i32;
-        Ok(())
+        Ok(at)
     };
     if let Some(l) = b.empty_label {
         swatch(None, l)?;
@@ -1642,7 +1659,23 @@ fn draw_colorbar(root: &Area, r: Rect, (y0, y1): (i32, i32), b: &Bar, f: Fonts) 
     if s.nonfinite {
         swatch(Some(NONFINITE), "non-finite (NaN/inf)")?;
     }
+    for &m in &b.marks {
+        let y = swatch(Some(WHITE), m.label())?;
+        mark_shape(root, m, (x0 + sw / 2, y + sw / 2), (sw / 3).max(2), INK)?;
+    }
     Ok(())
+}
+
+/// A cell's health mark, as a shape (fonts need not hold the screen's glyphs): a ring for a
+/// dead delta, a triangle for an outlier, a cross for a non-finite one.
+fn mark_shape(root: &Area, m: grid::Mark, at: (i32, i32), size: i32, ink: RGBColor) -> Result<()> {
+    let style = ink.stroke_width(2);
+    match m {
+        grid::Mark::Dead => root.draw(&Circle::new(at, size, style)),
+        grid::Mark::Outlier => root.draw(&TriangleMarker::new(at, size, ink.filled())),
+        grid::Mark::NonFinite => root.draw(&Cross::new(at, size, style)),
+    }
+    .map_err(draw_err)
 }
 
 fn legend_width(entries: &[(String, RGBColor)], f: Fonts) -> i32 {

@@ -205,6 +205,7 @@ pub struct Hits {
     pub tabs: Vec<(Rect, Tab)>,
     pub list: Option<TableHits>,
     pub stats: Option<TableHits>,
+    pub health: Option<TableHits>,
     pub tree: Option<RowsHits>,
     pub heatmap: Option<HeatmapHits>,
     pub layers: Option<RowsHits>,
@@ -487,6 +488,14 @@ impl App {
             let h = self.jobs.health(i).cloned();
             self.list.set_health(i, h.as_deref());
             self.next_health();
+            if let Screen::Adapter(_) = &self.screen {
+                self.with_screen(|screen, _, shared| {
+                    if let Screen::Adapter(v) = screen {
+                        v.job_done(&key, shared, secs);
+                    }
+                    Go::Stay
+                });
+            }
             return;
         }
         match result {

@@ -35,7 +35,9 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
             let target = v.expert_targets.get(v.expert_target).map(Target::as_str);
             let col_title = format!("expert ({})", target.unwrap_or(""));
             let (grid, kind, target, col_title) = match v.tab {
-                Tab::Tree | Tab::Layers => (&v.layers, PlotKind::Layers, None, "target"),
+                Tab::Tree | Tab::Layers | Tab::Health => {
+                    (&v.layers, PlotKind::Layers, None, "target")
+                }
                 Tab::Experts => (&v.experts, PlotKind::Experts, target, col_title.as_str()),
                 Tab::Stats => {
                     let mut opts = PlotOptions::new(PlotKind::Spectrum);

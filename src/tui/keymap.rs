@@ -19,7 +19,9 @@ pub enum Mode {
     LayerMap,
     ExpertMap,
     Stats,
-    /// Keys shared by the four views of one adapter.
+    /// The Health view: findings, rank advice, serving verdicts.
+    Health,
+    /// Keys shared by the views of one adapter.
     Adapter,
     Compare,
     /// Moving a selection or cursor, in every list, table and map.
@@ -38,6 +40,7 @@ impl Mode {
             Mode::LayerMap => "Layer map",
             Mode::ExpertMap => "Expert map",
             Mode::Stats => "Stats",
+            Mode::Health => "Health",
             Mode::Adapter => "Adapter views",
             Mode::Compare => "Compare",
             Mode::Move => "Moving",
@@ -46,7 +49,7 @@ impl Mode {
     }
 
     /// Every mode, in the order of the key table of docs/explorer.md.
-    pub const ALL: [Mode; 12] = [
+    pub const ALL: [Mode; 13] = [
         Mode::Global,
         Mode::Move,
         Mode::List,
@@ -57,6 +60,7 @@ impl Mode {
         Mode::LayerMap,
         Mode::ExpertMap,
         Mode::Stats,
+        Mode::Health,
         Mode::Compare,
         Mode::Help,
     ];
@@ -245,6 +249,8 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Stats, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::Stats, &[ch('S')], C::SortReverse, "reverse the sort", None),
     bind(M::Stats, &[ch('i')], C::Intruders, "intruder dimensions of this delta (needs the base)", None),
+    // Health.
+    bind(M::Health, &[code(KeyCode::Enter)], C::Open, "this finding's cell on the layer or expert map", Some("jump")),
     // Every view of one adapter.
     bind(M::Adapter, &[code(KeyCode::Tab)], C::NextView, "next view", Some("view")),
     bind(M::Adapter, &[code(KeyCode::BackTab)], C::PrevView, "previous view", None),
@@ -252,6 +258,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Adapter, &[ch('2')], C::View(1), "Layer map view", None),
     bind(M::Adapter, &[ch('3')], C::View(2), "Expert map view", None),
     bind(M::Adapter, &[ch('4')], C::View(3), "Stats view", None),
+    bind(M::Adapter, &[ch('5')], C::View(4), "Health view", None),
     bind(M::Adapter, &[ch('p')], C::ExportPlot, "export this view as PNG", None),
     bind(M::Adapter, &[ch('u')], C::SplitGateUp, "gate_up as separate gate and up deltas, or fused", None),
     bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel statistics, else back", None),

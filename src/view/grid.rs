@@ -13,6 +13,7 @@ use crate::adapter::Adapter;
 use crate::base::stats::{BaseDeltaStats, BaseReport};
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
+use crate::health::Finding;
 use std::collections::{BTreeSet, HashMap};
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +439,89 @@ pub struct GridCell {
     pub max: Maxima,
     /// What a person reads when the cursor is here.
     pub detail: String,
+    /// The worst health finding on the cell's deltas ([`mark_findings`]).
+    pub mark: Option<Mark>,
+}
+
+/// A health finding marked on a map cell, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mark {
+    /// ‖ΔW‖_F far above its group (`outlier`).
+    Outlier,
+    /// ΔW = 0 (`dead`).
+    Dead,
+    /// NaN/inf in the factors (`non-finite`).
+    NonFinite,
+}
+
+impl Mark {
+    pub const ALL: [Mark; 3] = [Mark::Outlier, Mark::Dead, Mark::NonFinite];
+
+    /// The mark of a finding `code`, for the codes a map shows.
+    pub fn of_code(code: &str) -> Option<Mark> {
+        use crate::health::code;
+        match code {
+            code::OUTLIER => Some(Mark::Outlier),
+            code::DEAD => Some(Mark::Dead),
+            code::NON_FINITE => Some(Mark::NonFinite),
+            _ => None,
+        }
+    }
+
+    /// The glyph drawn in the cell (screen and PNG).
+    pub fn glyph(self) -> &'static str {
+        match self {
+            Mark::Outlier => "▲",
+            Mark::Dead => "○",
+            Mark::NonFinite => "✕",
+        }
+    }
+
+    /// The legend's word (the finding's code).
+    pub fn label(self) -> &'static str {
+        match self {
+            Mark::Outlier => "outlier",
+            Mark::Dead => "dead",
+            Mark::NonFinite => "non-finite",
+        }
+    }
+}
+
+/// Marks every cell holding a delta that a dead, non-finite or outlier finding names (the
+/// worst one wins). A finding without a layer (a whole target) or without an expert (a whole
+/// group) marks every cell it covers; a cell gathering several experts is marked when one of
+/// them is. Findings on fused gate_up mark the gate and up columns of a split layout.
+pub fn mark_findings<'a>(g: &mut Grid, findings: impl IntoIterator<Item = &'a Finding>) {
+    for f in findings {
+        let (Some(mark), Some(t)) = (Mark::of_code(f.code), f.target.as_deref()) else {
+            continue;
+        };
+        let t = Target::parse(t);
+        let covers =
+            |c: &Target| *c == t || (t == Target::GateUp && matches!(c, Target::Gate | Target::Up));
+        let nc = g.cols.len();
+        for (i, cell) in g.cells.iter_mut().enumerate() {
+            let Some(cell) = cell else { continue };
+            let (layer, col) = (g.row_layers[i / nc], &g.cols[i % nc]);
+            let expert_ok = match (f.expert, col.expert) {
+                (Some(e), Some(ce)) => ce == Some(e),
+                _ => true,
+            };
+            if covers(&col.target) && f.layer.is_none_or(|l| layer == Some(l)) && expert_ok {
+                cell.mark = cell.mark.max(Some(mark));
+            }
+        }
+    }
+}
+
+impl Grid {
+    /// The marks some cell carries, in [`Mark::ALL`] order (the legend's entries).
+    pub fn marks(&self) -> Vec<Mark> {
+        Mark::ALL
+            .into_iter()
+            .filter(|m| self.cells.iter().flatten().any(|c| c.mark == Some(*m)))
+            .collect()
+    }
 }
 
 /// What a cell shows for one metric.
@@ -737,6 +821,7 @@ pub fn assemble(
                     values,
                     max,
                     detail,
+                    mark: None,
                 }
             }));
         }

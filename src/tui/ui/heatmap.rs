@@ -170,6 +170,27 @@ impl Heatmap<'_> {
 
     /// The text and style of one full cell `w` columns wide.
     fn cell_look(&self, r: usize, c: usize, w: u16, theme: Theme) -> (String, Style) {
+        let (text, style) = self.cell_body(r, c, w, theme);
+        // A health mark replaces the cell's text, over its colour: the value stays readable
+        // from the colour, the mark says what the check found there.
+        match self.grid.cell(r, c).and_then(|x| x.mark) {
+            Some(m) if self.grid.kind(r, c, self.metric) != CellKind::NonFinite => {
+                let w = w as usize;
+                let pad = w.saturating_sub(1);
+                let body = format!(
+                    "{}{}{}",
+                    " ".repeat(pad / 2),
+                    m.glyph(),
+                    " ".repeat(pad - pad / 2)
+                );
+                (body, style.patch(mark_style()))
+            }
+            _ => (text, style),
+        }
+    }
+
+    /// The text and style of one full cell without its health mark.
+    fn cell_body(&self, r: usize, c: usize, w: u16, theme: Theme) -> (String, Style) {
         let emph = self.grid.cols[c].emphasis;
         let w = w as usize;
         let center = |s: &str| {
@@ -235,6 +256,11 @@ impl Heatmap<'_> {
             }
         }
     }
+}
+
+/// Health marks: bold, so they show on any colour and without colour.
+pub fn mark_style() -> Style {
+    Style::new().add_modifier(Modifier::BOLD)
 }
 
 /// `‖ΔW‖_F  0.0976 ▕gradient▏ 0.6996`, or the shade thresholds without colour.

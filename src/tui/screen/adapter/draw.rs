@@ -1,15 +1,16 @@
-//! One adapter's views: Tree, Layer map, Expert map, Stats (with the spectrum chart).
+//! One adapter's views: Tree, Layer map, Expert map, Stats (with the spectrum chart), Health.
 
 use super::{AdapterScreen, Tab};
 use crate::adapter::Adapter;
 use crate::compute::stats::AdapterStats;
+use crate::health::{self, Finding, Severity, Verdict};
 use crate::tui::app::{App, Hits, RowsHits};
-use crate::tui::jobs::{Job, JobOutput};
+use crate::tui::jobs::{Job, JobKey, JobOutput};
 use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
-use crate::tui::ui::heatmap::{legend, Heatmap};
+use crate::tui::ui::heatmap::{legend, mark_style, Heatmap};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
-use crate::view::grid::{Grid, GridCell, Measure, Metric, Scale};
+use crate::view::grid::{Grid, GridCell, Mark, Measure, Metric, Scale};
 use crate::view::text::num;
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -43,6 +44,7 @@ pub fn draw(
         Tab::Layers => draw_layers(buf, body, app, a, v, stats, theme, hits),
         Tab::Experts => draw_experts(buf, body, app, a, v, stats, theme, hits),
         Tab::Stats => draw_stats(buf, body, app, a, v, stats, theme, hits),
+        Tab::Health => draw_health(buf, body, app, v, theme, hits),
     }
 }
 
@@ -234,7 +236,7 @@ fn draw_tree(
 fn map_footer(
     buf: &mut Buffer,
     area: Rect,
-    scale: Option<&Scale>,
+    (scale, marks): (Option<&Scale>, &[Mark]),
     label: &str,
     detail: Line<'static>,
     waiting: Option<Line<'static>>,
@@ -243,11 +245,17 @@ fn map_footer(
     if area.height == 0 {
         return;
     }
-    let line = match (scale, waiting) {
+    let mut line = match (scale, waiting) {
         (_, Some(w)) => w,
         (Some(s), None) => legend(label, s, area.width, theme),
         (None, None) => Line::styled("no values", theme.dim()),
     };
+    // The health marks on the map, after the scale.
+    for m in marks {
+        line.spans.push(Span::raw("  "));
+        line.spans.push(Span::styled(m.glyph(), mark_style()));
+        line.spans.push(Span::raw(format!(" {}", m.label())));
+    }
     buf.set_line(area.x + 1, area.y, &line, area.width.saturating_sub(1));
     if area.height > 1 {
         buf.set_line(
@@ -265,6 +273,12 @@ fn cell_detail(cell: Option<&GridCell>, metric: usize, label: &str, theme: Theme
         return Line::styled("no LoRA here", theme.dim());
     };
     let mut spans = vec![Span::raw(c.detail.clone())];
+    if let Some(m) = c.mark {
+        spans.push(Span::styled(
+            format!("  {} {} (Health tab)", m.glyph(), m.label()),
+            mark_style(),
+        ));
+    }
     if let Some(v) = c.values[metric] {
         let mean = if c.max[metric].is_some_and(|(m, _)| m != v) {
             "mean "
@@ -394,7 +408,9 @@ fn draw_grid(
     hits.heatmap = Some(h);
     let detail = cell_detail(grid.cell(cursor.0, cursor.1), m, metric.label(), theme);
     let label = metric.label();
-    map_footer(buf, footer, scale.as_ref(), label, detail, waiting, theme);
+    let marks = grid.marks();
+    let legend = (scale.as_ref(), marks.as_slice());
+    map_footer(buf, footer, legend, label, detail, waiting, theme);
 }
 
 /// Writes a title line at the top of `area` and returns the rest.
@@ -529,6 +545,172 @@ fn draw_stats(
     hits.stats = Some(t);
     if let Some(&r) = v.stats_rows.get(v.stats_sel) {
         draw_spectrum(buf, chart_area, st, r, theme);
+    }
+}
+
+/// The health check: verdicts, rank advice, then one row per finding (the data's, then each
+/// engine's) and the selected finding in full.
+fn draw_health(
+    buf: &mut Buffer,
+    area: Rect,
+    app: &App,
+    v: &AdapterScreen,
+    theme: Theme,
+    hits: &mut Hits,
+) {
+    let h = match app.jobs.get(&JobKey::Health(v.idx)) {
+        Some(Job::Ready(JobOutput::Health(h))) => h,
+        Some(Job::Failed(e)) => {
+            let msg = format!("health check failed: {e}");
+            centered_message(
+                buf,
+                area,
+                vec![Line::styled(msg, theme.error())],
+                None,
+                theme,
+            );
+            return;
+        }
+        Some(Job::Running { done, total, .. }) => {
+            let lines = vec![Line::styled("checking health…", theme.title())];
+            centered_message(buf, area, lines, Some((*done, *total)), theme);
+            return;
+        }
+        _ => return,
+    };
+    if area.height < 4 {
+        return;
+    }
+    let [verdicts, advice, table_area, detail] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(2),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    let w = area.width.saturating_sub(2) as usize;
+    let verdict_style = |x: Verdict| match x {
+        Verdict::Ok => Style::new(),
+        _ => theme.error(),
+    };
+    let mut x = area.x + 1;
+    for (name, verdict) in [
+        ("verdict", h.verdict),
+        ("vLLM", h.serving.vllm.verdict),
+        ("SGLang", h.serving.sglang.verdict),
+    ] {
+        x = put(
+            buf,
+            verdicts,
+            x,
+            verdicts.y,
+            &format!("{name} "),
+            theme.dim(),
+        );
+        let text = format!("{} {}", verdict.mark(), verdict.as_str());
+        x = put(buf, verdicts, x, verdicts.y, &text, verdict_style(verdict)) + 3;
+    }
+    let rank = if h.rank_advice.is_empty() {
+        "rank advice: none (no measured deltas)".to_string()
+    } else {
+        let parts: Vec<String> = h
+            .rank_advice
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} r {} → 99 % {}, 90 % {}",
+                    r.target, r.rank, r.rank_99, r.rank_90
+                )
+            })
+            .collect();
+        format!("rank advice: {}", parts.join(" · "))
+    };
+    put(
+        buf,
+        advice,
+        area.x + 1,
+        advice.y,
+        &fit(&rank, w),
+        theme.dim(),
+    );
+    let findings: Vec<(&str, &Finding)> = h
+        .findings
+        .iter()
+        .map(|f| ("data", f))
+        .chain(h.serving.vllm.findings.iter().map(|f| ("vLLM", f)))
+        .chain(h.serving.sglang.findings.iter().map(|f| ("SGLang", f)))
+        .collect();
+    if findings.is_empty() {
+        let msg = "no findings: nothing dead, non-finite or unusual, and both engines serve it";
+        put(buf, table_area, area.x + 1, table_area.y, msg, Style::new());
+        hits.health = None;
+        return;
+    }
+    let place = |f: &Finding| match &f.target {
+        Some(t) => health::place(f.layer, t, f.expert),
+        None => "-".into(),
+    };
+    let cells = |f: &(&str, &Finding)| {
+        vec![
+            f.1.severity.as_str().to_string(),
+            f.0.to_string(),
+            f.1.code.to_string(),
+            place(f.1),
+            f.1.message.clone(),
+        ]
+    };
+    let titles = ["SEVERITY", "BY", "CODE", "WHERE", "MESSAGE"];
+    let width = |i: usize| {
+        findings
+            .iter()
+            .map(|f| cells(f)[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(titles[i].len()) as u16
+    };
+    let spec = TableSpec {
+        columns: titles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Column {
+                shrink: match i {
+                    4 => 1,
+                    3 => 2,
+                    _ => 0,
+                },
+                min: 8,
+                ..Column::fixed(t, width(i), false)
+            })
+            .collect(),
+        len: findings.len(),
+        selected: Some(v.health_sel.min(findings.len() - 1)),
+        sort: None,
+        prev_offset: app.hits.health.as_ref().map_or(0, |h| h.offset),
+        lead_width: 1,
+    };
+    let row = |i: usize| {
+        let f = &findings[i];
+        let style = match f.1.severity {
+            Severity::Error => theme.error(),
+            Severity::Warning => theme.key(),
+            Severity::Info => Style::new(),
+        };
+        (cells(f), style)
+    };
+    let t = table::draw(buf, table_area, &spec, theme, &row, &mut |_, _, _, _| {});
+    hits.page = t.body.height as usize;
+    hits.health = Some(t);
+    if let Some((_, f)) = findings.get(v.health_sel) {
+        let mut lines = vec![f.message.clone()];
+        if let Some(src) = f.source {
+            lines.push(format!("source: {src}"));
+        } else if f.target.is_some() {
+            lines.push("Enter shows this cell on the map".into());
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let y = detail.y + i as u16;
+            put(buf, detail, area.x + 1, y, &fit(l, w), theme.dim());
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! One adapter's screen: four views (Tree, Layer map, Expert map, Stats); the views that show
-//! statistics start computing them.
+//! One adapter's screen: five views (Tree, Layer map, Expert map, Stats, Health); the views that
+//! show statistics start computing them, the Health view starts the adapter's health check (the
+//! job of the list's health column, so a result already there is reused).
 
 mod draw;
 
@@ -8,6 +9,7 @@ use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
 use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
+use crate::health::Health;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{Job, JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};
@@ -19,17 +21,24 @@ use ratatui::layout::{Position, Rect};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The four views of one adapter.
+/// The views of one adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Tree,
     Layers,
     Experts,
     Stats,
+    Health,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Tree, Tab::Layers, Tab::Experts, Tab::Stats];
+    pub const ALL: [Tab; 5] = [
+        Tab::Tree,
+        Tab::Layers,
+        Tab::Experts,
+        Tab::Stats,
+        Tab::Health,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -37,6 +46,7 @@ impl Tab {
             Tab::Layers => "Layer map",
             Tab::Experts => "Expert map",
             Tab::Stats => "Stats",
+            Tab::Health => "Health",
         }
     }
 
@@ -46,6 +56,7 @@ impl Tab {
             Tab::Layers => Mode::LayerMap,
             Tab::Experts => Mode::ExpertMap,
             Tab::Stats => Mode::Stats,
+            Tab::Health => Mode::Health,
         }
     }
 
@@ -55,7 +66,7 @@ impl Tab {
 
     /// Views that show statistics start computing them.
     fn wants_stats(self) -> bool {
-        self != Tab::Tree
+        !matches!(self, Tab::Tree | Tab::Health)
     }
 }
 
@@ -88,6 +99,8 @@ pub struct AdapterScreen {
     base_told: bool,
     /// The intruder-dimensions job last asked for with `i` (one at a time).
     pub intruder: Option<JobKey>,
+    /// The selected finding of the Health view (an index into `Health::all`).
+    pub health_sel: usize,
     /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
     /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
     pub split: Option<Arc<Adapter>>,
@@ -130,12 +143,14 @@ impl AdapterScreen {
             base,
             base_told: false,
             intruder: None,
+            health_sel: 0,
             split: None,
         };
         v.refresh(
             a,
             shared.jobs.stats(idx, false).map(Arc::as_ref),
             shared.jobs.base(idx, false).map(Arc::as_ref),
+            shared.jobs.health(idx).map(Arc::as_ref),
         );
         Some(v)
     }
@@ -192,15 +207,20 @@ impl AdapterScreen {
             }
             return;
         }
+        if *key == JobKey::Health(self.idx) {
+            // The maps mark what the check found.
+            self.refresh_from(shared);
+            return;
+        }
         if *key != self.key() && *key != self.base_key() {
             return;
         }
-        let Some(a) = self.adapter(shared.adapters).cloned() else {
+        if self.adapter(shared.adapters).is_none() {
             return;
-        };
+        }
         let st = self.stats(shared.jobs).cloned();
         let base = self.base_report(shared.jobs).cloned();
-        self.refresh(&a, st.as_deref(), base.as_deref());
+        self.refresh_from(shared);
         match (*key == self.key(), st, base) {
             (true, Some(st), _) => shared.say(format!(
                 "statistics of {} deltas in {secs:.2} s",
@@ -364,6 +384,13 @@ impl AdapterScreen {
                 Command::Intruders => self.start_intruders(shared),
                 _ => self.stats_sel = step(self.stats_sel, self.stats_rows.len(), c, page),
             },
+            Tab::Health => match c {
+                Command::Open => self.open_finding(shared),
+                _ => {
+                    let n = self.health(shared.jobs).map_or(0, |h| h.all().count());
+                    self.health_sel = step(self.health_sel, n, c, page);
+                }
+            },
         }
         Go::Stay
     }
@@ -418,6 +445,18 @@ impl AdapterScreen {
                     self.stats_sel = r;
                 }
             }
+            Tab::Health => {
+                let n = self.health(shared.jobs).map_or(0, |h| h.all().count());
+                let Some(r) = hits.health.as_ref().and_then(|t| t.row_at(x, y)) else {
+                    return Go::Stay;
+                };
+                if r == self.health_sel {
+                    return self.command(Command::Open, shared);
+                }
+                if r < n {
+                    self.health_sel = r;
+                }
+            }
         }
         Go::Stay
     }
@@ -470,6 +509,70 @@ impl AdapterScreen {
         }
     }
 
+    /// The adapter's health, when checked (always of the adapter as loaded: `u` does not change
+    /// what is checked).
+    pub fn health<'a>(&self, jobs: &'a Jobs) -> Option<&'a Arc<Health>> {
+        jobs.health(self.idx)
+    }
+
+    /// Enter on a finding with a place: its cell on the expert map when it names an expert,
+    /// else on the layer map (a finding of a whole target: the target's column).
+    fn open_finding(&mut self, shared: &mut Shared) {
+        let Some(h) = self.health(shared.jobs).cloned() else {
+            shared.say("the health check is not ready yet");
+            return;
+        };
+        let Some(f) = h.all().nth(self.health_sel) else {
+            return;
+        };
+        let Some(target) = f.target.as_deref().map(Target::parse) else {
+            shared.say("this finding is about the whole adapter: no cell to show");
+            return;
+        };
+        // The maps may show gate_up split: its findings then point at the gate half.
+        let shown = |ts: &[Target]| {
+            if !ts.contains(&target) && target == Target::GateUp && ts.contains(&Target::Gate) {
+                Target::Gate
+            } else {
+                target.clone()
+            }
+        };
+        if let Some(e) = f.expert {
+            let t = shown(&self.expert_targets);
+            if let Some(i) = self.expert_targets.iter().position(|x| *x == t) {
+                self.expert_target = i;
+                self.refresh_from(shared);
+                let row = self.experts.row_layers.iter().position(|l| *l == f.layer);
+                let col = self
+                    .experts
+                    .cols
+                    .iter()
+                    .position(|c| c.expert == Some(Some(e)));
+                if let (Some(r), Some(c)) = (row, col) {
+                    self.expert_cursor = (r, c);
+                    self.switch_tab(Tab::Experts, shared);
+                    return;
+                }
+            }
+        }
+        let cols: Vec<Target> = self.layers.cols.iter().map(|c| c.target.clone()).collect();
+        let t = shown(&cols);
+        let Some(c) = cols.iter().position(|x| *x == t) else {
+            shared.say(format!("{t} is not on the layer map"));
+            return;
+        };
+        // The finding's layer, or (a whole target) the target's first cell.
+        let g = &self.layers;
+        let rows = 0..g.rows.len();
+        let r = rows
+            .clone()
+            .find(|&r| g.row_layers[r] == f.layer && g.cell(r, c).is_some())
+            .or_else(|| rows.clone().find(|&r| g.cell(r, c).is_some()))
+            .unwrap_or(0);
+        self.layer_cursor = (r, c);
+        self.switch_tab(Tab::Layers, shared);
+    }
+
     fn sort_stats(&mut self, col: StatsColumn, asc: bool, shared: &mut Shared) {
         let Some(st) = self.stats(shared.jobs) else {
             return;
@@ -494,6 +597,24 @@ impl AdapterScreen {
         if tab.wants_stats() {
             self.ensure_stats(shared);
         }
+        if tab == Tab::Health {
+            self.ensure_health(shared);
+        }
+    }
+
+    /// Starts the health check unless the list's background checks already did (or do).
+    fn ensure_health(&self, shared: &mut Shared) {
+        let key = JobKey::Health(self.idx);
+        let Some(a) = shared.adapters.get(self.idx) else {
+            return;
+        };
+        if shared.jobs.contains(&key) {
+            return;
+        }
+        let adapter = a.clone();
+        shared
+            .jobs
+            .start(key, a.deltas.len(), |job| Effect::Health { job, adapter });
     }
 
     /// Starts the statistics unless they are known, running, or cannot exist.
@@ -587,11 +708,9 @@ impl AdapterScreen {
 
     fn refresh_from(&mut self, shared: &Shared) {
         if let Some(a) = self.adapter(shared.adapters).cloned() {
-            self.refresh(
-                &a,
-                self.stats(shared.jobs).map(Arc::as_ref),
-                self.base_report(shared.jobs).map(Arc::as_ref),
-            );
+            let (st, base) = (self.stats(shared.jobs), self.base_report(shared.jobs));
+            let health = self.health(shared.jobs).map(Arc::as_ref);
+            self.refresh(&a, st.map(Arc::as_ref), base.map(Arc::as_ref), health);
         }
     }
 
@@ -630,11 +749,7 @@ impl AdapterScreen {
         self.stats_rows.clear();
         self.stats_widths.clear();
         self.stats_sel = 0;
-        self.refresh(
-            &a,
-            self.stats(shared.jobs).map(Arc::as_ref),
-            self.base_report(shared.jobs).map(Arc::as_ref),
-        );
+        self.refresh_from(shared);
         if self.tab.wants_stats() {
             self.ensure_stats(shared);
         }
@@ -646,8 +761,14 @@ impl AdapterScreen {
     }
 
     /// Rebuilds what the views derive from the statistics (grids, the stats table), with the
-    /// base metrics when `base` is there.
-    fn refresh(&mut self, a: &Adapter, st: Option<&AdapterStats>, base: Option<&BaseReport>) {
+    /// base metrics when `base` is there and the health check's marks on the maps.
+    fn refresh(
+        &mut self,
+        a: &Adapter,
+        st: Option<&AdapterStats>,
+        base: Option<&BaseReport>,
+        health: Option<&Health>,
+    ) {
         self.layers = grid::layer_grid(a, st, base);
         self.experts = match self.expert_targets.get(self.expert_target) {
             Some(t) => grid::expert_grid(a, t, st, base),
@@ -660,6 +781,10 @@ impl AdapterScreen {
         self.stats_cols = StatsColumn::shown(base.is_some());
         if !self.stats_cols.contains(&self.stats_sort) {
             (self.stats_sort, self.stats_asc) = (StatsColumn::Layer, true);
+        }
+        if let Some(h) = health {
+            grid::mark_findings(&mut self.layers, &h.findings);
+            grid::mark_findings(&mut self.experts, &h.findings);
         }
         let clamp = |cur: (usize, usize), g: &Grid| {
             (
