@@ -323,3 +323,16 @@ fn waves_split_between_modules_only() {
     // The experts of one packed module stay together however small the budget.
     assert!(waves.iter().any(|w| w.len() >= Dims::TOY.experts));
 }
+
+/// A zero factor's R is zero (no QR for it); f64 values whose squares underflow to a zero Gram
+/// are not zero, and keep their R.
+#[test]
+fn zero_factors_have_zero_r_and_tiny_ones_do_not() {
+    let zeros = Array2::<f32>::zeros((64, 8));
+    let fr = &gram::tall_rs(&[zeros.view()])[0];
+    assert!(fr.finite && fr.r.nrows() == 8 && fr.r.ncols() == 8);
+    assert!((0..8).all(|i| (0..8).all(|j| fr.r[(i, j)] == 0.0)));
+    let tiny = Array2::<f64>::from_shape_fn((64, 2), |(i, j)| 1e-200 * (1 + i + 3 * j) as f64);
+    let fr = &gram::tall_rs(&[tiny.view()])[0];
+    assert!(fr.finite && fr.r[(0, 0)].abs() > 1e-199, "{:?}", fr.r);
+}

@@ -51,6 +51,19 @@ fn factor_r<T: Elem>(m: ArrayView2<'_, T>, gram: Option<Mat<f64>>) -> FactorR {
     if !finite {
         return FactorR::non_finite(m.ncols());
     }
+    // A zero factor (a LoRA at its zero initialisation, common in dead adapters) has R = 0;
+    // Cholesky refuses its zero Gram, and Householder on it would cost a QR for nothing. A zero
+    // diagonal can also be f64 squares underflowing: the values themselves decide.
+    let zero_diag = gram
+        .as_ref()
+        .is_some_and(|g| (0..g.nrows()).all(|k| g[(k, k)] == 0.0));
+    if zero_diag && m.iter().all(|x| x.to_f64() == 0.0) {
+        let (n, r) = m.dim();
+        return FactorR {
+            r: Mat::zeros(n.min(r), r),
+            finite,
+        };
+    }
     let r = diag_finite
         .then(|| gram.and_then(math::r_from_gram))
         .flatten()
