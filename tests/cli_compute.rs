@@ -1,19 +1,12 @@
 //! `stats` and `compare` through the real binary: JSON contracts and failures.
 
+mod support;
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lorascope"))
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join("xdg"))
-        .env("HF_HUB_CACHE", home.join("empty-hub"))
-        .output()
-        .unwrap()
-}
+use support::lorascope_at_home as run;
 
 fn adapter(dir: &Path, pattern: Pattern, seed: u64) -> String {
     let mut s = Spec::new(Dims::TOY, pattern);

@@ -3,6 +3,7 @@
 //! serving rule (its upstream source is named in the rule and in docs/health.md); `check` exit
 //! codes and JSON through the binary.
 
+mod support;
 use lorascope::adapter::discovery;
 use lorascope::compute::stats::Control;
 use lorascope::health::{self, code, Finding, Health, Severity, Verdict};
@@ -11,7 +12,6 @@ use lorascope::Adapter;
 use safetensors::Dtype;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 
 /// Enough layers and experts for robust z-scores (groups of at least 5), still tiny.
 const TOY8: Dims = Dims {
@@ -741,15 +741,7 @@ fn every_rule_has_a_source_and_a_unique_id() {
 // ---------------------------------------------------------------------------------------------
 // The command line: exit codes, JSON, stats --json `dead`
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lorascope"))
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join("xdg"))
-        .env("HF_HUB_CACHE", home.join("empty-hub"))
-        .output()
-        .unwrap()
-}
+use support::lorascope_at_home as run;
 
 #[test]
 fn check_exit_codes_follow_fail_on() {

@@ -496,15 +496,7 @@ fn export_view_names_the_file_after_the_adapter() {
     assert!(e.contains("does not exist"), "{e}");
 }
 
-fn run(home: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join("xdg"))
-        .env("HF_HUB_CACHE", home.join("empty-hub"))
-        .output()
-        .unwrap()
-}
+use support::lorascope_at_home as run;
 
 #[test]
 fn cli_writes_each_kind_and_fails_clearly() {

@@ -171,6 +171,16 @@ pub fn lorascope(args: &[&str], home: &Path, env: &[(&str, &Path)]) -> Output {
     run_isolated(c, home, env)
 }
 
+/// `lorascope` in a private HOME whose hub cache is empty and whose user cache is HOME/xdg.
+pub fn lorascope_at_home(home: &Path, args: &[&str]) -> Output {
+    let (xdg, hub) = (home.join("xdg"), home.join("empty-hub"));
+    lorascope(
+        args,
+        home,
+        &[("XDG_CACHE_HOME", &xdg), ("HF_HUB_CACHE", &hub)],
+    )
+}
+
 /// As `lorascope`, with the address space limited to `kib` KiB (`ulimit -v`): an allocation
 /// beyond it fails at once instead of swapping the machine.
 pub fn lorascope_limited(args: &[&str], home: &Path, env: &[(&str, &Path)], kib: u64) -> Output {
