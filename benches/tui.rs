@@ -4,7 +4,8 @@
 //!    (sparse files: headers are real, data are holes), the real binary in a pseudo-terminal;
 //! 2. redraw per key press (App::update + a full frame through the crossterm backend), in-process;
 //! 3. key latency while a large adapter's statistics compute, the real binary in a pseudo-terminal:
-//!    from writing a key to the terminal receiving the frame that answers it.
+//!    from writing a key to the terminal receiving the frame that answers it;
+//! 4. the same while the list's health column is computed over the survey's cache.
 //!
 //! Run: `cargo bench --bench tui` (needs util-linux `script`; figures in docs/performance.md).
 
@@ -32,8 +33,8 @@ const ROWS: u16 = 36;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The survey's population (`lorascope::synth::survey`: 140 repos at gpt-oss-20b shapes, sparse), as
-/// a hub cache. Returns (adapters listed, bytes of safetensors, the walk's first adapter).
-fn write_survey(root: &Path) -> (usize, u64, String) {
+/// a hub cache. Returns (adapters listed, bytes of safetensors, the ids in the walk's order).
+fn write_survey(root: &Path) -> (usize, u64, Vec<String>) {
     let repos = survey::repos();
     survey::write_cache(root, &repos).unwrap();
     let found = discovery::scan(&ScanRequest {
@@ -41,7 +42,9 @@ fn write_survey(root: &Path) -> (usize, u64, String) {
         ..Default::default()
     });
     let bytes = found.iter().map(|a| a.bytes()).sum();
-    (support::survey_adapters(&repos), bytes, found[0].id.clone())
+    // In the walk's order: the first is the first row to arrive.
+    let ids = found.iter().map(|a| a.id.clone()).collect();
+    (support::survey_adapters(&repos), bytes, ids)
 }
 
 /// A large adapter: PEFT experts on all 24 layers at r = 32 per expert (1536 expert deltas)
@@ -298,6 +301,50 @@ fn latency_during_stats(bin: &Path, cache: &Path, home: &Path) {
     println!("| key → frame, idle (same session, after) | {i50:.1} ms | max {imax:.1} ms |");
 }
 
+/// Keys while the list's health column fills (the explorer checks every adapter in the
+/// background after the scan, one at a time): `j` and `k` in turn, each timed from the write to
+/// the frame whose detail pane names the newly selected adapter. `ids`: the list's order.
+fn latency_during_health(bin: &Path, cache: &Path, home: &Path, n: usize, ids: &[String]) {
+    let mut p = spawn(bin, cache, home);
+    let t_start = p
+        .wait_for(&format!("{n} adapters"), WAIT)
+        .expect("the list");
+    // The detail pane's title: the selected adapter's id between spaces, on the border.
+    let title = |id: &str| format!(" {id} ─");
+    let (mut during, mut after) = (vec![], vec![]);
+    let mut t_done: Option<Instant> = None;
+    let mut i = 0;
+    while after.len() < 20 && i < 600 {
+        std::thread::sleep(Duration::from_millis(30));
+        let (key, to) = if i % 2 == 0 {
+            (b"j", &ids[1])
+        } else {
+            (b"k", &ids[0])
+        };
+        i += 1;
+        let mark = p.mark();
+        let sent = p.send(key);
+        let got = p.wait_for_after(mark, &title(to), WAIT).expect("an answer");
+        if t_done.is_none() && !p.screen().contains(" · health ") {
+            t_done = Some(got);
+        }
+        match t_done {
+            Some(_) => after.push(ms(got - sent)),
+            None => during.push(ms(got - sent)),
+        }
+    }
+    let secs = t_done.map_or(f64::NAN, |d| (d - t_start).as_secs_f64());
+    p.send(b"q");
+    let _ = p.wait(WAIT);
+    let k = during.len();
+    let (d50, d99, dmax) = summary(&mut during);
+    let (i50, _, imax) = summary(&mut after);
+    println!(
+        "| key → frame while the health column fills ({n} adapters, {secs:.1} s) | {d50:.1} ms | p99 {d99:.1} ms, max {dmax:.1} ms ({k} keys) |"
+    );
+    println!("| key → frame, idle (same session, after) | {i50:.1} ms | max {imax:.1} ms |");
+}
+
 fn main() {
     if !pty::available() {
         eprintln!("tui bench skipped: util-linux `script` is not installed");
@@ -317,7 +364,7 @@ fn main() {
     let root = std::env::var_os("TUI_BENCH_DIR").map_or(tmp.path().to_path_buf(), PathBuf::from);
     let (cache, large, home) = (root.join("cache"), root.join("large"), root.join("home"));
     std::fs::create_dir_all(&home).unwrap();
-    let (n, bytes, first_id) = write_survey(&cache);
+    let (n, bytes, ids) = write_survey(&cache);
     let large_bytes = write_large(&large);
     println!(
         "{n} adapters, {:.1} GB of safetensors (sparse); large adapter {:.0} MB; {} cores; {COLS}×{ROWS}",
@@ -326,7 +373,10 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("| measure | median | spread |\n|---|---|---|");
-    first_frame(&bin, &cache, &home, n, &first_id);
+    first_frame(&bin, &cache, &home, n, &ids[0]);
     redraw(&cache, &large);
     latency_during_stats(&bin, &large, &home);
+    let mut order = ids;
+    order.sort();
+    latency_during_health(&bin, &cache, &home, n, &order);
 }

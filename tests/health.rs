@@ -197,6 +197,75 @@ fn a_nan_in_a_full_tensor_is_non_finite() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// what is not a LoRA adapter gets no "ok" it did not earn
+
+#[test]
+fn empty_unreadable_checkpoint_only_and_merged_say_what_they_are_and_serving_does_not_apply() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = write(&t.path().join("empty"), &spec(Pattern::Empty));
+    let merged = write(
+        &t.path().join("merged"),
+        &spec(Pattern::FullWeights { layers: vec![1, 2] }),
+    );
+    let ckpt = t.path().join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    std::fs::write(ckpt.join("adapter_config.json"), b"{}").unwrap();
+    std::fs::write(ckpt.join("adapter_model.bin"), b"not read").unwrap();
+    let ckpt = load(&ckpt);
+    let bad = t.path().join("bad");
+    write(&bad, &spec(Pattern::Attention));
+    std::fs::write(
+        bad.join("adapter_model.safetensors"),
+        b"\x08\0\0\0\0\0\0\0{}",
+    )
+    .unwrap();
+    let bad = load(&bad);
+    let cases = [
+        (&empty, code::EMPTY, Severity::Error, Verdict::Error),
+        (
+            &ckpt,
+            code::NOT_CHECKED,
+            Severity::Warning,
+            Verdict::Warning,
+        ),
+        (&bad, code::UNREADABLE, Severity::Error, Verdict::Error),
+        (&merged, code::NOT_LORA, Severity::Info, Verdict::Ok),
+    ];
+    for (a, c, sev, verdict) in cases {
+        let h = health::check(a, &Control::default()).unwrap();
+        let f = only(&h, c);
+        assert_eq!((f.severity, h.verdict), (sev, verdict), "{}: {h:#?}", a.id);
+        for e in [&h.serving.vllm, &h.serving.sglang] {
+            assert!(!e.applies && e.findings.is_empty(), "{}: {e:?}", a.id);
+            assert_eq!(e.label().1, "not applicable");
+        }
+    }
+    // A LoRA adapter is judged by both engines.
+    let lora = check(&write(&t.path().join("lora"), &spec(Pattern::Attention)));
+    assert!(lora.serving.vllm.applies && lora.serving.sglang.applies);
+    // Merged weights are still checked for NaN (the only data finding that applies to them).
+    let nan = write_with(
+        &t.path().join("merged-nan"),
+        &spec(Pattern::FullWeights { layers: vec![1] }),
+        |g| {
+            let w = g
+                .tensors
+                .iter_mut()
+                .find(|x| x.name.contains("router.weight"))
+                .unwrap();
+            let n: usize = w.shape.iter().product();
+            let mut v = vec![0.01; n];
+            v[0] = f64::NAN;
+            w.bytes = Some(synth::encode(&v, w.dtype));
+        },
+    );
+    let h = check(&nan);
+    assert_eq!(h.verdict, Verdict::Error);
+    assert_eq!(of(&h, code::NON_FINITE).len(), 1, "{:#?}", h.findings);
+    assert_eq!(h.findings[0].code, code::NON_FINITE, "errors come first");
+}
+
+// ---------------------------------------------------------------------------------------------
 // dead, in every expert layout
 
 #[test]

@@ -734,8 +734,17 @@ fn health_column_fills_in_the_background_cheapest_first_one_at_a_time() {
         "off until the explorer turns it on"
     );
     assert_eq!(health_cell(&app, "fixtures/router"), "…");
-    assert_eq!(health_cell(&app, "fixtures/empty"), "-");
+    assert_eq!(health_cell(&app, "fixtures/empty"), "…");
     app.enable_health();
+    let n = app.adapters.len();
+    let title = |app: &mut App| {
+        screen_text(&draw(app, 120, 20))
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(title(&mut app).contains(&format!("{n} adapters · health 0 of {n}")));
     let mut order = vec![];
     loop {
         let effects = app.take_effects();
@@ -756,18 +765,21 @@ fn health_column_fills_in_the_background_cheapest_first_one_at_a_time() {
             secs: 0.01,
         });
     }
+    // The title said how far the checks were, and says nothing more once they are done.
+    assert_eq!(app.health_progress(), None);
+    assert!(!title(&mut app).contains("health"), "{}", title(&mut app));
     let sizes: Vec<u64> = order.iter().map(|a| a.bytes()).collect();
     assert!(
         sizes.windows(2).all(|w| w[0] <= w[1]),
         "cheapest first: {sizes:?}"
     );
-    // Every LoRA adapter and the corrupt one were checked; empty files were not.
-    assert_eq!(order.len(), 6);
+    // Every adapter was checked, the empty file too: it changes nothing, an error.
+    assert_eq!(order.len(), app.adapters.len());
     assert_eq!(health_cell(&app, "fixtures/attn-r8"), "✓");
     // vLLM refuses modules_to_save and SGLang ignores the saved router: an error.
     assert_eq!(health_cell(&app, "fixtures/router"), "✗");
     assert_eq!(health_cell(&app, "fixtures/corrupt"), "✗");
-    assert_eq!(health_cell(&app, "fixtures/empty"), "-");
+    assert_eq!(health_cell(&app, "fixtures/empty"), "✗");
     let i = app
         .adapters
         .iter()

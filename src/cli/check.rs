@@ -104,7 +104,7 @@ fn finding_line(f: &Finding) -> String {
 }
 
 fn engine(name: &str, e: &EngineVerdict) -> String {
-    let mut s = format!("  {name}: {}\n", e.verdict.as_str());
+    let mut s = format!("  {name}: {}\n", e.label().1);
     for f in &e.findings {
         s.push_str(&format!(
             "    {:<8}{}",

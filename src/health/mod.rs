@@ -81,6 +81,12 @@ pub mod code {
     pub const COVERAGE: &str = "coverage";
     /// The adapter's files cannot be read at all (an `error` row of `scan`).
     pub const UNREADABLE: &str = "unreadable";
+    /// A safetensors file without tensors: the adapter changes nothing.
+    pub const EMPTY: &str = "empty";
+    /// No safetensors file: nothing could be checked.
+    pub const NOT_CHECKED: &str = "not-checked";
+    /// Full weights, not a LoRA adapter: only finiteness is checked.
+    pub const NOT_LORA: &str = "not-lora";
     /// Serving: the engine refuses to load the adapter.
     pub const SERVE_REFUSED: &str = "serve-refused";
     /// Serving: it loads, but part of the adapter is not applied.
@@ -148,8 +154,22 @@ pub struct RankAdvice {
 /// One serving engine's verdict on the adapter and the rules that fired.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EngineVerdict {
+    /// False for what is not a LoRA adapter (unreadable, empty, full weights): the engine's
+    /// LoRA rules say nothing about it, and `verdict` is then no judgement.
+    pub applies: bool,
     pub verdict: Verdict,
     pub findings: Vec<Finding>,
+}
+
+impl EngineVerdict {
+    /// The verdict in words and its mark, or "not applicable" (`-`).
+    pub fn label(&self) -> (&'static str, &'static str) {
+        if self.applies {
+            (self.verdict.mark(), self.verdict.as_str())
+        } else {
+            ("-", "not applicable")
+        }
+    }
 }
 
 /// Serving readiness for each engine (a contract: `check --json` `serving`).
@@ -202,22 +222,51 @@ pub mod limits {
 
 /// Checks an adapter: reads its factors once (in parallel, as `stats` does) and judges it.
 pub fn check(a: &Adapter, ctl: &Control) -> Result<Health> {
-    if a.kind == Kind::Error {
-        let msg = a.error.clone().unwrap_or_else(|| "cannot be read".into());
-        let f = Finding::new(code::UNREADABLE, Severity::Error, msg);
-        return Ok(assemble(a, vec![f], vec![]));
-    }
-    if a.deltas.is_empty() && a.full.is_empty() {
-        return Ok(analyze(a, &[], &[]));
+    if a.kind == Kind::Error || (a.deltas.is_empty() && a.full.is_empty()) {
+        return Ok(assemble(a, kind_finding(a).into_iter().collect(), vec![]));
     }
     let m = Mapped::open(a)?;
     let (measured, full) = stats::measure_on(&m, &Filter::default(), ctl)?;
     Ok(analyze(a, &measured, &full))
 }
 
+/// What is not a LoRA adapter is said so: "ok" on what was not checked would be silently wrong.
+fn kind_finding(a: &Adapter) -> Option<Finding> {
+    let (code, severity, msg) = match a.kind {
+        Kind::Lora => return None,
+        Kind::Error => (
+            code::UNREADABLE,
+            Severity::Error,
+            a.error.clone().unwrap_or_else(|| "cannot be read".into()),
+        ),
+        Kind::Empty => (
+            code::EMPTY,
+            Severity::Error,
+            "the safetensors hold no tensors: this adapter changes nothing (saved before \
+             training, or the save failed)"
+                .into(),
+        ),
+        Kind::NoSafetensors => (
+            code::NOT_CHECKED,
+            Severity::Warning,
+            "no .safetensors file (a .bin/.pt checkpoint or an unfinished upload): nothing was \
+             checked"
+                .into(),
+        ),
+        Kind::FullWeights => (
+            code::NOT_LORA,
+            Severity::Info,
+            "full weights, not a LoRA adapter: only finiteness was checked, and the serving \
+             rules for LoRA do not apply"
+                .into(),
+        ),
+    };
+    Some(Finding::new(code, severity, msg))
+}
+
 /// Judges an adapter from deltas already measured (every delta of `a`, in its order).
 pub fn analyze(a: &Adapter, measured: &[Measured], full: &[FullStats]) -> Health {
-    let mut findings = vec![];
+    let mut findings: Vec<Finding> = kind_finding(a).into_iter().collect();
     non_finite(measured, full, &mut findings);
     dead(measured, &mut findings);
     negligible(measured, &mut findings);

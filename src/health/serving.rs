@@ -524,21 +524,27 @@ fn run(rules: &[Rule], facts: &Facts) -> EngineVerdict {
         })
         .collect();
     EngineVerdict {
+        applies: true,
         verdict: Verdict::of(findings.iter()),
         findings,
     }
 }
 
 /// Both engines' verdicts on an adapter (headers and config only). Adapters that are not LoRA
-/// (errors, empty files, merged weights) are no engine's business: no finding.
+/// (errors, empty files, merged weights) are no engine's business: not applicable.
 pub fn judge(a: &Adapter) -> Serving {
-    let facts = Facts::of(a);
     if a.kind != Kind::Lora {
+        let na = EngineVerdict {
+            applies: false,
+            verdict: Verdict::Ok,
+            findings: vec![],
+        };
         return Serving {
-            vllm: run(&[], &facts),
-            sglang: run(&[], &facts),
+            vllm: na.clone(),
+            sglang: na,
         };
     }
+    let facts = Facts::of(a);
     Serving {
         vllm: run(VLLM, &facts),
         sglang: run(SGLANG, &facts),

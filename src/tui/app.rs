@@ -311,6 +311,16 @@ impl App {
         self.next_health();
     }
 
+    /// Background health checks: (checked, listed) while some remain, for the list's title.
+    pub fn health_progress(&self) -> Option<(usize, usize)> {
+        if !self.health || !matches!(self.scan, ScanState::Done) {
+            return None;
+        }
+        let n = self.adapters.len();
+        let done = self.list.rows.iter().filter(|r| r.health.is_some()).count();
+        (done < n).then_some((done, n))
+    }
+
     /// Work queued by the last updates, for the event loop.
     pub fn take_effects(&mut self) -> Vec<Effect> {
         self.jobs.take_effects()
@@ -460,10 +470,6 @@ impl App {
             return;
         }
         let next = (0..self.adapters.len())
-            .filter(|&i| {
-                use crate::adapter::Kind;
-                matches!(self.adapters[i].kind, Kind::Lora | Kind::Error)
-            })
             .filter(|&i| !self.jobs.contains(&JobKey::Health(i)))
             .min_by_key(|&i| (self.adapters[i].bytes(), i));
         if let Some(i) = next {

@@ -163,12 +163,10 @@ impl ListRow {
             ListColumn::Dtype => self.dtype.clone(),
             ListColumn::Size => self.size.clone(),
             ListColumn::Tensors => self.tensors.to_string(),
-            // Only LoRA adapters (and unreadable ones) are checked.
-            ListColumn::Health => match (self.kind, self.health) {
-                (Kind::Lora | Kind::Error, Some(Some(v))) => v.mark().into(),
-                (Kind::Lora | Kind::Error, Some(None)) => "?".into(),
-                (Kind::Lora | Kind::Error, None) => "…".into(),
-                _ => "-".into(),
+            ListColumn::Health => match self.health {
+                Some(Some(v)) => v.mark().into(),
+                Some(None) => "?".into(),
+                None => "…".into(),
             },
         }
     }

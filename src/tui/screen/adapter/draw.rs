@@ -594,10 +594,10 @@ fn draw_health(
         _ => theme.error(),
     };
     let mut x = area.x + 1;
-    for (name, verdict) in [
-        ("verdict", h.verdict),
-        ("vLLM", h.serving.vllm.verdict),
-        ("SGLang", h.serving.sglang.verdict),
+    for (name, verdict, (mark, label)) in [
+        ("verdict", h.verdict, (h.verdict.mark(), h.verdict.as_str())),
+        ("vLLM", h.serving.vllm.verdict, h.serving.vllm.label()),
+        ("SGLang", h.serving.sglang.verdict, h.serving.sglang.label()),
     ] {
         x = put(
             buf,
@@ -607,7 +607,7 @@ fn draw_health(
             &format!("{name} "),
             theme.dim(),
         );
-        let text = format!("{} {}", verdict.mark(), verdict.as_str());
+        let text = format!("{mark} {label}");
         x = put(buf, verdicts, x, verdicts.y, &text, verdict_style(verdict)) + 3;
     }
     let rank = if h.rank_advice.is_empty() {

@@ -158,10 +158,13 @@ pub fn title(app: &App, l: &ListScreen) -> (String, String) {
     }
     let n = app.adapters.len();
     let noun = if n == 1 { "adapter" } else { "adapters" };
-    let right = if l.visible.len() == n {
+    let mut right = if l.visible.len() == n {
         format!("{n} {noun}")
     } else {
         format!("{} of {n} {noun}", l.visible.len())
     };
+    if let Some((done, all)) = app.health_progress() {
+        right.push_str(&format!(" · health {done} of {all}"));
+    }
     ("adapters".to_string(), right)
 }
