@@ -17,7 +17,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Widget};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Widget, Wrap};
 
 pub fn draw(
     buf: &mut Buffer,
@@ -581,11 +581,14 @@ fn draw_health(
     if area.height < 4 {
         return;
     }
+    // The selected finding in full below the table: messages (a path, a list of layers) are
+    // longer than the table's column, so they wrap over up to three lines, then the source.
+    let detail_rows = if area.height >= 14 { 4 } else { 2 };
     let [verdicts, advice, table_area, detail] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(2),
-        Constraint::Length(2),
+        Constraint::Length(detail_rows),
     ])
     .areas(area);
     let w = area.width.saturating_sub(2) as usize;
@@ -701,15 +704,37 @@ fn draw_health(
     hits.page = t.body.height as usize;
     hits.health = Some(t);
     if let Some((_, f)) = findings.get(v.health_sel) {
-        let mut lines = vec![f.message.clone()];
-        if let Some(src) = f.source {
-            lines.push(format!("source: {src}"));
-        } else if f.target.is_some() {
-            lines.push("Enter shows this cell on the map".into());
-        }
-        for (i, l) in lines.iter().enumerate() {
-            let y = detail.y + i as u16;
-            put(buf, detail, area.x + 1, y, &fit(l, w), theme.dim());
+        let hint = match f.source {
+            Some(src) => Some(format!("source: {src}")),
+            None => f
+                .target
+                .is_some()
+                .then(|| "Enter shows this cell on the map".to_string()),
+        };
+        let inner = Rect {
+            x: detail.x + 1,
+            width: detail.width.saturating_sub(2),
+            ..detail
+        };
+        // The hint keeps its last line; the message gets the rest, wrapped.
+        let hint_rows = u16::from(hint.is_some());
+        let [msg_area, hint_area] = Layout::vertical([
+            Constraint::Length(inner.height.saturating_sub(hint_rows)),
+            Constraint::Length(hint_rows),
+        ])
+        .areas(inner);
+        Paragraph::new(f.message.clone())
+            .wrap(Wrap { trim: true })
+            .render(msg_area, buf);
+        if let Some(h) = hint {
+            put(
+                buf,
+                hint_area,
+                hint_area.x,
+                hint_area.y,
+                &fit(&h, w),
+                theme.dim(),
+            );
         }
     }
 }
