@@ -32,6 +32,30 @@ fn spec(pattern: Pattern) -> Spec {
     Spec::new(TOY8, pattern)
 }
 
+/// gpt-oss-20b's real matrix shapes (2880 hidden, 4096/512 attention, 5760/2880 experts), with
+/// 8 layers and 8 experts so that the fixtures stay small.
+const GPT8: Dims = Dims {
+    layers: 8,
+    experts: 8,
+    ..Dims::GPT_OSS_20B
+};
+
+/// Every finding is planted at toy sizes and at gpt-oss shapes.
+const SHAPES: [(&str, Dims); 2] = [("toy", TOY8), ("gpt-oss", GPT8)];
+
+fn spec_in(dims: Dims, pattern: Pattern) -> Spec {
+    Spec::new(dims, pattern)
+}
+
+/// Wide enough for ranks above 8 (gpt-oss shapes already are).
+fn wide(dims: Dims) -> Dims {
+    if dims.hidden >= 32 {
+        dims
+    } else {
+        WIDE
+    }
+}
+
 fn damaged(mut s: Spec, d: Vec<Damage>) -> Spec {
     s.damage = d;
     s
@@ -270,56 +294,65 @@ fn empty_unreadable_checkpoint_only_and_merged_say_what_they_are_and_serving_doe
 
 #[test]
 fn a_dead_expert_target_is_one_error_in_peft_packed_unsloth_and_tinker_layouts() {
-    let t = tempfile::tempdir().unwrap();
-    let cases = [
-        (
-            Pattern::PeftExperts {
-                layers: (0..8).collect(),
-            },
-            "gate_up_proj",
-            64,
-        ),
-        (
-            Pattern::UnslothExperts { layers: vec![1, 5] },
-            "gate_up_proj",
-            16,
-        ),
-        // Tinker's down_proj shares B: σ lives in A, which is the dead factor here.
-        (Pattern::Tinker3d, "down_proj", 64),
-    ];
-    for (i, (p, target, n)) in cases.into_iter().enumerate() {
-        let s = damaged(
-            spec(p.clone()),
-            vec![dmg(None, Some(target), None, DamageKind::Dead)],
-        );
-        let h = check(&write(&t.path().join(i.to_string()), &s));
-        let f = only(&h, code::DEAD);
-        assert_eq!(at(&f), (None, Some(target), None), "{p:?}");
-        assert_eq!(f.severity, Severity::Error, "{p:?}");
-        assert!(
-            f.message
-                .contains(&format!("experts of {target}: {n} of {n} deltas are zero")),
-            "{p:?}: {}",
-            f.message
-        );
-        assert_eq!(h.findings.len(), 1, "{p:?}: {:#?}", h.findings);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let cases = [
+            (
+                Pattern::PeftExperts {
+                    layers: (0..8).collect(),
+                },
+                "gate_up_proj",
+                64,
+            ),
+            (
+                Pattern::UnslothExperts { layers: vec![1, 5] },
+                "gate_up_proj",
+                16,
+            ),
+            // Tinker's down_proj shares B: σ lives in A, which is the dead factor here.
+            (Pattern::Tinker3d, "down_proj", 64),
+        ];
+        for (i, (p, target, n)) in cases.into_iter().enumerate() {
+            let s = damaged(
+                spec_in(dims, p.clone()),
+                vec![dmg(None, Some(target), None, DamageKind::Dead)],
+            );
+            let h = check(&write(&t.join(i.to_string()), &s));
+            let f = only(&h, code::DEAD);
+            assert_eq!(at(&f), (None, Some(target), None), "{p:?}");
+            assert_eq!(f.severity, Severity::Error, "{p:?}");
+            assert!(
+                f.message
+                    .contains(&format!("experts of {target}: {n} of {n} deltas are zero")),
+                "{p:?}: {}",
+                f.message
+            );
+            assert_eq!(h.findings.len(), 1, "{p:?}: {:#?}", h.findings);
+        }
     }
 }
 
 #[test]
 fn a_single_dead_delta_is_a_warning_at_its_place() {
-    let t = tempfile::tempdir().unwrap();
-    let s = damaged(
-        spec(Pattern::PeftExperts {
-            layers: (0..8).collect(),
-        }),
-        vec![dmg(Some(6), Some("down_proj"), Some(2), DamageKind::Dead)],
-    );
-    let h = check(&write(t.path(), &s));
-    let f = only(&h, code::DEAD);
-    assert_eq!(at(&f), (Some(6), Some("down_proj"), Some(2)));
-    assert_eq!(f.severity, Severity::Warning);
-    assert!(f.message.contains("B is exactly zero"), "{}", f.message);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let s = damaged(
+            spec_in(
+                dims,
+                Pattern::PeftExperts {
+                    layers: (0..8).collect(),
+                },
+            ),
+            vec![dmg(Some(6), Some("down_proj"), Some(2), DamageKind::Dead)],
+        );
+        let h = check(&write(t.as_path(), &s));
+        let f = only(&h, code::DEAD);
+        assert_eq!(at(&f), (Some(6), Some("down_proj"), Some(2)));
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.message.contains("B is exactly zero"), "{}", f.message);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,85 +360,100 @@ fn a_single_dead_delta_is_a_warning_at_its_place() {
 
 #[test]
 fn a_negligible_delta_is_a_warning_and_not_an_outlier() {
-    let t = tempfile::tempdir().unwrap();
-    let s = damaged(
-        spec(Pattern::Attention),
-        vec![dmg(Some(2), Some("q_proj"), None, DamageKind::Scale(1e-6))],
-    );
-    let h = check(&write(t.path(), &s));
-    let f = only(&h, code::NEGLIGIBLE);
-    assert_eq!(at(&f), (Some(2), Some("q_proj"), None));
-    assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let s = damaged(
+            spec_in(dims, Pattern::Attention),
+            vec![dmg(Some(2), Some("q_proj"), None, DamageKind::Scale(1e-6))],
+        );
+        let h = check(&write(t.as_path(), &s));
+        let f = only(&h, code::NEGLIGIBLE);
+        assert_eq!(at(&f), (Some(2), Some("q_proj"), None));
+        assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+    }
 }
 
 #[test]
 fn outliers_over_layers_and_over_experts_are_warnings_with_the_group_median() {
-    let t = tempfile::tempdir().unwrap();
-    let s = damaged(
-        spec(Pattern::Attention),
-        vec![dmg(Some(4), Some("k_proj"), None, DamageKind::Scale(50.0))],
-    );
-    let h = check(&write(&t.path().join("a"), &s));
-    let f = only(&h, code::OUTLIER);
-    assert_eq!(at(&f), (Some(4), Some("k_proj"), None));
-    assert_eq!(f.severity, Severity::Warning);
-    assert!(f.message.contains("k_proj over layers"), "{}", f.message);
-    assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let s = damaged(
+            spec_in(dims, Pattern::Attention),
+            vec![dmg(Some(4), Some("k_proj"), None, DamageKind::Scale(50.0))],
+        );
+        let h = check(&write(&t.join("a"), &s));
+        let f = only(&h, code::OUTLIER);
+        assert_eq!(at(&f), (Some(4), Some("k_proj"), None));
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.message.contains("k_proj over layers"), "{}", f.message);
+        assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
 
-    let s = damaged(
-        spec(Pattern::PeftExperts {
-            layers: (0..8).collect(),
-        }),
-        vec![dmg(
-            Some(2),
-            Some("gate_up_proj"),
-            Some(3),
-            DamageKind::Scale(50.0),
-        )],
-    );
-    let h = check(&write(&t.path().join("e"), &s));
-    let f = only(&h, code::OUTLIER);
-    assert_eq!(at(&f), (Some(2), Some("gate_up_proj"), Some(3)));
-    assert!(f.value.unwrap() > 0.0);
+        let s = damaged(
+            spec_in(
+                dims,
+                Pattern::PeftExperts {
+                    layers: (0..8).collect(),
+                },
+            ),
+            vec![dmg(
+                Some(2),
+                Some("gate_up_proj"),
+                Some(3),
+                DamageKind::Scale(50.0),
+            )],
+        );
+        let h = check(&write(&t.join("e"), &s));
+        let f = only(&h, code::OUTLIER);
+        assert_eq!(at(&f), (Some(2), Some("gate_up_proj"), Some(3)));
+        assert!(f.value.unwrap() > 0.0);
+    }
 }
 
 #[test]
 fn unbalanced_factors_of_an_unchanged_delta_are_imbalance_info_only() {
-    let t = tempfile::tempdir().unwrap();
-    let s = damaged(
-        spec(Pattern::Attention),
-        vec![dmg(
-            Some(3),
-            Some("v_proj"),
-            None,
-            DamageKind::Imbalance(1e3),
-        )],
-    );
-    let h = check(&write(t.path(), &s));
-    let f = only(&h, code::IMBALANCE);
-    assert_eq!(at(&f), (Some(3), Some("v_proj"), None));
-    assert_eq!(f.severity, Severity::Info);
-    // ΔW is the same: no outlier, and the verdict stays ok.
-    assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
-    assert_eq!(h.verdict, Verdict::Ok);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let s = damaged(
+            spec_in(dims, Pattern::Attention),
+            vec![dmg(
+                Some(3),
+                Some("v_proj"),
+                None,
+                DamageKind::Imbalance(1e3),
+            )],
+        );
+        let h = check(&write(t.as_path(), &s));
+        let f = only(&h, code::IMBALANCE);
+        assert_eq!(at(&f), (Some(3), Some("v_proj"), None));
+        assert_eq!(f.severity, Severity::Info);
+        // ΔW is the same: no outlier, and the verdict stays ok.
+        assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+        assert_eq!(h.verdict, Verdict::Ok);
+    }
 }
 
 #[test]
 fn unused_rank_is_rank_collapse_with_the_rank_that_keeps_99_percent() {
-    let t = tempfile::tempdir().unwrap();
-    let mut s = damaged(
-        Spec::new(WIDE, Pattern::Attention),
-        vec![dmg(None, Some("o_proj"), None, DamageKind::Collapse(2))],
-    );
-    s.attn_rank = 12;
-    let h = check(&write(t.path(), &s));
-    let f = only(&h, code::RANK_COLLAPSE);
-    assert_eq!(at(&f), (None, Some("o_proj"), None));
-    assert_eq!(f.severity, Severity::Info);
-    let adv = h.rank_advice.iter().find(|r| r.target == "o_proj").unwrap();
-    assert_eq!((adv.rank, adv.rank_99), (12, 2));
-    assert!(f.message.contains("rank 2 keeps 99 %"), "{}", f.message);
-    assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let mut s = damaged(
+            Spec::new(wide(dims), Pattern::Attention),
+            vec![dmg(None, Some("o_proj"), None, DamageKind::Collapse(2))],
+        );
+        s.attn_rank = 12;
+        let h = check(&write(t.as_path(), &s));
+        let f = only(&h, code::RANK_COLLAPSE);
+        assert_eq!(at(&f), (None, Some("o_proj"), None));
+        assert_eq!(f.severity, Severity::Info);
+        let adv = h.rank_advice.iter().find(|r| r.target == "o_proj").unwrap();
+        assert_eq!((adv.rank, adv.rank_99), (12, 2));
+        assert!(f.message.contains("rank 2 keeps 99 %"), "{}", f.message);
+        assert_eq!(h.findings.len(), 1, "{:#?}", h.findings);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -417,54 +465,60 @@ fn drop_tensors(g: &mut Generated, pat: &str) {
 
 #[test]
 fn experts_missing_in_a_layer_are_coverage_warnings() {
-    let t = tempfile::tempdir().unwrap();
-    let a = write_with(
-        t.path(),
-        &spec(Pattern::UnslothExperts { layers: vec![1, 5] }),
-        |g| drop_tensors(g, "layers.5.mlp.experts.gate_up_projs.3."),
-    );
-    let h = check(&a);
-    let f = only(&h, code::COVERAGE);
-    assert_eq!(at(&f), (Some(5), Some("gate_up_proj"), Some(3)));
-    assert!(
-        f.message.contains("1 of 8 experts have no LoRA (3)"),
-        "{}",
-        f.message
-    );
+    for (tag, dims) in SHAPES {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let a = write_with(
+            t.as_path(),
+            &spec_in(dims, Pattern::UnslothExperts { layers: vec![1, 5] }),
+            |g| drop_tensors(g, "layers.5.mlp.experts.gate_up_projs.3."),
+        );
+        let h = check(&a);
+        let f = only(&h, code::COVERAGE);
+        assert_eq!(at(&f), (Some(5), Some("gate_up_proj"), Some(3)));
+        assert!(
+            f.message.contains("1 of 8 experts have no LoRA (3)"),
+            "{}",
+            f.message
+        );
+    }
 }
 
 #[test]
 fn a_config_target_that_matched_no_tensor_is_coverage_as_in_unsloth_zoo_pr_909() {
-    // unsloth-zoo PR 909: the run targeted expert modules, the saved adapter has only attention.
-    let t = tempfile::tempdir().unwrap();
-    let a = write_with(&t.path().join("m"), &spec(Pattern::Attention), |g| {
-        g.config["target_modules"] =
-            serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]);
-    });
-    let f = only(&check(&a), code::COVERAGE);
-    assert!(
-        f.message.contains("'gate_proj' matched no tensor"),
-        "{}",
-        f.message
-    );
+    for (tag, dims) in SHAPES {
+        // unsloth-zoo PR 909: the run targeted expert modules, the saved adapter has only attention.
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join(tag);
+        let a = write_with(&t.join("m"), &spec_in(dims, Pattern::Attention), |g| {
+            g.config["target_modules"] =
+                serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]);
+        });
+        let f = only(&check(&a), code::COVERAGE);
+        assert!(
+            f.message.contains("'gate_proj' matched no tensor"),
+            "{}",
+            f.message
+        );
 
-    let a = write_with(
-        &t.path().join("p"),
-        &spec(Pattern::PeftExperts { layers: vec![2] }),
-        |g| {
-            g.config["target_parameters"]
-                .as_array_mut()
-                .unwrap()
-                .push("6.mlp.experts.gate_up_proj".into());
-        },
-    );
-    let f = only(&check(&a), code::COVERAGE);
-    assert!(
-        f.message
-            .contains("'6.mlp.experts.gate_up_proj' matched no tensor"),
-        "{}",
-        f.message
-    );
+        let a = write_with(
+            &t.join("p"),
+            &spec_in(dims, Pattern::PeftExperts { layers: vec![2] }),
+            |g| {
+                g.config["target_parameters"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push("6.mlp.experts.gate_up_proj".into());
+            },
+        );
+        let f = only(&check(&a), code::COVERAGE);
+        assert!(
+            f.message
+                .contains("'6.mlp.experts.gate_up_proj' matched no tensor"),
+            "{}",
+            f.message
+        );
+    }
 }
 
 #[test]
