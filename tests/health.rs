@@ -1037,6 +1037,7 @@ fn report_health_counts_dead_non_finite_and_not_servable_per_pattern() {
         vec![dmg(Some(0), Some("q_proj"), None, DamageKind::NonFinite)],
     );
     synth::write_hub_repo(&hub, "org/nan-router", &items(nan)).unwrap();
+    synth::write_hub_repo(&hub, "org/empty", &items(spec(Pattern::Empty))).unwrap();
     let hub_s = hub.to_str().unwrap();
     let plain = run(t.path(), &["report", "--cache", hub_s, "--format", "json"]);
     let v: Value = serde_json::from_slice(&plain.stdout).unwrap();
@@ -1070,6 +1071,12 @@ fn report_health_counts_dead_non_finite_and_not_servable_per_pattern() {
     assert_eq!(router["non_finite"].as_u64(), Some(1));
     assert_eq!(router["not_servable_vllm"].as_u64(), Some(1));
     assert_eq!(router["data_checked"].as_u64(), Some(1));
+    // An empty file has no data to read, and is an error (it changes nothing).
+    let empty = row("empty");
+    assert_eq!(
+        (empty["data_checked"].as_u64(), empty["error"].as_u64()),
+        (Some(0), Some(1))
+    );
     let md = run(t.path(), &["report", "--cache", hub_s, "--health"]);
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("## Health"), "{md}");

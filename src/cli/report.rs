@@ -4,6 +4,7 @@ use super::print_json;
 use crate::adapter::catalog::Catalog;
 use crate::adapter::discovery::{self, ScanRequest};
 use crate::adapter::layout::LayoutOptions;
+use crate::adapter::Kind;
 use crate::hub::{self, Hub, HubConfig};
 use crate::report;
 use anyhow::{Context, Result};
@@ -118,8 +119,10 @@ pub(super) fn cmd_report(ctx: &Catalog, args: ReportArgs) -> Result<ExitCode> {
             .map(|a| {
                 // Remote adapters (and files gone since the scan) are judged from headers.
                 let local = a.files.iter().all(|f| f.path.is_file());
+                // Only tensors are data: an unreadable, empty or weightless adapter has none.
+                let has_data = a.kind != Kind::Error && !(a.deltas.is_empty() && a.full.is_empty());
                 match local.then(|| crate::health::check(a, &ctl)) {
-                    Some(Ok(h)) => (h, true),
+                    Some(Ok(h)) => (h, has_data),
                     _ => (crate::health::analyze(a, &[], &[]), false),
                 }
             })
