@@ -456,5 +456,57 @@ mod base {
         ));
         assert_eq!(deep["deltas"].as_array().unwrap().len(), 1);
         assert!(deep["deltas"][0]["intruders"]["count"].is_u64());
+
+        // The demo's merge (its model card names the base) against the base: only the two
+        // merged layers' attention and three experts changed.
+        let merged = "lorascope-demo/gpt-oss-mini-merged";
+        let v = json(&run(
+            t.path(),
+            &["stats", merged, "--cache", d, "--json", "--base"],
+        ));
+        assert_eq!(v["base"]["found"], true, "{}", v["base"]);
+        let ws = v["merged"]["weights"].as_array().unwrap();
+        assert_eq!(v["merged"]["compared"], 6 * (4 + 1 + 2 * 8));
+        let changed: Vec<(u64, &str, Option<u64>)> = ws
+            .iter()
+            .filter(|w| w["fro_norm"].as_f64().unwrap() > 0.0)
+            .map(|w| {
+                (
+                    w["layer"].as_u64().unwrap(),
+                    w["target"].as_str().unwrap(),
+                    w["expert"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(v["merged"]["changed"], changed.len());
+        assert_eq!(changed.len(), 2 * (4 + 3 * 2), "{changed:?}");
+        assert!(changed.iter().all(|(l, _, _)| [2, 4].contains(l)));
+        for w in ws {
+            assert_eq!(w["approximate"], false, "256-wide weights get a dense SVD");
+            assert!(w["relative_change"].as_f64().unwrap() < 0.2);
+        }
+        let text = String::from_utf8_lossy(
+            &run(t.path(), &["stats", merged, "--cache", d, "--base"]).stdout,
+        )
+        .to_string();
+        assert!(
+            text.contains("merged minus base: 20 of 126 weights changed"),
+            "{text}"
+        );
+        // A base that is not there: a note, and the model's own statistics.
+        let v = json(&run(
+            t.path(),
+            &[
+                "stats",
+                merged,
+                "--cache",
+                d,
+                "--json",
+                "--base",
+                "nobody/nothing",
+            ],
+        ));
+        assert_eq!(v["base"]["found"], false);
+        assert!(v["merged"].is_null() && !v["full_tensors"].as_array().unwrap().is_empty());
     }
 }

@@ -1140,3 +1140,169 @@ fn intruder_dimensions_match_the_dense_definition() {
         "{counts:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Merged full weights against their base: W_merged − W_base per weight, against dense f64
+// references read with the safetensors crate (MXFP4 decoded as transformers does).
+
+use lorascope::base::merged::{self, MergedDelta};
+use lorascope::synth::base::{write_merged, Merge};
+
+/// Every σ of a dense matrix, descending.
+fn all_sigma(m: &Mat<f64>) -> Vec<f64> {
+    let mut s: Vec<f64> = m
+        .thin_svd()
+        .unwrap()
+        .S()
+        .column_vector()
+        .iter()
+        .copied()
+        .collect();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+/// Writes `merged` and `base` repos, computes the merged report and checks every weight
+/// against W_merged − W_base formed densely from the two snapshots' tensors. Returns the report.
+fn check_merged(
+    dims: Dims,
+    base_storage: ExpertStorage,
+    write: impl Fn(&Path),
+) -> Vec<MergedDelta> {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    write_base(&hub, "org/base", &BaseSpec::new(dims, base_storage)).unwrap();
+    write(&hub);
+    let open = |id: &str| {
+        let repo = hub.join(format!("models--{}", id.replace('/', "--")));
+        let (_, snap) = lorascope::adapter::discovery::snapshot_of(&repo).unwrap();
+        (Base::open(id, &snap).unwrap(), snap)
+    };
+    let ((b, bsnap), (m, msnap)) = (open("org/base"), open("me/merged"));
+    let r = merged::compute(&m, &b, &Filter::default(), &Control::default()).unwrap();
+    let (bt, mt) = (base_tensors(&bsnap), base_tensors(&msnap));
+    let per_layer = 4 + 1 + 2 * dims.experts;
+    assert_eq!(r.compared, dims.layers * per_layer, "{:?}", r.notes);
+    assert_eq!(r.weights.len(), r.compared);
+    for w in &r.weights {
+        let key: Key = (Some(w.layer), w.target.to_string(), w.expert);
+        let (wm, wb) = (base_weight(&mt, &key), base_weight(&bt, &key));
+        let d = &wm - &wb;
+        assert_eq!(w.shape, [d.nrows(), d.ncols()], "{key:?}");
+        let (fd, fb) = (fro_of(&d), fro_of(&wb));
+        let close = |x: f64, y: f64, tol: f64, what: &str| {
+            assert!(
+                (x - y).abs() <= tol * y.abs().max(1e-300),
+                "{what}: {x} vs dense {y} at {key:?}"
+            )
+        };
+        close(w.fro_norm, fd, 1e-12, "fro_norm");
+        close(w.base_fro_norm, fb, 1e-12, "base_fro_norm");
+        close(
+            w.relative_change.unwrap(),
+            fd / fb,
+            1e-12,
+            "relative_change",
+        );
+        if fd == 0.0 {
+            assert!(w.singular_values.is_empty() && w.spectral_norm == 0.0);
+            continue;
+        }
+        let s = all_sigma(&d);
+        let k = s.len().min(merged::TOP);
+        assert_eq!(w.singular_values.len(), k, "{key:?}");
+        close(w.spectral_norm, s[0], 1e-9, "spectral_norm");
+        close(w.stable_rank, fd * fd / (s[0] * s[0]), 1e-8, "stable_rank");
+        if w.approximate {
+            // Ritz values never exceed the true σ_i, and the leading ones have converged.
+            for (i, (x, y)) in w.singular_values.iter().zip(&s).enumerate() {
+                assert!(*x <= y * (1.0 + 1e-9), "σ{i} {x} above {y} at {key:?}");
+            }
+        } else {
+            for (i, (x, y)) in w.singular_values.iter().zip(&s).enumerate() {
+                close(*x, *y, 1e-9 * s[0] / y.max(1e-300), &format!("σ{i}"));
+            }
+            let erank = lorascope::compute::stats::effective_rank(&s);
+            close(w.effective_rank, erank, 1e-9, "effective_rank");
+        }
+    }
+    r.weights
+}
+
+/// A `merged_16bit` upload (BF16 stacked experts) over an MXFP4 base: only the merged layer's
+/// attention and expert 1 changed (unchanged MXFP4 weights are exact in BF16: zero
+/// differences); q and o are 544×544, above the dense-SVD size, so their spectrum is the
+/// randomized top 64, marked approximate, with the merge's rank-3 directions found exactly.
+#[test]
+fn merged_bf16_over_mxfp4_base_matches_dense_differences() {
+    let dims = Dims {
+        layers: 2,
+        hidden: 544,
+        q_out: 544,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    let merge = Merge {
+        layers: vec![1],
+        experts: vec![1],
+        rank: 3,
+        relative: 0.05,
+        seed: 11,
+        storage: ExpertStorage::Bf16,
+        base_model: "org/base".into(),
+    };
+    let base = BaseSpec::new(dims, ExpertStorage::Mxfp4);
+    let ws = check_merged(dims, ExpertStorage::Mxfp4, |hub| {
+        write_merged(hub, "me/merged", &base, &merge).unwrap();
+    });
+    let changed: Vec<(usize, String, Option<usize>)> = ws
+        .iter()
+        .filter(|w| w.fro_norm > 0.0)
+        .map(|w| (w.layer, w.target.to_string(), w.expert))
+        .collect();
+    let want: Vec<(usize, String, Option<usize>)> = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .iter()
+        .map(|t| (1, t.to_string(), None))
+        .chain(
+            ["gate_up_proj", "down_proj"]
+                .iter()
+                .map(|t| (1, t.to_string(), Some(1))),
+        )
+        .collect();
+    assert_eq!(changed, want);
+    let q = ws
+        .iter()
+        .find(|w| w.layer == 1 && w.target.as_str() == "q_proj")
+        .unwrap();
+    assert!(q.approximate && q.singular_values.len() == merged::TOP);
+    assert_eq!((q.merged_storage, q.base_storage), ("dense", "dense"));
+    let g = ws
+        .iter()
+        .find(|w| w.layer == 1 && w.target.as_str() == "gate_up_proj" && w.expert == Some(1))
+        .unwrap();
+    assert_eq!((g.merged_storage, g.base_storage), ("stacked", "mxfp4"));
+    assert!(!g.approximate);
+}
+
+/// The other way round: MXFP4 experts on the merged side, BF16 stacked (E, in, out) on the
+/// base's, every weight different (another seed): exact spectra on both expert orientations.
+#[test]
+fn merged_mxfp4_over_bf16_base_matches_dense_differences() {
+    let dims = Dims {
+        layers: 1,
+        hidden: 64,
+        q_out: 64,
+        kv_out: 32,
+        experts: 3,
+        inter: 96,
+    };
+    let ws = check_merged(dims, ExpertStorage::Bf16, |hub| {
+        let mut other = BaseSpec::new(dims, ExpertStorage::Mxfp4);
+        other.seed = 99;
+        write_base(hub, "me/merged", &other).unwrap();
+    });
+    assert!(ws.iter().all(|w| w.fro_norm > 0.0 && !w.approximate));
+    let e = ws.iter().find(|w| w.expert == Some(2)).unwrap();
+    assert_eq!((e.merged_storage, e.base_storage), ("mxfp4", "stacked"));
+}

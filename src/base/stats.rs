@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Below this min(out, in), W's top singular vectors come from a dense SVD (exact and cheap);
 /// above it, from randomized subspace iteration.
-const DENSE_SVD_MAX: usize = 512;
+pub(super) const DENSE_SVD_MAX: usize = 512;
 /// Extra columns of the subspace iteration (its accuracy depends on σ_{k+p+1}/σ_k).
 const OVERSAMPLE: usize = 16;
 const MAX_ITERATIONS: usize = 60;
@@ -70,8 +70,8 @@ impl Default for IntruderOpts {
 }
 
 /// W's largest singular values and left singular vectors (k of them).
-struct Top {
-    sigma: Vec<f64>,
+pub(super) struct Top {
+    pub(super) sigma: Vec<f64>,
     u: Mat<f64>,
 }
 
@@ -156,7 +156,7 @@ impl Session {
 /// W's top-k singular values (descending) and left vectors: a dense SVD for small W, else
 /// randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) run until the
 /// Ritz values settle.
-fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
+pub(super) fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
     let (m, n) = (w.nrows(), w.ncols());
     let k = k.min(m.min(n));
     if m.min(n) <= DENSE_SVD_MAX {
