@@ -1306,3 +1306,124 @@ fn merged_mxfp4_over_bf16_base_matches_dense_differences() {
     let e = ws.iter().find(|w| w.expert == Some(2)).unwrap();
     assert_eq!((e.merged_storage, e.base_storage), ("mxfp4", "stacked"));
 }
+
+/// DoRA against the base: an attention adapter with PEFT's `lora_magnitude_vector` (one value per
+/// output row) gets the exact update ΔW = diag(m / ‖W + sBA‖_row)(W + sBA) − W, checked against
+/// its dense definition (PEFT `tuners/lora/dora.py` `get_weight_norm`: the norm along `dim=1` of
+/// the (out, in) weight). One module has B = 0, as PEFT initialises it: only its magnitude moves W.
+#[test]
+fn dora_updates_match_their_dense_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    let mut spec = base_spec(Pattern::Attention);
+    spec.dtype = Dtype::F32;
+    let mut g = synth::generate(&spec);
+    let hub = dir.path().join("hub");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let (_, snap) = base::locate(
+        &load_from(&ad, &spec, &g),
+        Some("openai/gpt-oss-20b"),
+        &[hub.clone()],
+    )
+    .unwrap();
+    let tensors = base_tensors(&snap);
+    // B of layer 0's v_proj zeroed; every magnitude = the row norms of W + sBA, scaled per row.
+    let zero_b = "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight";
+    for t in g.tensors.iter_mut().filter(|t| t.name == zero_b) {
+        t.bytes = Some(synth::encode(
+            &vec![0.0; t.shape.iter().product()],
+            Dtype::F32,
+        ));
+    }
+    let mut rng = synth::Rng::new(5);
+    let mut mags = BTreeMap::new();
+    for l in 0..BASE_DIMS.layers {
+        for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            let out = BASE_DIMS.attn_shape(p).0;
+            // Values exact in F32, the dtype they are stored in.
+            let m: Vec<f64> = (0..out)
+                .map(|_| (0.5 + rng.uniform()) as f32 as f64)
+                .collect();
+            g.tensors.push(synth::TensorData {
+                name: format!(
+                    "base_model.model.model.layers.{l}.self_attn.{p}.lora_magnitude_vector"
+                ),
+                dtype: Dtype::F32,
+                shape: vec![out],
+                bytes: Some(synth::encode(&m, Dtype::F32)),
+            });
+            mags.insert((Some(l), p.to_string(), None), m);
+        }
+    }
+    let a = load_from(&ad, &spec, &g);
+    let session = Session::new(Base::open("openai/gpt-oss-20b", &snap).unwrap());
+    let filter = Filter::default();
+    let st = stats::compute(&a, &filter, &Control::default()).unwrap();
+    let rep = base_stats::compute(&session, &a, &filter, &Control::default()).unwrap();
+    let lora = dense_reference(&ad, &spec);
+    for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+        let key = key(d);
+        let w = base_weight(&tensors, &key);
+        let v = &w + &lora[&key];
+        let m = &mags[&key];
+        let want = Mat::from_fn(w.nrows(), w.ncols(), |i, j| {
+            let n = (0..v.ncols())
+                .map(|k| v[(i, k)].powi(2))
+                .sum::<f64>()
+                .sqrt();
+            m[i] / n * v[(i, j)] - w[(i, j)]
+        });
+        let got = b
+            .dora
+            .as_ref()
+            .unwrap_or_else(|| panic!("no DoRA update at {key:?}"));
+        let (fd, s1) = (fro_of(&want), all_sigma(&want)[0]);
+        let close = |x: f64, y: f64, what: &str| {
+            assert!(
+                (x - y).abs() <= 1e-9 * y,
+                "{what}: {x} vs dense {y} at {key:?}"
+            )
+        };
+        close(got.fro_norm, fd, "fro_norm");
+        close(got.spectral_norm, s1, "spectral_norm");
+        close(
+            got.relative_change.unwrap(),
+            fd / fro_of(&w),
+            "relative_change",
+        );
+        close(
+            got.relative_spectral.unwrap(),
+            s1 / all_sigma(&w)[0],
+            "relative_spectral",
+        );
+    }
+    assert!(rep.deltas.iter().all(|b| b.dora.is_some()));
+}
+
+/// Writes the generated tensors and config into `dir` (with `use_dora` set when a magnitude is
+/// there) and loads the adapter.
+fn load_from(dir: &Path, spec: &Spec, g: &synth::Generated) -> Adapter {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join(spec.pattern.file_name()),
+        synth::safetensors_bytes(&g.tensors, true),
+    )
+    .unwrap();
+    let mut config = g.config.clone();
+    config["use_dora"] = g
+        .tensors
+        .iter()
+        .any(|t| t.name.contains("lora_magnitude_vector"))
+        .into();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    load(dir, LayoutOptions::default())
+}

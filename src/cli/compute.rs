@@ -186,6 +186,11 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             headers.push("INTRUDERS>");
         }
     }
+    // DoRA adapters: the relative change of the exact update (magnitude included).
+    let dora = report.is_some_and(|r| r.deltas.iter().any(|b| b.dora.is_some()));
+    if dora {
+        headers.push("DORA RELATIVE>");
+    }
     let mut t = Table::new(&headers);
     let base_cells = |i: usize| -> Vec<String> {
         let Some(r) = report else { return vec![] };
@@ -204,6 +209,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
                 .as_ref()
                 .map_or("-".to_string(), |i| format!("{}/{}", i.count, i.k))
         }))
+        .chain(dora.then(|| f(b.dora.as_ref().and_then(|x| x.relative_change), 4)))
         .collect()
     };
     for (i, d) in st.deltas.iter().enumerate() {
