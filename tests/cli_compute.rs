@@ -389,4 +389,124 @@ mod base {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("is a llama model, not gpt-oss"), "{err}");
     }
+
+    /// The demo cache holds a small base in gpt-oss's own layout (MXFP4 experts, index shards)
+    /// and an adapter that names it: `stats --base` works on a fresh machine.
+    #[test]
+    fn the_demo_base_serves_stats_base_and_deep() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("demo");
+        lorascope::synth::demo::write_demo(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        let snap = |id: &str| {
+            let repo = dir.join(format!("models--{}", id.replace('/', "--")));
+            let rev = std::fs::read_to_string(repo.join("refs/main")).unwrap();
+            repo.join("snapshots").join(rev.trim())
+        };
+        let base = snap(lorascope::synth::demo::BASE_ID);
+        let index: Value = serde_json::from_slice(
+            &std::fs::read(base.join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
+        let map = index["weight_map"].as_object().unwrap();
+        for name in [
+            "model.layers.0.mlp.experts.gate_up_proj_blocks",
+            "model.layers.0.mlp.experts.gate_up_proj_scales",
+            "model.layers.5.mlp.experts.down_proj_blocks",
+            "model.layers.3.self_attn.q_proj.weight",
+            "model.layers.3.mlp.router.weight",
+        ] {
+            assert!(map.contains_key(name), "no {name} in the demo base");
+        }
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(base.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["quantization_config"]["quant_method"], "mxfp4");
+
+        let id = "lorascope-demo/gpt-oss-mini-moe-peft";
+        let v = json(&run(
+            t.path(),
+            &["stats", id, "--cache", d, "--json", "--base"],
+        ));
+        assert_eq!(v["base"]["found"], true, "{}", v["base"]);
+        assert_eq!(v["base"]["id"], lorascope::synth::demo::BASE_ID);
+        let ds = v["deltas"].as_array().unwrap();
+        assert!(ds.iter().any(|d| d["expert"].is_u64()), "expert deltas");
+        for d in ds {
+            for f in FIELDS {
+                assert!(d[f].as_f64().is_some_and(f64::is_finite), "{f} in {d}");
+            }
+        }
+        // The intruder dimensions of one expert delta (the explorer's `i`).
+        let deep = json(&run(
+            t.path(),
+            &[
+                "stats",
+                id,
+                "--cache",
+                d,
+                "--json",
+                "--deep",
+                "--layer",
+                "1",
+                "--expert",
+                "3",
+                "--target",
+                "down_proj",
+            ],
+        ));
+        assert_eq!(deep["deltas"].as_array().unwrap().len(), 1);
+        assert!(deep["deltas"][0]["intruders"]["count"].is_u64());
+
+        // The demo's merge (its model card names the base) against the base: only the two
+        // merged layers' attention and three experts changed.
+        let merged = "lorascope-demo/gpt-oss-mini-merged";
+        let v = json(&run(
+            t.path(),
+            &["stats", merged, "--cache", d, "--json", "--base"],
+        ));
+        assert_eq!(v["base"]["found"], true, "{}", v["base"]);
+        let ws = v["merged"]["weights"].as_array().unwrap();
+        assert_eq!(v["merged"]["compared"], 6 * (4 + 1 + 2 * 8));
+        let changed: Vec<(u64, &str, Option<u64>)> = ws
+            .iter()
+            .filter(|w| w["fro_norm"].as_f64().unwrap() > 0.0)
+            .map(|w| {
+                (
+                    w["layer"].as_u64().unwrap(),
+                    w["target"].as_str().unwrap(),
+                    w["expert"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(v["merged"]["changed"], changed.len());
+        assert_eq!(changed.len(), 2 * (4 + 3 * 2), "{changed:?}");
+        assert!(changed.iter().all(|(l, _, _)| [2, 4].contains(l)));
+        for w in ws {
+            assert_eq!(w["approximate"], false, "256-wide weights get a dense SVD");
+            assert!(w["relative_change"].as_f64().unwrap() < 0.2);
+        }
+        let text = String::from_utf8_lossy(
+            &run(t.path(), &["stats", merged, "--cache", d, "--base"]).stdout,
+        )
+        .to_string();
+        assert!(
+            text.contains("merged minus base: 20 of 126 weights changed"),
+            "{text}"
+        );
+        // A base that is not there: a note, and the model's own statistics.
+        let v = json(&run(
+            t.path(),
+            &[
+                "stats",
+                merged,
+                "--cache",
+                d,
+                "--json",
+                "--base",
+                "nobody/nothing",
+            ],
+        ));
+        assert_eq!(v["base"]["found"], false);
+        assert!(v["merged"].is_null() && !v["full_tensors"].as_array().unwrap().is_empty());
+    }
 }

@@ -1524,9 +1524,13 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     let dir = home.path().join(".cache/lorascope/demo-hub");
     let d = dir.to_str().expect("utf8");
     let out = String::from_utf8(run_ok(&["demo", d], home.path())).expect("utf8");
-    assert!(out.contains("wrote 14 demo repos"), "{out}");
+    assert!(out.contains("wrote 17 demo repos"), "{out}");
+    // ~148 MB of adapters at real gpt-oss-20b shapes, plus the small base model (≤ 60 MB) with
+    // its adapter and merge.
     let size = support::apparent_size(&dir);
-    assert!(size <= 150_000_000, "demo is {size} bytes");
+    assert!(size <= 180_000_000, "demo is {size} bytes");
+    let base = support::apparent_size(&dir.join("models--lorascope-demo--gpt-oss-mini"));
+    assert!(base <= 60_000_000, "the demo base is {base} bytes");
 
     // The hub layout: refs/main names the snapshot; snapshot files are relative links to blobs.
     let repos: Vec<PathBuf> = fs::read_dir(&dir)
@@ -1534,7 +1538,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(repos.len(), 14);
+    assert_eq!(repos.len(), 17);
     for repo in &repos {
         let rev = fs::read_to_string(repo.join("refs/main")).expect("refs/main");
         let snap = repo.join("snapshots").join(rev.trim());
@@ -1561,6 +1565,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         "attention+experts shared-3d",
         "attention+experts per-expert (module list)",
         "full-weights",
+        "base model",
         "empty",
         "no-safetensors",
         "error",
@@ -1694,4 +1699,110 @@ fn parallel_and_serial_scans_give_identical_adapters_in_walk_order() {
             format!("{src:?}")
         );
     }
+}
+
+/// A hub cache with a full model `org/base`, a LoRA adapter whose config names it, a merge whose
+/// model card names it, and an unrelated full model.
+fn cache_with_a_base(root: &Path) {
+    use lorascope::synth::base::{write_base, write_merged, BaseSpec, ExpertStorage, Merge};
+    let dims = Dims {
+        layers: 2,
+        hidden: 32,
+        q_out: 32,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    let base = BaseSpec::new(dims, ExpertStorage::Mxfp4);
+    write_base(root, "Org/Base", &base).unwrap();
+    write_base(root, "org/other-model", &base).unwrap();
+    let mut lora = Spec::new(dims, Pattern::Attention);
+    lora.base_model = "org/base".into();
+    synth::write_hub_repo(
+        root,
+        "me/lora",
+        &[synth::Item::Adapter {
+            sub: String::new(),
+            spec: lora,
+        }],
+    )
+    .unwrap();
+    let merge = Merge {
+        layers: vec![1],
+        experts: vec![0],
+        rank: 2,
+        relative: 0.1,
+        seed: 3,
+        storage: ExpertStorage::Bf16,
+        base_model: "org/base".into(),
+    };
+    write_merged(root, "me/merged", &base, &merge).unwrap();
+}
+
+/// A full model that adapters of the list name (by config or model card, ids compared as the
+/// Hub does, case-insensitively) is a `base model` row with its count, in `scan --json`, the
+/// scan table and the report; other full models stay `full-weights`.
+#[test]
+fn a_full_model_that_adapters_name_is_a_base_model_row() {
+    let home = tempfile::tempdir().expect("home");
+    let root = home.path().join("hub");
+    cache_with_a_base(&root);
+    let d = root.to_str().expect("utf8");
+    let v: Value = serde_json::from_slice(&run_ok(&["scan", "--cache", d, "--json"], home.path()))
+        .expect("json");
+    let row = |id: &str| {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .find(|o| o["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {v}"))
+            .clone()
+    };
+    let base = row("Org/Base");
+    assert_eq!(
+        (&base["kind"], &base["pattern"], &base["base_of"]),
+        (&json!("full-weights"), &json!("base model"), &json!(2))
+    );
+    let merged = row("me/merged");
+    assert_eq!(
+        (
+            &merged["pattern"],
+            &merged["base_model"],
+            &merged["base_of"]
+        ),
+        (&json!("full-weights"), &json!("org/base"), &json!(0))
+    );
+    assert_eq!(row("org/other-model")["pattern"], "full-weights");
+    assert_eq!(row("me/lora")["base_of"], 0);
+    let table = String::from_utf8(run_ok(&["scan", "--cache", d], home.path())).expect("utf8");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("Org/Base"))
+        .expect("base row");
+    assert!(line.contains("base model (2)"), "{table}");
+
+    // The report counts it apart from the full weights, and every adapter in one pattern row.
+    let adapters = discovery::scan(&ScanRequest {
+        cache: Some(root.clone()),
+        ..Default::default()
+    });
+    let r = lorascope::report::build(&adapters, None);
+    assert_eq!(
+        (r.overview.full_weights, r.overview.base_models_present),
+        (2, 1)
+    );
+    let rows: BTreeMap<&str, usize> = r
+        .patterns
+        .iter()
+        .map(|p| (p.pattern.as_str(), p.adapters))
+        .collect();
+    assert_eq!(rows["base model"], 1);
+    assert_eq!(rows["full-weights"], 2);
+    assert_eq!(
+        rows.iter()
+            .filter(|(p, _)| **p != lorascope::report::MULTI)
+            .map(|(_, n)| n)
+            .sum::<usize>(),
+        r.overview.adapters
+    );
 }

@@ -1140,3 +1140,290 @@ fn intruder_dimensions_match_the_dense_definition() {
         "{counts:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Merged full weights against their base: W_merged − W_base per weight, against dense f64
+// references read with the safetensors crate (MXFP4 decoded as transformers does).
+
+use lorascope::base::merged::{self, MergedDelta};
+use lorascope::synth::base::{write_merged, Merge};
+
+/// Every σ of a dense matrix, descending.
+fn all_sigma(m: &Mat<f64>) -> Vec<f64> {
+    let mut s: Vec<f64> = m
+        .thin_svd()
+        .unwrap()
+        .S()
+        .column_vector()
+        .iter()
+        .copied()
+        .collect();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+/// Writes `merged` and `base` repos, computes the merged report and checks every weight
+/// against W_merged − W_base formed densely from the two snapshots' tensors. Returns the report.
+fn check_merged(
+    dims: Dims,
+    base_storage: ExpertStorage,
+    write: impl Fn(&Path),
+) -> Vec<MergedDelta> {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    write_base(&hub, "org/base", &BaseSpec::new(dims, base_storage)).unwrap();
+    write(&hub);
+    let open = |id: &str| {
+        let repo = hub.join(format!("models--{}", id.replace('/', "--")));
+        let (_, snap) = lorascope::adapter::discovery::snapshot_of(&repo).unwrap();
+        (Base::open(id, &snap).unwrap(), snap)
+    };
+    let ((b, bsnap), (m, msnap)) = (open("org/base"), open("me/merged"));
+    let r = merged::compute(&m, &b, &Filter::default(), &Control::default()).unwrap();
+    let (bt, mt) = (base_tensors(&bsnap), base_tensors(&msnap));
+    let per_layer = 4 + 1 + 2 * dims.experts;
+    assert_eq!(r.compared, dims.layers * per_layer, "{:?}", r.notes);
+    assert_eq!(r.weights.len(), r.compared);
+    for w in &r.weights {
+        let key: Key = (Some(w.layer), w.target.to_string(), w.expert);
+        let (wm, wb) = (base_weight(&mt, &key), base_weight(&bt, &key));
+        let d = &wm - &wb;
+        assert_eq!(w.shape, [d.nrows(), d.ncols()], "{key:?}");
+        let (fd, fb) = (fro_of(&d), fro_of(&wb));
+        let close = |x: f64, y: f64, tol: f64, what: &str| {
+            assert!(
+                (x - y).abs() <= tol * y.abs().max(1e-300),
+                "{what}: {x} vs dense {y} at {key:?}"
+            )
+        };
+        close(w.fro_norm, fd, 1e-12, "fro_norm");
+        close(w.base_fro_norm, fb, 1e-12, "base_fro_norm");
+        close(
+            w.relative_change.unwrap(),
+            fd / fb,
+            1e-12,
+            "relative_change",
+        );
+        if fd == 0.0 {
+            assert!(w.singular_values.is_empty() && w.spectral_norm == 0.0);
+            continue;
+        }
+        let s = all_sigma(&d);
+        let k = s.len().min(merged::TOP);
+        assert_eq!(w.singular_values.len(), k, "{key:?}");
+        close(w.spectral_norm, s[0], 1e-9, "spectral_norm");
+        close(w.stable_rank, fd * fd / (s[0] * s[0]), 1e-8, "stable_rank");
+        if w.approximate {
+            // Ritz values never exceed the true σ_i, and the leading ones have converged.
+            for (i, (x, y)) in w.singular_values.iter().zip(&s).enumerate() {
+                assert!(*x <= y * (1.0 + 1e-9), "σ{i} {x} above {y} at {key:?}");
+            }
+        } else {
+            for (i, (x, y)) in w.singular_values.iter().zip(&s).enumerate() {
+                close(*x, *y, 1e-9 * s[0] / y.max(1e-300), &format!("σ{i}"));
+            }
+            let erank = lorascope::compute::stats::effective_rank(&s);
+            close(w.effective_rank, erank, 1e-9, "effective_rank");
+        }
+    }
+    r.weights
+}
+
+/// A `merged_16bit` upload (BF16 stacked experts) over an MXFP4 base: only the merged layer's
+/// attention and expert 1 changed (unchanged MXFP4 weights are exact in BF16: zero
+/// differences); q and o are 544×544, above the dense-SVD size, so their spectrum is the
+/// randomized top 64, marked approximate, with the merge's rank-3 directions found exactly.
+#[test]
+fn merged_bf16_over_mxfp4_base_matches_dense_differences() {
+    let dims = Dims {
+        layers: 2,
+        hidden: 544,
+        q_out: 544,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    let merge = Merge {
+        layers: vec![1],
+        experts: vec![1],
+        rank: 3,
+        relative: 0.05,
+        seed: 11,
+        storage: ExpertStorage::Bf16,
+        base_model: "org/base".into(),
+    };
+    let base = BaseSpec::new(dims, ExpertStorage::Mxfp4);
+    let ws = check_merged(dims, ExpertStorage::Mxfp4, |hub| {
+        write_merged(hub, "me/merged", &base, &merge).unwrap();
+    });
+    let changed: Vec<(usize, String, Option<usize>)> = ws
+        .iter()
+        .filter(|w| w.fro_norm > 0.0)
+        .map(|w| (w.layer, w.target.to_string(), w.expert))
+        .collect();
+    let want: Vec<(usize, String, Option<usize>)> = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        .iter()
+        .map(|t| (1, t.to_string(), None))
+        .chain(
+            ["gate_up_proj", "down_proj"]
+                .iter()
+                .map(|t| (1, t.to_string(), Some(1))),
+        )
+        .collect();
+    assert_eq!(changed, want);
+    let q = ws
+        .iter()
+        .find(|w| w.layer == 1 && w.target.as_str() == "q_proj")
+        .unwrap();
+    assert!(q.approximate && q.singular_values.len() == merged::TOP);
+    assert_eq!((q.merged_storage, q.base_storage), ("dense", "dense"));
+    let g = ws
+        .iter()
+        .find(|w| w.layer == 1 && w.target.as_str() == "gate_up_proj" && w.expert == Some(1))
+        .unwrap();
+    assert_eq!((g.merged_storage, g.base_storage), ("stacked", "mxfp4"));
+    assert!(!g.approximate);
+}
+
+/// The other way round: MXFP4 experts on the merged side, BF16 stacked (E, in, out) on the
+/// base's, every weight different (another seed): exact spectra on both expert orientations.
+#[test]
+fn merged_mxfp4_over_bf16_base_matches_dense_differences() {
+    let dims = Dims {
+        layers: 1,
+        hidden: 64,
+        q_out: 64,
+        kv_out: 32,
+        experts: 3,
+        inter: 96,
+    };
+    let ws = check_merged(dims, ExpertStorage::Bf16, |hub| {
+        let mut other = BaseSpec::new(dims, ExpertStorage::Mxfp4);
+        other.seed = 99;
+        write_base(hub, "me/merged", &other).unwrap();
+    });
+    assert!(ws.iter().all(|w| w.fro_norm > 0.0 && !w.approximate));
+    let e = ws.iter().find(|w| w.expert == Some(2)).unwrap();
+    assert_eq!((e.merged_storage, e.base_storage), ("mxfp4", "stacked"));
+}
+
+/// DoRA against the base: an attention adapter with PEFT's `lora_magnitude_vector` (one value per
+/// output row) gets the exact update ΔW = diag(m / ‖W + sBA‖_row)(W + sBA) − W, checked against
+/// its dense definition (PEFT `tuners/lora/dora.py` `get_weight_norm`: the norm along `dim=1` of
+/// the (out, in) weight). One module has B = 0, as PEFT initialises it: only its magnitude moves W.
+#[test]
+fn dora_updates_match_their_dense_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    let mut spec = base_spec(Pattern::Attention);
+    spec.dtype = Dtype::F32;
+    let mut g = synth::generate(&spec);
+    let hub = dir.path().join("hub");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let (_, snap) = base::locate(
+        &load_from(&ad, &spec, &g),
+        Some("openai/gpt-oss-20b"),
+        &[hub.clone()],
+    )
+    .unwrap();
+    let tensors = base_tensors(&snap);
+    // B of layer 0's v_proj zeroed; every magnitude = the row norms of W + sBA, scaled per row.
+    let zero_b = "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight";
+    for t in g.tensors.iter_mut().filter(|t| t.name == zero_b) {
+        t.bytes = Some(synth::encode(
+            &vec![0.0; t.shape.iter().product()],
+            Dtype::F32,
+        ));
+    }
+    let mut rng = synth::Rng::new(5);
+    let mut mags = BTreeMap::new();
+    for l in 0..BASE_DIMS.layers {
+        for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            let out = BASE_DIMS.attn_shape(p).0;
+            // Values exact in F32, the dtype they are stored in.
+            let m: Vec<f64> = (0..out)
+                .map(|_| (0.5 + rng.uniform()) as f32 as f64)
+                .collect();
+            g.tensors.push(synth::TensorData {
+                name: format!(
+                    "base_model.model.model.layers.{l}.self_attn.{p}.lora_magnitude_vector"
+                ),
+                dtype: Dtype::F32,
+                shape: vec![out],
+                bytes: Some(synth::encode(&m, Dtype::F32)),
+            });
+            mags.insert((Some(l), p.to_string(), None), m);
+        }
+    }
+    let a = load_from(&ad, &spec, &g);
+    let session = Session::new(Base::open("openai/gpt-oss-20b", &snap).unwrap());
+    let filter = Filter::default();
+    let st = stats::compute(&a, &filter, &Control::default()).unwrap();
+    let rep = base_stats::compute(&session, &a, &filter, &Control::default()).unwrap();
+    let lora = dense_reference(&ad, &spec);
+    for (d, b) in st.deltas.iter().zip(&rep.deltas) {
+        let key = key(d);
+        let w = base_weight(&tensors, &key);
+        let v = &w + &lora[&key];
+        let m = &mags[&key];
+        let want = Mat::from_fn(w.nrows(), w.ncols(), |i, j| {
+            let n = (0..v.ncols())
+                .map(|k| v[(i, k)].powi(2))
+                .sum::<f64>()
+                .sqrt();
+            m[i] / n * v[(i, j)] - w[(i, j)]
+        });
+        let got = b
+            .dora
+            .as_ref()
+            .unwrap_or_else(|| panic!("no DoRA update at {key:?}"));
+        let (fd, s1) = (fro_of(&want), all_sigma(&want)[0]);
+        let close = |x: f64, y: f64, what: &str| {
+            assert!(
+                (x - y).abs() <= 1e-9 * y,
+                "{what}: {x} vs dense {y} at {key:?}"
+            )
+        };
+        close(got.fro_norm, fd, "fro_norm");
+        close(got.spectral_norm, s1, "spectral_norm");
+        close(
+            got.relative_change.unwrap(),
+            fd / fro_of(&w),
+            "relative_change",
+        );
+        close(
+            got.relative_spectral.unwrap(),
+            s1 / all_sigma(&w)[0],
+            "relative_spectral",
+        );
+    }
+    assert!(rep.deltas.iter().all(|b| b.dora.is_some()));
+}
+
+/// Writes the generated tensors and config into `dir` (with `use_dora` set when a magnitude is
+/// there) and loads the adapter.
+fn load_from(dir: &Path, spec: &Spec, g: &synth::Generated) -> Adapter {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join(spec.pattern.file_name()),
+        synth::safetensors_bytes(&g.tensors, true),
+    )
+    .unwrap();
+    let mut config = g.config.clone();
+    config["use_dora"] = g
+        .tensors
+        .iter()
+        .any(|t| t.name.contains("lora_magnitude_vector"))
+        .into();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    load(dir, LayoutOptions::default())
+}

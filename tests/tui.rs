@@ -2221,3 +2221,57 @@ mod base {
         assert!(matches!(app.screen, Screen::List));
     }
 }
+
+/// Rows arrive one at a time: a full model listed before the adapter that names it becomes a
+/// `base model` row when that adapter arrives (its count in the row and the detail line).
+#[test]
+fn a_base_model_row_counts_the_adapters_that_arrive_after_it() {
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let dims = Dims {
+        layers: 1,
+        hidden: 32,
+        q_out: 32,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    write_base(root, "a/base", &BaseSpec::new(dims, ExpertStorage::Mxfp4)).unwrap();
+    for (i, id) in ["b/lora-1", "c/lora-2"].into_iter().enumerate() {
+        let mut s = Spec::new(dims, Pattern::Attention);
+        s.base_model = "a/base".into();
+        s.seed = i as u64;
+        synth::write_hub_repo(
+            root,
+            id,
+            &[synth::Item::Adapter {
+                sub: String::new(),
+                spec: s,
+            }],
+        )
+        .unwrap();
+    }
+    let src = discovery::discover_cache(root);
+    let mut app = App::new(Options {
+        color: false,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning".into(),
+    });
+    let mut seen = vec![];
+    discovery::load_each(&src, LayoutOptions::default(), 1, |a| {
+        assert_eq!(a.base_of, 0, "one adapter knows no list");
+        app.update(Action::ScanRows { adapters: vec![a] });
+        seen.push(app.list.rows[0].cell(ListColumn::Pattern));
+    });
+    assert_eq!(
+        seen,
+        ["full-weights", "base model (1)", "base model (2)"],
+        "{:?}",
+        app.list.rows[0].detail
+    );
+    assert!(app.list.rows[0]
+        .detail
+        .iter()
+        .any(|l| l.contains("the base of 2 adapters in the list")));
+}

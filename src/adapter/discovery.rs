@@ -421,10 +421,12 @@ pub fn load_all(src: &[Source], layout: LayoutOptions) -> Vec<Adapter> {
     load_all_with(src, layout, default_readers())
 }
 
-/// `load_all` with `threads` readers (1: serially): the result does not depend on it.
+/// `load_all` with `threads` readers (1: serially): the result does not depend on it. Full
+/// models that adapters of the list name as their base are marked (`Adapter::base_of`).
 pub fn load_all_with(src: &[Source], layout: LayoutOptions, threads: usize) -> Vec<Adapter> {
     let mut out = Vec::with_capacity(src.len());
     load_each(src, layout, threads, |a| out.push(a));
+    crate::adapter::mark_bases(&mut out);
     out
 }
 

@@ -59,6 +59,9 @@ pub enum Pattern {
     OtherLora,
     #[serde(rename = "full-weights")]
     FullWeights,
+    /// Full weights that adapters of the same list name as their base (`Adapter::base_of`).
+    #[serde(rename = "base model")]
+    BaseModel,
     #[serde(rename = "empty")]
     Empty,
     #[serde(rename = "no-safetensors")]
@@ -77,6 +80,7 @@ impl Pattern {
             Pattern::ExpertsModuleList => "attention+experts per-expert (module list)",
             Pattern::OtherLora => "other-lora",
             Pattern::FullWeights => "full-weights",
+            Pattern::BaseModel => "base model",
             Pattern::Empty => "empty",
             Pattern::NoSafetensors => "no-safetensors",
             Pattern::Error => "error",
@@ -122,6 +126,11 @@ pub struct Adapter {
     pub full: Vec<FullTensor>,
     pub notes: Vec<String>,
     pub other_files: Vec<String>,
+    /// Full weights only: the base model their model card (README.md front matter) names, as
+    /// merged uploads carry it.
+    pub card_base: Option<String>,
+    /// How many adapters of the list it was read with name it as their base (`mark_bases`).
+    pub base_of: usize,
 }
 
 impl Adapter {
@@ -139,6 +148,8 @@ impl Adapter {
             full: vec![],
             notes: vec![],
             other_files: src.other_files.clone(),
+            card_base: None,
+            base_of: 0,
         }
     }
 
@@ -158,7 +169,11 @@ impl Adapter {
         let read_scalar = |f: &FileInfo, t: &TensorInfo| {
             format::read_scalar(&f.path, f.data_start + t.begin, t.dtype)
         };
-        Adapter::from_headers(src, cfg, headers, opts, &read_scalar)
+        let mut a = Adapter::from_headers(src, cfg, headers, opts, &read_scalar);
+        if a.kind == Kind::FullWeights {
+            a.card_base = card_base_model(&src.dir.join("README.md"));
+        }
+        a
     }
 
     /// Builds an adapter from headers and a config already read (from disk, or over HTTP by
@@ -389,16 +404,26 @@ impl Adapter {
         s.into_iter().collect()
     }
 
+    /// The base model the adapter names: its config's, else (full weights) its model card's.
     pub fn base_model(&self) -> Option<String> {
-        self.config.config().and_then(|c| c.base_model.clone())
+        self.config
+            .config()
+            .and_then(|c| c.base_model.clone())
+            .or_else(|| self.card_base.clone())
     }
 
     /// The survey's pattern.
     pub fn pattern(&self) -> Pattern {
+        self.pattern_as(self.base_of)
+    }
+
+    /// The pattern when `base_of` adapters of the list name it as their base.
+    pub fn pattern_as(&self, base_of: usize) -> Pattern {
         match self.kind {
             Kind::Error => Pattern::Error,
             Kind::Empty => Pattern::Empty,
             Kind::NoSafetensors => Pattern::NoSafetensors,
+            Kind::FullWeights if base_of > 0 => Pattern::BaseModel,
             Kind::FullWeights => Pattern::FullWeights,
             Kind::Lora => match self.expert_layout() {
                 Some(ExpertLayout::PerExpert) => Pattern::ExpertsPerExpert,
@@ -453,6 +478,83 @@ fn unrecognised_note(a: &Adapter) -> Option<String> {
             parts.join("; ")
         )
     })
+}
+
+/// The `base_model` of a model card's YAML front matter (huggingface_hub `ModelCardData`: a
+/// repo id or a list of them; the first is taken). Only the first 64 kB are read.
+fn card_base_model(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let f = fsread::open_regular(path).ok()?;
+    let mut text = String::new();
+    f.take(64 << 10).read_to_string(&mut text).ok()?;
+    let body = text.strip_prefix("---")?;
+    let front = &body[..body.find("\n---")?];
+    let unquote = |v: &str| {
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        (!v.is_empty()).then(|| v.to_string())
+    };
+    let mut lines = front.lines().skip_while(|l| !l.starts_with("base_model:"));
+    let first = lines.next()?["base_model:".len()..].trim();
+    if let Some(list) = first.strip_prefix('[') {
+        return list.trim_end_matches(']').split(',').find_map(unquote);
+    }
+    if !first.is_empty() {
+        return unquote(first);
+    }
+    lines
+        .next()
+        .and_then(|l| l.trim_start().strip_prefix('-'))
+        .and_then(unquote)
+}
+
+/// How many adapters of a list name each model as their base (config or model card), so that
+/// a full model of the list that others name is shown as a base model with that count.
+#[derive(Debug, Default, Clone)]
+pub struct BaseUses(BTreeMap<String, usize>);
+
+/// Hub ids are case-insensitive; a path may end in `/`.
+fn base_key(s: &str) -> String {
+    s.trim().trim_end_matches('/').to_lowercase()
+}
+
+impl BaseUses {
+    pub fn of<'a>(list: impl IntoIterator<Item = &'a Adapter>) -> BaseUses {
+        let mut u = BaseUses::default();
+        for a in list {
+            u.add(a);
+        }
+        u
+    }
+
+    /// Counts the base `a` names.
+    pub fn add(&mut self, a: &Adapter) {
+        if let Some(b) = a.base_model() {
+            *self.0.entry(base_key(&b)).or_default() += 1;
+        }
+    }
+
+    /// How many of the counted adapters name `a` (by id or path) as their base: 0 unless `a` is
+    /// full weights.
+    pub fn count(&self, a: &Adapter) -> usize {
+        if a.kind != Kind::FullWeights {
+            return 0;
+        }
+        let own = a.base_model().map(|b| base_key(&b));
+        let mut keys = vec![base_key(&a.id), base_key(&a.path.display().to_string())];
+        keys.dedup();
+        keys.iter()
+            .filter(|k| own.as_ref() != Some(*k))
+            .map(|k| self.0.get(k).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// Sets `base_of` of every adapter of the list from the others' base models.
+pub fn mark_bases(list: &mut [Adapter]) {
+    let uses = BaseUses::of(list.iter());
+    for a in list.iter_mut() {
+        a.base_of = uses.count(a);
+    }
 }
 
 /// A message for people: the file and what is wrong with it.
@@ -548,16 +650,28 @@ pub struct Summary {
     pub format: Option<Format>,
     /// Tensors not understood (role `unknown` in `inspect`).
     pub unrecognised: usize,
+    /// How many adapters of the list name it as their base (pattern `base model` when > 0).
+    pub base_of: usize,
 }
 
 impl Adapter {
     pub fn summary(&self) -> Summary {
+        self.summary_as(self.base_of)
+    }
+
+    /// The summary when `base_of` adapters of the list name it as their base.
+    pub fn summary_as(&self, base_of: usize) -> Summary {
+        let base_of = if self.kind == Kind::FullWeights {
+            base_of
+        } else {
+            0
+        };
         Summary {
             id: self.id.clone(),
             path: self.path.display().to_string(),
             revision: self.revision.clone(),
             kind: self.kind,
-            pattern: self.pattern(),
+            pattern: self.pattern_as(base_of),
             error: self.error.clone(),
             files: self.files.len(),
             tensors: self.tensors.len(),
@@ -575,6 +689,7 @@ impl Adapter {
             notes: self.notes.clone(),
             format: self.format(),
             unrecognised: self.unrecognised(),
+            base_of,
         }
     }
 }

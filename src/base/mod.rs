@@ -4,6 +4,7 @@
 //! orientation (`weight_for`); `adapter::mxfp4` decodes the gpt-oss experts one at a time; `stats` sets
 //! every delta against its W. docs/base.md has the upstream sources.
 
+pub mod merged;
 pub mod stats;
 
 /// The MXFP4 decoder lives with the file formats (`adapter::mxfp4`), below `synth`, which
@@ -241,6 +242,22 @@ impl Base {
         self.tensors.len()
     }
 
+    /// The layers (`model.layers.N.`) that have tensors present, ascending.
+    pub fn layers(&self) -> Vec<usize> {
+        let set: BTreeSet<usize> = self
+            .tensors
+            .keys()
+            .filter_map(|n| {
+                n.strip_prefix("model.layers.")?
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        set.into_iter().collect()
+    }
+
     fn info(&self, name: &str) -> Option<&(usize, TensorInfo)> {
         self.tensors.get(name)
     }
@@ -319,25 +336,39 @@ impl Weight {
     }
 }
 
+/// The targets that have a base weight in every gpt-oss layer, in table order.
+pub const WEIGHT_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "router",
+    "gate_up_proj",
+    "down_proj",
+];
+
+/// The tensor name (gpt-oss, Hugging Face format) of a target's weight in layer `l`; experts
+/// without the `_blocks` suffix.
+pub fn tensor_name(l: usize, target: &str) -> Option<String> {
+    let p = format!("model.layers.{l}");
+    Some(match target {
+        t @ ("q_proj" | "k_proj" | "v_proj" | "o_proj") => format!("{p}.self_attn.{t}.weight"),
+        "router" => format!("{p}.mlp.router.weight"),
+        t @ ("gate_up_proj" | "down_proj") => format!("{p}.mlp.experts.{t}"),
+        _ => return None,
+    })
+}
+
 /// The base tensor names (gpt-oss, Hugging Face format) of a delta's target, with the rows of a
 /// fused gate_up that belong to a separate gate or up delta.
 fn names_for(d: &Delta) -> Option<(String, Option<(usize, String)>)> {
     let l = d.layer?;
-    let p = format!("model.layers.{l}");
     Some(match d.target.as_str() {
-        t @ ("q_proj" | "k_proj" | "v_proj" | "o_proj") => {
-            (format!("{p}.self_attn.{t}.weight"), None)
-        }
-        "router" => (format!("{p}.mlp.router.weight"), None),
-        t @ ("gate_up_proj" | "down_proj") => (format!("{p}.mlp.experts.{t}"), None),
         t @ ("gate_proj" | "up_proj") => {
             let half = usize::from(t == "up_proj");
-            (
-                format!("{p}.mlp.experts.gate_up_proj"),
-                Some((half, t.to_string())),
-            )
+            (tensor_name(l, "gate_up_proj")?, Some((half, t.to_string())))
         }
-        _ => return None,
+        t => (tensor_name(l, t)?, None),
     })
 }
 
@@ -354,80 +385,13 @@ pub fn weight_for(base: &Base, d: &Delta, order: GateUpOrder) -> Result<Weight, 
             }
         )
     })?;
-    let is_expert = name.contains(".mlp.experts.");
-    if is_expert && d.expert.is_none() {
+    if name.contains(".mlp.experts.") && d.expert.is_none() {
         return Err(format!(
             "{}: a delta shared by all experts has no single base weight",
             d.target
         ));
     }
-    let (storage, stored_out, stored_in) = if is_expert {
-        let e = d.expert.unwrap_or(0);
-        let (blocks, scales) = (format!("{name}_blocks"), format!("{name}_scales"));
-        if let (Some((_, b)), Some((_, s))) = (base.info(&blocks), base.info(&scales)) {
-            let ok = b.dtype == Dtype::U8
-                && s.dtype == Dtype::U8
-                && b.shape.len() == 4
-                && b.shape[3] == mxfp4::BLOCK_BYTES
-                && s.shape == b.shape[..3];
-            if !ok {
-                return Err(format!(
-                    "{blocks} {:?} / {scales} {:?} are not MXFP4 blocks and scales",
-                    b.shape, s.shape
-                ));
-            }
-            if e >= b.shape[0] {
-                return Err(format!(
-                    "{blocks} has {} experts, not {}",
-                    b.shape[0],
-                    e + 1
-                ));
-            }
-            (
-                Storage::Mxfp4 {
-                    blocks,
-                    scales,
-                    expert: e,
-                },
-                b.shape[1],
-                b.shape[2] * mxfp4::BLOCK,
-            )
-        } else if let Some((_, t)) = base.info(&name) {
-            if t.shape.len() != 3 || e >= t.shape[0] {
-                return Err(format!(
-                    "{name} {:?} is not stacked experts (E, in, out) with expert {e}",
-                    t.shape
-                ));
-            }
-            (
-                Storage::Stacked {
-                    tensor: name.clone(),
-                    expert: e,
-                },
-                t.shape[2],
-                t.shape[1],
-            )
-        } else {
-            let why = if base.missing.contains_key(&blocks) {
-                base.why_not(&blocks)
-            } else {
-                base.why_not(&name)
-            };
-            return Err(why);
-        }
-    } else {
-        let (_, t) = base.info(&name).ok_or_else(|| base.why_not(&name))?;
-        if t.shape.len() != 2 {
-            return Err(format!("{name} {:?} is not a matrix", t.shape));
-        }
-        (
-            Storage::Dense {
-                tensor: name.clone(),
-            },
-            t.shape[0],
-            t.shape[1],
-        )
-    };
+    let (storage, stored_out, stored_in) = base.stored(&name, d.expert.unwrap_or(0))?;
     let rows = match &half {
         Some((h, _)) if stored_out % 2 == 0 => Some(order.rows(*h, stored_out)),
         Some((_, t)) => return Err(format!("{name} has {stored_out} rows: no {t} half to take")),
@@ -452,6 +416,89 @@ pub fn weight_for(base: &Base, d: &Delta, order: GateUpOrder) -> Result<Weight, 
         inn: stored_in,
         transposed,
     })
+}
+
+impl Base {
+    /// How the weight `name` (expert `e` of an expert tensor) is stored, and its (out, in).
+    /// Err is the reason it is not there (a note).
+    pub fn stored(&self, name: &str, e: usize) -> Result<(Storage, usize, usize), String> {
+        let base = self;
+        if name.contains(".mlp.experts.") {
+            let (blocks, scales) = (format!("{name}_blocks"), format!("{name}_scales"));
+            if let (Some((_, b)), Some((_, s))) = (base.info(&blocks), base.info(&scales)) {
+                let ok = b.dtype == Dtype::U8
+                    && s.dtype == Dtype::U8
+                    && b.shape.len() == 4
+                    && b.shape[3] == mxfp4::BLOCK_BYTES
+                    && s.shape == b.shape[..3];
+                if !ok {
+                    return Err(format!(
+                        "{blocks} {:?} / {scales} {:?} are not MXFP4 blocks and scales",
+                        b.shape, s.shape
+                    ));
+                }
+                if e >= b.shape[0] {
+                    return Err(format!(
+                        "{blocks} has {} experts, not {}",
+                        b.shape[0],
+                        e + 1
+                    ));
+                }
+                Ok((
+                    Storage::Mxfp4 {
+                        blocks,
+                        scales,
+                        expert: e,
+                    },
+                    b.shape[1],
+                    b.shape[2] * mxfp4::BLOCK,
+                ))
+            } else if let Some((_, t)) = base.info(name) {
+                if t.shape.len() != 3 || e >= t.shape[0] {
+                    return Err(format!(
+                        "{name} {:?} is not stacked experts (E, in, out) with expert {e}",
+                        t.shape
+                    ));
+                }
+                Ok((
+                    Storage::Stacked {
+                        tensor: name.to_string(),
+                        expert: e,
+                    },
+                    t.shape[2],
+                    t.shape[1],
+                ))
+            } else if base.missing.contains_key(&blocks) {
+                Err(base.why_not(&blocks))
+            } else {
+                Err(base.why_not(name))
+            }
+        } else {
+            let (_, t) = base.info(name).ok_or_else(|| base.why_not(name))?;
+            if t.shape.len() != 2 {
+                return Err(format!("{name} {:?} is not a matrix", t.shape));
+            }
+            Ok((
+                Storage::Dense {
+                    tensor: name.to_string(),
+                },
+                t.shape[0],
+                t.shape[1],
+            ))
+        }
+    }
+
+    /// The number of experts of the expert tensor `name` (without `_blocks`), if present.
+    pub fn experts_of(&self, name: &str) -> Option<usize> {
+        self.info(&format!("{name}_blocks"))
+            .or_else(|| self.info(name))
+            .and_then(|(_, t)| t.shape.first().copied())
+    }
+
+    /// Whether a tensor of that name (or its `_blocks`) is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.info(name).is_some() || self.info(&format!("{name}_blocks")).is_some()
+    }
 }
 
 impl Base {
@@ -509,23 +556,51 @@ impl Base {
 
     /// W as a dense f64 matrix (out × in): one expert decoded, never the whole layer.
     pub fn dense(&self, w: &Weight) -> Result<Mat<f64>> {
+        let mut m = Mat::<f64>::zeros(w.out, w.inn);
+        self.add_to(w, 1.0, &mut m)?;
+        Ok(m)
+    }
+
+    /// m += sign·W (out × in), streamed from the file one stored row at a time (a row of W, or
+    /// for stacked experts a column of W): no copy of W besides `m`.
+    pub fn add_to(&self, w: &Weight, sign: f64, m: &mut Mat<f64>) -> Result<()> {
+        // The stored rows that make W (a fused gate_up's gate or up takes every other one).
         let rows = self.row_indices(w);
         match &w.storage {
             Storage::Dense { tensor } => {
                 let (_, t) = self.info(tensor).expect("mapped weight");
-                let cols = t.shape[1];
-                let v = self.bytes(tensor, |raw| tensor::float_values(raw, t.dtype, tensor))?;
-                Ok(Mat::from_fn(rows.len(), cols, |i, j| v[rows[i] * cols + j]))
+                let (cols, size) = (t.shape[1], t.dtype.bitsize() / 8);
+                self.bytes(tensor, |raw| {
+                    for (i, &r) in rows.iter().enumerate() {
+                        let row = &raw[r * cols * size..(r + 1) * cols * size];
+                        for (j, x) in tensor::float_values(row, t.dtype, tensor)?
+                            .into_iter()
+                            .enumerate()
+                        {
+                            m[(i, j)] += sign * x;
+                        }
+                    }
+                    Ok(())
+                })
             }
             Storage::Stacked { tensor, expert } => {
                 let (_, t) = self.info(tensor).expect("mapped weight");
-                let (inn, out) = (t.shape[1], t.shape[2]);
-                let size = inn * out * t.dtype.bitsize() / 8;
-                let v = self.bytes(tensor, |raw| {
-                    tensor::float_values(&raw[expert * size..(expert + 1) * size], t.dtype, tensor)
-                })?;
-                // P[e] is (in, out): W = P[e]ᵀ.
-                Ok(Mat::from_fn(rows.len(), inn, |i, j| v[j * out + rows[i]]))
+                let (inn, out, size) = (t.shape[1], t.shape[2], t.dtype.bitsize() / 8);
+                // P[e] is (in, out) and W = P[e]ᵀ: stored row j is column j of W.
+                self.bytes(tensor, |raw| {
+                    let p = &raw[expert * inn * out * size..(expert + 1) * inn * out * size];
+                    for j in 0..inn {
+                        let col = tensor::float_values(
+                            &p[j * out * size..(j + 1) * out * size],
+                            t.dtype,
+                            tensor,
+                        )?;
+                        for (i, &r) in rows.iter().enumerate() {
+                            m[(i, j)] += sign * col[r];
+                        }
+                    }
+                    Ok(())
+                })
             }
             Storage::Mxfp4 {
                 blocks,
@@ -535,7 +610,6 @@ impl Base {
                 let (g, out) = self.mxfp4_geometry(blocks)?;
                 let inn = g * mxfp4::BLOCK;
                 let mut row = vec![0.0; inn];
-                let mut m = Mat::<f64>::zeros(rows.len(), inn);
                 self.bytes(blocks, |b| {
                     self.bytes(scales, |s| {
                         let base_b = expert * out * g * 16;
@@ -547,13 +621,12 @@ impl Base {
                                 &mut row,
                             );
                             for (j, x) in row.iter().enumerate() {
-                                m[(i, j)] = *x;
+                                m[(i, j)] += sign * x;
                             }
                         }
                         Ok(())
                     })
-                })?;
-                Ok(m)
+                })
             }
         }
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Below this min(out, in), W's top singular vectors come from a dense SVD (exact and cheap);
 /// above it, from randomized subspace iteration.
-const DENSE_SVD_MAX: usize = 512;
+pub(super) const DENSE_SVD_MAX: usize = 512;
 /// Extra columns of the subspace iteration (its accuracy depends on σ_{k+p+1}/σ_k).
 const OVERSAMPLE: usize = 16;
 const MAX_ITERATIONS: usize = 60;
@@ -35,6 +35,9 @@ pub struct BaseDeltaStats {
     /// Intruder dimensions (`--deep` only; absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intruders: Option<Intruders>,
+    /// DoRA adapters only: the exact update with the magnitude vector (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dora: Option<DoraStats>,
     /// Why the fields are null (not in JSON: the report's notes say it once).
     #[serde(skip)]
     pub note: Option<String>,
@@ -50,6 +53,18 @@ pub struct Intruders {
     pub count: usize,
     /// σ_j of W + ΔW of each intruder, descending.
     pub sigma: Vec<f64>,
+}
+
+/// The exact DoRA update of one delta, ΔW = diag(m / ‖W + sBA‖_row)·(W + sBA) − W (PEFT
+/// `tuners/lora/dora.py`: the norm of each output row of the (out, in) weight, `dim=1`, and the
+/// magnitude scaling output features), formed densely for this delta.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DoraStats {
+    pub fro_norm: f64,
+    pub spectral_norm: f64,
+    /// ‖ΔW‖_F / ‖W‖_F and ‖ΔW‖₂ / ‖W‖₂ of the exact update.
+    pub relative_change: Option<f64>,
+    pub relative_spectral: Option<f64>,
 }
 
 /// k and ε of the intruder search. Defaults from the authors' code
@@ -70,8 +85,8 @@ impl Default for IntruderOpts {
 }
 
 /// W's largest singular values and left singular vectors (k of them).
-struct Top {
-    sigma: Vec<f64>,
+pub(super) struct Top {
+    pub(super) sigma: Vec<f64>,
     u: Mat<f64>,
 }
 
@@ -156,7 +171,7 @@ impl Session {
 /// W's top-k singular values (descending) and left vectors: a dense SVD for small W, else
 /// randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) run until the
 /// Ritz values settle.
-fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
+pub(super) fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
     let (m, n) = (w.nrows(), w.ncols());
     let k = k.min(m.min(n));
     if m.min(n) <= DENSE_SVD_MAX {
@@ -305,6 +320,11 @@ fn one(
         st.note = Some("not finite".into());
         return Ok((st, orientation));
     }
+    if let Some(t) = dora_magnitude(m, d) {
+        // Before the zero-delta shortcut: a DoRA with B = 0 still moves W by its magnitude.
+        let dense = s.base.dense(&w)?;
+        st.dora = dora(s, &w, &dense, &f, &m.full_values(t)?, base_fro);
+    }
     let fro_d = f.fro();
     st.relative_change = (base_fro > 0.0).then(|| fro_d / base_fro);
     let Bases { sigma, u, v } = math::bases(&f);
@@ -331,6 +351,63 @@ fn one(
         st.intruders = Some(intruders(s, &w, &dense, &f, o)?);
     }
     Ok((st, orientation))
+}
+
+/// The DoRA magnitude tensor of a delta's module (PEFT's `lora_magnitude_vector`), if any.
+fn dora_magnitude(m: &Mapped, d: &Delta) -> Option<usize> {
+    use crate::adapter::layout::Role;
+    m.adapter()
+        .tensors
+        .iter()
+        .position(|t| t.name.role == Role::DoraMagnitude && t.name.module == d.module)
+}
+
+/// The exact DoRA update against W (dense): None when the magnitude does not have one value per
+/// output row of W, or a row of W + sBA is zero.
+fn dora(
+    s: &Session,
+    w: &Weight,
+    dense: &Mat<f64>,
+    f: &crate::compute::math::Factored,
+    mag: &[f64],
+    base_fro: f64,
+) -> Option<DoraStats> {
+    if mag.len() != w.out {
+        return None;
+    }
+    let dw = (f.b_t.view().transpose() * f.a_t.view().transpose()) * faer::Scale(f.scale);
+    let v = if w.transposed {
+        dense + dw.transpose()
+    } else {
+        dense + &dw
+    };
+    let norms: Vec<f64> = (0..v.nrows())
+        .map(|i| {
+            (0..v.ncols())
+                .map(|j| v[(i, j)].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    if norms.iter().any(|n| *n == 0.0 || !n.is_finite()) {
+        return None;
+    }
+    let delta = Mat::from_fn(v.nrows(), v.ncols(), |i, j| {
+        mag[i] / norms[i] * v[(i, j)] - dense[(i, j)]
+    });
+    let fro_d = fro(delta.as_ref());
+    let s1 = top_left(delta.as_ref(), 1)
+        .sigma
+        .first()
+        .copied()
+        .unwrap_or(0.0);
+    let w2 = s.top(w, 1, dense).sigma.first().copied().unwrap_or(0.0);
+    Some(DoraStats {
+        fro_norm: fro_d,
+        spectral_norm: s1,
+        relative_change: (base_fro > 0.0).then(|| fro_d / base_fro),
+        relative_spectral: (w2 > 0.0).then(|| s1 / w2),
+    })
 }
 
 /// Which orientation was read, when it was a choice (docs/base.md).

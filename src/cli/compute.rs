@@ -112,6 +112,11 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
     };
     let st = stats::compute(&a, &filter, &ctl)?;
     progress.finish();
+    // --deep alone looks for the base the adapter's config names.
+    let wanted = args.base.clone().or_else(|| args.deep.then(String::new));
+    if let (crate::adapter::Kind::FullWeights, Some(named)) = (a.kind, &wanted) {
+        return merged_stats(ctx, &a, &st, named, &filter, &ctl, args.json);
+    }
     if st.deltas.is_empty() && st.full_tensors.is_empty() {
         anyhow::bail!("{}: no delta matches the selection", a.id);
     }
@@ -120,8 +125,6 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         k: args.intruder_k,
         epsilon: args.intruder_epsilon,
     });
-    // --deep alone looks for the base the adapter's config names.
-    let wanted = args.base.clone().or_else(|| args.deep.then(String::new));
     let base = match &wanted {
         None => None,
         Some(named) => {
@@ -183,6 +186,11 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             headers.push("INTRUDERS>");
         }
     }
+    // DoRA adapters: the relative change of the exact update (magnitude included).
+    let dora = report.is_some_and(|r| r.deltas.iter().any(|b| b.dora.is_some()));
+    if dora {
+        headers.push("DORA RELATIVE>");
+    }
     let mut t = Table::new(&headers);
     let base_cells = |i: usize| -> Vec<String> {
         let Some(r) = report else { return vec![] };
@@ -201,6 +209,7 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
                 .as_ref()
                 .map_or("-".to_string(), |i| format!("{}/{}", i.count, i.k))
         }))
+        .chain(dora.then(|| f(b.dora.as_ref().and_then(|x| x.relative_change), 4)))
         .collect()
     };
     for (i, d) in st.deltas.iter().enumerate() {
@@ -244,6 +253,12 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
             outln!("note: {n}");
         }
     }
+    full_tensor_table(&st);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The full tensors' norms (router, norms, biases) after the deltas.
+fn full_tensor_table(st: &stats::AdapterStats) {
     if !st.full_tensors.is_empty() {
         let mut t = Table::new(&["FULL TENSOR", "SHAPE", "FROBENIUS>", "SPECTRAL>"]);
         for f in &st.full_tensors {
@@ -256,6 +271,101 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         }
         out!("\n{}", t.render());
     }
+}
+
+/// `stats MERGED --base`: every weight of a merged model minus the same weight of its base
+/// (docs/base.md), then the full tensors as without `--base`. Without a usable base, a note
+/// and the model's own statistics.
+fn merged_stats(
+    ctx: &Catalog,
+    a: &crate::adapter::Adapter,
+    st: &stats::AdapterStats,
+    named: &str,
+    filter: &Filter,
+    ctl: &Control,
+    json: bool,
+) -> Result<ExitCode> {
+    let named = (!named.is_empty()).then_some(named);
+    let dir = if a.path.is_dir() {
+        a.path.clone()
+    } else {
+        a.path.parent().map(Into::into).unwrap_or_default()
+    };
+    let report = base::session_for(a, named, &ctx.roots()).and_then(|session| {
+        let merged = base::Base::open(&a.id, &dir)?;
+        let progress = StderrProgress::new("merged minus base");
+        let cb = |d, t| progress.update(d, t);
+        let ctl = Control {
+            progress: Some(&cb),
+            ..*ctl
+        };
+        let r =
+            base::merged::compute(&merged, &session.base, filter, &ctl).map_err(|e| e.to_string());
+        progress.finish();
+        r
+    });
+    if json {
+        let mut v = serde_json::to_value(st)?;
+        match &report {
+            Ok(r) => {
+                v["base"] = serde_json::json!({"id": r.base, "path": r.path, "found": true, "notes": r.notes});
+                v["merged"] = serde_json::json!({"compared": r.compared, "changed": r.changed, "weights": r.weights});
+            }
+            Err(note) => {
+                v["base"] = serde_json::json!({"id": named.map(str::to_string).or_else(|| a.base_model()), "path": null, "found": false, "notes": [note]});
+                v["merged"] = serde_json::Value::Null;
+            }
+        }
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &report {
+        Err(note) => eprintln!("note: {note}; showing the model's own statistics"),
+        Ok(r) => {
+            let mut t = Table::new(&[
+                "LAYER>",
+                "TARGET",
+                "EXPERT>",
+                "SHAPE",
+                "STORED",
+                "‖ΔW‖_F>",
+                "BASE ‖W‖>",
+                "RELATIVE>",
+                "SPECTRAL>",
+                "ERANK>",
+                "SRANK>",
+            ]);
+            for w in &r.weights {
+                let mark = if w.approximate { "~" } else { "" };
+                t.row(vec![
+                    w.layer.to_string(),
+                    w.target.to_string(),
+                    text::opt(w.expert),
+                    format!("{}×{}", w.shape[0], w.shape[1]),
+                    format!("{}/{}", w.merged_storage, w.base_storage),
+                    text::num(w.fro_norm),
+                    text::num(w.base_fro_norm),
+                    w.relative_change
+                        .map_or("-".to_string(), |x| format!("{x:.4}")),
+                    text::num(w.spectral_norm),
+                    format!("{mark}{:.2}", w.effective_rank),
+                    format!("{:.2}", w.stable_rank),
+                ]);
+            }
+            out!("{}", t.render());
+            outln!(
+                "\nmerged minus base: {} of {} weights changed; base: {} ({})",
+                r.changed,
+                r.compared,
+                r.base,
+                r.path
+            );
+            for n in &r.notes {
+                outln!("note: {n}");
+            }
+        }
+    }
+    full_tensor_table(st);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -277,7 +277,7 @@ pub(crate) fn scan_table_with<'a>(
         let s = a.summary();
         let mut cells = vec![
             s.id.clone(),
-            s.pattern.as_str().to_string(),
+            text::pattern_cell(s.pattern, s.base_of),
             text::compact_targets(&s.targets),
             text::opt(s.attention_rank),
             text::opt(s.expert_rank),

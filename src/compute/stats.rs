@@ -209,6 +209,24 @@ impl Control<'_> {
     }
 }
 
+/// Roy & Vetterli's effective rank: exp of the entropy of σ normalised to sum 1 (σ = 0 terms
+/// add 0); 0 for a zero spectrum.
+pub fn effective_rank(sigma: &[f64]) -> f64 {
+    let sum: f64 = sigma.iter().sum();
+    if sum.is_nan() || sum <= 0.0 {
+        return 0.0;
+    }
+    let h: f64 = sigma
+        .iter()
+        .filter(|&&x| x > 0.0)
+        .map(|&x| {
+            let p = x / sum;
+            -p * p.ln()
+        })
+        .sum();
+    h.exp()
+}
+
 /// Statistics of delta number `index` from its spectrum (already scaled by |s|, descending).
 pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
     let energy: f64 = sigma.iter().map(|x| x * x).sum();
@@ -234,21 +252,7 @@ pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
         };
     }
     let s1 = sigma.first().copied().unwrap_or(0.0);
-    let sum: f64 = sigma.iter().sum();
-    let effective_rank = if sum > 0.0 {
-        // Roy & Vetterli: exp of the entropy of σ normalised to sum 1 (σ = 0 terms add 0).
-        let h: f64 = sigma
-            .iter()
-            .filter(|&&x| x > 0.0)
-            .map(|&x| {
-                let p = x / sum;
-                -p * p.ln()
-            })
-            .sum();
-        h.exp()
-    } else {
-        0.0
-    };
+    let effective_rank = effective_rank(&sigma);
     let energy_rank = |q: f64| {
         if energy <= 0.0 {
             return 0;

@@ -40,7 +40,10 @@ pub struct Overview {
     pub repos: usize,
     pub adapters: usize,
     pub lora: usize,
+    /// Full weights that no adapter of the list names as its base (merged models and the like).
     pub full_weights: usize,
+    /// Full models that adapters of the list name as their base (pattern `base model`).
+    pub base_models_present: usize,
     pub empty: usize,
     pub no_safetensors: usize,
     pub errors: usize,
@@ -253,6 +256,10 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
             at += 1;
         }
     }
+    // Base models the adapters name, after the merged/full-weights row.
+    if patterns.contains(&Pattern::BaseModel) {
+        rows.insert(at + 1, Pattern::BaseModel.as_str());
+    }
     let pattern_rows = rows
         .iter()
         .map(|&row| {
@@ -359,7 +366,14 @@ pub fn build(adapters: &[Adapter], remote: Option<SurveyStats>) -> Report {
         repos: repos.len(),
         adapters: adapters.len(),
         lora: lora.len(),
-        full_weights: kind_count(Kind::FullWeights),
+        full_weights: adapters
+            .iter()
+            .filter(|a| a.pattern() == Pattern::FullWeights)
+            .count(),
+        base_models_present: adapters
+            .iter()
+            .filter(|a| a.pattern() == Pattern::BaseModel)
+            .count(),
         empty: kind_count(Kind::Empty),
         no_safetensors: kind_count(Kind::NoSafetensors),
         errors: kind_count(Kind::Error),
@@ -490,7 +504,7 @@ fn notes(adapters: &[Adapter], ov: &Overview, remote: Option<&SurveyStats>) -> V
             list(&mixed)
         ));
     }
-    let full = ids(&|a| a.kind == Kind::FullWeights);
+    let full = ids(&|a| a.pattern() == Pattern::FullWeights);
     if !full.is_empty() {
         out.push(format!(
             "{} hold(s) plain weights, not LoRA (a merged model or part of one): {}.",
@@ -624,6 +638,12 @@ impl Report {
              errors: {}\n",
             ov.lora, ov.full_weights, ov.empty, ov.no_safetensors, ov.errors
         );
+        if ov.base_models_present > 0 {
+            md += &format!(
+                "- **Base models in the list**: {} (full models the adapters name; not counted as full weights)\n",
+                ov.base_models_present
+            );
+        }
         md += &format!(
             "- **Safetensors**: {} files, {}, {} tensors (headers only were read)\n",
             ov.files,

@@ -105,18 +105,76 @@ fn normal(rng: &mut Rng, n: usize, sd: f64) -> Vec<f64> {
     (0..n).map(|_| rng.normal() * sd).collect()
 }
 
-/// The tensors of one layer.
-fn layer_tensors(spec: &BaseSpec, l: usize, rng: &mut Rng) -> Vec<TensorData> {
+/// A merge written over a base: W + ΔW, ΔW of rank `rank` with ‖ΔW‖_F = `relative`·‖W‖_F (a
+/// little more on later layers), on the attention projections of `layers` and on the gate_up
+/// and down of `experts` in those layers; every other weight is the base's, bit for bit.
+#[derive(Debug, Clone)]
+pub struct Merge {
+    pub layers: Vec<usize>,
+    pub experts: Vec<usize>,
+    pub rank: usize,
+    pub relative: f64,
+    pub seed: u64,
+    /// How the merged experts are stored: BF16 (E, in, out) as `merged_16bit` uploads store
+    /// them; MXFP4 only when no expert changes (re-quantising a merge is not modelled).
+    pub storage: ExpertStorage,
+    /// The model card's `base_model` (README.md front matter), as the Hub writes it.
+    pub base_model: String,
+}
+
+/// What a layer's writer changes: the merge and its own random stream (the base's stream is
+/// consumed as for the base alone, so unchanged weights are equal).
+struct Edit<'a> {
+    merge: &'a Merge,
+    rng: Rng,
+}
+
+impl Edit<'_> {
+    /// Adds ΔW = B·A (rank r, scaled to `relative`·‖W‖_F) to W (out × in, row-major).
+    fn add(&mut self, w: &mut [f64], out: usize, inn: usize, l: usize) {
+        let r = self.merge.rank.min(out).min(inn);
+        let b = normal(&mut self.rng, out * r, 1.0);
+        let a = normal(&mut self.rng, r * inn, 1.0);
+        let mut dw = vec![0.0; out * inn];
+        for o in 0..out {
+            for k in 0..r {
+                let bk = b[o * r + k];
+                for (x, ak) in dw[o * inn..(o + 1) * inn].iter_mut().zip(&a[k * inn..]) {
+                    *x += bk * ak;
+                }
+            }
+        }
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let (nw, nd) = (norm(w), norm(&dw));
+        if nd == 0.0 {
+            return;
+        }
+        let s = self.merge.relative * (1.0 + l as f64 / 8.0) * nw / nd;
+        for (x, d) in w.iter_mut().zip(&dw) {
+            *x += s * d;
+        }
+    }
+}
+
+/// The tensors of one layer, experts stored as `storage`, with the merge's changes if any.
+fn layer_tensors(
+    spec: &BaseSpec,
+    l: usize,
+    rng: &mut Rng,
+    storage: ExpertStorage,
+    mut edit: Option<&mut Edit<'_>>,
+) -> Vec<TensorData> {
     let d = spec.dims;
+    let merged = edit.as_ref().is_some_and(|e| e.merge.layers.contains(&l));
     let p = format!("model.layers.{l}");
     let mut t = vec![];
     for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
         let (o, i) = d.attn_shape(proj);
-        t.push(bf16(
-            format!("{p}.self_attn.{proj}.weight"),
-            vec![o, i],
-            &normal(rng, o * i, 0.02),
-        ));
+        let mut w = normal(rng, o * i, 0.02);
+        if let Some(e) = edit.as_deref_mut().filter(|_| merged) {
+            e.add(&mut w, o, i, l);
+        }
+        t.push(bf16(format!("{p}.self_attn.{proj}.weight"), vec![o, i], &w));
         t.push(bf16(
             format!("{p}.self_attn.{proj}.bias"),
             vec![o],
@@ -160,7 +218,33 @@ fn layer_tensors(spec: &BaseSpec, l: usize, rng: &mut Rng) -> Vec<TensorData> {
             &normal(rng, e * out, 0.01),
         ));
         let (blocks, scales) = mxfp4_codes(rng, e, out, inn);
-        match spec.experts {
+        let changed: Vec<usize> = match edit.as_deref() {
+            Some(ed) if merged => ed
+                .merge
+                .experts
+                .iter()
+                .copied()
+                .filter(|&x| x < e)
+                .collect(),
+            _ => vec![],
+        };
+        assert!(
+            changed.is_empty() || storage == ExpertStorage::Bf16,
+            "a merge that changes experts is written with BF16 experts"
+        );
+        match storage {
+            ExpertStorage::Bf16 if !changed.is_empty() => {
+                let mut v = decoded(&blocks, &scales, e, out, inn);
+                let ed = edit.as_deref_mut().expect("an edit");
+                for &x in &changed {
+                    ed.add(&mut v[x * out * inn..(x + 1) * out * inn], out, inn, l);
+                }
+                t.push(bf16(
+                    format!("{p}.mlp.experts.{name}"),
+                    vec![e, inn, out],
+                    &transpose_experts(&v, e, out, inn),
+                ));
+            }
             ExpertStorage::Mxfp4 => {
                 let g = inn / mxfp4::BLOCK;
                 t.push(u8s(
@@ -190,6 +274,33 @@ fn layer_tensors(spec: &BaseSpec, l: usize, rng: &mut Rng) -> Vec<TensorData> {
 /// The files of the base repo: `config.json`, the index and the shards, as hub-cache items.
 /// Needs `hidden` and `inter` multiples of 32 (MXFP4 blocks).
 pub fn base_items(spec: &BaseSpec) -> Vec<Item> {
+    repo_items(spec, spec.experts, None)
+}
+
+/// The files of a model merged over the base `spec` describes (same values wherever `merge`
+/// changes nothing), with a model card naming the base, as merged uploads carry one.
+pub fn merged_items(spec: &BaseSpec, merge: &Merge) -> Vec<Item> {
+    let mut edit = Edit {
+        merge,
+        rng: Rng::new(merge.seed),
+    };
+    let mut items = repo_items(spec, merge.storage, Some(&mut edit));
+    items.push(Item::Raw {
+        name: "README.md".into(),
+        bytes: format!(
+            "---\nbase_model: {}\nlibrary_name: transformers\ntags:\n- merged\n---\n\nA synthetic merge written by lorascope.\n",
+            merge.base_model
+        )
+        .into_bytes(),
+    });
+    items
+}
+
+fn repo_items(
+    spec: &BaseSpec,
+    storage: ExpertStorage,
+    mut edit: Option<&mut Edit<'_>>,
+) -> Vec<Item> {
     let d = spec.dims;
     assert!(
         d.hidden % mxfp4::BLOCK == 0 && d.inter % mxfp4::BLOCK == 0,
@@ -199,7 +310,13 @@ pub fn base_items(spec: &BaseSpec) -> Vec<Item> {
     let mut rng = Rng::new(spec.seed);
     let mut per_shard: Vec<Vec<TensorData>> = vec![vec![]; shards];
     for l in 0..d.layers {
-        per_shard[l % shards].extend(layer_tensors(spec, l, &mut rng));
+        per_shard[l % shards].extend(layer_tensors(
+            spec,
+            l,
+            &mut rng,
+            storage,
+            edit.as_deref_mut(),
+        ));
     }
     per_shard[shards - 1].push(bf16(
         "model.norm.weight".into(),
@@ -230,7 +347,7 @@ pub fn base_items(spec: &BaseSpec) -> Vec<Item> {
         "intermediate_size": d.inter,
         "num_hidden_layers": d.layers,
         "num_local_experts": d.experts,
-        "quantization_config": if spec.experts == ExpertStorage::Mxfp4 {
+        "quantization_config": if storage == ExpertStorage::Mxfp4 {
             serde_json::json!({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]})
         } else {
             serde_json::Value::Null
@@ -250,4 +367,9 @@ pub fn base_items(spec: &BaseSpec) -> Vec<Item> {
 /// Writes the base as repo `id` of the hub cache at `root`. Returns the bytes written.
 pub fn write_base(root: &Path, id: &str, spec: &BaseSpec) -> crate::Result<u64> {
     crate::synth::write_hub_repo(root, id, &base_items(spec))
+}
+
+/// Writes a merge over the base `spec` as repo `id` of the hub cache at `root`.
+pub fn write_merged(root: &Path, id: &str, spec: &BaseSpec, merge: &Merge) -> crate::Result<u64> {
+    crate::synth::write_hub_repo(root, id, &merged_items(spec, merge))
 }

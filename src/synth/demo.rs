@@ -1,8 +1,11 @@
 //! The demo cache: one adapter of each layout of the survey, at real gpt-oss-20b shapes with small
-//! ranks, written in the real hub cache layout (blobs, snapshot symlinks, refs/main).
+//! ranks, written in the real hub cache layout (blobs, snapshot symlinks, refs/main); and a small
+//! base model with an adapter and a merge on it, so that the views against the base work on a
+//! fresh machine.
 
 use crate::adapter::Source;
 use crate::error::{Error, Result};
+use crate::synth::base::{self as synth_base, BaseSpec, ExpertStorage, Merge};
 use crate::synth::{self, Dims, Item, Pattern, Spec};
 use safetensors::Dtype;
 use std::fs;
@@ -46,6 +49,58 @@ fn spec(pattern: Pattern, r: usize, er: usize, dtype: Dtype, seed: u64) -> Spec 
     s.dtype = dtype;
     s.seed = seed;
     s
+}
+
+/// The demo's base model: gpt-oss's tensor names, layout and MXFP4 experts at reduced sizes
+/// (a real gpt-oss-20b base is 13 GB). Sharded in two, like the release.
+pub const BASE_ID: &str = "lorascope-demo/gpt-oss-mini";
+pub const BASE_DIMS: Dims = Dims {
+    layers: 6,
+    hidden: 256,
+    q_out: 256,
+    kv_out: 64,
+    experts: 8,
+    inter: 256,
+};
+
+fn base_spec() -> BaseSpec {
+    BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4)
+}
+
+/// The repos on the demo base: the base itself, a PEFT expert adapter naming it, and a
+/// `merged_16bit`-style merge over it (BF16 experts) that changed two layers and three experts.
+fn base_repos() -> Vec<Repo> {
+    let mut peft = Spec::new(BASE_DIMS, Pattern::PeftExperts { layers: vec![1, 4] });
+    peft.attn_rank = 8;
+    peft.expert_rank = 4;
+    peft.alpha = 16.0;
+    peft.dtype = Dtype::BF16;
+    peft.seed = 31;
+    peft.base_model = BASE_ID.into();
+    let merge = Merge {
+        layers: vec![2, 4],
+        experts: vec![0, 3, 5],
+        rank: 8,
+        relative: 0.05,
+        seed: 32,
+        storage: ExpertStorage::Bf16,
+        base_model: BASE_ID.into(),
+    };
+    let name = |id: &'static str| id.strip_prefix("lorascope-demo/").expect("demo id");
+    vec![
+        Repo {
+            name: name(BASE_ID),
+            files: synth_base::base_items(&base_spec()),
+        },
+        Repo {
+            name: "gpt-oss-mini-moe-peft",
+            files: adapter_files(&peft, ""),
+        },
+        Repo {
+            name: "gpt-oss-mini-merged",
+            files: synth_base::merged_items(&base_spec(), &merge),
+        },
+    ]
 }
 
 fn repos() -> Vec<Repo> {
@@ -197,6 +252,9 @@ fn repos() -> Vec<Repo> {
             files: adapter_files(&nan, ""),
         },
     ]
+    .into_iter()
+    .chain(base_repos())
+    .collect()
 }
 
 /// Writes the demo cache into `dir` (refusing a folder that holds anything but a demo).

@@ -109,6 +109,8 @@ pub struct Spec {
     pub aligned: bool,
     /// Deliberate defects of some deltas (health fixtures, the demo's broken adapters).
     pub damage: Vec<Damage>,
+    /// The config's `base_model_name_or_path` (PEFT writers; Unsloth and mlx-lm name their own).
+    pub base_model: String,
 }
 
 /// A defect planted in the deltas a selector picks (`None` = any layer, target or expert).
@@ -177,6 +179,7 @@ impl Spec {
             sparse: false,
             aligned: true,
             damage: vec![],
+            base_model: "openai/gpt-oss-20b".into(),
         }
     }
 }
@@ -729,7 +732,7 @@ pub fn generate(spec: &Spec) -> Generated {
         |v: &[(String, serde_json::Value)]| serde_json::Value::Object(v.iter().cloned().collect());
     let config = serde_json::json!({
         "peft_type": "LORA",
-        "base_model_name_or_path": "openai/gpt-oss-20b",
+        "base_model_name_or_path": spec.base_model,
         "r": spec.attn_rank,
         "lora_alpha": spec.alpha,
         "use_rslora": spec.rslora,

@@ -450,7 +450,7 @@ impl App {
     fn scan_rows(&mut self, adapters: Vec<Adapter>) {
         let first = self.adapters.len();
         self.adapters.extend(adapters.into_iter().map(Arc::new));
-        self.list.add_adapters(&self.adapters[first..]);
+        self.list.add_adapters(&self.adapters, first);
     }
 
     fn scan_done(&mut self, adapters: Vec<Adapter>, note: Option<String>) {

@@ -33,6 +33,8 @@ pub struct ListRow {
     pub error: Option<String>,
     /// Tensors not understood: marked `?N` after the pattern.
     pub unrecognised: usize,
+    /// Adapters of the list that name it as their base (a base model row says how many).
+    pub base_of: usize,
     /// The detail line: path, base model, deltas, notes.
     pub detail: Vec<String>,
     /// The health check: not yet (None), failed (Some(None)) or its verdict.
@@ -43,7 +45,12 @@ pub struct ListRow {
 
 impl ListRow {
     pub fn new(a: &Adapter) -> ListRow {
-        let s = a.summary();
+        ListRow::new_as(a, a.base_of)
+    }
+
+    /// The row when `base_of` adapters of the list name `a` as their base.
+    pub fn new_as(a: &Adapter, base_of: usize) -> ListRow {
+        let s = a.summary_as(base_of);
         let all_layers = a.layer_indices();
         let expert_layers_text = if s.expert_layers.len() > 1 && s.expert_layers == all_layers {
             format!("all {}", s.expert_layers.len())
@@ -62,6 +69,13 @@ impl ListRow {
         }
         if let Some(b) = &s.base_model {
             facts.push(format!("base {b}"));
+        }
+        if s.base_of > 0 {
+            facts.push(format!(
+                "the base of {} adapter{} in the list",
+                s.base_of,
+                if s.base_of == 1 { "" } else { "s" }
+            ));
         }
         if s.deltas > 0 {
             facts.push(format!("{} deltas on {} layers", s.deltas, s.layers));
@@ -96,6 +110,7 @@ impl ListRow {
             id: s.id,
             kind: s.kind,
             pattern: s.pattern.as_str(),
+            base_of: s.base_of,
             targets,
             attn_rank: s.attention_rank,
             expert_rank: s.expert_rank,
@@ -152,10 +167,17 @@ impl ListRow {
         match c {
             ListColumn::Id => self.id.clone(),
             // `attn` keeps the column narrow; the detail line spells the pattern out.
-            ListColumn::Pattern => match self.unrecognised {
-                0 => self.pattern.replace("attention", "attn"),
-                n => format!("{} ?{n}", self.pattern.replace("attention", "attn")),
-            },
+            ListColumn::Pattern => {
+                let p = if self.base_of > 0 {
+                    text::pattern_cell(crate::adapter::Pattern::BaseModel, self.base_of)
+                } else {
+                    self.pattern.replace("attention", "attn")
+                };
+                match self.unrecognised {
+                    0 => p,
+                    n => format!("{p} ?{n}"),
+                }
+            }
             ListColumn::Targets => self.targets.clone(),
             ListColumn::AttnRank => text::opt(self.attn_rank),
             ListColumn::ExpertRank => text::opt(self.expert_rank),

@@ -3,6 +3,14 @@
 
 use crate::adapter::target::Target;
 
+/// The pattern of a list row: a base model says how many adapters of the list use it.
+pub fn pattern_cell(p: crate::adapter::Pattern, base_of: usize) -> String {
+    match p {
+        crate::adapter::Pattern::BaseModel => format!("{} ({base_of})", p.as_str()),
+        _ => p.as_str().to_string(),
+    }
+}
+
 /// `1.5 GB`, `12.0 MB`, `512 B`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

@@ -30,6 +30,8 @@ pub struct ListScreen {
     pub marked: Vec<usize>,
     /// Natural column widths over every row, so that they do not jump while scrolling.
     pub widths: Vec<u16>,
+    /// The base models the list's adapters name, counted as rows arrive.
+    uses: crate::adapter::BaseUses,
 }
 
 impl Default for ListScreen {
@@ -44,6 +46,7 @@ impl Default for ListScreen {
             selected: 0,
             marked: vec![],
             widths: vec![],
+            uses: Default::default(),
         }
     }
 }
@@ -71,10 +74,27 @@ impl ListScreen {
         self.visible.get(self.selected).copied()
     }
 
-    /// Rows for adapters appended to the list (the scan's, as they arrive): sorted and filtered
-    /// in, the selected adapter staying selected.
-    pub fn add_adapters(&mut self, adapters: &[Arc<Adapter>]) {
-        self.rows.extend(adapters.iter().map(|a| ListRow::new(a)));
+    /// Rows for the adapters of `all` from `first` on, appended to the list (the scan's, as they
+    /// arrive): sorted and filtered in, the selected adapter staying selected. A full model that
+    /// an adapter (before or after it) names as its base becomes a `base model` row.
+    pub fn add_adapters(&mut self, all: &[Arc<Adapter>], first: usize) {
+        for a in &all[first..] {
+            self.uses.add(a);
+        }
+        self.rows.extend(
+            all[first..]
+                .iter()
+                .map(|a| ListRow::new_as(a, self.uses.count(a))),
+        );
+        // Rows already listed whose count changed (full weights only: a few rows).
+        for (i, a) in all[..first].iter().enumerate() {
+            let n = self.uses.count(a);
+            if self.rows.get(i).is_some_and(|r| r.base_of != n) {
+                let health = self.rows[i].health;
+                self.rows[i] = ListRow::new_as(a, n);
+                self.rows[i].health = health;
+            }
+        }
         self.widths();
         self.refilter();
     }
@@ -88,7 +108,10 @@ impl ListScreen {
 
     /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
     pub fn set_row(&mut self, idx: usize, a: &Adapter) {
-        let row = ListRow::new(a);
+        if idx >= self.rows.len() {
+            self.uses.add(a);
+        }
+        let row = ListRow::new_as(a, self.uses.count(a));
         match self.rows.get_mut(idx) {
             Some(r) => *r = row,
             None => self.rows.push(row),
