@@ -513,15 +513,15 @@ mod avx2 {
                         }
                     }
                 }
-                for a in 0..RP {
+                for (a, tile_row) in acc.iter().enumerate() {
                     let p = p0 + a;
                     if p >= r {
                         continue;
                     }
-                    for b in 0..RQ {
+                    for (b, &v4) in tile_row.iter().enumerate() {
                         let mut lanes = [0.0; 4];
                         // SAFETY: `lanes` holds four f64.
-                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc[a][b]) };
+                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v4) };
                         for (l, v) in lanes.iter().enumerate() {
                             let q = qs[b] + l;
                             if q >= q0 + 4 * b && q <= p {
