@@ -5,7 +5,7 @@ mod support;
 
 use lorascope::adapter::layout::{Delta, LayoutOptions};
 use lorascope::adapter::{Adapter, Source};
-use lorascope::compute::gram;
+use lorascope::compute::gram::{self, Kernel, Wide};
 use lorascope::compute::math::{self, Factored};
 use lorascope::compute::shared::{self, SharedRs};
 use lorascope::compute::stats::{self, Control, Filter};
@@ -107,6 +107,108 @@ fn every_dtype_is_widened_exactly() {
     assert_lower_close(g, &dense_gram(f16, |x| x.to_f64()), 1e-13);
     let g = &gram::grams_lower(&[f64s])[0];
     assert_lower_close(g, &dense_gram(f64s, |x| x), 1e-13);
+}
+
+/// `got` (lower triangle) against the symmetric `want`, entry by entry relative to the
+/// Cauchy–Schwarz bound √(G_pp·G_qq) of a dot product's rounding error.
+fn assert_gram_close(got: &faer::Mat<f64>, want: &[Vec<f64>], tol: f64, what: &str) {
+    let r = want.len();
+    assert_eq!((got.nrows(), got.ncols()), (r, r), "{what}");
+    for p in 0..r {
+        for q in 0..=p {
+            let scale = (want[p][p] * want[q][q]).sqrt().max(1e-300);
+            let err = (got[(p, q)] - want[p][q]).abs();
+            assert!(
+                err <= tol * scale,
+                "{what} ({p},{q}): {} vs {}",
+                got[(p, q)],
+                want[p][q]
+            );
+        }
+    }
+}
+
+/// The full symmetric matrix of a lower triangle.
+fn symmetric(g: &faer::Mat<f64>) -> Vec<Vec<f64>> {
+    let r = g.nrows();
+    (0..r)
+        .map(|p| (0..r).map(|q| g[(p.max(q), p.min(q))]).collect())
+        .collect()
+}
+
+/// The scalar kernel against the definition, and every SIMD kernel this CPU has against the
+/// scalar one, on the four layouts the kernels tell apart: contiguous columns (Aᵀ), contiguous
+/// rows (B, a 3D slice), and strided both ways with the rows or the columns closer (PEFT's
+/// stride-E expert B; a transposed view with a step).
+fn kernels_agree<T: Wide + Copy>(v: &[T], n: usize, r: usize, what: &str) {
+    let e = 3;
+    let len = e * n * r;
+    let packed = Array2::from_shape_vec((n, e * r), v[..len].to_vec()).unwrap();
+    let a = Array2::from_shape_vec((e * r, n), v[..len].to_vec()).unwrap();
+    let t3 = Array3::from_shape_vec((e, n, r), v[..len].to_vec()).unwrap();
+    let stepped = Array2::from_shape_vec((r, 2 * n), v[..2 * n * r].to_vec()).unwrap();
+    let mut views: Vec<ArrayView2<T>> = (0..e).map(|x| packed.slice(s![.., x..;e])).collect();
+    views.push(a.slice(s![r..2 * r, ..]).reversed_axes());
+    views.push(t3.slice(s![e - 1, .., ..]));
+    views.push(stepped.slice(s![.., 1..;2]).reversed_axes());
+    let scalar = gram::grams_lower_with(&views, Kernel::Scalar);
+    for (i, (m, g)) in views.iter().zip(&scalar).enumerate() {
+        let want = dense_gram(m.view(), |x| x.to_f64());
+        assert_gram_close(
+            g,
+            &want,
+            1e-12,
+            &format!("scalar {what} n={n} r={r} view {i}"),
+        );
+    }
+    for k in [Kernel::Avx2Fma].into_iter().filter(|k| k.available()) {
+        let got = gram::grams_lower_with(&views, k);
+        for (i, (g, s)) in got.iter().zip(&scalar).enumerate() {
+            let tag = format!("{k:?} {what} n={n} r={r} view {i}");
+            assert_gram_close(g, &symmetric(s), 1e-12, &tag);
+        }
+    }
+}
+
+/// The SIMD kernel equals the scalar reference within f64 rounding in every dtype, at lengths
+/// that are not multiples of the vector width (n = 1, 3, 6, 37, …), ranks that leave ragged
+/// register tiles (r = 1, 3, 8, 33), a rank above the tiles' (r = 70: packed GEMM) and sizes
+/// that cross several blocks of rows.
+#[test]
+fn simd_and_scalar_kernels_agree_on_odd_shapes() {
+    let shapes = [1usize, 3, 6, 37, 1003]
+        .iter()
+        .flat_map(|&n| [1usize, 3, 8, 33].map(|r| (n, r)))
+        .chain([(17001, 3), (6001, 8), (1003, 70)]);
+    for (n, r) in shapes {
+        let v = random_f32((n * 1000 + r) as u64, 3 * n * r);
+        kernels_agree(&v, n, r, "F32");
+        let bf: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        kernels_agree(&bf, n, r, "BF16");
+        let f16: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        kernels_agree(&f16, n, r, "F16");
+        let f64s: Vec<f64> = v.iter().map(|&x| x as f64 * 1e-3 + 1e-9).collect();
+        kernels_agree(&f64s, n, r, "F64");
+    }
+}
+
+/// The SIMD kernel is the one used wherever the CPU runs it (else every test above would only
+/// exercise the scalar one).
+#[test]
+fn the_simd_kernel_is_detected_where_the_cpu_has_it() {
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let want = if simd {
+        Kernel::Avx2Fma
+    } else {
+        Kernel::Scalar
+    };
+    assert_eq!(Kernel::detected(), want);
+    assert!(Kernel::Scalar.available());
 }
 
 /// R of every factor satisfies RᵀR = MᵀM, with min(n, r) rows: Cholesky for tall factors,

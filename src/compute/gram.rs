@@ -2,28 +2,179 @@
 //! map, in any of the four dtypes and with any strides (PEFT's stride-E expert columns, MLX's
 //! transposed factors, one slice of a 3D tensor).
 //!
-//! No f64 copy of a whole factor is made: the rows are widened to f64 one block at a time into
-//! a scratch of about 128 KB (it stays in cache) and accumulated into MᵀM with faer's FMA
-//! kernels (runtime-dispatched SIMD). All the factors taken from one tensor are served from the
-//! same block of rows, so PEFT's packed B (every expert's columns interleaved in each row) is
-//! read from memory once, not once per expert.
+//! No f64 copy of a whole factor is made. The rows are taken one block at a time (cache blocking
+//! over the long dimension n), and all the factors of one tensor are served from the same block,
+//! so PEFT's packed B (every expert's columns interleaved in each row) is read from memory once,
+//! not once per expert. On x86-64 with AVX2 + FMA (+ F16C for F16), detected once at run time,
+//! and for ranks up to 64, the block is read straight from the map: four elements at a time,
+//! widened to f64 in registers, multiplied and accumulated in f64 with FMA into a register tile
+//! of the Gram. Only blocks strided both ways (PEFT's expert B) are first widened into a small
+//! f64 scratch; larger ranks take faer's packed GEMM on the widened block. The scalar kernel is
+//! the portable fallback and the reference the SIMD one is tested against (`Kernel`).
 
 use crate::compute::math::{self, FactorR};
 use crate::compute::tensor::Elem;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::{Accum, Mat, MatRef, Par};
-use ndarray::{s, ArrayView2};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use ndarray::{s, ArrayView2, ShapeBuilder};
 
-/// f64 values in the scratch block (its row count is this over r): 128 KB.
-const BLOCK_ELEMS: usize = 16 * 1024;
+/// Bytes of one factor's block of rows: the SIMD tiles read the block again for every tile of
+/// the Gram, so it must stay in L1/L2.
+const BLOCK_BYTES: usize = 64 * 1024;
 /// Bytes of the tensor one block of rows spans across all its factors (PEFT's packed B: every
 /// expert's columns), kept in L2 while each factor takes its columns from it.
 const BLOCK_SPAN_BYTES: usize = 512 * 1024;
-/// Fewest rows in a block: below this faer's per-call overhead dominates.
-const MIN_BLOCK_ROWS: usize = 16;
+/// Fewest rows in a block: below this the per-block horizontal sums dominate.
+const MIN_BLOCK_ROWS: usize = 64;
+/// Largest rank the SIMD register tiles take. Above it (r = 128: 15.3 ms against 18.1 ms per
+/// 4096 × 2880 delta, r = 512: 254 against 450 ms, `cargo bench --bench math`) the Gram
+/// outgrows the caches and faer's packed GEMM on the widened block is faster.
+const SIMD_MAX_RANK: usize = 64;
+
+/// How the Gram of a block of rows is accumulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Plain f64 multiply-adds, each Gram entry summed in row order: portable, and the
+    /// reference the SIMD kernel is tested against.
+    Scalar,
+    /// x86-64 AVX2 + FMA (+ F16C): widening loads, f64 FMA into register tiles.
+    Avx2Fma,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn detected() -> Kernel {
+        static DETECTED: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            if Kernel::Avx2Fma.available() {
+                Kernel::Avx2Fma
+            } else {
+                Kernel::Scalar
+            }
+        })
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2Fma => false,
+        }
+    }
+}
+
+/// An element type the Gram kernels read: `Elem` plus its SIMD widening loads.
+pub trait Wide: Elem {
+    /// Four consecutive elements at `p`, widened to f64.
+    ///
+    /// # Safety
+    /// `p` is valid for reading four elements, and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load4(p: *const Self) -> std::arch::x86_64::__m256d;
+
+    /// The element at `p`, widened to f64 and broadcast to the four lanes.
+    ///
+    /// # Safety
+    /// `p` is valid for reading one element, and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load1(p: *const Self) -> std::arch::x86_64::__m256d;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod loads {
+    use super::Wide;
+    use std::arch::x86_64::*;
+
+    impl Wide for f64 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load4(p: *const f64) -> __m256d {
+            // SAFETY: the caller guarantees four readable elements.
+            unsafe { _mm256_loadu_pd(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load1(p: *const f64) -> __m256d {
+            // SAFETY: the caller guarantees one readable element.
+            unsafe { _mm256_broadcast_sd(&*p) }
+        }
+    }
+
+    impl Wide for f32 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load4(p: *const f32) -> __m256d {
+            // SAFETY: the caller guarantees four readable elements (16 bytes).
+            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(p)) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load1(p: *const f32) -> __m256d {
+            // SAFETY: the caller guarantees one readable element.
+            unsafe { _mm256_set1_pd(*p as f64) }
+        }
+    }
+
+    /// Four 16-bit values (8 bytes) at `p`, in the low half of an xmm register.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load_u16x4<T>(p: *const T) -> __m128i {
+        // SAFETY: the caller guarantees 8 readable bytes; unaligned 64-bit loads are allowed.
+        unsafe { _mm_loadl_epi64(p.cast()) }
+    }
+
+    impl Wide for half::bf16 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load4(p: *const half::bf16) -> __m256d {
+            // bf16 is the top half of an f32: interleaving zeros below each value widens it exactly.
+            // SAFETY: the caller guarantees four readable elements.
+            let f = unsafe { _mm_unpacklo_epi16(_mm_setzero_si128(), load_u16x4(p)) };
+            _mm256_cvtps_pd(_mm_castsi128_ps(f))
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load1(p: *const half::bf16) -> __m256d {
+            // SAFETY: the caller guarantees one readable element.
+            let bits = unsafe { *p }.to_bits() as u32;
+            _mm256_set1_pd(f32::from_bits(bits << 16) as f64)
+        }
+    }
+
+    impl Wide for half::f16 {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load4(p: *const half::f16) -> __m256d {
+            // SAFETY: the caller guarantees four readable elements; F16C widens them exactly.
+            unsafe { _mm256_cvtps_pd(_mm_cvtph_ps(load_u16x4(p))) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load1(p: *const half::f16) -> __m256d {
+            // SAFETY: the caller guarantees one readable element.
+            let bits = unsafe { *p }.to_bits() as i16;
+            _mm256_cvtps_pd(_mm_cvtph_ps(_mm_set1_epi16(bits)))
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod loads {
+    impl super::Wide for f64 {}
+    impl super::Wide for f32 {}
+    impl super::Wide for half::bf16 {}
+    impl super::Wide for half::f16 {}
+}
 
 /// R (min(n, r) × r, RᵀR = MᵀM) of every tall matrix, all views of one tensor.
-pub fn tall_rs<T: Elem>(talls: &[ArrayView2<'_, T>]) -> Vec<FactorR> {
+pub fn tall_rs<T: Wide>(talls: &[ArrayView2<'_, T>]) -> Vec<FactorR> {
     // A short factor's r×r Gram is rank-deficient and can be huge (r = 65536 on 2×2): Householder.
     let tall: Vec<usize> = (0..talls.len())
         .filter(|&i| talls[i].nrows() >= talls[i].ncols())
@@ -76,46 +227,145 @@ fn dense<T: Elem>(m: ArrayView2<'_, T>) -> Mat<f64> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, k| m[(i, k)].to_f64())
 }
 
-/// Lower triangles of MᵀM for every tall view, blocked over the long dimension n.
-pub fn grams_lower<T: Elem>(talls: &[ArrayView2<'_, T>]) -> Vec<Mat<f64>> {
+/// The lower triangle of MᵀM of a dense f64 matrix (the factors of `math::Factored`).
+pub fn gram_lower_f64(tall: MatRef<'_, f64>) -> Mat<f64> {
+    let (n, r) = (tall.nrows(), tall.ncols());
+    let (rs, cs) = (tall.row_stride(), tall.col_stride());
+    if r > SIMD_MAX_RANK || rs < 0 || cs < 0 {
+        // Already f64: faer's GEMM takes the whole matrix, with no widened blocks to add up.
+        let mut g = Mat::zeros(r, r);
+        lower_add(g.as_mut(), tall);
+        return g;
+    }
+    // SAFETY: faer's shape, non-negative strides and pointer address exactly the elements
+    // `tall` borrows, for no longer than `tall` lives.
+    let view = unsafe {
+        ArrayView2::from_shape_ptr((n, r).strides((rs as usize, cs as usize)), tall.as_ptr())
+    };
+    grams_lower(&[view]).swap_remove(0)
+}
+
+/// Lower triangles of MᵀM for every tall view, with the detected kernel.
+pub fn grams_lower<T: Wide>(talls: &[ArrayView2<'_, T>]) -> Vec<Mat<f64>> {
+    grams_lower_with(talls, Kernel::detected())
+}
+
+/// Lower triangles of MᵀM for every tall view, blocked over the long dimension n, with the
+/// given kernel (the scalar one when the CPU cannot run it).
+pub fn grams_lower_with<T: Wide>(talls: &[ArrayView2<'_, T>], kernel: Kernel) -> Vec<Mat<f64>> {
+    let kernel = if kernel.available() {
+        kernel
+    } else {
+        Kernel::Scalar
+    };
     let n = talls.iter().map(|m| m.nrows()).max().unwrap_or(0);
     let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
     let r_sum: usize = talls.iter().map(|m| m.ncols()).sum::<usize>().max(1);
-    let span = BLOCK_SPAN_BYTES / (r_sum * std::mem::size_of::<T>());
-    let rows = (BLOCK_ELEMS / r_max).min(span).max(MIN_BLOCK_ROWS);
-    let mut pack = vec![0.0; rows.min(n) * r_max];
-    let mut out: Vec<Mat<f64>> = talls
+    let size = std::mem::size_of::<T>();
+    let rows = (BLOCK_BYTES / (r_max * size))
+        .min(BLOCK_SPAN_BYTES / (r_sum * size))
+        .max(MIN_BLOCK_ROWS);
+    // Widened rows (scalar kernel) or a widened block (strided blocks of the SIMD kernel).
+    let mut pack = vec![0.0; rows.min(n).max(1) * r_max];
+    let mut out: Vec<Vec<f64>> = talls
         .iter()
-        .map(|m| Mat::zeros(m.ncols(), m.ncols()))
+        .map(|m| vec![0.0; m.ncols() * m.ncols()])
         .collect();
     for i0 in (0..n).step_by(rows) {
         // Every factor takes this block of rows while it is in cache.
         for (m, g) in talls.iter().zip(&mut out) {
             let i1 = (i0 + rows).min(m.nrows());
-            if i1 <= i0 {
-                continue;
+            if i1 > i0 {
+                accumulate(kernel, m.slice(s![i0..i1, ..]), g, &mut pack);
             }
-            let (h, r) = (i1 - i0, m.ncols());
-            let p = &mut pack[..h * r];
-            let p = if widen(m.slice(s![i0..i1, ..]), p) {
-                MatRef::from_column_major_slice(p, h, r)
-            } else {
-                MatRef::from_row_major_slice(p, h, r)
-            };
-            triangular::matmul(
-                g.as_mut(),
-                BlockStructure::TriangularLower,
-                Accum::Add,
-                p.transpose(),
-                BlockStructure::Rectangular,
-                p,
-                BlockStructure::Rectangular,
-                1.0,
-                Par::Seq,
-            );
         }
     }
-    out
+    talls
+        .iter()
+        .zip(out)
+        .map(|(m, g)| {
+            let r = m.ncols();
+            Mat::from_fn(r, r, |p, q| if q <= p { g[q * r + p] } else { 0.0 })
+        })
+        .collect()
+}
+
+/// g (r × r, column-major; lower triangle) += blockᵀ·block.
+fn accumulate<T: Wide>(kernel: Kernel, block: ArrayView2<'_, T>, g: &mut [f64], pack: &mut [f64]) {
+    match kernel {
+        Kernel::Scalar => scalar(block, g, pack),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Fma => {
+            let (h, r) = block.dim();
+            let [rs, cs] = [block.strides()[0], block.strides()[1]];
+            // SAFETY (all three calls): `available()` confirmed AVX2, FMA and F16C before this
+            // kernel was chosen, and pointer, shape and strides describe a live view (or `pack`,
+            // which holds h × r widened values in the layout passed).
+            if r > SIMD_MAX_RANK {
+                gemm(block, g, pack)
+            } else if rs == 1 || h == 1 {
+                unsafe { avx2::col_dots(block.as_ptr(), h, r, cs, g) }
+            } else if cs == 1 && r >= 4 {
+                unsafe { avx2::row_outer(block.as_ptr(), h, r, rs, g) }
+            } else if r < 4 {
+                scalar(block, g, pack)
+            } else {
+                let p = &mut pack[..h * r];
+                if widen(block, p) {
+                    unsafe { avx2::col_dots(p.as_ptr(), h, r, h as isize, g) }
+                } else {
+                    unsafe { avx2::row_outer(p.as_ptr(), h, r, r as isize, g) }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx2Fma => unreachable!("not available: replaced by Scalar"),
+    }
+}
+
+/// g += blockᵀ·block by faer's packed GEMM on the widened block: at large ranks its packing
+/// and L2 blocking over r beat the register tiles (the Gram no longer fits in cache).
+fn gemm<T: Elem>(block: ArrayView2<'_, T>, g: &mut [f64], pack: &mut [f64]) {
+    let (h, r) = block.dim();
+    let p = &mut pack[..h * r];
+    let p = if widen(block, p) {
+        MatRef::from_column_major_slice(p, h, r)
+    } else {
+        MatRef::from_row_major_slice(p, h, r)
+    };
+    lower_add(MatMut::from_column_major_slice_mut(g, r, r), p);
+}
+
+/// The lower triangle of g += mᵀm by faer.
+fn lower_add(g: MatMut<'_, f64>, m: MatRef<'_, f64>) {
+    triangular::matmul(
+        g,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        m.transpose(),
+        BlockStructure::Rectangular,
+        m,
+        BlockStructure::Rectangular,
+        1.0,
+        Par::Seq,
+    );
+}
+
+/// The reference: each row widened, then g[p, q] += m[i, p]·m[i, q] in row order (the inner
+/// loop runs along a column of g, so the compiler can vectorise it without reordering a sum).
+fn scalar<T: Elem>(block: ArrayView2<'_, T>, g: &mut [f64], row: &mut [f64]) {
+    let r = block.ncols();
+    let row = &mut row[..r];
+    for lane in block.rows() {
+        row.iter_mut().zip(lane).for_each(|(d, x)| *d = x.to_f64());
+        for q in 0..r {
+            let x = row[q];
+            let col = &mut g[q * r..(q + 1) * r];
+            for p in q..r {
+                col[p] += row[p] * x;
+            }
+        }
+    }
 }
 
 /// Widens a block (h × r, any strides) into `pack` in the block's own memory order, so that
@@ -141,4 +391,154 @@ fn widen<T: Elem>(block: ArrayView2<'_, T>, pack: &mut [f64]) -> bool {
         }
     }
     col_major
+}
+
+/// The AVX2 + FMA micro-kernels. Both keep a 9-vector tile of the Gram in registers while
+/// they run down the rows of the block, and add it to g once per block.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Wide;
+    use std::arch::x86_64::*;
+
+    /// Columns p × columns q of the dot-product tile: 9 accumulators + 3 + 1 loads leave
+    /// registers free (with all 16 taken, LLVM spilled an accumulator to the stack in the loop).
+    const P: usize = 3;
+    const Q: usize = 3;
+
+    /// g[p, q] += Σᵢ m[i, p]·m[i, q] (q ≤ p) for an h × r block whose columns are contiguous
+    /// (row stride 1; column stride `cs`): dot products of columns, four rows per step.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; `m` with row stride 1 and column stride `cs` addresses
+    /// h × r readable elements; g holds r × r values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn col_dots<T: Wide>(
+        m: *const T,
+        h: usize,
+        r: usize,
+        cs: isize,
+        g: &mut [f64],
+    ) {
+        let h4 = h - h % 4;
+        // Past the last column a tile repeats column r − 1; those sums are dropped.
+        let col = |k: usize| m.wrapping_offset(k.min(r - 1) as isize * cs);
+        for p0 in (0..r).step_by(P) {
+            let mut pc = [m; P];
+            for (a, c) in pc.iter_mut().enumerate() {
+                *c = col(p0 + a);
+            }
+            for q0 in (0..(p0 + P).min(r)).step_by(Q) {
+                let mut qc = [m; Q];
+                for (b, c) in qc.iter_mut().enumerate() {
+                    *c = col(q0 + b);
+                }
+                let mut acc = [[_mm256_setzero_pd(); Q]; P];
+                let mut i = 0;
+                while i < h4 {
+                    let mut x = [_mm256_setzero_pd(); P];
+                    for a in 0..P {
+                        // SAFETY: rows i..i+4 < h of a column of the block.
+                        x[a] = unsafe { T::load4(pc[a].add(i)) };
+                    }
+                    for b in 0..Q {
+                        // SAFETY: as above.
+                        let y = unsafe { T::load4(qc[b].add(i)) };
+                        for a in 0..P {
+                            acc[a][b] = _mm256_fmadd_pd(x[a], y, acc[a][b]);
+                        }
+                    }
+                    i += 4;
+                }
+                for a in 0..P {
+                    for b in 0..Q {
+                        let (p, q) = (p0 + a, q0 + b);
+                        if p < r && q <= p {
+                            let mut s = hsum(acc[a][b]);
+                            for t in h4..h {
+                                // SAFETY: row t < h of columns p and q.
+                                let (x, y) = unsafe { (*pc[a].add(t), *qc[b].add(t)) };
+                                s += x.to_f64() * y.to_f64();
+                            }
+                            g[q * r + p] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows p × vectors of four q of the outer-product tile (9 accumulators + 3 + 1, as above).
+    const RP: usize = 3;
+    const RQ: usize = 3;
+
+    /// g[p, q] += Σᵢ m[i, p]·m[i, q] (q ≤ p) for an h × r block (r ≥ 4) whose rows are
+    /// contiguous (column stride 1; row stride `rs`): one outer product of each row with itself.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; r ≥ 4; `m` with row stride `rs` and column stride 1
+    /// addresses h × r readable elements; g holds r × r values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn row_outer<T: Wide>(
+        m: *const T,
+        h: usize,
+        r: usize,
+        rs: isize,
+        g: &mut [f64],
+    ) {
+        for p0 in (0..r).step_by(RP) {
+            for q0 in (0..(p0 + RP).min(r)).step_by(4 * RQ) {
+                // A vector starting past r − 4 is moved back to end at r; the lanes it shares
+                // with the vector before it are not stored twice.
+                let mut qs = [0; RQ];
+                for (b, s) in qs.iter_mut().enumerate() {
+                    *s = (q0 + 4 * b).min(r - 4);
+                }
+                let mut ps = [0; RP];
+                for (a, s) in ps.iter_mut().enumerate() {
+                    *s = (p0 + a).min(r - 1);
+                }
+                let mut acc = [[_mm256_setzero_pd(); RQ]; RP];
+                for i in 0..h {
+                    let row = m.wrapping_offset(i as isize * rs);
+                    let mut y = [_mm256_setzero_pd(); RQ];
+                    for b in 0..RQ {
+                        // SAFETY: columns qs[b]..qs[b]+4 ≤ r of row i < h.
+                        y[b] = unsafe { T::load4(row.add(qs[b])) };
+                    }
+                    for a in 0..RP {
+                        // SAFETY: column ps[a] < r of row i < h.
+                        let x = unsafe { T::load1(row.add(ps[a])) };
+                        for b in 0..RQ {
+                            acc[a][b] = _mm256_fmadd_pd(x, y[b], acc[a][b]);
+                        }
+                    }
+                }
+                for (a, tile_row) in acc.iter().enumerate() {
+                    let p = p0 + a;
+                    if p >= r {
+                        continue;
+                    }
+                    for (b, &v4) in tile_row.iter().enumerate() {
+                        let mut lanes = [0.0; 4];
+                        // SAFETY: `lanes` holds four f64.
+                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v4) };
+                        for (l, v) in lanes.iter().enumerate() {
+                            let q = qs[b] + l;
+                            if q >= q0 + 4 * b && q <= p {
+                                g[q * r + p] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sum of the four lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(v: __m256d) -> f64 {
+        let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+        _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+    }
 }

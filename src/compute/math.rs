@@ -8,10 +8,10 @@
 //! min(r, out) × min(r, in). A rank above the matrix dims (r = 65536 on 2×2) then costs O(r)
 //! work and memory, not O(r³) and r² (the r×r Gram of a short factor alone was 34 GB).
 
+use crate::compute::gram;
 use crate::compute::tensor::ColMajor;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::Svd;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Mat, MatRef, Side};
 
 /// Below this ratio of smallest to largest Cholesky diagonal the Gram matrix (cond²) nears 1/ε
 /// and can no longer hold the small directions: use Householder QR instead. Above it, Cholesky-QR
@@ -105,22 +105,9 @@ pub fn sigma_of(scale: f64, r_b: &FactorR, r_a: &FactorR) -> Vec<f64> {
     scaled(&core(r_b, r_a, false).0, scale, r_a.rank())
 }
 
-/// The lower triangle of tallᵀ·tall (all Cholesky reads): half the flops of the full product.
+/// The lower triangle of tallᵀ·tall (all Cholesky reads).
 fn gram_lower(tall: MatRef<'_, f64>) -> Mat<f64> {
-    let r = tall.ncols();
-    let mut g = Mat::<f64>::zeros(r, r);
-    triangular::matmul(
-        g.as_mut(),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        tall.transpose(),
-        BlockStructure::Rectangular,
-        tall,
-        BlockStructure::Rectangular,
-        1.0,
-        Par::Seq,
-    );
-    g
+    gram::gram_lower_f64(tall)
 }
 
 /// R (min(n, r) × r) of a Householder QR (always succeeds; zero columns give zero rows of R).
