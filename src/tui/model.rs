@@ -37,6 +37,10 @@ pub struct ListRow {
     pub detail: Vec<String>,
     /// The health check: not yet (None), failed (Some(None)) or its verdict.
     pub health: Option<Option<Verdict>>,
+    /// Downloads over the last 30 days, for a row of the Hub source.
+    pub downloads: Option<u64>,
+    /// Only its headers are here (a Hub row not fetched yet): nothing is computed on it.
+    pub remote: bool,
     /// Lower-case text the filter searches.
     haystack: String,
 }
@@ -109,8 +113,26 @@ impl ListRow {
             unrecognised: s.unrecognised,
             detail,
             health: None,
+            downloads: None,
+            remote: false,
             haystack,
         }
+    }
+
+    /// The row of an adapter of the Hub source: its downloads, and whether only its headers are
+    /// here (the detail line then says how to get its data).
+    pub fn hub(a: &Adapter, downloads: Option<u64>, remote: bool) -> ListRow {
+        let mut r = ListRow::new(a);
+        r.downloads = downloads;
+        r.remote = remote;
+        if remote && a.error.is_none() {
+            r.detail.insert(
+                2.min(r.detail.len()),
+                "on the Hub, headers only: F in its views fetches it for statistics and health"
+                    .into(),
+            );
+        }
+        r
     }
 
     /// Records the health check's outcome; its worst finding joins the detail lines.
@@ -163,7 +185,9 @@ impl ListRow {
             ListColumn::Dtype => self.dtype.clone(),
             ListColumn::Size => self.size.clone(),
             ListColumn::Tensors => self.tensors.to_string(),
-            // Only LoRA adapters (and unreadable ones) are checked.
+            ListColumn::Downloads => text::opt(self.downloads),
+            // Only LoRA adapters (and unreadable ones) are checked, once their data is here.
+            ListColumn::Health if self.remote => "-".into(),
             ListColumn::Health => match (self.kind, self.health) {
                 (Kind::Lora | Kind::Error, Some(Some(v))) => v.mark().into(),
                 (Kind::Lora | Kind::Error, Some(None)) => "?".into(),
@@ -187,9 +211,12 @@ pub enum ListColumn {
     Size,
     Tensors,
     Health,
+    /// The Hub source's extra column.
+    Downloads,
 }
 
 impl ListColumn {
+    /// The columns of the local list.
     pub const ALL: [ListColumn; 10] = [
         ListColumn::Id,
         ListColumn::Pattern,
@@ -201,6 +228,21 @@ impl ListColumn {
         ListColumn::Size,
         ListColumn::Tensors,
         ListColumn::Health,
+    ];
+
+    /// The columns of the Hub list: the local ones and downloads.
+    pub const HUB: [ListColumn; 11] = [
+        ListColumn::Id,
+        ListColumn::Pattern,
+        ListColumn::Targets,
+        ListColumn::AttnRank,
+        ListColumn::ExpertRank,
+        ListColumn::ExpertLayers,
+        ListColumn::Dtype,
+        ListColumn::Size,
+        ListColumn::Tensors,
+        ListColumn::Health,
+        ListColumn::Downloads,
     ];
 
     pub fn title(self) -> &'static str {
@@ -215,13 +257,18 @@ impl ListColumn {
             ListColumn::Size => "SIZE",
             ListColumn::Tensors => "TENSORS",
             ListColumn::Health => "HEALTH",
+            ListColumn::Downloads => "DOWNLOADS",
         }
     }
 
     pub fn right(self) -> bool {
         matches!(
             self,
-            ListColumn::AttnRank | ListColumn::ExpertRank | ListColumn::Size | ListColumn::Tensors
+            ListColumn::AttnRank
+                | ListColumn::ExpertRank
+                | ListColumn::Size
+                | ListColumn::Tensors
+                | ListColumn::Downloads
         )
     }
 
@@ -238,6 +285,7 @@ impl ListColumn {
             ListColumn::Size => a.bytes.cmp(&b.bytes),
             ListColumn::Tensors => a.tensors.cmp(&b.tensors),
             ListColumn::Health => a.health.cmp(&b.health),
+            ListColumn::Downloads => a.downloads.cmp(&b.downloads),
         };
         o.then_with(|| a.id.cmp(&b.id))
     }

@@ -30,6 +30,8 @@ pub struct ListScreen {
     pub marked: Vec<usize>,
     /// Natural column widths over every row, so that they do not jump while scrolling.
     pub widths: Vec<u16>,
+    /// The columns shown (the Hub list has one more).
+    pub columns: Vec<ListColumn>,
 }
 
 impl Default for ListScreen {
@@ -44,6 +46,7 @@ impl Default for ListScreen {
             selected: 0,
             marked: vec![],
             widths: vec![],
+            columns: ListColumn::ALL.to_vec(),
         }
     }
 }
@@ -71,10 +74,23 @@ impl ListScreen {
         self.visible.get(self.selected).copied()
     }
 
+    /// The list of the Hub source: the local columns and downloads.
+    pub fn hub() -> ListScreen {
+        ListScreen {
+            columns: ListColumn::HUB.to_vec(),
+            ..ListScreen::default()
+        }
+    }
+
     /// Rows for adapters appended to the list (the scan's, as they arrive): sorted and filtered
     /// in, the selected adapter staying selected.
     pub fn add_adapters(&mut self, adapters: &[Arc<Adapter>]) {
-        self.rows.extend(adapters.iter().map(|a| ListRow::new(a)));
+        self.add_rows(adapters.iter().map(|a| ListRow::new(a)).collect());
+    }
+
+    /// [`ListScreen::add_adapters`] with rows already made (the Hub's carry downloads).
+    pub fn add_rows(&mut self, rows: Vec<ListRow>) {
+        self.rows.extend(rows);
         self.widths();
         self.refilter();
     }
@@ -87,8 +103,10 @@ impl ListScreen {
     }
 
     /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
+    /// A fetched Hub row keeps its downloads; its data is local now.
     pub fn set_row(&mut self, idx: usize, a: &Adapter) {
-        let row = ListRow::new(a);
+        let mut row = ListRow::new(a);
+        row.downloads = self.rows.get(idx).and_then(|r| r.downloads);
         match self.rows.get_mut(idx) {
             Some(r) => *r = row,
             None => self.rows.push(row),
@@ -148,30 +166,34 @@ impl ListScreen {
             Command::Mark => self.toggle_mark(shared),
             Command::Compare => {
                 if let [a, b] = self.marked[..] {
+                    if shared.is_remote(a) || shared.is_remote(b) {
+                        shared.say("a comparison needs both adapters' data: F in a Hub adapter's views fetches it");
+                        return Go::Stay;
+                    }
                     return Go::Compare(a, b);
                 }
                 shared.say("mark two adapters (Space) to compare them");
             }
             Command::SortNext => {
-                let i = ListColumn::ALL
-                    .iter()
-                    .position(|&x| x == self.sort)
-                    .unwrap_or(0);
-                self.sort(
-                    ListColumn::ALL[(i + 1) % ListColumn::ALL.len()],
-                    true,
-                    shared,
-                );
+                let cols = &self.columns;
+                let i = cols.iter().position(|&x| x == self.sort).unwrap_or(0);
+                self.sort(cols[(i + 1) % cols.len()], true, shared);
             }
             Command::SortReverse => self.sort(self.sort, !self.asc, shared),
+            Command::Source => return Go::Source,
             Command::Escape => {
                 if let Some(f) = shared.jobs.fetch() {
-                    // The fetch started here: Esc stops it first. Its `.incomplete` blobs stay,
-                    // so the next fetch of the repo resumes from them.
+                    // The fetch started here: Esc stops it first. The event loop aborts it
+                    // and takes back what it added to the cache.
                     shared.jobs.cancel(&JobKey::Fetch(f.repo.clone()));
                     shared.say(format!(
-                        "fetch of {} cancelled (what arrived is kept: fetching it again resumes)",
+                        "fetch of {} cancelled: nothing of it is left in the cache",
                         f.repo
+                    ));
+                } else if let Some(base) = shared.jobs.cancel_discovery() {
+                    shared.say(format!(
+                        "listing the adapters of {base} on the Hub stopped at {} (H twice lists them again)",
+                        self.rows.len()
                     ));
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
@@ -193,7 +215,7 @@ impl ListScreen {
             return Go::Stay;
         };
         if let Some(col) = t.col_at(x, y) {
-            let col = ListColumn::ALL[col.min(ListColumn::ALL.len() - 1)];
+            let col = self.columns[col.min(self.columns.len() - 1)];
             let asc = col != self.sort || !self.asc;
             self.sort(col, asc, shared);
         } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.visible.len()) {
@@ -236,7 +258,8 @@ impl ListScreen {
     }
 
     fn widths(&mut self) {
-        self.widths = ListColumn::ALL
+        self.widths = self
+            .columns
             .iter()
             .map(|&c| {
                 let w = self.rows.iter().map(|r| r.width(c)).max().unwrap_or(0);
