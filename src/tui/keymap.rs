@@ -236,7 +236,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::List, &[ch('H')], C::Source, "the Hub's adapters / back to the local ones", None),
     bind(M::List, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::List, &[ch('S')], C::SortReverse, "reverse the sort", None),
-    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop a fetch, else clear filter and marks", None),
+    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop fetch/listing, else clear filter, marks", None),
     bind(M::List, &[ch('q')], C::Back, "quit", Some("quit")),
     // The tree.
     bind(M::Tree, &[code(KeyCode::Enter)], C::Open, "expand / collapse", Some("expand")),
@@ -267,7 +267,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Adapter, &[ch('p')], C::ExportPlot, "export this view as PNG", None),
     bind(M::Adapter, &[ch('u')], C::SplitGateUp, "gate_up as separate gate and up deltas, or fused", None),
     bind(M::Adapter, &[ch('F')], C::FetchThis, "fetch this Hub adapter (statistics need it)", None),
-    bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel statistics, else back", None),
+    bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel a fetch or statistics, else back", None),
     bind(M::Adapter, &[ch('q')], C::Back, "back to the list", Some("back")),
     // Compare.
     bind(M::Compare, &[ch('m')], C::NextMetric, "next metric", Some("metric")),
