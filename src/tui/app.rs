@@ -846,17 +846,13 @@ impl App {
                     self.status = Some(format!("{} is still being fetched", f.repo));
                     return;
                 }
-                let Some(cache) = self.fetch_cache.clone() else {
-                    self.status = Some(
-                        "no hub cache folder to fetch into: pass --cache DIR or set \
-                         HF_HUB_CACHE / HF_HOME / HOME"
-                            .into(),
-                    );
-                    return;
-                };
-                let key = JobKey::Fetch(repo.to_string());
-                self.jobs
-                    .start(key, 0, |job| Effect::Fetch { job, repo, cache });
+                let label = repo.to_string();
+                if let Err(e) = self
+                    .jobs
+                    .start_fetch(label, repo, self.fetch_cache.as_deref())
+                {
+                    self.status = Some(e);
+                }
             }
             _ => {}
         }

@@ -157,6 +157,29 @@ impl Jobs {
         self.effects.push(work(id));
     }
 
+    /// Starts the Hub fetch of `repo` into the hub cache `cache`, shown as `label` (one fetch at
+    /// a time); the status bar's sentence when it cannot start.
+    pub fn start_fetch(
+        &mut self,
+        label: String,
+        repo: crate::hub::RepoRef,
+        cache: Option<&std::path::Path>,
+    ) -> Result<JobKey, String> {
+        if let Some(f) = self.fetch() {
+            return Err(format!("{} is still being fetched", f.repo));
+        }
+        let Some(cache) = cache.map(std::path::Path::to_path_buf) else {
+            return Err(
+                "no hub cache folder to fetch into: pass --cache DIR or set \
+                        HF_HUB_CACHE / HF_HOME / HOME"
+                    .into(),
+            );
+        };
+        let key = JobKey::Fetch(label);
+        self.start(key.clone(), 0, |job| Effect::Fetch { job, repo, cache });
+        Ok(key)
+    }
+
     /// Queues work that is not a job (e.g. a plot export).
     pub fn request(&mut self, effect: Effect) {
         self.effects.push(effect);
@@ -376,6 +399,21 @@ mod tests {
             (fetch.repo.as_str(), fetch.done, fetch.total),
             ("org/x", 500, 1000)
         );
+    }
+
+    #[test]
+    fn sibling_registries_never_share_a_job_id() {
+        let mut local = Jobs::default();
+        let mut hub = local.sibling();
+        let a = stats_effect(&mut local, 0);
+        let b = stats_effect(&mut hub, 0);
+        assert_ne!(a, b);
+        // Each result is found only where its job runs.
+        assert!(local.runs(a) && !local.runs(b) && hub.runs(b) && !hub.runs(a));
+        hub.start(JobKey::Discover("o/base".into()), 0, Effect::Cancel);
+        let (d, _, _) = hub.discovery().expect("the discovery runs");
+        assert_eq!(hub.cancel_discovery().as_deref(), Some("o/base"));
+        assert!(!hub.runs(d) && hub.discovery().is_none());
     }
 
     #[test]

@@ -654,14 +654,6 @@ impl AdapterScreen {
             shared.say(format!("{} is here already: nothing to fetch", a.id));
             return;
         }
-        if let Some(f) = shared.jobs.fetch() {
-            shared.say(format!("{} is still being fetched", f.repo));
-            return;
-        }
-        let Some(cache) = shared.cache.map(PathBuf::from) else {
-            shared.say("no hub cache folder to fetch into: pass --cache DIR or set HF_HUB_CACHE / HF_HOME / HOME");
-            return;
-        };
         let repo = match a.id.parse::<crate::hub::RepoRef>() {
             Ok(r) => crate::hub::RepoRef {
                 // The commit its headers were read at.
@@ -673,13 +665,12 @@ impl AdapterScreen {
                 return;
             }
         };
-        let rev = &repo.revision;
-        let short: String = rev.chars().take(10).collect();
-        let key = JobKey::Fetch(format!("{}@{short}", a.id));
-        self.fetching = Some(key.clone());
-        shared
-            .jobs
-            .start(key, 0, |job| Effect::Fetch { job, repo, cache });
+        let short: String = repo.revision.chars().take(10).collect();
+        let label = format!("{}@{short}", a.id);
+        match shared.jobs.start_fetch(label, repo, shared.cache) {
+            Ok(key) => self.fetching = Some(key),
+            Err(e) => shared.say(e),
+        }
     }
 
     /// Starts the health check unless the list's background checks already did (or do).
