@@ -80,3 +80,133 @@ fn opens_an_adapter_and_quits() {
     // The home folder was not written to (no demo cache of its own: --cache was given).
     assert!(!xdg.exists(), "the explorer wrote under XDG_CACHE_HOME");
 }
+
+/// `H` lists the Hub's adapters of the base the local adapters name (the loopback server),
+/// Enter and `2` show a Hub adapter's layer map from its headers, `F` fetches it and Esc
+/// cancels, leaving nothing in the cache; `F` again fetches it and its statistics compute.
+#[test]
+fn h_shows_the_hub_a_remote_layer_map_and_f_fetches_esc_cancels() {
+    use lorascope::synth::{self, Dims, Pattern, Spec};
+    use support::server::{HubServer, ServedFile, ServedRepo};
+    if !pty::available() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    // gpt-oss's structure at toy widths; one adapter on each side.
+    let dims = Dims {
+        layers: 24,
+        hidden: 24,
+        q_out: 32,
+        kv_out: 16,
+        experts: 32,
+        inter: 12,
+    };
+    let local = support::Hub::new();
+    local.add("local/attn", &Spec::new(dims, Pattern::Attention));
+    let mut moe = Spec::new(
+        dims,
+        Pattern::PeftExperts {
+            layers: vec![0, 7, 15, 23],
+        },
+    );
+    moe.expert_rank = 4;
+    let g = synth::generate(&moe);
+    let weights = synth::safetensors_bytes(&g.tensors, true);
+    let size = weights.len();
+    let files = vec![
+        ServedFile::bytes("adapter_model.safetensors", weights),
+        ServedFile::bytes(
+            "adapter_config.json",
+            serde_json::to_vec_pretty(&g.config).unwrap(),
+        ),
+    ];
+    let server = HubServer::start(vec![
+        ServedRepo::new("hubco/moe-peft", files).with_base("openai/gpt-oss-20b")
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let xdg = home.path().join("xdg");
+    let hf = home.path().join("hf");
+    let bin = Path::new(env!("CARGO_BIN_EXE_lorascope"));
+    let mut p = pty::Pty::spawn(
+        bin,
+        &["tui", "--cache", local.root.to_str().unwrap()],
+        &[
+            ("HOME", home.path()),
+            ("XDG_CACHE_HOME", &xdg),
+            ("HF_HOME", &hf),
+            ("HF_ENDPOINT", Path::new(&server.endpoint)),
+        ],
+        120,
+        36,
+    );
+    assert!(p.wait_for("1 adapter", WAIT).is_some(), "{}", p.screen());
+    // The toggle: the Hub's list, with its downloads column.
+    let mark = p.mark();
+    p.send(b"H");
+    assert!(
+        p.wait_for_after(mark, "hubco/moe-peft", WAIT).is_some(),
+        "H did not list the Hub:\n{}",
+        p.screen()
+    );
+    let screen = p.screen();
+    assert!(
+        screen.contains("Hub (base model openai/gpt-oss-20b)") && screen.contains("DOWNLOADS"),
+        "{screen}"
+    );
+    // Its layer map, from the headers alone.
+    let mark = p.mark();
+    p.send(b"\r2");
+    assert!(
+        p.wait_for_after(mark, "headers only: F fetches it", WAIT)
+            .is_some(),
+        "no layer map of the Hub adapter:\n{}",
+        p.screen()
+    );
+    let screen = p.screen();
+    assert!(
+        screen.contains("gate_up_proj") && screen.contains("4×32"),
+        "{screen}"
+    );
+    // F fetches; the download hangs after 32 KiB; Esc cancels it.
+    server.faults().stall = Some(("adapter_model.safetensors".into(), 32 << 10));
+    let mark = p.mark();
+    p.send(b"F");
+    assert!(
+        p.wait_for_after(mark, "fetching from the Hub", WAIT)
+            .is_some(),
+        "F did not start a fetch:\n{}",
+        p.screen()
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.body_bytes_for("resolve") < 32 << 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mark = p.mark();
+    p.send(b"\x1b");
+    assert!(
+        p.wait_for_after(mark, "cancelled: nothing", WAIT).is_some(),
+        "Esc did not cancel the fetch:\n{}",
+        p.screen()
+    );
+    let repo = local.repo_dir("hubco/moe-peft");
+    let deadline = std::time::Instant::now() + WAIT;
+    while repo.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!repo.exists(), "a cancelled fetch left {}", repo.display());
+    // F again, without the fault: fetched, and its statistics compute in the same view.
+    server.faults().stall = None;
+    let mark = p.mark();
+    p.send(b"F");
+    assert!(
+        p.wait_for_after(mark, "statistics ready", WAIT).is_some(),
+        "the fetched adapter's statistics did not compute:\n{}",
+        p.screen()
+    );
+    assert!(repo.join("snapshots").exists());
+    assert!(server.body_bytes_for("resolve") as usize >= size);
+    p.send(b"q");
+    p.send(b"q");
+    let status = p.wait(WAIT).expect("the explorer did not quit");
+    assert!(status.success(), "exit status {status:?}:\n{}", p.screen());
+}

@@ -213,7 +213,10 @@ fn run_effects(app: &mut App) {
                     secs: 0.01,
                 });
             }
-            Effect::Cancel(_) | Effect::ExportPlot | Effect::Fetch { .. } => {}
+            Effect::Cancel(_)
+            | Effect::ExportPlot
+            | Effect::Fetch { .. }
+            | Effect::Discover { .. } => {}
         }
     }
 }
@@ -2274,4 +2277,462 @@ fn a_base_model_row_counts_the_adapters_that_arrive_after_it() {
         .detail
         .iter()
         .any(|l| l.contains("the base of 2 adapters in the list")));
+// ---------------------------------------------------------------------------------------------
+// The Hub source (`H`): the same list over the Hub's adapters of a base model, headers only
+// until `F` fetches one; against the loopback Hub-like server, with the event loop's own runner.
+
+#[allow(dead_code)]
+#[path = "support/server.rs"]
+mod server;
+
+mod hub_source {
+    use super::*;
+    use lorascope::hub::HubConfig;
+    use lorascope::tui::app::{ScanState, Source};
+    use lorascope::view::grid::{self, CellKind};
+    use server::{HubServer, ServedFile, ServedRepo};
+    use std::time::{Duration, Instant};
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    /// The Hub's side: a PEFT expert adapter (the layer map has expert cells) and an
+    /// attention-only one, listed as adapters of gpt-oss-20b, with their downloads.
+    fn served() -> (Vec<ServedRepo>, Vec<Vec<ServedFile>>) {
+        let moe = spec(
+            Pattern::PeftExperts {
+                layers: vec![0, 7, 15, 23],
+            },
+            8,
+            4,
+            Dtype::BF16,
+            11,
+        );
+        let attn = spec(Pattern::Attention, 4, 0, Dtype::F32, 12);
+        let files = |s: &Spec| {
+            let g = synth::generate(s);
+            vec![
+                ServedFile::bytes(
+                    "adapter_model.safetensors",
+                    synth::safetensors_bytes(&g.tensors, true),
+                ),
+                ServedFile::bytes(
+                    "adapter_config.json",
+                    serde_json::to_vec_pretty(&g.config).unwrap(),
+                ),
+            ]
+        };
+        let (fm, fa) = (files(&moe), files(&attn));
+        let mut a = ServedRepo::new("hubco/moe-peft", fm.clone()).with_base("openai/gpt-oss-20b");
+        a.downloads = 4321;
+        let mut b = ServedRepo::new("hubco/attn", fa.clone()).with_base("openai/gpt-oss-20b");
+        b.downloads = 7;
+        (vec![a, b], vec![fm, fa])
+    }
+
+    /// The same files on disk, loaded as a local adapter: what the Hub rows must match.
+    fn local_twin(dir: &Path, files: &[ServedFile]) -> Adapter {
+        for f in files {
+            let server::Body::Bytes(b) = &f.body else {
+                unreachable!("served from memory")
+            };
+            std::fs::write(dir.join(&f.name), b.as_slice()).unwrap();
+        }
+        let src = discovery::discover_path(dir).remove(0);
+        Adapter::load(&src, LayoutOptions::default())
+    }
+
+    /// The explorer's event loop without a terminal: the real runner (Hub settings given, not
+    /// read from the environment), its actions fed back into the app.
+    struct Driver {
+        rt: tokio::runtime::Runtime,
+        runner: event::Runner,
+        rx: UnboundedReceiver<Action>,
+    }
+
+    impl Driver {
+        fn new(cfg: HubConfig, headers: &Path) -> Driver {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (tx, rx) = unbounded_channel();
+            let runner = event::Runner::with_hub(tx, cfg, Some(headers.to_path_buf()));
+            Driver { rt, runner, rx }
+        }
+
+        /// Runs the queued work and feeds its actions to the app until `done` holds.
+        fn until(&mut self, app: &mut App, what: &str, done: impl Fn(&App) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                {
+                    let _rt = self.rt.enter();
+                    for e in app.take_effects() {
+                        self.runner.run(e, app);
+                    }
+                }
+                if done(app) {
+                    return;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let rx = &mut self.rx;
+                match self
+                    .rt
+                    .block_on(async { tokio::time::timeout(left, rx.recv()).await })
+                {
+                    Ok(Some(a)) => app.update(a),
+                    _ => panic!("timed out waiting for {what}; status {:?}", app.status),
+                }
+            }
+        }
+    }
+
+    struct Setup {
+        server: HubServer,
+        files: Vec<Vec<ServedFile>>,
+        dir: tempfile::TempDir,
+        _fixtures: tempfile::TempDir,
+        app: App,
+        driver: Driver,
+    }
+
+    /// The local fixtures' list, a Hub with two adapters, and a hub cache to fetch into.
+    fn setup(cfg: impl FnOnce(&HubServer) -> HubConfig) -> Setup {
+        let (repos, files) = served();
+        let server = HubServer::start(repos);
+        let (fixtures, mut app) = new_app(false);
+        let dir = tempfile::tempdir().unwrap();
+        app.fetch_cache = Some(dir.path().join("hub"));
+        let driver = Driver::new(cfg(&server), &dir.path().join("headers"));
+        Setup {
+            server,
+            files,
+            dir,
+            _fixtures: fixtures,
+            app,
+            driver,
+        }
+    }
+
+    /// Every file under `root` (none when it does not exist).
+    fn files_in(root: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    fn ids(app: &App) -> Vec<String> {
+        app.adapters.iter().map(|a| a.id.clone()).collect()
+    }
+
+    fn selected_id(app: &App) -> String {
+        app.adapters[app.selected_adapter().unwrap()].id.clone()
+    }
+
+    /// `H`, then the discovery until it ends.
+    fn to_hub(s: &mut Setup) {
+        cmd(&mut s.app, Command::Source);
+        s.driver.until(&mut s.app, "the Hub list", |a| {
+            a.source.is_hub() && !matches!(a.scan, ScanState::Scanning { .. })
+        });
+    }
+
+    #[test]
+    fn h_switches_sources_and_each_keeps_its_rows_selection_and_marks() {
+        let mut s = setup(server::config);
+        let local_ids = ids(&s.app);
+        select(&mut s.app, "fixtures/moe-peft");
+        cmd(&mut s.app, Command::Mark);
+        // H, and back at once: the discovery goes on for the Hub list, not the one shown.
+        cmd(&mut s.app, Command::Source);
+        assert!(matches!(
+            s.app.take_effects().as_slice(),
+            [Effect::Discover { base, .. }] if base == "openai/gpt-oss-20b"
+        ));
+        cmd(&mut s.app, Command::Source);
+        assert_eq!(s.app.source, Source::Local);
+        // (The effect was taken above: run the discovery as the loop would.)
+        {
+            let _rt = s.driver.rt.enter();
+            let job = s.app.parked.as_ref().unwrap().jobs.discovery().unwrap().0;
+            s.driver.runner.run(
+                Effect::Discover {
+                    job,
+                    base: "openai/gpt-oss-20b".into(),
+                },
+                &mut s.app,
+            );
+        }
+        s.driver.until(&mut s.app, "the parked discovery", |a| {
+            a.parked.as_ref().unwrap().scan == ScanState::Done
+        });
+        assert_eq!(ids(&s.app), local_ids, "Hub rows landed on the local list");
+        assert_eq!(selected_id(&s.app), "fixtures/moe-peft");
+        // The Hub list, as it was filled while parked: no second discovery.
+        cmd(&mut s.app, Command::Source);
+        assert!(s.app.take_effects().is_empty(), "the Hub was listed again");
+        assert_eq!(
+            s.app.source,
+            Source::Hub {
+                base: "openai/gpt-oss-20b".into()
+            }
+        );
+        let mut hub_ids = ids(&s.app);
+        hub_ids.sort();
+        assert_eq!(hub_ids, ["hubco/attn", "hubco/moe-peft"]);
+        assert!(s.app.remote.iter().all(|&r| r));
+        assert_eq!(s.app.list.columns.last(), Some(&ListColumn::Downloads));
+        let downloads: Vec<String> = s
+            .app
+            .list
+            .rows
+            .iter()
+            .map(|r| r.cell(ListColumn::Downloads))
+            .collect();
+        let expect: Vec<&str> = s
+            .app
+            .adapters
+            .iter()
+            .map(|a| {
+                if a.id == "hubco/moe-peft" {
+                    "4321"
+                } else {
+                    "7"
+                }
+            })
+            .collect();
+        assert_eq!(downloads, expect);
+        select(&mut s.app, "hubco/attn");
+        let text = screen_text(&draw(&mut s.app, W, H));
+        assert!(
+            text.contains("Hub (base model openai/gpt-oss-20b)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("DOWNLOADS") && text.contains("4321"),
+            "{text}"
+        );
+        // Back and forth: each list as it was left.
+        cmd(&mut s.app, Command::Source);
+        assert_eq!(
+            (ids(&s.app), selected_id(&s.app)),
+            (local_ids.clone(), "fixtures/moe-peft".to_string())
+        );
+        assert_eq!(s.app.list.marked.len(), 1);
+        assert!(!screen_text(&draw(&mut s.app, W, H)).contains("DOWNLOADS"));
+        cmd(&mut s.app, Command::Source);
+        assert_eq!(selected_id(&s.app), "hubco/attn");
+        assert!(s.app.list.marked.is_empty());
+    }
+
+    #[test]
+    fn a_hub_adapters_tree_and_maps_come_from_its_headers_alone() {
+        let mut s = setup(server::config);
+        to_hub(&mut s);
+        select(&mut s.app, "hubco/moe-peft");
+        cmd(&mut s.app, Command::Open);
+        let twin_dir = tempfile::tempdir().unwrap();
+        let twin = local_twin(twin_dir.path(), &s.files[0]);
+        let Screen::Adapter(v) = &s.app.screen else {
+            panic!("Enter did not open the adapter");
+        };
+        assert_eq!(v.tree.len(), lorascope::tui::model::build_tree(&twin).len());
+        cmd(&mut s.app, Command::View(1));
+        // No statistics job on data that is not here: the status bar offers to fetch it.
+        assert!(s.app.take_effects().is_empty());
+        assert!(
+            s.app
+                .status
+                .as_deref()
+                .unwrap_or("")
+                .contains("F fetches it"),
+            "{:?}",
+            s.app.status
+        );
+        let Screen::Adapter(v) = &s.app.screen else {
+            unreachable!()
+        };
+        let want = grid::layer_grid(&twin, None, None);
+        let kinds = |g: &Grid| -> Vec<(String, CellKind)> {
+            (0..g.rows.len())
+                .flat_map(|r| (0..g.cols.len()).map(move |c| (r, c)))
+                .map(|(r, c)| {
+                    (
+                        g.cell(r, c).map_or(String::new(), |x| x.text.clone()),
+                        g.kind(r, c, 0),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(v.layers.rows, want.rows);
+        assert_eq!(kinds(&v.layers), kinds(&want));
+        assert!(
+            kinds(&want).iter().any(|(t, _)| t.contains('×')),
+            "expert cells"
+        );
+        cmd(&mut s.app, Command::View(2));
+        let Screen::Adapter(v) = &s.app.screen else {
+            unreachable!()
+        };
+        let target = &grid::expert_targets(&twin)[0];
+        assert_eq!(
+            kinds(&v.experts),
+            kinds(&grid::expert_grid(&twin, target, None, None))
+        );
+        let text = screen_text(&draw(&mut s.app, W, H));
+        assert!(text.contains("headers only: F fetches it"), "{text}");
+        // Only headers crossed the wire: 8 bytes and the header.
+        let server::Body::Bytes(b) = &s.files[0][0].body else {
+            unreachable!()
+        };
+        let header = 8 + u64::from_le_bytes(b[..8].try_into().unwrap());
+        let config = s.files[0][1].size;
+        let read = s.server.body_bytes_for("hubco/moe-peft/resolve");
+        assert_eq!(read, header + config, "of {}", b.len());
+    }
+
+    /// Opens hubco/moe-peft on the Stats view and presses F.
+    fn fetch_moe(s: &mut Setup) {
+        select(&mut s.app, "hubco/moe-peft");
+        cmds(&mut s.app, &[Command::Open, Command::View(3)]);
+        assert!(s.app.take_effects().is_empty());
+        cmd(&mut s.app, Command::FetchThis);
+    }
+
+    fn moe_idx(app: &App) -> usize {
+        app.adapters
+            .iter()
+            .position(|a| a.id == "hubco/moe-peft")
+            .unwrap()
+    }
+
+    #[test]
+    fn f_fetches_a_hub_adapter_and_its_statistics_then_compute_as_for_a_local_one() {
+        let mut s = setup(server::config);
+        to_hub(&mut s);
+        fetch_moe(&mut s);
+        assert!(s
+            .app
+            .fetch()
+            .is_some_and(|f| f.repo.starts_with("hubco/moe-peft@")));
+        let i = moe_idx(&s.app);
+        s.driver
+            .until(&mut s.app, "the fetch and the statistics", |a| {
+                a.stats_of(i).is_some()
+            });
+        assert!(!s.app.remote[i], "the row's data is local now");
+        // Still on its Stats view, now computed from the fetched files.
+        let Screen::Adapter(v) = &s.app.screen else {
+            panic!("the view was left");
+        };
+        assert_eq!((v.idx, v.tab), (i, Tab::Stats));
+        let twin_dir = tempfile::tempdir().unwrap();
+        let twin = local_twin(twin_dir.path(), &s.files[0]);
+        let want = stats::compute(&twin, &Filter::default(), &Control::default()).unwrap();
+        let got = s.app.stats_of(i).unwrap();
+        let norms = |st: &stats::AdapterStats| -> Vec<f64> {
+            st.deltas.iter().map(|d| d.fro_norm).collect()
+        };
+        assert_eq!(norms(got), norms(&want));
+        assert!(s.app.adapters[i].path.starts_with(s.dir.path()));
+        // The Hub row keeps its downloads.
+        assert_eq!(s.app.list.rows[i].cell(ListColumn::Downloads), "4321");
+    }
+
+    #[test]
+    fn esc_cancels_a_hub_fetch_leaving_nothing_partial_in_the_cache() {
+        let mut s = setup(server::config);
+        to_hub(&mut s);
+        // The download stops after 64 KiB and hangs there.
+        s.server.faults().stall = Some(("adapter_model.safetensors".into(), 64 << 10));
+        fetch_moe(&mut s);
+        s.driver.until(&mut s.app, "some bytes of the fetch", |a| {
+            a.fetch().is_some_and(|f| f.done > 0)
+        });
+        cmd(&mut s.app, Command::Escape);
+        assert!(s.app.fetch().is_none());
+        assert!(
+            s.app.status.as_deref().unwrap_or("").contains("cancelled"),
+            "{:?}",
+            s.app.status
+        );
+        assert!(
+            matches!(&s.app.screen, Screen::Adapter(_)),
+            "Esc stopped the fetch only"
+        );
+        let cancel = s.app.take_effects();
+        assert!(matches!(cancel.as_slice(), [Effect::Cancel(_)]));
+        let cache = s.dir.path().join("hub");
+        let repo = cache.join("models--hubco--moe-peft");
+        assert!(repo.join("blobs").exists(), "the fetch had started writing");
+        {
+            let _rt = s.driver.rt.enter();
+            for e in cancel {
+                s.driver.runner.run(e, &mut s.app);
+            }
+        }
+        // The aborted fetch takes back what it wrote (in the background, at once).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while repo.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = files_in(&cache);
+        assert!(left.is_empty(), "left in the cache: {left:?}");
+        assert!(discovery::discover_cache(&cache).is_empty());
+        let i = moe_idx(&s.app);
+        assert!(s.app.remote[i]);
+        // Fetched again without the fault: it completes and computes.
+        s.server.faults().stall = None;
+        cmd(&mut s.app, Command::FetchThis);
+        s.driver
+            .until(&mut s.app, "the second fetch", |a| a.stats_of(i).is_some());
+        assert_eq!(discovery::discover_cache(&cache).len(), 1);
+    }
+
+    #[test]
+    fn offline_the_hub_source_says_so_in_one_line_and_the_local_list_works() {
+        for (cfg, says) in [
+            (
+                Box::new(|srv: &HubServer| HubConfig {
+                    offline: true,
+                    ..server::config(srv)
+                }) as Box<dyn Fn(&HubServer) -> HubConfig>,
+                "Hub offline: HF_HUB_OFFLINE is set",
+            ),
+            (
+                Box::new(|srv: &HubServer| HubConfig {
+                    // A port nothing listens on.
+                    endpoint: "http://127.0.0.1:9".into(),
+                    ..server::config(srv)
+                }),
+                "Hub offline: http://127.0.0.1:9 cannot be reached",
+            ),
+        ] {
+            let mut s = setup(cfg);
+            to_hub(&mut s);
+            assert!(s.app.adapters.is_empty());
+            let text = screen_text(&draw(&mut s.app, W, H));
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(says)).collect();
+            assert_eq!(lines.len(), 1, "{text}");
+            assert!(lines[0].contains("H shows the local adapters"), "{text}");
+            assert_eq!(s.server.requests_for("/api/models"), 0);
+            // The local list works as before: open an adapter and compute its statistics.
+            cmd(&mut s.app, Command::Source);
+            assert_eq!(s.app.adapters.len(), 7);
+            select(&mut s.app, "fixtures/attn-r8");
+            cmds(&mut s.app, &[Command::Open, Command::View(3)]);
+            run_effects(&mut s.app);
+            let i = s.app.selected_adapter().unwrap();
+            assert!(s.app.stats_of(i).is_some());
+        }
+    }
 }

@@ -27,6 +27,13 @@ pub fn commit_id(seed: &str) -> String {
     sha256_hex(seed.as_bytes())[..40].to_string()
 }
 
+/// A repo's cache folder as a fetch found it (see [`CacheRepo::before_fetch`]).
+#[derive(Debug, Clone)]
+pub struct BeforeFetch {
+    existed: bool,
+    incomplete: Vec<PathBuf>,
+}
+
 /// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
 #[derive(Debug, Clone)]
 pub struct CacheRepo {
@@ -51,6 +58,40 @@ impl CacheRepo {
 
     pub fn snapshot(&self, commit: &str) -> PathBuf {
         self.dir.join("snapshots").join(commit)
+    }
+
+    /// What the folder holds before a fetch starts, so that a fetch the user cancels can take
+    /// back what it added ([`CacheRepo::discard_since`]).
+    pub fn before_fetch(&self) -> BeforeFetch {
+        BeforeFetch {
+            existed: self.dir.exists(),
+            incomplete: self.incomplete(),
+        }
+    }
+
+    /// Removes what a cancelled fetch left since `before`: the `.incomplete` blobs it started,
+    /// and the repo folder itself when the fetch made it and no snapshot came of it. Partial
+    /// blobs that were there before stay (a cut connection's, kept for a resume). Best effort.
+    pub fn discard_since(&self, before: &BeforeFetch) {
+        if !before.existed && !self.dir.join("snapshots").exists() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        for p in self.incomplete() {
+            if !before.incomplete.contains(&p) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
+    /// The `blobs/*.incomplete` files (downloads in progress or cut).
+    fn incomplete(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(self.blobs()) else {
+            return vec![];
+        };
+        rd.filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "incomplete"))
+            .collect()
     }
 
     /// Points `snapshots/<commit>/<file>` at `blobs/<etag>` with a relative symlink (as

@@ -273,11 +273,29 @@ impl Hub {
         opts: LayoutOptions,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<(Vec<HubAdapter>, SurveyStats)> {
+        let mut rows = Vec::new();
+        let stats = self
+            .discover_each(q, opts, progress, |r| rows.extend(r))
+            .await?;
+        Ok((rows, stats))
+    }
+
+    /// [`Hub::discover`], handing each repo's rows to `each` as soon as they and those of the
+    /// repos listed before it are read (the search's order), so that a caller can show the
+    /// first rows while the rest are read (the explorer's Hub source).
+    pub async fn discover_each(
+        &self,
+        q: &SearchQuery,
+        opts: LayoutOptions,
+        progress: &(dyn Fn(usize, usize) + Sync),
+        mut each: impl FnMut(Vec<HubAdapter>),
+    ) -> Result<SurveyStats> {
         let before = self.bytes_received();
         let listed = self.search(q).await?;
         let n = listed.len();
+        progress(0, n);
         let done = AtomicUsize::new(0);
-        let results: Vec<(Vec<HubAdapter>, bool)> = futures::stream::iter(listed)
+        let mut results = futures::stream::iter(listed)
             .map(|l| {
                 let done = &done;
                 async move {
@@ -293,7 +311,7 @@ impl Hub {
                         }
                     };
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1, n);
-                    let rows = adapters
+                    let rows: Vec<HubAdapter> = adapters
                         .into_iter()
                         .map(|adapter| HubAdapter {
                             adapter,
@@ -303,18 +321,19 @@ impl Hub {
                     (rows, failed)
                 }
             })
-            .buffered(self.cfg.concurrency.max(1))
-            .collect()
-            .await;
-        let failed = results.iter().filter(|(_, f)| *f).count();
-        let rows: Vec<HubAdapter> = results.into_iter().flat_map(|(v, _)| v).collect();
-        let stats = SurveyStats {
+            .buffered(self.cfg.concurrency.max(1));
+        let (mut failed, mut bytes_total) = (0, 0);
+        while let Some((rows, f)) = results.next().await {
+            failed += usize::from(f);
+            bytes_total += rows.iter().map(|r| r.adapter.bytes()).sum::<u64>();
+            each(rows);
+        }
+        Ok(SurveyStats {
             repos: n,
             failed,
             bytes_transferred: self.bytes_received() - before,
-            bytes_total: rows.iter().map(|r| r.adapter.bytes()).sum(),
-        };
-        Ok((rows, stats))
+            bytes_total,
+        })
     }
 
     /// One listed repo's adapters: the search's sha and files when it gave them, else the repo

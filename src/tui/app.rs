@@ -3,12 +3,13 @@
 //! (statistics, comparisons, fetches, plot export) is queued as `Effect`s in the job registry
 //! (`jobs`) for the event loop, and its results come back as `Progress` and `Done` actions.
 
-use super::jobs::{FetchJob, JobId, JobKey, JobOutput, Jobs};
+use super::jobs::{FetchJob, Job, JobId, JobKey, JobOutput, Jobs};
 use super::keymap::{Command, Mode};
 use super::screen::{AdapterScreen, CompareScreen, Go, ListScreen, Screen, Shared, Tab};
 use crate::adapter::Adapter;
 use crate::compute::compare::Comparison;
 use crate::compute::stats::AdapterStats;
+use crate::tui::model::ListRow;
 use ratatui::layout::{Position, Rect};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,12 @@ pub enum Action {
     ScanDone {
         adapters: Vec<Adapter>,
         note: Option<String>,
+    },
+    /// Adapters a Hub discovery (job `job`) has read, in the search's order: they join the Hub
+    /// list while it goes on (also while the local list is shown).
+    HubRows {
+        job: JobId,
+        rows: Vec<crate::hub::HubAdapter>,
     },
     /// Progress of a job: deltas (statistics, comparisons) or bytes (fetches) so far.
     Progress {
@@ -113,9 +120,14 @@ pub enum Effect {
         repo: crate::hub::RepoRef,
         cache: PathBuf,
     },
+    /// List the adapters of `base` on the Hub and read their headers (the Hub source).
+    Discover {
+        job: JobId,
+        base: String,
+    },
 }
 
-/// The scan that fills the list.
+/// The scan that fills the list (the local walk, or the Hub's discovery).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScanState {
     Scanning {
@@ -124,6 +136,45 @@ pub enum ScanState {
         total: usize,
     },
     Done,
+    /// It ended early: why, in one line (the Hub offline or unreachable, or stopped with Esc).
+    Failed(String),
+}
+
+/// Where the list's adapters come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The hub cache and the paths named.
+    Local,
+    /// The Hub's adapters of a base model, headers only until one is fetched.
+    Hub { base: String },
+}
+
+impl Source {
+    /// `local`, `Hub (base model ORG/NAME)`.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Local => "local".into(),
+            Source::Hub { base } => format!("Hub (base model {base})"),
+        }
+    }
+
+    pub fn is_hub(&self) -> bool {
+        matches!(self, Source::Hub { .. })
+    }
+}
+
+/// The list model of the source not shown: everything `App` holds per source (adapters, rows,
+/// selection, filter, marks, jobs and their cached results), parked as it was. `H` swaps it with
+/// the one shown, so both sources run through the same code and keep their state.
+#[derive(Debug)]
+pub struct ListModel {
+    pub source: Source,
+    pub adapters: Vec<Arc<Adapter>>,
+    pub remote: Vec<bool>,
+    pub list: ListScreen,
+    pub jobs: Jobs,
+    pub scan: ScanState,
+    pub note: Option<String>,
 }
 
 /// The help popup, listing the keys of the screen it was opened on.
@@ -240,8 +291,12 @@ impl Default for Options {
 pub struct App {
     pub color: bool,
     pub export_dir: PathBuf,
+    /// The source of the list shown; the fields up to `note` are that source's list model.
+    pub source: Source,
     pub scan: ScanState,
     pub adapters: Vec<Arc<Adapter>>,
+    /// Per adapter: only its headers are here (a Hub row not fetched yet).
+    pub remote: Vec<bool>,
     /// The list: the home screen, kept while other screens are shown.
     pub list: ListScreen,
     pub screen: Screen,
@@ -262,6 +317,8 @@ pub struct App {
     /// Check every adapter's health in the background after the scan (the list's column). Off
     /// unless the explorer turns it on: `App::update` tests then see only the work they start.
     pub health: bool,
+    /// The other source's list model (None until `H` is first pressed).
+    pub parked: Option<Box<ListModel>>,
 }
 
 /// The offset that keeps `sel` visible in `height` rows, moving as little as possible from `prev`.
@@ -285,12 +342,14 @@ impl App {
         App {
             color: opts.color,
             export_dir: opts.export_dir,
+            source: Source::Local,
             scan: ScanState::Scanning {
                 what: opts.scanning,
                 done: 0,
                 total: 0,
             },
             adapters: vec![],
+            remote: vec![],
             list: ListScreen::default(),
             screen: Screen::List,
             help: None,
@@ -302,6 +361,7 @@ impl App {
             fetch_input: None,
             fetch_cache: None,
             health: false,
+            parked: None,
         }
     }
 
@@ -311,19 +371,24 @@ impl App {
         self.next_health();
     }
 
-    /// Background health checks: (checked, listed) while some remain, for the list's title.
+    /// Background health checks: (checked, to check) while some remain, for the list's title.
+    /// Hub rows not fetched have no data to check.
     pub fn health_progress(&self) -> Option<(usize, usize)> {
         if !self.health || !matches!(self.scan, ScanState::Done) {
             return None;
         }
-        let n = self.adapters.len();
-        let done = self.list.rows.iter().filter(|r| r.health.is_some()).count();
+        let local = self.list.rows.iter().filter(|r| !r.remote);
+        let (n, done) = local.fold((0, 0), |(n, d), r| (n + 1, d + usize::from(r.health.is_some())));
         (done < n).then_some((done, n))
     }
 
-    /// Work queued by the last updates, for the event loop.
+    /// Work queued by the last updates (for either source), for the event loop.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        self.jobs.take_effects()
+        let mut e = self.jobs.take_effects();
+        if let Some(p) = &mut self.parked {
+            e.extend(p.jobs.take_effects());
+        }
+        e
     }
 
     /// The active keymap modes, most specific first.
@@ -367,9 +432,11 @@ impl App {
         }
     }
 
-    /// The running fetch, if any.
+    /// The running fetch, if any (one at a time, whichever list started it).
     pub fn fetch(&self) -> Option<FetchJob> {
-        self.jobs.fetch()
+        self.jobs
+            .fetch()
+            .or_else(|| self.parked.as_ref().and_then(|p| p.jobs.fetch()))
     }
 
     pub fn update(&mut self, action: Action) {
@@ -388,15 +455,28 @@ impl App {
             Action::Click { x, y } => self.click(x, y),
             Action::Scroll { x, y, down } => self.wheel(x, y, down),
             Action::Resize => {}
+            // The local scan's messages are for the local list, wherever it is.
             Action::ScanProgress { what, done, total } => {
-                if self.scan != ScanState::Done {
-                    self.scan = ScanState::Scanning { what, done, total };
-                }
+                self.on_model(false, |app| {
+                    if app.scan != ScanState::Done {
+                        app.scan = ScanState::Scanning { what, done, total };
+                    }
+                });
             }
-            Action::ScanRows { adapters } => self.scan_rows(adapters),
-            Action::ScanDone { adapters, note } => self.scan_done(adapters, note),
-            Action::Progress { job, done, total } => self.jobs.progress(job, done, total),
-            Action::Done { job, result, secs } => self.job_done(job, result, secs),
+            Action::ScanRows { adapters } => {
+                self.on_model(false, |app| app.scan_rows(adapters));
+            }
+            Action::ScanDone { adapters, note } => {
+                self.on_model(false, |app| app.scan_done(adapters, note));
+            }
+            // A job's messages go to the list model whose registry runs it.
+            Action::HubRows { job, rows } => self.on_job(job, |app| app.hub_rows(rows)),
+            Action::Progress { job, done, total } => {
+                self.on_job(job, |app| app.progress(job, done, total))
+            }
+            Action::Done { job, result, secs } => {
+                self.on_job(job, |app| app.job_done(job, result, secs))
+            }
             Action::PlotDone(r) => {
                 self.status = Some(match r {
                     Ok(p) => format!("plot written to {}", p.display()),
@@ -410,6 +490,7 @@ impl App {
     fn split(&mut self) -> (&mut Screen, &mut ListScreen, Shared<'_>) {
         let shared = Shared {
             adapters: &self.adapters,
+            remote: &self.remote,
             jobs: &mut self.jobs,
             status: &mut self.status,
             page: self.hits.page.max(1),
@@ -441,16 +522,153 @@ impl App {
                 *screen = Screen::Compare(Box::new(CompareScreen::open(&mut shared, a, b)));
             }
             Go::Fetch => self.fetch_input = Some(String::new()),
+            Go::Source => self.toggle_source(),
             Go::Quit => self.quit = true,
         }
     }
 
-    /// Rows that arrive while the scan goes on are appended, so that the indices the list, the
-    /// marks and the jobs hold stay valid; the list keeps its sort, filter and selection.
+    /// Swaps the list model shown with `m`.
+    fn swap_model(&mut self, m: &mut ListModel) {
+        std::mem::swap(&mut self.source, &mut m.source);
+        std::mem::swap(&mut self.adapters, &mut m.adapters);
+        std::mem::swap(&mut self.remote, &mut m.remote);
+        std::mem::swap(&mut self.list, &mut m.list);
+        std::mem::swap(&mut self.jobs, &mut m.jobs);
+        std::mem::swap(&mut self.scan, &mut m.scan);
+        std::mem::swap(&mut self.note, &mut m.note);
+    }
+
+    /// Runs `f` with the parked list model in place of the one shown: the same code serves
+    /// both. A parked list has no screen open, so `f` sees the list screen (and what it does
+    /// to the screen is dropped). None when nothing is parked.
+    fn on_parked<R>(&mut self, f: impl FnOnce(&mut App) -> R) -> Option<R> {
+        let mut m = self.parked.take()?;
+        self.swap_model(&mut m);
+        let screen = std::mem::replace(&mut self.screen, Screen::List);
+        let hits = std::mem::take(&mut self.hits);
+        let r = f(self);
+        self.screen = screen;
+        self.hits = hits;
+        self.swap_model(&mut m);
+        self.parked = Some(m);
+        Some(r)
+    }
+
+    /// Runs `f` on the Hub's list model (`hub`) or the local one, shown or parked.
+    fn on_model<R>(&mut self, hub: bool, f: impl FnOnce(&mut App) -> R) -> Option<R> {
+        if self.source.is_hub() == hub {
+            Some(f(self))
+        } else {
+            self.on_parked(f)
+        }
+    }
+
+    /// Runs `f` on the list model whose registry runs `job` (results of jobs no registry runs
+    /// any more, cancelled or abandoned, are dropped).
+    fn on_job(&mut self, job: JobId, f: impl FnOnce(&mut App)) {
+        if self.jobs.runs(job) {
+            f(self);
+        } else if self.parked.as_ref().is_some_and(|p| p.jobs.runs(job)) {
+            self.on_parked(f);
+        }
+    }
+
+    /// `H`: shows the other source's list as it was left. The Hub's is made (and its discovery
+    /// started) the first time, for the base the local adapters name (as `report --remote`);
+    /// a discovery that failed or was stopped starts again when nothing else runs there.
+    fn toggle_source(&mut self) {
+        let mut other = match self.parked.take() {
+            Some(m) => m,
+            None => {
+                let base = crate::hub::discover::default_base(
+                    self.adapters.iter().filter_map(|a| a.base_model()),
+                );
+                Box::new(self.hub_model(base))
+            }
+        };
+        let idle = !other
+            .jobs
+            .values()
+            .any(|j| matches!(j, Job::Running { .. }));
+        if let (Source::Hub { base }, ScanState::Failed(_), true) =
+            (&other.source, &other.scan, idle)
+        {
+            other = Box::new(self.hub_model(base.clone()));
+        }
+        self.swap_model(&mut other);
+        self.parked = Some(other);
+        self.screen = Screen::List;
+        // Scroll offsets and page sizes belong to the list they were drawn for.
+        self.hits = Hits::default();
+        if let (Source::Hub { base }, true) = (&self.source, self.list.rows.is_empty()) {
+            if self.jobs.discovery().is_none() && self.scan != ScanState::Done {
+                let base = base.clone();
+                self.jobs
+                    .start(JobKey::Discover(base.clone()), 0, |job| Effect::Discover {
+                        job,
+                        base,
+                    });
+            }
+        }
+        self.status = Some(format!("{} adapters (H switches)", self.source.label()));
+    }
+
+    /// A new list model for the Hub's adapters of `base`, listing.
+    fn hub_model(&self, base: String) -> ListModel {
+        ListModel {
+            scan: ScanState::Scanning {
+                what: format!("listing the adapters of {base} on the Hub"),
+                done: 0,
+                total: 0,
+            },
+            source: Source::Hub { base },
+            adapters: vec![],
+            remote: vec![],
+            list: ListScreen::hub(),
+            jobs: self.jobs.sibling(),
+            note: None,
+        }
+    }
+
+    /// Progress of a job of the list model shown; a discovery's is the list's scan progress.
+    fn progress(&mut self, job: JobId, done: usize, total: usize) {
+        self.jobs.progress(job, done, total);
+        if let Some(JobKey::Discover(base)) = self.jobs.key_of(job) {
+            self.scan = ScanState::Scanning {
+                what: format!("reading the headers of {base}'s adapters on the Hub"),
+                done,
+                total,
+            };
+        }
+    }
+
     fn scan_rows(&mut self, adapters: Vec<Adapter>) {
-        let first = self.adapters.len();
-        self.adapters.extend(adapters.into_iter().map(Arc::new));
-        self.list.add_adapters(&self.adapters, first);
+        self.add_rows(adapters.into_iter().map(|a| (a, None)).collect());
+    }
+
+    fn hub_rows(&mut self, rows: Vec<crate::hub::HubAdapter>) {
+        self.add_rows(
+            rows.into_iter()
+                .map(|r| (r.adapter, Some(r.meta)))
+                .collect(),
+        );
+    }
+
+    /// Rows that arrive while the scan (or discovery) goes on are appended, so that the indices
+    /// the list, the marks and the jobs hold stay valid; the list keeps its sort, filter and
+    /// selection. A row with the Hub's `meta` has only its headers here.
+    fn add_rows(&mut self, rows: Vec<(Adapter, Option<crate::hub::HubMeta>)>) {
+        let mut made = Vec::with_capacity(rows.len());
+        for (a, meta) in rows {
+            let remote = meta.is_some();
+            made.push(match meta {
+                Some(m) => ListRow::hub(&a, m.downloads, true),
+                None => ListRow::new(&a),
+            });
+            self.adapters.push(Arc::new(a));
+            self.remote.push(remote);
+        }
+        self.list.add_rows(&self.adapters, made);
     }
 
     fn scan_done(&mut self, adapters: Vec<Adapter>, note: Option<String>) {
@@ -470,6 +688,8 @@ impl App {
             return;
         }
         let next = (0..self.adapters.len())
+            // A Hub row's data is not here until it is fetched.
+            .filter(|&i| !self.remote[i])
             .filter(|&i| !self.jobs.contains(&JobKey::Health(i)))
             .min_by_key(|&i| (self.adapters[i].bytes(), i));
         if let Some(i) = next {
@@ -504,6 +724,10 @@ impl App {
             }
             return;
         }
+        if let JobKey::Discover(base) = &key {
+            self.discovered(base, result);
+            return;
+        }
         match result {
             Err(e) => self.status = Some(key.failure(&e)),
             Ok(JobOutput::Fetch(adapters)) => {
@@ -522,8 +746,32 @@ impl App {
         }
     }
 
+    /// The Hub's discovery ended: the list is complete, or says in one line why it is not.
+    fn discovered(&mut self, base: &str, result: Result<JobOutput, String>) {
+        match result {
+            Ok(JobOutput::Discovered(st)) => {
+                self.scan = ScanState::Done;
+                self.note = Some(format!(
+                    "Hub: {} repos of {base}, {} failed, {} received",
+                    st.repos,
+                    st.failed,
+                    crate::view::text::bytes(st.bytes_transferred)
+                ));
+                if self.adapters.is_empty() {
+                    self.status = Some(format!("no adapters of {base} on the Hub"));
+                }
+            }
+            Ok(_) => {}
+            // The title names the base; the line says why, with the way back.
+            Err(e) => {
+                self.scan = ScanState::Failed(format!("Hub {e} · H shows the local adapters"));
+            }
+        }
+    }
+
     /// Adds the adapters of a finished fetch (replacing those already listed under the same id)
-    /// and selects the first.
+    /// and selects the first. A Hub row fetched from its own views stays open there, on the
+    /// same view, and computes as a local adapter would.
     fn fetched(&mut self, repo: &str, adapters: Vec<Adapter>) {
         if adapters.is_empty() {
             self.status = Some(format!("fetched {repo}, but found no adapter in it"));
@@ -531,6 +779,7 @@ impl App {
         }
         let n = adapters.len();
         let mut first = None;
+        let mut reopen = None;
         for a in adapters {
             let idx = match self.adapters.iter().position(|x| x.id == a.id) {
                 Some(i) => {
@@ -541,16 +790,22 @@ impl App {
                         }
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Health(x) => x != i,
-                        JobKey::Fetch(_) => true,
+                        JobKey::Fetch(_) | JobKey::Discover(_) => true,
                     });
-                    if self.screen.shows(i) {
-                        self.screen = Screen::List;
+                    match &self.screen {
+                        Screen::Adapter(v) if v.idx == i && self.remote[i] => {
+                            reopen = Some((i, v.tab));
+                        }
+                        s if s.shows(i) => self.screen = Screen::List,
+                        _ => {}
                     }
                     self.adapters[i] = Arc::new(a);
+                    self.remote[i] = false;
                     i
                 }
                 None => {
                     self.adapters.push(Arc::new(a));
+                    self.remote.push(false);
                     self.adapters.len() - 1
                 }
             };
@@ -561,6 +816,14 @@ impl App {
         self.next_health();
         let noun = if n == 1 { "adapter" } else { "adapters" };
         self.status = Some(format!("fetched {repo}: {n} {noun}"));
+        if let Some((i, tab)) = reopen {
+            self.go(Go::Adapter(i));
+            let view = Tab::ALL.iter().position(|&t| t == tab).unwrap_or(0);
+            self.with_screen(|screen, _, shared| match screen {
+                Screen::Adapter(v) => v.command(Command::View(view), shared),
+                _ => Go::Stay,
+            });
+        }
     }
 
     /// Keys while the fetch popup is open.
@@ -587,21 +850,17 @@ impl App {
                     }
                 };
                 self.fetch_input = None;
-                if let Some(f) = self.jobs.fetch() {
+                if let Some(f) = self.fetch() {
                     self.status = Some(format!("{} is still being fetched", f.repo));
                     return;
                 }
-                let Some(cache) = self.fetch_cache.clone() else {
-                    self.status = Some(
-                        "no hub cache folder to fetch into: pass --cache DIR or set \
-                         HF_HUB_CACHE / HF_HOME / HOME"
-                            .into(),
-                    );
-                    return;
-                };
-                let key = JobKey::Fetch(repo.to_string());
-                self.jobs
-                    .start(key, 0, |job| Effect::Fetch { job, repo, cache });
+                let label = repo.to_string();
+                if let Err(e) = self
+                    .jobs
+                    .start_fetch(label, repo, self.fetch_cache.as_deref())
+                {
+                    self.status = Some(e);
+                }
             }
             _ => {}
         }
@@ -642,6 +901,16 @@ impl App {
             Screen::Adapter(v) => v.command(c, shared),
             Screen::Compare(v) => v.command(c, shared),
         });
+        // A discovery stopped with Esc leaves the rows it read; `H` there again lists anew.
+        if self.source.is_hub()
+            && matches!(self.scan, ScanState::Scanning { .. })
+            && self.jobs.discovery().is_none()
+        {
+            self.scan = ScanState::Failed(format!(
+                "stopped after {} adapters · H twice lists them again",
+                self.adapters.len()
+            ));
+        }
     }
 
     fn click(&mut self, x: u16, y: u16) {

@@ -139,10 +139,14 @@ pub fn spawn_scan(tx: &UnboundedSender<Action>, job: ScanJob) {
 pub struct Runner {
     tx: UnboundedSender<Action>,
     cancels: HashMap<JobId, Arc<AtomicBool>>,
-    /// Running fetches: cancelling one aborts its task (the network wait ends at once).
+    /// Running fetches and discoveries: cancelling one aborts its task (the network wait ends
+    /// at once).
     fetches: HashMap<JobId, tokio::task::AbortHandle>,
     /// Opened base models, for the rest of the run.
     sessions: BaseSessions,
+    /// How fetches and the Hub source reach the Hub, and where discovery keeps headers.
+    hub: HubConfig,
+    header_cache: Option<PathBuf>,
 }
 
 /// The base models opened so far, by snapshot folder: what depends on a base weight alone
@@ -211,12 +215,25 @@ impl BaseSessions {
 }
 
 impl Runner {
+    /// A runner that reaches the Hub as the environment says (`HF_ENDPOINT`, `HF_TOKEN`,
+    /// `HF_HUB_OFFLINE`, …) and keeps headers in the user's header cache, as `scan --remote`.
     pub fn new(tx: UnboundedSender<Action>) -> Runner {
+        Runner::with_hub(tx, HubConfig::from_env(), hub::HeaderCache::default_dir())
+    }
+
+    /// A runner with its own Hub settings and header-cache folder (None: no header cache).
+    pub fn with_hub(
+        tx: UnboundedSender<Action>,
+        hub: HubConfig,
+        header_cache: Option<PathBuf>,
+    ) -> Runner {
         Runner {
             tx,
             cancels: HashMap::new(),
             fetches: HashMap::new(),
             sessions: BaseSessions::default(),
+            hub,
+            header_cache,
         }
     }
 
@@ -292,23 +309,51 @@ impl Runner {
                     done,
                     total,
                 });
+                // A fetch the user cancels takes back what it added to the cache.
+                let folder = hub::CacheRepo::new(&cache, &repo.repo);
+                let before = folder.before_fetch();
+                let cfg = self.hub.clone();
                 let handle = tokio::spawn(async move {
                     let progress =
                         move |p: &FetchProgress| progress(p.done as usize, p.total.max(1) as usize);
-                    fetch_job(HubConfig::from_env(), &cache, &repo, &progress).await
+                    fetch_job(cfg, &cache, &repo, &progress).await
                 });
                 self.fetches.retain(|_, h| !h.is_finished());
                 self.fetches.insert(job, handle.abort_handle());
                 let tx = self.tx.clone();
                 let t = Instant::now();
                 tokio::spawn(async move {
-                    let result = handle.await.unwrap_or_else(|e| Err(panic_message(e)));
+                    let result = match handle.await {
+                        Ok(r) => r,
+                        Err(e) if e.is_cancelled() => {
+                            let _ =
+                                tokio::task::spawn_blocking(move || folder.discard_since(&before))
+                                    .await;
+                            Err("cancelled".into())
+                        }
+                        Err(e) => Err(panic_message(e)),
+                    };
                     let _ = tx.send(Action::Done {
                         job,
                         result: result.map(JobOutput::from),
                         secs: t.elapsed().as_secs_f64(),
                     });
                 });
+            }
+            Effect::Discover { job, base } => {
+                let tx = self.tx.clone();
+                let t = Instant::now();
+                let (cfg, headers) = (self.hub.clone(), self.header_cache.clone());
+                let handle = tokio::spawn(async move {
+                    let result = discover_job(cfg, headers, &base, job, &tx).await;
+                    let _ = tx.send(Action::Done {
+                        job,
+                        result: result.map(JobOutput::Discovered),
+                        secs: t.elapsed().as_secs_f64(),
+                    });
+                });
+                self.fetches.retain(|_, h| !h.is_finished());
+                self.fetches.insert(job, handle.abort_handle());
             }
             Effect::Stats { job, adapter } => {
                 self.spawn_counted(job, move |ctl| {
@@ -393,6 +438,46 @@ impl Runner {
             }
         }
     }
+}
+
+/// The Hub source's work: lists the adapters of `base` and reads their headers (through the
+/// header cache of `scan --remote`), sending each repo's rows as `Action::HubRows` as soon as
+/// they are read, with progress in repos. The error is the list's one line: offline (by
+/// `HF_HUB_OFFLINE`, or the endpoint unreachable) or why the search failed.
+pub async fn discover_job(
+    cfg: HubConfig,
+    header_cache: Option<PathBuf>,
+    base: &str,
+    job: JobId,
+    tx: &UnboundedSender<Action>,
+) -> Result<hub::SurveyStats, String> {
+    let endpoint = cfg.endpoint.clone();
+    let offline = |e: &crate::Error| match e {
+        crate::Error::Hub(hub::HubError::Offline(_)) => "offline: HF_HUB_OFFLINE is set".into(),
+        crate::Error::Hub(hub::HubError::Network { .. } | hub::HubError::Timeout { .. }) => {
+            format!("offline: {endpoint} cannot be reached")
+        }
+        e => format!("search failed: {e}"),
+    };
+    let client = hub::Hub::new(cfg, "the Hub source")
+        .map_err(|e| offline(&e))?
+        .with_header_cache(header_cache.map(|d| hub::HeaderCache::new(d, false)));
+    let q = hub::SearchQuery {
+        base: Some(base.to_string()),
+        ..hub::SearchQuery::default()
+    };
+    let progress = progress_fn(tx.clone(), move |done, total| Action::Progress {
+        job,
+        done,
+        total,
+    });
+    let rows = tx.clone();
+    client
+        .discover_each(&q, LayoutOptions::default(), &progress, |r| {
+            let _ = rows.send(Action::HubRows { job, rows: r });
+        })
+        .await
+        .map_err(|e| offline(&e))
 }
 
 /// The `F` key's work: downloads `repo` into the hub cache `cache`, then reads the adapters of

@@ -10,6 +10,7 @@ use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub type JobId = u64;
@@ -32,12 +33,14 @@ pub enum JobKey {
     /// The intruder dimensions of one delta (its index in the adapter, in the layout shown) of
     /// the adapter at this index.
     Intruders(usize, bool, usize),
+    /// The Hub source's discovery: the adapters of this base model (`ORG/NAME`).
+    Discover(String),
 }
 
 impl JobKey {
     /// Results kept for the rest of the run; a fetch's adapters are handed over to the list.
     fn keeps_result(&self) -> bool {
-        !matches!(self, JobKey::Fetch(_))
+        !matches!(self, JobKey::Fetch(_) | JobKey::Discover(_))
     }
 
     /// The status bar's message when the job fails.
@@ -51,6 +54,7 @@ impl JobKey {
             JobKey::Intruders(..) => format!("intruder dimensions failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
+            JobKey::Discover(base) => format!("the Hub cannot be listed for {base}: {e}"),
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum JobOutput {
     Fetch(Vec<Adapter>),
     Health(Arc<Health>),
     Base(Arc<BaseReport>),
+    /// The end of a Hub discovery (its rows came as `Action::HubRows`): what it cost.
+    Discovered(crate::hub::SurveyStats),
 }
 
 impl From<BaseReport> for JobOutput {
@@ -119,21 +125,59 @@ pub struct FetchJob {
     pub total: usize,
 }
 
-/// Every job of the run, and the work queued for the event loop.
+/// Every job of one list's adapters (each source of the explorer has its own registry, as its
+/// adapter indices are its own), and the work queued for the event loop.
 #[derive(Debug, Default)]
 pub struct Jobs {
     jobs: HashMap<JobKey, Job>,
     effects: Vec<Effect>,
-    last_id: JobId,
+    /// Shared by sibling registries, so that a job id names one job of the run.
+    last_id: Arc<AtomicU64>,
 }
 
 impl Jobs {
+    /// An empty registry whose job ids never collide with this one's (a result is routed to
+    /// the registry that knows its id).
+    pub fn sibling(&self) -> Jobs {
+        Jobs {
+            last_id: self.last_id.clone(),
+            ..Jobs::default()
+        }
+    }
+
+    /// Whether `job` is running here.
+    pub fn runs(&self, job: JobId) -> bool {
+        self.key_of(job).is_some()
+    }
+
     /// Registers a running job under `key` and queues its work, built from its new id.
     pub fn start(&mut self, key: JobKey, total: usize, work: impl FnOnce(JobId) -> Effect) {
-        self.last_id += 1;
-        let id = self.last_id;
+        let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.jobs.insert(key, Job::Running { id, done: 0, total });
         self.effects.push(work(id));
+    }
+
+    /// Starts the Hub fetch of `repo` into the hub cache `cache`, shown as `label` (one fetch at
+    /// a time); the status bar's sentence when it cannot start.
+    pub fn start_fetch(
+        &mut self,
+        label: String,
+        repo: crate::hub::RepoRef,
+        cache: Option<&std::path::Path>,
+    ) -> Result<JobKey, String> {
+        if let Some(f) = self.fetch() {
+            return Err(format!("{} is still being fetched", f.repo));
+        }
+        let Some(cache) = cache.map(std::path::Path::to_path_buf) else {
+            return Err(
+                "no hub cache folder to fetch into: pass --cache DIR or set \
+                        HF_HUB_CACHE / HF_HOME / HOME"
+                    .into(),
+            );
+        };
+        let key = JobKey::Fetch(label);
+        self.start(key.clone(), 0, |job| Effect::Fetch { job, repo, cache });
+        Ok(key)
     }
 
     /// Queues work that is not a job (e.g. a plot export).
@@ -154,6 +198,20 @@ impl Jobs {
         self.effects.push(Effect::Cancel(*id));
         self.jobs.remove(key);
         true
+    }
+
+    /// Stops the running discovery; its base model when there was one.
+    pub fn cancel_discovery(&mut self) -> Option<String> {
+        let key = self
+            .jobs
+            .iter()
+            .find(|(k, j)| matches!(k, JobKey::Discover(_)) && matches!(j, Job::Running { .. }))
+            .map(|(k, _)| k.clone())?;
+        self.cancel(&key);
+        match key {
+            JobKey::Discover(base) => Some(base),
+            _ => None,
+        }
     }
 
     /// Records progress of the running job `job` (unknown jobs are ignored).
@@ -284,7 +342,16 @@ impl Jobs {
         })
     }
 
-    fn key_of(&self, job: JobId) -> Option<JobKey> {
+    /// The running discovery, if any: its id, repos read and repos listed.
+    pub fn discovery(&self) -> Option<(JobId, usize, usize)> {
+        self.jobs.iter().find_map(|(k, j)| match (k, j) {
+            (JobKey::Discover(_), &Job::Running { id, done, total }) => Some((id, done, total)),
+            _ => None,
+        })
+    }
+
+    /// The key of the running job `job`.
+    pub fn key_of(&self, job: JobId) -> Option<JobKey> {
         self.jobs
             .iter()
             .find(|(_, j)| matches!(j, Job::Running { id, .. } if *id == job))
@@ -332,6 +399,21 @@ mod tests {
             (fetch.repo.as_str(), fetch.done, fetch.total),
             ("org/x", 500, 1000)
         );
+    }
+
+    #[test]
+    fn sibling_registries_never_share_a_job_id() {
+        let mut local = Jobs::default();
+        let mut hub = local.sibling();
+        let a = stats_effect(&mut local, 0);
+        let b = stats_effect(&mut hub, 0);
+        assert_ne!(a, b);
+        // Each result is found only where its job runs.
+        assert!(local.runs(a) && !local.runs(b) && hub.runs(b) && !hub.runs(a));
+        hub.start(JobKey::Discover("o/base".into()), 0, Effect::Cancel);
+        let (d, _, _) = hub.discovery().expect("the discovery runs");
+        assert_eq!(hub.cancel_discovery().as_deref(), Some("o/base"));
+        assert!(!hub.runs(d) && hub.discovery().is_none());
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub enum Command {
     FetchStart,
     /// Close the fetch popup.
     FetchCancel,
+    /// `H` on the list: the other source's list (local ↔ the Hub's adapters of a base model).
+    Source,
+    /// `F` in an adapter's views: fetch this Hub adapter, whose data is not here yet.
+    FetchThis,
     Mark,
     Compare,
     SortNext,
@@ -229,9 +233,10 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::List, &[ch(' '), ch('m')], C::Mark, "mark for compare (two at most)", Some("mark")),
     bind(M::List, &[ch('c')], C::Compare, "compare the two marked", Some("compare")),
     bind(M::List, &[ch('F')], C::Fetch, "fetch an adapter from the Hub by id", None),
+    bind(M::List, &[ch('H')], C::Source, "the Hub's adapters / back to the local ones", None),
     bind(M::List, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::List, &[ch('S')], C::SortReverse, "reverse the sort", None),
-    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop a fetch, else clear filter and marks", None),
+    bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop fetch/listing, else clear filter, marks", None),
     bind(M::List, &[ch('q')], C::Back, "quit", Some("quit")),
     // The tree.
     bind(M::Tree, &[code(KeyCode::Enter)], C::Open, "expand / collapse", Some("expand")),
@@ -261,7 +266,8 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Adapter, &[ch('5')], C::View(4), "Health view", None),
     bind(M::Adapter, &[ch('p')], C::ExportPlot, "export this view as PNG", None),
     bind(M::Adapter, &[ch('u')], C::SplitGateUp, "gate_up as separate gate and up deltas, or fused", None),
-    bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel statistics, else back", None),
+    bind(M::Adapter, &[ch('F')], C::FetchThis, "fetch this Hub adapter (statistics need it)", None),
+    bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel a fetch or statistics, else back", None),
     bind(M::Adapter, &[ch('q')], C::Back, "back to the list", Some("back")),
     // Compare.
     bind(M::Compare, &[ch('m')], C::NextMetric, "next metric", Some("metric")),
@@ -415,6 +421,7 @@ mod tests {
         assert_eq!(l(KeyCode::Char('?')), Some(Command::Help));
         assert_eq!(l(KeyCode::Char('q')), Some(Command::Back));
         assert_eq!(l(KeyCode::Esc), Some(Command::Escape));
+        assert_eq!(l(KeyCode::Char('H')), Some(Command::Source));
         let adapter = [Mode::Tree, Mode::Adapter, Mode::Move, Mode::Global];
         assert_eq!(
             lookup(&adapter, &press(KeyCode::Tab)),
@@ -423,6 +430,10 @@ mod tests {
         assert_eq!(
             lookup(&adapter, &press(KeyCode::Char('q'))),
             Some(Command::Back)
+        );
+        assert_eq!(
+            lookup(&adapter, &press(KeyCode::Char('F'))),
+            Some(Command::FetchThis)
         );
     }
 }

@@ -39,6 +39,10 @@ pub struct ListRow {
     pub detail: Vec<String>,
     /// The health check: not yet (None), failed (Some(None)) or its verdict.
     pub health: Option<Option<Verdict>>,
+    /// Downloads over the last 30 days, for a row of the Hub source.
+    pub downloads: Option<u64>,
+    /// Only its headers are here (a Hub row not fetched yet): nothing is computed on it.
+    pub remote: bool,
     /// Lower-case text the filter searches.
     haystack: String,
 }
@@ -124,8 +128,26 @@ impl ListRow {
             unrecognised: s.unrecognised,
             detail,
             health: None,
+            downloads: None,
+            remote: false,
             haystack,
         }
+    }
+
+    /// The row of an adapter of the Hub source: its downloads, and whether only its headers are
+    /// here (the detail line then says how to get its data).
+    pub fn hub(a: &Adapter, downloads: Option<u64>, remote: bool) -> ListRow {
+        let mut r = ListRow::new(a);
+        r.downloads = downloads;
+        r.remote = remote;
+        if remote && a.error.is_none() {
+            r.detail.insert(
+                2.min(r.detail.len()),
+                "on the Hub, headers only: F in its views fetches it for statistics and health"
+                    .into(),
+            );
+        }
+        r
     }
 
     /// Records the health check's outcome; its worst finding joins the detail lines.
@@ -185,6 +207,9 @@ impl ListRow {
             ListColumn::Dtype => self.dtype.clone(),
             ListColumn::Size => self.size.clone(),
             ListColumn::Tensors => self.tensors.to_string(),
+            ListColumn::Downloads => text::opt(self.downloads),
+            // A Hub row is checked once its data is here.
+            ListColumn::Health if self.remote => "-".into(),
             ListColumn::Health => match self.health {
                 Some(Some(v)) => v.mark().into(),
                 Some(None) => "?".into(),
@@ -207,9 +232,12 @@ pub enum ListColumn {
     Size,
     Tensors,
     Health,
+    /// The Hub source's extra column.
+    Downloads,
 }
 
 impl ListColumn {
+    /// The columns of the local list.
     pub const ALL: [ListColumn; 10] = [
         ListColumn::Id,
         ListColumn::Pattern,
@@ -221,6 +249,21 @@ impl ListColumn {
         ListColumn::Size,
         ListColumn::Tensors,
         ListColumn::Health,
+    ];
+
+    /// The columns of the Hub list: the local ones and downloads.
+    pub const HUB: [ListColumn; 11] = [
+        ListColumn::Id,
+        ListColumn::Pattern,
+        ListColumn::Targets,
+        ListColumn::AttnRank,
+        ListColumn::ExpertRank,
+        ListColumn::ExpertLayers,
+        ListColumn::Dtype,
+        ListColumn::Size,
+        ListColumn::Tensors,
+        ListColumn::Health,
+        ListColumn::Downloads,
     ];
 
     pub fn title(self) -> &'static str {
@@ -235,13 +278,18 @@ impl ListColumn {
             ListColumn::Size => "SIZE",
             ListColumn::Tensors => "TENSORS",
             ListColumn::Health => "HEALTH",
+            ListColumn::Downloads => "DOWNLOADS",
         }
     }
 
     pub fn right(self) -> bool {
         matches!(
             self,
-            ListColumn::AttnRank | ListColumn::ExpertRank | ListColumn::Size | ListColumn::Tensors
+            ListColumn::AttnRank
+                | ListColumn::ExpertRank
+                | ListColumn::Size
+                | ListColumn::Tensors
+                | ListColumn::Downloads
         )
     }
 
@@ -258,6 +306,7 @@ impl ListColumn {
             ListColumn::Size => a.bytes.cmp(&b.bytes),
             ListColumn::Tensors => a.tensors.cmp(&b.tensors),
             ListColumn::Health => a.health.cmp(&b.health),
+            ListColumn::Downloads => a.downloads.cmp(&b.downloads),
         };
         o.then_with(|| a.id.cmp(&b.id))
     }

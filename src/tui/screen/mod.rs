@@ -40,6 +40,8 @@ impl Screen {
 /// What the screens share, lent by the app while a screen handles a command or a result.
 pub struct Shared<'a> {
     pub adapters: &'a [Arc<Adapter>],
+    /// Per adapter: only its headers are here (a Hub row not fetched yet).
+    pub remote: &'a [bool],
     pub jobs: &'a mut Jobs,
     /// The status bar's message.
     pub status: &'a mut Option<String>,
@@ -54,6 +56,11 @@ impl Shared<'_> {
     pub fn say(&mut self, msg: impl Into<String>) {
         *self.status = Some(msg.into());
     }
+
+    /// Whether adapter `idx` has only its headers here (a Hub row not fetched yet).
+    pub fn is_remote(&self, idx: usize) -> bool {
+        self.remote.get(idx).copied().unwrap_or(false)
+    }
 }
 
 /// Where a screen wants to go after a command.
@@ -67,6 +74,8 @@ pub enum Go {
     Compare(usize, usize),
     /// The fetch popup.
     Fetch,
+    /// The other source's list (`H`).
+    Source,
     Quit,
 }
 

@@ -88,6 +88,29 @@ fn draw_summary(buf: &mut Buffer, area: Rect, a: &Adapter, theme: Theme) {
     );
 }
 
+/// For a Hub adapter whose data is not here: that `F` fetches it, or the fetch's progress.
+fn remote_line(app: &App, v: &AdapterScreen, theme: Theme) -> Option<Line<'static>> {
+    if !app.remote.get(v.idx).copied().unwrap_or(false) {
+        return None;
+    }
+    let running = v.fetching.as_ref().and_then(|k| app.jobs.get(k));
+    if let Some(Job::Running { done, total, .. }) = running {
+        let mut l = Line::styled("fetching from the Hub ", theme.dim());
+        l.spans.extend(
+            progress_line(*done, (*total).max(1), 30, theme)
+                .spans
+                .into_iter()
+                .take(2),
+        );
+        l.spans.push(Span::styled("  (Esc cancels)", theme.dim()));
+        return Some(l);
+    }
+    Some(Line::styled(
+        "on the Hub, headers only: F fetches it for statistics and health (Esc cancels)",
+        theme.key(),
+    ))
+}
+
 /// A gauge while statistics compute, or why there are none. None when they are ready.
 fn stats_state<'a>(
     buf: &mut Buffer,
@@ -364,7 +387,7 @@ fn draw_layers(
     ]);
     let map = titled(buf, map, title);
     let text = |c: &GridCell| c.text.clone();
-    let waiting = waiting_line(a, stats, theme);
+    let waiting = remote_line(app, v, theme).or_else(|| waiting_line(a, stats, theme));
     let grid = (&v.layers, v.layer_cursor);
     draw_grid(
         buf,
@@ -462,15 +485,17 @@ fn draw_experts(
     ));
     let map = titled(buf, map, Line::from(title));
     let text = |_: &GridCell| String::new();
-    let waiting = waiting_line(a, stats, theme).map(|l| {
-        if stats.is_none() && a.error.is_none() {
-            Line::styled(
-                "■ marks an expert with LoRA; colours once statistics exist",
-                theme.dim(),
-            )
-        } else {
-            l
-        }
+    let waiting = remote_line(app, v, theme).or_else(|| {
+        waiting_line(a, stats, theme).map(|l| {
+            if stats.is_none() && a.error.is_none() {
+                Line::styled(
+                    "■ marks an expert with LoRA; colours once statistics exist",
+                    theme.dim(),
+                )
+            } else {
+                l
+            }
+        })
     });
     let grid = (&v.experts, v.expert_cursor);
     draw_grid(
@@ -497,6 +522,10 @@ fn draw_stats(
     theme: Theme,
     hits: &mut Hits,
 ) {
+    if let Some(l) = remote_line(app, v, theme).filter(|_| a.error.is_none()) {
+        centered_message(buf, area, vec![l], None, theme);
+        return;
+    }
     let Some(st) = stats_state(buf, area, a, stats, theme) else {
         return;
     };
@@ -576,7 +605,12 @@ fn draw_health(
             centered_message(buf, area, lines, Some((*done, *total)), theme);
             return;
         }
-        _ => return,
+        _ => {
+            if let Some(l) = remote_line(app, v, theme) {
+                centered_message(buf, area, vec![l], None, theme);
+            }
+            return;
+        }
     };
     if area.height < 4 {
         return;

@@ -104,6 +104,8 @@ pub struct AdapterScreen {
     /// `u`: the adapter with its fused gate_up deltas split (built from the loaded deltas), shown
     /// instead of the loaded one by the maps and Stats. The Tree always shows the file as stored.
     pub split: Option<Arc<Adapter>>,
+    /// The fetch `F` started for this (Hub) adapter, while it may run: Esc stops it.
+    pub fetching: Option<JobKey>,
 }
 
 impl AdapterScreen {
@@ -145,6 +147,7 @@ impl AdapterScreen {
             intruder: None,
             health_sel: 0,
             split: None,
+            fetching: None,
         };
         v.refresh(
             a,
@@ -328,11 +331,25 @@ impl AdapterScreen {
                 return Go::Stay;
             }
             Command::Escape => {
+                if let Some(key) = self.fetching.take().filter(|k| shared.jobs.cancel(k)) {
+                    let JobKey::Fetch(repo) = key else {
+                        return Go::Stay;
+                    };
+                    // The event loop aborts it and takes back what it added to the cache.
+                    shared.say(format!(
+                        "fetch of {repo} cancelled: nothing of it is left in the cache"
+                    ));
+                    return Go::Stay;
+                }
                 if self.cancel_jobs(shared) {
                     shared.say("statistics cancelled");
                     return Go::Stay;
                 }
                 return Go::List;
+            }
+            Command::FetchThis => {
+                self.fetch_remote(shared);
+                return Go::Stay;
             }
             Command::Back => {
                 // Leaving the view drops its computations: nobody would see the results.
@@ -602,9 +619,66 @@ impl AdapterScreen {
         }
     }
 
+    /// A Hub adapter has only its headers here: asking for what needs its data offers to fetch
+    /// it (true), else nothing (false).
+    fn offer_fetch(&self, shared: &mut Shared, what: &str) -> bool {
+        if !shared.is_remote(self.idx) {
+            return false;
+        }
+        if self
+            .fetching
+            .as_ref()
+            .is_some_and(|k| shared.jobs.contains(k))
+        {
+            return true;
+        }
+        let failed = shared
+            .adapters
+            .get(self.idx)
+            .is_some_and(|a| a.error.is_some());
+        if !failed {
+            shared.say(format!(
+                "{what} need the adapter's data: only its headers are here. F fetches it (Esc cancels)"
+            ));
+        }
+        true
+    }
+
+    /// `F` on a Hub adapter: downloads it into the hub cache in the background (progress in the
+    /// status bar, Esc cancels); when it is in, the views compute as for a local adapter.
+    fn fetch_remote(&mut self, shared: &mut Shared) {
+        let Some(a) = shared.adapters.get(self.idx).cloned() else {
+            return;
+        };
+        if !shared.is_remote(self.idx) {
+            shared.say(format!("{} is here already: nothing to fetch", a.id));
+            return;
+        }
+        let repo = match a.id.parse::<crate::hub::RepoRef>() {
+            Ok(r) => crate::hub::RepoRef {
+                // The commit its headers were read at.
+                revision: a.revision.clone().unwrap_or_else(|| r.revision.clone()),
+                ..r
+            },
+            Err(e) => {
+                shared.say(e.to_string());
+                return;
+            }
+        };
+        let short: String = repo.revision.chars().take(10).collect();
+        let label = format!("{}@{short}", a.id);
+        match shared.jobs.start_fetch(label, repo, shared.cache) {
+            Ok(key) => self.fetching = Some(key),
+            Err(e) => shared.say(e),
+        }
+    }
+
     /// Starts the health check unless the list's background checks already did (or do).
     fn ensure_health(&self, shared: &mut Shared) {
         let key = JobKey::Health(self.idx);
+        if self.offer_fetch(shared, "health checks") {
+            return;
+        }
         let Some(a) = shared.adapters.get(self.idx) else {
             return;
         };
@@ -617,8 +691,12 @@ impl AdapterScreen {
             .start(key, a.deltas.len(), |job| Effect::Health { job, adapter });
     }
 
-    /// Starts the statistics unless they are known, running, or cannot exist.
+    /// Starts the statistics unless they are known, running, or cannot exist (yet: a Hub
+    /// adapter is fetched first).
     fn ensure_stats(&self, shared: &mut Shared) {
+        if self.offer_fetch(shared, "statistics") {
+            return;
+        }
         let Some(a) = self.adapter(shared.adapters) else {
             return;
         };

@@ -2,10 +2,10 @@
 
 use super::ListScreen;
 use crate::adapter::Kind;
-use crate::tui::app::{App, Hits, ScanState};
+use crate::tui::app::{App, Hits, ScanState, Source};
 use crate::tui::model::ListColumn;
 use crate::tui::ui::table::{self, Column, TableSpec};
-use crate::tui::ui::{centered_message, put, Theme};
+use crate::tui::ui::{centered_message, fit, put, Theme};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -50,29 +50,37 @@ pub fn draw(
         put(buf, filter, x + 2, filter.y, &n, theme.dim());
     }
     if app.adapters.is_empty() {
-        centered_message(
-            buf,
-            table_area,
-            vec![
+        let lines = match (&app.scan, &app.source) {
+            // One line: why the Hub list is empty (offline, unreachable, stopped).
+            (ScanState::Failed(why), _) => {
+                let w = table_area.width.saturating_sub(2) as usize;
+                vec![Line::styled(fit(why, w), theme.error())]
+            }
+            (_, Source::Hub { base }) => vec![Line::raw(format!(
+                "no adapters of {base} on the Hub · H shows the local adapters"
+            ))],
+            _ => vec![
                 Line::raw("no adapters found"),
                 Line::styled("try `lorascope demo DIR` and `--cache DIR`", theme.dim()),
             ],
-            None,
-            theme,
-        );
+        };
+        centered_message(buf, table_area, lines, None, theme);
         return;
     }
     let w = |i: usize| l.widths.get(i).copied().unwrap_or(8);
     let spec = TableSpec {
-        columns: ListColumn::ALL
+        columns: l
+            .columns
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                // Targets give up room first, then the pattern, the id last.
+                // Targets give up room first, then the pattern, the id last (a little more in
+                // the Hub's list, so that its downloads fit in 120 columns too).
+                let tight = u16::from(l.columns.contains(&ListColumn::Downloads));
                 let (shrink, min) = match c {
-                    ListColumn::Targets => (1, 14),
-                    ListColumn::Pattern => (2, 18),
-                    ListColumn::Id => (3, 16),
+                    ListColumn::Targets => (1, 14 - 2 * tight),
+                    ListColumn::Pattern => (2, 18 - 4 * tight),
+                    ListColumn::Id => (3, 16 - 4 * tight),
                     _ => (0, w(i)),
                 };
                 Column {
@@ -87,7 +95,8 @@ pub fn draw(
             .collect(),
         len: l.visible.len(),
         selected: (!l.visible.is_empty()).then_some(l.selected),
-        sort: ListColumn::ALL
+        sort: l
+            .columns
             .iter()
             .position(|&c| c == l.sort)
             .map(|i| (i, l.asc)),
@@ -101,7 +110,7 @@ pub fn draw(
         } else {
             Style::new()
         };
-        (ListColumn::ALL.iter().map(|&c| r.cell(c)).collect(), style)
+        (l.columns.iter().map(|&c| r.cell(c)).collect(), style)
     };
     let mut lead = |buf: &mut Buffer, x: u16, y: u16, i: usize| {
         let idx = l.visible[i];
@@ -147,14 +156,19 @@ fn draw_detail(buf: &mut Buffer, area: Rect, l: &ListScreen, theme: Theme) {
         .render(area, buf);
 }
 
-/// The title bar's crumb and right-hand note: how many adapters are shown.
+/// The title bar's crumb (the source, for the Hub's list) and right-hand note: how many
+/// adapters are shown.
 pub fn title(app: &App, l: &ListScreen) -> (String, String) {
+    let crumb = match &app.source {
+        Source::Local => "adapters".to_string(),
+        hub => format!("{} adapters", hub.label()),
+    };
     if let ScanState::Scanning { total, .. } = &app.scan {
         let right = match app.adapters.len() {
             0 => "scanning…".to_string(),
             n => format!("scanning… {n} of {total} read"),
         };
-        return ("adapters".to_string(), right);
+        return (crumb, right);
     }
     let n = app.adapters.len();
     let noun = if n == 1 { "adapter" } else { "adapters" };
@@ -166,5 +180,5 @@ pub fn title(app: &App, l: &ListScreen) -> (String, String) {
     if let Some((done, all)) = app.health_progress() {
         right.push_str(&format!(" · health {done} of {all}"));
     }
-    ("adapters".to_string(), right)
+    (crumb, right)
 }

@@ -32,6 +32,8 @@ pub struct ListScreen {
     pub widths: Vec<u16>,
     /// The base models the list's adapters name, counted as rows arrive.
     uses: crate::adapter::BaseUses,
+    /// The columns shown (the Hub list has one more).
+    pub columns: Vec<ListColumn>,
 }
 
 impl Default for ListScreen {
@@ -47,6 +49,7 @@ impl Default for ListScreen {
             marked: vec![],
             widths: vec![],
             uses: Default::default(),
+            columns: ListColumn::ALL.to_vec(),
         }
     }
 }
@@ -74,25 +77,33 @@ impl ListScreen {
         self.visible.get(self.selected).copied()
     }
 
-    /// Rows for the adapters of `all` from `first` on, appended to the list (the scan's, as they
-    /// arrive): sorted and filtered in, the selected adapter staying selected. A full model that
-    /// an adapter (before or after it) names as its base becomes a `base model` row.
-    pub fn add_adapters(&mut self, all: &[Arc<Adapter>], first: usize) {
+    /// The list of the Hub source: the local columns and downloads.
+    pub fn hub() -> ListScreen {
+        ListScreen {
+            columns: ListColumn::HUB.to_vec(),
+            ..ListScreen::default()
+        }
+    }
+
+    /// Rows for the last `rows.len()` adapters of `all`, appended to the list (the scan's or the
+    /// Hub's, as they arrive): sorted and filtered in, the selected adapter staying selected. A
+    /// full model that an adapter (before or after it) names as its base becomes a `base model` row.
+    pub fn add_rows(&mut self, all: &[Arc<Adapter>], rows: Vec<ListRow>) {
+        let first = all.len() - rows.len();
         for a in &all[first..] {
             self.uses.add(a);
         }
-        self.rows.extend(
-            all[first..]
-                .iter()
-                .map(|a| ListRow::new_as(a, self.uses.count(a))),
-        );
-        // Rows already listed whose count changed (full weights only: a few rows).
-        for (i, a) in all[..first].iter().enumerate() {
+        self.rows.extend(rows);
+        // Rows whose count changed (full weights only: a few rows).
+        for (i, a) in all.iter().enumerate() {
             let n = self.uses.count(a);
             if self.rows.get(i).is_some_and(|r| r.base_of != n) {
-                let health = self.rows[i].health;
+                let old = &self.rows[i];
+                let (health, downloads, remote) = (old.health, old.downloads, old.remote);
                 self.rows[i] = ListRow::new_as(a, n);
                 self.rows[i].health = health;
+                self.rows[i].downloads = downloads;
+                self.rows[i].remote = remote;
             }
         }
         self.widths();
@@ -107,11 +118,13 @@ impl ListScreen {
     }
 
     /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
+    /// A fetched Hub row keeps its downloads; its data is local now.
     pub fn set_row(&mut self, idx: usize, a: &Adapter) {
         if idx >= self.rows.len() {
             self.uses.add(a);
         }
-        let row = ListRow::new_as(a, self.uses.count(a));
+        let mut row = ListRow::new_as(a, self.uses.count(a));
+        row.downloads = self.rows.get(idx).and_then(|r| r.downloads);
         match self.rows.get_mut(idx) {
             Some(r) => *r = row,
             None => self.rows.push(row),
@@ -171,30 +184,34 @@ impl ListScreen {
             Command::Mark => self.toggle_mark(shared),
             Command::Compare => {
                 if let [a, b] = self.marked[..] {
+                    if shared.is_remote(a) || shared.is_remote(b) {
+                        shared.say("a comparison needs both adapters' data: F in a Hub adapter's views fetches it");
+                        return Go::Stay;
+                    }
                     return Go::Compare(a, b);
                 }
                 shared.say("mark two adapters (Space) to compare them");
             }
             Command::SortNext => {
-                let i = ListColumn::ALL
-                    .iter()
-                    .position(|&x| x == self.sort)
-                    .unwrap_or(0);
-                self.sort(
-                    ListColumn::ALL[(i + 1) % ListColumn::ALL.len()],
-                    true,
-                    shared,
-                );
+                let cols = &self.columns;
+                let i = cols.iter().position(|&x| x == self.sort).unwrap_or(0);
+                self.sort(cols[(i + 1) % cols.len()], true, shared);
             }
             Command::SortReverse => self.sort(self.sort, !self.asc, shared),
+            Command::Source => return Go::Source,
             Command::Escape => {
                 if let Some(f) = shared.jobs.fetch() {
-                    // The fetch started here: Esc stops it first. Its `.incomplete` blobs stay,
-                    // so the next fetch of the repo resumes from them.
+                    // The fetch started here: Esc stops it first. The event loop aborts it
+                    // and takes back what it added to the cache.
                     shared.jobs.cancel(&JobKey::Fetch(f.repo.clone()));
                     shared.say(format!(
-                        "fetch of {} cancelled (what arrived is kept: fetching it again resumes)",
+                        "fetch of {} cancelled: nothing of it is left in the cache",
                         f.repo
+                    ));
+                } else if let Some(base) = shared.jobs.cancel_discovery() {
+                    shared.say(format!(
+                        "listing the adapters of {base} on the Hub stopped at {} (H twice lists them again)",
+                        self.rows.len()
                     ));
                 } else if !self.filter.is_empty() {
                     self.filter.clear();
@@ -216,7 +233,7 @@ impl ListScreen {
             return Go::Stay;
         };
         if let Some(col) = t.col_at(x, y) {
-            let col = ListColumn::ALL[col.min(ListColumn::ALL.len() - 1)];
+            let col = self.columns[col.min(self.columns.len() - 1)];
             let asc = col != self.sort || !self.asc;
             self.sort(col, asc, shared);
         } else if let Some(r) = t.row_at(x, y).filter(|&r| r < self.visible.len()) {
@@ -259,7 +276,8 @@ impl ListScreen {
     }
 
     fn widths(&mut self) {
-        self.widths = ListColumn::ALL
+        self.widths = self
+            .columns
             .iter()
             .map(|&c| {
                 let w = self.rows.iter().map(|r| r.width(c)).max().unwrap_or(0);
