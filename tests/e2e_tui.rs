@@ -169,6 +169,7 @@ fn h_shows_the_hub_a_remote_layer_map_and_f_fetches_esc_cancels() {
     );
     // F fetches; the download hangs after 32 KiB; Esc cancels it.
     server.faults().stall = Some(("adapter_model.safetensors".into(), 32 << 10));
+    let headers = server.body_bytes_for("resolve");
     let mark = p.mark();
     p.send(b"F");
     assert!(
@@ -178,7 +179,10 @@ fn h_shows_the_hub_a_remote_layer_map_and_f_fetches_esc_cancels() {
         p.screen()
     );
     let deadline = std::time::Instant::now() + WAIT;
-    while server.body_bytes_for("resolve") < 32 << 10 && std::time::Instant::now() < deadline {
+    // The download has begun (32 KiB of it sent) before Esc.
+    while server.body_bytes_for("resolve") < headers + (32 << 10)
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mark = p.mark();
@@ -189,6 +193,10 @@ fn h_shows_the_hub_a_remote_layer_map_and_f_fetches_esc_cancels() {
         p.screen()
     );
     let repo = local.repo_dir("hubco/moe-peft");
+    assert!(
+        server.body_bytes_for("resolve") >= headers + (32 << 10),
+        "the download never began"
+    );
     let deadline = std::time::Instant::now() + WAIT;
     while repo.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
