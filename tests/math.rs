@@ -1328,7 +1328,7 @@ fn dora_updates_match_their_dense_definition() {
     let (_, snap) = base::locate(
         &load_from(&ad, &spec, &g),
         Some("openai/gpt-oss-20b"),
-        &[hub.clone()],
+        std::slice::from_ref(&hub),
     )
     .unwrap();
     let tensors = base_tensors(&snap);
