@@ -2277,6 +2277,8 @@ fn a_base_model_row_counts_the_adapters_that_arrive_after_it() {
         .detail
         .iter()
         .any(|l| l.contains("the base of 2 adapters in the list")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Hub source (`H`): the same list over the Hub's adapters of a base model, headers only
 // until `F` fetches one; against the loopback Hub-like server, with the event loop's own runner.

@@ -378,7 +378,9 @@ impl App {
             return None;
         }
         let local = self.list.rows.iter().filter(|r| !r.remote);
-        let (n, done) = local.fold((0, 0), |(n, d), r| (n + 1, d + usize::from(r.health.is_some())));
+        let (n, done) = local.fold((0, 0), |(n, d), r| {
+            (n + 1, d + usize::from(r.health.is_some()))
+        });
         (done < n).then_some((done, n))
     }
 
