@@ -289,6 +289,37 @@ fn empty_unreadable_checkpoint_only_and_merged_say_what_they_are_and_serving_doe
     assert_eq!(h.findings[0].code, code::NON_FINITE, "errors come first");
 }
 
+#[test]
+fn a_base_model_with_mxfp4_experts_is_checked_on_its_float_tensors() {
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    let t = tempfile::tempdir().unwrap();
+    // MXFP4 blocks hold 32 values: sizes in multiples of 32.
+    let dims = Dims {
+        layers: 2,
+        hidden: 32,
+        q_out: 32,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+    write_base(
+        t.path(),
+        "org/base",
+        &BaseSpec::new(dims, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let src = discovery::discover_cache(t.path());
+    let a = Adapter::load(&src[0], Default::default());
+    assert!(
+        a.tensors.iter().any(|t| t.info.dtype == Dtype::U8),
+        "MXFP4 blocks"
+    );
+    // U8 blocks and scales were a failed check ("has dtype U8"): they are listed, not measured.
+    let h = health::check(&a, &Control::default()).unwrap();
+    assert_eq!(h.verdict, Verdict::Ok, "{:#?}", h.findings);
+    assert_eq!(only(&h, code::NOT_LORA).severity, Severity::Info);
+}
+
 // ---------------------------------------------------------------------------------------------
 // dead, in every expert layout
 

@@ -427,6 +427,9 @@ pub fn measure_on(
         .iter()
         .filter(|f| filter.expert.is_none() && filter.matches(f.layer, &f.target, None))
         .filter(|f| f.shape.iter().product::<usize>() <= MAX_FULL_ELEMS)
+        // Quantised storage (a base's MXFP4 blocks and scales, U8) is listed, not measured
+        // here: `base` decodes it where a statistic needs it.
+        .filter(|f| crate::compute::tensor::is_float(a.tensors[f.tensor].info.dtype))
         .collect();
     let full_tensors = full
         .iter()

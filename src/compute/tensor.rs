@@ -283,6 +283,11 @@ macro_rules! with_elem {
 }
 use with_elem;
 
+/// Whether lorascope reads this dtype's values (the dtypes `float_values` takes).
+pub fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+}
+
 /// The values of a float tensor's bytes (or a slice of them) as f64, in order.
 pub fn float_values(raw: &[u8], dtype: Dtype, name: &str) -> Result<Vec<f64>> {
     with_elem!(dtype, name, T => Ok(values::<T>(raw)))
