@@ -1140,3 +1140,39 @@ fn intruder_dimensions_match_the_dense_definition() {
         "{counts:?}"
     );
 }
+
+/// The streaming base writer (one layer in memory at a time, for the full-size benchmark base)
+/// writes the same tensors, index and config as the in-memory one, and `Base` opens it whole.
+#[test]
+fn the_streamed_base_holds_the_in_memory_bases_tensors() {
+    use lorascope::synth::base::write_base_dir;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);
+    b.shards = 3;
+    b.dims.layers = 4;
+    write_base(&dir.path().join("hub"), "openai/gpt-oss-20b", &b).unwrap();
+    let repo = dir.path().join("hub/models--openai--gpt-oss-20b");
+    let (_, mem) = lorascope::adapter::discovery::snapshot_of(&repo).unwrap();
+    let streamed = dir.path().join("streamed");
+    let bytes = write_base_dir(&streamed, &b).unwrap();
+    let on_disk: u64 = std::fs::read_dir(&streamed)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes > 0 && bytes <= on_disk, "{bytes} of {on_disk}");
+    let (want, got) = (base_tensors(&mem), base_tensors(&streamed));
+    assert_eq!(want.len(), got.len());
+    assert!(want == got, "the streamed tensors differ");
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    for f in ["model.safetensors.index.json", "config.json"] {
+        assert_eq!(json(&mem.join(f)), json(&streamed.join(f)), "{f}");
+    }
+    let (m, s) = (
+        Base::open("mem", &mem).unwrap(),
+        Base::open("streamed", &streamed).unwrap(),
+    );
+    assert_eq!(m.tensor_count(), s.tensor_count());
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+}
