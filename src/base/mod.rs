@@ -509,13 +509,20 @@ impl Base {
 
     /// W as a dense f64 matrix (out × in): one expert decoded, never the whole layer.
     pub fn dense(&self, w: &Weight) -> Result<Mat<f64>> {
+        Ok(self.dense_t(w)?.transpose().to_owned())
+    }
+
+    /// Wᵀ (in × out), column-major: each of W's rows is one contiguous column, so an MXFP4 row
+    /// decodes straight into place (W's own column-major layout would scatter every row).
+    /// `wt.transpose()` is W for the products.
+    pub fn dense_t(&self, w: &Weight) -> Result<Mat<f64>> {
         let rows = self.row_indices(w);
         match &w.storage {
             Storage::Dense { tensor } => {
                 let (_, t) = self.info(tensor).expect("mapped weight");
                 let cols = t.shape[1];
                 let v = self.bytes(tensor, |raw| tensor::float_values(raw, t.dtype, tensor))?;
-                Ok(Mat::from_fn(rows.len(), cols, |i, j| v[rows[i] * cols + j]))
+                Ok(Mat::from_fn(cols, rows.len(), |j, i| v[rows[i] * cols + j]))
             }
             Storage::Stacked { tensor, expert } => {
                 let (_, t) = self.info(tensor).expect("mapped weight");
@@ -524,8 +531,8 @@ impl Base {
                 let v = self.bytes(tensor, |raw| {
                     tensor::float_values(&raw[expert * size..(expert + 1) * size], t.dtype, tensor)
                 })?;
-                // P[e] is (in, out): W = P[e]ᵀ.
-                Ok(Mat::from_fn(rows.len(), inn, |i, j| v[j * out + rows[i]]))
+                // P[e] is (in, out) = Wᵀ.
+                Ok(Mat::from_fn(inn, rows.len(), |j, i| v[j * out + rows[i]]))
             }
             Storage::Mxfp4 {
                 blocks,
@@ -534,8 +541,7 @@ impl Base {
             } => {
                 let (g, out) = self.mxfp4_geometry(blocks)?;
                 let inn = g * mxfp4::BLOCK;
-                let mut row = vec![0.0; inn];
-                let mut m = Mat::<f64>::zeros(rows.len(), inn);
+                let mut m = Mat::<f64>::zeros(inn, rows.len());
                 self.bytes(blocks, |b| {
                     self.bytes(scales, |s| {
                         let base_b = expert * out * g * 16;
@@ -544,11 +550,8 @@ impl Base {
                             mxfp4::decode_row(
                                 &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
                                 &s[base_s + o * g..base_s + (o + 1) * g],
-                                &mut row,
+                                m.col_as_slice_mut(i),
                             );
-                            for (j, x) in row.iter().enumerate() {
-                                m[(i, j)] = *x;
-                            }
                         }
                         Ok(())
                     })
