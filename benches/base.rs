@@ -137,6 +137,10 @@ fn main() {
     let ctl = Control::default();
     let all = Filter::default();
     let mut rows: Vec<(String, f64, String)> = vec![];
+    let mut row = |what: String, secs: f64, goal: &str| {
+        eprintln!("{what}: {secs:.2} s ({goal})");
+        rows.push((what, secs, goal.to_string()));
+    };
 
     let run = |fields: Fields| {
         let s = session(&base_dir);
@@ -148,19 +152,11 @@ fn main() {
     let (secs, rep) = run(Fields::Relative);
     let n = rep.deltas.iter().filter(|d| d.relative_change.is_some()).count();
     assert_eq!(n, 1632, "{:?}", rep.notes);
-    rows.push((
-        format!("relative_change, all {n} deltas"),
-        secs,
-        "≤ 10 s".into(),
-    ));
+    row(format!("relative_change, all {n} deltas"), secs, "≤ 10 s");
     let (secs, rep) = run(Fields::Amplification);
     let n = rep.deltas.iter().filter(|d| d.amplification.is_some()).count();
     assert_eq!(n, 1632, "{:?}", rep.notes);
-    rows.push((
-        format!("amplification, all {n} deltas"),
-        secs,
-        "≤ 60 s".into(),
-    ));
+    row(format!("amplification, all {n} deltas"), secs, "≤ 60 s");
 
     // One gate_up delta at 5760×2880: layer 0, expert 0.
     let one = Filter {
@@ -182,11 +178,11 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(rep.deltas.len(), 1);
         let got = rep.deltas[0].intruders.as_ref().expect("intruders");
-        rows.push((
+        row(
             format!("{label} ({} of k = {})", got.count, got.k),
             secs,
-            goal.into(),
-        ));
+            goal,
+        );
     }
 
     let hwm = status_bytes("VmHWM:");

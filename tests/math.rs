@@ -1176,3 +1176,50 @@ fn the_streamed_base_holds_the_in_memory_bases_tensors() {
     assert_eq!(m.tensor_count(), s.tensor_count());
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 }
+
+/// `compute_with` at each level: the fields it asks for equal the full computation's (already
+/// checked against the dense reference above), the costlier ones stay null; with `deep`, the
+/// intruders equal `compute_deep`'s at every level.
+#[test]
+fn fewer_fields_compute_the_same_numbers_and_leave_the_rest_null() {
+    use lorascope::base::stats::{Fields, IntruderOpts, Opts};
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    synth::write_adapter(
+        &ad,
+        &base_spec(Pattern::PeftExperts {
+            layers: vec![0, 1],
+        }),
+    )
+    .unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    let b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);
+    write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+    let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+    let (f, c) = (Filter::default(), Control::default());
+    let deep = Some(IntruderOpts::default());
+    let full = {
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        base_stats::compute_deep(&s, &a, &f, &c, deep).unwrap()
+    };
+    assert!(full.deltas.iter().all(|d| d.alignment.is_some()));
+    for fields in [Fields::Relative, Fields::Amplification] {
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        let got = base_stats::compute_with(&s, &a, &f, &c, Opts { fields, deep }).unwrap();
+        assert_eq!(got.deltas.len(), full.deltas.len());
+        for (g, w) in got.deltas.iter().zip(&full.deltas) {
+            assert_eq!(g.base_fro_norm, w.base_fro_norm);
+            assert_eq!(g.relative_change, w.relative_change);
+            assert_eq!(g.intruders, w.intruders);
+            if fields == Fields::Amplification {
+                // W·V by panels here, from the dense W there: the same sums, other roundings.
+                let (x, y) = (g.amplification.unwrap(), w.amplification.unwrap());
+                assert!((x - y).abs() <= 1e-12 * y, "{x} vs {y}");
+            } else {
+                assert_eq!(g.amplification, None);
+            }
+            assert_eq!((g.relative_spectral, g.alignment), (None, None));
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::adapter::layout::{Delta, GateUpOrder, RowSel};
 use crate::adapter::Adapter;
 use crate::compute::tensor::{self, MappedFile};
 use crate::error::{Error, Result};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use safetensors::Dtype;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -505,6 +505,47 @@ impl Base {
             Some(r) => (0..r.len).map(|k| r.start + k * r.step).collect(),
             None => (0..w.out).collect(),
         }
+    }
+
+    /// W·V (out × k) for V (in × k). MXFP4 experts are decoded a panel of rows at a time into
+    /// one small buffer and multiplied there: a dense 5760×2880 W would be 133 MB to allocate,
+    /// fault in and clear for every delta, which cost more than the products.
+    pub fn mul(&self, w: &Weight, v: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        let Storage::Mxfp4 {
+            blocks,
+            scales,
+            expert,
+        } = &w.storage
+        else {
+            return Ok(self.dense_t(w)?.transpose() * v);
+        };
+        const PANEL: usize = 256;
+        let rows = self.row_indices(w);
+        let (g, out) = self.mxfp4_geometry(blocks)?;
+        let inn = g * mxfp4::BLOCK;
+        let mut res = Mat::<f64>::zeros(rows.len(), v.ncols());
+        let mut buf = Mat::<f64>::zeros(inn, PANEL.min(rows.len()));
+        self.bytes(blocks, |b| {
+            self.bytes(scales, |s| {
+                let base_b = expert * out * g * 16;
+                let base_s = expert * out * g;
+                for (c, chunk) in rows.chunks(PANEL).enumerate() {
+                    for (i, &o) in chunk.iter().enumerate() {
+                        mxfp4::decode_row(
+                            &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
+                            &s[base_s + o * g..base_s + (o + 1) * g],
+                            buf.col_as_slice_mut(i),
+                        );
+                    }
+                    let panel = buf.as_ref().subcols(0, chunk.len()).transpose() * v;
+                    res.as_mut()
+                        .subrows_mut(c * PANEL, chunk.len())
+                        .copy_from(&panel);
+                }
+                Ok(())
+            })
+        })?;
+        Ok(res)
     }
 
     /// W as a dense f64 matrix (out × in): one expert decoded, never the whole layer.

@@ -428,12 +428,16 @@ fn one(
             }
             return Ok((st, orientation));
         }
-        let dense = wt.insert(s.base.dense_t(&w)?).transpose();
         // U_rᵀ (W V_r): r products with W, r × r result.
-        let proj = u.transpose() * (dense * &v);
+        let proj = if opts.fields == Fields::All {
+            let dense = wt.insert(s.base.dense_t(&w)?).transpose();
+            u.transpose() * (dense * &v)
+        } else {
+            u.transpose() * s.base.mul(&w, v.as_ref())?
+        };
         let p = fro(proj.as_ref());
         st.amplification = (p > 0.0).then(|| fro_d / p);
-        if opts.fields == Fields::All {
+        if let Some(dense) = wt.as_ref().map(|m| m.transpose()) {
             let top = s.top(&w, r, dense);
             let w2 = top.sigma.first().copied().unwrap_or(0.0);
             st.relative_spectral = (w2 > 0.0).then(|| sigma[0] / w2);
@@ -446,11 +450,11 @@ fn one(
         let svd = s.svd(&w, || wt.map_or_else(|| s.base.dense_t(&w), Ok))?;
         let b = f.b_t.view().transpose() * faer::Scale(f.scale);
         let a = f.a_t.view();
-        // ΔW = s·B·A (out_d × in_d) = L Mᵀ in W's orientation; ΔWᵀ = Aᵀ (s·B)ᵀ when transposed.
+        // ΔW = s·B·A = (s·B)(Aᵀ)ᵀ in W's orientation; ΔWᵀ = Aᵀ (s·B)ᵀ when transposed.
         st.intruders = Some(if w.transposed {
             intruders(&svd, a, b.as_ref(), o)
         } else {
-            intruders(&svd, b.as_ref(), a.transpose(), o)
+            intruders(&svd, b.as_ref(), a, o)
         });
     }
     Ok((st, orientation))
