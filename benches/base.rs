@@ -149,14 +149,21 @@ fn main() {
         let rep = base_stats::compute_with(&s, &a, &all, &ctl, opts).unwrap();
         (t.elapsed().as_secs_f64(), rep)
     };
-    let (secs, rep) = run(Fields::Relative);
-    let n = rep.deltas.iter().filter(|d| d.relative_change.is_some()).count();
-    assert_eq!(n, 1632, "{:?}", rep.notes);
-    row(format!("relative_change, all {n} deltas"), secs, "≤ 10 s");
-    let (secs, rep) = run(Fields::Amplification);
-    let n = rep.deltas.iter().filter(|d| d.amplification.is_some()).count();
-    assert_eq!(n, 1632, "{:?}", rep.notes);
-    row(format!("amplification, all {n} deltas"), secs, "≤ 60 s");
+    // BENCH_STEPS=relative,amplification,intruders runs some of them (for profiling one).
+    let steps = std::env::var("BENCH_STEPS").unwrap_or_default();
+    let step = |name: &str| steps.is_empty() || steps.split(',').any(|s| s == name);
+    if step("relative") {
+        let (secs, rep) = run(Fields::Relative);
+        let n = rep.deltas.iter().filter(|d| d.relative_change.is_some()).count();
+        assert_eq!(n, 1632, "{:?}", rep.notes);
+        row(format!("relative_change, all {n} deltas"), secs, "≤ 10 s");
+    }
+    if step("amplification") {
+        let (secs, rep) = run(Fields::Amplification);
+        let n = rep.deltas.iter().filter(|d| d.amplification.is_some()).count();
+        assert_eq!(n, 1632, "{:?}", rep.notes);
+        row(format!("amplification, all {n} deltas"), secs, "≤ 60 s");
+    }
 
     // One gate_up delta at 5760×2880: layer 0, expert 0.
     let one = Filter {
@@ -169,10 +176,14 @@ fn main() {
         deep: Some(IntruderOpts::default()),
     };
     let s = session(&base_dir);
+    let intruder_runs = if step("intruders") { 2 } else { 0 };
     for (adapter, label, goal) in [
         (&a, "intruders, one delta, cold (dense SVD of W)", "≤ 30 s"),
         (&b, "intruders, another adapter, same weight", "≤ 2 s"),
-    ] {
+    ]
+    .into_iter()
+    .take(intruder_runs)
+    {
         let t = Instant::now();
         let rep = base_stats::compute_with(&s, adapter, &one, &ctl, deep).unwrap();
         let secs = t.elapsed().as_secs_f64();

@@ -30,6 +30,8 @@ struct Shard {
     path: PathBuf,
     data_start: u64,
     map: MappedFile,
+    /// The same file for pread (`expert_bytes`), opened after the map checked it.
+    file: std::fs::File,
 }
 
 /// An opened base model: its tensors by name, the shards they live in, and what is missing.
@@ -192,10 +194,11 @@ impl Base {
             let path = dir.join(name);
             let opened = format::read_header(&path).and_then(|h| {
                 let map = MappedFile::open(&path, h.file_size)?;
-                Ok((h, map))
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                Ok((h, map, file))
             });
             match opened {
-                Ok((h, map)) => {
+                Ok((h, map, file)) => {
                     let k = base.shards.len();
                     for t in h.tensors {
                         // The index decides where a tensor lives (when there is one).
@@ -207,6 +210,7 @@ impl Base {
                         path,
                         data_start: h.data_start,
                         map,
+                        file,
                     });
                 }
                 Err(e) => absent.push(match e {
@@ -464,23 +468,17 @@ impl Base {
                 scales,
                 expert,
             } => {
-                let (g, out) = self.mxfp4_geometry(blocks)?;
-                self.bytes(blocks, |b| {
-                    self.bytes(scales, |s| {
-                        let (eb, es) = (
-                            &b[expert * out * g * 16..(expert + 1) * out * g * 16],
-                            &s[expert * out * g..(expert + 1) * out * g],
-                        );
-                        Ok(rows
-                            .iter()
-                            .map(|&o| {
-                                mxfp4::row_sq_norm(
-                                    &eb[o * g * 16..(o + 1) * g * 16],
-                                    &es[o * g..(o + 1) * g],
-                                )
-                            })
-                            .sum())
-                    })
+                let (g, _) = self.mxfp4_geometry(blocks)?;
+                self.expert_bytes(blocks, scales, *expert, |eb, es| {
+                    Ok(rows
+                        .iter()
+                        .map(|&o| {
+                            mxfp4::row_sq_norm(
+                                &eb[o * g * 16..(o + 1) * g * 16],
+                                &es[o * g..(o + 1) * g],
+                            )
+                        })
+                        .sum())
                 })
             }
             _ => {
@@ -490,6 +488,53 @@ impl Base {
                     .sum())
             }
         }
+    }
+
+    /// One MXFP4 expert's blocks (rows × G × 16 bytes) and scales (rows × G), read with pread
+    /// into per-thread buffers. A pass over a 20b base reads ~10 GB: mapping it page by page
+    /// (a minor fault, page-table and LRU work per 4 KB) cost several times the copy.
+    fn expert_bytes<R>(
+        &self,
+        blocks: &str,
+        scales: &str,
+        expert: usize,
+        read: impl FnOnce(&[u8], &[u8]) -> Result<R>,
+    ) -> Result<R> {
+        thread_local! {
+            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        let (g, out) = self.mxfp4_geometry(blocks)?;
+        let (nb, ns) = (out * g * mxfp4::BLOCK_BYTES, out * g);
+        BUFS.with_borrow_mut(|(bb, sb)| {
+            self.read_at(blocks, expert * nb, nb, bb)?;
+            self.read_at(scales, expert * ns, ns, sb)?;
+            read(bb, sb)
+        })
+    }
+
+    /// Bytes [offset, offset + len) of tensor `name`, read from its shard into `buf`; a file
+    /// that changed or shrank since it was opened is `Error::Changed`.
+    fn read_at(&self, name: &str, offset: usize, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let (k, t) = self
+            .info(name)
+            .ok_or_else(|| Error::Other(self.why_not(name)))?;
+        let s = &self.shards[*k];
+        let changed = || Error::Changed {
+            path: s.path.clone(),
+        };
+        if offset + len > (t.end - t.begin) as usize || !s.map.unchanged() {
+            return Err(changed());
+        }
+        buf.resize(len, 0);
+        s.file
+            .read_exact_at(buf, s.data_start + t.begin + offset as u64)
+            .map_err(|_| changed())?;
+        if !s.map.unchanged() {
+            return Err(changed());
+        }
+        Ok(())
     }
 
     fn mxfp4_geometry(&self, blocks: &str) -> Result<(usize, usize)> {
@@ -520,30 +565,40 @@ impl Base {
             return Ok(self.dense_t(w)?.transpose() * v);
         };
         const PANEL: usize = 256;
+        thread_local! {
+            // One panel buffer per thread, reused: a fresh one per delta was a fresh mapping
+            // to fault in and clear.
+            static BUF: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let rows = self.row_indices(w);
-        let (g, out) = self.mxfp4_geometry(blocks)?;
+        let (g, _) = self.mxfp4_geometry(blocks)?;
         let inn = g * mxfp4::BLOCK;
         let mut res = Mat::<f64>::zeros(rows.len(), v.ncols());
-        let mut buf = Mat::<f64>::zeros(inn, PANEL.min(rows.len()));
-        self.bytes(blocks, |b| {
-            self.bytes(scales, |s| {
-                let base_b = expert * out * g * 16;
-                let base_s = expert * out * g;
-                for (c, chunk) in rows.chunks(PANEL).enumerate() {
-                    for (i, &o) in chunk.iter().enumerate() {
-                        mxfp4::decode_row(
-                            &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
-                            &s[base_s + o * g..base_s + (o + 1) * g],
-                            buf.col_as_slice_mut(i),
+        self.expert_bytes(blocks, scales, *expert, |eb, es| {
+            {
+                BUF.with_borrow_mut(|buf| {
+                    buf.resize(inn * PANEL, 0.0);
+                    for (c, chunk) in rows.chunks(PANEL).enumerate() {
+                        for (&o, col) in chunk.iter().zip(buf.chunks_exact_mut(inn)) {
+                            mxfp4::decode_row(
+                                &eb[o * g * 16..(o + 1) * g * 16],
+                                &es[o * g..(o + 1) * g],
+                                col,
+                            );
+                        }
+                        let panel = MatRef::from_column_major_slice(
+                            &buf[..inn * chunk.len()],
+                            inn,
+                            chunk.len(),
                         );
+                        let prod = panel.transpose() * v;
+                        res.as_mut()
+                            .subrows_mut(c * PANEL, chunk.len())
+                            .copy_from(&prod);
                     }
-                    let panel = buf.as_ref().subcols(0, chunk.len()).transpose() * v;
-                    res.as_mut()
-                        .subrows_mut(c * PANEL, chunk.len())
-                        .copy_from(&panel);
-                }
+                });
                 Ok(())
-            })
+            }
         })?;
         Ok(res)
     }
@@ -580,22 +635,18 @@ impl Base {
                 scales,
                 expert,
             } => {
-                let (g, out) = self.mxfp4_geometry(blocks)?;
+                let (g, _) = self.mxfp4_geometry(blocks)?;
                 let inn = g * mxfp4::BLOCK;
                 let mut m = Mat::<f64>::zeros(inn, rows.len());
-                self.bytes(blocks, |b| {
-                    self.bytes(scales, |s| {
-                        let base_b = expert * out * g * 16;
-                        let base_s = expert * out * g;
-                        for (i, &o) in rows.iter().enumerate() {
-                            mxfp4::decode_row(
-                                &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
-                                &s[base_s + o * g..base_s + (o + 1) * g],
-                                m.col_as_slice_mut(i),
-                            );
-                        }
-                        Ok(())
-                    })
+                self.expert_bytes(blocks, scales, *expert, |eb, es| {
+                    for (i, &o) in rows.iter().enumerate() {
+                        mxfp4::decode_row(
+                            &eb[o * g * 16..(o + 1) * g * 16],
+                            &es[o * g..(o + 1) * g],
+                            m.col_as_slice_mut(i),
+                        );
+                    }
+                    Ok(())
                 })?;
                 Ok(m)
             }

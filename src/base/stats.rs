@@ -8,7 +8,8 @@ use super::{weight_for, Base, Storage, Weight};
 use crate::adapter::layout::{Delta, GateUpOrder};
 use crate::adapter::Adapter;
 use crate::compute::math::{self, Bases};
-use crate::compute::stats::{factor, Control, Filter};
+use crate::compute::shared::SharedRs;
+use crate::compute::stats::{factored, Control, Filter};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use faer::{Mat, MatRef};
@@ -395,17 +396,25 @@ fn one(
         }
     };
     let orientation = orientation_note(d, &w);
-    let f = factor(m, d, false)?;
+    // ‖ΔW‖_F from the factors' R's alone (read in place, as `stats` does): no f64 copy of the
+    // factors unless a field below needs their vectors.
+    let rs = SharedRs::compute(m, &[d], &Control::default())?;
+    let (r_b, r_a) = rs.of(d)?;
+    let fro_d = math::sigma_of(d.scale, r_b, r_a)
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
     let base_fro = s.fro(&w)?;
     let mut st = BaseDeltaStats {
         base_fro_norm: base_fro.is_finite().then_some(base_fro),
         ..Default::default()
     };
-    if !f.is_finite() || !base_fro.is_finite() {
+    let finite = r_a.finite && r_b.finite && d.scale.is_finite() && fro_d.is_finite();
+    if !finite || !base_fro.is_finite() {
         st.note = Some("not finite".into());
         return Ok((st, orientation));
     }
-    let fro_d = f.fro();
     st.relative_change = (base_fro > 0.0).then(|| fro_d / base_fro);
     if fro_d == 0.0 {
         // A zero delta: no directions to set against W.
@@ -414,6 +423,10 @@ fn one(
         }
         return Ok((st, orientation));
     }
+    if opts.fields == Fields::Relative && opts.deep.is_none() {
+        return Ok((st, orientation));
+    }
+    let f = factored(m, d, &rs, false)?;
     // W is decoded only for what needs it, and once.
     let mut wt: Option<Mat<f64>> = None;
     if opts.fields > Fields::Relative {
