@@ -154,13 +154,21 @@ fn main() {
     let step = |name: &str| steps.is_empty() || steps.split(',').any(|s| s == name);
     if step("relative") {
         let (secs, rep) = run(Fields::Relative);
-        let n = rep.deltas.iter().filter(|d| d.relative_change.is_some()).count();
+        let n = rep
+            .deltas
+            .iter()
+            .filter(|d| d.relative_change.is_some())
+            .count();
         assert_eq!(n, 1632, "{:?}", rep.notes);
         row(format!("relative_change, all {n} deltas"), secs, "≤ 10 s");
     }
     if step("amplification") {
         let (secs, rep) = run(Fields::Amplification);
-        let n = rep.deltas.iter().filter(|d| d.amplification.is_some()).count();
+        let n = rep
+            .deltas
+            .iter()
+            .filter(|d| d.amplification.is_some())
+            .count();
         assert_eq!(n, 1632, "{:?}", rep.notes);
         row(format!("amplification, all {n} deltas"), secs, "≤ 60 s");
     }

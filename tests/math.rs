@@ -1185,13 +1185,7 @@ fn fewer_fields_compute_the_same_numbers_and_leave_the_rest_null() {
     use lorascope::base::stats::{Fields, IntruderOpts, Opts};
     let dir = tempfile::tempdir().unwrap();
     let ad = dir.path().join("adapter");
-    synth::write_adapter(
-        &ad,
-        &base_spec(Pattern::PeftExperts {
-            layers: vec![0, 1],
-        }),
-    )
-    .unwrap();
+    synth::write_adapter(&ad, &base_spec(Pattern::PeftExperts { layers: vec![0, 1] })).unwrap();
     let a = load(&ad, LayoutOptions::default());
     let hub = dir.path().join("hub");
     let b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);

@@ -481,8 +481,25 @@ impl Base {
                         .sum())
                 })
             }
-            _ => {
-                let m = self.dense(w)?;
+            Storage::Dense { tensor } => {
+                // Straight from the values: no matrix (a q_proj is 94 MB as f64).
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let cols = t.shape[1];
+                self.bytes(tensor, |raw| {
+                    let v = tensor::float_values(raw, t.dtype, tensor)?;
+                    Ok(rows
+                        .iter()
+                        .map(|&o| {
+                            v[o * cols..(o + 1) * cols]
+                                .iter()
+                                .map(|x| x * x)
+                                .sum::<f64>()
+                        })
+                        .sum())
+                })
+            }
+            Storage::Stacked { .. } => {
+                let m = self.dense_t(w)?;
                 Ok(m.col_iter()
                     .map(|c| c.iter().map(|x| x * x).sum::<f64>())
                     .sum())
@@ -575,30 +592,28 @@ impl Base {
         let inn = g * mxfp4::BLOCK;
         let mut res = Mat::<f64>::zeros(rows.len(), v.ncols());
         self.expert_bytes(blocks, scales, *expert, |eb, es| {
-            {
-                BUF.with_borrow_mut(|buf| {
-                    buf.resize(inn * PANEL, 0.0);
-                    for (c, chunk) in rows.chunks(PANEL).enumerate() {
-                        for (&o, col) in chunk.iter().zip(buf.chunks_exact_mut(inn)) {
-                            mxfp4::decode_row(
-                                &eb[o * g * 16..(o + 1) * g * 16],
-                                &es[o * g..(o + 1) * g],
-                                col,
-                            );
-                        }
-                        let panel = MatRef::from_column_major_slice(
-                            &buf[..inn * chunk.len()],
-                            inn,
-                            chunk.len(),
+            BUF.with_borrow_mut(|buf| {
+                buf.resize(inn * PANEL, 0.0);
+                for (c, chunk) in rows.chunks(PANEL).enumerate() {
+                    for (&o, col) in chunk.iter().zip(buf.chunks_exact_mut(inn)) {
+                        mxfp4::decode_row(
+                            &eb[o * g * 16..(o + 1) * g * 16],
+                            &es[o * g..(o + 1) * g],
+                            col,
                         );
-                        let prod = panel.transpose() * v;
-                        res.as_mut()
-                            .subrows_mut(c * PANEL, chunk.len())
-                            .copy_from(&prod);
                     }
-                });
-                Ok(())
-            }
+                    let panel = MatRef::from_column_major_slice(
+                        &buf[..inn * chunk.len()],
+                        inn,
+                        chunk.len(),
+                    );
+                    let prod = panel.transpose() * v;
+                    res.as_mut()
+                        .subrows_mut(c * PANEL, chunk.len())
+                        .copy_from(&prod);
+                }
+            });
+            Ok(())
         })?;
         Ok(res)
     }

@@ -211,13 +211,7 @@ fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
             k,
         );
     }
-    top_left_by(
-        (m, n),
-        k,
-        MAX_ITERATIONS,
-        |z| w * z,
-        |q| w.transpose() * q,
-    )
+    top_left_by((m, n), k, MAX_ITERATIONS, |z| w * z, |q| w.transpose() * q)
 }
 
 /// The top-k singular values (descending) and left vectors of an m × n operator given by its
@@ -329,12 +323,7 @@ fn split(x: MatRef<'_, f64>, f: MatRef<'_, f64>) -> Mat<f64> {
 /// K = diag(s, 0) + [P_L; R_L][P_M; R_M]ᵀ (L: out × r, M: in × r). Both outer bases are orthonormal, so W + ΔW's
 /// singular values are K's, its left vectors are [X Q_L]·a_j, and their cosines with W's left
 /// vectors x_i are a_j's first p entries. K's products cost O((p + r)·r), not O(out·in).
-fn intruders(
-    svd: &Svd,
-    l: MatRef<'_, f64>,
-    m: MatRef<'_, f64>,
-    opts: IntruderOpts,
-) -> Intruders {
+fn intruders(svd: &Svd, l: MatRef<'_, f64>, m: MatRef<'_, f64>, opts: IntruderOpts) -> Intruders {
     let lk = split(svd.x.as_ref(), l);
     let mk = split(svd.y.as_ref(), m);
     let p = svd.s.len();

@@ -295,8 +295,7 @@ pub fn write_base_dir(dir: &Path, spec: &BaseSpec) -> crate::Result<u64> {
     let mut out: Vec<ShardWriter> = vec![];
     for k in 0..shards {
         let path = dir.join(shard_name(k, shards));
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
         file.write_all(&vec![0u8; 8 + HEADER_RESERVE])
             .map_err(io(&path))?;
         out.push(ShardWriter {
@@ -322,7 +321,10 @@ pub fn write_base_dir(dir: &Path, spec: &BaseSpec) -> crate::Result<u64> {
     let mut weight_map = BTreeMap::new();
     let mut total = 0usize;
     for (k, s) in out.into_iter().enumerate() {
-        let mut file = s.file.into_inner().map_err(|e| io(&s.path)(e.into_error()))?;
+        let mut file = s
+            .file
+            .into_inner()
+            .map_err(|e| io(&s.path)(e.into_error()))?;
         let (mut header, data) = super::header_bytes(&s.tensors, true);
         if header.len() > HEADER_RESERVE {
             return Err(crate::Error::Other(format!(
@@ -343,7 +345,10 @@ pub fn write_base_dir(dir: &Path, spec: &BaseSpec) -> crate::Result<u64> {
         total += data;
     }
     let files = [
-        ("model.safetensors.index.json", index_json(&weight_map, total)),
+        (
+            "model.safetensors.index.json",
+            index_json(&weight_map, total),
+        ),
         ("config.json", config_json(spec)),
     ];
     for (name, bytes) in files {
