@@ -31,6 +31,7 @@ struct Shard {
     data_start: u64,
     map: MappedFile,
     /// The same file for pread (`expert_bytes`), opened after the map checked it.
+    #[cfg_attr(not(unix), allow(dead_code))]
     file: std::fs::File,
 }
 
@@ -533,7 +534,6 @@ impl Base {
     /// Bytes [offset, offset + len) of tensor `name`, read from its shard into `buf`; a file
     /// that changed or shrank since it was opened is `Error::Changed`.
     fn read_at(&self, name: &str, offset: usize, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        use std::os::unix::fs::FileExt;
         let (k, t) = self
             .info(name)
             .ok_or_else(|| Error::Other(self.why_not(name)))?;
@@ -545,9 +545,19 @@ impl Base {
             return Err(changed());
         }
         buf.resize(len, 0);
-        s.file
-            .read_exact_at(buf, s.data_start + t.begin + offset as u64)
-            .map_err(|_| changed())?;
+        let pos = s.data_start + t.begin + offset as u64;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            s.file.read_exact_at(buf, pos).map_err(|_| changed())?;
+        }
+        #[cfg(not(unix))]
+        buf.copy_from_slice(
+            s.map
+                .bytes()
+                .get(pos as usize..pos as usize + len)
+                .ok_or_else(changed)?,
+        );
         if !s.map.unchanged() {
             return Err(changed());
         }
