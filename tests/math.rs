@@ -1427,3 +1427,80 @@ fn load_from(dir: &Path, spec: &Spec, g: &synth::Generated) -> Adapter {
     .unwrap();
     load(dir, LayoutOptions::default())
 }
+
+/// The streaming base writer (one layer in memory at a time, for the full-size benchmark base)
+/// writes the same tensors, index and config as the in-memory one, and `Base` opens it whole.
+#[test]
+fn the_streamed_base_holds_the_in_memory_bases_tensors() {
+    use lorascope::synth::base::write_base_dir;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);
+    b.shards = 3;
+    b.dims.layers = 4;
+    write_base(&dir.path().join("hub"), "openai/gpt-oss-20b", &b).unwrap();
+    let repo = dir.path().join("hub/models--openai--gpt-oss-20b");
+    let (_, mem) = lorascope::adapter::discovery::snapshot_of(&repo).unwrap();
+    let streamed = dir.path().join("streamed");
+    let bytes = write_base_dir(&streamed, &b).unwrap();
+    let on_disk: u64 = std::fs::read_dir(&streamed)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes > 0 && bytes <= on_disk, "{bytes} of {on_disk}");
+    let (want, got) = (base_tensors(&mem), base_tensors(&streamed));
+    assert_eq!(want.len(), got.len());
+    assert!(want == got, "the streamed tensors differ");
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    for f in ["model.safetensors.index.json", "config.json"] {
+        assert_eq!(json(&mem.join(f)), json(&streamed.join(f)), "{f}");
+    }
+    let (m, s) = (
+        Base::open("mem", &mem).unwrap(),
+        Base::open("streamed", &streamed).unwrap(),
+    );
+    assert_eq!(m.tensor_count(), s.tensor_count());
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+}
+
+/// `compute_with` at each level: the fields it asks for equal the full computation's (already
+/// checked against the dense reference above), the costlier ones stay null; with `deep`, the
+/// intruders equal `compute_deep`'s at every level.
+#[test]
+fn fewer_fields_compute_the_same_numbers_and_leave_the_rest_null() {
+    use lorascope::base::stats::{Fields, IntruderOpts, Opts};
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    synth::write_adapter(&ad, &base_spec(Pattern::PeftExperts { layers: vec![0, 1] })).unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    let b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);
+    write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+    let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+    let (f, c) = (Filter::default(), Control::default());
+    let deep = Some(IntruderOpts::default());
+    let full = {
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        base_stats::compute_deep(&s, &a, &f, &c, deep).unwrap()
+    };
+    assert!(full.deltas.iter().all(|d| d.alignment.is_some()));
+    for fields in [Fields::Relative, Fields::Amplification] {
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        let got = base_stats::compute_with(&s, &a, &f, &c, Opts { fields, deep }).unwrap();
+        assert_eq!(got.deltas.len(), full.deltas.len());
+        for (g, w) in got.deltas.iter().zip(&full.deltas) {
+            assert_eq!(g.base_fro_norm, w.base_fro_norm);
+            assert_eq!(g.relative_change, w.relative_change);
+            assert_eq!(g.intruders, w.intruders);
+            if fields == Fields::Amplification {
+                // W·V by panels here, from the dense W there: the same sums, other roundings.
+                let (x, y) = (g.amplification.unwrap(), w.amplification.unwrap());
+                assert!((x - y).abs() <= 1e-12 * y, "{x} vs {y}");
+            } else {
+                assert_eq!(g.amplification, None);
+            }
+            assert_eq!((g.relative_spectral, g.alignment), (None, None));
+        }
+    }
+}

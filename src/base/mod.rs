@@ -17,7 +17,7 @@ use crate::adapter::layout::{Delta, GateUpOrder, RowSel};
 use crate::adapter::Adapter;
 use crate::compute::tensor::{self, MappedFile};
 use crate::error::{Error, Result};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use safetensors::Dtype;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,9 @@ struct Shard {
     path: PathBuf,
     data_start: u64,
     map: MappedFile,
+    /// The same file for pread (`expert_bytes`), opened after the map checked it.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    file: std::fs::File,
 }
 
 /// An opened base model: its tensors by name, the shards they live in, and what is missing.
@@ -193,10 +196,11 @@ impl Base {
             let path = dir.join(name);
             let opened = format::read_header(&path).and_then(|h| {
                 let map = MappedFile::open(&path, h.file_size)?;
-                Ok((h, map))
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                Ok((h, map, file))
             });
             match opened {
-                Ok((h, map)) => {
+                Ok((h, map, file)) => {
                     let k = base.shards.len();
                     for t in h.tensors {
                         // The index decides where a tensor lives (when there is one).
@@ -208,6 +212,7 @@ impl Base {
                         path,
                         data_start: h.data_start,
                         map,
+                        file,
                     });
                 }
                 Err(e) => absent.push(match e {
@@ -511,32 +516,99 @@ impl Base {
                 scales,
                 expert,
             } => {
-                let (g, out) = self.mxfp4_geometry(blocks)?;
-                self.bytes(blocks, |b| {
-                    self.bytes(scales, |s| {
-                        let (eb, es) = (
-                            &b[expert * out * g * 16..(expert + 1) * out * g * 16],
-                            &s[expert * out * g..(expert + 1) * out * g],
-                        );
-                        Ok(rows
-                            .iter()
-                            .map(|&o| {
-                                mxfp4::row_sq_norm(
-                                    &eb[o * g * 16..(o + 1) * g * 16],
-                                    &es[o * g..(o + 1) * g],
-                                )
-                            })
-                            .sum())
-                    })
+                let (g, _) = self.mxfp4_geometry(blocks)?;
+                self.expert_bytes(blocks, scales, *expert, |eb, es| {
+                    Ok(rows
+                        .iter()
+                        .map(|&o| {
+                            mxfp4::row_sq_norm(
+                                &eb[o * g * 16..(o + 1) * g * 16],
+                                &es[o * g..(o + 1) * g],
+                            )
+                        })
+                        .sum())
                 })
             }
-            _ => {
-                let m = self.dense(w)?;
+            Storage::Dense { tensor } => {
+                // Straight from the values: no matrix (a q_proj is 94 MB as f64).
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let cols = t.shape[1];
+                self.bytes(tensor, |raw| {
+                    let v = tensor::float_values(raw, t.dtype, tensor)?;
+                    Ok(rows
+                        .iter()
+                        .map(|&o| {
+                            v[o * cols..(o + 1) * cols]
+                                .iter()
+                                .map(|x| x * x)
+                                .sum::<f64>()
+                        })
+                        .sum())
+                })
+            }
+            Storage::Stacked { .. } => {
+                let m = self.dense_t(w)?;
                 Ok(m.col_iter()
                     .map(|c| c.iter().map(|x| x * x).sum::<f64>())
                     .sum())
             }
         }
+    }
+
+    /// One MXFP4 expert's blocks (rows × G × 16 bytes) and scales (rows × G), read with pread
+    /// into per-thread buffers. A pass over a 20b base reads ~10 GB: mapping it page by page
+    /// (a minor fault, page-table and LRU work per 4 KB) cost several times the copy.
+    fn expert_bytes<R>(
+        &self,
+        blocks: &str,
+        scales: &str,
+        expert: usize,
+        read: impl FnOnce(&[u8], &[u8]) -> Result<R>,
+    ) -> Result<R> {
+        thread_local! {
+            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        let (g, out) = self.mxfp4_geometry(blocks)?;
+        let (nb, ns) = (out * g * mxfp4::BLOCK_BYTES, out * g);
+        BUFS.with_borrow_mut(|(bb, sb)| {
+            self.read_at(blocks, expert * nb, nb, bb)?;
+            self.read_at(scales, expert * ns, ns, sb)?;
+            read(bb, sb)
+        })
+    }
+
+    /// Bytes [offset, offset + len) of tensor `name`, read from its shard into `buf`; a file
+    /// that changed or shrank since it was opened is `Error::Changed`.
+    fn read_at(&self, name: &str, offset: usize, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        let (k, t) = self
+            .info(name)
+            .ok_or_else(|| Error::Other(self.why_not(name)))?;
+        let s = &self.shards[*k];
+        let changed = || Error::Changed {
+            path: s.path.clone(),
+        };
+        if offset + len > (t.end - t.begin) as usize || !s.map.unchanged() {
+            return Err(changed());
+        }
+        buf.resize(len, 0);
+        let pos = s.data_start + t.begin + offset as u64;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            s.file.read_exact_at(buf, pos).map_err(|_| changed())?;
+        }
+        #[cfg(not(unix))]
+        buf.copy_from_slice(
+            s.map
+                .bytes()
+                .get(pos as usize..pos as usize + len)
+                .ok_or_else(changed)?,
+        );
+        if !s.map.unchanged() {
+            return Err(changed());
+        }
+        Ok(())
     }
 
     fn mxfp4_geometry(&self, blocks: &str) -> Result<(usize, usize)> {
@@ -554,11 +626,103 @@ impl Base {
         }
     }
 
+    /// W·V (out × k) for V (in × k). MXFP4 experts are decoded a panel of rows at a time into
+    /// one small buffer and multiplied there: a dense 5760×2880 W would be 133 MB to allocate,
+    /// fault in and clear for every delta, which cost more than the products.
+    pub fn mul(&self, w: &Weight, v: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        let Storage::Mxfp4 {
+            blocks,
+            scales,
+            expert,
+        } = &w.storage
+        else {
+            return Ok(self.dense_t(w)?.transpose() * v);
+        };
+        const PANEL: usize = 256;
+        thread_local! {
+            // One panel buffer per thread, reused: a fresh one per delta was a fresh mapping
+            // to fault in and clear.
+            static BUF: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let rows = self.row_indices(w);
+        let (g, _) = self.mxfp4_geometry(blocks)?;
+        let inn = g * mxfp4::BLOCK;
+        let mut res = Mat::<f64>::zeros(rows.len(), v.ncols());
+        self.expert_bytes(blocks, scales, *expert, |eb, es| {
+            BUF.with_borrow_mut(|buf| {
+                buf.resize(inn * PANEL, 0.0);
+                for (c, chunk) in rows.chunks(PANEL).enumerate() {
+                    for (&o, col) in chunk.iter().zip(buf.chunks_exact_mut(inn)) {
+                        mxfp4::decode_row(
+                            &eb[o * g * 16..(o + 1) * g * 16],
+                            &es[o * g..(o + 1) * g],
+                            col,
+                        );
+                    }
+                    let panel = MatRef::from_column_major_slice(
+                        &buf[..inn * chunk.len()],
+                        inn,
+                        chunk.len(),
+                    );
+                    let prod = panel.transpose() * v;
+                    res.as_mut()
+                        .subrows_mut(c * PANEL, chunk.len())
+                        .copy_from(&prod);
+                }
+            });
+            Ok(())
+        })?;
+        Ok(res)
+    }
+
     /// W as a dense f64 matrix (out × in): one expert decoded, never the whole layer.
     pub fn dense(&self, w: &Weight) -> Result<Mat<f64>> {
-        let mut m = Mat::<f64>::zeros(w.out, w.inn);
-        self.add_to(w, 1.0, &mut m)?;
-        Ok(m)
+        Ok(self.dense_t(w)?.transpose().to_owned())
+    }
+
+    /// Wᵀ (in × out), column-major: each of W's rows is one contiguous column, so an MXFP4 row
+    /// decodes straight into place (W's own column-major layout would scatter every row).
+    /// `wt.transpose()` is W for the products.
+    pub fn dense_t(&self, w: &Weight) -> Result<Mat<f64>> {
+        let rows = self.row_indices(w);
+        match &w.storage {
+            Storage::Dense { tensor } => {
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let cols = t.shape[1];
+                let v = self.bytes(tensor, |raw| tensor::float_values(raw, t.dtype, tensor))?;
+                Ok(Mat::from_fn(cols, rows.len(), |j, i| v[rows[i] * cols + j]))
+            }
+            Storage::Stacked { tensor, expert } => {
+                let (_, t) = self.info(tensor).expect("mapped weight");
+                let (inn, out) = (t.shape[1], t.shape[2]);
+                let size = inn * out * t.dtype.bitsize() / 8;
+                let v = self.bytes(tensor, |raw| {
+                    tensor::float_values(&raw[expert * size..(expert + 1) * size], t.dtype, tensor)
+                })?;
+                // P[e] is (in, out) = Wᵀ.
+                Ok(Mat::from_fn(inn, rows.len(), |j, i| v[j * out + rows[i]]))
+            }
+            Storage::Mxfp4 {
+                blocks,
+                scales,
+                expert,
+            } => {
+                let (g, _) = self.mxfp4_geometry(blocks)?;
+                let inn = g * mxfp4::BLOCK;
+                let mut m = Mat::<f64>::zeros(inn, rows.len());
+                self.expert_bytes(blocks, scales, *expert, |eb, es| {
+                    for (i, &o) in rows.iter().enumerate() {
+                        mxfp4::decode_row(
+                            &eb[o * g * 16..(o + 1) * g * 16],
+                            &es[o * g..(o + 1) * g],
+                            m.col_as_slice_mut(i),
+                        );
+                    }
+                    Ok(())
+                })?;
+                Ok(m)
+            }
+        }
     }
 
     /// m += sign·W (out × in), streamed from the file one stored row at a time (a row of W, or
@@ -607,25 +771,20 @@ impl Base {
                 scales,
                 expert,
             } => {
-                let (g, out) = self.mxfp4_geometry(blocks)?;
-                let inn = g * mxfp4::BLOCK;
-                let mut row = vec![0.0; inn];
-                self.bytes(blocks, |b| {
-                    self.bytes(scales, |s| {
-                        let base_b = expert * out * g * 16;
-                        let base_s = expert * out * g;
-                        for (i, &o) in rows.iter().enumerate() {
-                            mxfp4::decode_row(
-                                &b[base_b + o * g * 16..base_b + (o + 1) * g * 16],
-                                &s[base_s + o * g..base_s + (o + 1) * g],
-                                &mut row,
-                            );
-                            for (j, x) in row.iter().enumerate() {
-                                m[(i, j)] += sign * x;
-                            }
+                let (g, _) = self.mxfp4_geometry(blocks)?;
+                let mut row = vec![0.0; g * mxfp4::BLOCK];
+                self.expert_bytes(blocks, scales, *expert, |eb, es| {
+                    for (i, &o) in rows.iter().enumerate() {
+                        mxfp4::decode_row(
+                            &eb[o * g * 16..(o + 1) * g * 16],
+                            &es[o * g..(o + 1) * g],
+                            &mut row,
+                        );
+                        for (j, x) in row.iter().enumerate() {
+                            m[(i, j)] += sign * x;
                         }
-                        Ok(())
-                    })
+                    }
+                    Ok(())
                 })
             }
         }

@@ -8,7 +8,8 @@ use super::{weight_for, Base, Storage, Weight};
 use crate::adapter::layout::{Delta, GateUpOrder};
 use crate::adapter::Adapter;
 use crate::compute::math::{self, Bases};
-use crate::compute::stats::{factor, Control, Filter};
+use crate::compute::shared::SharedRs;
+use crate::compute::stats::{factored, Control, Filter};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use faer::{Mat, MatRef};
@@ -22,6 +23,29 @@ pub(super) const DENSE_SVD_MAX: usize = 512;
 /// Extra columns of the subspace iteration (its accuracy depends on σ_{k+p+1}/σ_k).
 const OVERSAMPLE: usize = 16;
 const MAX_ITERATIONS: usize = 60;
+/// Rounds for the intruder search's structured operator (diagonal plus rank r): a round costs
+/// O((p + r)·r·b) there instead of O(out·in·b), so it may run longer on a flat spectrum.
+const STRUCTURED_ITERATIONS: usize = 300;
+
+/// Which statistics to compute; each level adds to the one before it and costs more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fields {
+    /// `base_fro_norm` and `relative_change`: ‖W‖_F read from the file (MXFP4 without a
+    /// decode), ‖ΔW‖_F from the factors.
+    Relative,
+    /// and `amplification`: W decoded once, r products with it.
+    Amplification,
+    /// and `relative_spectral` and `alignment`: W's top singular vectors (subspace iteration).
+    #[default]
+    All,
+}
+
+/// What `compute_with` computes: the fields, and intruder dimensions when `deep` is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Opts {
+    pub fields: Fields,
+    pub deep: Option<IntruderOpts>,
+}
 
 /// The base statistics of one delta (the `stats --base` JSON fields); None where the base
 /// lacks the weight, or the delta is zero or not finite.
@@ -90,13 +114,21 @@ pub(super) struct Top {
     u: Mat<f64>,
 }
 
+/// W = X diag(s) Yᵀ, thin (p = min(out, in) of each): every singular vector, for intruder
+/// dimensions.
+struct Svd {
+    x: Mat<f64>,
+    s: Vec<f64>,
+    y: Mat<f64>,
+}
+
 /// What is known about one base weight, computed once per session.
 #[derive(Default)]
 struct Facts {
     fro: OnceLock<f64>,
     top: Mutex<Option<Arc<Top>>>,
-    /// Every left singular vector of W (dense SVD), for intruder dimensions.
-    svd: OnceLock<Arc<Mat<f64>>>,
+    /// W's full thin SVD (one dense SVD), for intruder dimensions.
+    svd: OnceLock<Arc<Svd>>,
 }
 
 /// An opened base and its per-weight cache, shared by every adapter set against it.
@@ -139,38 +171,45 @@ impl Session {
 
     /// W's top-k singular values and left vectors, cached per weight (a larger k serves a
     /// smaller one). `dense` is W when already decoded.
-    fn top(&self, w: &Weight, k: usize, dense: &Mat<f64>) -> Arc<Top> {
+    fn top(&self, w: &Weight, k: usize, dense: MatRef<'_, f64>) -> Arc<Top> {
         let f = self.facts(w);
         let mut t = f.top.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(have) = t.as_ref().filter(|h| h.sigma.len() >= k) {
             return have.clone();
         }
-        let new = Arc::new(top_left(dense.as_ref(), k));
+        let new = Arc::new(top_left(dense, k));
         *t = Some(new.clone());
         new
     }
 }
 
 impl Session {
-    /// All of W's left singular vectors (out × min(out, in)), from one dense SVD per weight.
-    fn left_vectors(&self, w: &Weight, dense: &Mat<f64>) -> Result<Arc<Mat<f64>>> {
+    /// W's full thin SVD, from one dense SVD per weight; `wt` decodes Wᵀ (only when the SVD is
+    /// not cached yet).
+    fn svd(&self, w: &Weight, wt: impl FnOnce() -> Result<Mat<f64>>) -> Result<Arc<Svd>> {
         let f = self.facts(w);
         if let Some(u) = f.svd.get() {
             return Ok(u.clone());
         }
-        let svd = dense.thin_svd().map_err(|_| {
+        let wt = wt()?;
+        let svd = wt.thin_svd().map_err(|_| {
             Error::Other(format!(
                 "the SVD of base weight {} did not converge",
                 w.key()
             ))
         })?;
-        Ok(f.svd.get_or_init(|| Arc::new(svd.U().to_owned())).clone())
+        // Wᵀ = U S Vᵀ, so W = V S Uᵀ.
+        let got = Svd {
+            x: svd.V().to_owned(),
+            s: svd.S().column_vector().iter().copied().collect(),
+            y: svd.U().to_owned(),
+        };
+        Ok(f.svd.get_or_init(|| Arc::new(got)).clone())
     }
 }
 
 /// W's top-k singular values (descending) and left vectors: a dense SVD for small W, else
-/// randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) run until the
-/// Ritz values settle.
+/// randomized subspace iteration (`top_left_by`).
 pub(super) fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
     let (m, n) = (w.nrows(), w.ncols());
     let k = k.min(m.min(n));
@@ -187,15 +226,31 @@ pub(super) fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
             k,
         );
     }
+    top_left_by((m, n), k, MAX_ITERATIONS, |z| w * z, |q| w.transpose() * q)
+}
+
+/// The top-k singular values (descending) and left vectors of an m × n operator given by its
+/// products `mul` (A·Z) and `mul_t` (Aᵀ·Q): randomized subspace iteration (Halko, Martinsson &
+/// Tropp 2011, Alg. 4.4) run until the Ritz values settle, at most `rounds` rounds.
+fn top_left_by(
+    (m, n): (usize, usize),
+    k: usize,
+    rounds: usize,
+    mul: impl Fn(MatRef<'_, f64>) -> Mat<f64>,
+    mul_t: impl Fn(MatRef<'_, f64>) -> Mat<f64>,
+) -> Top {
+    let k = k.min(m.min(n));
     let b = (k + OVERSAMPLE).min(m.min(n));
     let mut rng = SplitMix(0x5eed);
     let omega = Mat::from_fn(n, b, |_, _| rng.normal());
-    let mut q = (w * omega).qr().compute_thin_Q();
+    let mut q = mul(omega.as_ref()).qr().compute_thin_Q();
     let mut prev: Vec<f64> = vec![];
-    for _ in 0..MAX_ITERATIONS {
-        let z = (w.transpose() * &q).qr().compute_thin_Q();
-        q = (w * &z).qr().compute_thin_Q();
-        let s = math::singular_values((q.transpose() * w * &z).as_ref());
+    for _ in 0..rounds {
+        let z = mul_t(q.as_ref()).qr().compute_thin_Q();
+        let qr = mul(z.as_ref()).qr();
+        q = qr.compute_thin_Q();
+        // A Z = Q R, so Qᵀ A Z = R: its singular values are the Ritz values (no third product).
+        let s = math::singular_values(qr.thin_R());
         let settled = prev.len() == s.len()
             && (0..k).all(|i| (s[i] - prev[i]).abs() <= 1e-12 * s[0].max(f64::MIN_POSITIVE));
         prev = s;
@@ -203,8 +258,8 @@ pub(super) fn top_left(w: MatRef<'_, f64>, k: usize) -> Top {
             break;
         }
     }
-    // Rayleigh–Ritz: W ≈ Q (Qᵀ W), and the SVD of the small b × n matrix gives W's top vectors.
-    let small = q.transpose() * w;
+    // Rayleigh–Ritz: A ≈ Q (Qᵀ A), and the SVD of the small b × n matrix gives A's top vectors.
+    let small = mul_t(q.as_ref()).transpose().to_owned();
     let Ok(svd) = small.thin_svd() else {
         return Top {
             sigma: vec![f64::NAN; k],
@@ -253,40 +308,75 @@ fn fro(m: MatRef<'_, f64>) -> f64 {
         .sqrt()
 }
 
-/// Intruder dimensions of one delta: W + ΔW is formed densely (one delta, on demand), its top-k
-/// left vectors come from `top_left`, W's from its dense SVD (kept for the session).
-fn intruders(
-    s: &Session,
-    w: &Weight,
-    dense: &Mat<f64>,
-    f: &crate::compute::math::Factored,
-    opts: IntruderOpts,
-) -> Result<Intruders> {
-    let dw = (f.b_t.view().transpose() * f.a_t.view().transpose()) * faer::Scale(f.scale);
-    let tuned = if w.transposed {
-        dense + dw.transpose()
+/// F = X P + Q R with Q orthonormal and orthogonal to X (orthonormal columns): returns
+/// [P; R]. P = XᵀF by Gram–Schmidt twice (once loses orthogonality when F is nearly inside X);
+/// R is empty when X spans the whole space.
+fn split(x: MatRef<'_, f64>, f: MatRef<'_, f64>) -> Mat<f64> {
+    let p1 = x.transpose() * f;
+    let res = f - x * &p1;
+    let p2 = x.transpose() * &res;
+    let res = &res - x * &p2;
+    let p = &p1 + &p2;
+    let r = if x.ncols() < x.nrows() {
+        res.qr().thin_R().to_owned()
     } else {
-        dense + &dw
+        Mat::zeros(0, f.ncols())
     };
-    let x = s.left_vectors(w, dense)?;
-    let top = top_left(tuned.as_ref(), opts.k);
-    // |cos(y_j, x_i)| for all i: one product Yᵀ X (k × min(out, in)).
-    let cos = top.u.transpose() * x.as_ref();
+    let (np, nr) = (p.nrows(), r.nrows());
+    Mat::from_fn(np + nr, f.ncols(), |i, j| {
+        if i < np {
+            p[(i, j)]
+        } else {
+            r[(i - np, j)]
+        }
+    })
+}
+
+/// Intruder dimensions of one delta, from W's SVD (kept for the session) and ΔW's factors,
+/// without forming W + ΔW: with ΔW = L Mᵀ (W's orientation) split over W's singular bases,
+/// L = X P_L + Q_L R_L and M = Y P_M + Q_M R_M, W + ΔW = [X Q_L] K [Y Q_M]ᵀ with
+/// K = diag(s, 0) + [P_L; R_L][P_M; R_M]ᵀ (L: out × r, M: in × r). Both outer bases are orthonormal, so W + ΔW's
+/// singular values are K's, its left vectors are [X Q_L]·a_j, and their cosines with W's left
+/// vectors x_i are a_j's first p entries. K's products cost O((p + r)·r), not O(out·in).
+fn intruders(svd: &Svd, l: MatRef<'_, f64>, m: MatRef<'_, f64>, opts: IntruderOpts) -> Intruders {
+    let lk = split(svd.x.as_ref(), l);
+    let mk = split(svd.y.as_ref(), m);
+    let p = svd.s.len();
+    let (rows, cols) = (lk.nrows(), mk.nrows());
+    let diag = |z: MatRef<'_, f64>, out_rows: usize| {
+        Mat::from_fn(out_rows, z.ncols(), |i, j| {
+            if i < p {
+                svd.s[i] * z[(i, j)]
+            } else {
+                0.0
+            }
+        })
+    };
+    let top = if rows.min(cols) <= DENSE_SVD_MAX {
+        let k = diag(Mat::<f64>::identity(cols, cols).as_ref(), rows) + &lk * mk.transpose();
+        top_left(k.as_ref(), opts.k)
+    } else {
+        top_left_by(
+            (rows, cols),
+            opts.k,
+            STRUCTURED_ITERATIONS,
+            |z| diag(z, rows) + &lk * (mk.transpose() * z),
+            |q| diag(q, cols) + &mk * (lk.transpose() * q),
+        )
+    };
     let sigma: Vec<f64> = (0..top.u.ncols())
         .filter(|&j| {
-            let best = (0..cos.ncols())
-                .map(|i| cos[(j, i)].abs())
-                .fold(0.0, f64::max);
+            let best = (0..p).map(|i| top.u[(i, j)].abs()).fold(0.0, f64::max);
             best < opts.epsilon
         })
         .map(|j| top.sigma[j])
         .collect();
-    Ok(Intruders {
+    Intruders {
         k: top.u.ncols(),
         epsilon: opts.epsilon,
         count: sigma.len(),
         sigma,
-    })
+    }
 }
 
 /// The statistics of one delta against W.
@@ -295,7 +385,7 @@ fn one(
     m: &Mapped,
     d: &Delta,
     order: GateUpOrder,
-    deep: Option<IntruderOpts>,
+    opts: Opts,
 ) -> Result<(BaseDeltaStats, Option<String>)> {
     let w = match weight_for(&s.base, d, order) {
         Ok(w) => w,
@@ -310,45 +400,85 @@ fn one(
         }
     };
     let orientation = orientation_note(d, &w);
-    let f = factor(m, d, true)?;
+    // ‖ΔW‖_F from the factors' R's alone (read in place, as `stats` does): no f64 copy of the
+    // factors unless a field below needs their vectors.
+    let rs = SharedRs::compute(m, &[d], &Control::default())?;
+    let (r_b, r_a) = rs.of(d)?;
+    let fro_d = math::sigma_of(d.scale, r_b, r_a)
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
     let base_fro = s.fro(&w)?;
     let mut st = BaseDeltaStats {
         base_fro_norm: base_fro.is_finite().then_some(base_fro),
         ..Default::default()
     };
-    if !f.is_finite() || !base_fro.is_finite() {
+    let finite = r_a.finite && r_b.finite && d.scale.is_finite() && fro_d.is_finite();
+    if !finite || !base_fro.is_finite() {
         st.note = Some("not finite".into());
         return Ok((st, orientation));
     }
     if let Some(t) = dora_magnitude(m, d) {
         // Before the zero-delta shortcut: a DoRA with B = 0 still moves W by its magnitude.
+        let f = factored(m, d, &rs, false)?;
         let dense = s.base.dense(&w)?;
         st.dora = dora(s, &w, &dense, &f, &m.full_values(t)?, base_fro);
     }
-    let fro_d = f.fro();
     st.relative_change = (base_fro > 0.0).then(|| fro_d / base_fro);
-    let Bases { sigma, u, v } = math::bases(&f);
-    // ΔWᵀ in W's orientation swaps the left and right vectors.
-    let (u, v) = if w.transposed { (v, u) } else { (u, v) };
-    let r = sigma.len();
-    if r == 0 {
+    if fro_d == 0.0 {
         // A zero delta: no directions to set against W.
-        st.relative_spectral = Some(0.0);
+        if opts.fields == Fields::All {
+            st.relative_spectral = Some(0.0);
+        }
         return Ok((st, orientation));
     }
-    let dense = s.base.dense(&w)?;
-    let top = s.top(&w, r, &dense);
-    let w2 = top.sigma.first().copied().unwrap_or(0.0);
-    st.relative_spectral = (w2 > 0.0).then(|| sigma[0] / w2);
-    // U_rᵀ (W V_r): r products with W, r × r result.
-    let proj = u.transpose() * (&dense * &v);
-    let p = fro(proj.as_ref());
-    st.amplification = (p > 0.0).then(|| fro_d / p);
-    let uk = top.u.as_ref().subcols(0, r.min(top.u.ncols()));
-    let x = uk.transpose() * &u;
-    st.alignment = Some((fro(x.as_ref()).powi(2) / r as f64).min(1.0));
-    if let Some(o) = deep {
-        st.intruders = Some(intruders(s, &w, &dense, &f, o)?);
+    if opts.fields == Fields::Relative && opts.deep.is_none() {
+        return Ok((st, orientation));
+    }
+    let f = factored(m, d, &rs, false)?;
+    // W is decoded only for what needs it, and once.
+    let mut wt: Option<Mat<f64>> = None;
+    if opts.fields > Fields::Relative {
+        let Bases { sigma, u, v } = math::bases(&f);
+        // ΔWᵀ in W's orientation swaps the left and right vectors.
+        let (u, v) = if w.transposed { (v, u) } else { (u, v) };
+        let r = sigma.len();
+        if r == 0 {
+            // No direction above the rank threshold (an SVD that failed): as a zero delta.
+            if opts.fields == Fields::All {
+                st.relative_spectral = Some(0.0);
+            }
+            return Ok((st, orientation));
+        }
+        // U_rᵀ (W V_r): r products with W, r × r result.
+        let proj = if opts.fields == Fields::All {
+            let dense = wt.insert(s.base.dense_t(&w)?).transpose();
+            u.transpose() * (dense * &v)
+        } else {
+            u.transpose() * s.base.mul(&w, v.as_ref())?
+        };
+        let p = fro(proj.as_ref());
+        st.amplification = (p > 0.0).then(|| fro_d / p);
+        if let Some(dense) = wt.as_ref().map(|m| m.transpose()) {
+            let top = s.top(&w, r, dense);
+            let w2 = top.sigma.first().copied().unwrap_or(0.0);
+            st.relative_spectral = (w2 > 0.0).then(|| sigma[0] / w2);
+            let uk = top.u.as_ref().subcols(0, r.min(top.u.ncols()));
+            let x = uk.transpose() * &u;
+            st.alignment = Some((fro(x.as_ref()).powi(2) / r as f64).min(1.0));
+        }
+    }
+    if let Some(o) = opts.deep {
+        let svd = s.svd(&w, || wt.map_or_else(|| s.base.dense_t(&w), Ok))?;
+        let b = f.b_t.view().transpose() * faer::Scale(f.scale);
+        let a = f.a_t.view();
+        // ΔW = s·B·A = (s·B)(Aᵀ)ᵀ in W's orientation; ΔWᵀ = Aᵀ (s·B)ᵀ when transposed.
+        st.intruders = Some(if w.transposed {
+            intruders(&svd, a, b.as_ref(), o)
+        } else {
+            intruders(&svd, b.as_ref(), a, o)
+        });
     }
     Ok((st, orientation))
 }
@@ -401,7 +531,12 @@ fn dora(
         .first()
         .copied()
         .unwrap_or(0.0);
-    let w2 = s.top(w, 1, dense).sigma.first().copied().unwrap_or(0.0);
+    let w2 = s
+        .top(w, 1, dense.as_ref())
+        .sigma
+        .first()
+        .copied()
+        .unwrap_or(0.0);
     Some(DoraStats {
         fro_norm: fro_d,
         spectral_norm: s1,
@@ -442,6 +577,20 @@ pub fn compute_deep(
     ctl: &Control,
     deep: Option<IntruderOpts>,
 ) -> Result<BaseReport> {
+    let fields = Fields::All;
+    compute_with(s, a, filter, ctl, Opts { fields, deep })
+}
+
+/// The base statistics `opts` asks for (the others stay null): `Fields::Relative` reads ‖W‖_F
+/// only, `Fields::Amplification` decodes each W once, `Fields::All` adds W's top singular
+/// vectors.
+pub fn compute_with(
+    s: &Session,
+    a: &Adapter,
+    filter: &Filter,
+    ctl: &Control,
+    opts: Opts,
+) -> Result<BaseReport> {
     if let Some(e) = &a.error {
         return Err(Error::Unusable {
             id: a.id.clone(),
@@ -455,7 +604,7 @@ pub fn compute_deep(
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
     let order = GateUpOrder::for_config(a.config.config());
-    let got = ctl.run(&deltas, |d| one(s, &m, d, order, deep))?;
+    let got = ctl.run(&deltas, |d| one(s, &m, d, order, opts))?;
     let mut notes = s.base.notes.clone();
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
     for (st, o) in &got {
@@ -488,6 +637,55 @@ pub fn compute_deep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The structured intruder search (K's products, above the dense threshold) against the
+    /// definition on dense matrices: top-k left vectors of W + L Mᵀ, max |cos| with all of W's.
+    #[test]
+    fn structured_intruders_match_the_dense_definition() {
+        let (m, n, r) = (640, 560, 3);
+        let mut rng = SplitMix(11);
+        let g = Mat::from_fn(m, n, |_, _| rng.normal());
+        let h = Mat::from_fn(n, n, |_, _| rng.normal());
+        let (qg, qh) = (g.qr().compute_thin_Q(), h.qr().compute_thin_Q());
+        let w = Mat::from_fn(m, n, |i, j| {
+            (0..n)
+                .map(|p| qg[(i, p)] * 0.9f64.powi(p as i32) * 10.0 * qh[(j, p)])
+                .sum::<f64>()
+        });
+        // A delta whose directions lead W + ΔW (intruders) next to W's own top directions.
+        let l = Mat::from_fn(m, r, |_, _| rng.normal() * 0.4);
+        let mm = Mat::from_fn(n, r, |_, _| rng.normal() * 0.4);
+        let svd = {
+            let d = w.thin_svd().unwrap();
+            Svd {
+                x: d.U().to_owned(),
+                s: d.S().column_vector().iter().copied().collect(),
+                y: d.V().to_owned(),
+            }
+        };
+        assert!(m.min(n) + r > DENSE_SVD_MAX);
+        let opts = IntruderOpts {
+            k: 10,
+            epsilon: 0.5,
+        };
+        let got = intruders(&svd, l.as_ref(), mm.as_ref(), opts);
+        let tuned = &w + &l * mm.transpose();
+        let t = tuned.thin_svd().unwrap();
+        let ts = t.S().column_vector();
+        let mut idx: Vec<usize> = (0..ts.nrows()).collect();
+        idx.sort_by(|&a, &b| ts[b].total_cmp(&ts[a]));
+        let cos = t.U().transpose() * &svd.x;
+        let want: Vec<f64> = idx[..10]
+            .iter()
+            .filter(|&&j| (0..n).map(|i| cos[(j, i)].abs()).fold(0.0, f64::max) < 0.5)
+            .map(|&j| ts[j])
+            .collect();
+        assert!(!want.is_empty() && want.len() < 10, "{want:?}");
+        assert_eq!(got.count, want.len(), "{:?} vs {want:?}", got.sigma);
+        for (x, y) in got.sigma.iter().zip(&want) {
+            assert!((x - y).abs() <= 1e-8 * y, "σ {x} vs {y}");
+        }
+    }
 
     /// The randomized path against a dense SVD, on a matrix above the dense threshold with a
     /// decaying spectrum (as trained weights have).

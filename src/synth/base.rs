@@ -271,6 +271,49 @@ fn layer_tensors(
     t
 }
 
+/// The shard file of shard `k` of `shards`: gpt-oss's converter numbers them from 0 and writes
+/// "of" the last id (docs/base.md).
+fn shard_name(k: usize, shards: usize) -> String {
+    format!("model-{k:05}-of-{:05}.safetensors", shards - 1)
+}
+
+fn check_dims(spec: &BaseSpec) {
+    let d = spec.dims;
+    assert!(
+        d.hidden % mxfp4::BLOCK == 0 && d.inter % mxfp4::BLOCK == 0,
+        "MXFP4 needs hidden and inter sizes that are multiples of 32"
+    );
+}
+
+/// The model-level tensors (after every layer's), in the last shard.
+fn final_tensors(spec: &BaseSpec) -> Vec<TensorData> {
+    let h = spec.dims.hidden;
+    vec![bf16("model.norm.weight".into(), vec![h], &vec![1.0; h])]
+}
+
+fn index_json(weight_map: &BTreeMap<String, String>, total: usize) -> Vec<u8> {
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    serde_json::to_vec_pretty(&index).expect("json")
+}
+
+fn config_json(spec: &BaseSpec, storage: ExpertStorage) -> Vec<u8> {
+    let d = spec.dims;
+    let config = serde_json::json!({
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": spec.model_type,
+        "hidden_size": d.hidden,
+        "intermediate_size": d.inter,
+        "num_hidden_layers": d.layers,
+        "num_local_experts": d.experts,
+        "quantization_config": if storage == ExpertStorage::Mxfp4 {
+            serde_json::json!({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]})
+        } else {
+            serde_json::Value::Null
+        },
+    });
+    serde_json::to_vec_pretty(&config).expect("json")
+}
+
 /// The files of the base repo: `config.json`, the index and the shards, as hub-cache items.
 /// Needs `hidden` and `inter` multiples of 32 (MXFP4 blocks).
 pub fn base_items(spec: &BaseSpec) -> Vec<Item> {
@@ -301,15 +344,11 @@ fn repo_items(
     storage: ExpertStorage,
     mut edit: Option<&mut Edit<'_>>,
 ) -> Vec<Item> {
-    let d = spec.dims;
-    assert!(
-        d.hidden % mxfp4::BLOCK == 0 && d.inter % mxfp4::BLOCK == 0,
-        "MXFP4 needs hidden and inter sizes that are multiples of 32"
-    );
+    check_dims(spec);
     let shards = spec.shards.max(1);
     let mut rng = Rng::new(spec.seed);
     let mut per_shard: Vec<Vec<TensorData>> = vec![vec![]; shards];
-    for l in 0..d.layers {
+    for l in 0..spec.dims.layers {
         per_shard[l % shards].extend(layer_tensors(
             spec,
             l,
@@ -318,50 +357,124 @@ fn repo_items(
             edit.as_deref_mut(),
         ));
     }
-    per_shard[shards - 1].push(bf16(
-        "model.norm.weight".into(),
-        vec![d.hidden],
-        &vec![1.0; d.hidden],
-    ));
-    // gpt-oss's converter: 0-based shard ids, "of" the last id (docs/base.md).
-    let name = |k: usize| format!("model-{k:05}-of-{:05}.safetensors", shards - 1);
+    per_shard[shards - 1].extend(final_tensors(spec));
     let mut weight_map = BTreeMap::new();
     let mut total = 0usize;
     let mut items = vec![];
     for (k, mut tensors) in per_shard.into_iter().enumerate() {
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         for t in &tensors {
-            weight_map.insert(t.name.clone(), name(k));
+            weight_map.insert(t.name.clone(), shard_name(k, shards));
             total += t.bytes.as_ref().map_or(0, Vec::len);
         }
         items.push(Item::Raw {
-            name: name(k),
+            name: shard_name(k, shards),
             bytes: safetensors_bytes(&tensors, true),
         });
     }
-    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-    let config = serde_json::json!({
-        "architectures": ["GptOssForCausalLM"],
-        "model_type": spec.model_type,
-        "hidden_size": d.hidden,
-        "intermediate_size": d.inter,
-        "num_hidden_layers": d.layers,
-        "num_local_experts": d.experts,
-        "quantization_config": if storage == ExpertStorage::Mxfp4 {
-            serde_json::json!({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]})
-        } else {
-            serde_json::Value::Null
-        },
-    });
     items.push(Item::Raw {
         name: "model.safetensors.index.json".into(),
-        bytes: serde_json::to_vec_pretty(&index).expect("json"),
+        bytes: index_json(&weight_map, total),
     });
     items.push(Item::Raw {
         name: "config.json".into(),
-        bytes: serde_json::to_vec_pretty(&config).expect("json"),
+        bytes: config_json(spec, storage),
     });
     items
+}
+
+/// Bytes kept for each shard's header before its data is streamed in (a 24-layer gpt-oss shard
+/// needs ~25 KB); the unused part is JSON whitespace, which safetensors readers accept.
+const HEADER_RESERVE: usize = 1 << 20;
+
+/// One shard file being streamed: its data follows a reserved header, written last.
+struct ShardWriter {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    tensors: Vec<TensorData>,
+}
+
+/// Writes the base into the folder `dir` (`config.json`, `model.safetensors.index.json`, the
+/// shards) holding one layer's tensors in memory at a time, for full-size bases (gpt-oss-20b's
+/// experts alone are ~10 GB). The tensors are `base_items`'s, from the same generator and seed;
+/// only the layout inside each shard differs (data in layer order after a padded header).
+/// Returns the bytes written.
+pub fn write_base_dir(dir: &Path, spec: &BaseSpec) -> crate::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    check_dims(spec);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| crate::Error::io(p, e)
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let shards = spec.shards.max(1);
+    let mut out: Vec<ShardWriter> = vec![];
+    for k in 0..shards {
+        let path = dir.join(shard_name(k, shards));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+        file.write_all(&vec![0u8; 8 + HEADER_RESERVE])
+            .map_err(io(&path))?;
+        out.push(ShardWriter {
+            path,
+            file,
+            tensors: vec![],
+        });
+    }
+    let mut put = |k: usize, tensors: Vec<TensorData>| -> crate::Result<()> {
+        let s = &mut out[k];
+        for mut t in tensors {
+            let bytes = t.bytes.take().unwrap_or_default();
+            s.file.write_all(&bytes).map_err(io(&s.path))?;
+            s.tensors.push(t);
+        }
+        Ok(())
+    };
+    let mut rng = Rng::new(spec.seed);
+    for l in 0..spec.dims.layers {
+        put(
+            l % shards,
+            layer_tensors(spec, l, &mut rng, spec.experts, None),
+        )?;
+    }
+    put(shards - 1, final_tensors(spec))?;
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0usize;
+    for (k, s) in out.into_iter().enumerate() {
+        let mut file = s
+            .file
+            .into_inner()
+            .map_err(|e| io(&s.path)(e.into_error()))?;
+        let (mut header, data) = super::header_bytes(&s.tensors, true);
+        if header.len() > HEADER_RESERVE {
+            return Err(crate::Error::Other(format!(
+                "{}: a header of {} bytes does not fit the {HEADER_RESERVE} reserved",
+                s.path.display(),
+                header.len()
+            )));
+        }
+        header.resize(HEADER_RESERVE, b' ');
+        file.seek(SeekFrom::Start(0)).map_err(io(&s.path))?;
+        file.write_all(&(HEADER_RESERVE as u64).to_le_bytes())
+            .and_then(|()| file.write_all(&header))
+            .and_then(|()| file.flush())
+            .map_err(io(&s.path))?;
+        for t in &s.tensors {
+            weight_map.insert(t.name.clone(), shard_name(k, shards));
+        }
+        total += data;
+    }
+    let files = [
+        (
+            "model.safetensors.index.json",
+            index_json(&weight_map, total),
+        ),
+        ("config.json", config_json(spec, spec.experts)),
+    ];
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(io(&p))?;
+    }
+    Ok((shards * (8 + HEADER_RESERVE) + total) as u64)
 }
 
 /// Writes the base as repo `id` of the hub cache at `root`. Returns the bytes written.
