@@ -252,19 +252,15 @@ impl ListColumn {
     ];
 
     /// The columns of the Hub list: the local ones and downloads.
-    pub const HUB: [ListColumn; 11] = [
-        ListColumn::Id,
-        ListColumn::Pattern,
-        ListColumn::Targets,
-        ListColumn::AttnRank,
-        ListColumn::ExpertRank,
-        ListColumn::ExpertLayers,
-        ListColumn::Dtype,
-        ListColumn::Size,
-        ListColumn::Tensors,
-        ListColumn::Health,
-        ListColumn::Downloads,
-    ];
+    pub const HUB: [ListColumn; 11] = {
+        let mut c = [ListColumn::Downloads; 11];
+        let mut i = 0;
+        while i < ListColumn::ALL.len() {
+            c[i] = ListColumn::ALL[i];
+            i += 1;
+        }
+        c
+    };
 
     pub fn title(self) -> &'static str {
         match self {
