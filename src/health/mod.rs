@@ -256,8 +256,8 @@ fn kind_finding(a: &Adapter) -> Option<Finding> {
         Kind::FullWeights => (
             code::NOT_LORA,
             Severity::Info,
-            "full weights, not a LoRA adapter: only finiteness was checked, and the serving \
-             rules for LoRA do not apply"
+            "full weights, not a LoRA adapter: only the float tensors' finiteness was checked \
+             (quantised blocks are not read), and the serving rules for LoRA do not apply"
                 .into(),
         ),
     };
