@@ -1705,14 +1705,7 @@ fn parallel_and_serial_scans_give_identical_adapters_in_walk_order() {
 /// model card names it, and an unrelated full model.
 fn cache_with_a_base(root: &Path) {
     use lorascope::synth::base::{write_base, write_merged, BaseSpec, ExpertStorage, Merge};
-    let dims = Dims {
-        layers: 2,
-        hidden: 32,
-        q_out: 32,
-        kv_out: 32,
-        experts: 2,
-        inter: 32,
-    };
+    let dims = Dims::TOY_MXFP4;
     let base = BaseSpec::new(dims, ExpertStorage::Mxfp4);
     write_base(root, "Org/Base", &base).unwrap();
     write_base(root, "org/other-model", &base).unwrap();

@@ -293,15 +293,7 @@ fn empty_unreadable_checkpoint_only_and_merged_say_what_they_are_and_serving_doe
 fn a_base_model_with_mxfp4_experts_is_checked_on_its_float_tensors() {
     use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
     let t = tempfile::tempdir().unwrap();
-    // MXFP4 blocks hold 32 values: sizes in multiples of 32.
-    let dims = Dims {
-        layers: 2,
-        hidden: 32,
-        q_out: 32,
-        kv_out: 32,
-        experts: 2,
-        inter: 32,
-    };
+    let dims = Dims::TOY_MXFP4;
     write_base(
         t.path(),
         "org/base",

@@ -2234,11 +2234,7 @@ fn a_base_model_row_counts_the_adapters_that_arrive_after_it() {
     let root = dir.path();
     let dims = Dims {
         layers: 1,
-        hidden: 32,
-        q_out: 32,
-        kv_out: 32,
-        experts: 2,
-        inter: 32,
+        ..Dims::TOY_MXFP4
     };
     write_base(root, "a/base", &BaseSpec::new(dims, ExpertStorage::Mxfp4)).unwrap();
     for (i, id) in ["b/lora-1", "c/lora-2"].into_iter().enumerate() {

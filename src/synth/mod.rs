@@ -42,6 +42,17 @@ impl Dims {
         inter: 10,
     };
 
+    /// The smallest sizes an MXFP4 base takes (hidden and inter multiples of its 32-value
+    /// blocks), for bases and the adapters on them in tests.
+    pub const TOY_MXFP4: Dims = Dims {
+        layers: 2,
+        hidden: 32,
+        q_out: 32,
+        kv_out: 32,
+        experts: 2,
+        inter: 32,
+    };
+
     /// (out, in) of an attention projection.
     pub fn attn_shape(&self, target: &str) -> (usize, usize) {
         match target {
