@@ -204,9 +204,12 @@ pub(crate) fn write_text(w: &mut impl Write, text: &str) {
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Stdout is line-buffered: unbuffered, pretty JSON costs a write call per line (120 000 of
+    // them, a third of the run, for a 2400-delta adapter's statistics).
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 

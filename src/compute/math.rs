@@ -8,8 +8,8 @@
 //! min(r, out) × min(r, in). A rank above the matrix dims (r = 65536 on 2×2) then costs O(r)
 //! work and memory, not O(r³) and r² (the r×r Gram of a short factor alone was 34 GB).
 
-use crate::compute::gram;
 use crate::compute::tensor::ColMajor;
+use crate::compute::{gram, small_svd};
 use faer::linalg::solvers::Svd;
 use faer::{Mat, MatRef, Side};
 
@@ -192,6 +192,10 @@ impl Factored {
 pub fn singular_values(m: MatRef<'_, f64>) -> Vec<f64> {
     if m.nrows() == 0 || m.ncols() == 0 {
         return vec![];
+    }
+    let small = m.nrows().max(m.ncols()) <= small_svd::MAX_SIDE;
+    if let Some(s) = small.then(|| small_svd::singular_values(m)).flatten() {
+        return s;
     }
     let mut s = m.singular_values().unwrap_or_else(|_| jacobi_fallback(m));
     s.sort_by(|a, b| b.total_cmp(a));

@@ -1,5 +1,5 @@
 //! Computing on the factors: mmapped access guarded against files that change (`tensor`,
-//! `sigbus`), the factored SVD core (`math`) fed by the in-place Gram kernel (`gram`) once per
+//! `sigbus`), the factored SVD core (`math`, small spectra in `small_svd`) fed by the in-place Gram kernel (`gram`) once per
 //! distinct factor (`shared`), statistics of every delta (`stats`) and comparisons
 //! of two adapters (`compare`).
 
@@ -8,5 +8,6 @@ pub mod gram;
 pub mod math;
 pub mod shared;
 pub mod sigbus;
+pub mod small_svd;
 pub mod stats;
 pub mod tensor;
