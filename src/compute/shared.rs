@@ -3,7 +3,7 @@
 //! factor in one tensor: each tensor is read in one pass that forms the R of every factor taken
 //! from it (`gram`), and each delta then only combines two small R's.
 
-use crate::adapter::layout::{Delta, Factor};
+use crate::adapter::layout::{Delta, Factor, Pick};
 use crate::compute::math::FactorR;
 use crate::compute::stats::Control;
 use crate::compute::tensor::{Mapped, Side};
@@ -32,13 +32,28 @@ impl SharedRs {
                 }
             }
         }
-        let jobs: Vec<(usize, Vec<FactorKey>)> = jobs.into_iter().collect();
-        let rs = ctl.each(&jobs, None, |(t, fs)| m.tall_rs(*t, fs))?;
-        let by_tensor = jobs
+        // Factors that share the tensor's rows (PEFT's interleaved expert columns of B) are
+        // served by one pass; factors in disjoint parts of it (a 3D tensor's expert slices,
+        // PEFT's expert rows of A) are jobs of their own, so that two threads share a wave's
+        // few large tensors evenly.
+        let jobs: Vec<(usize, Vec<FactorKey>)> = jobs
             .into_iter()
-            .zip(rs)
-            .map(|((t, fs), rs)| (t, fs.into_iter().zip(rs).collect()))
+            .flat_map(|(t, fs)| {
+                if fs.iter().all(|(f, _)| disjoint(f)) {
+                    fs.into_iter().map(|k| (t, vec![k])).collect()
+                } else {
+                    vec![(t, fs)]
+                }
+            })
             .collect();
+        let rs = ctl.each(&jobs, None, |(t, fs)| m.tall_rs(*t, fs))?;
+        let mut by_tensor: HashMap<usize, Vec<(FactorKey, FactorR)>> = HashMap::new();
+        for ((t, fs), rs) in jobs.into_iter().zip(rs) {
+            by_tensor
+                .entry(t)
+                .or_default()
+                .extend(fs.into_iter().zip(rs));
+        }
         Ok(SharedRs { by_tensor })
     }
 
@@ -73,6 +88,12 @@ impl SharedRs {
         }
         Ok((r_b, r_a))
     }
+}
+
+/// Whether the factor's elements lie in a part of its tensor no other factor of another pick
+/// reads (a leading index of a 3D tensor, a band of rows).
+fn disjoint(f: &Factor) -> bool {
+    matches!(f.pick, Pick::Index { .. } | Pick::Rows { .. })
 }
 
 /// Bytes of R's held at once: the R's of a wave of deltas live until its cores are done.
