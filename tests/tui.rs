@@ -1763,7 +1763,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 10] = [
+const DOC_VIEWS: [&str; 15] = [
     "list",
     "error_row",
     "filter",
@@ -1774,6 +1774,11 @@ const DOC_VIEWS: [&str; 10] = [
     "health",
     "compare",
     "help",
+    "base__expert_map_streaming",
+    "base__stats_streaming",
+    "base__stats_dora",
+    "base__merged_layer_map",
+    "base__merged_stats",
 ];
 
 fn capture(name: &str) -> String {
@@ -2610,8 +2615,9 @@ mod base {
         assert!(screen.contains(line), "{screen}");
     }
 
-    #[test]
-    fn dora_columns_show_the_exact_update_next_to_the_factored_one() {
+    /// An attention DoRA adapter (PEFT's magnitude vectors) whose base is in the hub cache the
+    /// explorer is given, listed in an app: (the folder, the app, the adapter, the cache).
+    fn dora_app() -> (tempfile::TempDir, App, Adapter, PathBuf) {
         let t = tempfile::tempdir().unwrap();
         let hub = t.path().join("hub");
         write_base(
@@ -2661,10 +2667,20 @@ mod base {
         let mut app = App::new(Options::default());
         // The base is found in the cache the explorer was given.
         app.fetch_cache = Some(hub.clone());
+        // A stable id and path in what is shown (snapshots).
+        let mut a = a;
+        a.id = "me/dora".into();
+        a.path = PathBuf::from("/cache/dora");
         app.update(Action::ScanDone {
             adapters: vec![a.clone()],
             note: None,
         });
+        (t, app, a, hub)
+    }
+
+    #[test]
+    fn dora_columns_show_the_exact_update_next_to_the_factored_one() {
+        let (_t, mut app, a, hub) = dora_app();
         cmds(&mut app, &[Command::Open, Command::View(3)]);
         run_effects(&mut app);
         // `stats --base` of the same adapter.
@@ -2696,6 +2712,65 @@ mod base {
             screen.contains("DORA ‖ΔW‖_F") && screen.contains("DORA REL."),
             "{screen}"
         );
+    }
+
+    #[test]
+    fn snapshot_stats_streaming() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, _) = streamed(&adapter, &id, &dir);
+        app.update(Action::Partial {
+            job,
+            output: parts[1].clone().into(),
+        });
+        app.update(Action::Progress {
+            job,
+            done: 6,
+            total: 12,
+        });
+        insta::assert_snapshot!("stats_streaming", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_expert_map_streaming() {
+        let (_t, mut app) = app(true);
+        app.color = false;
+        cmds(&mut app, &[Command::Open, Command::View(2)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, _) = streamed(&adapter, &id, &dir);
+        app.update(Action::Partial {
+            job,
+            output: parts[1].clone().into(),
+        });
+        while view(&app).metric != Metric::Amplification {
+            cmd(&mut app, Command::NextMetric);
+        }
+        cmd(&mut app, Command::Down);
+        insta::assert_snapshot!("expert_map_streaming", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_merged_layer_map_and_stats() {
+        let (_t, mut app) = merged_app(true);
+        app.color = false;
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        run_effects(&mut app);
+        cmds(&mut app, &[Command::Down, Command::Right, Command::Right]);
+        insta::assert_snapshot!("merged_layer_map", snap(&mut app).backend());
+        cmd(&mut app, Command::View(3));
+        // The largest changes first.
+        cmds(&mut app, &[Command::SortNext; 5]);
+        cmds(&mut app, &[Command::SortReverse, Command::Top]);
+        insta::assert_snapshot!("merged_stats", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_stats_dora() {
+        let (_t, mut app, ..) = dora_app();
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        insta::assert_snapshot!("stats_dora", snap(&mut app).backend());
     }
 }
 

@@ -774,12 +774,14 @@ impl<'a> StatsData<'a> {
         }
     }
 
-    /// The merged model's weights first, then the deltas, then the full tensors.
+    /// A merged model's weights minus its base's (its own full tensors would mix norms of W
+    /// with norms of differences in one column), else the deltas, then the full tensors.
     pub fn rows(&self) -> Vec<StatsRow> {
-        let merged = self.merged.map_or(0, |m| m.weights.len());
-        (0..merged)
-            .map(StatsRow::Merged)
-            .chain((0..self.st.deltas.len()).map(StatsRow::Delta))
+        if let Some(m) = self.merged {
+            return (0..m.weights.len()).map(StatsRow::Merged).collect();
+        }
+        (0..self.st.deltas.len())
+            .map(StatsRow::Delta)
             .chain((0..self.st.full_tensors.len()).map(StatsRow::Full))
             .collect()
     }
