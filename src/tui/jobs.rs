@@ -426,6 +426,16 @@ impl Jobs {
 mod tests {
     use super::*;
 
+    impl Jobs {
+        /// The id of the job running under `key`.
+        fn running_id(&self, key: &JobKey) -> Option<JobId> {
+            match self.jobs.get(key) {
+                Some(Job::Running { id, .. }) => Some(*id),
+                _ => None,
+            }
+        }
+    }
+
     fn stats_effect(jobs: &mut Jobs, idx: usize) -> JobId {
         jobs.start(JobKey::Stats(idx, false), 10, Effect::Cancel);
         match jobs.take_effects().as_slice() {
@@ -471,6 +481,39 @@ mod tests {
         let (d, _, _) = hub.discovery().expect("the discovery runs");
         assert_eq!(hub.cancel_discovery().as_deref(), Some("o/base"));
         assert!(!hub.runs(d) && hub.discovery().is_none());
+    }
+
+    /// A base report of `n` deltas (what a streamed base job publishes).
+    fn report(n: usize) -> JobOutput {
+        BaseReport {
+            base: "o/base".into(),
+            path: String::new(),
+            notes: vec![],
+            deltas: vec![Default::default(); n],
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_partial_result_is_kept_with_its_running_job_until_the_result() {
+        let mut jobs = Jobs::default();
+        let key = JobKey::Base(0, false);
+        jobs.start(key.clone(), 3, Effect::Cancel);
+        let id = jobs.running_id(&key).expect("it runs");
+        assert!(jobs.base(0, false).is_none());
+        assert_eq!(jobs.partial(id, report(1)), Some(key.clone()));
+        assert_eq!(jobs.base(0, false).map(|b| b.deltas.len()), Some(1));
+        assert!(matches!(jobs.get(&key), Some(Job::Running { .. })));
+        // The result replaces it; a partial that comes after is dropped.
+        jobs.finish(id, &Ok(report(3)));
+        assert_eq!(jobs.partial(id, report(2)), None);
+        assert_eq!(jobs.base(0, false).map(|b| b.deltas.len()), Some(3));
+        // A cancelled job's partial is dropped too.
+        jobs.start(JobKey::Base(1, false), 3, Effect::Cancel);
+        let id = jobs.running_id(&JobKey::Base(1, false)).unwrap();
+        jobs.cancel(&JobKey::Base(1, false));
+        assert_eq!(jobs.partial(id, report(1)), None);
+        assert!(jobs.base(1, false).is_none() && !jobs.contains(&JobKey::Base(1, false)));
     }
 
     #[test]
