@@ -1464,6 +1464,60 @@ fn the_streamed_base_holds_the_in_memory_bases_tensors() {
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 }
 
+/// `compute_streamed`: the relative change of every delta first (the rest pending, not null),
+/// then one report per layer with that layer's deltas complete and equal to `compute`'s, and a
+/// result equal to `compute`'s, notes included.
+#[test]
+fn streamed_base_statistics_arrive_a_layer_at_a_time_and_end_as_compute() {
+    use lorascope::base::stats::Fields;
+    let dir = tempfile::tempdir().unwrap();
+    let ad = dir.path().join("adapter");
+    let layers = vec![0, 1];
+    synth::write_adapter(
+        &ad,
+        &base_spec(Pattern::PeftExperts {
+            layers: layers.clone(),
+        }),
+    )
+    .unwrap();
+    let a = load(&ad, LayoutOptions::default());
+    let hub = dir.path().join("hub");
+    let b = BaseSpec::new(BASE_DIMS, ExpertStorage::Mxfp4);
+    write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+    let (id, snap) = base::locate(&a, None, &[hub]).unwrap();
+    let (f, c) = (Filter::default(), Control::default());
+    let full = {
+        let s = Session::new(Base::open(&id, &snap).unwrap());
+        base_stats::compute(&s, &a, &f, &c).unwrap()
+    };
+    let s = Session::new(Base::open(&id, &snap).unwrap());
+    let mut parts = vec![];
+    let got =
+        base_stats::compute_streamed(&s, &a, &f, &c, Fields::All, &mut |r| parts.push(r)).unwrap();
+    assert_eq!(got, full);
+    assert_eq!(
+        parts.len(),
+        layers.len(),
+        "relative first, then each layer but the last"
+    );
+    for (k, p) in parts.iter().enumerate() {
+        assert_eq!(p.notes, full.notes, "report {k}");
+        for ((d, g), w) in a.deltas.iter().zip(&p.deltas).zip(&full.deltas) {
+            // Report k holds the layers before k complete.
+            let done = d.layer.is_some_and(|l| l < k);
+            assert_eq!(g.relative_change, w.relative_change);
+            assert_eq!(g.base_fro_norm, w.base_fro_norm);
+            if done {
+                assert_eq!(g, w);
+            } else {
+                assert!(g.pending(Fields::Amplification) && !g.pending(Fields::Relative));
+                assert_eq!((g.amplification, g.alignment), (None, None));
+                assert!(w.amplification.is_some() && !w.pending(Fields::All));
+            }
+        }
+    }
+}
+
 /// `compute_with` at each level: the fields it asks for equal the full computation's (already
 /// checked against the dense reference above), the costlier ones stay null; with `deep`, the
 /// intruders equal `compute_deep`'s at every level.

@@ -213,6 +213,20 @@ fn run_effects(app: &mut App) {
                     secs: 0.01,
                 });
             }
+            Effect::Merged {
+                job,
+                adapter,
+                id,
+                dir,
+            } => {
+                let r =
+                    event::BaseSessions::default().merged(&adapter, &id, &dir, &Control::default());
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
             Effect::Cancel(_)
             | Effect::ExportPlot
             | Effect::Fetch { .. }
@@ -1189,6 +1203,7 @@ fn stats_sort_by_any_column() {
         .map(|r| match r {
             lorascope::tui::model::StatsRow::Delta(i) => st.deltas[*i].fro_norm,
             lorascope::tui::model::StatsRow::Full(i) => st.full_tensors[*i].fro_norm,
+            lorascope::tui::model::StatsRow::Merged(_) => panic!("not a merged model"),
         })
         .collect();
     assert!(fro.windows(2).all(|w| w[0] >= w[1]), "descending ‖ΔW‖_F");
@@ -1495,7 +1510,10 @@ fn assert_png_is_the_grid(app: &mut App, grid: &Grid, measure: Measure) {
                 px[0] == px[1] && px[1] == px[2] && px[0] >= 150,
                 "empty cell {c:?} is {px:?}"
             ),
-            CellKind::Present => assert_eq!(px, present_color(grid.cols[col].emphasis), "{c:?}"),
+            // A figure draws a pending value as a cell without one.
+            CellKind::Present | CellKind::Pending => {
+                assert_eq!(px, present_color(grid.cols[col].emphasis), "{c:?}")
+            }
             CellKind::Value(v) => {
                 assert_eq!(px, scale.color(v), "{c:?}");
                 assert_eq!(c.value, Some(v));
@@ -1745,7 +1763,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 10] = [
+const DOC_VIEWS: [&str; 15] = [
     "list",
     "error_row",
     "filter",
@@ -1756,6 +1774,11 @@ const DOC_VIEWS: [&str; 10] = [
     "health",
     "compare",
     "help",
+    "base__expert_map_streaming",
+    "base__stats_streaming",
+    "base__stats_dora",
+    "base__merged_layer_map",
+    "base__merged_stats",
 ];
 
 fn capture(name: &str) -> String {
@@ -2222,6 +2245,532 @@ mod base {
         // Esc from the view goes back (nothing runs any more).
         cmd(&mut app, Command::Escape);
         assert!(matches!(app.screen, Screen::List));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Streamed base statistics, merged models minus their base, DoRA updates
+
+    /// Runs the adapter's own statistics and hands back the base job's work (not run).
+    fn own_stats_then_base(app: &mut App) -> (u64, Arc<Adapter>, String, PathBuf) {
+        let mut base = None;
+        for e in app.take_effects() {
+            match e {
+                Effect::Base {
+                    job,
+                    adapter,
+                    id,
+                    dir,
+                } => base = Some((job, adapter, id, dir)),
+                e => app.jobs.request(e),
+            }
+        }
+        run_effects(app);
+        base.expect("the base job starts")
+    }
+
+    /// Every report the base job publishes (as the runner sends them, without its rate limit),
+    /// and its result.
+    fn streamed(adapter: &Adapter, id: &str, dir: &Path) -> (Vec<BaseReport>, BaseReport) {
+        let mut parts = vec![];
+        let ctl = Control::default();
+        let fin = event::BaseSessions::default()
+            .report_streamed(adapter, id, dir, &ctl, &mut |r| parts.push(r))
+            .unwrap();
+        (parts, fin)
+    }
+
+    /// The delta of the adapter shown at an expert-map cell.
+    fn delta_at(app: &App, g: &Grid, r: usize, c: usize) -> usize {
+        let a = app.current_adapter().unwrap();
+        let (layer, col) = (g.row_layers[r], &g.cols[c]);
+        a.deltas
+            .iter()
+            .position(|d| {
+                d.layer == layer && d.target == col.target && Some(d.expert) == col.expert
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn base_values_stream_in_and_pending_cells_are_distinct() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(2)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, fin) = streamed(&adapter, &id, &dir);
+        // The relative change of every delta, then one report per layer but the last (the
+        // result).
+        assert_eq!(parts.len(), DIMS.layers);
+        assert_eq!(
+            fin,
+            reference(&app),
+            "the streamed result is `stats --base`'s"
+        );
+        let (rel, amp, ali) = (
+            Metric::Relative.index(),
+            Metric::Amplification.index(),
+            Metric::Alignment.index(),
+        );
+        app.update(Action::Partial {
+            job,
+            output: parts[0].clone().into(),
+        });
+        assert!(matches!(
+            app.jobs.get(&JobKey::Base(0, false)),
+            Some(Job::Running { .. })
+        ));
+        // Relative change everywhere at once; amplification and alignment pending, not none.
+        let g = view(&app).experts.clone();
+        let mut cells = 0;
+        for r in 0..g.rows.len() {
+            for c in 0..g.cols.len() {
+                let i = delta_at(&app, &g, r, c);
+                let want = fin.deltas[i].relative_change.unwrap();
+                assert_eq!(g.kind(r, c, rel), CellKind::Value(want));
+                assert_eq!(g.kind(r, c, amp), CellKind::Pending);
+                assert_eq!(g.kind(r, c, ali), CellKind::Pending);
+                cells += 1;
+            }
+        }
+        assert_eq!(cells, DIMS.layers * DIMS.experts);
+        // `m` reaches the base metrics while they stream; the map says what is pending.
+        while view(&app).metric != Metric::Amplification {
+            cmd(&mut app, Command::NextMetric);
+        }
+        let screen = screen_text(&draw(&mut app, 120, H));
+        assert!(screen.contains("… computing"), "{screen}");
+        // The Stats table: the relative change in numbers, the rest pending ("-" is "none").
+        cmd(&mut app, Command::View(3));
+        let st = app.stats_of(0).unwrap().clone();
+        let row = view(&app).stats_rows[0];
+        let model::StatsRow::Delta(k) = row else {
+            panic!("a delta row first");
+        };
+        let d = st.deltas[k].index;
+        let cell = |c| model::stats_cell(&st, app.jobs.base(0, false).map(|b| &**b), row, c);
+        assert_eq!(
+            cell(StatsColumn::Relative),
+            lorascope::view::text::num(fin.deltas[d].relative_change.unwrap())
+        );
+        assert_eq!(cell(StatsColumn::Amplification), model::PENDING);
+        assert_eq!(cell(StatsColumn::Alignment), model::PENDING);
+        // The first layer's full fields arrive; the second's are still to come.
+        app.update(Action::Partial {
+            job,
+            output: parts[1].clone().into(),
+        });
+        cmd(&mut app, Command::View(2));
+        let g = view(&app).experts.clone();
+        for r in 0..g.rows.len() {
+            for c in 0..g.cols.len() {
+                let i = delta_at(&app, &g, r, c);
+                if g.row_layers[r] == Some(0) {
+                    let want = fin.deltas[i].amplification.unwrap();
+                    assert_eq!(g.kind(r, c, amp), CellKind::Value(want));
+                } else {
+                    assert_eq!(g.kind(r, c, amp), CellKind::Pending);
+                }
+            }
+        }
+        app.update(Action::Done {
+            job,
+            result: Ok(fin.clone().into()),
+            secs: 0.5,
+        });
+        let v = view(&app);
+        assert!((0..7).all(|k| !v.experts.has_pending(k) && !v.layers.has_pending(k)));
+        assert_eq!(app.jobs.base(0, false).map(|b| &**b), Some(&fin));
+    }
+
+    #[test]
+    fn a_stale_partial_is_dropped() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, fin) = streamed(&adapter, &id, &dir);
+        // Cancelled: what it had computed never reaches the view.
+        cmd(&mut app, Command::Escape);
+        assert!(matches!(app.screen, Screen::Adapter(_)));
+        app.update(Action::Partial {
+            job,
+            output: parts[0].clone().into(),
+        });
+        assert!(app.jobs.base(0, false).is_none());
+        let v = view(&app);
+        let rel = Metric::Relative.index();
+        assert!(v
+            .layers
+            .cells
+            .iter()
+            .flatten()
+            .all(|c| c.values[rel].is_none()));
+        assert!(!v.layers.has_pending(Metric::Amplification.index()));
+        // Computed again: after its result, a late partial does not replace it.
+        cmds(&mut app, &[Command::View(2), Command::View(1)]);
+        let (job2, ..) = own_stats_then_base(&mut app);
+        assert_ne!(job2, job);
+        app.update(Action::Done {
+            job: job2,
+            result: Ok(fin.clone().into()),
+            secs: 0.5,
+        });
+        app.update(Action::Partial {
+            job: job2,
+            output: parts[0].clone().into(),
+        });
+        assert_eq!(app.jobs.base(0, false).map(|b| &**b), Some(&fin));
+        assert!(!view(&app).layers.has_pending(Metric::Amplification.index()));
+    }
+
+    /// A hub cache with a merged model of openai/gpt-oss-20b (BF16 experts; layer 1, experts 0
+    /// and 2 changed) and, when `with_base`, that base (MXFP4), listed in an app.
+    fn merged_app(with_base: bool) -> (tempfile::TempDir, App) {
+        use lorascope::synth::base::{write_merged, Merge};
+        let t = tempfile::tempdir().unwrap();
+        let hub = t.path().join("hub");
+        let b = BaseSpec::new(DIMS, ExpertStorage::Mxfp4);
+        let merge = Merge {
+            layers: vec![1],
+            experts: vec![0, 2],
+            rank: 2,
+            relative: 0.05,
+            seed: 3,
+            storage: ExpertStorage::Bf16,
+            base_model: "openai/gpt-oss-20b".into(),
+        };
+        write_merged(&hub, "me/merged", &b, &merge).unwrap();
+        let adapters: Vec<Adapter> =
+            discovery::load_all(&discovery::discover_cache(&hub), LayoutOptions::default())
+                .into_iter()
+                .filter(|a| a.id == "me/merged")
+                .collect();
+        assert_eq!(adapters.len(), 1);
+        if with_base {
+            write_base(&hub, "openai/gpt-oss-20b", &b).unwrap();
+        }
+        let mut app = App::new(Options::default());
+        app.update(Action::ScanDone {
+            adapters,
+            note: None,
+        });
+        select(&mut app, "me/merged");
+        (t, app)
+    }
+
+    #[test]
+    fn a_merged_models_maps_and_stats_show_its_weights_minus_its_base() {
+        use lorascope::base::{merged, Base};
+        let (_t, mut app) = merged_app(true);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        let effects = app.take_effects();
+        assert!(
+            matches!(
+                effects.as_slice(),
+                [Effect::Stats { .. }, Effect::Merged { .. }]
+            ),
+            "{effects:?}"
+        );
+        let Effect::Merged { job, .. } = &effects[1] else {
+            unreachable!()
+        };
+        app.update(Action::Progress {
+            job: *job,
+            done: 3,
+            total: 30,
+        });
+        assert!(title_line(&mut app).contains("merged − base 3/30"));
+        for e in effects {
+            app.jobs.request(e);
+        }
+        run_effects(&mut app);
+        // What `stats MERGED --base` computes, independently of the explorer.
+        let a = app.current_adapter().unwrap().clone();
+        let (id, dir) =
+            lorascope::base::locate(&a, None, &lorascope::base::cache_roots(&a, &[])).unwrap();
+        let want = merged::compute(
+            &Base::open(&a.id, &a.path).unwrap(),
+            &Base::open(&id, &dir).unwrap(),
+            &Filter::default(),
+            &Control::default(),
+        )
+        .unwrap();
+        assert!(want.changed > 0 && want.changed < want.compared);
+        let find = |l: Option<usize>, t: &lorascope::adapter::target::Target, e: Option<usize>| {
+            want.weights
+                .iter()
+                .filter(|w| {
+                    Some(w.layer) == l && w.target == *t && e.is_none_or(|e| w.expert == Some(e))
+                })
+                .collect::<Vec<_>>()
+        };
+        // The Stats tab: a row per weight, its numbers.
+        let v = view(&app);
+        assert_eq!(v.stats_cols, StatsColumn::merged());
+        let st = app.stats_of(0).unwrap();
+        let data = model::StatsData {
+            st,
+            base: None,
+            merged: app.jobs.merged(0).map(|m| &**m),
+        };
+        let mut rows = 0;
+        for &r in &v.stats_rows {
+            let model::StatsRow::Merged(i) = r else {
+                continue;
+            };
+            let w = &want.weights[i];
+            let num = lorascope::view::text::num;
+            assert_eq!(data.cell(r, StatsColumn::Fro), num(w.fro_norm));
+            assert_eq!(data.cell(r, StatsColumn::Spectral), num(w.spectral_norm));
+            assert_eq!(
+                data.cell(r, StatsColumn::Relative),
+                num(w.relative_change.unwrap())
+            );
+            assert_eq!(
+                data.cell(r, StatsColumn::ERank),
+                format!("{:.2}", w.effective_rank)
+            );
+            rows += 1;
+        }
+        assert_eq!(rows, want.weights.len());
+        let screen = screen_text(&draw(&mut app, 120, H));
+        assert!(
+            screen.contains(&format!(
+                "merged minus base openai/gpt-oss-20b: {} of {} weights changed",
+                want.changed, want.compared
+            )),
+            "{screen}"
+        );
+        // The layer map: the mean over a cell's weights (one, or the layer's experts).
+        cmd(&mut app, Command::View(1));
+        let g = view(&app).layers.clone();
+        let mut cells = 0;
+        for r in 0..g.rows.len() {
+            for c in 0..g.cols.len() {
+                let ws = find(g.row_layers[r], &g.cols[c].target, None);
+                let mean = |f: &dyn Fn(&merged::MergedDelta) -> f64| {
+                    ws.iter().map(|w| f(w)).sum::<f64>() / ws.len() as f64
+                };
+                let cell = g.cell(r, c).unwrap();
+                let close = |got: Option<f64>, want: f64| {
+                    let got = got.unwrap();
+                    assert!(
+                        (got - want).abs() <= 1e-12 * want.abs().max(1e-300),
+                        "{got} vs {want}"
+                    );
+                };
+                close(cell.values[Metric::Fro.index()], mean(&|w| w.fro_norm));
+                close(
+                    cell.values[Metric::Relative.index()],
+                    mean(&|w| w.relative_change.unwrap()),
+                );
+                assert_eq!(cell.values[Metric::Amplification.index()], None);
+                cells += 1;
+            }
+        }
+        assert_eq!(cells, DIMS.layers * 7, "q k v o router gate_up down");
+        // `m` cycles the merged metrics only.
+        let seen: Vec<Metric> = (0..6)
+            .map(|_| {
+                cmd(&mut app, Command::NextMetric);
+                view(&app).metric
+            })
+            .collect();
+        assert!(seen.iter().all(|m| Metric::MERGED.contains(m)), "{seen:?}");
+        assert!(seen.contains(&Metric::Relative));
+        // The expert map: one weight per cell.
+        cmd(&mut app, Command::View(2));
+        let v = view(&app);
+        assert_eq!(v.expert_targets.len(), 2);
+        let g = &v.experts;
+        for r in 0..g.rows.len() {
+            for c in 0..g.cols.len() {
+                let e = g.cols[c].expert.flatten();
+                let ws = find(g.row_layers[r], &g.cols[c].target, e);
+                assert_eq!(ws.len(), 1);
+                let cell = g.cell(r, c).unwrap();
+                assert_eq!(cell.values[Metric::Fro.index()], Some(ws[0].fro_norm));
+                assert_eq!(cell.values[Metric::Srank.index()], Some(ws[0].stable_rank));
+            }
+        }
+        assert_eq!(g.cells.iter().flatten().count(), DIMS.layers * DIMS.experts);
+    }
+
+    #[test]
+    fn a_merged_model_without_its_base_says_why_in_one_line() {
+        let (_t, mut app) = merged_app(false);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        let effects = app.take_effects();
+        assert!(
+            matches!(effects.as_slice(), [Effect::Stats { .. }]),
+            "{effects:?}"
+        );
+        for e in effects {
+            app.jobs.request(e);
+        }
+        run_effects(&mut app);
+        let screen = screen_text(&draw(&mut app, 120, H));
+        let line = "merged minus base not shown: base model openai/gpt-oss-20b is not in the cache";
+        assert!(screen.contains(line), "{screen}");
+        cmd(&mut app, Command::View(1));
+        let screen = screen_text(&draw(&mut app, 120, H));
+        assert!(screen.contains(line), "{screen}");
+    }
+
+    /// An attention DoRA adapter (PEFT's magnitude vectors) whose base is in the hub cache the
+    /// explorer is given, listed in an app: (the folder, the app, the adapter, the cache).
+    fn dora_app() -> (tempfile::TempDir, App, Adapter, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let hub = t.path().join("hub");
+        write_base(
+            &hub,
+            "openai/gpt-oss-20b",
+            &BaseSpec::new(DIMS, ExpertStorage::Mxfp4),
+        )
+        .unwrap();
+        // An attention DoRA: PEFT's magnitude vector (one value per output row) per module.
+        let mut spec = Spec::new(DIMS, Pattern::Attention);
+        spec.dtype = Dtype::F32;
+        let mut g = synth::generate(&spec);
+        let mut rng = synth::Rng::new(5);
+        for l in 0..DIMS.layers {
+            for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+                let out = DIMS.attn_shape(p).0;
+                let m: Vec<f64> = (0..out).map(|_| 0.5 + rng.uniform()).collect();
+                g.tensors.push(synth::TensorData {
+                    name: format!(
+                        "base_model.model.model.layers.{l}.self_attn.{p}.lora_magnitude_vector"
+                    ),
+                    dtype: Dtype::F32,
+                    shape: vec![out],
+                    bytes: Some(synth::encode(&m, Dtype::F32)),
+                });
+            }
+        }
+        let ad = t.path().join("dora");
+        std::fs::create_dir_all(&ad).unwrap();
+        std::fs::write(
+            ad.join(spec.pattern.file_name()),
+            synth::safetensors_bytes(&g.tensors, true),
+        )
+        .unwrap();
+        let mut config = g.config.clone();
+        config["use_dora"] = true.into();
+        std::fs::write(
+            ad.join("adapter_config.json"),
+            serde_json::to_vec(&config).unwrap(),
+        )
+        .unwrap();
+        let a = lorascope::adapter::Adapter::load(
+            &discovery::discover_path(&ad).remove(0),
+            LayoutOptions::default(),
+        );
+        assert!(a.is_dora() && a.error.is_none(), "{:?}", a.error);
+        let mut app = App::new(Options::default());
+        // The base is found in the cache the explorer was given.
+        app.fetch_cache = Some(hub.clone());
+        // A stable id and path in what is shown (snapshots).
+        let mut a = a;
+        a.id = "me/dora".into();
+        a.path = PathBuf::from("/cache/dora");
+        app.update(Action::ScanDone {
+            adapters: vec![a.clone()],
+            note: None,
+        });
+        (t, app, a, hub)
+    }
+
+    #[test]
+    fn dora_columns_show_the_exact_update_next_to_the_factored_one() {
+        let (_t, mut app, a, hub) = dora_app();
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        // `stats --base` of the same adapter.
+        let session = lorascope::base::session_for(&a, None, &[hub]).unwrap();
+        let want =
+            base_stats::compute(&session, &a, &Filter::default(), &Control::default()).unwrap();
+        let v = view(&app);
+        assert_eq!(v.stats_cols, StatsColumn::shown_with(true, true));
+        let at = |c| v.stats_cols.iter().position(|&x| x == c).unwrap();
+        assert_eq!(at(StatsColumn::DoraFro), at(StatsColumn::Fro) + 1);
+        assert_eq!(at(StatsColumn::DoraRelative), at(StatsColumn::Relative) + 1);
+        let st = app.stats_of(0).unwrap();
+        let base = app.jobs.base(0, false).map(|b| &**b);
+        let num = lorascope::view::text::num;
+        for &r in &v.stats_rows {
+            let model::StatsRow::Delta(k) = r else {
+                continue;
+            };
+            let dora = want.deltas[st.deltas[k].index].dora.clone().unwrap();
+            let data = model::StatsData::new(st, base);
+            assert_eq!(data.cell(r, StatsColumn::DoraFro), num(dora.fro_norm));
+            assert_eq!(
+                data.cell(r, StatsColumn::DoraRelative),
+                num(dora.relative_change.unwrap())
+            );
+        }
+        let screen = screen_text(&draw(&mut app, 160, H));
+        assert!(
+            screen.contains("DORA ‖ΔW‖_F") && screen.contains("DORA REL."),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn snapshot_stats_streaming() {
+        let (_t, mut app) = app(true);
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, _) = streamed(&adapter, &id, &dir);
+        app.update(Action::Partial {
+            job,
+            output: parts[1].clone().into(),
+        });
+        app.update(Action::Progress {
+            job,
+            done: 6,
+            total: 12,
+        });
+        insta::assert_snapshot!("stats_streaming", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_expert_map_streaming() {
+        let (_t, mut app) = app(true);
+        app.color = false;
+        cmds(&mut app, &[Command::Open, Command::View(2)]);
+        let (job, adapter, id, dir) = own_stats_then_base(&mut app);
+        let (parts, _) = streamed(&adapter, &id, &dir);
+        app.update(Action::Partial {
+            job,
+            output: parts[1].clone().into(),
+        });
+        while view(&app).metric != Metric::Amplification {
+            cmd(&mut app, Command::NextMetric);
+        }
+        cmd(&mut app, Command::Down);
+        insta::assert_snapshot!("expert_map_streaming", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_merged_layer_map_and_stats() {
+        let (_t, mut app) = merged_app(true);
+        app.color = false;
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        run_effects(&mut app);
+        cmds(&mut app, &[Command::Down, Command::Right, Command::Right]);
+        insta::assert_snapshot!("merged_layer_map", snap(&mut app).backend());
+        cmd(&mut app, Command::View(3));
+        // The largest changes first.
+        cmds(&mut app, &[Command::SortNext; 5]);
+        cmds(&mut app, &[Command::SortReverse, Command::Top]);
+        insta::assert_snapshot!("merged_stats", snap(&mut app).backend());
+    }
+
+    #[test]
+    fn snapshot_stats_dora() {
+        let (_t, mut app, ..) = dora_app();
+        cmds(&mut app, &[Command::Open, Command::View(3)]);
+        run_effects(&mut app);
+        insta::assert_snapshot!("stats_dora", snap(&mut app).backend());
     }
 }
 

@@ -438,6 +438,13 @@ impl Adapter {
         }
     }
 
+    /// Whether the adapter is a DoRA (PEFT's `lora_magnitude_vector` next to its factors).
+    pub fn is_dora(&self) -> bool {
+        self.tensors
+            .iter()
+            .any(|t| t.name.role == layout::Role::DoraMagnitude)
+    }
+
     /// Whether the adapter has fused gate_up deltas that `with_split_gate_up` would split.
     pub fn has_fused_gate_up(&self) -> bool {
         self.deltas.iter().any(layout::splits_gate_up)

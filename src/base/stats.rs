@@ -65,6 +65,17 @@ pub struct BaseDeltaStats {
     /// Why the fields are null (not in JSON: the report's notes say it once).
     #[serde(skip)]
     pub note: Option<String>,
+    /// The fields this delta was computed with: a costlier field is not computed yet (pending,
+    /// in a streamed report), not null (not in JSON).
+    #[serde(skip)]
+    pub computed: Fields,
+}
+
+impl BaseDeltaStats {
+    /// Whether a field that needs `fields` is still to come (a streamed report's first pass).
+    pub fn pending(&self, fields: Fields) -> bool {
+        self.computed < fields
+    }
 }
 
 /// Intruder dimensions (Shuttleworth et al., arXiv 2410.21228): among the top-k left singular
@@ -393,6 +404,7 @@ fn one(
             return Ok((
                 BaseDeltaStats {
                     note: Some(note),
+                    computed: opts.fields,
                     ..Default::default()
                 },
                 None,
@@ -412,6 +424,7 @@ fn one(
     let base_fro = s.fro(&w)?;
     let mut st = BaseDeltaStats {
         base_fro_norm: base_fro.is_finite().then_some(base_fro),
+        computed: opts.fields,
         ..Default::default()
     };
     let finite = r_a.finite && r_b.finite && d.scale.is_finite() && fro_d.is_finite();
@@ -419,8 +432,9 @@ fn one(
         st.note = Some("not finite".into());
         return Ok((st, orientation));
     }
-    if let Some(t) = dora_magnitude(m, d) {
+    if let Some(t) = dora_magnitude(m, d).filter(|_| opts.fields > Fields::Relative) {
         // Before the zero-delta shortcut: a DoRA with B = 0 still moves W by its magnitude.
+        // Dense, so not in the cheap `Relative` pass.
         let f = factored(m, d, &rs, false)?;
         let dense = s.base.dense(&w)?;
         st.dora = dora(s, &w, &dense, &f, &m.full_values(t)?, base_fro);
@@ -591,6 +605,72 @@ pub fn compute_with(
     ctl: &Control,
     opts: Opts,
 ) -> Result<BaseReport> {
+    let (m, deltas) = selected(a, filter)?;
+    let order = GateUpOrder::for_config(a.config.config());
+    let got = ctl.run(&deltas, |d| one(s, &m, d, order, opts))?;
+    Ok(report(s, got))
+}
+
+/// `compute_with(Fields::All or `fields`)`, streamed: `Fields::Relative` of every delta first
+/// (‖W‖_F from the file: cheap), published at once, then `fields` one layer's deltas at a time
+/// (through the session's per-weight cache), the report so far published after each layer.
+/// Fields of deltas not reached yet are pending (`BaseDeltaStats::pending`). Progress counts
+/// the deltas computed with `fields`. Returns what `compute_with` returns.
+pub fn compute_streamed(
+    s: &Session,
+    a: &Adapter,
+    filter: &Filter,
+    ctl: &Control,
+    fields: Fields,
+    publish: &mut (dyn FnMut(BaseReport) + Send),
+) -> Result<BaseReport> {
+    let (m, deltas) = selected(a, filter)?;
+    let order = GateUpOrder::for_config(a.config.config());
+    let n = deltas.len();
+    let cheap = Opts {
+        fields: Fields::Relative,
+        deep: None,
+    };
+    let opts = Opts { fields, deep: None };
+    ctl.install(|| {
+        let mut got = ctl.each(&deltas, None, |d| one(s, &m, d, order, cheap))?;
+        // The notes of the first pass hold for every partial report (they do not depend on
+        // the fields); the last report counts them again, as `compute_with` does.
+        let notes = notes(s, &got);
+        let partial = |got: &[(BaseDeltaStats, Option<String>)]| BaseReport {
+            base: s.base.id.clone(),
+            path: s.base.dir.display().to_string(),
+            notes: notes.clone(),
+            deltas: got.iter().map(|(st, _)| st.clone()).collect(),
+        };
+        publish(partial(&got));
+        let mut layers: BTreeMap<(bool, Option<usize>), Vec<usize>> = BTreeMap::new();
+        for (i, d) in deltas.iter().enumerate() {
+            layers
+                .entry((d.layer.is_none(), d.layer))
+                .or_default()
+                .push(i);
+        }
+        let mut done = 0;
+        let last = layers.len();
+        for (k, idx) in layers.into_values().enumerate() {
+            let full = ctl.each(&idx, Some((done, n)), |&i| {
+                one(s, &m, deltas[i], order, opts)
+            })?;
+            done += idx.len();
+            for (i, r) in idx.into_iter().zip(full) {
+                got[i] = r;
+            }
+            if k + 1 < last {
+                publish(partial(&got));
+            }
+        }
+        Ok(report(s, got))
+    })
+}
+
+/// The mapped adapter and the deltas `filter` selects.
+fn selected<'a>(a: &'a Adapter, filter: &Filter) -> Result<(Mapped<'a>, Vec<&'a Delta>)> {
     if let Some(e) = &a.error {
         return Err(Error::Unusable {
             id: a.id.clone(),
@@ -598,21 +678,34 @@ pub fn compute_with(
         });
     }
     let m = Mapped::open(a)?;
-    let deltas: Vec<&Delta> = a
+    let deltas = a
         .deltas
         .iter()
         .filter(|d| filter.matches(d.layer, &d.target, d.expert))
         .collect();
-    let order = GateUpOrder::for_config(a.config.config());
-    let got = ctl.run(&deltas, |d| one(s, &m, d, order, opts))?;
+    Ok((m, deltas))
+}
+
+/// The report of the deltas' statistics and their notes.
+fn report(s: &Session, got: Vec<(BaseDeltaStats, Option<String>)>) -> BaseReport {
+    BaseReport {
+        base: s.base.id.clone(),
+        path: s.base.dir.display().to_string(),
+        notes: notes(s, &got),
+        deltas: got.into_iter().map(|(st, _)| st).collect(),
+    }
+}
+
+/// The base's notes, then one line per distinct reason over the deltas, most frequent first, a
+/// few of them.
+fn notes(s: &Session, got: &[(BaseDeltaStats, Option<String>)]) -> Vec<String> {
     let mut notes = s.base.notes.clone();
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
-    for (st, o) in &got {
+    for (st, o) in got {
         for n in st.note.iter().chain(o) {
             *counted.entry(n.clone()).or_default() += 1;
         }
     }
-    // One line per distinct reason, most frequent first, a few of them.
     let mut counted: Vec<(String, usize)> = counted.into_iter().collect();
     counted.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
     const SHOWN: usize = 6;
@@ -626,12 +719,7 @@ pub fn compute_with(
     if counted.len() > SHOWN {
         notes.push(format!("… and {} more reasons", counted.len() - SHOWN));
     }
-    Ok(BaseReport {
-        base: s.base.id.clone(),
-        path: s.base.dir.display().to_string(),
-        notes,
-        deltas: got.into_iter().map(|(st, _)| st).collect(),
-    })
+    notes
 }
 
 #[cfg(test)]

@@ -1394,7 +1394,10 @@ fn draw_heatmap(
             let (cx1, cy1) = (x1 - sep, y1 - sep);
             let (v, fill) = match kind {
                 CellKind::Empty => (None, None),
-                CellKind::Present => (None, Some(rgb(grid::present_color(g.cols[i].emphasis)))),
+                // A figure is drawn from finished statistics; a pending value has none yet.
+                CellKind::Present | CellKind::Pending => {
+                    (None, Some(rgb(grid::present_color(g.cols[i].emphasis))))
+                }
                 CellKind::Value(v) => (Some(v), Some(hm.bar.color(v))),
                 CellKind::NonFinite => (None, Some(NONFINITE)),
             };

@@ -58,6 +58,12 @@ pub enum Action {
         done: usize,
         total: usize,
     },
+    /// What a running job has computed so far (streamed base statistics): kept with the job
+    /// and shown until its result comes; dropped like a result when the job no longer runs.
+    Partial {
+        job: JobId,
+        output: JobOutput,
+    },
     /// A job ended, with its output or the error, after `secs` seconds.
     Done {
         job: JobId,
@@ -93,6 +99,13 @@ pub enum Effect {
     /// The statistics of one adapter against its base model, found in `dir` (the snapshot
     /// `base::locate` gave) under `id`.
     Base {
+        job: JobId,
+        adapter: Arc<Adapter>,
+        id: String,
+        dir: PathBuf,
+    },
+    /// A merged model (full weights, `adapter`) minus its base, found in `dir` under `id`.
+    Merged {
         job: JobId,
         adapter: Arc<Adapter>,
         id: String,
@@ -476,6 +489,7 @@ impl App {
             Action::Progress { job, done, total } => {
                 self.on_job(job, |app| app.progress(job, done, total))
             }
+            Action::Partial { job, output } => self.on_job(job, |app| app.job_partial(job, output)),
             Action::Done { job, result, secs } => {
                 self.on_job(job, |app| app.job_done(job, result, secs))
             }
@@ -705,6 +719,19 @@ impl App {
         }
     }
 
+    /// A running job's result so far: kept with the job, and the screen shown redraws from it.
+    fn job_partial(&mut self, job: JobId, output: JobOutput) {
+        let Some(key) = self.jobs.partial(job, output) else {
+            return;
+        };
+        self.with_screen(|screen, _, shared| {
+            if let Screen::Adapter(v) = screen {
+                v.job_partial(&key, shared);
+            }
+            Go::Stay
+        });
+    }
+
     /// The one end of every job: the registry keeps (or drops) the result, a failure goes to
     /// the status bar, a fetch's adapters join the list, and the screen shown takes the rest.
     fn job_done(&mut self, job: JobId, result: Result<JobOutput, String>, secs: f64) {
@@ -787,9 +814,10 @@ impl App {
                 Some(i) => {
                     // A new version: what was computed from the old one goes.
                     self.jobs.retain(|k| match *k {
-                        JobKey::Stats(x, _) | JobKey::Base(x, _) | JobKey::Intruders(x, ..) => {
-                            x != i
-                        }
+                        JobKey::Stats(x, _)
+                        | JobKey::Base(x, _)
+                        | JobKey::Intruders(x, ..)
+                        | JobKey::Merged(x) => x != i,
                         JobKey::Compare(x, y) => x != i && y != i,
                         JobKey::Health(x) => x != i,
                         JobKey::Fetch(_) | JobKey::Discover(_) => true,

@@ -30,6 +30,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 /// thousands of small deltas does not flood the loop with redraws.
 const PROGRESS_EVERY: Duration = Duration::from_millis(40);
 
+/// Partial results (streamed base statistics) are sent at most this often: each one rebuilds
+/// the maps and the Stats table.
+const PARTIAL_EVERY: Duration = Duration::from_millis(250);
+
 /// A progress callback that sends throttled actions.
 fn progress_fn(
     tx: UnboundedSender<Action>,
@@ -166,6 +170,43 @@ impl BaseSessions {
     ) -> Result<BaseReport, String> {
         let session = self.session(id, dir)?;
         base_stats::compute(&session, adapter, &Filter::default(), ctl).map_err(|e| e.to_string())
+    }
+
+    /// `report`, streamed: `publish` gets the relative change of every delta first, then the
+    /// report so far after each layer (the rest pending), as `base::stats::compute_streamed`.
+    pub fn report_streamed(
+        &self,
+        adapter: &Adapter,
+        id: &str,
+        dir: &Path,
+        ctl: &Control,
+        publish: &mut (dyn FnMut(BaseReport) + Send),
+    ) -> Result<BaseReport, String> {
+        let session = self.session(id, dir)?;
+        let (all, fields) = (Filter::default(), base_stats::Fields::All);
+        base_stats::compute_streamed(&session, adapter, &all, ctl, fields, publish)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The merged model `merged` (full weights, read like a base) minus the base `id` in the
+    /// snapshot `dir`, every weight both hold (`base::merged::compute`).
+    pub fn merged(
+        &self,
+        merged: &Adapter,
+        id: &str,
+        dir: &Path,
+        ctl: &Control,
+    ) -> Result<crate::base::merged::MergedReport, String> {
+        let session = self.session(id, dir)?;
+        // The model's own folder, as `stats MERGED --base` opens it.
+        let own = if merged.path.is_dir() {
+            merged.path.clone()
+        } else {
+            merged.path.parent().map(Into::into).unwrap_or_default()
+        };
+        let m = Base::open(&merged.id, &own)?;
+        crate::base::merged::compute(&m, &session.base, &Filter::default(), ctl)
+            .map_err(|e| e.to_string())
     }
 
     /// Delta `delta` of `adapter` against the base, with its intruder dimensions (the paper's
@@ -379,7 +420,28 @@ impl Runner {
                 dir,
             } => {
                 let sessions = self.sessions.clone();
-                self.spawn_counted(job, move |ctl| sessions.report(&adapter, &id, &dir, ctl));
+                let tx = self.tx.clone();
+                self.spawn_counted(job, move |ctl| {
+                    // The first (relative change of every delta) at once, then a few a second.
+                    let mut last: Option<Instant> = None;
+                    let mut publish = |r: BaseReport| {
+                        if last.is_none_or(|t| t.elapsed() >= PARTIAL_EVERY) {
+                            last = Some(Instant::now());
+                            let output = JobOutput::from(r);
+                            let _ = tx.send(Action::Partial { job, output });
+                        }
+                    };
+                    sessions.report_streamed(&adapter, &id, &dir, ctl, &mut publish)
+                });
+            }
+            Effect::Merged {
+                job,
+                adapter,
+                id,
+                dir,
+            } => {
+                let sessions = self.sessions.clone();
+                self.spawn_counted(job, move |ctl| sessions.merged(&adapter, &id, &dir, ctl));
             }
             Effect::Health { job, adapter } => {
                 let cancel = self.flag(job);

@@ -6,6 +6,7 @@
 
 use super::app::{CompareOutput, Effect};
 use crate::adapter::Adapter;
+use crate::base::merged::MergedReport;
 use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
@@ -30,6 +31,9 @@ pub enum JobKey {
     /// The statistics against the base model of the adapter at this index, per layout as
     /// `Stats`.
     Base(usize, bool),
+    /// A merged model's weights minus its base's (docs/base.md), of the full model at this
+    /// index.
+    Merged(usize),
     /// The intruder dimensions of one delta (its index in the adapter, in the layout shown) of
     /// the adapter at this index.
     Intruders(usize, bool, usize),
@@ -51,6 +55,7 @@ impl JobKey {
             JobKey::Health(..) => format!("health check failed: {e}"),
             // The adapter's own metrics stay: only the base ones are missing.
             JobKey::Base(..) => format!("no base metrics: {e}"),
+            JobKey::Merged(..) => format!("merged minus base failed: {e}"),
             JobKey::Intruders(..) => format!("intruder dimensions failed: {e}"),
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
@@ -68,6 +73,7 @@ pub enum JobOutput {
     Fetch(Vec<Adapter>),
     Health(Arc<Health>),
     Base(Arc<BaseReport>),
+    Merged(Arc<MergedReport>),
     /// The end of a Hub discovery (its rows came as `Action::HubRows`): what it cost.
     Discovered(crate::hub::SurveyStats),
 }
@@ -75,6 +81,12 @@ pub enum JobOutput {
 impl From<BaseReport> for JobOutput {
     fn from(b: BaseReport) -> Self {
         JobOutput::Base(Arc::new(b))
+    }
+}
+
+impl From<MergedReport> for JobOutput {
+    fn from(m: MergedReport) -> Self {
+        JobOutput::Merged(Arc::new(m))
     }
 }
 
@@ -109,6 +121,9 @@ pub enum Job {
         id: JobId,
         done: usize,
         total: usize,
+        /// What the job has computed so far (a streamed result, e.g. base statistics whose
+        /// costly fields arrive a layer at a time), shown until its result replaces it.
+        partial: Option<JobOutput>,
     },
     Ready(JobOutput),
     Failed(String),
@@ -153,7 +168,16 @@ impl Jobs {
     /// Registers a running job under `key` and queues its work, built from its new id.
     pub fn start(&mut self, key: JobKey, total: usize, work: impl FnOnce(JobId) -> Effect) {
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.jobs.insert(key, Job::Running { id, done: 0, total });
+        let partial = None;
+        self.jobs.insert(
+            key,
+            Job::Running {
+                id,
+                done: 0,
+                total,
+                partial,
+            },
+        );
         self.effects.push(work(id));
     }
 
@@ -224,6 +248,16 @@ impl Jobs {
         }
     }
 
+    /// Keeps what the running job `job` has computed so far (unknown jobs are ignored: a partial
+    /// result of a cancelled or abandoned job is dropped like its result).
+    pub fn partial(&mut self, job: JobId, output: JobOutput) -> Option<JobKey> {
+        let key = self.key_of(job)?;
+        if let Some(Job::Running { partial, .. }) = self.jobs.get_mut(&key) {
+            *partial = Some(output);
+        }
+        Some(key)
+    }
+
     /// Ends the running job `job` with its result: kept under its key (fetches are forgotten).
     /// Returns the key, or None when the result is no longer wanted and was dropped.
     pub fn finish(&mut self, job: JobId, result: &Result<JobOutput, String>) -> Option<JobKey> {
@@ -290,10 +324,23 @@ impl Jobs {
         }
     }
 
-    /// The base statistics of adapter `idx` in one layout (`JobKey::Base`), when computed.
+    /// The base statistics of adapter `idx` in one layout (`JobKey::Base`): computed, or what
+    /// its running job has computed so far (some fields pending).
     pub fn base(&self, idx: usize, split_gate_up: bool) -> Option<&Arc<BaseReport>> {
         match self.jobs.get(&JobKey::Base(idx, split_gate_up)) {
             Some(Job::Ready(JobOutput::Base(b))) => Some(b),
+            Some(Job::Running {
+                partial: Some(JobOutput::Base(b)),
+                ..
+            }) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The merged model `idx` minus its base (`JobKey::Merged`), when computed.
+    pub fn merged(&self, idx: usize) -> Option<&Arc<MergedReport>> {
+        match self.jobs.get(&JobKey::Merged(idx)) {
+            Some(Job::Ready(JobOutput::Merged(m))) => Some(m),
             _ => None,
         }
     }
@@ -332,7 +379,12 @@ impl Jobs {
     /// The running fetch, if any (one at a time).
     pub fn fetch(&self) -> Option<FetchJob> {
         self.jobs.iter().find_map(|(k, j)| match (k, j) {
-            (JobKey::Fetch(repo), &Job::Running { id, done, total }) => Some(FetchJob {
+            (
+                JobKey::Fetch(repo),
+                &Job::Running {
+                    id, done, total, ..
+                },
+            ) => Some(FetchJob {
                 id,
                 repo: repo.clone(),
                 done,
@@ -345,7 +397,12 @@ impl Jobs {
     /// The running discovery, if any: its id, repos read and repos listed.
     pub fn discovery(&self) -> Option<(JobId, usize, usize)> {
         self.jobs.iter().find_map(|(k, j)| match (k, j) {
-            (JobKey::Discover(_), &Job::Running { id, done, total }) => Some((id, done, total)),
+            (
+                JobKey::Discover(_),
+                &Job::Running {
+                    id, done, total, ..
+                },
+            ) => Some((id, done, total)),
             _ => None,
         })
     }
@@ -368,6 +425,16 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Jobs {
+        /// The id of the job running under `key`.
+        fn running_id(&self, key: &JobKey) -> Option<JobId> {
+            match self.jobs.get(key) {
+                Some(Job::Running { id, .. }) => Some(*id),
+                _ => None,
+            }
+        }
+    }
 
     fn stats_effect(jobs: &mut Jobs, idx: usize) -> JobId {
         jobs.start(JobKey::Stats(idx, false), 10, Effect::Cancel);
@@ -414,6 +481,39 @@ mod tests {
         let (d, _, _) = hub.discovery().expect("the discovery runs");
         assert_eq!(hub.cancel_discovery().as_deref(), Some("o/base"));
         assert!(!hub.runs(d) && hub.discovery().is_none());
+    }
+
+    /// A base report of `n` deltas (what a streamed base job publishes).
+    fn report(n: usize) -> JobOutput {
+        BaseReport {
+            base: "o/base".into(),
+            path: String::new(),
+            notes: vec![],
+            deltas: vec![Default::default(); n],
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_partial_result_is_kept_with_its_running_job_until_the_result() {
+        let mut jobs = Jobs::default();
+        let key = JobKey::Base(0, false);
+        jobs.start(key.clone(), 3, Effect::Cancel);
+        let id = jobs.running_id(&key).expect("it runs");
+        assert!(jobs.base(0, false).is_none());
+        assert_eq!(jobs.partial(id, report(1)), Some(key.clone()));
+        assert_eq!(jobs.base(0, false).map(|b| b.deltas.len()), Some(1));
+        assert!(matches!(jobs.get(&key), Some(Job::Running { .. })));
+        // The result replaces it; a partial that comes after is dropped.
+        jobs.finish(id, &Ok(report(3)));
+        assert_eq!(jobs.partial(id, report(2)), None);
+        assert_eq!(jobs.base(0, false).map(|b| b.deltas.len()), Some(3));
+        // A cancelled job's partial is dropped too.
+        jobs.start(JobKey::Base(1, false), 3, Effect::Cancel);
+        let id = jobs.running_id(&JobKey::Base(1, false)).unwrap();
+        jobs.cancel(&JobKey::Base(1, false));
+        assert_eq!(jobs.partial(id, report(1)), None);
+        assert!(jobs.base(1, false).is_none() && !jobs.contains(&JobKey::Base(1, false)));
     }
 
     #[test]

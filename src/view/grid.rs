@@ -10,7 +10,8 @@
 
 use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::Adapter;
-use crate::base::stats::{BaseDeltaStats, BaseReport};
+use crate::base::merged::MergedReport;
+use crate::base::stats::{BaseDeltaStats, BaseReport, Fields};
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::health::Finding;
@@ -53,6 +54,15 @@ impl Metric {
     pub const OWN: [Metric; 4] = [Metric::Fro, Metric::Spectral, Metric::Erank, Metric::Srank];
     /// The metrics against the base model (`base::stats`).
     pub const BASE: [Metric; 3] = [Metric::Relative, Metric::Amplification, Metric::Alignment];
+    /// The metrics of a merged model minus its base (`base::merged`): no factors, so no
+    /// amplification or alignment.
+    pub const MERGED: [Metric; 5] = [
+        Metric::Fro,
+        Metric::Spectral,
+        Metric::Erank,
+        Metric::Srank,
+        Metric::Relative,
+    ];
 
     /// The short label of map titles and legends.
     pub fn label(self) -> &'static str {
@@ -133,7 +143,11 @@ impl Metric {
 
     /// The next metric, through the base metrics too when the base model is there.
     pub fn next_with(self, base: bool) -> Metric {
-        let cycle: &[Metric] = if base { &Metric::ALL } else { &Metric::OWN };
+        self.next_in(if base { &Metric::ALL } else { &Metric::OWN })
+    }
+
+    /// The next metric of `cycle` (its first when this one is not in it).
+    pub fn next_in(self, cycle: &[Metric]) -> Metric {
         let i = cycle.iter().position(|m| *m == self);
         i.map_or(cycle[0], |i| cycle[(i + 1) % cycle.len()])
     }
@@ -152,6 +166,22 @@ impl Metric {
             Metric::Srank => d.stable_rank,
             Metric::Relative | Metric::Amplification | Metric::Alignment => f64::NAN,
         }
+    }
+
+    /// The base statistics a base metric needs (`base::stats::Fields`); None for the
+    /// adapter's own metrics.
+    pub fn fields(self) -> Option<Fields> {
+        match self {
+            Metric::Relative => Some(Fields::Relative),
+            Metric::Amplification => Some(Fields::Amplification),
+            Metric::Alignment => Some(Fields::All),
+            _ => None,
+        }
+    }
+
+    /// Whether a delta's base value of this metric is still to come (a streamed report).
+    pub fn pending_in(self, b: &BaseDeltaStats) -> bool {
+        self.fields().is_some_and(|f| b.pending(f))
     }
 
     /// The metric's value in a delta's base statistics (None for the adapter's own metrics).
@@ -424,6 +454,9 @@ pub const VALUES: usize = 7;
 /// The numbers of a cell: the [`Metric`]s of deltas, or the [`CompareMetric`]s of pairs.
 pub type Values = [Option<f64>; VALUES];
 
+/// Per value: not computed yet (a streamed result's first pass), shown as pending.
+pub type Pending = [bool; VALUES];
+
 /// The largest value per metric and the expert it belongs to.
 pub type Maxima = [Option<(f64, Option<usize>)>; VALUES];
 
@@ -441,6 +474,8 @@ pub struct GridCell {
     pub detail: String,
     /// The worst health finding on the cell's deltas ([`mark_findings`]).
     pub mark: Option<Mark>,
+    /// Per value: some delta of the cell has it still to come (no partial mean is shown).
+    pub pending: Pending,
 }
 
 /// A health finding marked on a map cell, ordered from least to most severe.
@@ -531,6 +566,8 @@ pub enum CellKind {
     Empty,
     /// LoRA here without a value (no statistics yet, a full tensor, not comparable).
     Present,
+    /// A value being computed (streamed: the others of the map are there already).
+    Pending,
     Value(f64),
     /// A non-finite delta (NaN/inf), never drawn as a value nor as "no LoRA".
     NonFinite,
@@ -591,12 +628,20 @@ impl Grid {
 
     /// What cell (r, c) shows for value `k`.
     pub fn kind(&self, r: usize, c: usize, k: usize) -> CellKind {
-        match self.cell(r, c).map(|x| x.values[k]) {
+        match self.cell(r, c) {
             None => CellKind::Empty,
-            Some(None) => CellKind::Present,
-            Some(Some(v)) if v.is_finite() => CellKind::Value(v),
-            Some(Some(_)) => CellKind::NonFinite,
+            Some(x) if x.pending[k] => CellKind::Pending,
+            Some(x) => match x.values[k] {
+                None => CellKind::Present,
+                Some(v) if v.is_finite() => CellKind::Value(v),
+                Some(_) => CellKind::NonFinite,
+            },
         }
+    }
+
+    /// Whether some cell's value `k` is still to come.
+    pub fn has_pending(&self, k: usize) -> bool {
+        self.cells.iter().flatten().any(|c| c.pending[k])
     }
 
     /// The finite values of the given metrics.
@@ -635,6 +680,8 @@ pub struct Entry<'a> {
     pub target: &'a Target,
     pub expert: Option<usize>,
     pub values: Values,
+    /// Values still to come (streamed base statistics).
+    pub pending: Pending,
 }
 
 /// A delta's [`Metric`] values; all NaN for a non-finite delta (drawn as such, never as "no
@@ -655,6 +702,11 @@ pub fn with_base(mut values: Values, b: &BaseDeltaStats) -> Values {
         values[m.index()] = m.of_base(b);
     }
     values
+}
+
+/// Which base metrics of `b` are still to come.
+pub fn base_pending(b: &BaseDeltaStats) -> Pending {
+    Metric::ALL.map(|m| m.pending_in(b))
 }
 
 /// The deltas of `st` (at `layer`, if given) with their [`Metric`] values.
@@ -680,6 +732,9 @@ pub fn delta_entries_with<'a>(
                 Some(b) => with_base(delta_values(d), b),
                 None => delta_values(d),
             },
+            pending: base
+                .and_then(|b| b.deltas.get(i))
+                .map_or([false; VALUES], base_pending),
         })
         .collect()
 }
@@ -706,6 +761,7 @@ pub fn pair_entries(c: &Comparison, layer: Option<usize>) -> Vec<Entry<'_>> {
                     None,
                     None,
                 ],
+                pending: [false; VALUES],
             }
         })
         .collect()
@@ -814,7 +870,7 @@ pub fn assemble(
                 .filter(|&i| c.expert.is_none_or(|e| entries[i].expert == e))
                 .collect();
             cells.push((!idx.is_empty()).then(|| {
-                let (values, max) = aggregate(entries, &idx, c.agg);
+                let (values, max, pending) = aggregate(entries, &idx, c.agg);
                 let (text, detail) = describe(l, c, &idx);
                 GridCell {
                     text,
@@ -822,6 +878,7 @@ pub fn assemble(
                     max,
                     detail,
                     mark: None,
+                    pending,
                 }
             }));
         }
@@ -838,11 +895,17 @@ pub fn assemble(
     }
 }
 
-/// Mean (or max) and max over the entries `idx`, per metric.
-fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
+/// Mean (or max) and max over the entries `idx`, per metric; a metric some entry has still to
+/// come is pending, without a value (a mean of the others would mislead).
+fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima, Pending) {
     let mut values = [None; VALUES];
     let mut max = [None; VALUES];
+    let mut pending = [false; VALUES];
     for k in 0..VALUES {
+        if idx.iter().any(|&i| entries[i].pending[k]) {
+            pending[k] = true;
+            continue;
+        }
         let (mut sum, mut n) = (0.0, 0usize);
         let mut best: Option<(f64, Option<usize>)> = None;
         let mut nonfinite = None;
@@ -871,7 +934,7 @@ fn aggregate(entries: &[Entry], idx: &[usize], agg: Agg) -> (Values, Maxima) {
             max[k] = best;
         }
     }
-    (values, max)
+    (values, max, pending)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -898,6 +961,10 @@ fn adapter_entries<'a>(
                 (Some(_), Some(b)) => with_base(values, b),
                 _ => values,
             },
+            pending: match (s, base.and_then(|b| b.deltas.get(i))) {
+                (Some(_), Some(b)) => base_pending(b),
+                _ => [false; VALUES],
+            },
         }
     })
     .collect()
@@ -922,6 +989,7 @@ pub fn layer_grid(a: &Adapter, st: Option<&AdapterStats>, base: Option<&BaseRepo
         target: &f.target,
         expert: None,
         values: [None; VALUES],
+        pending: [false; VALUES],
     }));
     let rows = rows_of(entries.iter().map(|e| e.layer));
     let targets = targets_of(entries.iter().map(|e| (e.target, false)));
@@ -1018,6 +1086,125 @@ pub fn expert_grid(
     )
 }
 
+/// A merged model's weights minus its base's, with the [`Metric`]s they have: the norms,
+/// ranks and relative change of W_merged − W_base (no amplification or alignment: no factors).
+fn merged_entries(m: &MergedReport) -> Vec<Entry<'_>> {
+    m.weights
+        .iter()
+        .map(|w| {
+            let finite = w.fro_norm.is_finite();
+            let v = |x: f64| Some(if finite { x } else { f64::NAN });
+            Entry {
+                layer: Some(w.layer),
+                target: &w.target,
+                expert: w.expert,
+                values: [
+                    v(w.fro_norm),
+                    v(w.spectral_norm),
+                    v(w.effective_rank),
+                    v(w.stable_rank),
+                    w.relative_change,
+                    None,
+                    None,
+                ],
+                pending: [false; VALUES],
+            }
+        })
+        .collect()
+}
+
+/// What a cell of merged weights says: its weights' shape and storage, and whether the ranks
+/// come from the top of the spectrum only.
+fn merged_detail(m: &MergedReport, l: Option<usize>, c: &Col, idx: &[usize]) -> String {
+    let w = &m.weights[idx[0]];
+    let what = match (idx.len(), c.expert.flatten().or(w.expert)) {
+        (1, Some(e)) => format!("expert {e}"),
+        (1, None) => "one weight".to_string(),
+        (n, _) => {
+            let changed = idx
+                .iter()
+                .filter(|&&i| m.weights[i].fro_norm != 0.0)
+                .count();
+            format!("{n} experts, {changed} changed")
+        }
+    };
+    let approx = if idx.iter().any(|&i| m.weights[i].approximate) {
+        " · ~ ranks from the top 64 σ"
+    } else {
+        ""
+    };
+    format!(
+        "layer {} · {} · merged − base · {what} · {}×{} {}/{}{approx}",
+        layer_label(l),
+        c.target,
+        w.shape[0],
+        w.shape[1],
+        w.merged_storage,
+        w.base_storage
+    )
+}
+
+/// Layers × targets of a merged model minus its base (experts: the mean over the layer's).
+pub fn merged_layer_grid(m: &MergedReport) -> Grid {
+    let entries = merged_entries(m);
+    let rows = rows_of(entries.iter().map(|e| e.layer));
+    let targets = targets_of(entries.iter().map(|e| (e.target, false)));
+    let cols = target_cols(&targets, None, Labels::Full);
+    let mut describe = |l: Option<usize>, c: &Col, idx: &[usize]| {
+        let text = match idx.len() {
+            1 => "Δ".to_string(),
+            n => format!("Δ×{n}"),
+        };
+        (text, merged_detail(m, l, c, idx))
+    };
+    assemble(
+        "layers × targets (merged − base)".into(),
+        &rows,
+        "-",
+        cols,
+        &entries,
+        &mut describe,
+    )
+}
+
+/// The targets of a merged model's expert weights, in table order.
+pub fn merged_expert_targets(m: &MergedReport) -> Vec<Target> {
+    targets_of(
+        m.weights
+            .iter()
+            .filter(|w| w.expert.is_some())
+            .map(|w| (&w.target, true)),
+    )
+    .into_iter()
+    .map(|(t, _)| t)
+    .collect()
+}
+
+/// Layers × experts of one expert target of a merged model minus its base.
+pub fn merged_expert_grid(m: &MergedReport, target: &Target) -> Grid {
+    let entries: Vec<Entry> = merged_entries(m)
+        .into_iter()
+        .filter(|e| e.target == target && e.expert.is_some())
+        .collect();
+    let mine: Vec<usize> = (0..m.weights.len())
+        .filter(|&i| m.weights[i].target == *target && m.weights[i].expert.is_some())
+        .collect();
+    let rows = rows_of(entries.iter().map(|e| e.layer));
+    let cols = expert_cols(entries.iter().map(|e| e.expert), target);
+    let mut describe = |l: Option<usize>, c: &Col, idx: &[usize]| {
+        let idx: Vec<usize> = idx.iter().map(|&i| mine[i]).collect();
+        (String::new(), merged_detail(m, l, c, &idx))
+    };
+    assemble(
+        format!("{target}: layers × experts (merged − base)"),
+        &rows,
+        "-",
+        cols,
+        &entries,
+        &mut describe,
+    )
+}
+
 /// Layers × targets of the matched pairs of a comparison, means over experts.
 pub fn compare_grid(c: &Comparison) -> Grid {
     let entries = pair_entries(c, None);
@@ -1060,6 +1247,7 @@ mod tests {
             target,
             expert,
             values: [Some(v); VALUES],
+            pending: [false; VALUES],
         }
     }
 

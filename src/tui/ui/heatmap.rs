@@ -21,6 +21,10 @@ pub const NONFINITE_BG: Color = Color::Rgb(NONFINITE[0], NONFINITE[1], NONFINITE
 /// The mark of a non-finite cell, also without colour.
 pub const NONFINITE_MARK: &str = "✕";
 
+/// A value still being computed (streamed statistics): its mark and colour.
+pub const PENDING_MARK: &str = "…";
+pub const PENDING_FG: Color = Color::DarkGray;
+
 /// Black or white, whichever reads on `bg`.
 fn text_on(bg: Color) -> Color {
     match bg {
@@ -151,6 +155,7 @@ impl Heatmap<'_> {
                     let color = |r: usize| match (g.kind(r, c, self.metric), self.scale) {
                         (CellKind::NonFinite, _) => NONFINITE_BG,
                         (CellKind::Value(v), Some(s)) => rgb(s.color(v)),
+                        (CellKind::Pending, _) => PENDING_FG,
                         _ => Color::Reset,
                     };
                     let style = Style::new().fg(color(r0)).bg(color(r0 + 1));
@@ -215,6 +220,15 @@ impl Heatmap<'_> {
                     Style::new().add_modifier(Modifier::BOLD)
                 };
                 (center(NONFINITE_MARK), style)
+            }
+            (CellKind::Pending, _) => {
+                // Neither a value nor "no value": a dim ellipsis on no colour.
+                let style = if theme.color {
+                    Style::new().fg(PENDING_FG)
+                } else {
+                    theme.dim()
+                };
+                (center(PENDING_MARK), style)
             }
             (CellKind::Value(v), Some(s)) if theme.color => {
                 let bg = rgb(s.color(v));

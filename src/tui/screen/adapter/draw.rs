@@ -6,8 +6,8 @@ use crate::compute::stats::AdapterStats;
 use crate::health::{self, Finding, Severity, Verdict};
 use crate::tui::app::{App, Hits, RowsHits};
 use crate::tui::jobs::{Job, JobKey, JobOutput};
-use crate::tui::model::{NodeKind, StatsColumn, StatsRow};
-use crate::tui::ui::heatmap::{legend, mark_style, Heatmap};
+use crate::tui::model::{NodeKind, StatsColumn, StatsData, StatsRow};
+use crate::tui::ui::heatmap::{legend, mark_style, Heatmap, PENDING_MARK};
 use crate::tui::ui::table::{self, Column, TableSpec};
 use crate::tui::ui::{centered_message, fit, progress_line, put, Theme};
 use crate::view::grid::{Grid, GridCell, Mark, Measure, Metric, Scale};
@@ -259,7 +259,7 @@ fn draw_tree(
 fn map_footer(
     buf: &mut Buffer,
     area: Rect,
-    (scale, marks): (Option<&Scale>, &[Mark]),
+    (scale, marks, pending): (Option<&Scale>, &[Mark], bool),
     label: &str,
     detail: Line<'static>,
     waiting: Option<Line<'static>>,
@@ -273,7 +273,12 @@ fn map_footer(
         (Some(s), None) => legend(label, s, area.width, theme),
         (None, None) => Line::styled("no values", theme.dim()),
     };
-    // The health marks on the map, after the scale.
+    // Values still being computed (streamed), then the health marks, after the scale.
+    if pending {
+        line.spans.push(Span::raw("  "));
+        line.spans.push(Span::styled(PENDING_MARK, theme.dim()));
+        line.spans.push(Span::raw(" computing"));
+    }
     for m in marks {
         line.spans.push(Span::raw("  "));
         line.spans.push(Span::styled(m.glyph(), mark_style()));
@@ -300,6 +305,12 @@ fn cell_detail(cell: Option<&GridCell>, metric: usize, label: &str, theme: Theme
         spans.push(Span::styled(
             format!("  {} {} (Health tab)", m.glyph(), m.label()),
             mark_style(),
+        ));
+    }
+    if c.pending[metric] {
+        spans.push(Span::styled(
+            format!("  {label} {PENDING_MARK} computing"),
+            theme.dim(),
         ));
     }
     if let Some(v) = c.values[metric] {
@@ -387,7 +398,9 @@ fn draw_layers(
     ]);
     let map = titled(buf, map, title);
     let text = |c: &GridCell| c.text.clone();
-    let waiting = remote_line(app, v, theme).or_else(|| waiting_line(a, stats, theme));
+    let waiting = remote_line(app, v, theme)
+        .or_else(|| merged_waiting(app, a, v, theme))
+        .or_else(|| waiting_line(a, stats, theme));
     let grid = (&v.layers, v.layer_cursor);
     draw_grid(
         buf,
@@ -432,7 +445,7 @@ fn draw_grid(
     let detail = cell_detail(grid.cell(cursor.0, cursor.1), m, metric.label(), theme);
     let label = metric.label();
     let marks = grid.marks();
-    let legend = (scale.as_ref(), marks.as_slice());
+    let legend = (scale.as_ref(), marks.as_slice(), grid.has_pending(m));
     map_footer(buf, footer, legend, label, detail, waiting, theme);
 }
 
@@ -485,18 +498,20 @@ fn draw_experts(
     ));
     let map = titled(buf, map, Line::from(title));
     let text = |_: &GridCell| String::new();
-    let waiting = remote_line(app, v, theme).or_else(|| {
-        waiting_line(a, stats, theme).map(|l| {
-            if stats.is_none() && a.error.is_none() {
-                Line::styled(
-                    "■ marks an expert with LoRA; colours once statistics exist",
-                    theme.dim(),
-                )
-            } else {
-                l
-            }
-        })
-    });
+    let waiting = remote_line(app, v, theme)
+        .or_else(|| merged_waiting(app, a, v, theme))
+        .or_else(|| {
+            waiting_line(a, stats, theme).map(|l| {
+                if stats.is_none() && a.error.is_none() {
+                    Line::styled(
+                        "■ marks an expert with LoRA; colours once statistics exist",
+                        theme.dim(),
+                    )
+                } else {
+                    l
+                }
+            })
+        });
     let grid = (&v.experts, v.expert_cursor);
     draw_grid(
         buf,
@@ -529,7 +544,23 @@ fn draw_stats(
     let Some(st) = stats_state(buf, area, a, stats, theme) else {
         return;
     };
-    let base = v.base_report(&app.jobs).map(|b| b.as_ref());
+    let data = StatsData {
+        st,
+        base: v.base_report(&app.jobs).map(|b| b.as_ref()),
+        merged: app.jobs.merged(v.idx).map(|m| m.as_ref()),
+    };
+    // A merged model: one line on its weights minus its base's, or why there are none.
+    let area = match merged_line(app, a, v, theme) {
+        Some(l) if area.height > 4 => {
+            buf.set_line(area.x + 1, area.y, &l, area.width.saturating_sub(1));
+            Rect {
+                y: area.y + 1,
+                height: area.height - 1,
+                ..area
+            }
+        }
+        _ => area,
+    };
     let chart_h = if area.height >= 20 {
         12
     } else {
@@ -562,19 +593,65 @@ fn draw_stats(
     };
     let row = |i: usize| {
         let r = v.stats_rows[i];
-        let cells = v
-            .stats_cols
-            .iter()
-            .map(|&c| crate::tui::model::stats_cell(st, base, r, c))
-            .collect();
+        let cells = v.stats_cols.iter().map(|&c| data.cell(r, c)).collect();
         (cells, Style::new())
     };
     let t = table::draw(buf, table_area, &spec, theme, &row, &mut |_, _, _, _| {});
     hits.page = t.body.height as usize;
     hits.stats = Some(t);
     if let Some(&r) = v.stats_rows.get(v.stats_sel) {
-        draw_spectrum(buf, chart_area, st, r, theme);
+        draw_spectrum(buf, chart_area, &data, r, theme);
     }
+}
+
+/// A map's footer while a merged model's differences are not there: computing, or why not.
+fn merged_waiting(
+    app: &App,
+    a: &Adapter,
+    v: &AdapterScreen,
+    theme: Theme,
+) -> Option<Line<'static>> {
+    merged_line(app, a, v, theme).filter(|_| app.jobs.merged(v.idx).is_none())
+}
+
+/// For a merged model (full weights that name a base): its weights minus the base's computing,
+/// computed, or the one line saying why they are not shown. None for other models.
+fn merged_line(app: &App, a: &Adapter, v: &AdapterScreen, theme: Theme) -> Option<Line<'static>> {
+    if a.kind != crate::adapter::Kind::FullWeights || a.base_of > 0 {
+        return None;
+    }
+    let line = match (&v.base, app.jobs.get(&v.merged_key())) {
+        (Err(e), _) => Line::styled(format!("merged minus base not shown: {e}"), theme.dim()),
+        (_, Some(Job::Ready(JobOutput::Merged(m)))) => Line::styled(
+            format!(
+                "merged minus base {}: {} of {} weights changed{}",
+                m.base,
+                m.changed,
+                m.compared,
+                if m.weights.iter().any(|w| w.approximate) {
+                    " · ~ ranks from the top 64 σ"
+                } else {
+                    ""
+                }
+            ),
+            theme.dim(),
+        ),
+        (_, Some(Job::Running { done, total, .. })) => {
+            let mut l = Line::styled("merged minus base ", theme.dim());
+            l.spans
+                .extend(progress_line(*done, (*total).max(1), 30, theme).spans);
+            l.spans.push(Span::styled("  (Esc cancels)", theme.dim()));
+            l
+        }
+        (_, Some(Job::Failed(e))) => {
+            Line::styled(format!("merged minus base failed: {e}"), theme.error())
+        }
+        (Ok(_), _) => Line::styled(
+            "merged minus base: cancelled (Tab away and back computes it)",
+            theme.dim(),
+        ),
+    };
+    Some(line)
 }
 
 /// The health check: verdicts, rank advice, then one row per finding (the data's, then each
@@ -773,34 +850,51 @@ fn draw_health(
     }
 }
 
-/// The selected delta's singular values, on a log scale.
-fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow, theme: Theme) {
+/// The selected delta's (or merged weight's difference's) singular values, on a log scale.
+fn draw_spectrum(buf: &mut Buffer, area: Rect, data: &StatsData, row: StatsRow, theme: Theme) {
     if area.height < 4 || area.width < 20 {
         return;
     }
-    let StatsRow::Delta(i) = row else {
-        centered_message(
-            buf,
-            area,
-            vec![Line::styled(
-                "a full tensor (not a delta): no spectrum",
-                theme.dim(),
-            )],
-            None,
-            theme,
-        );
-        return;
+    let (layer, target, expert, sigma, fro, whose) = match row {
+        StatsRow::Delta(i) => {
+            let d = &data.st.deltas[i];
+            let s = &d.singular_values;
+            (d.layer, &d.target, d.expert, s, d.fro_norm, "")
+        }
+        StatsRow::Merged(i) if data.merged.is_some_and(|m| i < m.weights.len()) => {
+            let w = &data.merged.map_or(&[][..], |m| &m.weights)[i];
+            let s = &w.singular_values;
+            (
+                Some(w.layer),
+                &w.target,
+                w.expert,
+                s,
+                w.fro_norm,
+                " merged − base",
+            )
+        }
+        _ => {
+            centered_message(
+                buf,
+                area,
+                vec![Line::styled(
+                    "a full tensor (not a delta): no spectrum",
+                    theme.dim(),
+                )],
+                None,
+                theme,
+            );
+            return;
+        }
     };
-    let d = &st.deltas[i];
     let what = format!(
-        " σ of layer {} {}{} (log scale, {} values) ",
-        d.layer.map_or("-".into(), |l| l.to_string()),
-        d.target,
-        d.expert.map_or(String::new(), |e| format!(" expert {e}")),
-        d.singular_values.len()
+        " σ of layer {} {}{}{whose} (log scale, {} values) ",
+        layer.map_or("-".into(), |l| l.to_string()),
+        target,
+        expert.map_or(String::new(), |e| format!(" expert {e}")),
+        sigma.len()
     );
-    let pts: Vec<(f64, f64)> = d
-        .singular_values
+    let pts: Vec<(f64, f64)> = sigma
         .iter()
         .enumerate()
         .filter(|(_, &s)| s > 0.0)
@@ -832,7 +926,7 @@ fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow,
         .fold(f64::NEG_INFINITY, f64::max)
         .ceil();
     let hi = if hi <= lo { lo + 1.0 } else { hi };
-    let n = d.singular_values.len().max(2) as f64;
+    let n = sigma.len().max(2) as f64;
     let ylabels: Vec<Span> = [lo, (lo + hi) / 2.0, hi]
         .iter()
         .map(|e| Span::raw(format!("1e{e:.0}").replace("1e-0", "1e0")))
@@ -857,12 +951,11 @@ fn draw_spectrum(buf: &mut Buffer, area: Rect, st: &AdapterStats, row: StatsRow,
         .y_axis(Axis::default().bounds([lo, hi]).labels(ylabels))
         .render(area, buf);
     // The largest and smallest values in numbers, since the axis is logarithmic.
-    let s = &d.singular_values;
     let note = format!(
         "σ₁ {}  σ_min {}  ‖ΔW‖_F {}",
-        num(s[0]),
-        num(*s.last().unwrap_or(&0.0)),
-        num(d.fro_norm)
+        num(sigma[0]),
+        num(*sigma.last().unwrap_or(&0.0)),
+        num(fro)
     );
     let x = area.right().saturating_sub(note.chars().count() as u16 + 1);
     put(buf, area, x, area.y, &note, theme.dim());
@@ -884,6 +977,15 @@ pub fn title(app: &App, v: &AdapterScreen) -> (String, String) {
             format!("base {done}/{total}")
         }
         Some(Job::Running { done, total, .. }) => format!("{stats} · base {done}/{total}"),
+        _ => stats,
+    };
+    let stats = match app.jobs.get(&v.merged_key()) {
+        Some(Job::Running { done, total, .. }) if stats.is_empty() => {
+            format!("merged − base {done}/{total}")
+        }
+        Some(Job::Running { done, total, .. }) => {
+            format!("{stats} · merged − base {done}/{total}")
+        }
         _ => stats,
     };
     let stats = match v.intruder.as_ref().and_then(|k| app.jobs.get(k)) {

@@ -7,13 +7,15 @@ mod draw;
 use super::{step, step2, Go, Shared};
 use crate::adapter::layout::Target;
 use crate::adapter::Adapter;
+use crate::adapter::Kind;
+use crate::base::merged::MergedReport;
 use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
 use crate::tui::app::{App, Effect, Hits};
 use crate::tui::jobs::{Job, JobKey, Jobs};
 use crate::tui::keymap::{Command, Mode};
-use crate::tui::model::{self, StatsColumn, StatsRow, TreeNode};
+use crate::tui::model::{self, StatsColumn, StatsData, StatsRow, TreeNode};
 use crate::tui::ui::Theme;
 use crate::view::grid::{self, Grid, Metric};
 use ratatui::buffer::Buffer;
@@ -149,12 +151,12 @@ impl AdapterScreen {
             split: None,
             fetching: None,
         };
-        v.refresh(
-            a,
+        let got = (
             shared.jobs.stats(idx, false).map(Arc::as_ref),
             shared.jobs.base(idx, false).map(Arc::as_ref),
-            shared.jobs.health(idx).map(Arc::as_ref),
+            shared.jobs.merged(idx).map(Arc::as_ref),
         );
+        v.refresh(a, got, shared.jobs.health(idx).map(Arc::as_ref));
         Some(v)
     }
 
@@ -215,7 +217,7 @@ impl AdapterScreen {
             self.refresh_from(shared);
             return;
         }
-        if *key != self.key() && *key != self.base_key() {
+        if ![self.key(), self.base_key(), self.merged_key()].contains(key) {
             return;
         }
         if self.adapter(shared.adapters).is_none() {
@@ -224,6 +226,15 @@ impl AdapterScreen {
         let st = self.stats(shared.jobs).cloned();
         let base = self.base_report(shared.jobs).cloned();
         self.refresh_from(shared);
+        if *key == self.merged_key() {
+            if let Some(m) = shared.jobs.merged(self.idx).cloned() {
+                shared.say(format!(
+                    "merged minus base {}: {} of {} weights changed in {secs:.2} s (m)",
+                    m.base, m.changed, m.compared
+                ));
+            }
+            return;
+        }
         match (*key == self.key(), st, base) {
             (true, Some(st), _) => shared.say(format!(
                 "statistics of {} deltas in {secs:.2} s",
@@ -238,9 +249,27 @@ impl AdapterScreen {
         }
     }
 
+    /// The job of a merged model minus its base.
+    pub fn merged_key(&self) -> JobKey {
+        JobKey::Merged(self.idx)
+    }
+
+    /// A running job published what it has so far: the base statistics (the rest pending)
+    /// fill the views as they come.
+    pub fn job_partial(&mut self, key: &JobKey, shared: &mut Shared) {
+        if *key == self.base_key() {
+            self.refresh_from(shared);
+        }
+    }
+
     /// `m`: the next metric, through the base metrics once they are computed. Without them
     /// the status bar says why, once.
     fn next_metric(&mut self, shared: &mut Shared) {
+        if shared.jobs.merged(self.idx).is_some() {
+            // Merged minus base: its norms, ranks and relative change (no factors to align).
+            self.metric = self.metric.next_in(&Metric::MERGED);
+            return;
+        }
         let have = self.base_report(shared.jobs).is_some();
         self.metric = self.metric.next_with(have);
         if have || self.base_told {
@@ -265,11 +294,12 @@ impl AdapterScreen {
     fn cancel_jobs(&self, shared: &mut Shared) -> bool {
         let own = shared.jobs.cancel(&self.key());
         let base = shared.jobs.cancel(&self.base_key());
+        let merged = shared.jobs.cancel(&self.merged_key());
         let deep = self
             .intruder
             .as_ref()
             .is_some_and(|k| shared.jobs.cancel(k));
-        own || base || deep
+        own || base || merged || deep
     }
 
     /// `i`: the selected delta's intruder dimensions against the base, in the background (one
@@ -518,6 +548,10 @@ impl AdapterScreen {
                 let d = &st.deltas[i];
                 d.layer == layer && Some(&d.target) == target && d.expert == expert
             }
+            StatsRow::Merged(i) => shared.jobs.merged(self.idx).is_some_and(|m| {
+                let w = &m.weights[i];
+                Some(w.layer) == layer && Some(&w.target) == target && w.expert == expert
+            }),
             StatsRow::Full(_) => false,
         });
         if let Some(h) = hit {
@@ -594,11 +628,15 @@ impl AdapterScreen {
         let Some(st) = self.stats(shared.jobs) else {
             return;
         };
-        let base = self.base_report(shared.jobs).map(Arc::as_ref);
+        let data = StatsData {
+            st,
+            base: self.base_report(shared.jobs).map(Arc::as_ref),
+            merged: shared.jobs.merged(self.idx).map(Arc::as_ref),
+        };
         let keep = self.stats_rows.get(self.stats_sel).copied();
         self.stats_sort = col;
         self.stats_asc = asc;
-        self.stats_rows = model::sort_stats_rows(st, base, col, asc);
+        self.stats_rows = data.sorted(col, asc);
         self.stats_sel = keep
             .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
             .unwrap_or(0);
@@ -715,6 +753,18 @@ impl AdapterScreen {
         // Against the base too, when it was found (a base that cannot be opened fails the job
         // with the reason, said once in the status bar).
         if let Ok((id, dir)) = &self.base {
+            if a.kind == Kind::FullWeights && !shared.jobs.contains(&self.merged_key()) {
+                // A merged model: its weights minus the base's (total: the weights, once known).
+                let (adapter, id, dir) = (a.clone(), id.clone(), dir.clone());
+                shared
+                    .jobs
+                    .start(self.merged_key(), 0, |job| Effect::Merged {
+                        job,
+                        adapter,
+                        id,
+                        dir,
+                    });
+            }
             if !a.deltas.is_empty() && !shared.jobs.contains(&self.base_key()) {
                 let (adapter, id, dir) = (a.clone(), id.clone(), dir.clone());
                 shared
@@ -788,7 +838,9 @@ impl AdapterScreen {
         if let Some(a) = self.adapter(shared.adapters).cloned() {
             let (st, base) = (self.stats(shared.jobs), self.base_report(shared.jobs));
             let health = self.health(shared.jobs).map(Arc::as_ref);
-            self.refresh(&a, st.map(Arc::as_ref), base.map(Arc::as_ref), health);
+            let merged = shared.jobs.merged(self.idx).map(Arc::as_ref);
+            let got = (st.map(Arc::as_ref), base.map(Arc::as_ref), merged);
+            self.refresh(&a, got, health);
         }
     }
 
@@ -840,23 +892,44 @@ impl AdapterScreen {
 
     /// Rebuilds what the views derive from the statistics (grids, the stats table), with the
     /// base metrics when `base` is there and the health check's marks on the maps.
+    /// A merged model minus its base (`merged`) shows its differences instead of the model's
+    /// full tensors.
     fn refresh(
         &mut self,
         a: &Adapter,
-        st: Option<&AdapterStats>,
-        base: Option<&BaseReport>,
+        (st, base, merged): (
+            Option<&AdapterStats>,
+            Option<&BaseReport>,
+            Option<&MergedReport>,
+        ),
         health: Option<&Health>,
     ) {
-        self.layers = grid::layer_grid(a, st, base);
-        self.experts = match self.expert_targets.get(self.expert_target) {
-            Some(t) => grid::expert_grid(a, t, st, base),
-            None => Grid::default(),
-        };
-        // A layout without base statistics (yet) shows the adapter's own metrics and columns.
-        if base.is_none() && self.metric.needs_base() {
-            self.metric = Metric::Fro;
+        if let Some(m) = merged {
+            self.expert_targets = grid::merged_expert_targets(m);
+            self.expert_target = self
+                .expert_target
+                .min(self.expert_targets.len().saturating_sub(1));
+            self.layers = grid::merged_layer_grid(m);
+            self.experts = match self.expert_targets.get(self.expert_target) {
+                Some(t) => grid::merged_expert_grid(m, t),
+                None => Grid::default(),
+            };
+            if !Metric::MERGED.contains(&self.metric) {
+                self.metric = Metric::Fro;
+            }
+            self.stats_cols = StatsColumn::merged();
+        } else {
+            self.layers = grid::layer_grid(a, st, base);
+            self.experts = match self.expert_targets.get(self.expert_target) {
+                Some(t) => grid::expert_grid(a, t, st, base),
+                None => Grid::default(),
+            };
+            // A layout without base statistics (yet) shows the adapter's own metrics and columns.
+            if base.is_none() && self.metric.needs_base() {
+                self.metric = Metric::Fro;
+            }
+            self.stats_cols = StatsColumn::shown_with(base.is_some(), a.is_dora());
         }
-        self.stats_cols = StatsColumn::shown(base.is_some());
         if !self.stats_cols.contains(&self.stats_sort) {
             (self.stats_sort, self.stats_asc) = (StatsColumn::Layer, true);
         }
@@ -873,8 +946,9 @@ impl AdapterScreen {
         self.layer_cursor = clamp(self.layer_cursor, &self.layers);
         self.expert_cursor = clamp(self.expert_cursor, &self.experts);
         if let Some(st) = st {
+            let data = StatsData { st, base, merged };
             let keep = self.stats_rows.get(self.stats_sel).copied();
-            self.stats_rows = model::sort_stats_rows(st, base, self.stats_sort, self.stats_asc);
+            self.stats_rows = data.sorted(self.stats_sort, self.stats_asc);
             self.stats_sel = keep
                 .and_then(|k| self.stats_rows.iter().position(|&r| r == k))
                 .unwrap_or(self.stats_sel)
@@ -886,7 +960,7 @@ impl AdapterScreen {
                     let w = self
                         .stats_rows
                         .iter()
-                        .map(|&r| model::stats_cell(st, base, r, c).chars().count())
+                        .map(|&r| data.cell(r, c).chars().count())
                         .max()
                         .unwrap_or(0);
                     w.max(c.title().chars().count()) as u16
