@@ -4,7 +4,9 @@
 //! `target/bench-base/` between runs (a marker file holds the spec: a change rewrites it), and a
 //! PEFT per-expert adapter with r = 32 on all 24 layers (1632 deltas, random data):
 //! 1. `relative_change` of every delta (‖W‖_F from the MXFP4 bytes, no decode);
-//! 2. `amplification` of every delta (each W decoded once, r products with it);
+//! 2. `amplification` of every delta (each W decoded once, r products with it), and as the
+//!    explorer streams it (`compute_streamed`: when the first report and the last delta's
+//!    amplification are published);
 //! 3. one gate_up delta's intruder dimensions (5760×2880): cold (the dense SVD of W included),
 //!    then a second adapter on the same weight through the session cache;
 //! 4. peak memory (VmHWM, reset after the set-up) against the mapped files + one layer's decoded
@@ -23,6 +25,7 @@ use lorascope::synth::{self, Dims, Pattern, Spec};
 use safetensors::Dtype;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Writes `dir` with `write` unless its marker says it already holds `what` (a spec's Debug).
@@ -149,7 +152,7 @@ fn main() {
         let rep = base_stats::compute_with(&s, &a, &all, &ctl, opts).unwrap();
         (t.elapsed().as_secs_f64(), rep)
     };
-    // BENCH_STEPS=relative,amplification,intruders runs some of them (for profiling one).
+    // BENCH_STEPS=relative,amplification,streamed,intruders runs some of them (for profiling one).
     let steps = std::env::var("BENCH_STEPS").unwrap_or_default();
     let step = |name: &str| steps.is_empty() || steps.split(',').any(|s| s == name);
     if step("relative") {
@@ -171,6 +174,45 @@ fn main() {
             .count();
         assert_eq!(n, 1632, "{:?}", rep.notes);
         row(format!("amplification, all {n} deltas"), secs, "≤ 60 s");
+    }
+    if step("streamed") {
+        // The explorer's job: relative change of every delta first, then amplification a layer
+        // at a time (then alignment, cancelled here once amplification is complete).
+        let s = session(&base_dir);
+        let cancel = AtomicBool::new(false);
+        let ctl = Control {
+            cancel: Some(&cancel),
+            ..Control::default()
+        };
+        let t = Instant::now();
+        let (mut first, mut amplified, mut reports) = (None, None, 0);
+        let r = base_stats::compute_streamed(&s, &a, &all, &ctl, Fields::All, &mut |rep| {
+            let secs = t.elapsed().as_secs_f64();
+            reports += 1;
+            first.get_or_insert(secs);
+            let done = |d: &base_stats::BaseDeltaStats| {
+                !d.pending(Fields::Amplification) && d.amplification.is_some()
+            };
+            if amplified.is_none() && rep.deltas.iter().all(done) {
+                amplified = Some(secs);
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        assert!(r.is_err(), "cancelled once amplification was complete");
+        let (first, amplified) = (
+            first.expect("a first report"),
+            amplified.expect("amplified"),
+        );
+        row(
+            "streamed: relative change of every delta published".into(),
+            first,
+            "first report",
+        );
+        row(
+            format!("streamed: amplification of every delta published ({reports} reports)"),
+            amplified,
+            "≤ 60 s",
+        );
     }
 
     // One gate_up delta at 5760×2880: layer 0, expert 0.

@@ -1468,7 +1468,7 @@ fn the_streamed_base_holds_the_in_memory_bases_tensors() {
 /// then one report per layer with that layer's deltas complete and equal to `compute`'s, and a
 /// result equal to `compute`'s, notes included.
 #[test]
-fn streamed_base_statistics_arrive_a_layer_at_a_time_and_end_as_compute() {
+fn streamed_base_statistics_arrive_a_layer_at_a_time_amplification_first_and_end_as_compute() {
     use lorascope::base::stats::Fields;
     let dir = tempfile::tempdir().unwrap();
     let ad = dir.path().join("adapter");
@@ -1495,24 +1495,31 @@ fn streamed_base_statistics_arrive_a_layer_at_a_time_and_end_as_compute() {
     let got =
         base_stats::compute_streamed(&s, &a, &f, &c, Fields::All, &mut |r| parts.push(r)).unwrap();
     assert_eq!(got, full);
+    let l = layers.len();
     assert_eq!(
         parts.len(),
-        layers.len(),
-        "relative first, then each layer but the last"
+        2 * l,
+        "relative first, then each layer's amplification, then each layer's alignment but the last"
     );
     for (k, p) in parts.iter().enumerate() {
         assert_eq!(p.notes, full.notes, "report {k}");
+        // Report k holds the first k layers' amplification (k ≤ l), then all of them and the
+        // first k − l layers' remaining fields.
+        let (amplified, complete) = (k.min(l), k.saturating_sub(l));
         for ((d, g), w) in a.deltas.iter().zip(&p.deltas).zip(&full.deltas) {
-            // Report k holds the layers before k complete.
-            let done = d.layer.is_some_and(|l| l < k);
             assert_eq!(g.relative_change, w.relative_change);
             assert_eq!(g.base_fro_norm, w.base_fro_norm);
-            if done {
+            assert!(w.amplification.is_some() && !w.pending(Fields::All));
+            let before = |n: usize| d.layer.is_some_and(|x| x < n);
+            if before(complete) {
                 assert_eq!(g, w);
+            } else if before(amplified) {
+                assert!(g.pending(Fields::All) && !g.pending(Fields::Amplification));
+                assert_eq!(g.amplification, w.amplification);
+                assert_eq!(g.alignment, None);
             } else {
                 assert!(g.pending(Fields::Amplification) && !g.pending(Fields::Relative));
                 assert_eq!((g.amplification, g.alignment), (None, None));
-                assert!(w.amplification.is_some() && !w.pending(Fields::All));
             }
         }
     }

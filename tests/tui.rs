@@ -2297,9 +2297,9 @@ mod base {
         cmds(&mut app, &[Command::Open, Command::View(2)]);
         let (job, adapter, id, dir) = own_stats_then_base(&mut app);
         let (parts, fin) = streamed(&adapter, &id, &dir);
-        // The relative change of every delta, then one report per layer but the last (the
-        // result).
-        assert_eq!(parts.len(), DIMS.layers);
+        // The relative change of every delta, then one report per layer with its
+        // amplification, then one per layer with its alignment but the last (the result).
+        assert_eq!(parts.len(), 2 * DIMS.layers);
         assert_eq!(
             fin,
             reference(&app),
@@ -2353,7 +2353,8 @@ mod base {
         );
         assert_eq!(cell(StatsColumn::Amplification), model::PENDING);
         assert_eq!(cell(StatsColumn::Alignment), model::PENDING);
-        // The first layer's full fields arrive; the second's are still to come.
+        // The first layer's amplification arrives (its alignment later); the second's is
+        // still to come.
         app.update(Action::Partial {
             job,
             output: parts[1].clone().into(),
@@ -2363,6 +2364,7 @@ mod base {
         for r in 0..g.rows.len() {
             for c in 0..g.cols.len() {
                 let i = delta_at(&app, &g, r, c);
+                assert_eq!(g.kind(r, c, ali), CellKind::Pending);
                 if g.row_layers[r] == Some(0) {
                     let want = fin.deltas[i].amplification.unwrap();
                     assert_eq!(g.kind(r, c, amp), CellKind::Value(want));

@@ -14,7 +14,7 @@ use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use faer::{Mat, MatRef};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Below this min(out, in), W's top singular vectors come from a dense SVD (exact and cheap);
@@ -612,10 +612,13 @@ pub fn compute_with(
 }
 
 /// `compute_with(Fields::All or `fields`)`, streamed: `Fields::Relative` of every delta first
-/// (‖W‖_F from the file: cheap), published at once, then `fields` one layer's deltas at a time
-/// (through the session's per-weight cache), the report so far published after each layer.
-/// Fields of deltas not reached yet are pending (`BaseDeltaStats::pending`). Progress counts
-/// the deltas computed with `fields`. Returns what `compute_with` returns.
+/// (‖W‖_F from the file: cheap), published at once, then one layer's deltas at a time
+/// (through the session's per-weight cache), the report so far published after each layer:
+/// first with `Fields::Amplification` (W decoded once per weight), then, when `fields` asks
+/// for more, with `fields` (W's top singular vectors are much slower: amplification of every
+/// delta must not wait for them). Fields of deltas not reached yet are pending
+/// (`BaseDeltaStats::pending`). Progress counts the deltas of both layer passes. Returns what
+/// `compute_with` returns.
 pub fn compute_streamed(
     s: &Session,
     a: &Adapter,
@@ -631,7 +634,14 @@ pub fn compute_streamed(
         fields: Fields::Relative,
         deep: None,
     };
-    let opts = Opts { fields, deep: None };
+    let passes: Vec<Opts> = [Fields::Amplification, fields]
+        .into_iter()
+        .filter(|f| *f > Fields::Relative)
+        .collect::<BTreeSet<Fields>>()
+        .into_iter()
+        .map(|fields| Opts { fields, deep: None })
+        .collect();
+    let total = n * passes.len();
     ctl.install(|| {
         let mut got = ctl.each(&deltas, None, |d| one(s, &m, d, order, cheap))?;
         // The notes of the first pass hold for every partial report (they do not depend on
@@ -652,13 +662,16 @@ pub fn compute_streamed(
                 .push(i);
         }
         let mut done = 0;
-        let last = layers.len();
-        for (k, idx) in layers.into_values().enumerate() {
-            let full = ctl.each(&idx, Some((done, n)), |&i| {
-                one(s, &m, deltas[i], order, opts)
+        let last = layers.len() * passes.len();
+        let steps = passes
+            .iter()
+            .flat_map(|o| layers.values().map(move |idx| (o, idx)));
+        for (k, (opts, idx)) in steps.enumerate() {
+            let full = ctl.each(idx, Some((done, total)), |&i| {
+                one(s, &m, deltas[i], order, *opts)
             })?;
             done += idx.len();
-            for (i, r) in idx.into_iter().zip(full) {
+            for (&i, r) in idx.iter().zip(full) {
                 got[i] = r;
             }
             if k + 1 < last {
