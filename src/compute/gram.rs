@@ -486,48 +486,77 @@ mod avx2 {
         g: &mut [f64],
     ) {
         for p0 in (0..r).step_by(RP) {
-            for q0 in (0..(p0 + RP).min(r)).step_by(4 * RQ) {
-                // A vector starting past r − 4 is moved back to end at r; the lanes it shares
-                // with the vector before it are not stored twice.
-                let mut qs = [0; RQ];
-                for (b, s) in qs.iter_mut().enumerate() {
-                    *s = (q0 + 4 * b).min(r - 4);
-                }
-                let mut ps = [0; RP];
-                for (a, s) in ps.iter_mut().enumerate() {
-                    *s = (p0 + a).min(r - 1);
-                }
-                let mut acc = [[_mm256_setzero_pd(); RQ]; RP];
-                for i in 0..h {
-                    let row = m.wrapping_offset(i as isize * rs);
-                    let mut y = [_mm256_setzero_pd(); RQ];
-                    for b in 0..RQ {
-                        // SAFETY: columns qs[b]..qs[b]+4 ≤ r of row i < h.
-                        y[b] = unsafe { T::load4(row.add(qs[b])) };
-                    }
-                    for a in 0..RP {
-                        // SAFETY: column ps[a] < r of row i < h.
-                        let x = unsafe { T::load1(row.add(ps[a])) };
-                        for b in 0..RQ {
-                            acc[a][b] = _mm256_fmadd_pd(x, y[b], acc[a][b]);
-                        }
+            // Columns q ≤ the tile's last row only: near the diagonal a tile takes one or two
+            // vectors, not three of which the last would be discarded.
+            let q_end = (p0 + RP).min(r);
+            for q0 in (0..q_end).step_by(4 * RQ) {
+                let vectors = (q_end - q0).div_ceil(4).min(RQ);
+                // SAFETY: forwarded from the caller (q0 < r, so every vector fits in a row).
+                unsafe {
+                    match vectors {
+                        1 => tile::<T, 1>(m, h, r, rs, p0, q0, g),
+                        2 => tile::<T, 2>(m, h, r, rs, p0, q0, g),
+                        _ => tile::<T, RQ>(m, h, r, rs, p0, q0, g),
                     }
                 }
-                for (a, tile_row) in acc.iter().enumerate() {
-                    let p = p0 + a;
-                    if p >= r {
-                        continue;
-                    }
-                    for (b, &v4) in tile_row.iter().enumerate() {
-                        let mut lanes = [0.0; 4];
-                        // SAFETY: `lanes` holds four f64.
-                        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v4) };
-                        for (l, v) in lanes.iter().enumerate() {
-                            let q = qs[b] + l;
-                            if q >= q0 + 4 * b && q <= p {
-                                g[q * r + p] += v;
-                            }
-                        }
+            }
+        }
+    }
+
+    /// The tile of rows p0.. (RP of them) × NB vectors of four columns from q0 of `row_outer`.
+    ///
+    /// # Safety
+    /// As `row_outer`; q0 < r.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<T: Wide, const NB: usize>(
+        m: *const T,
+        h: usize,
+        r: usize,
+        rs: isize,
+        p0: usize,
+        q0: usize,
+        g: &mut [f64],
+    ) {
+        // A vector starting past r − 4 is moved back to end at r; the lanes it shares with the
+        // vector before it are not stored twice.
+        let mut qs = [0; NB];
+        for (b, s) in qs.iter_mut().enumerate() {
+            *s = (q0 + 4 * b).min(r - 4);
+        }
+        let mut ps = [0; RP];
+        for (a, s) in ps.iter_mut().enumerate() {
+            *s = (p0 + a).min(r - 1);
+        }
+        let mut acc = [[_mm256_setzero_pd(); NB]; RP];
+        for i in 0..h {
+            let row = m.wrapping_offset(i as isize * rs);
+            let mut y = [_mm256_setzero_pd(); NB];
+            for b in 0..NB {
+                // SAFETY: columns qs[b]..qs[b]+4 ≤ r of row i < h.
+                y[b] = unsafe { T::load4(row.add(qs[b])) };
+            }
+            for a in 0..RP {
+                // SAFETY: column ps[a] < r of row i < h.
+                let x = unsafe { T::load1(row.add(ps[a])) };
+                for b in 0..NB {
+                    acc[a][b] = _mm256_fmadd_pd(x, y[b], acc[a][b]);
+                }
+            }
+        }
+        for (a, tile_row) in acc.iter().enumerate() {
+            let p = p0 + a;
+            if p >= r {
+                continue;
+            }
+            for (b, &v4) in tile_row.iter().enumerate() {
+                let mut lanes = [0.0; 4];
+                // SAFETY: `lanes` holds four f64.
+                unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), v4) };
+                for (l, v) in lanes.iter().enumerate() {
+                    let q = qs[b] + l;
+                    if q >= q0 + 4 * b && q <= p {
+                        g[q * r + p] += v;
                     }
                 }
             }
