@@ -102,7 +102,45 @@ fn scaled(core_sigma: &[f64], scale: f64, rank: usize) -> Vec<f64> {
 
 /// σ(ΔW = s·B·A) from the R's of its factors (the statistics need nothing else).
 pub fn sigma_of(scale: f64, r_b: &FactorR, r_a: &FactorR) -> Vec<f64> {
-    scaled(&core(r_b, r_a, false).0, scale, r_a.rank())
+    sigmas_of(&[(scale, r_b, r_a)]).swap_remove(0)
+}
+
+/// `sigma_of` of several deltas (s, R_B, R_A): small cores two at a time, their QR sweeps
+/// interleaved (`small_svd::singular_values_many`).
+pub fn sigmas_of(items: &[(f64, &FactorR, &FactorR)]) -> Vec<Vec<f64>> {
+    let cores: Vec<Option<Mat<f64>>> = items
+        .iter()
+        .map(|(_, b, a)| (b.finite && a.finite).then(|| &b.r * a.r.transpose()))
+        .collect();
+    let small: Vec<usize> = (0..items.len())
+        .filter(|&i| {
+            cores[i]
+                .as_ref()
+                .is_some_and(|c| c.nrows().max(c.ncols()) <= small_svd::MAX_SIDE)
+        })
+        .collect();
+    let refs: Vec<MatRef<'_, f64>> = small
+        .iter()
+        .filter_map(|&i| cores[i].as_ref().map(|c| c.as_ref()))
+        .collect();
+    let mut got: Vec<Option<Vec<f64>>> = vec![None; items.len()];
+    for (&i, s) in small.iter().zip(small_svd::singular_values_many(&refs)) {
+        got[i] = s;
+    }
+    items
+        .iter()
+        .zip(cores)
+        .zip(got)
+        .map(|(((scale, _, a), core), s)| {
+            let sigma = match (core, s) {
+                // NaN/inf factors: never numbers that look like a delta.
+                (None, _) => vec![f64::NAN; a.rank().max(1)],
+                (Some(_), Some(s)) => s,
+                (Some(c), None) => singular_values(c.as_ref()),
+            };
+            scaled(&sigma, *scale, a.rank())
+        })
+        .collect()
 }
 
 /// The lower triangle of tallᵀ·tall (all Cholesky reads).

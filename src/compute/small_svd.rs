@@ -20,116 +20,168 @@ pub const MAX_SIDE: usize = 64;
 /// min(rows, cols) of them; None when an entry is not finite or the QR sweeps do not converge
 /// (the caller then asks faer).
 pub fn singular_values(m: MatRef<'_, f64>) -> Option<Vec<f64>> {
+    solve(&mut reduce(m))
+}
+
+/// `singular_values` of each matrix, two at a time: their QR sweeps are interleaved
+/// (`qr_sweeps_pair`), which takes little more time than one.
+pub fn singular_values_many(ms: &[MatRef<'_, f64>]) -> Vec<Option<Vec<f64>>> {
+    let mut out = Vec::with_capacity(ms.len());
+    for pair in ms.chunks(2) {
+        let mut r: Vec<Reduced> = pair.iter().map(|m| reduce(*m)).collect();
+        match r.as_mut_slice() {
+            [Reduced::Bidiag(d1, e1, m1), Reduced::Bidiag(d2, e2, m2)] => {
+                let (a, b) = qr_sweeps_pair(&mut Qr::new(d1, e1), &mut Qr::new(d2, e2));
+                out.push(a.map(|_| finish(d1, *m1)));
+                out.push(b.map(|_| finish(d2, *m2)));
+            }
+            rs => out.extend(rs.iter_mut().map(solve)),
+        }
+    }
+    out
+}
+
+/// A matrix reduced for its singular values: the answer already (empty, zero, not finite: None,
+/// too large), or its upper bidiagonal (diagonal, superdiagonal) scaled by 1/max, and max.
+enum Reduced {
+    Answer(Option<Vec<f64>>),
+    Bidiag(Vec<f64>, Vec<f64>, f64),
+}
+
+fn solve(r: &mut Reduced) -> Option<Vec<f64>> {
+    match r {
+        Reduced::Answer(s) => s.take(),
+        Reduced::Bidiag(d, e, max) => {
+            qr_sweeps(d, e)?;
+            Some(finish(d, *max))
+        }
+    }
+}
+
+/// |d| scaled back, descending.
+fn finish(d: &[f64], max: f64) -> Vec<f64> {
+    let mut s: Vec<f64> = d.iter().map(|x| x.abs() * max).collect();
+    s.sort_by(|x, y| y.total_cmp(x));
+    s
+}
+
+fn reduce(m: MatRef<'_, f64>) -> Reduced {
     // Tall orientation (p ≥ n): the transpose has the same singular values.
     let m = if m.nrows() >= m.ncols() {
         m
     } else {
         m.transpose()
     };
-    let (p, n) = (m.nrows(), m.ncols());
-    if n == 0 {
-        return Some(vec![]);
+    if m.ncols() == 0 {
+        return Reduced::Answer(Some(vec![]));
     }
-    let mut a = Vec::with_capacity(p * n);
-    for j in 0..n {
-        a.extend(m.col(j).iter().copied());
+    // Columns padded with zeros to a fixed length: every vector operation then has a length
+    // known at compile time (no remainder loops on these short columns).
+    match m.nrows().next_power_of_two().max(8) {
+        8 => padded::<8>(m),
+        16 => padded::<16>(m),
+        32 => padded::<32>(m),
+        64 => padded::<64>(m),
+        _ => Reduced::Answer(None),
+    }
+}
+
+fn padded<const N: usize>(m: MatRef<'_, f64>) -> Reduced {
+    let mut a = vec![[0.0; N]; m.ncols()];
+    for (j, col) in a.iter_mut().enumerate() {
+        for (x, y) in col.iter_mut().zip(m.col(j).iter()) {
+            *x = *y;
+        }
     }
     if Kernel::detected() == Kernel::Avx2Fma {
         // SAFETY: the detected kernel's features are present on this CPU.
-        unsafe { column_major_avx2(&mut a, p, n) }
+        unsafe { columns_avx2(&mut a, m.nrows()) }
     } else {
-        column_major(&mut a, p, n)
+        columns(&mut a, m.nrows())
     }
 }
 
-/// `column_major` compiled for AVX2 (the dot products and updates four lanes wide); the
-/// arithmetic is the same, so are the results.
+/// `columns` compiled for AVX2 (four lanes wide); the arithmetic is the same, so are the
+/// results.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn column_major_avx2(a: &mut [f64], p: usize, n: usize) -> Option<Vec<f64>> {
-    column_major(a, p, n)
+unsafe fn columns_avx2<const N: usize>(a: &mut [[f64; N]], p: usize) -> Reduced {
+    columns(a, p)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn column_major_avx2(a: &mut [f64], p: usize, n: usize) -> Option<Vec<f64>> {
-    column_major(a, p, n)
+unsafe fn columns_avx2<const N: usize>(a: &mut [[f64; N]], p: usize) -> Reduced {
+    columns(a, p)
 }
 
-/// The singular values of the column-major p × n matrix `a` (p ≥ n ≥ 1), which is overwritten.
+/// The p × n matrix whose columns (zero below row p) are `a` reduced (a is overwritten).
 #[inline(always)]
-fn column_major(a: &mut [f64], p: usize, n: usize) -> Option<Vec<f64>> {
+fn columns<const N: usize>(a: &mut [[f64; N]], p: usize) -> Reduced {
+    let n = a.len();
     let (mut max, mut finite): (f64, bool) = (0.0, true);
-    for x in a.iter() {
+    for x in a.iter().flatten() {
         finite &= x.is_finite();
         max = max.max(x.abs());
     }
     if !finite {
-        return None;
+        return Reduced::Answer(None);
     }
     if max == 0.0 {
-        return Some(vec![0.0; n]);
+        return Reduced::Answer(Some(vec![0.0; n]));
     }
     let inv = 1.0 / max;
-    a.iter_mut().for_each(|x| *x *= inv);
-    let (mut d, mut e) = bidiagonalise(a, p, n);
-    qr_sweeps(&mut d, &mut e)?;
-    let mut s: Vec<f64> = d.iter().map(|x| x.abs() * max).collect();
-    s.sort_by(|x, y| y.total_cmp(x));
-    Some(s)
+    a.iter_mut().flatten().for_each(|x| *x *= inv);
+    let (d, e) = bidiagonalise(a, p);
+    Reduced::Bidiag(d, e, max)
 }
 
-/// x·y with eight running sums: a single sum is a chain of dependent adds (4 cycles each) that
-/// the compiler may not reorder; eight of them vectorise.
+/// x·y over a whole padded column, in four running sums (one vector register): a single sum
+/// is a chain of dependent adds that the compiler may not reorder.
 #[inline(always)]
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    let mut acc = [0.0; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f64 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in xc.zip(yc) {
-        for k in 0..8 {
-            acc[k] += a[k] * b[k];
+fn dot<const N: usize>(x: &[f64; N], y: &[f64; N]) -> f64 {
+    let mut acc = [0.0; 4];
+    for (a, b) in x.chunks_exact(4).zip(y.chunks_exact(4)) {
+        for l in 0..4 {
+            acc[l] += a[l] * b[l];
         }
     }
-    acc.iter().sum::<f64>() + tail
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
-/// Householder reflector of x (x ← v with v[0] = 1 implied by the scaling below): returns β
-/// (the value x is reflected to, −sign(x₀)·‖x‖) and 2/(vᵀv), or None when x = 0.
+/// Householder reflector of x (x ← v): returns β (the value x is reflected to, −sign(x₀)·‖x‖)
+/// and 2/(vᵀv), or None when x = 0.
 #[inline(always)]
 fn reflector(x: &mut [f64]) -> Option<(f64, f64)> {
-    let norm = dot(x, x).sqrt();
+    let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt();
     if norm == 0.0 {
         return None;
     }
     let beta = if x[0] >= 0.0 { -norm } else { norm };
     x[0] -= beta;
-    let vv = dot(x, x);
+    let vv = x.iter().map(|v| v * v).sum::<f64>();
     Some((beta, 2.0 / vv))
 }
 
-/// Reduces the column-major p × n matrix `a` (p ≥ n) to upper bidiagonal form by Householder
-/// reflections from both sides: its diagonal and superdiagonal (a is overwritten).
+/// Reduces the p × n matrix of padded columns `a` (p ≥ n) to upper bidiagonal form by
+/// Householder reflections from both sides: its diagonal and superdiagonal (a is overwritten).
+/// Rows above the active one are zero in each reflector, and rows from p on are zero in every
+/// column, so each update may run over the whole padded length.
 #[inline(always)]
-fn bidiagonalise(a: &mut [f64], p: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+fn bidiagonalise<const N: usize>(a: &mut [[f64; N]], p: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = a.len();
     let (mut d, mut e) = (vec![0.0; n], vec![0.0; n.saturating_sub(1)]);
-    let mut v = vec![0.0; n];
-    let mut w = vec![0.0; p];
+    let mut row = vec![0.0; n];
     for k in 0..n {
         // Left: zero column k below the diagonal, applied to columns k+1.. .
-        let (head, tail) = a.split_at_mut((k + 1) * p);
-        let col = &mut head[k * p + k..];
-        match reflector(col) {
+        let (head, tail) = a.split_at_mut(k + 1);
+        let mut v = [0.0; N];
+        v[k..p].copy_from_slice(&head[k][k..p]);
+        match reflector(&mut v[k..p]) {
             None => d[k] = 0.0,
             Some((beta, tau)) => {
-                for cj in tail.chunks_exact_mut(p) {
-                    let cj = &mut cj[k..];
-                    let s = tau * dot(col, cj);
-                    cj.iter_mut().zip(&*col).for_each(|(y, x)| *y -= s * x);
+                for cj in tail.iter_mut() {
+                    let s = tau * dot(&v, cj);
+                    cj.iter_mut().zip(&v).for_each(|(y, x)| *y -= s * x);
                 }
                 d[k] = beta;
             }
@@ -139,23 +191,21 @@ fn bidiagonalise(a: &mut [f64], p: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
         }
         // Right: zero row k beyond the superdiagonal, applied to rows k+1.. .
         let m = n - k - 1;
-        for (t, vj) in v[..m].iter_mut().enumerate() {
-            *vj = a[(k + 1 + t) * p + k];
+        for (t, x) in row[..m].iter_mut().enumerate() {
+            *x = tail[t][k];
         }
-        match reflector(&mut v[..m]) {
+        match reflector(&mut row[..m]) {
             None => e[k] = 0.0,
             Some((beta, tau)) => {
-                // w = A[k+1.., k+1..]·v, then A -= tau·w·vᵀ, one contiguous column at a time.
-                let w = &mut w[k + 1..p];
-                w.iter_mut().for_each(|x| *x = 0.0);
-                for (t, &vj) in v[..m].iter().enumerate() {
-                    let c = &a[(k + 1 + t) * p + k + 1..(k + 2 + t) * p];
-                    w.iter_mut().zip(c).for_each(|(x, y)| *x += vj * y);
+                // w = A[.., k+1..]·v with rows ..=k dropped, then A −= tau·w·vᵀ.
+                let mut w = [0.0; N];
+                for (c, &vt) in tail.iter().zip(&row[..m]) {
+                    w.iter_mut().zip(c).for_each(|(x, y)| *x += vt * y);
                 }
-                for (t, &vj) in v[..m].iter().enumerate() {
-                    let c = &mut a[(k + 1 + t) * p + k + 1..(k + 2 + t) * p];
-                    let f = tau * vj;
-                    c.iter_mut().zip(&*w).for_each(|(y, x)| *y -= f * x);
+                w[..=k].iter_mut().for_each(|x| *x = 0.0);
+                for (c, &vt) in tail.iter_mut().zip(&row[..m]) {
+                    let f = tau * vt;
+                    c.iter_mut().zip(&w).for_each(|(y, x)| *y -= f * x);
                 }
                 e[k] = beta;
             }
@@ -183,97 +233,181 @@ fn givens(p: f64, q: f64) -> (f64, f64, f64) {
 /// singular values. None when it does not converge within faer's iteration bound.
 #[inline(always)]
 fn qr_sweeps(d: &mut [f64], e: &mut [f64]) -> Option<()> {
-    let n = d.len();
-    let (eps, sml) = (f64::EPSILON, f64::MIN_POSITIVE);
-    let eps2 = eps * eps;
-    for _ in 0..30 * n * n {
-        // Deflation: an off-diagonal negligible against its two diagonal neighbours.
-        for i in 0..n - 1 {
-            if e[i] * e[i] <= eps2 * (d[i] * d[i + 1]).abs() + sml {
-                e[i] = 0.0;
+    let mut q = Qr::new(d, e);
+    while q.begin()? {
+        while q.step() {}
+    }
+    Some(())
+}
+
+/// `qr_sweeps` of two bidiagonals at once, their steps alternating: each step waits on a
+/// square root and a division of the step before it, and two independent chains let the CPU
+/// run one while the other waits.
+#[inline(always)]
+fn qr_sweeps_pair(a: &mut Qr<'_>, b: &mut Qr<'_>) -> (Option<()>, Option<()>) {
+    // Some(true): sweeping; Some(false): diagonal; None: gave up.
+    let (mut ra, mut rb) = (a.begin(), b.begin());
+    loop {
+        match (ra == Some(true), rb == Some(true)) {
+            (true, true) => {
+                let (sa, sb) = (a.step(), b.step());
+                if !sa {
+                    ra = a.begin();
+                }
+                if !sb {
+                    rb = b.begin();
+                }
             }
+            (true, false) => {
+                if !a.step() {
+                    ra = a.begin();
+                }
+            }
+            (false, true) => {
+                if !b.step() {
+                    rb = b.begin();
+                }
+            }
+            (false, false) => break,
         }
-        // The last unreduced block [start, end).
-        let mut end = n;
-        while end >= 2 && e[end - 2] * e[end - 2] <= sml {
-            end -= 1;
+    }
+    (ra.map(|_| ()), rb.map(|_| ()))
+}
+
+/// The implicit-shift QR of one upper bidiagonal (d, e) as steps: `begin` deflates and sets up
+/// the next sweep, `step` chases its bulge one place down.
+struct Qr<'a> {
+    d: &'a mut [f64],
+    e: &'a mut [f64],
+    /// Sweeps left before giving up (faer's bound).
+    budget: usize,
+    /// The running sweep: its next row k, its block [start, end), the pair (y, z) to rotate.
+    k: usize,
+    start: usize,
+    end: usize,
+    y: f64,
+    z: f64,
+}
+
+impl<'a> Qr<'a> {
+    fn new(d: &'a mut [f64], e: &'a mut [f64]) -> Qr<'a> {
+        let n = d.len();
+        Qr {
+            d,
+            e,
+            budget: 30 * n * n,
+            k: 0,
+            start: 0,
+            end: 0,
+            y: 0.0,
+            z: 0.0,
         }
-        if end == 1 {
-            return Some(());
-        }
-        let mut start = end - 1;
-        while start >= 1 && e[start - 1] != 0.0 {
-            start -= 1;
-        }
-        // A zero on the diagonal: chase its row's off-diagonal out to the right, which splits
-        // the block.
-        let mut chased = false;
-        for i in start..end - 1 {
-            if d[i].abs() <= eps {
-                chased = true;
-                let mut val = e[i];
-                e[i] = 0.0;
-                for j in i + 1..end {
-                    let (c, s, _) = givens(d[j], val);
-                    d[j] = c * d[j] - s * val;
-                    if j + 1 < end {
-                        val = s * e[j];
-                        e[j] *= c;
+    }
+
+    /// Deflates and starts the next sweep: Some(true), or Some(false) when the matrix is
+    /// diagonal, None when the budget is spent.
+    #[inline(always)]
+    fn begin(&mut self) -> Option<bool> {
+        let (d, e) = (&mut *self.d, &mut *self.e);
+        let n = d.len();
+        let (eps, sml) = (f64::EPSILON, f64::MIN_POSITIVE);
+        let eps2 = eps * eps;
+        loop {
+            self.budget = self.budget.checked_sub(1)?;
+            // Deflation: an off-diagonal negligible against its two diagonal neighbours.
+            for i in 0..n - 1 {
+                if e[i] * e[i] <= eps2 * (d[i] * d[i + 1]).abs() + sml {
+                    e[i] = 0.0;
+                }
+            }
+            // The last unreduced block [start, end).
+            let mut end = n;
+            while end >= 2 && e[end - 2] * e[end - 2] <= sml {
+                end -= 1;
+            }
+            if end == 1 {
+                return Some(false);
+            }
+            let mut start = end - 1;
+            while start >= 1 && e[start - 1] != 0.0 {
+                start -= 1;
+            }
+            // A zero on the diagonal: chase its row's off-diagonal out to the right, which
+            // splits the block.
+            let mut chased = false;
+            for i in start..end - 1 {
+                if d[i].abs() <= eps {
+                    chased = true;
+                    let mut val = e[i];
+                    e[i] = 0.0;
+                    for j in i + 1..end {
+                        let (c, s, _) = givens(d[j], val);
+                        d[j] = c * d[j] - s * val;
+                        if j + 1 < end {
+                            val = s * e[j];
+                            e[j] *= c;
+                        }
                     }
                 }
             }
-        }
-        if chased {
-            continue;
-        }
-        // Wilkinson's shift: the eigenvalue of BᵀB's trailing 2×2 nearer its last entry.
-        let (e2, e1) = (end - 2, end - 1);
-        let t00 = d[e2] * d[e2]
-            + if end - start > 2 {
-                e[end - 3] * e[end - 3]
+            if chased {
+                continue;
+            }
+            // Wilkinson's shift: the eigenvalue of BᵀB's trailing 2×2 nearer its last entry.
+            let (e2, e1) = (end - 2, end - 1);
+            let t00 = d[e2] * d[e2]
+                + if end - start > 2 {
+                    e[end - 3] * e[end - 3]
+                } else {
+                    0.0
+                };
+            let t11 = d[e1] * d[e1] + e[e2] * e[e2];
+            let t01 = d[e2] * e[e2];
+            let t01_2 = t01 * t01;
+            let mu = if t01_2 > sml {
+                let h = (t00 - t11) * 0.5;
+                let mut delta = (h * h + t01_2).sqrt();
+                if h < 0.0 {
+                    delta = -delta;
+                }
+                t11 - t01_2 / (h + delta)
             } else {
-                0.0
+                t11
             };
-        let t11 = d[e1] * d[e1] + e[e2] * e[e2];
-        let t01 = d[e2] * e[e2];
-        let t01_2 = t01 * t01;
-        let mu = if t01_2 > sml {
-            let h = (t00 - t11) * 0.5;
-            let mut delta = (h * h + t01_2).sqrt();
-            if h < 0.0 {
-                delta = -delta;
-            }
-            t11 - t01_2 / (h + delta)
-        } else {
-            t11
-        };
-        // One Golub–Kahan step: a rotation from the right starts the bulge, rotations from
-        // both sides chase it down the block.
-        let mut y = d[start] * d[start] - mu;
-        let mut z = d[start] * e[start];
-        for k in start..e1 {
-            let (c, s, r) = givens(y, z);
-            if k > start {
-                e[k - 1] = r;
-            }
-            let dk = c * d[k] - s * e[k];
-            e[k] = s * d[k] + c * e[k];
-            y = dk;
-            z = -s * d[k + 1];
-            d[k + 1] *= c;
-            let (c, s, r) = givens(y, z);
-            d[k] = r;
-            let ek = c * e[k] - s * d[k + 1];
-            d[k + 1] = s * e[k] + c * d[k + 1];
-            e[k] = ek;
-            if k + 2 < end {
-                y = e[k];
-                z = -s * e[k + 1];
-                e[k + 1] *= c;
-            }
+            // A Golub–Kahan step: a rotation from the right starts the bulge, rotations from
+            // both sides chase it down the block (`step`).
+            self.y = d[start] * d[start] - mu;
+            self.z = d[start] * e[start];
+            (self.k, self.start, self.end) = (start, start, end);
+            return Some(true);
         }
     }
-    None
+
+    /// Moves the running sweep's bulge one row down; false when the sweep is over.
+    #[inline(always)]
+    fn step(&mut self) -> bool {
+        let (d, e, k) = (&mut *self.d, &mut *self.e, self.k);
+        let (c, s, r) = givens(self.y, self.z);
+        if k > self.start {
+            e[k - 1] = r;
+        }
+        let dk = c * d[k] - s * e[k];
+        e[k] = s * d[k] + c * e[k];
+        let z = -s * d[k + 1];
+        d[k + 1] *= c;
+        let (c, s, r) = givens(dk, z);
+        d[k] = r;
+        let ek = c * e[k] - s * d[k + 1];
+        d[k + 1] = s * e[k] + c * d[k + 1];
+        e[k] = ek;
+        if k + 2 < self.end {
+            self.y = e[k];
+            self.z = -s * e[k + 1];
+            e[k + 1] *= c;
+        }
+        self.k += 1;
+        self.k + 1 < self.end
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +445,30 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64 - 0.5
         }
+    }
+
+    #[test]
+    fn two_at_a_time_equals_one_at_a_time() {
+        let mut g = Lcg(21);
+        let ms: Vec<Mat<f64>> = [
+            (32, 32),
+            (32, 32),
+            (7, 3),
+            (5, 5),
+            (64, 9),
+            (0, 3),
+            (40, 40),
+        ]
+        .iter()
+        .map(|&(r, c)| Mat::from_fn(r, c, |i, j| g.next() * 10f64.powi(-((i * j) as i32 % 9))))
+        .collect();
+        let mut refs: Vec<MatRef<'_, f64>> = ms.iter().map(|m| m.as_ref()).collect();
+        let zero = Mat::<f64>::zeros(4, 4);
+        let nan = Mat::full(3, 3, f64::NAN);
+        refs.extend([zero.as_ref(), nan.as_ref(), ms[1].as_ref()]);
+        let one: Vec<Option<Vec<f64>>> = refs.iter().map(|m| singular_values(*m)).collect();
+        assert_eq!(singular_values_many(&refs), one);
+        assert_eq!(one[8], None);
     }
 
     #[test]

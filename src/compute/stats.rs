@@ -305,8 +305,14 @@ pub struct Measured {
 /// Measures delta number `index` from the R's of its factors (RᵀR = MᵀM, so ‖R‖_F = ‖M‖_F and
 /// R = 0 exactly when the factor is all zeros). Only a non-finite delta is read again, to count
 /// its NaN/inf values for the health report.
-fn measure(m: &Mapped, index: usize, d: &Delta, r_b: &FactorR, r_a: &FactorR) -> Result<Measured> {
-    let mut stats = from_sigma(index, d, math::sigma_of(d.scale, r_b, r_a));
+fn measure(
+    m: &Mapped,
+    index: usize,
+    d: &Delta,
+    (r_b, r_a): (&FactorR, &FactorR),
+    sigma: Vec<f64>,
+) -> Result<Measured> {
+    let mut stats = from_sigma(index, d, sigma);
     let (norm_a, norm_b) = (r_a.r.norm_l2(), r_b.r.norm_l2());
     // Exact zeros: the delta is finite and one factor never left its zero initialisation.
     stats.dead = stats.finite && (norm_a == 0.0 || norm_b == 0.0);
@@ -415,10 +421,24 @@ pub fn measure_on(
         for w in shared::waves(&deltas) {
             let rs = SharedRs::compute(m, &deltas[w.clone()], ctl)?;
             let wave: Vec<usize> = w.clone().collect();
-            measured.extend(ctl.each(&wave, Some((w.start, deltas.len())), |&k| {
-                let (r_b, r_a) = rs.of(deltas[k])?;
-                measure(m, index[k], deltas[k], r_b, r_a)
-            })?);
+            // The cores' spectra two deltas at a time (their QR sweeps interleave), then each
+            // delta measured from its spectrum.
+            let pairs: Vec<&[usize]> = wave.chunks(2).collect();
+            let sigmas = ctl.each(&pairs, None, |pair| {
+                let items = pair
+                    .iter()
+                    .map(|&k| rs.of(deltas[k]).map(|(b, a)| (deltas[k].scale, b, a)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(math::sigmas_of(&items))
+            })?;
+            let wave: Vec<(usize, Vec<f64>)> =
+                wave.into_iter().zip(sigmas.into_iter().flatten()).collect();
+            measured.extend(
+                ctl.each(&wave, Some((w.start, deltas.len())), |(k, sigma)| {
+                    let d = deltas[*k];
+                    measure(m, index[*k], d, rs.of(d)?, sigma.clone())
+                })?,
+            );
         }
         Ok(measured)
     })?;
