@@ -2,6 +2,7 @@
 # End-to-end timing of `lorascope stats --json` on real-shape adapters against a numpy peer that
 # does the same factored QR + SVD (benches/numpy_peer.py, OPENBLAS_NUM_THREADS=1).
 # Usage: benches/e2e.sh [RUNS]      (makes its fixtures and Python venv under target/)
+# LORASCOPE_BIN=PATH times another build (e.g. an older commit's) on the same fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -28,20 +29,39 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet numpy
 fi
 export OPENBLAS_NUM_THREADS=1
-"$venv/bin/python" - "$fx" "$runs" "${large[@]}" <<'PY'
+"$venv/bin/python" - "$fx" "$runs" "${LORASCOPE_BIN:-target/release/lorascope}" "${large[@]}" <<'PY'
 import json, os, statistics, subprocess, sys, time
-fx, runs, large = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+fx, runs, exe, large = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+settle = os.environ.get("E2E_SETTLE", "1") == "1"
+
+def settled(folder):
+    """The page cache as reading the file leaves it (after a reboot or an eviction): the cached
+    pages are dropped, then the file is read in 8 MB pieces, into large folios that the kernel
+    maps with 2 MB entries. Folios split since (memory pressure) map 4 KB pages, a quarter of
+    the CPU on the largest adapters: E2E_SETTLE=0 times the page cache as found."""
+    if not settle:
+        return
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors"):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            while os.read(fd, 8 << 20):
+                pass
+            os.close(fd)
+print(f"page cache: {'settled (dropped, then read)' if settle else 'as found'}; binary: {exe}")
 print(f"{'adapter':<10} {'deltas':>6} {'file MB':>8} {'lorascope ms':>13} {'peak MB':>8} {'numpy ms':>9} {'speed-up':>9}")
 for name in ["attn-r32", "peft-r8"]:
     folder = f"{fx}/{name}"
+    settled(folder)
     size = os.path.getsize(f"{folder}/adapter_model.safetensors") / 1e6
     walls, peak = [], 0
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = subprocess.run(["target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True).stdout
+        out = subprocess.run([exe, "stats", folder, "--json"], check=True, capture_output=True).stdout
         walls.append(time.perf_counter() - t0)
     # Peak resident memory of one more run, from GNU time's %M (KiB).
-    t = subprocess.run(["/usr/bin/time", "-f", "%M", "target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True, text=True)
+    t = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "stats", folder, "--json"], check=True, capture_output=True, text=True)
     peak = int(t.stderr.strip().splitlines()[-1]) / 1024
     n = len(json.loads(out)["deltas"])
     peer = [json.loads(subprocess.run([sys.executable, "benches/numpy_peer.py", folder], check=True, capture_output=True).stdout)["seconds"] for _ in range(3)]
@@ -49,12 +69,13 @@ for name in ["attn-r32", "peft-r8"]:
     print(f"{name:<10} {n:>6} {size:>8.1f} {ours:>13.1f} {peak:>8.1f} {theirs:>9.1f} {theirs / ours:>8.1f}x")
 for name in large:
     folder = f"{fx}/{name}"
+    settled(folder)
     walls = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = subprocess.run(["target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True).stdout
+        out = subprocess.run([exe, "stats", folder, "--json"], check=True, capture_output=True).stdout
         walls.append(time.perf_counter() - t0)
-    t = subprocess.run(["/usr/bin/time", "-f", "%M", "target/release/lorascope", "stats", folder, "--json"], check=True, capture_output=True, text=True)
+    t = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "stats", folder, "--json"], check=True, capture_output=True, text=True)
     peak = int(t.stderr.strip().splitlines()[-1]) / 1024
     n = len(json.loads(out)["deltas"])
     size = os.path.getsize(f"{folder}/adapter_model.safetensors") / 1e6

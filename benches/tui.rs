@@ -333,16 +333,22 @@ fn latency_during_health(bin: &Path, cache: &Path, home: &Path, n: usize, ids: &
             None => during.push(ms(got - sent)),
         }
     }
-    let secs = t_done.map_or(f64::NAN, |d| (d - t_start).as_secs_f64());
+    // Still filling after the last key: say so rather than print a NaN duration.
+    let filled = match t_done {
+        Some(d) => format!("filled in {:.1} s", (d - t_start).as_secs_f64()),
+        None => "still filling after the last key".into(),
+    };
     p.send(b"q");
     let _ = p.wait(WAIT);
     let k = during.len();
     let (d50, d99, dmax) = summary(&mut during);
-    let (i50, _, imax) = summary(&mut after);
     println!(
-        "| key → frame while the health column fills ({n} adapters, {secs:.1} s) | {d50:.1} ms | p99 {d99:.1} ms, max {dmax:.1} ms ({k} keys) |"
+        "| key → frame while the health column fills ({n} adapters, {filled}) | {d50:.1} ms | p99 {d99:.1} ms, max {dmax:.1} ms ({k} keys) |"
     );
-    println!("| key → frame, idle (same session, after) | {i50:.1} ms | max {imax:.1} ms |");
+    if !after.is_empty() {
+        let (i50, _, imax) = summary(&mut after);
+        println!("| key → frame, idle (same session, after) | {i50:.1} ms | max {imax:.1} ms |");
+    }
 }
 
 fn main() {
