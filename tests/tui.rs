@@ -2597,6 +2597,46 @@ mod base {
     }
 
     #[test]
+    fn a_merged_models_status_maps_export_and_stats_tab_say_what_they_hold() {
+        let (_t, mut app) = merged_app(true);
+        let out = tempfile::tempdir().unwrap();
+        app.export_dir = out.path().to_path_buf();
+        cmds(&mut app, &[Command::Open, Command::View(1)]);
+        let mut effects = app.take_effects();
+        assert!(matches!(
+            effects.as_slice(),
+            [Effect::Stats { .. }, Effect::Merged { .. }]
+        ));
+        // Its own statistics first: full weights have norms, not deltas.
+        let merged = effects.pop().unwrap();
+        app.jobs.request(effects.pop().unwrap());
+        run_effects(&mut app);
+        let own = app.stats_of(0).unwrap().clone();
+        assert!(own.deltas.is_empty() && !own.full_tensors.is_empty());
+        let want = format!("norms of {} full tensors in", own.full_tensors.len());
+        assert!(
+            app.status.as_deref().unwrap().starts_with(&want),
+            "{:?}",
+            app.status
+        );
+        app.jobs.request(merged);
+        run_effects(&mut app);
+        assert!(app.status.as_deref().unwrap().contains("weights changed"));
+        // Its maps export as shown: the differences, cell for cell.
+        let v = view(&app).clone();
+        assert_png_is_the_grid(&mut app, &v.layers, Measure::Delta(v.metric));
+        cmd(&mut app, Command::View(2));
+        let v = view(&app).clone();
+        assert_png_is_the_grid(&mut app, &v.experts, Measure::Delta(v.metric));
+        // Its Stats tab has no figure of the differences: said, and nothing written.
+        cmd(&mut app, Command::View(3));
+        let before = std::fs::read_dir(out.path()).unwrap().count();
+        let e = lorascope::tui::export::export_plot(&app).unwrap_err();
+        assert!(e.contains("merged model has no plot export yet"), "{e}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), before);
+    }
+
+    #[test]
     fn a_merged_model_without_its_base_says_why_in_one_line() {
         let (_t, mut app) = merged_app(false);
         cmds(&mut app, &[Command::Open, Command::View(3)]);

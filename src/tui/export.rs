@@ -39,6 +39,13 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                     (&v.layers, PlotKind::Layers, None, "target")
                 }
                 Tab::Experts => (&v.experts, PlotKind::Experts, target, col_title.as_str()),
+                // The spectra plot draws deltas' singular values; a merged model's weights
+                // minus its base are not deltas (its maps export as they are shown).
+                Tab::Stats if app.jobs.merged(v.idx).is_some() => {
+                    return Err("the Stats tab of a merged model has no plot export yet: \
+                         its Layer and Expert maps export (p there)"
+                        .into())
+                }
                 Tab::Stats => {
                     let mut opts = PlotOptions::new(PlotKind::Spectrum);
                     if let Some(&StatsRow::Delta(i)) = v.stats_rows.get(v.stats_sel) {

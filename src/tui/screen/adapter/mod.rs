@@ -236,6 +236,11 @@ impl AdapterScreen {
             return;
         }
         match (*key == self.key(), st, base) {
+            // Full weights (a merged model, a base) have no delta: say what was measured.
+            (true, Some(st), _) if st.deltas.is_empty() => shared.say(format!(
+                "norms of {} full tensors in {secs:.2} s",
+                st.full_tensors.len()
+            )),
             (true, Some(st), _) => shared.say(format!(
                 "statistics of {} deltas in {secs:.2} s",
                 st.deltas.len()
