@@ -510,3 +510,40 @@ mod base {
         assert!(v["merged"].is_null() && !v["full_tensors"].as_array().unwrap().is_empty());
     }
 }
+
+/// A reader that stops early (`lorascope stats A --json | head`) ends the command quietly, as
+/// for text output: exit 0 and nothing on stderr, not "Broken pipe".
+#[test]
+fn json_into_a_pipe_closed_early_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let dims = Dims {
+        layers: 24,
+        experts: 16,
+        ..Dims::TOY
+    };
+    let a = t.path().join("a");
+    let spec = Spec::new(
+        dims,
+        Pattern::PeftExperts {
+            layers: (0..24).collect(),
+        },
+    );
+    synth::write_adapter(&a, &spec).unwrap();
+    // Far more JSON than a pipe holds (64 KB), read for 10 bytes only.
+    let script = r#""$0" stats "$1" --json | head -c 10 > /dev/null; exit "${PIPESTATUS[0]}""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script, env!("CARGO_BIN_EXE_lorascope")])
+        .arg(&a)
+        .env("HOME", t.path())
+        .env("XDG_CACHE_HOME", t.path().join("xdg"))
+        .output()
+        .unwrap();
+    let full = run(t.path(), &["stats", &a.display().to_string(), "--json"]);
+    assert!(full.stdout.len() > 1 << 18, "{} bytes", full.stdout.len());
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

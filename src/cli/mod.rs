@@ -207,10 +207,15 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
     // Stdout is line-buffered: unbuffered, pretty JSON costs a write call per line (120 000 of
     // them, a third of the run, for a 2400-delta adapter's statistics).
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
+    let written = serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|_| writeln!(out))
+        .and_then(|_| out.flush());
+    match written {
+        // A reader that stopped early (`| head`, `| jq` quitting): as for text, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// The adapters `lorascope` with no subcommand shows: the cache, else the demo cache.
