@@ -21,9 +21,6 @@ pub enum Error {
     /// Factors whose shapes do not fit the layout that was inferred for them.
     #[error("{0}")]
     Shape(String),
-    /// A module's LoRA tensors do not hold together as the layout they were read as.
-    #[error("{module}: {msg}")]
-    Layout { module: String, msg: String },
     #[error("no adapter '{id}'{}", suggest(.suggestions))]
     UnknownAdapter {
         id: String,

@@ -559,6 +559,170 @@ fn deltas_the_config_does_not_list_are_coverage() {
     assert_eq!(f.target.as_deref(), Some("o_proj"));
 }
 
+/// Issue 23: a module whose pair is broken is one `incomplete-pair` error naming the module and
+/// why; every other delta is still checked (a dead one elsewhere is still found).
+#[test]
+fn an_incomplete_pair_is_an_error_naming_its_module_and_the_rest_is_checked() {
+    let cases = [
+        (DamageKind::MissingB, "lora_A without lora_B"),
+        (DamageKind::MissingA, "lora_B without lora_A"),
+        (
+            DamageKind::RankMismatch,
+            "ranks disagree (lora_A has 5 rows but lora_B has 4 columns)",
+        ),
+    ];
+    for (shape, dims) in SHAPES {
+        for (kind, why) in cases {
+            let t = tempfile::tempdir().unwrap();
+            let twin = spec_in(dims, Pattern::Attention);
+            let dead = dmg(Some(5), Some("v_proj"), None, DamageKind::Dead);
+            let broken = damaged(
+                twin.clone(),
+                vec![dmg(Some(3), Some("k_proj"), None, kind), dead.clone()],
+            );
+            let h = check(&write(&t.path().join("broken"), &broken));
+            let f = only(&h, code::INCOMPLETE_PAIR);
+            assert_eq!(
+                (f.severity, at(&f)),
+                (Severity::Error, (Some(3), Some("k_proj"), None))
+            );
+            assert!(
+                f.message.contains("module model.layers.3.self_attn.k_proj")
+                    && f.message.contains(why),
+                "{shape}: {}",
+                f.message
+            );
+            assert_eq!(h.verdict, Verdict::Error);
+            assert_eq!(
+                at(&only(&h, code::DEAD)),
+                (Some(5), Some("v_proj"), None),
+                "{shape}"
+            );
+            // The twin with only the dead delta: no incomplete pair.
+            let h = check(&write(&t.path().join("twin"), &damaged(twin, vec![dead])));
+            assert!(of(&h, code::INCOMPLETE_PAIR).is_empty(), "{shape}");
+        }
+    }
+}
+
+/// A packed expert pair, a module-list expert and a 3D pair broken: each named once, at its place.
+#[test]
+fn incomplete_expert_pairs_are_named_in_packed_module_list_and_3d_layouts() {
+    let cases = [
+        (
+            Pattern::PeftExperts { layers: vec![2, 5] },
+            Some(5),
+            None,
+            "model.layers.5.mlp.experts",
+        ),
+        (
+            Pattern::UnslothExperts { layers: vec![2] },
+            Some(2),
+            Some(6),
+            "model.layers.2.mlp.experts.down_projs.6",
+        ),
+        (
+            Pattern::Tinker3d,
+            Some(4),
+            None,
+            "model.layers.4.mlp.experts.w2",
+        ),
+    ];
+    for (pattern, layer, expert, module) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let s = damaged(
+            spec(pattern.clone()),
+            vec![dmg(
+                layer,
+                Some("down_proj"),
+                expert.or(Some(1)),
+                DamageKind::RankMismatch,
+            )],
+        );
+        let h = check(&write(t.path(), &s));
+        let f = only(&h, code::INCOMPLETE_PAIR);
+        assert_eq!(at(&f), (layer, Some("down_proj"), expert), "{pattern:?}");
+        assert!(
+            f.message
+                .contains(&format!("module {module}: ranks disagree")),
+            "{pattern:?}: {}",
+            f.message
+        );
+    }
+}
+
+/// Through the binary: the text names the module under `errors`, `--json` carries the finding;
+/// an adapter whose only module is incomplete (nothing to measure) is checked too.
+#[test]
+fn check_text_and_json_name_the_incomplete_module() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("orphan");
+    let s = damaged(
+        spec(Pattern::PeftExperts { layers: vec![2] }),
+        vec![dmg(
+            Some(2),
+            Some("gate_up_proj"),
+            None,
+            DamageKind::MissingB,
+        )],
+    );
+    write(&dir, &s);
+    let only_orphan = t.path().join("only-orphan");
+    std::fs::create_dir_all(&only_orphan).unwrap();
+    let lone = tensor(
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+        vec![4, 12],
+    );
+    synth::write_safetensors(
+        &only_orphan.join("adapter_model.safetensors"),
+        &[lone],
+        true,
+    )
+    .unwrap();
+    let (d, o) = (dir.to_str().unwrap(), only_orphan.to_str().unwrap());
+    let out = run(t.path(), &["check", d]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let errors = text.split("  errors\n").nth(1).unwrap_or("");
+    assert!(
+        errors
+            .lines()
+            .next()
+            .is_some_and(|l| l.trim_start().starts_with("incomplete-pair")
+                && l.contains(
+                    "module model.layers.2.mlp.experts.base_layer: lora_A without lora_B"
+                )),
+        "{text}"
+    );
+    let out = run(t.path(), &["check", d, o, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = |h: &Value| -> Vec<(String, Value, Value)> {
+        h["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "incomplete-pair")
+            .map(|f| {
+                (
+                    f["severity"].as_str().unwrap().into(),
+                    f["layer"].clone(),
+                    f["target"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        found(&v[0]),
+        [("error".to_string(), 2.into(), "gate_up_proj".into())]
+    );
+    assert_eq!(
+        found(&v[1]),
+        [("error".to_string(), 0.into(), "q_proj".into())]
+    );
+    assert_eq!(v[1]["verdict"], "error");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Serving rules: one test per rule; each rule's `source` names the upstream file.
 

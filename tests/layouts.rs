@@ -6,10 +6,10 @@
 mod support;
 
 use lorascope::adapter::discovery::{self, ScanRequest};
-use lorascope::adapter::layout::{ExpertLayout, Format, LayoutOptions, Pick, Role};
+use lorascope::adapter::layout::{ExpertLayout, Format, LayoutOptions, PairProblem, Pick, Role};
 use lorascope::adapter::{Adapter, Kind, Pattern as Pat};
 use lorascope::compute::stats::{self, Control, Filter};
-use lorascope::synth::{self, Dims, Pattern, Rng, Spec, TensorData};
+use lorascope::synth::{self, Damage, DamageKind, Dims, Pattern, Rng, Spec, TensorData};
 use safetensors::Dtype;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -649,4 +649,265 @@ fn mlx_dora_magnitude_is_an_extra_not_a_full_tensor() {
     assert!(a.full.is_empty(), "{:?}", a.full);
     assert_eq!(a.tensors[2].name.role, Role::DoraMagnitude);
     assert_eq!((a.deltas.len(), a.deltas[0].scale), (1, 10.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 23: half-broken adapters still open
+
+/// One module broken in each layout family: (layout, where the damage is planted, the module
+/// lorascope must name, the expert it names: a module-list module is one expert).
+fn broken_cases() -> Vec<(Pattern, usize, &'static str, Option<usize>, &'static str)> {
+    vec![
+        (
+            Pattern::Attention,
+            1,
+            "q_proj",
+            None,
+            "model.layers.1.self_attn.q_proj",
+        ),
+        (
+            Pattern::PeftExperts { layers: vec![1, 2] },
+            1,
+            "gate_up_proj",
+            Some(0),
+            "model.layers.1.mlp.experts.base_layer",
+        ),
+        (
+            Pattern::UnslothExperts { layers: vec![0, 2] },
+            2,
+            "down_proj",
+            Some(1),
+            "model.layers.2.mlp.experts.down_projs.1",
+        ),
+        (
+            Pattern::Tinker3d,
+            0,
+            "up_proj",
+            Some(3),
+            "model.layers.0.mlp.experts.w3",
+        ),
+        (
+            Pattern::Mlx { layers: 2 },
+            2,
+            "v_proj",
+            None,
+            "model.layers.2.self_attn.v_proj",
+        ),
+        (
+            Pattern::Mlx { layers: 2 },
+            1,
+            "down_proj",
+            Some(0),
+            "model.layers.1.mlp.experts.down_proj",
+        ),
+    ]
+}
+
+#[test]
+fn an_incomplete_pair_in_any_layout_leaves_that_module_unknown_and_reads_the_rest() {
+    let kinds = [
+        (DamageKind::MissingB, PairProblem::MissingB, 1),
+        (DamageKind::MissingA, PairProblem::MissingA, 1),
+        (DamageKind::RankMismatch, PairProblem::Rank, 2),
+    ];
+    for (pattern, layer, target, expert, module) in broken_cases() {
+        for (kind, problem, n_unknown) in kinds {
+            let t = tempfile::tempdir().unwrap();
+            let twin = toy(pattern.clone());
+            let mut s = twin.clone();
+            s.damage = vec![Damage::new(Some(layer), Some(target), expert, kind)];
+            synth::write_adapter(&t.path().join("twin"), &twin).unwrap();
+            synth::write_adapter(&t.path().join("broken"), &s).unwrap();
+            let (ok, a) = (scan(&t.path().join("twin")), scan(&t.path().join("broken")));
+            let ctx = format!("{pattern:?} {kind:?}");
+            assert_eq!((a.kind, &a.error), (Kind::Lora, &None), "{ctx}");
+            assert_eq!(
+                (a.pattern(), a.format()),
+                (ok.pattern(), ok.format()),
+                "{ctx}"
+            );
+            assert_eq!(a.incomplete.len(), 1, "{ctx}");
+            let inc = &a.incomplete[0];
+            let named_expert = expert.filter(|_| matches!(pattern, Pattern::UnslothExperts { .. }));
+            assert_eq!(
+                (
+                    inc.module.as_str(),
+                    inc.problem,
+                    inc.layer,
+                    inc.target.as_str(),
+                    inc.expert
+                ),
+                (module, problem, Some(layer), target, named_expert),
+                "{ctx}"
+            );
+            assert_eq!(
+                (a.unrecognised(), inc.tensors.len()),
+                (n_unknown, n_unknown),
+                "{ctx}"
+            );
+            for &i in &inc.tensors {
+                let n = &a.tensors[i].name;
+                assert_eq!(n.role, Role::Unknown, "{ctx}");
+                let why = n.unknown.as_deref().unwrap();
+                assert_eq!(why, format!("incomplete LoRA pair: {}", inc.why()), "{ctx}");
+            }
+            assert!(
+                a.notes.iter().any(
+                    |n| n.starts_with(&format!("unrecognised: {n_unknown} tensor"))
+                        && n.contains(problem.as_str())
+                ),
+                "{ctx}: {:?}",
+                a.notes
+            );
+            // Every other delta is read as in the healthy twin (rank, scale, shape).
+            let shape = |d: &lorascope::adapter::layout::Delta| {
+                (
+                    d.key(),
+                    d.module.clone(),
+                    d.rank,
+                    d.scale,
+                    d.out_dim,
+                    d.in_dim,
+                )
+            };
+            let want: Vec<_> = ok
+                .deltas
+                .iter()
+                .filter(|d| d.module != module)
+                .map(shape)
+                .collect();
+            assert!(
+                want.len() < ok.deltas.len(),
+                "{ctx}: the twin has the module"
+            );
+            assert_eq!(
+                a.deltas.iter().map(shape).collect::<Vec<_>>(),
+                want,
+                "{ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kohya_lora_down_without_lora_up_is_incomplete_and_its_alpha_still_an_extra() {
+    let t = tempfile::tempdir().unwrap();
+    let (q, v) = (
+        "lora_te_model_layers_0_self_attn_q_proj",
+        "lora_te_model_layers_0_self_attn_v_proj",
+    );
+    let tensors = [
+        (format!("{q}.lora_down.weight"), vec![2, 6]),
+        (format!("{q}.lora_up.weight"), vec![5, 2]),
+        (format!("{q}.alpha"), vec![]),
+        (format!("{v}.lora_down.weight"), vec![2, 6]),
+        (format!("{v}.alpha"), vec![]),
+    ];
+    let ones = |_: &str, n: usize| Some(vec![1.0; n]);
+    let a = write_and_scan(t.path(), "model.safetensors", &named(&tensors), None, &ones);
+    assert_eq!(
+        (a.kind, a.format(), a.deltas.len()),
+        (Kind::Lora, Some(Format::Kohya), 1)
+    );
+    assert_eq!(a.deltas[0].module, q);
+    assert_eq!(a.incomplete.len(), 1);
+    assert_eq!(
+        (a.incomplete[0].module.as_str(), a.incomplete[0].problem),
+        (v, PairProblem::MissingB)
+    );
+    let role = |n: &str| {
+        a.tensors
+            .iter()
+            .find(|t| t.info.name == n)
+            .unwrap()
+            .name
+            .role
+    };
+    assert_eq!(role(&format!("{v}.lora_down.weight")), Role::Unknown);
+    assert_eq!(role(&format!("{v}.alpha")), Role::Alpha);
+    assert_eq!(a.unrecognised(), 1);
+}
+
+/// The orphan lora_A through the binary: `scan` (kind, count), `inspect` (role and reason per
+/// tensor, in JSON and in the tree), `stats` (every other delta).
+#[test]
+fn scan_inspect_and_stats_open_an_adapter_with_an_orphan_lora_a() {
+    let home = tempfile::tempdir().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mut s = toy(Pattern::PeftExperts { layers: vec![1] });
+    s.damage = vec![Damage::new(
+        Some(1),
+        Some("gate_up_proj"),
+        None,
+        DamageKind::MissingB,
+    )];
+    synth::write_adapter(t.path(), &s).unwrap();
+    let a = scan(t.path());
+    let d = t.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = support::lorascope(args, home.path(), &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(&run(&["scan", d, "--json"])).unwrap();
+    let o = &v[0];
+    assert_eq!(
+        (&o["kind"], &o["error"], &o["unrecognised"], &o["pattern"]),
+        (
+            &json!("lora"),
+            &Value::Null,
+            &json!(1),
+            &json!("attention+experts per-expert")
+        )
+    );
+    assert_eq!(o["deltas"], json!(a.deltas.len()));
+    let orphan = "base_model.model.model.layers.1.mlp.experts.base_layer.lora_A.weight";
+    let table = run(&["scan", d]);
+    assert!(
+        table.contains("not understood:") && table.contains(orphan),
+        "{table}"
+    );
+    let v: Value = serde_json::from_str(&run(&["inspect", d, "--json"])).unwrap();
+    let roles: Vec<(&str, &str, Option<&str>)> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                t["role"].as_str().unwrap(),
+                t["unknown"].as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&(
+            orphan,
+            "unknown",
+            Some("incomplete LoRA pair: lora_A without lora_B")
+        )),
+        "{roles:?}"
+    );
+    assert!(roles
+        .iter()
+        .all(|r| (r.1 == "unknown") == (r.0 == orphan) && r.2.is_some() == (r.0 == orphan)));
+    let text = run(&["inspect", d]);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("mlp.experts.base_layer.lora_A"))
+        .unwrap();
+    assert!(line.contains("unknown"), "{line}");
+    let st: Value = serde_json::from_str(&run(&["stats", d, "--json"])).unwrap();
+    let n = st["deltas"].as_array().unwrap().len();
+    assert_eq!(n, a.deltas.len());
+    assert!(
+        n > 0
+            && a.deltas
+                .iter()
+                .all(|d| d.layer != Some(1) || d.target != "gate_up_proj")
+    );
 }

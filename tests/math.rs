@@ -9,7 +9,7 @@ use lorascope::adapter::layout::{LayoutOptions, LoraBLayout};
 use lorascope::adapter::{Adapter, Source};
 use lorascope::compute::compare;
 use lorascope::compute::stats::{self, Control, DeltaStats, Filter};
-use lorascope::synth::{self, Dims, Pattern, Spec};
+use lorascope::synth::{self, Damage, DamageKind, Dims, Pattern, Spec};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -368,6 +368,67 @@ fn mlx_transposed_and_switch_layers_match_dense() {
         let st = check_layout(&s);
         assert!(st.iter().any(|x| x.target == "router"), "router delta");
         assert!(st.iter().all(|x| x.layer >= Some(1)), "last 2 layers only");
+    }
+}
+
+/// Issue 23: one module's pair broken (a lone lora_A, or ranks that disagree) in each layout:
+/// every other delta matches the dense ΔW of the healthy twin's file, and only the broken
+/// module's deltas are missing.
+#[test]
+fn every_other_delta_of_an_adapter_with_an_incomplete_pair_matches_dense() {
+    let cases: [(Pattern, usize, &str, Option<usize>); 5] = [
+        (Pattern::Attention, 1, "q_proj", None),
+        (
+            Pattern::PeftExperts { layers: vec![1, 2] },
+            2,
+            "down_proj",
+            None,
+        ),
+        (
+            Pattern::UnslothExperts { layers: vec![1] },
+            1,
+            "gate_up_proj",
+            Some(2),
+        ),
+        (Pattern::Tinker3d, 1, "gate_proj", Some(0)),
+        (Pattern::Mlx { layers: 2 }, 2, "up_proj", Some(1)),
+    ];
+    for (pattern, layer, target, expert) in cases {
+        for kind in [DamageKind::MissingB, DamageKind::RankMismatch] {
+            let ctx = format!("{pattern:?} {kind:?}");
+            let twin = spec(pattern.clone());
+            let mut broken = twin.clone();
+            broken.damage = vec![Damage::new(Some(layer), Some(target), expert, kind)];
+            let (t, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            synth::write_adapter(t.path(), &twin).unwrap();
+            synth::write_adapter(b.path(), &broken).unwrap();
+            let a = load(b.path(), LayoutOptions::default());
+            assert_eq!(a.incomplete.len(), 1, "{ctx}");
+            let module = &a.incomplete[0].module;
+            let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+            // The dense reference is the twin's file: the broken file is never densified.
+            let mut dense = dense_reference(t.path(), &twin);
+            let ok = load(t.path(), LayoutOptions::default());
+            let gone: Vec<Key> = ok
+                .deltas
+                .iter()
+                .filter(|d| &d.module == module)
+                .map(|d| (d.layer, d.target.to_string(), d.expert))
+                .collect();
+            assert!(!gone.is_empty(), "{ctx}");
+            for k in &gone {
+                dense
+                    .remove(k)
+                    .unwrap_or_else(|| panic!("{ctx}: no dense delta {k:?}"));
+            }
+            assert_eq!(st.deltas.len(), dense.len(), "{ctx}");
+            for d in &st.deltas {
+                let m = dense
+                    .get(&key(d))
+                    .unwrap_or_else(|| panic!("{ctx}: {:?}", key(d)));
+                check_stats(d, m);
+            }
+        }
     }
 }
 

@@ -106,8 +106,10 @@ fn row<'a>(rows: &'a Value, id: &str) -> &'a Value {
 // ---------------------------------------------------------------------------------------------
 // 2. counts derived from a header are bounded by the data and by sane limits
 
+/// Such a module is not read (issue 23: its tensors are `unknown`, `check` names it), and no
+/// header makes lorascope allocate what its shapes claim.
 #[test]
-fn shapes_claiming_more_than_the_data_holds_are_error_rows_and_the_scan_goes_on() {
+fn shapes_claiming_more_than_the_data_holds_are_not_read_and_the_scan_goes_on() {
     let hub = Hub::new();
     let mut good = Spec::new(Dims::TOY, Pattern::Tinker3d);
     good.seed = 5;
@@ -169,19 +171,43 @@ fn shapes_claiming_more_than_the_data_holds_are_error_rows_and_the_scan_goes_on(
     let g = row(&rows, "org/good");
     assert_eq!(g["kind"], "lora");
     assert_eq!(g["experts"], 4);
-    for (id, says) in [
-        ("evil/zero-3d", "zero dimension"),
-        ("evil/zero-packed", "zero dimension"),
+    let evil = [
+        ("evil/zero-3d", "zero dimension", 2),
+        ("evil/zero-packed", "zero dimension", 4),
         (
             "evil/many-experts",
             "5000 experts, more than lorascope accepts (4096)",
+            2,
         ),
-    ] {
+    ];
+    for (id, says, tensors) in evil {
         let r = row(&rows, id);
-        assert_eq!(r["kind"], "error", "{id}: {r}");
-        assert_eq!(r["deltas"], 0, "{id}");
-        let e = r["error"].as_str().expect("an error message");
-        assert!(e.contains(says), "{id}: {e:?} should say {says:?}");
+        assert_eq!(
+            (&r["kind"], &r["error"]),
+            (&"lora".into(), &Value::Null),
+            "{id}: {r}"
+        );
+        assert_eq!(
+            (&r["deltas"], &r["unrecognised"]),
+            (&0.into(), &tensors.into()),
+            "{id}"
+        );
+        let notes = r["notes"].to_string();
+        assert!(notes.contains(says), "{id}: {notes} should say {says:?}");
+    }
+    let out = lorascope_limited(
+        &["check", "--cache", root, "--json", "--fail-on", "never"],
+        hub.dir.path(),
+        &[],
+        LIMIT_KIB,
+    );
+    let checked = json(&out);
+    for (id, says, _) in evil {
+        let findings = row(&checked, id)["findings"].to_string();
+        assert!(
+            findings.contains("incomplete-pair") && findings.contains(says),
+            "{id}: {findings}"
+        );
     }
     // The text table and the report survive the same cache.
     let table = lorascope_limited(&["scan", "--cache", root], hub.dir.path(), &[], LIMIT_KIB);

@@ -1105,6 +1105,89 @@ fn health_tab_reuses_the_background_check() {
     assert!(screen_text(&draw(&mut app, W, H)).contains("experts are zero"));
 }
 
+/// Moves the tree's selection down to the first node `pick` accepts.
+fn tree_down_to(app: &mut App, pick: impl Fn(&lorascope::tui::model::TreeNode) -> bool) {
+    for _ in 0..200 {
+        let Screen::Adapter(v) = &app.screen else {
+            unreachable!()
+        };
+        if pick(&v.tree[v.visible[v.tree_sel]]) {
+            return;
+        }
+        cmd(app, Command::Down);
+    }
+    panic!("no such tree node");
+}
+
+/// Issue 23: an adapter with one orphan lora_A opens in the explorer. The tree marks the module
+/// and its tensor `unknown` with the reason, the statistics cover every other delta, and the
+/// Health tab names the module.
+#[test]
+fn an_adapter_with_an_orphan_lora_a_opens_with_the_module_marked_and_the_rest_computed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        Pattern::PeftExperts { layers: vec![0, 7] },
+        8,
+        4,
+        Dtype::F32,
+        4,
+    );
+    s.damage = vec![synth::Damage::new(
+        Some(7),
+        Some("gate_up_proj"),
+        None,
+        synth::DamageKind::MissingB,
+    )];
+    synth::write_adapter(&dir.path().join("orphan"), &s).unwrap();
+    let mut app = App::new(Options {
+        color: true,
+        export_dir: PathBuf::from("."),
+        scanning: "scanning /cache".into(),
+    });
+    app.update(Action::ScanDone {
+        adapters: vec![load(dir.path(), "orphan")],
+        note: None,
+    });
+    let cell = app.list.rows[0].cell(ListColumn::Pattern);
+    assert_eq!(cell, "attn+experts per-expert ?1");
+    cmd(&mut app, Command::Open);
+    tree_down_to(&mut app, |n| n.label == "layer 7");
+    cmd(&mut app, Command::Expand);
+    let why = "unknown: incomplete LoRA pair: lora_A without lora_B";
+    tree_down_to(&mut app, |n| n.info.ends_with(why));
+    cmd(&mut app, Command::Expand);
+    let Screen::Adapter(v) = &app.screen else {
+        unreachable!()
+    };
+    let module = v.visible[v.tree_sel];
+    assert_eq!(v.tree[module].info, format!("gate_up_proj · {why}"));
+    let tensors: Vec<_> = v.tree.iter().filter(|n| n.parent == Some(module)).collect();
+    assert_eq!(tensors.len(), 1, "the lone lora_A");
+    assert!(tensors[0].label == "lora_A.weight" && tensors[0].info.ends_with("unknown"));
+    insta::assert_snapshot!("tree_incomplete_pair", snap(&mut app).backend());
+    // Statistics: every other delta, each found by its index.
+    cmd(&mut app, Command::View(3));
+    run_effects(&mut app);
+    let a = app.adapters[0].clone();
+    let st = app.stats_of(0).expect("statistics").clone();
+    assert_eq!(st.deltas.len(), a.deltas.len());
+    assert_eq!(
+        a.deltas.len(),
+        4 * 24 + 2 * 32 + 32,
+        "attention, layer 0's experts, layer 7's down"
+    );
+    assert!(st.per_delta(&a).iter().all(Option::is_some));
+    // Health: the module is named.
+    cmd(&mut app, Command::View(4));
+    run_effects(&mut app);
+    finding_row(&app, "incomplete-pair", (Some(7), "gate_up_proj", None));
+    let text = screen_text(&draw(&mut app, W, H));
+    assert!(
+        text.contains("module model.layers.7.mlp.experts.base_layer: lora_A"),
+        "{text}"
+    );
+}
+
 #[test]
 fn enter_on_a_finding_jumps_to_its_cell() {
     let (_d, mut app) = sick_app();

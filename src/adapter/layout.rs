@@ -10,8 +10,9 @@
 
 use crate::adapter::config::{self, AdapterConfig};
 use crate::adapter::format::TensorInfo;
+use crate::adapter::incomplete::Broken;
+pub use crate::adapter::incomplete::{Incomplete, PairProblem};
 pub use crate::adapter::target::{DeltaKey, Target};
-use crate::error::Error;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -662,6 +663,8 @@ pub struct Layout {
     pub full: Vec<FullTensor>,
     /// Tensors not understood (by name or by the pairing step), never part of a delta.
     pub unknown: Vec<Unknown>,
+    /// Modules whose factors make no delta; their factors are in `unknown`.
+    pub incomplete: Vec<Incomplete>,
     /// Things a person should know (guesses made, extras ignored).
     pub notes: Vec<String>,
 }
@@ -708,22 +711,6 @@ struct Pair<'a> {
 }
 
 impl Pair<'_> {
-    fn err(&self, msg: impl Into<String>) -> Error {
-        Error::Layout {
-            module: self.module.to_string(),
-            msg: msg.into(),
-        }
-    }
-
-    fn experts_within_limit(&self, n: usize) -> Result<usize, Error> {
-        if n > MAX_EXPERTS {
-            return Err(self.err(format!(
-                "the shapes say {n} experts, more than lorascope accepts ({MAX_EXPERTS})"
-            )));
-        }
-        Ok(n)
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn delta(
         &self,
@@ -774,7 +761,7 @@ impl Pair<'_> {
 }
 
 /// Dense 2D pair: attention/router LoRA, one expert of a module list, MLX LoRALinear.
-fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
+fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Broken> {
     let ((ra, in_dim), (out_dim, rb), pa, pb) = p.dense_dims();
     if ra != rb {
         let (a_dim, b_dim) = if p.ta {
@@ -782,9 +769,10 @@ fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
         } else {
             ("rows", "columns")
         };
-        return Err(p.err(format!(
-            "lora_A has {ra} {a_dim} but lora_B has {rb} {b_dim}"
-        )));
+        return Err(Broken::new(
+            PairProblem::Rank,
+            format!("lora_A has {ra} {a_dim} but lora_B has {rb} {b_dim}"),
+        ));
     }
     let layout = p.name.expert.map(|_| ExpertLayout::ModuleList);
     let s = ctx.scale(p.module, p.module, ra);
@@ -807,10 +795,11 @@ fn dense_pair(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
 }
 
 /// PEFT ParamWrapper: E rank-r LoRAs packed in one 2D pair (A (r·E, in), B (out, r·E)).
-fn packed_experts(ctx: &Ctx, p: &Pair, notes: &mut Vec<String>) -> Result<Vec<Delta>, Error> {
+fn packed_experts(ctx: &Ctx, p: &Pair, notes: &mut Vec<String>) -> Result<Vec<Delta>, Broken> {
     let (ra, in_dim, out_dim, rb) = (p.sa[0], p.sa[1], p.sb[0], p.sb[1]);
     if ra != rb {
-        return Err(p.err(format!("lora_A has {ra} rows but lora_B has {rb} columns")));
+        let detail = format!("lora_A has {ra} rows but lora_B has {rb} columns");
+        return Err(Broken::new(PairProblem::Rank, detail));
     }
     // PEFT matches patterns on the wrapped module, without `.base_layer`.
     let owner = p.module.trim_end_matches(".base_layer");
@@ -820,11 +809,10 @@ fn packed_experts(ctx: &Ctx, p: &Pair, notes: &mut Vec<String>) -> Result<Vec<De
         notes.push(format!("{}: {g}", p.module));
     }
     if r == 0 || ra % r != 0 {
-        return Err(p.err(format!(
-            "lora_A has {ra} rows, not a multiple of the per-expert rank {r}"
-        )));
+        let detail = format!("lora_A has {ra} rows, not a multiple of the per-expert rank {r}");
+        return Err(Broken::new(PairProblem::Rank, detail));
     }
-    let e_count = p.experts_within_limit(ra / r)?;
+    let e_count = experts_within_limit(ra / r)?;
     let s = ctx.scale(p.module, &param_key, r);
     Ok((0..e_count)
         .map(|e| {
@@ -859,19 +847,19 @@ fn packed_experts(ctx: &Ctx, p: &Pair, notes: &mut Vec<String>) -> Result<Vec<De
 
 /// 3D stacked experts A (E|1, r, in), B (E|1, out, r): Tinker, MLX LoRASwitchLinear, fused
 /// Qwen3-MoE trainers (with or without an `experts` segment).
-fn stacked_experts(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
+fn stacked_experts(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Broken> {
     let (ea, ra, in_dim) = (p.sa[0], p.sa[1], p.sa[2]);
     let (eb, out_dim, rb) = (p.sb[0], p.sb[1], p.sb[2]);
     if ra != rb {
-        return Err(p.err(format!("lora_A has rank {ra} but lora_B has rank {rb}")));
+        let detail = format!("lora_A has rank {ra} but lora_B has rank {rb}");
+        return Err(Broken::new(PairProblem::Rank, detail));
     }
     let e_count = ea.max(eb);
     if (ea != 1 && ea != e_count) || (eb != 1 && eb != e_count) || e_count == 0 {
-        return Err(p.err(format!(
-            "expert dims {ea} (lora_A) and {eb} (lora_B) do not broadcast"
-        )));
+        let detail = format!("expert dims {ea} (lora_A) and {eb} (lora_B) do not broadcast");
+        return Err(Broken::new(PairProblem::Shape, detail));
     }
-    let e_count = p.experts_within_limit(e_count)?;
+    let e_count = experts_within_limit(e_count)?;
     let s = ctx.scale(p.module, p.module, ra);
     let shared = e_count == 1;
     Ok((0..e_count)
@@ -893,14 +881,15 @@ fn stacked_experts(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Error> {
         .collect())
 }
 
-/// Builds deltas from the tensors. Shapes that contradict the layout are an error; tensors that
-/// cannot be placed (e.g. a second lora_A for one module) are returned as `unknown`.
+/// Builds deltas from the tensors. Never fails: tensors that cannot be placed (a second lora_A for
+/// one module) are `unknown`, and so are the factors of a module whose pair is incomplete or whose
+/// shapes contradict the layout (`Layout::incomplete`); every other module is read.
 pub fn build(
     tensors: &[TensorEntry],
     cfg: Option<&AdapterConfig>,
     kohya_alpha: &BTreeMap<String, f64>,
     opts: LayoutOptions,
-) -> Result<Layout, Error> {
+) -> Layout {
     let mut out = Layout::default();
     // Pair A and B per module (and per expert for module lists).
     let mut pairs: BTreeMap<&str, (Option<usize>, Option<usize>)> = BTreeMap::new();
@@ -963,60 +952,30 @@ pub fn build(
             .find(|f| f.target == Target::Router && f.shape.len() == 2)
             .map(|f| f.shape[0]),
     };
-    for (module, pair) in &pairs {
-        let layout_err = |msg: &str| Error::Layout {
-            module: module.to_string(),
-            msg: msg.into(),
-        };
-        let (ia, ib) = match pair {
-            (Some(a), Some(b)) => (*a, *b),
-            (Some(_), None) => return Err(layout_err("lora_A without lora_B")),
-            (None, Some(_)) => return Err(layout_err("lora_B without lora_A")),
-            (None, None) => continue,
-        };
-        let (ta, tb) = (&tensors[ia], &tensors[ib]);
-        let mut name = ta.name.clone();
-        if let Some(d) = name.wrapper_depth {
-            name.target = resolve_wrapper(cfg, module.trim_end_matches(".base_layer"), d)
-                .ok_or_else(|| {
-                    layout_err(&format!(
-                        "LoRA nested {d} deep but target_parameters names fewer parameters"
-                    ))
-                })?;
-        }
-        let p = Pair {
-            module,
-            name,
-            a: ia,
-            b: ib,
-            sa: &ta.info.shape,
-            sb: &tb.info.shape,
-            ta: ta.name.transposed,
-            tb: tb.name.transposed,
-        };
-        // A delta needs factor data. A zero dimension would let a header of a few hundred bytes
-        // declare any number of experts (2^40 deltas from one 300-byte file): with both factors
-        // non-empty, every delta owns at least one element of A or B, so the number of deltas
-        // is bounded by the size of the data.
-        if p.sa.contains(&0) || p.sb.contains(&0) {
-            return Err(p.err(format!(
-                "lora_A {:?} and lora_B {:?} must not have a zero dimension (no factor data)",
-                p.sa, p.sb
-            )));
-        }
-        // The shape rules: 2D + 2D is dense (packed under a ParamWrapper), 3D + 3D is stacked.
-        let deltas = match (p.sa.len(), p.sb.len()) {
-            (2, 2) if p.name.wrapper_depth.is_some() => packed_experts(&ctx, &p, &mut out.notes)?,
-            (2, 2) => dense_pair(&ctx, &p)?,
-            (3, 3) => stacked_experts(&ctx, &p)?,
-            (da, db) => {
-                return Err(p.err(format!(
-                    "lora_A is {da}D {:?} and lora_B is {db}D {:?}; expected both 2D or both 3D",
-                    p.sa, p.sb
-                )))
+    for (module, &(ia, ib)) in &pairs {
+        let Some(first) = ia.or(ib) else { continue };
+        // The location of the module, resolved by `module_deltas` (a ParamWrapper's target).
+        let mut name = tensors[first].name.clone();
+        match module_deltas(&ctx, module, (ia, ib), tensors, &mut name, &mut out.notes) {
+            Ok(deltas) => out.deltas.extend(deltas),
+            Err(Broken { problem, detail }) => {
+                let inc = Incomplete {
+                    module: module.to_string(),
+                    layer: name.layer,
+                    target: name.target,
+                    expert: name.expert,
+                    problem,
+                    detail,
+                    tensors: [ia, ib].into_iter().flatten().collect(),
+                };
+                let reason = format!("incomplete LoRA pair: {}", inc.why());
+                for &tensor in &inc.tensors {
+                    let reason = reason.clone();
+                    out.unknown.push(Unknown { tensor, reason });
+                }
+                out.incomplete.push(inc);
             }
-        };
-        out.deltas.extend(deltas);
+        }
     }
     out.notes.extend(wrapper_disagreements(&out.deltas));
     if opts.split_gate_up {
@@ -1028,7 +987,66 @@ pub fn build(
     sort_deltas(&mut out.deltas);
     out.unknown.sort_by_key(|u| u.tensor);
     out.full.sort_by_key(|f| f.tensor);
-    Ok(out)
+    out
+}
+
+/// The deltas of one module's factors `(lora_A, lora_B)`, or why they make none. `name` (the
+/// first factor's) gets the target a ParamWrapper wraps.
+fn module_deltas(
+    ctx: &Ctx,
+    module: &str,
+    pair: (Option<usize>, Option<usize>),
+    tensors: &[TensorEntry],
+    name: &mut NameInfo,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Delta>, Broken> {
+    let (ia, ib) = match pair {
+        (Some(a), Some(b)) => (a, b),
+        (Some(_), None) => return Err(Broken::new(PairProblem::MissingB, String::new())),
+        _ => return Err(Broken::new(PairProblem::MissingA, String::new())),
+    };
+    if let Some(d) = name.wrapper_depth {
+        let owner = module.trim_end_matches(".base_layer");
+        name.target = resolve_wrapper(ctx.cfg, owner, d).ok_or_else(|| {
+            let detail = format!("nested {d} deep but target_parameters names fewer parameters");
+            Broken::new(PairProblem::Unplaced, detail)
+        })?;
+    }
+    let (ta, tb) = (&tensors[ia], &tensors[ib]);
+    let p = Pair {
+        module,
+        name: name.clone(),
+        a: ia,
+        b: ib,
+        sa: &ta.info.shape,
+        sb: &tb.info.shape,
+        ta: ta.name.transposed,
+        tb: tb.name.transposed,
+    };
+    // A delta needs factor data. A zero dimension would let a header of a few hundred bytes
+    // declare any number of experts (2^40 deltas from one 300-byte file): with both factors
+    // non-empty, every delta owns at least one element of A or B, so the number of deltas
+    // is bounded by the size of the data.
+    if p.sa.contains(&0) || p.sb.contains(&0) {
+        let detail = format!(
+            "lora_A {:?} and lora_B {:?} must not have a zero dimension (no factor data)",
+            p.sa, p.sb
+        );
+        return Err(Broken::new(PairProblem::Shape, detail));
+    }
+    // The shape rules: 2D + 2D is dense (packed under a ParamWrapper), 3D + 3D is stacked.
+    match (p.sa.len(), p.sb.len()) {
+        (2, 2) if p.name.wrapper_depth.is_some() => packed_experts(ctx, &p, notes),
+        (2, 2) => dense_pair(ctx, &p),
+        (3, 3) => stacked_experts(ctx, &p),
+        (da, db) => {
+            let detail = format!(
+                "lora_A is {da}D {:?} and lora_B is {db}D {:?}; expected both 2D or both 3D",
+                p.sa, p.sb
+            );
+            Err(Broken::new(PairProblem::Shape, detail))
+        }
+    }
 }
 
 /// The most experts one module may have. Published MoE models route among at most a few hundred
@@ -1036,6 +1054,16 @@ pub fn build(
 /// header's claim of millions of experts from becoming millions of deltas. (Layers need no such
 /// bound: each layer index is written in a tensor name, so the header's size bounds them.)
 pub const MAX_EXPERTS: usize = 4096;
+
+/// `n` experts, if within `MAX_EXPERTS`.
+fn experts_within_limit(n: usize) -> Result<usize, Broken> {
+    if n > MAX_EXPERTS {
+        let detail =
+            format!("the shapes say {n} experts, more than lorascope accepts ({MAX_EXPERTS})");
+        return Err(Broken::new(PairProblem::Shape, detail));
+    }
+    Ok(n)
+}
 
 /// PEFT's nested ParamWrappers are named by the config's `target_parameters` order; when the
 /// shapes contradict it (gate/up output ≠ down input, or their hidden sizes differ), say so.

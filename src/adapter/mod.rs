@@ -5,6 +5,7 @@ pub mod config;
 pub mod discovery;
 pub mod format;
 pub mod fsread;
+pub mod incomplete;
 pub mod layout;
 pub mod mxfp4;
 pub mod target;
@@ -12,7 +13,7 @@ pub mod target;
 use crate::adapter::config::ConfigStatus;
 use crate::adapter::format::{dtype_name, Header, TensorInfo};
 use crate::adapter::layout::{
-    Delta, ExpertLayout, Format, FullTensor, LayoutOptions, Role, Target, TensorEntry,
+    Delta, ExpertLayout, Format, FullTensor, Incomplete, LayoutOptions, Role, Target, TensorEntry,
 };
 use crate::error::Error;
 use serde::Serialize;
@@ -124,6 +125,9 @@ pub struct Adapter {
     pub config: ConfigStatus,
     pub deltas: Vec<Delta>,
     pub full: Vec<FullTensor>,
+    /// Modules whose factors make no delta (a lone lora_A, ranks that disagree): their tensors
+    /// are `unknown`, the rest of the adapter is read.
+    pub incomplete: Vec<Incomplete>,
     pub notes: Vec<String>,
     pub other_files: Vec<String>,
     /// Full weights only: the base model their model card (README.md front matter) names, as
@@ -146,6 +150,7 @@ impl Adapter {
             config,
             deltas: vec![],
             full: vec![],
+            incomplete: vec![],
             notes: vec![],
             other_files: src.other_files.clone(),
             card_base: None,
@@ -158,6 +163,7 @@ impl Adapter {
         self.error = Some(msg.into());
         self.deltas.clear();
         self.full.clear();
+        self.incomplete.clear();
         self
     }
 
@@ -237,10 +243,7 @@ impl Adapter {
             Ok(x) => x,
             Err(e) => return a.fail(e),
         };
-        let lay = match layout::build(&a.tensors, a.config.config(), &alphas, opts) {
-            Ok(l) => l,
-            Err(e) => return a.fail(format!("inconsistent LoRA shapes: {e}")),
-        };
+        let lay = layout::build(&a.tensors, a.config.config(), &alphas, opts);
         // A file whose names look like LoRA is never read as full weights.
         let any_lora =
             a.tensors.iter().any(|t| {
@@ -253,6 +256,7 @@ impl Adapter {
         };
         a.deltas = lay.deltas;
         a.full = lay.full;
+        a.incomplete = lay.incomplete;
         a.notes.extend(lay.notes);
         for u in &lay.unknown {
             let n = &mut a.tensors[u.tensor].name;

@@ -118,6 +118,14 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
         return merged_stats(ctx, &a, &st, named, &filter, &ctl, args.json);
     }
     if st.deltas.is_empty() && st.full_tensors.is_empty() {
+        if let (true, Some(i)) = (a.deltas.is_empty(), a.incomplete.first()) {
+            anyhow::bail!(
+                "{}: no delta to compute: its LoRA modules are incomplete (e.g. {}: {})",
+                a.id,
+                i.module,
+                i.why()
+            );
+        }
         anyhow::bail!("{}: no delta matches the selection", a.id);
     }
     // The base: its statistics, or the note saying why there are none (the rest is unchanged).

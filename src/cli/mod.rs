@@ -330,6 +330,9 @@ struct TensorJson<'a> {
     module: &'a str,
     layer: Option<usize>,
     target: &'a str,
+    /// Why a tensor of role `unknown` is not understood (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -370,6 +373,7 @@ fn show_inspect(a: &Adapter, json: bool) -> Result<ExitCode> {
                 module: &t.name.module,
                 layer: t.name.layer,
                 target: t.name.target.as_str(),
+                unknown: t.name.unknown.as_deref(),
             })
             .collect();
         print_json(&InspectJson {

@@ -87,6 +87,9 @@ pub mod code {
     pub const NOT_CHECKED: &str = "not-checked";
     /// Full weights, not a LoRA adapter: only finiteness is checked.
     pub const NOT_LORA: &str = "not-lora";
+    /// A module whose LoRA factors make no delta (a lone lora_A, ranks that disagree): it is not
+    /// read, the rest of the adapter is.
+    pub const INCOMPLETE_PAIR: &str = "incomplete-pair";
     /// Serving: the engine refuses to load the adapter.
     pub const SERVE_REFUSED: &str = "serve-refused";
     /// Serving: it loads, but part of the adapter is not applied.
@@ -223,7 +226,9 @@ pub mod limits {
 /// Checks an adapter: reads its factors once (in parallel, as `stats` does) and judges it.
 pub fn check(a: &Adapter, ctl: &Control) -> Result<Health> {
     if a.kind == Kind::Error || (a.deltas.is_empty() && a.full.is_empty()) {
-        return Ok(assemble(a, kind_finding(a).into_iter().collect(), vec![]));
+        let mut findings: Vec<Finding> = kind_finding(a).into_iter().collect();
+        incomplete_pairs(a, &mut findings);
+        return Ok(assemble(a, findings, vec![]));
     }
     let m = Mapped::open(a)?;
     let (measured, full) = stats::measure_on(&m, &Filter::default(), ctl)?;
@@ -275,6 +280,7 @@ pub fn analyze(a: &Adapter, measured: &[Measured], full: &[FullStats]) -> Health
     let advice = rank_advice(measured);
     rank_collapse(&advice, &mut findings);
     coverage(a, &mut findings);
+    incomplete_pairs(a, &mut findings);
     let order = |t: &Option<String>| t.as_deref().map(|t| Target::parse(t).order());
     findings.sort_by(|x, y| {
         (y.severity, x.layer, order(&x.target), x.expert).cmp(&(
@@ -765,6 +771,27 @@ pub(crate) fn expert_sets(a: &Adapter) -> BTreeMap<(Option<usize>, String), BTre
         }
     }
     sets
+}
+
+/// Modules whose factors make no delta (`adapter::layout::Incomplete`): one error each, named.
+fn incomplete_pairs(a: &Adapter, out: &mut Vec<Finding>) {
+    for i in &a.incomplete {
+        let target = i.target.as_str();
+        out.push(
+            Finding::new(
+                code::INCOMPLETE_PAIR,
+                Severity::Error,
+                format!(
+                    "{}: module {}: {}; this module's LoRA is not read (its tensors are listed \
+                     as unknown), the rest of the adapter is",
+                    place(i.layer, target, i.expert),
+                    i.module,
+                    i.why()
+                ),
+            )
+            .at(i.layer, Some(target), i.expert),
+        );
+    }
 }
 
 /// "1, 2, 5 …" (at most 8 numbers).

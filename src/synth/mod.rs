@@ -148,6 +148,13 @@ pub enum DamageKind {
     /// B scaled by k and A by 1/k: the same ΔW from unbalanced factors (where factors are drawn
     /// per delta; a shared 3D factor is left as is).
     Imbalance(f64),
+    /// The module's lora_B is not written (a lone lora_A). Like the two below, it breaks the
+    /// module's tensor pair: for a packed or 3D pair, every expert of the module.
+    MissingB,
+    /// The module's lora_A is not written (a lone lora_B).
+    MissingA,
+    /// A gets one more rank row (of zeros) than B has rank columns: the ranks disagree.
+    RankMismatch,
 }
 
 impl Damage {
@@ -379,6 +386,23 @@ struct Gen<'a> {
     planted: Vec<Planted>,
     /// The B/A balance of the next factors drawn (set by `plant` from `Imbalance`).
     balance: f64,
+    /// A pair damage planted on the module being written, applied by `push_pair`.
+    broken: Option<DamageKind>,
+}
+
+/// A tensor about to be written: name, shape, values (None when sparse).
+type Planned = (String, Vec<usize>, Option<Vec<f64>>);
+
+/// Adds one slice of zeros at the end of `axis` of a row-major tensor.
+fn grow_axis(shape: &mut [usize], values: Option<Vec<f64>>, axis: usize) -> Option<Vec<f64>> {
+    let inner: usize = shape[axis + 1..].iter().product();
+    let block = (shape[axis] * inner).max(1);
+    shape[axis] += 1;
+    values.map(|v| {
+        v.chunks(block)
+            .flat_map(|c| c.iter().copied().chain(std::iter::repeat_n(0.0, inner)))
+            .collect()
+    })
 }
 
 impl Gen<'_> {
@@ -394,6 +418,25 @@ impl Gen<'_> {
             shape,
             bytes,
         });
+    }
+
+    /// Pushes a module's A and B, broken as a pair damage planted on it says; `rank_axis` is A's
+    /// rank dimension.
+    fn push_pair(&mut self, a: Planned, b: Planned, rank_axis: usize) {
+        let ((na, mut sa, va), (nb, sb, vb)) = (a, b);
+        match self.broken.take() {
+            Some(DamageKind::MissingB) => self.push(na, sa, va),
+            Some(DamageKind::MissingA) => self.push(nb, sb, vb),
+            Some(DamageKind::RankMismatch) => {
+                let va = grow_axis(&mut sa, va, rank_axis);
+                self.push(na, sa, va);
+                self.push(nb, sb, vb);
+            }
+            _ => {
+                self.push(na, sa, va);
+                self.push(nb, sb, vb);
+            }
+        }
     }
 
     fn rank_for(&self, module: &str, default: usize) -> usize {
@@ -442,6 +485,9 @@ impl Gen<'_> {
                 DamageKind::Scale(k) => sigma.iter_mut().for_each(|x| *x *= k),
                 DamageKind::Collapse(k) => sigma.iter_mut().skip(k).for_each(|x| *x = 0.0),
                 DamageKind::Imbalance(k) => self.balance = k,
+                DamageKind::MissingB | DamageKind::MissingA | DamageKind::RankMismatch => {
+                    self.broken = Some(d.kind)
+                }
             }
         }
         self.planted.push(Planted {
@@ -462,8 +508,11 @@ impl Gen<'_> {
             let sigma = self.plant(layer, t, None, r);
             let f = self.factors(o, i, &sigma);
             let (b, a) = f.map_or((None, None), |(b, a)| (Some(b), Some(a)));
-            self.push(format!("{prefix}{module}.lora_A.weight"), vec![r, i], a);
-            self.push(format!("{prefix}{module}.lora_B.weight"), vec![o, r], b);
+            self.push_pair(
+                (format!("{prefix}{module}.lora_A.weight"), vec![r, i], a),
+                (format!("{prefix}{module}.lora_B.weight"), vec![o, r], b),
+                0,
+            );
         }
     }
 
@@ -491,11 +540,18 @@ impl Gen<'_> {
                         .collect()
                 })
             };
-            self.push(name_of("lora_a"), vec![i, r], t(a, r, i));
-            self.push(name_of("lora_b"), vec![r, o], t(b, o, r));
+            let (a, b) = (t(a, r, i), t(b, o, r));
+            self.push_pair(
+                (name_of("lora_a"), vec![i, r], a),
+                (name_of("lora_b"), vec![r, o], b),
+                1,
+            );
         } else {
-            self.push(name_of("lora_A.weight"), vec![r, i], a);
-            self.push(name_of("lora_B.weight"), vec![o, r], b);
+            self.push_pair(
+                (name_of("lora_A.weight"), vec![r, i], a),
+                (name_of("lora_B.weight"), vec![o, r], b),
+                0,
+            );
         }
     }
 
@@ -514,8 +570,11 @@ impl Gen<'_> {
             }
         }
         let m = format!("model.layers.{layer}.mlp.experts.{target}");
-        self.push(format!("{m}.lora_a"), vec![e_n, r, inn], a);
-        self.push(format!("{m}.lora_b"), vec![e_n, out, r], b);
+        self.push_pair(
+            (format!("{m}.lora_a"), vec![e_n, r, inn], a),
+            (format!("{m}.lora_b"), vec![e_n, out, r], b),
+            1,
+        );
     }
 
     fn random(&mut self, n: usize, scale: f64) -> Option<Vec<f64>> {
@@ -551,15 +610,18 @@ impl Gen<'_> {
         } else {
             ""
         };
-        self.push(
-            format!("base_model.model.{module}{base}.lora_A.weight"),
-            vec![r * e_n, inn],
-            a,
-        );
-        self.push(
-            format!("base_model.model.{module}{base}.lora_B.weight"),
-            vec![out, r * e_n],
-            b,
+        self.push_pair(
+            (
+                format!("base_model.model.{module}{base}.lora_A.weight"),
+                vec![r * e_n, inn],
+                a,
+            ),
+            (
+                format!("base_model.model.{module}{base}.lora_B.weight"),
+                vec![out, r * e_n],
+                b,
+            ),
+            0,
         );
     }
 
@@ -604,8 +666,11 @@ impl Gen<'_> {
             }
         }
         let m = format!("base_model.model.model.layers.{layer}.mlp.experts.{w}");
-        self.push(format!("{m}.lora_A.weight"), vec![ea, r, inn], a);
-        self.push(format!("{m}.lora_B.weight"), vec![eb, out, r], b);
+        self.push_pair(
+            (format!("{m}.lora_A.weight"), vec![ea, r, inn], a),
+            (format!("{m}.lora_B.weight"), vec![eb, out, r], b),
+            1,
+        );
     }
 }
 
@@ -618,6 +683,7 @@ pub fn generate(spec: &Spec) -> Generated {
         out: vec![],
         planted: vec![],
         balance: 1.0,
+        broken: None,
     };
     let p = "base_model.model.";
     let mut target_parameters: Vec<String> = vec![];

@@ -425,7 +425,13 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
             let drefs: Vec<&Delta> = ds.iter().map(|&i| &a.deltas[i]).collect();
             let first = &a.tensors[tensors[0]];
             let info = if drefs.is_empty() {
-                format!("{} · {}", first.name.target, first.name.role.as_str())
+                // A module without a delta says why: its role, and for one not understood (an
+                // incomplete pair, a name of no layout) the reason.
+                let role = first.name.role.as_str();
+                match &first.name.unknown {
+                    Some(why) => format!("{} · {role}: {why}", first.name.target),
+                    None => format!("{} · {role}", first.name.target),
+                }
             } else {
                 deltas_info(&drefs)
             };
