@@ -94,24 +94,28 @@ pub struct Svd {
     pub right: Mat<f64>,
 }
 
-pub fn svd(p: &Pair) -> Result<Svd> {
+/// The thin SVD of B·A; with `vectors` false only σ (no Q is formed: enough when nothing is cut).
+pub fn svd(p: &Pair, vectors: bool) -> Result<Svd> {
     let k = p.rank();
     let (out, inn) = (p.b.nrows(), p.a.ncols());
+    let empty = |sigma| Svd {
+        sigma,
+        left: Mat::zeros(out, 0),
+        right: Mat::zeros(inn, 0),
+    };
     if k == 0 || out == 0 || inn == 0 {
-        return Ok(Svd {
-            sigma: vec![],
-            left: Mat::zeros(out, 0),
-            right: Mat::zeros(inn, 0),
-        });
+        return Ok(empty(vec![]));
     }
+    let failed = |e| Error::Other(format!("the SVD of a {k}×{k} core failed: {e:?}"));
     let qr_b = p.b.qr();
     let qr_a = p.a.transpose().to_owned().qr();
-    let (q_b, r_b) = (qr_b.compute_thin_Q(), qr_b.thin_R());
-    let (q_a, r_a) = (qr_a.compute_thin_Q(), qr_a.thin_R());
-    let core = r_b * r_a.transpose();
-    let s = core
-        .thin_svd()
-        .map_err(|e| Error::Other(format!("the SVD of a {k}×{k} core failed: {e:?}")))?;
+    let core = qr_b.thin_R() * qr_a.thin_R().transpose();
+    if !vectors {
+        let mut sigma = core.singular_values().map_err(failed)?;
+        sigma.sort_by(|x, y| y.total_cmp(x));
+        return Ok(empty(sigma.into_iter().map(|x| x.max(0.0)).collect()));
+    }
+    let s = core.thin_svd().map_err(failed)?;
     let sv = s.S().column_vector();
     let mut idx: Vec<usize> = (0..sv.nrows()).collect();
     idx.sort_by(|&x, &y| sv[y].total_cmp(&sv[x]));
@@ -120,8 +124,8 @@ pub fn svd(p: &Pair) -> Result<Svd> {
     let v = Mat::from_fn(cv.nrows(), idx.len(), |i, j| cv[(i, idx[j])]);
     Ok(Svd {
         sigma: idx.iter().map(|&i| sv[i].max(0.0)).collect(),
-        left: q_b * u,
-        right: q_a * v,
+        left: qr_b.compute_thin_Q() * u,
+        right: qr_a.compute_thin_Q() * v,
     })
 }
 
@@ -201,7 +205,8 @@ mod tests {
     fn a_full_truncation_is_the_delta_and_a_partial_one_leaves_the_predicted_tail() {
         for (out, k, inn) in [(9, 4, 7), (3, 5, 8), (12, 6, 2)] {
             let p = pair(out, k, inn, out as u64);
-            let s = svd(&p).unwrap();
+            let s = svd(&p, true).unwrap();
+            assert_eq!(svd(&p, false).unwrap().sigma, s.sigma);
             let full = s.truncated(k);
             let diff = &dense(&p) - &dense(&full);
             assert!(

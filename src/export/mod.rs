@@ -201,12 +201,14 @@ fn reduce(
     let m = Mapped::open(a)?;
     let total = plan.deltas.len();
     let count = std::sync::atomic::AtomicUsize::new(0);
+    // Singular vectors only where something may be cut.
+    let vectors = opts.rank != RankRule::Keep || opts.max_rank.is_some();
     let read: Vec<(Pair, factors::Svd)> = plan
         .deltas
         .par_iter()
         .map(|d| {
             let p = factors::read(&m, a, &d.src)?;
-            let s = factors::svd(&p)?;
+            let s = factors::svd(&p, vectors)?;
             let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress(n, total);
             Ok((p, s))
@@ -241,7 +243,7 @@ fn reduce(
             };
             let k = k.min(p.rank());
             // Keeping every component copies the factors as read (exact); otherwise the SVD's.
-            let factors = if k == p.rank() && opts.rank == RankRule::Keep {
+            let factors = if k == p.rank() && !vectors {
                 p.clone()
             } else {
                 s.truncated(k)

@@ -7,7 +7,7 @@
 //! even rows and up on the odd ones (gpt-oss interleaves them). Everything else that is a delta
 //! stays a PEFT `Linear` LoRA on the module it adapts.
 
-use crate::adapter::layout::{DeltaKey, ExpertLayout, Format, Role, Target};
+use crate::adapter::layout::{DeltaKey, ExpertLayout, Format, Role, Target, MAX_EXPERTS};
 use crate::adapter::Adapter;
 use crate::error::{Dropped, ExportError};
 use serde::Serialize;
@@ -244,6 +244,12 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
         .filter(|d| matches!(d.slot, Slot::Packed { .. }))
         .filter_map(|d| d.key.expert)
         .max();
+    // An expert index comes from a tensor name: bound what a packed pair may be asked to hold.
+    if let Some(m) = max_expert.filter(|&m| m >= MAX_EXPERTS) {
+        return Err(ExportError::Option(format!(
+            "expert index {m} is above the {MAX_EXPERTS} experts a packed pair may hold"
+        )));
+    }
     let experts = max_expert.map_or(0, |m| {
         let known = a.base_model().and_then(|b| {
             let b = b.to_ascii_lowercase();

@@ -148,15 +148,17 @@ pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result
                 param.name()
             )));
         }
-        let by_e: BTreeMap<usize, &Pair> = experts.iter().map(|(e, p)| (*e, *p)).collect();
+        let mut by_e: Vec<Option<&Pair>> = vec![None; e_count];
+        for (e, p) in experts {
+            by_e[*e] = Some(*p);
+        }
         let a = (0..r * e_count * i).map(|x| {
             let (row, c) = (x / i, x % i);
-            by_e.get(&(row / r)).map_or(0.0, |p| get(&p.a, row % r, c))
+            by_e[row / r].map_or(0.0, |p| get(&p.a, row % r, c))
         });
         let b = (0..o * r * e_count).map(|x| {
             let (row, col) = (x / (r * e_count), x % (r * e_count));
-            by_e.get(&(col % e_count))
-                .map_or(0.0, |p| get_col(&p.b, row, col / e_count))
+            by_e[col % e_count].map_or(0.0, |p| get_col(&p.b, row, col / e_count))
         });
         // gate_up is the inner wrapper when down is adapted too (transformers registers it first).
         let prefix = if *param == Param::GateUp && params_of(module) == 2 {
