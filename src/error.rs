@@ -34,6 +34,9 @@ pub enum Error {
     Hub(#[from] HubError),
     #[error("cancelled")]
     Cancelled,
+    /// `export` refused or could not verify what it wrote.
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("{0}")]
     Other(String),
 }
@@ -72,6 +75,38 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an export did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Parts of the source the output cannot carry (pass `--drop-unservable` to leave them out).
+    #[error("the adapter has parts the output cannot carry:{}", list(.items))]
+    Refused { items: Vec<Dropped> },
+    #[error("nothing to export: the adapter has no delta the output can carry")]
+    Nothing,
+    /// `--out` is somewhere lorascope does not write.
+    #[error("will not write {}: {why}", .out.display())]
+    Out { out: PathBuf, why: String },
+    /// The written adapter does not read back as the source's deltas (nothing was moved into place).
+    #[error("the written adapter does not match its source, so it was not kept: {0}")]
+    Mismatch(String),
+    #[error("{0}")]
+    Option(String),
+}
+
+fn list(items: &[Dropped]) -> String {
+    items
+        .iter()
+        .map(|d| format!("\n  {}: {}", d.name, d.reason))
+        .collect()
+}
+
+/// Something of the source an export does not carry, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Dropped {
+    pub name: String,
+    pub reason: String,
+}
 
 /// What went wrong talking to the Hub.
 #[derive(Debug, thiserror::Error)]

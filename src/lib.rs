@@ -8,6 +8,8 @@
 //! - `health`: findings (dead, non-finite, outlier, coverage, …) and vLLM/SGLang serving rules.
 //! - `base`: the base model an adapter changes (hub cache, shards, MXFP4) and the statistics
 //!   of every delta against its base weight.
+//! - `export`: an adapter rewritten as a PEFT adapter an engine serves (layouts converted,
+//!   ranks cut by the exact factored SVD), verified by re-reading it.
 //! - `view`: what every front end shows (text formatting, the heatmap grid model).
 //! - `plot`, `tui`, `report`: what people see; `hub`: the Hugging Face Hub over HTTP.
 //! - `synth`: synthetic adapters for tests, benchmarks and the demo cache.
@@ -18,6 +20,7 @@ pub mod base;
 pub mod cli;
 pub mod compute;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod hub;
 pub mod plot;

@@ -295,3 +295,93 @@ pub fn read_scalar(path: &Path, offset: u64, dtype: Dtype) -> Result<f64> {
         }
     })
 }
+
+// Writing: one safetensors writer for every file lorascope writes (export, synth, the demo).
+
+/// A tensor to write; `bytes: None` leaves a hole (zeros) of the right size.
+#[derive(Debug, Clone)]
+pub struct TensorData {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl TensorData {
+    pub fn nbytes(&self) -> usize {
+        (self.shape.iter().product::<usize>() * self.dtype.bitsize()).div_ceil(8)
+    }
+}
+
+/// Encodes values (row-major) in a float dtype (F64, F32, F16, BF16), little-endian, rounding
+/// to nearest. Callers pass float dtypes only.
+pub fn encode(values: &[f64], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F32 => values
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
+            .collect(),
+        other => unreachable!("encode takes float dtypes only, not {other:?}"),
+    }
+}
+
+/// A safetensors file image (header + data), tensors in the order given; holes are zero-filled.
+/// `metadata` becomes `__metadata__`.
+pub fn file_bytes(tensors: &[TensorData], metadata: &[(&str, &str)], aligned: bool) -> Vec<u8> {
+    let (header, total) = header_bytes(tensors, metadata, aligned);
+    let mut out = Vec::with_capacity(8 + header.len() + total);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for t in tensors {
+        match &t.bytes {
+            Some(b) => out.extend_from_slice(b),
+            None => out.resize(out.len() + t.nbytes(), 0),
+        }
+    }
+    out
+}
+
+/// The JSON header (padded with spaces so that the data starts 8-byte aligned, or deliberately
+/// not, for tests of unaligned files) and the size of the data section.
+pub fn header_bytes(
+    tensors: &[TensorData],
+    metadata: &[(&str, &str)],
+    aligned: bool,
+) -> (Vec<u8>, usize) {
+    let mut map = serde_json::Map::new();
+    let mut off = 0usize;
+    for t in tensors {
+        let n = t.nbytes();
+        map.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": dtype_name(t.dtype),
+                "shape": t.shape,
+                "data_offsets": [off, off + n],
+            }),
+        );
+        off += n;
+    }
+    let meta: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    map.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default();
+    let want = if aligned {
+        (8 - header.len() % 8) % 8
+    } else {
+        (8 - header.len() % 8) % 8 + 3
+    };
+    header.extend(std::iter::repeat_n(b' ', want));
+    (header, off)
+}

@@ -14,6 +14,7 @@ macro_rules! errln {
 
 mod check;
 mod compute;
+mod export;
 mod hub;
 mod plot;
 mod report;
@@ -86,6 +87,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Download an adapter repo's config and safetensors into the hub cache (resumable)
     Fetch(hub::FetchArgs),
+    /// Write the adapter as a PEFT adapter an engine serves: layouts converted, scale folded,
+    /// ranks reduced per delta (exact SVD), verified after writing
+    Export(export::ExportArgs),
     /// Draw statistics to PNG: layers or experts heatmap, or singular value spectrum
     Plot(plot::PlotArgs),
     /// Open the explorer (also what `lorascope` alone does on a terminal)
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Report(args)) => report::cmd_report(&ctx, args),
         Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
         Some(Command::Plot(args)) => plot::cmd_plot(&ctx, args),
+        Some(Command::Export(args)) => export::cmd_export(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
 }

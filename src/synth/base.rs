@@ -444,7 +444,8 @@ pub fn write_base_dir(dir: &Path, spec: &BaseSpec) -> crate::Result<u64> {
             .file
             .into_inner()
             .map_err(|e| io(&s.path)(e.into_error()))?;
-        let (mut header, data) = super::header_bytes(&s.tensors, true);
+        let (mut header, data) =
+            crate::adapter::format::header_bytes(&s.tensors, super::WRITER, true);
         if header.len() > HEADER_RESERVE {
             return Err(crate::Error::Other(format!(
                 "{}: a header of {} bytes does not fit the {HEADER_RESERVE} reserved",

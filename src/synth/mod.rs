@@ -5,6 +5,8 @@ pub mod base;
 pub mod demo;
 pub mod survey;
 
+use crate::adapter::format;
+pub use crate::adapter::format::{encode, TensorData};
 use crate::adapter::layout::LoraBLayout;
 use safetensors::Dtype;
 use std::io::Write;
@@ -202,21 +204,6 @@ impl Spec {
     }
 }
 
-/// A tensor to write; `bytes: None` leaves a hole (zeros) of the right size.
-#[derive(Debug, Clone)]
-pub struct TensorData {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub bytes: Option<Vec<u8>>,
-}
-
-impl TensorData {
-    fn nbytes(&self) -> usize {
-        (self.shape.iter().product::<usize>() * self.dtype.bitsize()).div_ceil(8)
-    }
-}
-
 /// The singular values a synthetic delta was given (before the scale s).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planted {
@@ -281,70 +268,13 @@ pub fn orthonormal(rng: &mut Rng, m: usize, k: usize) -> Vec<f64> {
     q
 }
 
-/// Encodes values (row-major) in a float dtype, little-endian.
-pub fn encode(values: &[f64], dtype: Dtype) -> Vec<u8> {
-    match dtype {
-        Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Dtype::F32 => values
-            .iter()
-            .flat_map(|v| (*v as f32).to_le_bytes())
-            .collect(),
-        Dtype::F16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
-            .collect(),
-        Dtype::BF16 => values
-            .iter()
-            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
-            .collect(),
-        other => panic!("synth writes float dtypes only, not {other:?}"),
-    }
-}
-
 /// Serialises tensors as a safetensors file image (header + data). Holes are zero-filled.
 pub fn safetensors_bytes(tensors: &[TensorData], aligned: bool) -> Vec<u8> {
-    let (header, total) = header_bytes(tensors, aligned);
-    let mut out = Vec::with_capacity(8 + header.len() + total);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&header);
-    for t in tensors {
-        match &t.bytes {
-            Some(b) => out.extend_from_slice(b),
-            None => out.resize(out.len() + t.nbytes(), 0),
-        }
-    }
-    out
+    format::file_bytes(tensors, WRITER, aligned)
 }
 
-fn header_bytes(tensors: &[TensorData], aligned: bool) -> (Vec<u8>, usize) {
-    let mut map = serde_json::Map::new();
-    let mut off = 0usize;
-    for t in tensors {
-        let n = t.nbytes();
-        map.insert(
-            t.name.clone(),
-            serde_json::json!({
-                "dtype": crate::adapter::format::dtype_name(t.dtype),
-                "shape": t.shape,
-                "data_offsets": [off, off + n],
-            }),
-        );
-        off += n;
-    }
-    map.insert(
-        "__metadata__".into(),
-        serde_json::json!({"format": "pt", "writer": "lorascope-synth"}),
-    );
-    let mut header = serde_json::to_vec(&serde_json::Value::Object(map)).expect("json");
-    // Pad with spaces so that the data section starts 8-byte aligned (or deliberately not).
-    let want = if aligned {
-        (8 - header.len() % 8) % 8
-    } else {
-        (8 - header.len() % 8) % 8 + 3
-    };
-    header.extend(std::iter::repeat_n(b' ', want));
-    (header, off)
-}
+/// The `__metadata__` synthetic files carry.
+pub(crate) const WRITER: &[(&str, &str)] = &[("format", "pt"), ("writer", "lorascope-synth")];
 
 /// Writes a safetensors file; with holes, only the header is written and the file is extended.
 pub fn write_safetensors(
@@ -353,7 +283,7 @@ pub fn write_safetensors(
     aligned: bool,
 ) -> std::io::Result<()> {
     if tensors.iter().all(|t| t.bytes.is_none()) && !tensors.is_empty() {
-        let (header, total) = header_bytes(tensors, aligned);
+        let (header, total) = format::header_bytes(tensors, WRITER, aligned);
         let mut f = std::fs::File::create(path)?;
         f.write_all(&(header.len() as u64).to_le_bytes())?;
         f.write_all(&header)?;

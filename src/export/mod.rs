@@ -1,0 +1,362 @@
+//! `export`: an adapter rewritten as a PEFT adapter folder that PEFT loads and engines serve.
+//! Layouts are converted (gpt-oss experts packed as PEFT's `target_parameters`), the scale is
+//! folded into the factors (`lora_alpha = r`, one r for the whole adapter, smaller ranks
+//! zero-padded), ranks are optionally reduced per delta by the exact factored SVD, and the
+//! folder is written beside `--out`, re-read and compared with the source before it is moved
+//! into place (docs/export.md).
+
+pub mod factors;
+pub mod plan;
+mod write;
+
+pub use crate::error::{Dropped, ExportError};
+pub use plan::Engine;
+pub use write::protected_roots;
+
+use crate::adapter::discovery::{self, ScanRequest};
+use crate::adapter::layout::{DeltaKey, LayoutOptions, Target};
+use crate::adapter::Adapter;
+use crate::compute::stats::{self, Control, Filter};
+use crate::compute::tensor::Mapped;
+use crate::error::{Error, Result};
+use factors::Pair;
+use plan::Plan;
+use rayon::prelude::*;
+use safetensors::Dtype;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How ranks change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RankRule {
+    /// Every delta keeps its rank (layouts converted, scale folded: exact).
+    Keep,
+    /// The best rank-K approximation of each delta (K at most its rank).
+    Rank(usize),
+    /// Per delta, the smallest K keeping this fraction of Σσ².
+    Energy(f64),
+}
+
+/// What to write.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub engine: Engine,
+    pub rank: RankRule,
+    /// Caps the rank the rule gives.
+    pub max_rank: Option<usize>,
+    /// The output's data type (F32, F16, BF16; F64 only when the source is); None: the source's.
+    pub dtype: Option<Dtype>,
+    pub drop_unservable: bool,
+    /// Replace a non-empty `--out`.
+    pub force: bool,
+    /// Folders never written into (the hub caches lorascope knows, see `protected_roots`).
+    pub protected: Vec<PathBuf>,
+}
+
+/// One delta of the output.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeltaReport {
+    pub layer: Option<usize>,
+    pub target: Target,
+    pub expert: Option<usize>,
+    pub rank_before: usize,
+    pub rank_after: usize,
+    pub energy_kept: f64,
+    pub relative_error: f64,
+}
+
+/// How the written adapter compared with its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// Deltas re-read from the written file.
+    pub deltas: usize,
+    /// The largest |σᵢ(written) − σᵢ(expected)| / σ₁(expected) over every delta.
+    pub max_difference: f64,
+    pub tolerance: f64,
+}
+
+/// What `export` did (the JSON of `export --json`, docs/json.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub source: String,
+    pub out: PathBuf,
+    pub format: &'static str,
+    pub engine: Engine,
+    pub dtype: String,
+    /// The one rank of the written adapter (`r` and `lora_alpha` of its config).
+    pub r: usize,
+    /// With `--for vllm`: the `--max-lora-rank` value to serve it with.
+    pub max_lora_rank: Option<usize>,
+    pub deltas: Vec<DeltaReport>,
+    pub dropped: Vec<Dropped>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub verified: Verified,
+}
+
+/// The values vLLM's `--max-lora-rank` accepts (vllm/config/lora.py `MaxLoRARanks`); 1 only in
+/// recent releases, so it is never suggested.
+const VLLM_MAX_LORA_RANKS: [usize; 8] = [8, 16, 32, 64, 128, 256, 320, 512];
+
+/// An output delta once its rank is decided: its factors (K columns) and what it kept.
+struct Done {
+    factors: Pair,
+    report: DeltaReport,
+    /// σ of the written delta as computed before writing (the first K of the source's).
+    sigma: Vec<f64>,
+}
+
+/// Exports `a` into the folder `out`. `progress` is called with (done, total) deltas.
+pub fn export(
+    a: &Adapter,
+    out: &Path,
+    opts: &Options,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Report> {
+    if let Some(e) = &a.error {
+        return Err(Error::Unusable {
+            id: a.id.clone(),
+            msg: e.clone(),
+        });
+    }
+    write::check_out(out, a, &opts.protected, opts.force)?;
+    let dtype = output_dtype(a, opts.dtype)?;
+    let plan = plan::plan(a, opts.engine, opts.drop_unservable)?;
+    let done = reduce(a, &plan, opts, progress)?;
+    let r = done
+        .iter()
+        .map(|d| d.factors.rank())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let max_lora_rank =
+        match opts.engine {
+            Engine::Vllm => Some(*VLLM_MAX_LORA_RANKS.iter().find(|&&v| v >= r).ok_or_else(
+                || {
+                    ExportError::Option(format!(
+                        "rank {r} is above the largest --max-lora-rank vLLM accepts (512): pass \
+                         --rank or --max-rank"
+                    ))
+                },
+            )?),
+            _ => None,
+        };
+    let tensors = write::tensors(
+        &plan,
+        &done.iter().map(|d| &d.factors).collect::<Vec<_>>(),
+        r,
+        dtype,
+    )?;
+    let files = write::Files {
+        weights: write::weights(&tensors),
+        config: write::config(a, &plan, r),
+        card: write::card(a, opts, r),
+    };
+    let staged = write::Staging::new(out)?;
+    let bytes_after = staged.write(&files)?;
+    let verified = verify(staged.dir(), &plan, &done, dtype)?;
+    staged.commit(opts.force)?;
+    Ok(Report {
+        source: a.id.clone(),
+        out: out.to_path_buf(),
+        format: "peft",
+        engine: opts.engine,
+        dtype: crate::adapter::format::dtype_name(dtype),
+        r,
+        max_lora_rank,
+        deltas: done.into_iter().map(|d| d.report).collect(),
+        dropped: plan.dropped,
+        bytes_before: a.bytes(),
+        bytes_after,
+        verified,
+    })
+}
+
+/// The source's data type (of its first factor), or the one asked for.
+fn output_dtype(a: &Adapter, asked: Option<Dtype>) -> Result<Dtype> {
+    let src = a
+        .deltas
+        .first()
+        .map(|d| a.tensors[d.a.tensor].info.dtype)
+        .unwrap_or(Dtype::F32);
+    match asked.unwrap_or(src) {
+        d @ (Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) => Ok(d),
+        other => Err(ExportError::Option(format!(
+            "the source's data type {other:?} cannot be written: pass --dtype f32, bf16 or f16"
+        ))
+        .into()),
+    }
+}
+
+/// Reads every output delta, decides its rank and truncates it. A packed parameter (one
+/// layer's gate_up or down over its experts) takes one K, the largest its experts need; each
+/// expert then keeps up to K of its own components.
+fn reduce(
+    a: &Adapter,
+    plan: &Plan,
+    opts: &Options,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<Done>> {
+    let m = Mapped::open(a)?;
+    let total = plan.deltas.len();
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    // Singular vectors only where something may be cut.
+    let vectors = opts.rank != RankRule::Keep || opts.max_rank.is_some();
+    let read: Vec<(Pair, factors::Svd)> = plan
+        .deltas
+        .par_iter()
+        .map(|d| {
+            let p = factors::read(&m, a, &d.src)?;
+            let s = factors::svd(&p, vectors)?;
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(n, total);
+            Ok((p, s))
+        })
+        .collect::<Result<_>>()?;
+    let wanted = |p: &Pair, s: &factors::Svd| {
+        let k = match opts.rank {
+            RankRule::Keep => p.rank(),
+            RankRule::Rank(k) => k.min(p.rank()),
+            RankRule::Energy(f) => s.rank_for_energy(f),
+        };
+        opts.max_rank.map_or(k, |m| k.min(m))
+    };
+    // One K per packed parameter: the largest of its experts'.
+    let mut group_k: BTreeMap<(Option<usize>, Target), usize> = BTreeMap::new();
+    for (d, (p, s)) in plan.deltas.iter().zip(&read) {
+        if let plan::Slot::Packed { .. } = d.slot {
+            let e = group_k
+                .entry((d.key.layer, d.key.target.clone()))
+                .or_default();
+            *e = (*e).max(wanted(p, s));
+        }
+    }
+    Ok(plan
+        .deltas
+        .iter()
+        .zip(read)
+        .map(|(d, (p, s))| {
+            let k = match d.slot {
+                plan::Slot::Packed { .. } => group_k[&(d.key.layer, d.key.target.clone())],
+                plan::Slot::Linear { .. } => wanted(&p, &s),
+            };
+            let k = k.min(p.rank());
+            // Keeping every component copies the factors as read (exact); otherwise the SVD's.
+            let factors = if k == p.rank() && !vectors {
+                p.clone()
+            } else {
+                s.truncated(k)
+            };
+            let k = factors.rank();
+            Done {
+                report: DeltaReport {
+                    layer: d.key.layer,
+                    target: d.key.target.clone(),
+                    expert: d.key.expert,
+                    rank_before: p.rank(),
+                    rank_after: k,
+                    energy_kept: s.energy_kept(k),
+                    relative_error: s.relative_error(k),
+                },
+                sigma: s.sigma.iter().take(k).copied().collect(),
+                factors,
+            }
+        })
+        .collect())
+}
+
+/// Machine epsilon of a written data type: what rounding the factors to it may cost.
+fn epsilon(d: Dtype) -> f64 {
+    match d {
+        Dtype::F64 => f64::EPSILON,
+        Dtype::F32 => f32::EPSILON as f64,
+        Dtype::F16 => 2f64.powi(-10),
+        _ => 2f64.powi(-7),
+    }
+}
+
+/// Re-reads the written folder with lorascope's own reader and compares every delta's singular
+/// values with the ones computed before writing. A delta the plan did not write (an expert the
+/// source does not adapt, zero in its packed pair) must be exactly zero.
+fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verified> {
+    let mismatch = |m: String| -> Error { ExportError::Mismatch(m).into() };
+    let src = discovery::sources(&ScanRequest {
+        cache: None,
+        paths: vec![dir.to_path_buf()],
+        layout: LayoutOptions::default(),
+    });
+    let [src] = src.as_slice() else {
+        return Err(mismatch(format!(
+            "{} adapters found where one was written",
+            src.len()
+        )));
+    };
+    let back = Adapter::load(src, LayoutOptions::default());
+    if let Some(e) = &back.error {
+        return Err(mismatch(format!("it does not read back: {e}")));
+    }
+    let got = stats::compute(&back, &Filter::default(), &Control::default())?;
+    let expected: BTreeMap<&DeltaKey, &Done> =
+        plan.deltas.iter().map(|d| &d.key).zip(done).collect();
+    let r = done.iter().map(|d| d.factors.rank()).max().unwrap_or(1);
+    let tolerance = (4.0 * epsilon(dtype) * (r as f64).sqrt()).max(1e-5);
+    let mut worst = 0.0f64;
+    let mut seen = 0;
+    for g in &got.deltas {
+        let key = g.key();
+        let Some(want) = expected.get(&key) else {
+            if g.fro_norm != 0.0 {
+                return Err(mismatch(format!(
+                    "{} is not in the source but is not zero",
+                    label(&key)
+                )));
+            }
+            continue;
+        };
+        seen += 1;
+        let s1 = want.sigma.first().copied().unwrap_or(0.0);
+        let n = g.singular_values.len().max(want.sigma.len());
+        for i in 0..n {
+            let (x, y) = (
+                g.singular_values.get(i).copied().unwrap_or(0.0),
+                want.sigma.get(i).copied().unwrap_or(0.0),
+            );
+            let d = if s1 > 0.0 {
+                (x - y).abs() / s1
+            } else {
+                x.abs()
+            };
+            if d.is_nan() || d > tolerance {
+                return Err(mismatch(format!(
+                    "{}: σ{} is {x:.6e}, expected {y:.6e}",
+                    label(&key),
+                    i + 1
+                )));
+            }
+            worst = worst.max(d);
+        }
+    }
+    if seen != expected.len() {
+        return Err(mismatch(format!(
+            "{} of {} deltas read back",
+            seen,
+            expected.len()
+        )));
+    }
+    Ok(Verified {
+        deltas: seen,
+        max_difference: worst,
+        tolerance,
+    })
+}
+
+/// `layer 3 gate_up_proj expert 5`, for messages.
+fn label(k: &DeltaKey) -> String {
+    let mut s = k.layer.map_or(String::new(), |l| format!("layer {l} "));
+    s += k.target.as_str();
+    if let Some(e) = k.expert {
+        s += &format!(" expert {e}");
+    }
+    s
+}

@@ -1,0 +1,566 @@
+//! `export`: every layout family written as a PEFT adapter whose dense ΔW equal the source's;
+//! truncations whose errors are the predicted tail energy; what the output cannot carry refused
+//! or dropped; the safety rules of writing (never in a cache, never over a non-empty folder
+//! without --force, a kill leaves nothing at --out, the source untouched).
+//!
+//! The output is read back here by PEFT's formulas straight from the file (the safetensors crate
+//! and the config), not by lorascope's reader: `lora_A` (r·E, in) row e·r + j and `lora_B`
+//! (out, r·E) column j·E + e for `target_parameters`, `base_model.model.{module}` for Linear.
+
+mod support;
+
+use faer::Mat;
+use lorascope::adapter::layout::{LayoutOptions, Target};
+use lorascope::adapter::{Adapter, Source};
+use lorascope::export::{self, Engine, ExportError, Options, RankRule, Report};
+use lorascope::synth::{self, Dims, Pattern, Spec};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use support::read_factor;
+
+type Key = (Option<usize>, String, Option<usize>);
+
+fn load(dir: &Path) -> Adapter {
+    let files = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    let src = Source {
+        id: dir.display().to_string(),
+        path: dir.to_path_buf(),
+        dir: dir.to_path_buf(),
+        files,
+        revision: None,
+        problem: None,
+        other_files: vec![],
+    };
+    let a = Adapter::load(&src, LayoutOptions::default());
+    assert!(a.error.is_none(), "{:?}", a.error);
+    a
+}
+
+fn options() -> Options {
+    Options {
+        engine: Engine::Peft,
+        rank: RankRule::Keep,
+        max_rank: None,
+        dtype: None,
+        drop_unservable: false,
+        force: false,
+        protected: vec![],
+    }
+}
+
+fn run(a: &Adapter, out: &Path, opts: &Options) -> Result<Report, lorascope::Error> {
+    export::export(a, out, opts, &|_, _| {})
+}
+
+/// s·B·A of every source delta through lorascope's reader (tested against dense references in
+/// tests/math.rs); a gpt-oss expert's separate gate and up become its interleaved gate_up.
+fn dense_source(a: &Adapter) -> BTreeMap<Key, Mat<f64>> {
+    let mut out = BTreeMap::new();
+    // (layer, expert) → [gate, up]
+    type Halves = BTreeMap<(Option<usize>, Option<usize>), [Option<Mat<f64>>; 2]>;
+    let mut halves = Halves::new();
+    for d in &a.deltas {
+        let (br, bc, b) = read_factor(a, d.b);
+        let (ar, ac, av) = read_factor(a, d.a);
+        assert_eq!(bc, ar);
+        let m = Mat::from_fn(br, ac, |o, i| {
+            d.scale * (0..bc).map(|j| b[o * bc + j] * av[j * ac + i]).sum::<f64>()
+        });
+        match (&d.target, d.expert) {
+            (Target::Gate, Some(_)) => halves.entry((d.layer, d.expert)).or_default()[0] = Some(m),
+            (Target::Up, Some(_)) => halves.entry((d.layer, d.expert)).or_default()[1] = Some(m),
+            _ => {
+                out.insert((d.layer, d.target.to_string(), d.expert), m);
+            }
+        }
+    }
+    for ((layer, expert), [g, u]) in halves {
+        let first = g.as_ref().or(u.as_ref()).unwrap();
+        let (rows, cols) = (first.nrows(), first.ncols());
+        let m = Mat::from_fn(2 * rows, cols, |o, i| {
+            let half = if o % 2 == 0 { &g } else { &u };
+            half.as_ref().map_or(0.0, |h| h[(o / 2, i)])
+        });
+        out.insert((layer, "gate_up_proj".into(), expert), m);
+    }
+    out
+}
+
+fn f64s(t: &safetensors::tensor::TensorView) -> Vec<f64> {
+    match t.dtype() {
+        Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::BF16 => t
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::F16 => t
+            .data()
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        d => panic!("{d:?}"),
+    }
+}
+
+/// ΔW of every delta of a written PEFT folder, by PEFT's formulas (scale lora_alpha / r).
+fn dense_peft(dir: &Path) -> BTreeMap<Key, Mat<f64>> {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap()).unwrap();
+    let r = cfg["r"].as_u64().unwrap() as usize;
+    let s = cfg["lora_alpha"].as_f64().unwrap() / r as f64;
+    assert_eq!(cfg["use_rslora"], false);
+    let params: Vec<String> = cfg["target_parameters"]
+        .as_array()
+        .map(|v| v.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out = BTreeMap::new();
+    for name in st.names() {
+        let Some(module) = name
+            .strip_prefix("base_model.model.")
+            .and_then(|n| n.strip_suffix(".lora_A.weight"))
+        else {
+            continue;
+        };
+        let ta = st.tensor(name).unwrap();
+        let tb = st
+            .tensor(&name.replace(".lora_A.weight", ".lora_B.weight"))
+            .unwrap();
+        let (a, b) = (f64s(&ta), f64s(&tb));
+        let (rows_a, inn) = (ta.shape()[0], ta.shape()[1]);
+        let (outd, cols_b) = (tb.shape()[0], tb.shape()[1]);
+        assert_eq!(rows_a, cols_b);
+        let layer: Option<usize> = module.split('.').nth(2).and_then(|x| x.parse().ok());
+        let experts_module = module.trim_end_matches(".base_layer");
+        if experts_module.ends_with("mlp.experts") {
+            // ParamWrapper: the inner wrapper (base_layer) holds the first registered parameter.
+            let mine: Vec<&String> = params
+                .iter()
+                .filter(|p| p.rsplit_once('.').unwrap().0 == experts_module)
+                .collect();
+            let param = match (module.ends_with(".base_layer"), mine.as_slice()) {
+                (true, [first, _]) => first,
+                (false, [.., last]) => last,
+                _ => panic!("{module}: wrappers {mine:?}"),
+            };
+            let param = param.rsplit_once('.').unwrap().1.to_string();
+            let e_count = rows_a / r;
+            for e in 0..e_count {
+                let m = Mat::from_fn(outd, inn, |o, i| {
+                    s * (0..r)
+                        .map(|j| b[o * cols_b + j * e_count + e] * a[(e * r + j) * inn + i])
+                        .sum::<f64>()
+                });
+                out.insert((layer, param.clone(), Some(e)), m);
+            }
+        } else {
+            let target = module.rsplit('.').next().unwrap().to_string();
+            let m = Mat::from_fn(outd, inn, |o, i| {
+                s * (0..r)
+                    .map(|j| b[o * cols_b + j] * a[j * inn + i])
+                    .sum::<f64>()
+            });
+            out.insert((layer, target, None), m);
+        }
+    }
+    out
+}
+
+fn rel(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    let d = (a - b).norm_l2();
+    let n = b.norm_l2();
+    if n == 0.0 {
+        d
+    } else {
+        d / n
+    }
+}
+
+/// Every source delta is in the output with the same ΔW; extra output deltas (experts the
+/// source does not adapt, packed as zeros) are zero.
+fn assert_same(src: &BTreeMap<Key, Mat<f64>>, out: &BTreeMap<Key, Mat<f64>>, tol: f64, what: &str) {
+    for (k, m) in src {
+        let got = out
+            .get(k)
+            .unwrap_or_else(|| panic!("{what}: {k:?} missing from the output"));
+        let e = rel(got, m);
+        assert!(e <= tol, "{what}: {k:?} differs by {e:e}");
+    }
+    for (k, m) in out {
+        if !src.contains_key(k) {
+            assert_eq!(
+                m.norm_l2(),
+                0.0,
+                "{what}: {k:?} is not in the source but not zero"
+            );
+        }
+    }
+}
+
+fn synthetic(pattern: Pattern) -> Spec {
+    let mut s = Spec::new(Dims::TOY, pattern);
+    s.attn_rank = 3;
+    s.expert_rank = 2;
+    s
+}
+
+fn family_specs() -> Vec<(&'static str, Spec)> {
+    let mut rs = synthetic(Pattern::Attention);
+    rs.rslora = true;
+    rs.rank_pattern = vec![("q_proj".into(), 2)];
+    rs.alpha_pattern = vec![("v_proj".into(), 5.0)];
+    vec![
+        ("peft attention, rsLoRA and patterns", rs),
+        (
+            "peft target_parameters experts",
+            synthetic(Pattern::PeftExperts { layers: vec![0, 2] }),
+        ),
+        (
+            "unsloth module lists",
+            synthetic(Pattern::UnslothExperts { layers: vec![1] }),
+        ),
+        ("tinker 3-D", synthetic(Pattern::Tinker3d)),
+        ("mlx-lm", synthetic(Pattern::Mlx { layers: 2 })),
+    ]
+}
+
+#[test]
+fn every_layout_family_round_trips_with_equal_dense_deltas() {
+    for (what, spec) in family_specs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src_dir = tmp.path().join("src");
+        synth::write_adapter(&src_dir, &spec).unwrap();
+        let a = load(&src_dir);
+        let out = tmp.path().join("out");
+        let mut opts = options();
+        // mlx-lm's router LoRA has no PEFT form export writes yet.
+        opts.drop_unservable = matches!(spec.pattern, Pattern::Mlx { .. });
+        let report = run(&a, &out, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut src = dense_source(&a);
+        for d in &report.dropped {
+            assert!(d.name.contains("router"), "{what}: dropped {d:?}");
+        }
+        src.retain(|k, _| k.1 != "router");
+        assert_same(&src, &dense_peft(&out), 1e-6, what);
+        assert!(report
+            .deltas
+            .iter()
+            .all(|d| d.relative_error == 0.0 && d.energy_kept == 1.0));
+        assert!(
+            report.verified.max_difference <= 1e-5,
+            "{what}: {:?}",
+            report.verified
+        );
+        // lorascope reads its own output as a PEFT adapter with the source's deltas.
+        let back = load(&out);
+        assert_eq!(back.format().map(|f| f.as_str()), Some("peft"), "{what}");
+    }
+}
+
+#[test]
+fn the_real_writers_fixtures_round_trip() {
+    for name in ["peft-gpt-oss", "mlx-gpt-oss"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/writers")
+            .join(name);
+        let a = load(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let mut opts = options();
+        opts.drop_unservable = true;
+        let report = run(&a, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut src = dense_source(&a);
+        src.retain(|k, _| k.1 != "router");
+        assert_same(&src, &dense_peft(&out), 1e-6, name);
+        assert!(report.verified.deltas >= src.len(), "{name}");
+    }
+}
+
+/// Dense singular values, descending.
+fn sigma(m: &Mat<f64>) -> Vec<f64> {
+    let mut s = m.singular_values().unwrap();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+#[test]
+fn truncation_errors_are_the_predicted_tail_energy() {
+    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![1] });
+    spec.attn_rank = 4;
+    spec.expert_rank = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    synth::write_adapter(&src_dir, &spec).unwrap();
+    let a = load(&src_dir);
+    let src = dense_source(&a);
+    for (rule, out_name) in [(RankRule::Rank(2), "k2"), (RankRule::Energy(0.8), "e80")] {
+        let out = tmp.path().join(out_name);
+        let mut opts = options();
+        opts.rank = rule;
+        let report = run(&a, &out, &opts).unwrap();
+        let got = dense_peft(&out);
+        for d in &report.deltas {
+            let key = (d.layer, d.target.to_string(), d.expert);
+            let (m, g) = (&src[&key], &got[&key]);
+            let s = sigma(m);
+            let total: f64 = s.iter().map(|x| x * x).sum();
+            let tail: f64 = s.iter().skip(d.rank_after).map(|x| x * x).sum();
+            let predicted = (tail / total).sqrt();
+            assert!(
+                (rel(g, m) - predicted).abs() < 1e-6,
+                "{key:?}: {} vs {predicted}",
+                rel(g, m)
+            );
+            assert!((d.relative_error - predicted).abs() < 1e-9, "{key:?}");
+            assert!((d.energy_kept - (1.0 - tail / total)).abs() < 1e-9);
+            if let RankRule::Energy(f) = rule {
+                // The smallest rank that keeps f, per delta (experts: the largest of the layer's).
+                let need = (1..=s.len())
+                    .find(|&k| s.iter().take(k).map(|x| x * x).sum::<f64>() >= f * total)
+                    .unwrap();
+                assert!(d.rank_after >= need, "{key:?}");
+                if d.expert.is_none() {
+                    assert_eq!(d.rank_after, need, "{key:?}");
+                }
+            } else {
+                assert_eq!(d.rank_after, 2.min(d.rank_before));
+            }
+        }
+    }
+}
+
+#[test]
+fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("router");
+    synth::write_adapter(&src_dir, &synthetic(Pattern::AttentionRouter)).unwrap();
+    let a = load(&src_dir);
+    let out = tmp.path().join("out");
+    match run(&a, &out, &options()) {
+        Err(lorascope::Error::Export(ExportError::Refused { items })) => {
+            assert!(items.iter().any(|d| d.name.contains("router")), "{items:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!out.exists());
+    let mut opts = options();
+    opts.drop_unservable = true;
+    let report = run(&a, &out, &opts).unwrap();
+    assert!(report.dropped.iter().any(|d| d.name.contains("router")));
+    assert!(dense_peft(&out).keys().all(|k| k.1 != "router"));
+
+    // SGLang does not read target_parameters: experts are refused, or dropped when asked.
+    let experts = tmp.path().join("experts");
+    synth::write_adapter(
+        &experts,
+        &synthetic(Pattern::PeftExperts { layers: vec![0] }),
+    )
+    .unwrap();
+    let a = load(&experts);
+    let mut opts = options();
+    opts.engine = Engine::Sglang;
+    assert!(matches!(
+        run(&a, &tmp.path().join("sg"), &opts),
+        Err(lorascope::Error::Export(ExportError::Refused { .. }))
+    ));
+    opts.drop_unservable = true;
+    let report = run(&a, &tmp.path().join("sg"), &opts).unwrap();
+    assert!(report.deltas.iter().all(|d| d.expert.is_none()));
+    assert!(!report.dropped.is_empty());
+}
+
+#[test]
+fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0] });
+    spec.attn_rank = 5;
+    spec.expert_rank = 3;
+    synth::write_adapter(&src_dir, &spec).unwrap();
+    let a = load(&src_dir);
+    let mut opts = options();
+    opts.engine = Engine::Vllm;
+    let report = run(&a, &tmp.path().join("out"), &opts).unwrap();
+    assert_eq!(report.r, 5);
+    assert_eq!(report.max_lora_rank, Some(8));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out/adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["r"], 5);
+    assert_eq!(cfg["lora_alpha"], 5);
+    assert_eq!(cfg["rank_pattern"], serde_json::json!({}));
+    assert_eq!(cfg["lora_dropout"], 0.0);
+}
+
+#[test]
+fn bf16_output_is_verified_within_its_rounding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    synth::write_adapter(
+        &src_dir,
+        &synthetic(Pattern::PeftExperts { layers: vec![0] }),
+    )
+    .unwrap();
+    let a = load(&src_dir);
+    let mut opts = options();
+    opts.dtype = Some(Dtype::BF16);
+    let report = run(&a, &tmp.path().join("out"), &opts).unwrap();
+    assert_eq!(report.dtype, "BF16");
+    assert!(report.verified.max_difference <= report.verified.tolerance);
+    assert_same(
+        &dense_source(&a),
+        &dense_peft(&tmp.path().join("out")),
+        2e-2,
+        "bf16",
+    );
+}
+
+#[test]
+fn export_never_writes_into_a_cache_over_a_folder_or_its_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    synth::write_adapter(&src_dir, &synthetic(Pattern::Attention)).unwrap();
+    let before = support::fingerprint(&src_dir);
+    let a = load(&src_dir);
+    let refused = |out: &Path, opts: &Options| match run(&a, out, opts) {
+        Err(lorascope::Error::Export(ExportError::Out { why, .. })) => why,
+        other => panic!("{}: {other:?}", out.display()),
+    };
+    // Inside a cache, also through `..` and a link.
+    let cache = tmp.path().join("hub");
+    std::fs::create_dir_all(cache.join("models--x--y")).unwrap();
+    let mut opts = options();
+    opts.protected = vec![cache.clone()];
+    assert!(refused(&cache.join("models--x--y/out"), &opts).contains("cache"));
+    assert!(refused(&tmp.path().join("src/../hub/new"), &opts).contains("cache"));
+    std::os::unix::fs::symlink(&cache, tmp.path().join("link")).unwrap();
+    assert!(refused(&tmp.path().join("link/new"), &opts).contains("cache"));
+    // Inside the source, or the source itself.
+    assert!(refused(&src_dir.join("out"), &opts).contains("source"));
+    assert!(refused(&src_dir, &options()).contains("source"));
+    // A non-empty folder without --force; with it, replaced whole.
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    assert!(refused(&out, &options()).contains("--force"));
+    assert!(out.join("keep.txt").exists());
+    let mut force = options();
+    force.force = true;
+    run(&a, &out, &force).unwrap();
+    assert!(!out.join("keep.txt").exists());
+    assert!(out.join("adapter_model.safetensors").exists());
+    // A file is not a folder.
+    std::fs::write(tmp.path().join("file"), b"x").unwrap();
+    assert!(refused(&tmp.path().join("file"), &force).contains("not a folder"));
+    // Nothing of the staging is left beside --out, and the source is as it was.
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("lorascope-export"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(support::fingerprint(&src_dir), before);
+}
+
+#[test]
+fn a_kill_while_writing_leaves_no_out_and_the_cli_reports_in_json() {
+    let home = tempfile::tempdir().unwrap();
+    let src_dir = home.path().join("src");
+    synth::write_adapter(
+        &src_dir,
+        &synthetic(Pattern::PeftExperts { layers: vec![0, 1] }),
+    )
+    .unwrap();
+    let out = home.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_lorascope");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "export",
+            src_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("HOME", home.path())
+        .env("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT", "30000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the files are staged, then kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let staged = std::fs::read_dir(home.path()).unwrap().any(|e| {
+            let p = e.unwrap().path();
+            p.to_string_lossy().contains("lorascope-export") && p.join("README.md").exists()
+        });
+        if staged || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed export left --out");
+
+    let o = support::lorascope_at_home(
+        home.path(),
+        &[
+            "export",
+            src_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rank",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for field in [
+        "source",
+        "out",
+        "format",
+        "deltas",
+        "dropped",
+        "bytes_before",
+        "bytes_after",
+    ] {
+        assert!(j.get(field).is_some(), "{field}");
+    }
+    assert_eq!(j["format"], "peft");
+    let d = &j["deltas"][0];
+    for field in [
+        "layer",
+        "target",
+        "expert",
+        "rank_before",
+        "rank_after",
+        "energy_kept",
+        "relative_error",
+    ] {
+        assert!(d.get(field).is_some(), "{field}");
+    }
+    // A second run refuses the now non-empty folder, exit non-zero with the reason.
+    let o = support::lorascope_at_home(
+        home.path(),
+        &[
+            "export",
+            src_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+}
