@@ -911,3 +911,40 @@ fn scan_inspect_and_stats_open_an_adapter_with_an_orphan_lora_a() {
                 .all(|d| d.layer != Some(1) || d.target != "gate_up_proj")
     );
 }
+
+/// PEFT nests ParamWrappers in the order the module registers its parameters
+/// (`BaseTuner._inject_parameters` walks `named_parameters`), not the config's order: gpt-oss's
+/// gate_up is always `experts.base_layer`, even when the config lists down_proj first.
+#[test]
+fn packed_experts_follow_registration_order_not_the_configs() {
+    let spec = toy(Pattern::PeftExperts { layers: vec![0] });
+    let read = |reverse: bool| {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = synth::write_adapter(tmp.path(), &spec).unwrap();
+        let mut cfg = g.config.clone();
+        if reverse {
+            let list = cfg["target_parameters"].as_array_mut().unwrap();
+            list.reverse();
+            assert!(list[0].as_str().unwrap().ends_with("down_proj"));
+            std::fs::write(
+                tmp.path().join("adapter_config.json"),
+                serde_json::to_vec(&cfg).unwrap(),
+            )
+            .unwrap();
+        }
+        let a = scan(tmp.path());
+        let dims: BTreeSet<(String, usize, usize)> = a
+            .deltas
+            .iter()
+            .filter(|d| d.expert.is_some())
+            .map(|d| (d.target.to_string(), d.out_dim, d.in_dim))
+            .collect();
+        (dims, a.notes)
+    };
+    let (as_written, _) = read(false);
+    let (reversed, notes) = read(true);
+    assert_eq!(reversed, as_written);
+    let d = spec.dims;
+    assert!(reversed.contains(&("gate_up_proj".into(), 2 * d.inter, d.hidden)));
+    assert!(!notes.iter().any(|n| n.contains("do not fit")), "{notes:?}");
+}

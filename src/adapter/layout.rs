@@ -456,8 +456,14 @@ pub fn parse_name(name: &str) -> NameInfo {
     }
 }
 
-/// The 3D parameters PEFT wrapped on `module` (e.g. `model.layers.7.mlp.experts`), in the
-/// order of `target_parameters`. The first is the innermost wrapper.
+/// The order transformers registers the expert parameters in (`GptOssExperts.__init__`, the
+/// fused Qwen3-MoE experts): PEFT wraps a module's parameters in registration order
+/// (`BaseTuner._inject_parameters` walks `named_parameters`), whatever the config's order.
+const REGISTRATION_ORDER: [&str; 2] = ["gate_up_proj", "down_proj"];
+
+/// The 3D parameters PEFT wrapped on `module` (e.g. `model.layers.7.mlp.experts`), innermost
+/// first: in registration order when every one is a known expert parameter, else in the order
+/// of `target_parameters`.
 fn wrapped_params(cfg: Option<&AdapterConfig>, module: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if let Some(c) = cfg {
@@ -472,8 +478,12 @@ fn wrapped_params(cfg: Option<&AdapterConfig>, module: &str) -> Vec<String> {
             }
         }
     }
+    let registered = |p: &String| REGISTRATION_ORDER.iter().position(|r| r == p);
+    if out.iter().all(|p| registered(p).is_some()) {
+        out.sort_by_key(registered);
+    }
     if out.is_empty() {
-        out = vec!["gate_up_proj".into(), "down_proj".into()];
+        out = REGISTRATION_ORDER.map(String::from).to_vec();
     }
     out
 }
