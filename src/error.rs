@@ -127,6 +127,10 @@ pub enum HubError {
     },
     #[error("{url}: no answer, or too little of one, within {} s (timed out)", .after.as_secs_f64())]
     Timeout { url: String, after: Duration },
+    /// Answers that keep coming too slowly to ever be worth waiting for: a metadata answer past
+    /// its overall deadline, a download whose connections bring too little (not retried).
+    #[error("{url}: too slow: {msg}")]
+    TooSlow { url: String, msg: String },
     #[error("{url}: {msg}")]
     Network { url: String, msg: String },
     /// The server answered something lorascope cannot use (missing headers, unsafe names, …).

@@ -1,6 +1,7 @@
 //! Issue 14, the Hub client and the cache walk: the token stays with the endpoint, every request
 //! has a deadline, and the cache walk opens only regular files, follows no folder links and
-//! never leaves the cache. Hub tests run against the loopback server in `support::server`; cache tests
+//! never leaves the cache. Issue 22, `fetch`: one writer per blob, no spliced resume, no server
+//! that drips forever, no metadata answer that never ends. Hub tests run against the loopback server in `support::server`; cache tests
 //! build caches with `support`. Anything that hung before runs under a guard, so a regression
 //! fails instead of hanging.
 
@@ -171,6 +172,186 @@ fn a_slow_download_that_keeps_making_progress_is_not_cut() {
     let done = guard(60, "fetch", move || fetch(cfg, &root, "org/adapter")).unwrap();
     let adapter_files = repo.files.iter().filter(|f| f.name != "README.md");
     assert_eq!(done.downloaded, adapter_files.map(|f| f.size).sum::<u64>());
+}
+
+// --- fetch under attack (issue 22) ---------------------------------------------------------
+
+fn served(f: &support::server::ServedFile) -> Vec<u8> {
+    match &f.body {
+        support::server::Body::Bytes(b) => b.to_vec(),
+        support::server::Body::File(p) => std::fs::read(p).unwrap(),
+    }
+}
+
+#[test]
+fn two_fetches_of_the_same_repo_at_once_leave_correct_blobs() {
+    let repo = two_adapter_repo();
+    let server = HubServer::start(vec![repo.clone()]);
+    // ~1 s per safetensors file, so that the two downloads overlap.
+    server.faults().trickle = Some((
+        "adapter_model.safetensors".into(),
+        8 << 10,
+        Duration::from_millis(20),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().to_str().unwrap().to_string();
+    let endpoint = server.endpoint.clone();
+    let outs = guard(60, "two fetches", move || {
+        let start = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+                .args(["fetch", "org/adapter", "--cache", &cache])
+                .env("HF_ENDPOINT", &endpoint)
+                .env_remove("HF_TOKEN")
+                .env_remove("HF_HUB_OFFLINE")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (start(), start());
+        [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()]
+    });
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let dir = tmp.path().join("models--org--adapter");
+    let snap = dir.join("snapshots").join(&repo.sha);
+    for f in repo.files.iter().filter(|f| f.name != "README.md") {
+        let got = std::fs::read(snap.join(&f.name)).unwrap();
+        assert!(
+            got == served(f),
+            "{}: {} bytes behind the link",
+            f.name,
+            got.len()
+        );
+        // huggingface_hub's lock file of that blob.
+        let lock = tmp
+            .path()
+            .join(".locks/models--org--adapter")
+            .join(format!("{}.lock", f.etag));
+        assert!(lock.is_file(), "{}", lock.display());
+    }
+    // The second fetch waited for the first one's lock and found the blob: one download.
+    let path = format!("resolve/{}/adapter_model.safetensors", repo.sha);
+    assert_eq!(server.body_bytes_for(&path), repo.files[0].size);
+    let left: Vec<_> = std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".incomplete"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_resume_after_the_file_changed_starts_again_instead_of_splicing() {
+    let repo = two_adapter_repo();
+    let config_file = repo.files[1].clone();
+    assert!(config_file.name == "adapter_config.json" && !config_file.lfs);
+    let v1 = served(&config_file);
+    // A new version of the same size: the cut lands in the old one, the resume in the new one.
+    let v2: Vec<u8> = v1
+        .iter()
+        .map(|&b| if b == b' ' { b'\t' } else { b })
+        .collect();
+    assert!(v1 != v2 && v1.len() == v2.len());
+    let server = HubServer::start(vec![repo.clone()]);
+    let path = format!("resolve/{}/adapter_config.json", repo.sha);
+    server.faults().cut = Some((path.clone(), v1.len() as u64 / 2, 1));
+    server.faults().change_after_get = Some((path.clone(), v2.clone()));
+    let mut cfg = config(&server);
+    cfg.retries = 1;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let done = guard(30, "fetch", move || fetch(cfg, &root, "org/adapter")).unwrap();
+    let got = std::fs::read(done.snapshot.join("adapter_config.json")).unwrap();
+    assert!(
+        got == v1 || got == v2,
+        "half one version, half another:\n{}",
+        String::from_utf8_lossy(&got)
+    );
+    let gets: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path.contains(&path))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(
+        gets[1].if_range.as_deref(),
+        Some(format!("\"{}\"", config_file.etag).as_str()),
+        "{gets:?}"
+    );
+}
+
+#[test]
+fn a_dripping_server_makes_fetch_give_up_with_a_clear_message() {
+    let repo = two_adapter_repo();
+    let path = format!("resolve/{}/adapter_model.safetensors", repo.sha);
+    // A few bytes per connection, then close: ~4200 connections for this file, each of which
+    // used to count as progress.
+    let server = HubServer::start(vec![repo.clone()]);
+    server.drip(&path, 100);
+    let mut cfg = config(&server);
+    cfg.retries = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let t0 = std::time::Instant::now();
+    let err = guard(20, "fetch", move || fetch(cfg, &root, "org/adapter")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("too slow") && msg.contains("4 attempts in a row brought 400 bytes"),
+        "{msg}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let part = tmp
+        .path()
+        .join("models--org--adapter/blobs")
+        .join(format!("{}.incomplete", repo.files[0].etag));
+    assert_eq!(
+        std::fs::metadata(part).unwrap().len(),
+        400,
+        "kept for a resume"
+    );
+
+    // 20 KiB per connection, each open 250 ms: every connection alone is within its 300 ms
+    // window, but no window brings 64 KiB.
+    let server = HubServer::start(vec![repo.clone()]);
+    server.drip(&path, 20 << 10);
+    server.faults().trickle = Some((path.clone(), 20 << 10, Duration::from_millis(250)));
+    let mut cfg = config(&server);
+    cfg.retries = 3;
+    cfg.download_timeout = Duration::from_millis(300);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let t0 = std::time::Instant::now();
+    let err = guard(20, "fetch", move || fetch(cfg, &root, "org/adapter")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("too slow") && msg.contains("never 64 KiB within 0.3 s"),
+        "{msg}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_metadata_answer_that_never_ends_hits_its_overall_deadline() {
+    let server = HubServer::start(vec![two_adapter_repo()]);
+    // 64 KiB every 50 ms: each 300 ms window brings plenty, and the body never ends.
+    server.faults().endless = Some(("/api/models/".into(), 64 << 10, Duration::from_millis(50)));
+    let mut cfg = config(&server);
+    cfg.etag_timeout = Duration::from_millis(300);
+    let t0 = std::time::Instant::now();
+    let err = guard(15, "repo info", move || {
+        let hub = Hub::new(cfg, "test").unwrap();
+        let r: RepoRef = "org/adapter".parse().unwrap();
+        rt().block_on(hub.repo_info(&r))
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("too slow") && msg.contains("did not end within 1.8 s"),
+        "{msg}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
 // --- the cache walk -------------------------------------------------------------------------

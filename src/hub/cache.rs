@@ -1,5 +1,6 @@
 //! The huggingface_hub cache layout, written: `models--ORG--NAME/{blobs,snapshots,refs}`, each
-//! snapshot file a relative symlink into `blobs/`. The one writer used by `fetch`, the demo, the
+//! snapshot file a relative symlink into `blobs/`, and the lock of each blob that
+//! huggingface_hub takes while it writes one (`.locks/models--ORG--NAME/<etag>.lock`). The one writer used by `fetch`, the demo, the
 //! synthetic survey, the tests and the benchmarks (so they all produce what huggingface_hub
 //! produces; see `docs/hub.md` for the upstream files this follows). No network code here.
 
@@ -22,6 +23,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The sha256 of everything `r` reads, in hex (a downloaded file, checked before it is linked).
+pub fn sha256_reader(r: &mut impl std::io::Read) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(hex(&h.finalize())),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A 40-hex commit id derived from `seed` (git commit ids have this shape), for synthetic repos.
 pub fn commit_id(seed: &str) -> String {
     sha256_hex(seed.as_bytes())[..40].to_string()
@@ -32,6 +47,12 @@ pub fn commit_id(seed: &str) -> String {
 pub struct BeforeFetch {
     existed: bool,
     incomplete: Vec<PathBuf>,
+}
+
+/// The lock of one blob, held until dropped (closing the file releases the `flock`).
+#[derive(Debug)]
+pub struct BlobLock {
+    _file: std::fs::File,
 }
 
 /// One repo's folder in the hub cache: `models--ORG--NAME/{blobs,snapshots,refs}`.
@@ -60,6 +81,51 @@ impl CacheRepo {
         self.dir.join("snapshots").join(commit)
     }
 
+    /// huggingface_hub's lock file of blob `etag`: `<cache>/.locks/models--ORG--NAME/<etag>.lock`
+    /// (`_hf_hub_download_to_cache_dir` in `src/huggingface_hub/file_download.py`).
+    pub fn lock_path(&self, etag: &str) -> PathBuf {
+        let root = self.dir.parent().unwrap_or(Path::new("."));
+        let folder = self.dir.file_name().unwrap_or_default();
+        root.join(".locks")
+            .join(folder)
+            .join(format!("{etag}.lock"))
+    }
+
+    /// Takes the lock of blob `etag` unless someone holds it (then `None`): an exclusive
+    /// `flock` on its lock file, the lock huggingface_hub's `filelock` takes, so that neither
+    /// tool writes a blob the other is writing. The file is created group-writable (0664) as
+    /// huggingface_hub's `WeakFileLock` creates it, and left in place (removing a lock file
+    /// someone may be waiting on would let two holders in). Where the file system has no
+    /// `flock`, the lock is granted without it (huggingface_hub falls back to a softer lock
+    /// there): the check of each finished file still keeps a corrupt blob out.
+    pub fn try_lock(&self, etag: &str) -> Result<Option<BlobLock>> {
+        let path = self.lock_path(etag);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(false).read(true).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Non-blocking: a FIFO planted there cannot block the open.
+            opts.mode(0o664).custom_flags(libc::O_NONBLOCK);
+        }
+        let file = opts.open(&path).map_err(|e| Error::io(&path, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor this function owns; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK | libc::EINTR)) {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(BlobLock { _file: file }))
+    }
+
     /// What the folder holds before a fetch starts, so that a fetch the user cancels can take
     /// back what it added ([`CacheRepo::discard_since`]).
     pub fn before_fetch(&self) -> BeforeFetch {
@@ -71,14 +137,19 @@ impl CacheRepo {
 
     /// Removes what a cancelled fetch left since `before`: the `.incomplete` blobs it started,
     /// and the repo folder itself when the fetch made it and no snapshot came of it. Partial
-    /// blobs that were there before stay (a cut connection's, kept for a resume). Best effort.
+    /// blobs that were there before stay (a cut connection's, kept for a resume), and so do
+    /// those another fetch holds the lock of. Best effort.
     pub fn discard_since(&self, before: &BeforeFetch) {
         if !before.existed && !self.dir.join("snapshots").exists() {
             let _ = std::fs::remove_dir_all(&self.dir);
             return;
         }
         for p in self.incomplete() {
-            if !before.incomplete.contains(&p) {
+            if before.incomplete.contains(&p) {
+                continue;
+            }
+            let etag = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if etag.is_some_and(|e| matches!(self.try_lock(&e), Ok(Some(_)))) {
                 let _ = std::fs::remove_file(&p);
             }
         }
@@ -105,16 +176,20 @@ impl CacheRepo {
             .collect::<PathBuf>()
             .join("blobs")
             .join(etag);
+        // Unique per process and call: two fetches of the same repo link at the same time.
         let tmp = link.with_file_name(format!(
-            ".{}.lorascope-link",
+            ".{}.{}.lorascope-link",
             link.file_name()
                 .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            unique()
         ));
-        let _ = std::fs::remove_file(&tmp);
         symlink_or_copy(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
-        Ok(link)
+        let renamed = std::fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e));
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        renamed.map(|()| link)
     }
 
     /// Makes `blobs/<etag>` with `write` (given the blob's path) and links `file` of snapshot
@@ -144,6 +219,17 @@ impl CacheRepo {
     }
 }
 
+/// `PID-N`: a name part no other process, nor another call of this one, uses.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 #[cfg(unix)]
 fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
     std::os::unix::fs::symlink(target, link)
@@ -159,17 +245,11 @@ fn symlink_or_copy(target: &Path, link: &Path) -> std::io::Result<()> {
 /// file or the new one, never a part. The temporary name is unique per process and call, so two
 /// writers of the same file (two scans at once) do not mix their bytes.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(
-        ".{}-{}.lorascope-tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    tmp.push(format!(".{}.lorascope-tmp", unique()));
     let tmp = PathBuf::from(tmp);
     let written = std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e));
     let renamed =
@@ -192,6 +272,23 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(commit_id("abc"), sha256_hex(b"abc")[..40]);
+    }
+
+    /// huggingface_hub's lock file, held by one taker at a time, released when dropped.
+    #[test]
+    fn blob_locks_exclude_each_other() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = CacheRepo::new(tmp.path(), "org/name");
+        assert_eq!(
+            repo.lock_path("abc"),
+            tmp.path().join(".locks/models--org--name/abc.lock")
+        );
+        let held = repo.try_lock("abc").unwrap().expect("free");
+        #[cfg(unix)]
+        assert!(repo.try_lock("abc").unwrap().is_none(), "taken twice");
+        assert!(repo.try_lock("other").unwrap().is_some());
+        drop(held);
+        assert!(repo.try_lock("abc").unwrap().is_some());
     }
 
     /// `put` writes the blob and a relative link that resolves to it from any depth.

@@ -12,23 +12,24 @@ use crate::adapter::{Adapter, FileInfo, Source};
 pub use crate::error::HubError;
 use crate::error::{Error, Result};
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::header::{
+    HeaderMap, HeaderName, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE,
+};
 use reqwest::{Client, Method, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod cache;
 pub mod discover;
+mod download;
 pub mod headers;
 
-use cache::hex;
 pub use cache::CacheRepo;
 pub use discover::{HubAdapter, HubMeta, SearchQuery, DEFAULT_BASE};
+pub use download::fetch;
 pub use headers::HeaderCache;
 use headers::{RawHeader, RepoRead};
 
@@ -326,20 +327,41 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How many redirects one request follows.
 const MAX_REDIRECTS: usize = 10;
 
-/// Bounds the time one request may take: each window of `after` (the first one starting before
-/// the request is sent) must bring [`PROGRESS_BYTES`] of body or the end of the answer.
+/// How many windows of `HF_HUB_ETAG_TIMEOUT` one metadata answer may take in all, however
+/// steadily it comes: 60 s at the default. (A body that never ends, 64 KiB per window, was
+/// otherwise read up to the 32 MiB cap: 85 minutes.)
+pub const METADATA_WINDOWS: u32 = 6;
+
+/// Bounds the time a request may take: each window of `after` (the first one starting before
+/// the request is sent) must bring [`PROGRESS_BYTES`] of body or the end of the answer. A
+/// metadata request must also end within [`METADATA_WINDOWS`] windows; a download has no end,
+/// and its windows span its connections (see `download.rs`).
 struct Deadline {
     after: Duration,
     until: tokio::time::Instant,
     got: u64,
+    /// When the whole answer must have come (metadata).
+    end: Option<tokio::time::Instant>,
+    /// Windows that brought [`PROGRESS_BYTES`].
+    progress: u64,
 }
 
 impl Deadline {
+    /// A metadata request's.
     fn new(after: Duration) -> Deadline {
+        let mut d = Deadline::download(after);
+        d.end = Some(d.until + after * (METADATA_WINDOWS - 1));
+        d
+    }
+
+    /// A download's: windows without an end.
+    fn download(after: Duration) -> Deadline {
         Deadline {
             after,
             until: tokio::time::Instant::now() + after,
             got: 0,
+            end: None,
+            progress: 0,
         }
     }
 
@@ -348,19 +370,48 @@ impl Deadline {
         self.got += n;
         if self.got >= PROGRESS_BYTES {
             self.got = 0;
+            self.progress += 1;
             self.until = tokio::time::Instant::now() + self.after;
         }
     }
 
-    /// Runs `fut` until the current window ends.
+    /// The current window has ended.
+    fn expired(&self) -> bool {
+        tokio::time::Instant::now() >= self.until
+    }
+
+    /// Opens a new window; what the ended one brought does not count towards it.
+    fn renew(&mut self) {
+        self.got = 0;
+        self.until = tokio::time::Instant::now() + self.after;
+    }
+
+    /// Waits `d` with the window's clock stopped (a pause between attempts is not the server's).
+    async fn pause(&mut self, d: Duration) {
+        tokio::time::sleep(d).await;
+        self.until += d;
+    }
+
+    /// Runs `fut` until the current window ends (or the whole request's time).
     async fn run<T>(&self, url: &str, fut: impl Future<Output = T>) -> Result<T> {
-        tokio::time::timeout_at(self.until, fut).await.map_err(|_| {
-            HubError::Timeout {
-                url: url.into(),
-                after: self.after,
-            }
-            .into()
-        })
+        let end = self.end.filter(|e| *e < self.until);
+        tokio::time::timeout_at(end.unwrap_or(self.until), fut)
+            .await
+            .map_err(|_| match end {
+                Some(_) => HubError::TooSlow {
+                    url: url.into(),
+                    msg: format!(
+                        "the answer did not end within {} s ({METADATA_WINDOWS} × the metadata timeout, HF_HUB_ETAG_TIMEOUT)",
+                        (self.after * METADATA_WINDOWS).as_secs_f64()
+                    ),
+                }
+                .into(),
+                None => HubError::Timeout {
+                    url: url.into(),
+                    after: self.after,
+                }
+                .into(),
+            })
     }
 }
 
@@ -429,11 +480,24 @@ impl Hub {
         deadline: &Deadline,
         stop: impl Fn(&Response) -> bool,
     ) -> Result<Response> {
+        let range: Vec<_> = range.map(|r| (RANGE, r)).into_iter().collect();
+        self.send_with(method, url, &range, deadline, stop).await
+    }
+
+    /// [`Hub::send`] with any request headers (`Range`, `If-Range`), kept on every hop.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, &str)],
+        deadline: &Deadline,
+        stop: impl Fn(&Response) -> bool,
+    ) -> Result<Response> {
         let mut at = reqwest::Url::parse(url).map_err(|e| network(url, format!("bad URL: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
             let mut rb = self.client.request(method.clone(), at.clone());
-            if let Some(r) = range {
-                rb = rb.header(RANGE, r);
+            for (name, value) in headers {
+                rb = rb.header(name, *value);
             }
             if let Some(t) = &self.cfg.token {
                 if self.origin.as_ref().is_some_and(|o| same_origin(o, &at)) {
@@ -693,178 +757,6 @@ impl Hub {
         .await
     }
 
-    /// Downloads `adapter_config.json` and every `*.safetensors` of a repo into the cache.
-    ///
-    /// Each file goes to `blobs/<etag>.incomplete` (resumed with `Range` after a cut, here or in a
-    /// later run), is checked (size; sha256 for LFS files), and is renamed into `blobs/<etag>`.
-    /// Only when every file is complete are the snapshot links and then `refs/<revision>`
-    /// written: the cache never points at a partial file.
-    pub async fn fetch(
-        &self,
-        cache_root: &Path,
-        repo: &RepoRef,
-        progress: &ProgressFn<'_>,
-    ) -> Result<Fetched> {
-        let info = self.repo_info(repo).await?;
-        let wanted: Vec<&String> = info
-            .files
-            .iter()
-            .filter(|f| f.ends_with(".safetensors") || file_name(f) == "adapter_config.json")
-            .filter(|f| {
-                repo.sub
-                    .as_ref()
-                    .is_none_or(|s| f.starts_with(&format!("{s}/")))
-            })
-            .collect();
-        if wanted.is_empty() {
-            return Err(protocol(
-                &format!("{}/{}", self.cfg.endpoint, repo.repo),
-                format!(
-                    "{repo} has no adapter_config.json or .safetensors file at {}",
-                    info.sha
-                ),
-            ));
-        }
-        let mut metas = Vec::with_capacity(wanted.len());
-        for f in &wanted {
-            let url = self.resolve_url(repo, &info.sha, f);
-            let m = self.file_meta(&url).await?;
-            if m.commit.as_deref().is_some_and(|c| c != info.sha) {
-                return Err(protocol(
-                    &url,
-                    format!("served from commit {:?}, expected {}", m.commit, info.sha),
-                ));
-            }
-            metas.push((url, m));
-        }
-        let cache = CacheRepo::new(cache_root, &repo.repo);
-        let blobs = cache.blobs();
-        tokio::fs::create_dir_all(&blobs)
-            .await
-            .map_err(|e| Error::io(&blobs, e))?;
-        let total: u64 = metas.iter().map(|(_, m)| m.size).sum();
-        let mut done = 0u64;
-        let mut downloaded = 0u64;
-        let mut files = Vec::with_capacity(wanted.len());
-        for (name, (url, m)) in wanted.iter().zip(&metas) {
-            let report = |file_done: u64| {
-                progress(&FetchProgress {
-                    file: name,
-                    file_done,
-                    file_size: m.size,
-                    done: done + file_done,
-                    total,
-                })
-            };
-            let got = self
-                .download_blob(url, m, &cache.blob(&m.etag), &report)
-                .await?;
-            report(m.size);
-            downloaded += got;
-            done += m.size;
-            files.push(FetchedFile {
-                name: name.to_string(),
-                size: m.size,
-                etag: m.etag.clone(),
-                cached: got == 0 && m.size > 0,
-            });
-        }
-        for f in &files {
-            cache.link(&info.sha, &f.name, &f.etag)?;
-        }
-        if repo.revision != info.sha {
-            cache.set_ref(&repo.revision, &info.sha)?;
-        }
-        Ok(Fetched {
-            snapshot: cache.snapshot(&info.sha),
-            repo_dir: cache.dir,
-            commit: info.sha,
-            files,
-            downloaded,
-        })
-    }
-
-    /// Makes `blob` hold the file at `url`; returns the bytes downloaded (0 when already there).
-    async fn download_blob(
-        &self,
-        url: &str,
-        m: &FileMeta,
-        blob: &Path,
-        report: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64> {
-        if tokio::fs::metadata(blob)
-            .await
-            .is_ok_and(|md| md.len() == m.size)
-        {
-            return Ok(0);
-        }
-        let mut p = Partial::open(blob.with_file_name(format!("{}.incomplete", m.etag)), m).await?;
-        let mut attempt = 0;
-        while p.have < p.size {
-            let before = p.have;
-            if let Err(e) = self.download_range(url, &mut p, report).await {
-                // Keep what arrived: the next attempt (or run) resumes from it.
-                p.flush().await?;
-                if p.have > before {
-                    attempt = 0; // progress: a flaky connection, not a dead one
-                }
-                if attempt >= self.cfg.retries || !transient(&e) {
-                    return Err(e);
-                }
-                tokio::time::sleep(self.pause(&e, attempt)).await;
-                attempt += 1;
-            }
-        }
-        p.finish(url, &m.etag, blob).await
-    }
-
-    /// One request for the rest of the file, appended to the partial download.
-    async fn download_range(
-        &self,
-        url: &str,
-        p: &mut Partial,
-        report: &(dyn Fn(u64) + Sync),
-    ) -> Result<()> {
-        let range = format!("bytes={}-", p.have);
-        let mut dl = Deadline::new(self.cfg.download_timeout);
-        let mut resp = self
-            .send(Method::GET, url, Some(&range), &dl, |_| false)
-            .await?;
-        match resp.status() {
-            StatusCode::PARTIAL_CONTENT => {
-                let first = content_range(resp.headers()).map(|(f, _, _)| f);
-                if first != Some(p.have) {
-                    return Err(protocol(
-                        url,
-                        format!("asked for byte {}, got {first:?}", p.have),
-                    ));
-                }
-            }
-            StatusCode::OK => p.restart().await?, // the server ignored Range
-            _ => {
-                self.check_status(url, &resp)?;
-                return Err(protocol(url, format!("unexpected HTTP {}", resp.status())));
-            }
-        }
-        while let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? {
-            if p.have + c.len() as u64 > p.size {
-                return Err(protocol(
-                    url,
-                    format!("more than the announced {} bytes", p.size),
-                ));
-            }
-            p.append(&c).await?;
-            report(p.have);
-        }
-        if p.have < p.size {
-            return Err(network(
-                url,
-                format!("connection closed at byte {} of {}", p.have, p.size),
-            ));
-        }
-        Ok(())
-    }
-
     /// Every adapter of a remote repo, from headers read over HTTP (no tensor data).
     pub async fn remote_adapters(
         &self,
@@ -1068,102 +960,6 @@ impl Hub {
     }
 }
 
-/// A download in progress: `blobs/<etag>.incomplete`, how much it holds, and the running sha256
-/// of an LFS file (whose etag is that hash).
-struct Partial {
-    file: tokio::fs::File,
-    path: PathBuf,
-    have: u64,
-    size: u64,
-    hasher: Option<Sha256>,
-    /// Bytes received in this run.
-    received: u64,
-}
-
-impl Partial {
-    /// Opens (or creates) the partial file; a resumed one is hashed from its start.
-    async fn open(path: PathBuf, m: &FileMeta) -> Result<Partial> {
-        let io = |e| Error::io(&path, e);
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(io)?;
-        let have = file.metadata().await.map_err(io)?.len();
-        let mut p = Partial {
-            file,
-            have,
-            size: m.size,
-            hasher: (m.lfs && m.etag.len() == 64).then(Sha256::new),
-            received: 0,
-            path,
-        };
-        if p.have > p.size {
-            p.restart().await?;
-        } else if let Some(h) = p.hasher.as_mut() {
-            hash_prefix(&mut p.file, p.have, h)
-                .await
-                .map_err(|e| Error::io(&p.path, e))?;
-        }
-        Ok(p)
-    }
-
-    async fn restart(&mut self) -> Result<()> {
-        self.file
-            .set_len(0)
-            .await
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.have = 0;
-        if let Some(h) = self.hasher.as_mut() {
-            *h = Sha256::new();
-        }
-        Ok(())
-    }
-
-    async fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(|e| Error::io(&self.path, e))?;
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(bytes);
-        }
-        self.have += bytes.len() as u64;
-        self.received += bytes.len() as u64;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| Error::io(&self.path, e))
-    }
-
-    /// Checks the hash, syncs and renames into `blob`; returns the bytes received in this run.
-    async fn finish(mut self, url: &str, etag: &str, blob: &Path) -> Result<u64> {
-        let io = |e| Error::io(&self.path, e);
-        self.file.flush().await.map_err(io)?;
-        self.file.sync_all().await.map_err(io)?;
-        if let Some(h) = self.hasher.take() {
-            let got = hex(&h.finalize());
-            if got != etag {
-                let _ = tokio::fs::remove_file(&self.path).await;
-                return Err(protocol(
-                    url,
-                    format!("downloaded bytes have sha256 {got}, the Hub says {etag}: discarded, run again"),
-                ));
-            }
-        }
-        tokio::fs::rename(&self.path, blob)
-            .await
-            .map_err(|e| Error::io(blob, e))?;
-        Ok(self.received)
-    }
-}
-
 /// kohya `.alpha` scalars are not fetched over HTTP (no gpt-oss adapter seen uses them).
 fn no_remote_scalars(f: &FileInfo, t: &TensorInfo) -> Result<f64> {
     Err(Error::Other(format!(
@@ -1171,19 +967,6 @@ fn no_remote_scalars(f: &FileInfo, t: &TensorInfo) -> Result<f64> {
         f.path.display(),
         t.name
     )))
-}
-
-/// Downloads a repo's adapter files into the cache (see [`Hub::fetch`]); the entry point for
-/// callers without a client of their own (the explorer).
-pub async fn fetch(
-    cfg: HubConfig,
-    cache_root: &Path,
-    repo: &RepoRef,
-    progress: &ProgressFn<'_>,
-) -> Result<Fetched> {
-    Hub::new(cfg, "fetching an adapter")?
-        .fetch(cache_root, repo, progress)
-        .await
 }
 
 /// The adapter folders of a remote repo's file list, grouped as discovery groups a snapshot.
@@ -1252,22 +1035,6 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
-}
-
-async fn hash_prefix(file: &mut tokio::fs::File, len: u64, h: &mut Sha256) -> std::io::Result<()> {
-    use tokio::io::AsyncSeekExt;
-    file.seek(std::io::SeekFrom::Start(0)).await?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = file.read(&mut buf[..left.min(1 << 20) as usize]).await?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! A small Hub-like HTTP/1.1 server on 127.0.0.1 for the tests: the model search
 //! (`/api/models?filter=…&search=…&author=…&limit=…&expand=…`, paged with `Link: <…>; rel="next"`),
 //! the repo-info endpoint and `resolve/REV/FILE` (GET and HEAD, with Range, ETag, X-Linked-Etag
-//! and X-Repo-Commit), gated repos (401 without a token, 403 with one), counters of the bytes and
-//! requests it sends and of the most requests in flight at once, and faults: cut a body, answer
-//! 404, stall, trickle, redirect, rate-limit (429 + Retry-After), or page to another host.
+//! and X-Repo-Commit, honouring If-Range), gated repos (401 without a token, 403 with one),
+//! counters of the bytes and requests it sends and of the most requests in flight at once, and
+//! faults: cut a body, answer 404, stall, trickle, redirect, rate-limit (429 + Retry-After), page
+//! to another host, drip (a few bytes per connection, then close: [`HubServer::drip`]), change a
+//! file after it was served, or send a body that never ends.
 
 use lorascope::hub::cache::{commit_id, sha256_hex};
 use lorascope::hub::{self, FetchProgress, HubConfig, RepoRef};
@@ -158,6 +160,12 @@ pub struct Faults {
     pub rate_limit: Option<(String, usize, u64)>,
     /// Search `next` links point at this base URL (e.g. another server) instead of this one.
     pub next_base: Option<String>,
+    /// After the next GET of a file whose path contains the text is answered (cut or not), the
+    /// file takes these bytes: a new version, with a new ETag, as a server that changed it.
+    pub change_after_get: Option<(String, Vec<u8>)>,
+    /// Answer `200` with a body that never ends: this many bytes (JSON whitespace) at a time,
+    /// pausing this long after each piece, until the client hangs up.
+    pub endless: Option<(String, u64, Duration)>,
 }
 
 /// A request as the server saw it.
@@ -167,6 +175,7 @@ pub struct Seen {
     pub path: String,
     pub range: Option<String>,
     pub auth: Option<String>,
+    pub if_range: Option<String>,
 }
 
 #[derive(Default)]
@@ -273,6 +282,12 @@ impl HubServer {
             .insert(repo.id.clone(), Arc::new(repo));
     }
 
+    /// A dripping server: every GET of a path containing `part` sends at most `bytes` of the body,
+    /// then closes the connection (a [`Faults::cut`] without end).
+    pub fn drip(&self, part: &str, bytes: u64) {
+        self.faults().cut = Some((part.into(), bytes, usize::MAX));
+    }
+
     /// Search pages hold at most `n` repos.
     pub fn set_page_max(&self, n: usize) {
         self.state.page_max.store(n.max(1), Ordering::SeqCst);
@@ -342,6 +357,7 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
         path: path.clone(),
         range: header("range"),
         auth: header("authorization"),
+        if_range: header("if-range"),
     };
     st.seen.lock().unwrap().push(seen.clone());
     let _in_flight = InFlight::new(&st);
@@ -366,6 +382,16 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             vec![],
         )
         .await;
+    }
+    let endless = st
+        .faults
+        .lock()
+        .unwrap()
+        .endless
+        .clone()
+        .filter(|(p, _, _)| path.contains(p.as_str()));
+    if let Some((_, piece, pause)) = endless {
+        return send_endless(&mut sock, &st, piece, pause).await;
     }
     if path == "/api/models" || path.starts_with("/api/models?") {
         let (status, headers, body) = search(&st, &path);
@@ -474,7 +500,17 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
     } else {
         headers.push(("ETag".into(), format!("\"{}\"", f.etag)));
     }
-    let (status, start, len) = match seen.range.as_deref().and_then(|r| parse_range(r, f.size)) {
+    // If-Range: the range only while the file still has the ETag the client names, else all
+    // of it (RFC 9110 §13.1.5).
+    let etag_now = headers
+        .iter()
+        .find(|(k, _)| k == "ETag")
+        .map(|(_, v)| v.clone());
+    let range = seen
+        .range
+        .as_deref()
+        .filter(|_| seen.if_range.is_none() || seen.if_range == etag_now);
+    let (status, start, len) = match range.and_then(|r| parse_range(r, f.size)) {
         Some(Ok((a, b))) => {
             headers.push(("Content-Range".into(), format!("bytes {a}-{b}/{}", f.size)));
             ("206 Partial Content", a, b - a + 1)
@@ -506,7 +542,47 @@ async fn handle(mut sock: TcpStream, st: Arc<State>) -> std::io::Result<()> {
             Src::File(fh)
         }
     };
-    send_body(&mut sock, &st, &path, start, len, &mut src).await
+    let sent = send_body(&mut sock, &st, &path, start, len, &mut src).await;
+    change_after_get(&st, &path, &repo, &f);
+    sent
+}
+
+/// Applies [`Faults::change_after_get`] to the file just served.
+fn change_after_get(st: &State, path: &str, repo: &ServedRepo, f: &ServedFile) {
+    let bytes = {
+        let mut fl = st.faults.lock().unwrap();
+        match &fl.change_after_get {
+            Some((p, _)) if path.contains(p.as_str()) => fl.change_after_get.take().map(|c| c.1),
+            _ => None,
+        }
+    };
+    let Some(bytes) = bytes else { return };
+    let mut new = repo.clone();
+    for file in new.files.iter_mut().filter(|x| x.name == f.name) {
+        *file = ServedFile::bytes(&f.name, bytes.clone());
+    }
+    st.repos
+        .write()
+        .unwrap()
+        .insert(new.id.clone(), Arc::new(new));
+}
+
+/// [`Faults::endless`]: a `200` whose body never ends (no Content-Length; `Connection: close`).
+async fn send_endless(
+    sock: &mut TcpStream,
+    st: &State,
+    piece: u64,
+    pause: Duration,
+) -> std::io::Result<()> {
+    let headers = [("Content-Type".to_string(), "application/json".to_string())];
+    write_head(sock, st, "200 OK", &headers).await?;
+    let bytes = vec![b' '; piece.max(1) as usize];
+    loop {
+        sock.write_all(&bytes).await?; // fails once the client has hung up
+        sock.flush().await?;
+        st.body.fetch_add(piece, Ordering::SeqCst);
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// The model search: repos matching every `filter` tag (`base_model:adapter:BASE`), `search`
