@@ -1,6 +1,7 @@
 //! Opening files found in a cache or a folder: regular files only, and never blocking. A FIFO
 //! named `adapter_model.safetensors`, `adapter_config.json` or `refs/main` would block `open`
-//! (and then `read`) forever; a device would stream without end.
+//! (and then `read`) forever; a device would stream without end. [`read_capped`] also bounds
+//! what is read, for files whose size has a limit (the Hub header cache's entries).
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -31,6 +32,31 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>> {
     let mut f = open_regular(path)?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+/// The whole content of a regular file of at most `max` bytes (see [`open_regular`]): a larger
+/// file is refused before anything is read, and one that grows meanwhile is read no further.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let f = open_regular(path)?;
+    let too_large = || {
+        let msg = format!("larger than the {max} bytes it may have");
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+        )
+    };
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > max {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if buf.len() as u64 > max {
+        return Err(too_large());
+    }
     Ok(buf)
 }
 

@@ -16,6 +16,7 @@ mod check;
 mod compute;
 mod export;
 mod hub;
+mod json_out;
 mod plot;
 mod report;
 pub mod table;
@@ -212,7 +213,9 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
     // Stdout is line-buffered: unbuffered, pretty JSON costs a write call per line (120 000 of
     // them, a third of the run, for a 2400-delta adapter's statistics).
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = serde_json::to_writer_pretty(&mut out, v)
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, json_out::Escaping::pretty());
+    let written = v
+        .serialize(&mut ser)
         .map_err(std::io::Error::from)
         .and_then(|_| writeln!(out))
         .and_then(|_| out.flush());
@@ -305,11 +308,15 @@ pub(crate) fn scan_table_with<'a>(
         ];
         cells.extend(more);
         t.row(cells);
+        // One line each, whatever the id or message holds.
+        let line = |what: &str| text::escape_line(&format!("  {}: {what}", s.id)).into_owned();
         if let Some(e) = &s.error {
-            errors.push_str(&format!("  {}: {e}\n", s.id));
+            errors.push_str(&line(e));
+            errors.push('\n');
         }
         if let Some(n) = s.notes.iter().find(|n| n.starts_with("unrecognised:")) {
-            unknown.push_str(&format!("  {}: {n}\n", s.id));
+            unknown.push_str(&line(n));
+            unknown.push('\n');
         }
     }
     let mut out = t.render();

@@ -35,8 +35,13 @@ impl Table {
         }
     }
 
+    /// A row; each cell is one line (its control characters, newline included, escaped).
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        let one_line = |c: String| match crate::view::text::escape_line(&c) {
+            std::borrow::Cow::Borrowed(_) => c,
+            std::borrow::Cow::Owned(e) => e,
+        };
+        self.rows.push(cells.into_iter().map(one_line).collect());
     }
 
     pub fn is_empty(&self) -> bool {

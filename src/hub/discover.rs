@@ -51,6 +51,14 @@ const MAX_PAGE: usize = 500;
 /// Pages followed at most: a server whose `next` links never end cannot hold a scan forever.
 const MAX_PAGES: usize = 10_000;
 
+/// The largest search page read (reading stops past it). A real page of 500 adapter repos with
+/// their file lists is well under 2 MB.
+pub const MAX_SEARCH_PAGE_BYTES: u64 = 16 << 20;
+
+/// The most search answers one search reads in all, and so about the most it keeps in memory
+/// (a few tens of thousands of repos with their file lists).
+pub const MAX_SEARCH_BYTES: u64 = 64 << 20;
+
 /// What to search for.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -224,15 +232,32 @@ impl Hub {
 
     /// Every repo the search lists, page after page (each page retried like any metadata
     /// request, `Retry-After` honoured), at most `q.limit`. The token follows the same rule as
-    /// everywhere: a `next` link to another origin is followed without it.
+    /// everywhere: a `next` link to another origin is followed without it. A page is at most
+    /// [`MAX_SEARCH_PAGE_BYTES`], all pages together at most [`MAX_SEARCH_BYTES`], and a `next`
+    /// link to a page already read is an error: a hostile or broken server cannot grow memory
+    /// or loop.
     pub async fn search(&self, q: &SearchQuery) -> Result<Vec<Listed>> {
         if q.limit == Some(0) {
             return Ok(vec![]);
         }
         let mut url = self.search_url(q)?;
         let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let (body, link) = self.get_page(url.as_str()).await?;
+        let mut read = 0u64;
+        let mut visited = std::collections::HashSet::from([url.to_string()]);
+        for page in 1..=MAX_PAGES {
+            let (body, link) = self.get_page(url.as_str(), MAX_SEARCH_PAGE_BYTES).await?;
+            read += body.len() as u64;
+            if read > MAX_SEARCH_BYTES {
+                return Err(protocol(
+                    url.as_str(),
+                    format!(
+                        "the search answers add up to more than {} MiB ({page} pages, {} repos): \
+                         narrow it with --search, --author or --limit",
+                        MAX_SEARCH_BYTES >> 20,
+                        out.len()
+                    ),
+                ));
+            }
             let items: Vec<Item> = serde_json::from_slice(&body).map_err(|e| {
                 protocol(
                     url.as_str(),
@@ -253,9 +278,19 @@ impl Hub {
             let Some(next) = link.as_deref().and_then(next_link) else {
                 return Ok(out);
             };
-            url = url
+            let next = url
                 .join(next)
                 .map_err(|e| protocol(url.as_str(), format!("bad next link '{next}': {e}")))?;
+            if !visited.insert(next.to_string()) {
+                return Err(protocol(
+                    url.as_str(),
+                    format!(
+                        "the search's next link leads back to a page already read ({next}): \
+                         the server's pages loop"
+                    ),
+                ));
+            }
+            url = next;
         }
         Err(protocol(
             url.as_str(),

@@ -4,18 +4,33 @@
 //! The cache lives in lorascope's own cache folder (`$XDG_CACHE_HOME/lorascope/hub-headers`,
 //! never the hub cache), one JSON file per repo keyed by endpoint, repo id and commit sha: a
 //! commit's files never change, so a file whose sha the Hub still lists is still right. Only
-//! complete reads are kept (a timeout or cut leaves nothing behind); a file that does not parse
-//! is ignored (and rewritten by the next read); writes are atomic.
+//! complete reads whose headers parsed are kept (a timeout, a cut or junk leaves nothing
+//! behind); a file that does not parse is ignored (and rewritten by the next read); writes are
+//! atomic. The folder is lorascope's own: no link in it is followed, only files named as its
+//! entries are ever removed, an entry has a size cap and the folder a bound.
 
 use super::RepoInfo;
 use crate::adapter::format::{self, Header};
+use crate::adapter::fsread;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Bumped when the file format changes: older files are then ignored.
 const VERSION: u32 = 1;
+
+/// The largest entry written or read (a repo's file list, configs and headers, as JSON). The
+/// largest gpt-oss header, an Unsloth per-expert LoRA on all 128 experts of gpt-oss-120b's 36
+/// layers, is 2.7 MB (2.9 MB in an entry): a repo of twenty such checkpoints fits.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+/// What the whole folder may hold by default: past it, the oldest entries are removed.
+pub const MAX_CACHE_BYTES: u64 = 1 << 30;
 
 /// The first 8 bytes, the file size and the header bytes of one remote safetensors file: what
 /// [`format::header_len`] and [`format::parse_header`] need, so that a cached header gives the
@@ -51,7 +66,7 @@ pub struct RepoRead {
 }
 
 impl RepoRead {
-    /// Whether every read succeeded, so that the read may be cached.
+    /// Whether every read succeeded (one condition for the read to be cached).
     fn complete(&self) -> bool {
         self.configs.values().all(|c| c.is_ok()) && self.headers.values().all(|h| h.is_ok())
     }
@@ -81,6 +96,18 @@ pub struct HeaderCache {
     pub dir: PathBuf,
     /// `--refresh`: nothing is read from the cache, everything read is written to it.
     pub refresh: bool,
+    /// What the folder may hold ([`MAX_CACHE_BYTES`] unless [`HeaderCache::with_bound`]).
+    bound: u64,
+    /// Bytes of the folder's entries: counted at this cache's first write, then kept up to date
+    /// by its writes (shared by its clones), so that a scan walks the folder once.
+    usage: Arc<Mutex<Option<u64>>>,
+}
+
+/// An entry found in the folder.
+struct Entry {
+    path: PathBuf,
+    size: u64,
+    modified: SystemTime,
 }
 
 impl HeaderCache {
@@ -90,12 +117,25 @@ impl HeaderCache {
     }
 
     pub fn new(dir: PathBuf, refresh: bool) -> HeaderCache {
-        HeaderCache { dir, refresh }
+        HeaderCache {
+            dir,
+            refresh,
+            bound: MAX_CACHE_BYTES,
+            usage: Arc::default(),
+        }
     }
 
-    /// `dir/<endpoint host_port>/<org>/<name>/<sha>.json`; the endpoint is part of the key, as a
-    /// mirror's `org/name@sha` need not be the Hub's.
-    fn path(&self, endpoint: &str, repo: &str, sha: &str) -> PathBuf {
+    /// The same cache with another bound for the whole folder.
+    pub fn with_bound(mut self, bytes: u64) -> HeaderCache {
+        self.bound = bytes;
+        self
+    }
+
+    /// The folder of `repo`'s entries: `dir/<endpoint host_port>/<org>/<name>` (the endpoint is
+    /// part of the key, as a mirror's `org/name@sha` need not be the Hub's). Each of these three
+    /// must be a real folder, not a link, so that nothing is read or written outside; with
+    /// `create`, missing ones are made (`mkdir` does not follow a link in its last place).
+    fn repo_dir(&self, endpoint: &str, repo: &str, create: bool) -> Option<PathBuf> {
         let host: String = endpoint
             .split("://")
             .nth(1)
@@ -109,16 +149,37 @@ impl HeaderCache {
                 }
             })
             .collect();
-        // Repo ids and shas are checked (`RepoRef`, `safe_component`) before they get here.
-        self.dir.join(host).join(repo).join(format!("{sha}.json"))
+        // Repo ids are checked (`RepoRef`) before they get here; this only keeps the promise.
+        let (org, name) = repo.split_once('/')?;
+        if create {
+            fs::create_dir_all(&self.dir).ok()?;
+        }
+        let mut dir = self.dir.clone();
+        for c in [host.as_str(), org, name] {
+            if matches!(c, "" | "." | "..") || c.contains(['/', '\\']) {
+                return None;
+            }
+            dir.push(c);
+            if !real_dir(&dir, create) {
+                return None;
+            }
+        }
+        Some(dir)
     }
 
-    /// The cached read of `repo` at `sha`, if there is a usable one.
+    /// The cached read of `repo` at `sha`, if there is a usable one. The entry is opened as
+    /// lorascope opens any file of a cache (a regular file, never blocking: a FIFO, a device or
+    /// a link to one is refused) and read only if its size is within [`MAX_ENTRY_BYTES`].
     pub fn get(&self, endpoint: &str, repo: &str, sha: &str) -> Option<RepoRead> {
-        if self.refresh {
+        if self.refresh || !is_commit(sha) {
             return None;
         }
-        let bytes = std::fs::read(self.path(endpoint, repo, sha)).ok()?;
+        let path = self.repo_dir(endpoint, repo, false)?.join(entry_name(sha));
+        // Entries are written as regular files: a link is not lorascope's, and not followed.
+        if !fs::symlink_metadata(&path).ok()?.is_file() {
+            return None;
+        }
+        let bytes = fsread::read_capped(&path, MAX_ENTRY_BYTES).ok()?;
         let c: CachedRepo = serde_json::from_slice(&bytes).ok()?;
         if c.version != VERSION || c.repo != repo || c.sha != sha {
             return None;
@@ -148,11 +209,13 @@ impl HeaderCache {
         })
     }
 
-    /// Keeps a complete read (an incomplete one, or one with bytes that are not UTF-8, is not
-    /// kept) and removes the repo's files of other commits. Failing to write is not an error of
-    /// the scan: the cache is only a speed-up.
+    /// Keeps a complete read whose headers all parsed (the caller, `Hub::adapters_at`, keeps
+    /// only those: junk headers are not cached) and of at most [`MAX_ENTRY_BYTES`], removes the
+    /// repo's entries of other commits, and keeps the folder within its bound. An incomplete
+    /// read, or one with bytes that are not UTF-8, is not kept. Failing to write is not an error
+    /// of the scan: the cache is only a speed-up.
     pub fn put(&self, endpoint: &str, repo: &str, read: &RepoRead) {
-        if !read.complete() {
+        if !read.complete() || !is_commit(&read.info.sha) {
             return;
         }
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
@@ -189,31 +252,153 @@ impl HeaderCache {
         let Ok(bytes) = serde_json::to_vec(&c) else {
             return;
         };
-        let path = self.path(endpoint, repo, &read.info.sha);
+        if bytes.len() as u64 > MAX_ENTRY_BYTES.min(self.bound) {
+            return;
+        }
+        let Some(dir) = self.repo_dir(endpoint, repo, true) else {
+            return;
+        };
+        let keep = entry_name(&read.info.sha);
+        let path = dir.join(&keep);
+        let replaced = fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
         if super::cache::write_atomic(&path, &bytes).is_err() {
             return;
         }
-        let keep = path.file_name().map(|n| n.to_owned());
-        if let (Some(dir), Some(keep)) = (path.parent(), keep) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let n = e.file_name();
-                if n != keep && n.to_string_lossy().ends_with(".json") {
-                    let _ = std::fs::remove_file(e.path());
+        // The repo's entries of other commits; nothing that is not an entry.
+        let mut freed = replaced;
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name == *keep || !is_entry_name(&name) {
+                continue;
+            }
+            // `DirEntry::metadata` does not follow a link: only regular files go.
+            if let Some(md) = e.metadata().ok().filter(|m| m.is_file()) {
+                if fs::remove_file(e.path()).is_ok() {
+                    freed += md.len();
                 }
             }
         }
+        self.account(&path, bytes.len() as u64, freed);
     }
+
+    /// Counts a write of `added` bytes that freed `freed`; past the bound, removes the oldest
+    /// entries (never `written`) until the folder holds at most three quarters of it, so that
+    /// the next writes do not each walk the folder again.
+    fn account(&self, written: &Path, added: u64, freed: u64) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let now = match *usage {
+            Some(u) => (u + added).saturating_sub(freed),
+            // The first write of this cache: the walk sees the new entry already.
+            None => self.entries().iter().map(|e| e.size).sum(),
+        };
+        *usage = Some(if now > self.bound {
+            self.evict(self.bound / 4 * 3, written)
+        } else {
+            now
+        });
+    }
+
+    /// Removes the oldest entries (by modification time) until at most `target` bytes remain;
+    /// returns what remains.
+    fn evict(&self, target: u64, keep: &Path) -> u64 {
+        let mut entries = self.entries();
+        entries.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+        let mut total: u64 = entries.iter().map(|e| e.size).sum();
+        for e in entries.iter().filter(|e| e.path != keep) {
+            if total <= target {
+                break;
+            }
+            if fs::remove_file(&e.path).is_ok() {
+                total -= e.size;
+                // The repo's folder, if that was its last entry (fails when it is not empty).
+                if let Some(d) = e.path.parent() {
+                    let _ = fs::remove_dir(d);
+                }
+            }
+        }
+        total
+    }
+
+    /// Every entry of the folder: regular files named as entries in `<host>/<org>/<name>`, each
+    /// folder a real one (links are not followed).
+    fn entries(&self) -> Vec<Entry> {
+        fn dirs(p: &Path) -> Vec<PathBuf> {
+            fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        }
+        let mut out = Vec::new();
+        for host in dirs(&self.dir) {
+            for org in dirs(&host) {
+                for name in dirs(&org) {
+                    for e in fs::read_dir(&name).into_iter().flatten().flatten() {
+                        if !is_entry_name(&e.file_name()) {
+                            continue;
+                        }
+                        if let Some(md) = e.metadata().ok().filter(|m| m.is_file()) {
+                            out.push(Entry {
+                                path: e.path(),
+                                size: md.len(),
+                                modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether `p` is a real folder (not a link to one); with `create`, a missing one is made.
+fn real_dir(p: &Path, create: bool) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) => m.is_dir(),
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = fs::create_dir(p); // another scan may make it first
+            fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+        }
+        Err(_) => false,
+    }
+}
+
+/// A commit hash as git writes them: 40 (SHA-1) to 64 (SHA-256) lowercase hex digits. Only reads
+/// at such a commit are cached, so that every entry's name says it is one.
+fn is_commit(sha: &str) -> bool {
+    (40..=64).contains(&sha.len()) && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `<sha>.json`: the name of an entry.
+fn entry_name(sha: &str) -> std::ffi::OsString {
+    format!("{sha}.json").into()
+}
+
+/// Whether a file name is an entry's: the only files lorascope removes from the folder.
+fn is_entry_name(name: &OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(is_commit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const A: &str = "abc1230000000000000000000000000000000000";
+    const B: &str = "def4560000000000000000000000000000000000";
+
     fn read() -> RepoRead {
         let json = br#"{"__metadata__":{}}"#.to_vec();
         RepoRead {
             info: RepoInfo {
-                sha: "abc123".into(),
+                sha: A.into(),
                 files: vec!["a.safetensors".into(), "adapter_config.json".into()],
             },
             configs: [("adapter_config.json".into(), Ok(b"{\"r\": 8}".to_vec()))].into(),
@@ -234,25 +419,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = HeaderCache::new(tmp.path().into(), false);
         let ep = "http://127.0.0.1:8080";
-        assert!(c.get(ep, "o/n", "abc123").is_none());
+        assert!(c.get(ep, "o/n", A).is_none());
         c.put(ep, "o/n", &read());
-        let got = c.get(ep, "o/n", "abc123").expect("cached");
+        let got = c.get(ep, "o/n", A).expect("cached");
         assert_eq!(got.info, read().info);
         let h = got.headers["a.safetensors"].as_ref().unwrap();
         assert!(h.parse(Path::new("a.safetensors")).is_ok());
         // Another endpoint, another sha: misses.
-        assert!(c.get("https://huggingface.co", "o/n", "abc123").is_none());
-        assert!(c.get(ep, "o/n", "def456").is_none());
+        assert!(c.get("https://huggingface.co", "o/n", A).is_none());
+        assert!(c.get(ep, "o/n", B).is_none());
         // Truncated: ignored, then rewritten by the next put.
-        let path = c.path(ep, "o/n", "abc123");
+        let path = c.repo_dir(ep, "o/n", false).unwrap().join(entry_name(A));
         let full = std::fs::read(&path).unwrap();
         std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-        assert!(c.get(ep, "o/n", "abc123").is_none());
+        assert!(c.get(ep, "o/n", A).is_none());
         c.put(ep, "o/n", &read());
-        assert!(c.get(ep, "o/n", "abc123").is_some());
+        assert!(c.get(ep, "o/n", A).is_some());
         // --refresh reads nothing.
         assert!(HeaderCache::new(tmp.path().into(), true)
-            .get(ep, "o/n", "abc123")
+            .get(ep, "o/n", A)
             .is_none());
     }
 
@@ -267,12 +452,12 @@ mod tests {
             Err(Error::Other("timed out".into())),
         );
         c.put(ep, "o/n", &r);
-        assert!(c.get(ep, "o/n", "abc123").is_none());
+        assert!(c.get(ep, "o/n", A).is_none());
         c.put(ep, "o/n", &read());
         let mut r2 = read();
-        r2.info.sha = "def456".into();
+        r2.info.sha = B.into();
         c.put(ep, "o/n", &r2);
-        assert!(c.get(ep, "o/n", "def456").is_some());
-        assert!(c.get(ep, "o/n", "abc123").is_none(), "old commit pruned");
+        assert!(c.get(ep, "o/n", B).is_some());
+        assert!(c.get(ep, "o/n", A).is_none(), "old commit pruned");
     }
 }

@@ -587,11 +587,12 @@ impl Hub {
 
     /// A small whole body (JSON), refusing more than `MAX_JSON` bytes.
     async fn get_small(&self, url: &str) -> Result<Vec<u8>> {
-        Ok(self.get_page(url).await?.0)
+        Ok(self.get_page(url, MAX_JSON).await?.0)
     }
 
-    /// A small whole body and the answer's `Link` header (search pages).
-    async fn get_page(&self, url: &str) -> Result<(Vec<u8>, Option<String>)> {
+    /// A small whole body of at most `max` bytes (reading stops past it) and the answer's `Link`
+    /// header (search pages).
+    async fn get_page(&self, url: &str, max: u64) -> Result<(Vec<u8>, Option<String>)> {
         self.retry(|| async {
             let mut dl = Deadline::new(self.cfg.etag_timeout);
             let mut resp = self.send(Method::GET, url, None, &dl, |_| false).await?;
@@ -600,10 +601,10 @@ impl Hub {
             let mut buf = Vec::new();
             while let Some(c) = self.next_chunk(url, &mut resp, &mut dl).await? {
                 buf.extend_from_slice(&c);
-                if buf.len() as u64 > MAX_JSON {
+                if buf.len() as u64 > max {
                     return Err(protocol(
                         url,
-                        format!("answer larger than {MAX_JSON} bytes"),
+                        format!("answer larger than {} MiB", max >> 20),
                     ));
                 }
             }
@@ -791,17 +792,16 @@ impl Hub {
             .headers
             .as_ref()
             .and_then(|c| c.get(&self.cfg.endpoint, &repo.repo, &info.sha));
-        let read = match cached {
-            Some(r) if r.info.files == info.files => r,
-            _ => {
-                let r = self.read_repo(repo, info).await?;
-                if let Some(c) = &self.headers {
-                    c.put(&self.cfg.endpoint, &repo.repo, &r);
-                }
-                r
-            }
+        let (read, fresh) = match cached {
+            Some(r) if r.info.files == info.files => (r, false),
+            _ => (self.read_repo(repo, info).await?, true),
         };
-        Ok(self.build_adapters(repo, read, opts))
+        let (adapters, parsed) = self.build_adapters(repo, &read, opts);
+        // Only headers that parsed are kept: junk would fill the cache and be read again anyway.
+        if let Some(c) = self.headers.as_ref().filter(|_| fresh && parsed) {
+            c.put(&self.cfg.endpoint, &repo.repo, &read);
+        }
+        Ok(adapters)
     }
 
     /// Reads every `adapter_config.json` and safetensors header of a repo at `info.sha`. A repo
@@ -847,13 +847,20 @@ impl Hub {
         })
     }
 
-    /// Adapters from a repo's headers, grouped by folder as discovery groups a snapshot.
-    fn build_adapters(&self, repo: &RepoRef, read: RepoRead, opts: LayoutOptions) -> Vec<Adapter> {
+    /// Adapters from a repo's headers, grouped by folder as discovery groups a snapshot, and
+    /// whether every header parsed.
+    fn build_adapters(
+        &self,
+        repo: &RepoRef,
+        read: &RepoRead,
+        opts: LayoutOptions,
+    ) -> (Vec<Adapter>, bool) {
         let RepoRead {
             info,
-            mut configs,
-            mut headers,
+            configs,
+            headers,
         } = read;
+        let mut all_parsed = true;
         let tree = format!("{}/{}/tree/{}", self.cfg.endpoint, repo.repo, info.sha);
         let mut out = Vec::new();
         for folder in adapter_folders(&info.files) {
@@ -861,13 +868,13 @@ impl Hub {
                 "" => base.to_string(),
                 s => format!("{base}/{s}"),
             };
-            let config = match folder.config.as_ref().and_then(|f| configs.remove(f)) {
+            let config = match folder.config.as_ref().and_then(|f| configs.get(f)) {
                 None => ConfigStatus::Missing,
-                Some(Ok(bytes)) => match config::parse(&bytes) {
+                Some(Ok(bytes)) => match config::parse(bytes) {
                     Ok(c) => ConfigStatus::Ok(c),
                     Err(m) => ConfigStatus::Malformed(m),
                 },
-                Some(Err(m)) => ConfigStatus::Malformed(m),
+                Some(Err(m)) => ConfigStatus::Malformed(m.clone()),
             };
             let urls: Vec<String> = folder
                 .safetensors
@@ -878,11 +885,14 @@ impl Hub {
                 .safetensors
                 .iter()
                 .zip(&urls)
-                .map(|(f, u)| match headers.remove(f) {
-                    Some(r) => r?.parse(Path::new(u)),
+                .map(|(f, u)| match headers.get(f) {
+                    Some(Ok(r)) => r.parse(Path::new(u)),
+                    // The same message (`describe` is its text); a failed read is never cached.
+                    Some(Err(e)) => Err(Error::Other(e.to_string())),
                     None => Err(Error::Other(format!("{u}: not read"))),
                 })
                 .collect();
+            all_parsed &= parsed.is_ok();
             let src = Source {
                 id: join(&repo.repo),
                 path: PathBuf::from(join(&tree)),
@@ -900,7 +910,7 @@ impl Hub {
                 &no_remote_scalars,
             ));
         }
-        out
+        (out, all_parsed)
     }
 
     /// Surveys many repos, `concurrency` at a time; a repo that fails becomes an `error` adapter

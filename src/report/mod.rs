@@ -614,9 +614,9 @@ fn opt(v: Option<usize>) -> String {
     v.map_or("–".into(), |x| x.to_string())
 }
 
-/// Markdown table cells must not contain `|`.
+/// Markdown table cells must not contain `|`, nor a line break (ids come from servers too).
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|")
+    crate::view::text::escape_line(s).replace('|', "\\|")
 }
 
 impl Report {
@@ -710,7 +710,7 @@ impl Report {
                 ("Examples", p.examples.join(", ")),
             ];
             for (what, v) in lines.iter().filter(|(_, v)| !v.is_empty()) {
-                md += &format!("- {what}: {v}\n");
+                md += &format!("- {what}: {}\n", crate::view::text::escape_line(v));
             }
         }
 
@@ -785,7 +785,7 @@ impl Report {
             md += "Nothing unusual.\n";
         }
         for n in &self.notes {
-            md += &format!("- {n}\n");
+            md += &format!("- {}\n", crate::view::text::escape_line(n));
         }
         md
     }

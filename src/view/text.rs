@@ -90,7 +90,18 @@ pub fn num(x: f64) -> String {
 /// DEL, and C1 such as U+009B, a one-character CSI) become visible escapes (`\x1b`, `\u{9b}`), so
 /// tensor, file and folder names or error messages cannot set the title or clear the screen.
 pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    escape(s, |c| c == '\n' || c == '\t')
+}
+
+/// As [`escape_controls`], for text that must stay on one line (a table cell, a list entry):
+/// newline and tab are escaped too (`\n`, `\t`), so that a name from a server or a folder
+/// cannot print rows of its own.
+pub fn escape_line(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, |_| false)
+}
+
+fn escape(s: &str, keep: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !keep(c);
     if !s.contains(bad) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -98,6 +109,8 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
     for c in s.chars() {
         match c {
             c if !bad(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
             c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
         }
@@ -135,7 +148,7 @@ pub fn short_name(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_controls, layers, layers_prose};
+    use super::{escape_controls, escape_line, layers, layers_prose};
 
     #[test]
     fn layer_lists_share_their_runs() {
@@ -155,5 +168,6 @@ mod tests {
             "a\\x1b]0;t\\x07b\\x7f\\u{9b}2J\n\tc"
         );
         assert_eq!(escape_controls("plain é"), "plain é");
+        assert_eq!(escape_line("a\nb\tc\u{9b}"), "a\\nb\\tc\\u{9b}");
     }
 }

@@ -5,7 +5,8 @@
 //! counters of the bytes and requests it sends and of the most requests in flight at once, and
 //! faults: cut a body, answer 404, stall, trickle, redirect, rate-limit (429 + Retry-After), page
 //! to another host, drip (a few bytes per connection, then close: [`HubServer::drip`]), change a
-//! file after it was served, or send a body that never ends.
+//! file after it was served, send a body that never ends, and search pages that loop, never end
+//! or are oversized.
 
 use lorascope::hub::cache::{commit_id, sha256_hex};
 use lorascope::hub::{self, FetchProgress, HubConfig, RepoRef};
@@ -166,6 +167,20 @@ pub struct Faults {
     /// Answer `200` with a body that never ends: this many bytes (JSON whitespace) at a time,
     /// pausing this long after each piece, until the client hangs up.
     pub endless: Option<(String, u64, Duration)>,
+    /// Search pages that never end (issue 22), see [`SearchFaults`].
+    pub search: SearchFaults,
+}
+
+/// Hostile model-search answers.
+#[derive(Debug, Default, Clone)]
+pub struct SearchFaults {
+    /// The last page's `next` link points back at the page before it: two pages that loop.
+    pub looping: bool,
+    /// Every page has a `next` link to a new cursor and the results wrap around: pages that
+    /// never end and never repeat.
+    pub endless: bool,
+    /// Each page is padded with this many bytes of JSON whitespace (an oversized page).
+    pub pad: usize,
 }
 
 /// A request as the server saw it.
@@ -629,10 +644,15 @@ fn search(st: &State, path: &str) -> (&'static str, Vec<(String, String)>, Vec<u
         .min(st.page_max.load(Ordering::SeqCst))
         .max(1);
     let has = |e: &str| expand.iter().any(|x| x == e);
-    let items: Vec<serde_json::Value> = matching
-        .iter()
-        .skip(cursor)
-        .take(page)
+    let hostile = st.faults.lock().unwrap().search.clone();
+    // Endless pages wrap around the results (none when nothing matches).
+    let listed: Box<dyn Iterator<Item = &&Arc<ServedRepo>>> = if hostile.endless {
+        let skip = cursor % matching.len().max(1);
+        Box::new(matching.iter().cycle().skip(skip).take(page))
+    } else {
+        Box::new(matching.iter().skip(cursor).take(page))
+    };
+    let items: Vec<serde_json::Value> = listed
         .map(|r| {
             let mut o = serde_json::json!({"_id": commit_id(&r.id)[..24], "id": r.id});
             let m = o.as_object_mut().unwrap();
@@ -668,7 +688,14 @@ fn search(st: &State, path: &str) -> (&'static str, Vec<(String, String)>, Vec<u
         })
         .collect();
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
-    if cursor + page < matching.len() {
+    let next_cursor = if hostile.endless || cursor + page < matching.len() {
+        Some(cursor + page)
+    } else if hostile.looping && cursor >= page {
+        Some(cursor - page)
+    } else {
+        None
+    };
+    if let Some(next_cursor) = next_cursor {
         let base = st
             .faults
             .lock()
@@ -680,12 +707,17 @@ fn search(st: &State, path: &str) -> (&'static str, Vec<(String, String)>, Vec<u
         next.query_pairs_mut()
             .clear()
             .extend_pairs(url.query_pairs().filter(|(k, _)| k != "cursor"))
-            .append_pair("cursor", &format!("c{}", cursor + page));
+            .append_pair("cursor", &format!("c{next_cursor}"));
         let rel = format!("{}?{}", next.path(), next.query().unwrap_or(""));
         // Absolute, as the Hub sends it.
         headers.push(("Link".into(), format!("<{base}{rel}>; rel=\"next\"")));
     }
-    ("200 OK", headers, serde_json::to_vec(&items).unwrap())
+    let mut body = serde_json::to_vec(&items).unwrap();
+    if hostile.pad > 0 {
+        // After the `[`: whitespace a JSON reader must read through.
+        body.splice(1..1, std::iter::repeat_n(b' ', hostile.pad));
+    }
+    ("200 OK", headers, body)
 }
 
 /// A body being sent: memory, or a file already positioned at the start of the range.
