@@ -17,6 +17,7 @@ mod compute;
 mod hub;
 mod plot;
 mod report;
+mod sarif;
 pub mod table;
 mod tui;
 
