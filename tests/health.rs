@@ -820,17 +820,93 @@ fn vllm_moe_2d_incomplete_expert_lora_weights_pack_moe() {
     assert!(f.message.contains("lacks down"), "{}", f.message);
 }
 
+/// A 2-D per-expert adapter named as gpt-oss's expert mapping names them
+/// (`experts.{e}.{gate,up,down}_proj`), on layer 1 of the toy model.
+fn indexed_experts(dir: &Path) -> Adapter {
+    let (h, i, r, e) = (TOY8.hidden, TOY8.inter, 2, TOY8.experts);
+    let mut extra = vec![];
+    for x in 0..e {
+        for (p, out, inp) in [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)] {
+            let m = format!("base_model.model.model.layers.1.mlp.experts.{x}.{p}");
+            extra.push(tensor(&format!("{m}.lora_A.weight"), vec![r, inp]));
+            extra.push(tensor(&format!("{m}.lora_B.weight"), vec![out, r]));
+        }
+    }
+    with_extra(dir, extra, None)
+}
+
 #[test]
-fn vllm_moe_2d_on_3d_model_lora_model_check_unexpected_modules() {
+fn vllm_moe_2d_on_3d_model_needs_the_mixed_format_flag_utils_process_packed_modules_mapping() {
     let t = tempfile::tempdir().unwrap();
-    let f = fires(
-        &write(t.path(), &spec(Pattern::UnslothExperts { layers: vec![1] })),
-        "vllm.moe-2d-on-3d-model",
+    let a = indexed_experts(t.path());
+    let f = fires(&a, "vllm.moe-2d-on-3d-model");
+    assert_eq!((f.severity, f.code), (Severity::Warning, code::SERVE_FLAG));
+    assert!(
+        f.message.contains("--enable-mixed-moe-lora-format"),
+        "{}",
+        f.message
     );
-    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    quiet(&a, "vllm.moe-unsloth-names");
     quiet(
         &peft_moe(&t.path().join("p"), ""),
         "vllm.moe-2d-on-3d-model",
+    );
+}
+
+#[test]
+fn vllm_moe_unsloth_names_lora_model_check_unexpected_modules() {
+    let t = tempfile::tempdir().unwrap();
+    let a = write(t.path(), &spec(Pattern::UnslothExperts { layers: vec![1] }));
+    let f = fires(&a, "vllm.moe-unsloth-names");
+    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    quiet(&a, "vllm.moe-2d-on-3d-model");
+}
+
+/// PEFT's packed gpt-oss pair with gate_up's factors the other way round (PEFT 0.19.x on
+/// transformers 5): lora_A (r·E, 2·inter), lora_B (hidden, r·E).
+fn transposed_moe(dir: &Path) -> Adapter {
+    write_with(
+        dir,
+        &spec(Pattern::PeftExperts { layers: vec![2, 5] }),
+        |g| {
+            for t in g
+                .tensors
+                .iter_mut()
+                .filter(|t| t.name.contains("experts.base_layer.lora_"))
+            {
+                let shape = if t.name.contains("lora_A") {
+                    vec![t.shape[0], 2 * TOY8.inter]
+                } else {
+                    vec![TOY8.hidden, t.shape[1]]
+                };
+                *t = tensor(&t.name, shape);
+            }
+        },
+    )
+}
+
+#[test]
+fn vllm_moe_transposed_fused_moe_set_lora() {
+    let t = tempfile::tempdir().unwrap();
+    quiet(&peft_moe(&t.path().join("ok"), ""), "vllm.moe-transposed");
+    let a = transposed_moe(&t.path().join("x"));
+    assert!(a.error.is_none(), "{:?}", a.error);
+    let f = fires(&a, "vllm.moe-transposed");
+    assert_eq!(
+        (f.severity, f.code, f.layer, f.target.as_deref()),
+        (
+            Severity::Error,
+            code::SERVE_REFUSED,
+            Some(2),
+            Some("gate_up_proj")
+        )
+    );
+    assert!(f.message.contains("layers 2, 5"), "{}", f.message);
+    assert!(f.message.contains("PR 3165"), "{}", f.message);
+    // SGLang refuses the layout before shapes matter.
+    assert_eq!(
+        fires(&a, "sglang.target-parameters").code,
+        code::SERVE_REFUSED
     );
 }
 
@@ -877,8 +953,8 @@ fn sglang_modules_to_save_router_lora_config_never_reads_modules_to_save() {
         "sglang.modules-to-save",
     );
     assert_eq!(
-        (f.severity, f.target.as_deref()),
-        (Severity::Error, Some("router"))
+        (f.severity, f.code, f.target.as_deref()),
+        (Severity::Error, code::SERVE_REFUSED, Some("router"))
     );
 }
 
@@ -902,18 +978,19 @@ fn tensor(name: &str, shape: Vec<usize>) -> TensorData {
 }
 
 #[test]
-fn sglang_modules_to_save_other_full_copies_lora_config() {
+fn sglang_modules_to_save_embedding_process_weight() {
     let t = tempfile::tempdir().unwrap();
     let a = with_extra(
         t.path(),
         vec![tensor("base_model.model.lm_head.weight", vec![20, 12])],
         None,
     );
-    let f = fires(&a, "sglang.modules-to-save-other");
+    let f = fires(&a, "sglang.modules-to-save-embedding");
     assert_eq!(
-        (f.severity, f.target.as_deref()),
-        (Severity::Warning, Some("lm_head"))
+        (f.severity, f.code, f.target.as_deref()),
+        (Severity::Warning, code::SERVE_DROPPED, Some("lm_head"))
     );
+    quiet(&a, "sglang.modules-to-save");
 }
 
 #[test]
@@ -926,7 +1003,7 @@ fn vllm_and_sglang_dora_peft_helper_and_validate_new_adapter() {
 }
 
 #[test]
-fn vllm_bias_peft_helper_validate_legal_and_sglang_unverified() {
+fn lora_bias_vllm_parse_fine_tuned_lora_name_and_sglang_unverified() {
     let t = tempfile::tempdir().unwrap();
     let a = with_extra(
         t.path(),
@@ -936,11 +1013,80 @@ fn vllm_bias_peft_helper_validate_legal_and_sglang_unverified() {
         )],
         None,
     );
-    assert_eq!(fires(&a, "vllm.bias").severity, Severity::Error);
+    let f = fires(&a, "vllm.lora-bias");
+    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    assert!(f.source.unwrap().contains("parse_fine_tuned_lora_name"));
+    quiet(&a, "vllm.bias");
+    let s = fires(&a, "sglang.lora-bias");
     assert_eq!(
-        fires(&a, "sglang.bias-trainable-tokens").severity,
-        Severity::Info
+        (s.severity, s.code),
+        (Severity::Info, code::SERVE_UNVERIFIED)
     );
+}
+
+#[test]
+fn vllm_bias_config_peft_helper_validate_legal() {
+    let t = tempfile::tempdir().unwrap();
+    quiet(
+        &with_extra(
+            &t.path().join("none"),
+            vec![],
+            Some(("bias", "none".into())),
+        ),
+        "vllm.bias",
+    );
+    let a = with_extra(&t.path().join("all"), vec![], Some(("bias", "all".into())));
+    let f = fires(&a, "vllm.bias");
+    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    assert!(f.source.unwrap().contains("validate_legal"));
+    assert!(f.message.contains("\"all\""), "{}", f.message);
+}
+
+#[test]
+fn init_base_vllm_init_is_supported_and_sglang_lora_config() {
+    let t = tempfile::tempdir().unwrap();
+    for (i, init) in ["pissa_niter_4", "olora", "corda", "loftq"]
+        .iter()
+        .enumerate()
+    {
+        let a = with_extra(
+            &t.path().join(i.to_string()),
+            vec![],
+            Some(("init_lora_weights", (*init).into())),
+        );
+        let v = fires(&a, "vllm.init-base");
+        assert_eq!(
+            (v.severity, v.code),
+            (Severity::Error, code::SERVE_REFUSED),
+            "{init}"
+        );
+        let s = fires(&a, "sglang.init-base");
+        assert_eq!(
+            (s.severity, s.code),
+            (Severity::Error, code::SERVE_WRONG_BASE),
+            "{init}"
+        );
+        assert!(s
+            .message
+            .contains("path_initial_model_for_weight_conversion"));
+    }
+    // Inits that only set the adapter's own start values, and plain true: nothing.
+    for (i, init) in [
+        Value::from("eva"),
+        Value::from("gaussian"),
+        Value::from(true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = with_extra(
+            &t.path().join(format!("ok{i}")),
+            vec![],
+            Some(("init_lora_weights", init)),
+        );
+        quiet(&a, "vllm.init-base");
+        quiet(&a, "sglang.init-base");
+    }
 }
 
 #[test]
@@ -955,21 +1101,39 @@ fn vllm_trainable_tokens_parse_fine_tuned_lora_name() {
         None,
     );
     assert_eq!(fires(&a, "vllm.trainable-tokens").severity, Severity::Error);
+    let s = fires(&a, "sglang.trainable-tokens");
+    assert_eq!(
+        (s.severity, s.code),
+        (Severity::Warning, code::SERVE_DROPPED)
+    );
 }
 
 #[test]
-fn vllm_embedding_lora_model_from_lora_tensors() {
+fn vllm_embedding_gpt_oss_declares_no_embedding_modules() {
     let t = tempfile::tempdir().unwrap();
     let e = "base_model.model.model.embed_tokens";
-    let a = with_extra(
-        t.path(),
+    let extra = || {
         vec![
             tensor(&format!("{e}.lora_embedding_A"), vec![4, 20]),
             tensor(&format!("{e}.lora_embedding_B"), vec![12, 4]),
-        ],
-        None,
+        ]
+    };
+    let a = with_extra(&t.path().join("g"), extra(), None);
+    let f = fires(&a, "vllm.embedding-gpt-oss");
+    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    quiet(&a, "vllm.embedding");
+    // Another base: the model class decides, which was not read.
+    let b = with_extra(
+        &t.path().join("q"),
+        extra(),
+        Some(("base_model_name_or_path", "Qwen/Qwen3-30B-A3B".into())),
     );
-    assert_eq!(fires(&a, "vllm.embedding").severity, Severity::Warning);
+    let f = fires(&b, "vllm.embedding");
+    assert_eq!(
+        (f.severity, f.code),
+        (Severity::Warning, code::SERVE_UNVERIFIED)
+    );
+    quiet(&b, "vllm.embedding-gpt-oss");
 }
 
 #[test]
@@ -1009,25 +1173,42 @@ fn sglang_rslora_lora_adapter_scaling_alpha_over_r() {
 }
 
 #[test]
+fn sglang_target_parameters_mem_pool_get_target_module_name() {
+    let t = tempfile::tempdir().unwrap();
+    let a = peft_moe(t.path(), "");
+    let f = fires(&a, "sglang.target-parameters");
+    assert_eq!((f.severity, f.code), (Severity::Error, code::SERVE_REFUSED));
+    quiet(&a, "sglang.moe-layouts");
+    quiet(
+        &write(&t.path().join("a"), &spec(Pattern::Attention)),
+        "sglang.target-parameters",
+    );
+}
+
+#[test]
 fn sglang_moe_layouts_lora_routed_expert_pattern() {
     let t = tempfile::tempdir().unwrap();
-    let f = fires(&peft_moe(t.path(), ""), "sglang.moe-layouts");
+    let a = write(t.path(), &spec(Pattern::UnslothExperts { layers: vec![1] }));
+    let f = fires(&a, "sglang.moe-layouts");
     assert_eq!(
         (f.severity, f.code),
         (Severity::Warning, code::SERVE_UNVERIFIED)
     );
-    quiet(
-        &write(&t.path().join("a"), &spec(Pattern::Attention)),
-        "sglang.moe-layouts",
-    );
+    quiet(&a, "sglang.target-parameters");
 }
 
 #[test]
 fn router_lora_vllm_gate_linear_and_sglang_known_target_modules() {
     let t = tempfile::tempdir().unwrap();
     let a = write(t.path(), &spec(Pattern::Mlx { layers: 2 }));
-    assert_eq!(fires(&a, "vllm.router-lora").severity, Severity::Info);
-    assert_eq!(fires(&a, "sglang.router-lora").severity, Severity::Warning);
+    let v = fires(&a, "vllm.router-lora");
+    assert_eq!(
+        (v.severity, v.code),
+        (Severity::Warning, code::SERVE_REFUSED)
+    );
+    assert!(v.versions.unwrap().contains("a6b6cfa"));
+    let s = fires(&a, "sglang.router-lora");
+    assert_eq!((s.severity, s.code), (Severity::Error, code::SERVE_REFUSED));
 }
 
 #[test]
@@ -1037,14 +1218,46 @@ fn every_rule_has_a_source_and_a_unique_id() {
         assert!(!r.source.is_empty(), "{}", r.id);
         assert!(ids.insert(r.id), "duplicate {}", r.id);
     }
-    // docs/health.md documents each rule by id.
+}
+
+/// docs/health.md's rule tables are the rule tables rendered (`serving::markdown_table`).
+#[test]
+fn docs_health_md_rule_tables_equal_the_rule_data() {
+    use health::serving::{markdown_table, Engine};
     let doc =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/health.md")).unwrap();
-    for id in ids {
-        assert!(
-            doc.contains(&format!("`{id}`")),
-            "docs/health.md lacks {id}"
+    for e in Engine::ALL {
+        let (open, close) = (
+            format!("<!-- rules:{} -->\n", e.as_str()),
+            format!("<!-- /rules:{} -->", e.as_str()),
         );
+        let start = doc
+            .find(&open)
+            .unwrap_or_else(|| panic!("docs/health.md lacks {open}"));
+        let body = &doc[start + open.len()..];
+        let table = &body[..body.find(&close).expect("closing marker")];
+        assert_eq!(
+            table,
+            markdown_table(e),
+            "docs/health.md's {} table differs from the rule data; paste the right side",
+            e.label()
+        );
+    }
+}
+
+#[test]
+fn every_rule_states_its_engine_version_source_and_effect_code() {
+    for e in health::serving::Engine::ALL {
+        for r in e.rules() {
+            assert_eq!(r.engine, e, "{}", r.id);
+            assert!(r.id.starts_with(&format!("{}.", e.as_str())), "{}", r.id);
+            assert!(
+                !r.versions.is_empty() && !r.condition.is_empty(),
+                "{}",
+                r.id
+            );
+            assert!(r.code().starts_with("serve-"), "{}", r.id);
+        }
     }
 }
 
@@ -1133,6 +1346,56 @@ fn check_json_has_the_contract_fields() {
         assert_eq!(h["serving"][e]["verdict"], "error", "{e}");
         assert!(h["serving"][e]["findings"][0]["rule"].is_string());
     }
+}
+
+#[test]
+fn check_engine_limits_the_serving_verdicts_to_one_engine() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("rs");
+    let mut s = spec(Pattern::Attention);
+    s.rslora = true; // SGLang serves it at another scale; vLLM serves it right.
+    write(&d, &s);
+    let d = d.to_str().unwrap();
+    let run_json = |engine: &str| {
+        let out = run(
+            t.path(),
+            &[
+                "check",
+                d,
+                "--format",
+                "json",
+                "--fail-on",
+                "warning",
+                "--engine",
+                engine,
+            ],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    let (code_v, v) = run_json("vllm");
+    assert_eq!(code_v, Some(0));
+    assert_eq!(v[0]["verdict"], "ok");
+    let serving = v[0]["serving"].as_object().unwrap();
+    assert_eq!(serving.keys().collect::<Vec<_>>(), ["vllm"]);
+    let (code_s, v) = run_json("sglang");
+    assert_eq!(code_s, Some(3));
+    assert_eq!(
+        v[0]["serving"]["sglang"]["findings"][0]["rule"],
+        "sglang.rslora"
+    );
+    assert_eq!(v[0]["serving"]["sglang"]["findings"][0]["effect"], "scale");
+    assert!(v[0]["serving"].get("vllm").is_none());
+    // Both by default; the text names only the engine asked for.
+    let both = run(t.path(), &["check", d, "--json"]);
+    let v: Value = serde_json::from_slice(&both.stdout).unwrap();
+    assert_eq!(v[0]["serving"].as_object().unwrap().len(), 2);
+    let text = run(t.path(), &["check", d, "--engine", "vllm"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("vLLM: ok") && !text.contains("SGLang"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -24,6 +24,13 @@ pub struct AdapterConfig {
     pub wrapped_parameters: Patterns<String>,
     pub modules_to_save: Vec<String>,
     pub use_dora: bool,
+    /// PEFT's `bias` ("none", "all", "lora_only"): base biases trained and saved with the adapter.
+    pub bias: Option<String>,
+    /// PEFT's `lora_bias`: a bias on lora_B (`lora_B.bias` tensors).
+    pub lora_bias: bool,
+    /// `init_lora_weights` when it names an init (`"pissa"`, `"olora"`, `"gaussian"`, …);
+    /// None for `true`/`false`.
+    pub init_lora_weights: Option<String>,
     pub base_model: Option<String>,
     pub peft_type: Option<String>,
     /// mlx-lm's `lora_parameters.scale`: the scale itself, not alpha (mlx_lm/tuner/utils.py).
@@ -113,6 +120,12 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     c.use_dora = o.get("use_dora").and_then(Value::as_bool).unwrap_or(false);
+    c.bias = o.get("bias").and_then(Value::as_str).map(str::to_owned);
+    c.lora_bias = o.get("lora_bias").and_then(Value::as_bool).unwrap_or(false);
+    c.init_lora_weights = o
+        .get("init_lora_weights")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     c.rank_pattern = Patterns::new(pattern(o.get("rank_pattern"), "rank_pattern", |x| {
         x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
     })?);

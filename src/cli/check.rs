@@ -7,6 +7,7 @@ use crate::adapter::catalog::Catalog;
 use crate::adapter::discovery::{self, ScanRequest};
 use crate::adapter::layout::LayoutOptions;
 use crate::compute::stats::Control;
+use crate::health::serving::{self, Engine};
 use crate::health::{self, EngineVerdict, Finding, Health, Severity};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
@@ -19,14 +20,43 @@ pub const EXIT_UNHEALTHY: u8 = 3;
 pub struct CheckArgs {
     /// Ids from `scan` or paths (default: every adapter in the cache)
     pub adapters: Vec<String>,
-    #[arg(long)]
+    /// The same as --format json
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output: text, json, or a SARIF 2.1.0 log for code-scanning services
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    /// Judge serving for one engine only (default: both)
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// Exit with 3 when a finding is at least this severe
     #[arg(long, value_enum, default_value = "error")]
     pub fail_on: FailOn,
     /// Worker threads (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Vllm,
+    Sglang,
+}
+
+impl EngineArg {
+    fn engine(self) -> Engine {
+        match self {
+            EngineArg::Vllm => Engine::Vllm,
+            EngineArg::Sglang => Engine::Sglang,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,15 +105,38 @@ pub fn cmd_check(ctx: &Catalog, args: CheckArgs) -> Result<ExitCode> {
         progress: Some(&cb),
         cancel: None,
     };
+    let engines: Vec<Engine> = match args.engine {
+        Some(e) => vec![e.engine()],
+        None => Engine::ALL.to_vec(),
+    };
     let mut out = Vec::with_capacity(adapters.len());
     for a in &adapters {
-        out.push(health::check(a, &ctl).with_context(|| format!("checking {}", a.id))?);
+        let mut h = health::check(a, &ctl).with_context(|| format!("checking {}", a.id))?;
+        if let Some(e) = args.engine {
+            serving::limit(&mut h, e.engine());
+        }
+        out.push(h);
     }
     progress.finish();
-    if args.json {
-        print_json(&out)?;
+    let format = if args.json {
+        OutputFormat::Json
     } else {
-        out!("{}", text(&out));
+        args.format
+    };
+    match format {
+        OutputFormat::Json => print_json(&json(&out, &engines)?)?,
+        OutputFormat::Sarif => {
+            let files: Vec<&std::path::Path> = adapters
+                .iter()
+                .map(|a| {
+                    a.files
+                        .first()
+                        .map_or(a.path.as_path(), |f| f.path.as_path())
+                })
+                .collect();
+            print_json(&super::sarif::log(&out, &files, &engines))?
+        }
+        OutputFormat::Text => out!("{}", text(&out, &engines)),
     }
     let failed = args
         .fail_on
@@ -115,8 +168,19 @@ fn engine(name: &str, e: &EngineVerdict) -> String {
     s
 }
 
+/// `check --json`: the health of each adapter, with only the judged engines under `serving`.
+fn json(all: &[Health], engines: &[Engine]) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(all)?;
+    for h in v.as_array_mut().into_iter().flatten() {
+        if let Some(s) = h.get_mut("serving").and_then(|s| s.as_object_mut()) {
+            s.retain(|k, _| engines.iter().any(|e| e.as_str() == k));
+        }
+    }
+    Ok(v)
+}
+
 /// The readable list: per adapter its verdict, findings by severity, serving, rank advice.
-pub fn text(all: &[Health]) -> String {
+pub fn text(all: &[Health], engines: &[Engine]) -> String {
     let mut s = String::new();
     for h in all {
         s.push_str(&format!(
@@ -139,8 +203,9 @@ pub fn text(all: &[Health]) -> String {
                 s.push_str(&finding_line(f));
             }
         }
-        s.push_str(&engine("vLLM", &h.serving.vllm));
-        s.push_str(&engine("SGLang", &h.serving.sglang));
+        for e in engines {
+            s.push_str(&engine(e.label(), h.serving.of(*e)));
+        }
         if !h.rank_advice.is_empty() {
             let parts: Vec<String> = h
                 .rank_advice

@@ -19,6 +19,7 @@ mod hub;
 mod json_out;
 mod plot;
 mod report;
+mod sarif;
 pub mod table;
 mod tui;
 

@@ -100,6 +100,8 @@ pub mod code {
     pub const SERVE_FLAG: &str = "serve-flag";
     /// Serving: the engine's code says nothing either way (no verdict, only a note).
     pub const SERVE_UNVERIFIED: &str = "serve-unverified";
+    /// Serving: it loads as a plain LoRA onto a base it was not trained on (PiSSA-like inits).
+    pub const SERVE_WRONG_BASE: &str = "serve-wrong-base";
 }
 
 /// One finding: what, how bad, where, a sentence, and the number behind it.
@@ -117,6 +119,11 @@ pub struct Finding {
     pub rule: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'static str>,
+    /// Serving findings: what the engine does (`refused`, `dropped`, …) and the version read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<&'static str>,
 }
 
 impl Finding {
@@ -131,6 +138,8 @@ impl Finding {
             value: None,
             rule: None,
             source: None,
+            effect: None,
+            versions: None,
         }
     }
     fn at(mut self, layer: Option<usize>, target: Option<&str>, expert: Option<usize>) -> Self {

@@ -816,7 +816,12 @@ fn draw_health(
     hits.health = Some(t);
     if let Some((_, f)) = findings.get(v.health_sel) {
         let hint = match f.source {
-            Some(src) => Some(format!("source: {src}")),
+            Some(src) => Some(format!(
+                "{}source: {src} (read at {})",
+                f.effect
+                    .map_or(String::new(), |e| format!("effect: {e} · ")),
+                f.versions.unwrap_or("?")
+            )),
             None => f
                 .target
                 .is_some()
