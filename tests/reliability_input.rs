@@ -486,8 +486,16 @@ fn a_rank_of_65536_on_2x2_is_cheap_and_an_empty_rank_2_pow_30_is_an_error() {
 // ---------------------------------------------------------------------------------------------
 // 11. thousands of rank/alpha pattern keys
 
+/// Pattern compilations are counted process-wide: the tests that count them take turns.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn counting() -> std::sync::MutexGuard<'static, ()> {
+    COUNTING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn thousands_of_pattern_keys_compile_once_and_first_match_wins() {
+    let _turn = counting();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut s = Spec::new(Dims::TOY, Pattern::Attention);
     s.attn_rank = 2;
@@ -534,6 +542,204 @@ fn thousands_of_pattern_keys_compile_once_and_first_match_wins() {
             d.target
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// issue 22, 11 and 12: costly pattern keys compile once per adapter, within one budget per config
+
+/// A 24-layer attention adapter whose config gets `edit`.
+fn adapter_with_config(root: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let dims = Dims {
+        layers: 24,
+        ..Dims::TOY
+    };
+    synth::write_adapter(root, &Spec::new(dims, Pattern::Attention)).expect("write");
+    let path = root.join("adapter_config.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("json")).expect("config");
+    root.to_path_buf()
+}
+
+#[test]
+fn target_modules_compile_once_per_adapter_not_once_per_module() {
+    let _turn = counting();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A regex entry that matches nothing, listed first: the coverage checks try it on every
+    // module and on every delta (they used to compile it for each: ~190 compilations here).
+    let dir = adapter_with_config(tmp.path(), |c| {
+        c["target_modules"] =
+            serde_json::json!(["(zz){1,2}", "q_proj", "k_proj", "v_proj", "o_proj"]);
+    });
+    let before = config::regex_compilations();
+    let a = load(&dir);
+    let health = lorascope::health::analyze(&a, &[], &[]);
+    let compiled = config::regex_compilations() - before;
+    assert_eq!(a.kind, Kind::Lora, "{:?}", a.error);
+    assert!(a.deltas.len() >= 96, "{} deltas", a.deltas.len());
+    assert!(compiled < 10, "{compiled} compilations for one regex entry");
+    // The check itself is unchanged: the entry that matches nothing is named.
+    assert!(
+        health.findings.iter().any(|f| f
+            .message
+            .contains("target_modules entry '(zz){1,2}' matched no tensor")),
+        "{:?}",
+        health.findings
+    );
+}
+
+#[test]
+fn heavy_pattern_keys_trip_the_compile_budget_and_the_config_is_not_understood() {
+    let _turn = counting();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // 400 distinct keys of nested counted repetitions, each ~0.7 MiB compiled (under the limit
+    // of one key): together far past the budget of one config. They used to be compiled all.
+    let keys: serde_json::Map<String, Value> = (0..400)
+        .map(|i| {
+            (
+                format!("(((a{{1,9}}){{1,9}}){{1,9}}){{1,9}}_{i}"),
+                2.0.into(),
+            )
+        })
+        .collect();
+    let many = adapter_with_config(&tmp.path().join("many"), |c| {
+        c["alpha_pattern"] = Value::Object(keys);
+    });
+    // One key of 22 characters that compiles to ~9 MiB: past the limit of one key.
+    let heavy = adapter_with_config(&tmp.path().join("heavy"), |c| {
+        c["target_modules"] = serde_json::json!(["((a{1,9}){1,99}){1,99}", "q_proj"]);
+    });
+    let before = config::regex_compilations();
+    let (many, heavy) = support::within(120, "loading costly configs", move || {
+        let many = load(&many);
+        let heavy = load(&heavy);
+        let health = lorascope::health::analyze(&heavy, &[], &[]);
+        (many, (heavy, health))
+    });
+    let compiled = config::regex_compilations() - before;
+    assert!(
+        (2..100).contains(&compiled),
+        "{compiled} compilations: the budget stops well before 400 keys"
+    );
+    let note = |a: &Adapter, what: &str| {
+        assert_eq!(a.kind, Kind::Lora, "{:?}", a.error);
+        assert!(a.config.config().is_none(), "the config is not used");
+        let n = a
+            .notes
+            .iter()
+            .find(|n| n.contains("adapter_config.json"))
+            .unwrap_or_else(|| panic!("no config note in {:?}", a.notes));
+        assert!(n.contains(what) && n.contains("scale unknown"), "{n}");
+        assert!(n.len() < 400, "a short note: {n}");
+    };
+    note(&many, "MiB compiled, the budget of one config");
+    note(&many, "alpha_pattern key ");
+    note(
+        &heavy.0,
+        "target_modules key 1 of 2 ('((a{1,9}){1,99}){1,99}') compiles to more than 1 MiB",
+    );
+    // Scales fall back to s = 1, as for any config lorascope cannot use.
+    assert!(many.deltas.iter().all(|d| d.scale == 1.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// issue 22, 15: a base index that names one shard under thousands of spellings
+
+#[test]
+fn a_base_index_naming_one_shard_many_ways_opens_it_once_and_keeps_its_note_short() {
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    use lorascope::synth::Item;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = tmp.path().join("hub");
+    let dims = Dims::TOY_MXFP4;
+    let mut spec = Spec::new(dims, Pattern::PeftExperts { layers: vec![0, 1] });
+    spec.expert_rank = 2;
+    let item = Item::Adapter {
+        sub: String::new(),
+        spec,
+    };
+    synth::write_hub_repo(&hub, "me/moe", &[item]).expect("adapter");
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(dims, ExpertStorage::Mxfp4),
+    )
+    .expect("base");
+    let repo = hub.join("models--openai--gpt-oss-20b");
+    let rev = std::fs::read_to_string(repo.join("refs/main")).expect("ref");
+    let index_path = repo
+        .join("snapshots")
+        .join(rev.trim())
+        .join("model.safetensors.index.json");
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("json");
+    let map = index["weight_map"].as_object_mut().expect("weight_map");
+    let first = map
+        .values()
+        .next()
+        .and_then(Value::as_str)
+        .expect("a shard")
+        .to_string();
+    // The first shard's own tensors under `./NAME`; 10,000 names of it spelt with `./` and
+    // `.//` (one file, 10,001 spellings); 3,000 spellings through `x/..` (not files of the
+    // snapshot: each one an unreadable shard).
+    for v in map.values_mut() {
+        if v.as_str() == Some(first.as_str()) {
+            *v = format!("./{first}").into();
+        }
+    }
+    for i in 0..10_000usize {
+        let dots: String = (0..14)
+            .map(|b| if i >> b & 1 == 1 { "./" } else { ".//" })
+            .collect();
+        map.insert(format!("extra.{i}"), format!("{dots}{first}").into());
+    }
+    for i in 0..3_000 {
+        map.insert(format!("outside.{i}"), format!("x{i}/../{first}").into());
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).expect("index");
+    let hub_s = hub.to_str().expect("utf-8");
+
+    let out = support::lorascope(
+        &["stats", "me/moe", "--cache", hub_s, "--base", "--json"],
+        tmp.path(),
+        &[],
+    );
+    let v = json(&out);
+    assert_eq!(v["base"]["found"], true, "{}", v["base"]);
+    // The shard opened once serves the tensors placed under any of its spellings: layer 0's
+    // deltas (in the first shard) have their numbers.
+    let in_first = v["deltas"]
+        .as_array()
+        .expect("deltas")
+        .iter()
+        .filter(|d| d["layer"] == 0)
+        .collect::<Vec<_>>();
+    assert!(!in_first.is_empty());
+    for d in in_first {
+        assert!(d["relative_change"].is_number(), "{d}");
+    }
+    let notes = v["base"]["notes"].as_array().expect("notes");
+    let note = notes
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|n| n.contains("is partial"))
+        .unwrap_or_else(|| panic!("no note of the unreadable spellings in {notes:?}"));
+    assert!(note.contains("3000 of"), "{note}");
+    assert!(note.contains("and 2992 more"), "{note}");
+    assert!(note.len() < 1000, "{} bytes: {note}", note.len());
+    // The table too: the adapter's statistics, exit 0.
+    let out = support::lorascope(
+        &["stats", "me/moe", "--cache", hub_s, "--base"],
+        tmp.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -543,3 +543,114 @@ fn the_explorer_marks_non_finite_cells_and_stats() {
     assert!(text.contains("non-finite"), "{text}");
     assert!(!text.contains("NaN"), "{text}");
 }
+
+/// A hub cache with a PEFT expert adapter (layers 0 and 1, 2 experts) and the MXFP4 base its
+/// config names, whose expert 1 of layer 0's gate_up has one E8M0 scale of 255 (NaN). Returns
+/// the cache and the adapter's snapshot.
+fn adapter_on_a_nan_base(root: &Path) -> (PathBuf, PathBuf) {
+    use lorascope::synth::base::{write_base, BaseSpec, ExpertStorage};
+    use lorascope::synth::Item;
+    let hub = root.join("hub");
+    let dims = Dims::TOY_MXFP4;
+    let mut spec = Spec::new(dims, Pattern::PeftExperts { layers: vec![0, 1] });
+    spec.expert_rank = 2;
+    synth::write_hub_repo(
+        &hub,
+        "me/moe",
+        &[Item::Adapter {
+            sub: String::new(),
+            spec,
+        }],
+    )
+    .unwrap();
+    write_base(
+        &hub,
+        "openai/gpt-oss-20b",
+        &BaseSpec::new(dims, ExpertStorage::Mxfp4),
+    )
+    .unwrap();
+    let snapshot = |id: &str| {
+        let repo = hub.join(format!("models--{}", id.replace('/', "--")));
+        let rev = std::fs::read_to_string(repo.join("refs/main")).unwrap();
+        repo.join("snapshots").join(rev.trim())
+    };
+    let base = snapshot("openai/gpt-oss-20b");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(base.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let name = "model.layers.0.mlp.experts.gate_up_proj_scales";
+    let shard = base.join(index["weight_map"][name].as_str().unwrap());
+    let h = lorascope::adapter::format::read_header(&shard).unwrap();
+    let t = h.tensors.iter().find(|t| t.name == name).unwrap();
+    let expert_1 = h.data_start + t.begin + (t.end - t.begin) / t.shape[0] as u64;
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[expert_1 as usize] = 255;
+    // Through the snapshot link, into the blob.
+    std::fs::write(&shard, bytes).unwrap();
+    let adapter = snapshot("me/moe");
+    (hub, adapter)
+}
+
+/// Issue 22, 13: a NaN in the base makes the base metrics of that expert non-finite, and one
+/// non-finite expert makes its layer's cell non-finite (the grid's rule for the adapter's own
+/// metrics), in the explorer's maps and in plots: never a mean over the other experts, never
+/// grey "no value".
+#[test]
+fn a_non_finite_base_weight_makes_base_metric_cells_non_finite() {
+    use lorascope::view::grid::{self, CellKind, Metric};
+    let t = tempfile::tempdir().unwrap();
+    let (hub, dir) = adapter_on_a_nan_base(t.path());
+    let a = load(&dir);
+    let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
+    let session = lorascope::base::session_for(&a, None, &[hub]).unwrap();
+    let base =
+        lorascope::base::stats::compute(&session, &a, &Filter::default(), &Control::default())
+            .unwrap();
+    let rel = Metric::Relative.index();
+    // The explorer's maps (the grids `p` exports too).
+    let layers = grid::layer_grid(&a, Some(&st), Some(&base));
+    let row = |g: &grid::Grid, l: usize| g.row_layers.iter().position(|&r| r == Some(l)).unwrap();
+    for (c, col) in layers.cols.iter().enumerate() {
+        let kind = |l| layers.kind(row(&layers, l), c, rel);
+        if col.target.as_str() == "gate_up_proj" {
+            assert_eq!(kind(0), CellKind::NonFinite, "{} {:?}", col.label, col.tag);
+            assert!(matches!(kind(1), CellKind::Value(_)), "{:?}", kind(1));
+        } else {
+            assert_ne!(kind(0), CellKind::NonFinite, "{}", col.label);
+        }
+    }
+    let target = lorascope::adapter::target::Target::parse("gate_up_proj");
+    let experts = grid::expert_grid(&a, &target, Some(&st), Some(&base));
+    let col = |e: usize| {
+        experts
+            .cols
+            .iter()
+            .position(|c| c.expert == Some(Some(e)))
+            .unwrap()
+    };
+    let r0 = row(&experts, 0);
+    assert_eq!(experts.kind(r0, col(1), rel), CellKind::NonFinite);
+    assert!(matches!(experts.kind(r0, col(0), rel), CellKind::Value(_)));
+    // The plots draw those cells magenta (layers: gate_up's mean and max; experts: expert 1).
+    let magenta = |kind: &str| {
+        let out = t.path().join(format!("{kind}.png"));
+        let o = run(
+            t.path(),
+            &[
+                "plot",
+                dir.to_str().unwrap(),
+                "--kind",
+                kind,
+                "--metric",
+                "relative",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let c = lorascope::plot::NONFINITE;
+        Image::read(&out).count([c.0, c.1, c.2])
+    };
+    assert!(magenta("layers") > 200);
+    assert!(magenta("experts") > 100);
+}

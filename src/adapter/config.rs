@@ -1,6 +1,6 @@
 //! adapter_config.json: PEFT's (and Tinker's) fields that decide ranks and scales.
 
-use regex::Regex;
+use regex_automata::meta::Regex;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +18,8 @@ pub struct AdapterConfig {
     /// Ordered: PEFT takes the first matching key.
     pub rank_pattern: Patterns<usize>,
     pub alpha_pattern: Patterns<f64>,
-    pub target_modules: Vec<String>,
+    /// PEFT's list (or one regex string), compiled once: health checks every module against it.
+    pub target_modules: Patterns<()>,
     pub target_parameters: Vec<String>,
     /// `target_parameters` split at the last dot: module pattern → parameter, in order.
     pub wrapped_parameters: Patterns<String>,
@@ -126,17 +127,31 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
         .get("init_lora_weights")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    c.rank_pattern = Patterns::new(pattern(o.get("rank_pattern"), "rank_pattern", |x| {
-        x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
-    })?);
-    c.alpha_pattern = Patterns::new(pattern(
-        o.get("alpha_pattern"),
+    // Every pattern key of the config shares one compile budget.
+    let mut budget = Budget::new();
+    c.rank_pattern = Patterns::compile(
+        "rank_pattern",
+        pattern(o.get("rank_pattern"), "rank_pattern", |x| {
+            x.as_u64().filter(|&r| r > 0).map(|r| r as usize)
+        })?,
+        &mut budget,
+    )?;
+    c.alpha_pattern = Patterns::compile(
         "alpha_pattern",
-        Value::as_f64,
-    )?);
-    c.target_modules = strings(o.get("target_modules"));
+        pattern(o.get("alpha_pattern"), "alpha_pattern", Value::as_f64)?,
+        &mut budget,
+    )?;
+    c.target_modules = Patterns::compile(
+        "target_modules",
+        strings(o.get("target_modules"))
+            .into_iter()
+            .map(|t| (t, ()))
+            .collect(),
+        &mut budget,
+    )?;
     c.target_parameters = strings(o.get("target_parameters"));
-    c.wrapped_parameters = Patterns::new(
+    c.wrapped_parameters = Patterns::compile(
+        "target_parameters",
         c.target_parameters
             .iter()
             .map(|t| match t.rsplit_once('.') {
@@ -144,7 +159,8 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
                 None => (String::new(), t.clone()),
             })
             .collect(),
-    );
+        &mut budget,
+    )?;
     c.modules_to_save = strings(o.get("modules_to_save"));
     c.base_model = o
         .get("base_model_name_or_path")
@@ -219,6 +235,32 @@ pub fn regex_compilations() -> usize {
     COMPILATIONS.load(Ordering::Relaxed)
 }
 
+/// The most memory one pattern key may compile to (its automata, as `regex_automata` counts
+/// them). Keys PEFT users write (module paths, `\d+`, alternations, Unicode `\w`) take 4 to
+/// 60 KiB; nested counted repetitions such as `((a{1,50}){1,50}){1,50}` take megabytes, and both
+/// compiling and matching them grow with their size.
+pub const KEY_SIZE_LIMIT: usize = 1 << 20;
+
+/// The most memory all the pattern keys of one config (`rank_pattern`, `alpha_pattern`,
+/// `target_modules`, `target_parameters`) may compile to together. Compile time grows with the
+/// bytes built (about 10 ms per MiB optimised), so this also bounds the time one config costs.
+/// 5000 small regex keys take about 21 MiB.
+pub const CONFIG_COMPILE_BUDGET: usize = 32 << 20;
+
+/// What is left of one config's compile budget.
+#[derive(Debug)]
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            left: CONFIG_COMPILE_BUDGET,
+        }
+    }
+}
+
 /// One PEFT pattern key, compiled.
 #[derive(Debug, Clone)]
 enum Matcher {
@@ -232,16 +274,39 @@ enum Matcher {
 
 impl Matcher {
     /// PEFT's rule (`get_pattern_key` in peft/src/peft/utils/other.py): key K matches module
-    /// path M when `re.match(rf"(.*\.)?({K})$", M)`, i.e. from M's start.
-    fn new(key: &str) -> Matcher {
+    /// path M when `re.match(rf"(.*\.)?({K})$", M)`, i.e. from M's start. A key whose automata
+    /// would outgrow `KEY_SIZE_LIMIT` or what is left of `budget` is an error: lorascope cannot
+    /// follow the config, and says so rather than stall.
+    fn new(key: &str, budget: &mut Budget) -> Result<Matcher, String> {
         const META: &str = "\\+*?()|[]{}^$";
         if !key.chars().any(|c| META.contains(c)) {
-            return Matcher::Plain(key.chars().collect());
+            return Ok(Matcher::Plain(key.chars().collect()));
         }
         COMPILATIONS.fetch_add(1, Ordering::Relaxed);
-        match Regex::new(&format!(r"^(.*\.)?({key})$")) {
-            Ok(re) => Matcher::Regex(re),
-            Err(_) => Matcher::Literal(key.to_string()),
+        let limit = KEY_SIZE_LIMIT.min(budget.left);
+        let built = Regex::builder()
+            .configure(Regex::config().nfa_size_limit(Some(limit)))
+            .build(&format!(r"^(.*\.)?({key})$"));
+        match built {
+            Ok(re) => {
+                budget.left = budget.left.saturating_sub(re.memory_usage());
+                Ok(Matcher::Regex(re))
+            }
+            Err(e) if e.size_limit().is_some() => {
+                budget.left = 0;
+                Err(if limit == KEY_SIZE_LIMIT {
+                    format!(
+                        "compiles to more than {} MiB, the limit of one key",
+                        KEY_SIZE_LIMIT >> 20
+                    )
+                } else {
+                    format!(
+                        "goes past {} MiB compiled, the budget of one config's pattern keys together",
+                        CONFIG_COMPILE_BUDGET >> 20
+                    )
+                })
+            }
+            Err(_) => Ok(Matcher::Literal(key.to_string())),
         }
     }
 
@@ -271,10 +336,20 @@ impl Matcher {
     }
 }
 
-/// PEFT's rule for one key and one module path. Compiles the key on every call: for lookups
-/// over a config's patterns use `Patterns`, which compiles each key once.
+/// A key as a message shows it: its first 40 characters (keys can be kilobytes long).
+fn shorten(key: &str) -> String {
+    let mut s: String = key.chars().take(40).collect();
+    if s.len() < key.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// PEFT's rule for one key and one module path, compiling the key on every call (with a
+/// budget of its own; a key over the limit matches nothing): for a config's patterns use
+/// `Patterns`, which compiles each key once.
 pub fn pattern_matches(key: &str, module: &str) -> bool {
-    Matcher::new(key).is_match(module)
+    Matcher::new(key, &mut Budget::new()).is_ok_and(|m| m.is_match(module))
 }
 
 #[cfg(test)]
@@ -315,7 +390,7 @@ mod tests {
             "x.",
         ];
         for k in keys {
-            let plain = Matcher::new(k);
+            let plain = Matcher::new(k, &mut Budget::new()).expect("plain");
             assert!(matches!(plain, Matcher::Plain(_)), "{k}");
             let re = Regex::new(&format!(r"^(.*\.)?({k})$")).expect("regex");
             for m in modules {
@@ -341,9 +416,33 @@ impl<T: PartialEq> PartialEq for Patterns<T> {
 }
 
 impl<T> Patterns<T> {
-    pub fn new(entries: Vec<(String, T)>) -> Patterns<T> {
-        let compiled = entries.iter().map(|(k, _)| Matcher::new(k)).collect();
-        Patterns { entries, compiled }
+    /// Compiles the keys of config field `field`, drawing on `budget`; a key too costly to
+    /// compile is an error that names it.
+    fn compile(
+        field: &str,
+        entries: Vec<(String, T)>,
+        budget: &mut Budget,
+    ) -> Result<Patterns<T>, String> {
+        let compiled = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| {
+                Matcher::new(k, budget).map_err(|why| {
+                    format!(
+                        "{field} key {} of {} ('{}') {why}",
+                        i + 1,
+                        entries.len(),
+                        shorten(k)
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Patterns { entries, compiled })
+    }
+
+    /// The keys, in the config's order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
     }
 
     /// The keys and values, in the config's order.

@@ -19,7 +19,7 @@ use crate::compute::tensor::{self, MappedFile};
 use crate::error::{Error, Result};
 use faer::{Mat, MatRef};
 use safetensors::Dtype;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// huggingface_hub's names for a model's weights (`constants.py`).
@@ -49,6 +49,17 @@ pub struct Base {
     tensors: BTreeMap<String, (usize, TensorInfo)>,
     /// Tensor name → shard file, for tensors the index places in a shard that is absent.
     missing: BTreeMap<String, String>,
+}
+
+/// The first few of `items` and how many more: a note stays a line long however many shards an
+/// index names.
+fn capped_list(items: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    s
 }
 
 /// Where a base may be: the hub cache holding the adapter, and the other caches searched.
@@ -187,6 +198,11 @@ impl Base {
             tensors: BTreeMap::new(),
             missing: BTreeMap::new(),
         };
+        // An index may spell one file many ways (`a`, `./a`, a link to it): each file is opened
+        // once, keyed by the path it resolves to, and every spelling of it points at that shard.
+        let mut by_file: HashMap<PathBuf, Option<usize>> = HashMap::new();
+        let mut shard_of: HashMap<&str, usize> = HashMap::new();
+        let mut headers: Vec<HashMap<String, TensorInfo>> = vec![];
         let mut absent = vec![];
         for name in &shard_names {
             if name.contains("..") || Path::new(name).is_absolute() {
@@ -194,44 +210,68 @@ impl Base {
                 continue;
             }
             let path = dir.join(name);
+            let file = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if let Some(seen) = by_file.get(&file) {
+                // Opened (or found unreadable) under another spelling already.
+                if let Some(k) = seen {
+                    shard_of.insert(name, *k);
+                }
+                continue;
+            }
             let opened = format::read_header(&path).and_then(|h| {
                 let map = MappedFile::open(&path, h.file_size)?;
                 let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
                 Ok((h, map, file))
             });
             match opened {
-                Ok((h, map, file)) => {
+                Ok((h, map, handle)) => {
                     let k = base.shards.len();
-                    for t in h.tensors {
-                        // The index decides where a tensor lives (when there is one).
-                        if placed.is_empty() || placed.get(&t.name) == Some(name) {
-                            base.tensors.insert(t.name.clone(), (k, t));
-                        }
-                    }
+                    by_file.insert(file, Some(k));
+                    shard_of.insert(name, k);
+                    headers.push(h.tensors.into_iter().map(|t| (t.name.clone(), t)).collect());
                     base.shards.push(Shard {
                         path,
                         data_start: h.data_start,
                         map,
-                        file,
+                        file: handle,
                     });
                 }
-                Err(e) => absent.push(match e {
-                    Error::Io { .. } => format!("{name} (missing)"),
-                    other => format!("{name} ({})", crate::adapter::describe(&other)),
-                }),
+                Err(e) => {
+                    by_file.insert(file, None);
+                    absent.push(match e {
+                        Error::Io { .. } => format!("{name} (missing)"),
+                        other => format!("{name} ({})", crate::adapter::describe(&other)),
+                    })
+                }
             }
         }
-        for (t, f) in &placed {
-            if !base.tensors.contains_key(t) {
-                base.missing.insert(t.clone(), f.clone());
+        if placed.is_empty() {
+            // The single file holds every tensor.
+            for (k, h) in headers.into_iter().enumerate() {
+                base.tensors.extend(h.into_iter().map(|(n, t)| (n, (k, t))));
+            }
+        } else {
+            // The index decides where a tensor lives.
+            for (t, f) in &placed {
+                let found = shard_of
+                    .get(f.as_str())
+                    .and_then(|&k| Some((k, headers[k].remove(t)?)));
+                match found {
+                    Some(entry) => {
+                        base.tensors.insert(t.clone(), entry);
+                    }
+                    None => {
+                        base.missing.insert(t.clone(), f.clone());
+                    }
+                }
             }
         }
         if !absent.is_empty() {
             base.notes.push(format!(
                 "base model {id} is partial: {} of {} shards unreadable: {}; weights in them have no base statistics",
                 absent.len(),
-                shard_names.len(),
-                absent.join(", ")
+                absent.len() + base.shards.len(),
+                capped_list(&absent)
             ));
         }
         if base.shards.is_empty() {

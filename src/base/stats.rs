@@ -65,6 +65,10 @@ pub struct BaseDeltaStats {
     /// Why the fields are null (not in JSON: the report's notes say it once).
     #[serde(skip)]
     pub note: Option<String>,
+    /// The delta or its base weight holds NaN/Inf: the fields are null in JSON, and maps and
+    /// the explorer show the base metrics as non-finite, never as "no value".
+    #[serde(skip)]
+    pub nonfinite: bool,
     /// The fields this delta was computed with: a costlier field is not computed yet (pending,
     /// in a streamed report), not null (not in JSON).
     #[serde(skip)]
@@ -430,6 +434,7 @@ fn one(
     let finite = r_a.finite && r_b.finite && d.scale.is_finite() && fro_d.is_finite();
     if !finite || !base_fro.is_finite() {
         st.note = Some("not finite".into());
+        st.nonfinite = true;
         return Ok((st, orientation));
     }
     if let Some(t) = dora_magnitude(m, d).filter(|_| opts.fields > Fields::Relative) {

@@ -145,9 +145,11 @@ pub fn cmd_stats(ctx: &Catalog, args: StatsArgs) -> Result<ExitCode> {
                         progress: Some(&cb),
                         ..ctl
                     };
-                    let r = base_stats::compute_deep(&session, &a, &filter, &ctl, deep)?;
+                    // A base that opened but cannot be read through is a note too: the
+                    // adapter's own statistics are computed and still shown.
+                    let r = base_stats::compute_deep(&session, &a, &filter, &ctl, deep);
                     progress.finish();
-                    Ok(r)
+                    r.map_err(|e| format!("no statistics against the base model ({e})"))
                 }
                 Err(note) => Err(note),
             })

@@ -6,7 +6,6 @@
 
 pub mod serving;
 
-use crate::adapter::config::pattern_matches;
 use crate::adapter::layout::{DeltaKey, ExpertLayout, Format, Role, Target};
 use crate::adapter::{Adapter, Kind};
 use crate::compute::stats::{self, Control, Filter, FullStats, Measured};
@@ -687,14 +686,17 @@ fn coverage(a: &Adapter, out: &mut Vec<Finding>) {
         .map(|t| unwrapped(&t.name.module))
         .collect();
     let everything = |t: &str| matches!(t, "all-linear" | "all");
+    // The config's keys, each compiled once when it was read (never once per module).
+    let targets = &cfg.target_modules;
     // A string target_modules is a regex over whole paths (PEFT): not checked here.
-    let list_form = cfg.target_modules.len() != 1
-        || !cfg.target_modules[0]
+    let list_form = targets.entries().len() != 1
+        || !targets.entries()[0]
+            .0
             .chars()
             .any(|c| "\\*?()|[]{}^$+".contains(c));
     if list_form {
-        for t in cfg.target_modules.iter().filter(|t| !everything(t)) {
-            if !modules.iter().any(|m| pattern_matches(t, m)) {
+        for (i, t) in targets.keys().enumerate().filter(|(_, t)| !everything(t)) {
+            if !modules.iter().any(|m| targets.matches(i, m)) {
                 out.push(Finding::new(
                     code::COVERAGE,
                     Severity::Warning,
@@ -703,7 +705,7 @@ fn coverage(a: &Adapter, out: &mut Vec<Finding>) {
             }
         }
     }
-    for (prefix, param) in cfg.wrapped_parameters.entries() {
+    for (i, (prefix, param)) in cfg.wrapped_parameters.entries().iter().enumerate() {
         let hit = a.deltas.iter().any(|d| {
             let m = unwrapped(&d.module);
             d.expert_layout == Some(ExpertLayout::PerExpert)
@@ -713,7 +715,7 @@ fn coverage(a: &Adapter, out: &mut Vec<Finding>) {
                 && (prefix.is_empty()
                     || m == prefix
                     || m.ends_with(&format!(".{prefix}"))
-                    || pattern_matches(prefix, m))
+                    || cfg.wrapped_parameters.matches(i, m))
         });
         if !hit {
             let name = if prefix.is_empty() {
@@ -738,17 +740,14 @@ fn coverage(a: &Adapter, out: &mut Vec<Finding>) {
             Some(Format::Peft | Format::Unsloth)
         )
     };
-    if list_form
-        && !cfg.target_modules.is_empty()
-        && !cfg.target_modules.iter().any(|t| everything(t))
-    {
+    if list_form && !targets.is_empty() && !targets.keys().any(everything) {
         let unexplained: Vec<&crate::adapter::layout::Delta> = a
             .deltas
             .iter()
             .filter(|d| peft_named(d) && d.expert_layout != Some(ExpertLayout::PerExpert))
             .filter(|d| {
                 let m = unwrapped(&d.module);
-                !cfg.target_modules.iter().any(|t| pattern_matches(t, m))
+                !(0..targets.entries().len()).any(|i| targets.matches(i, m))
             })
             .collect();
         if let Some(d) = unexplained.first() {

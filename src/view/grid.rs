@@ -184,8 +184,12 @@ impl Metric {
         self.fields().is_some_and(|f| b.pending(f))
     }
 
-    /// The metric's value in a delta's base statistics (None for the adapter's own metrics).
+    /// The metric's value in a delta's base statistics (None for the adapter's own metrics,
+    /// NaN where the delta or its base weight is not finite, as `delta_values`).
     pub fn of_base(self, b: &BaseDeltaStats) -> Option<f64> {
+        if b.nonfinite && self.needs_base() {
+            return Some(f64::NAN);
+        }
         match self {
             Metric::Relative => b.relative_change,
             Metric::Amplification => b.amplification,

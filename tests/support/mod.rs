@@ -354,3 +354,18 @@ pub fn apparent_size(root: &Path) -> u64 {
         .map(|m| m.len())
         .sum()
 }
+
+/// Runs `f` on its own thread and fails the test if it takes longer than `secs`: a regression
+/// that stalls then fails rather than blocking the suite (a bound, not a speed goal).
+pub fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: still running after {secs} s (stalled)"))
+}
