@@ -603,6 +603,19 @@ fn an_incomplete_pair_is_an_error_naming_its_module_and_the_rest_is_checked() {
             assert!(of(&h, code::INCOMPLETE_PAIR).is_empty(), "{shape}");
         }
     }
+    // A target whose every module is incomplete was still saved: not a coverage warning.
+    let t = tempfile::tempdir().unwrap();
+    let all_v = dmg(None, Some("v_proj"), None, DamageKind::MissingB);
+    let spec = damaged(spec_in(Dims::TOY, Pattern::Attention), vec![all_v]);
+    let h = check(&write(t.path(), &spec));
+    assert!(!of(&h, code::INCOMPLETE_PAIR).is_empty());
+    assert!(
+        of(&h, code::COVERAGE)
+            .iter()
+            .all(|f| !f.message.contains("v_proj")),
+        "{:?}",
+        of(&h, code::COVERAGE)
+    );
 }
 
 /// A packed expert pair, a module-list expert and a 3D pair broken: each named once, at its place.

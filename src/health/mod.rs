@@ -679,11 +679,13 @@ fn coverage(a: &Adapter, out: &mut Vec<Finding>) {
     let Some(cfg) = a.config.config() else {
         return;
     };
+    // A module whose pair is incomplete was saved: `incomplete-pair` says what is wrong with it.
     let modules: BTreeSet<&str> = a
         .tensors
         .iter()
         .filter(|t| t.name.role != Role::Unknown)
         .map(|t| unwrapped(&t.name.module))
+        .chain(a.incomplete.iter().map(|i| unwrapped(&i.module)))
         .collect();
     let everything = |t: &str| matches!(t, "all-linear" | "all");
     // The config's keys, each compiled once when it was read (never once per module).
