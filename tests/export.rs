@@ -41,6 +41,12 @@ fn load(dir: &Path) -> Adapter {
     a
 }
 
+/// Writes a synthetic adapter into `dir` and reads it.
+fn written(dir: &Path, spec: &Spec) -> Adapter {
+    synth::write_adapter(dir, spec).unwrap();
+    load(dir)
+}
+
 fn options() -> Options {
     Options {
         engine: Engine::Peft,
@@ -240,8 +246,7 @@ fn every_layout_family_round_trips_with_equal_dense_deltas() {
     for (what, spec) in family_specs() {
         let tmp = tempfile::tempdir().unwrap();
         let src_dir = tmp.path().join("src");
-        synth::write_adapter(&src_dir, &spec).unwrap();
-        let a = load(&src_dir);
+        let a = written(&src_dir, &spec);
         let out = tmp.path().join("out");
         let mut opts = options();
         // mlx-lm's router LoRA has no PEFT form export writes yet.
@@ -301,8 +306,7 @@ fn truncation_errors_are_the_predicted_tail_energy() {
     spec.expert_rank = 3;
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    synth::write_adapter(&src_dir, &spec).unwrap();
-    let a = load(&src_dir);
+    let a = written(&src_dir, &spec);
     let src = dense_source(&a);
     for (rule, out_name) in [(RankRule::Rank(2), "k2"), (RankRule::Energy(0.8), "e80")] {
         let out = tmp.path().join(out_name);
@@ -344,8 +348,7 @@ fn truncation_errors_are_the_predicted_tail_energy() {
 fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("router");
-    synth::write_adapter(&src_dir, &synthetic(Pattern::AttentionRouter)).unwrap();
-    let a = load(&src_dir);
+    let a = written(&src_dir, &synthetic(Pattern::AttentionRouter));
     let out = tmp.path().join("out");
     match run(&a, &out, &options()) {
         Err(lorascope::Error::Export(ExportError::Refused { items })) => {
@@ -362,12 +365,10 @@ fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
 
     // SGLang does not read target_parameters: experts are refused, or dropped when asked.
     let experts = tmp.path().join("experts");
-    synth::write_adapter(
+    let a = written(
         &experts,
         &synthetic(Pattern::PeftExperts { layers: vec![0] }),
-    )
-    .unwrap();
-    let a = load(&experts);
+    );
     let mut opts = options();
     opts.engine = Engine::Sglang;
     assert!(matches!(
@@ -387,8 +388,7 @@ fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
     let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0] });
     spec.attn_rank = 5;
     spec.expert_rank = 3;
-    synth::write_adapter(&src_dir, &spec).unwrap();
-    let a = load(&src_dir);
+    let a = written(&src_dir, &spec);
     let mut opts = options();
     opts.engine = Engine::Vllm;
     let report = run(&a, &tmp.path().join("out"), &opts).unwrap();
@@ -407,12 +407,10 @@ fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
 fn bf16_output_is_verified_within_its_rounding() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    synth::write_adapter(
+    let a = written(
         &src_dir,
         &synthetic(Pattern::PeftExperts { layers: vec![0] }),
-    )
-    .unwrap();
-    let a = load(&src_dir);
+    );
     let mut opts = options();
     opts.dtype = Some(Dtype::BF16);
     let report = run(&a, &tmp.path().join("out"), &opts).unwrap();
@@ -430,9 +428,8 @@ fn bf16_output_is_verified_within_its_rounding() {
 fn export_never_writes_into_a_cache_over_a_folder_or_its_source() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    synth::write_adapter(&src_dir, &synthetic(Pattern::Attention)).unwrap();
+    let a = written(&src_dir, &synthetic(Pattern::Attention));
     let before = support::fingerprint(&src_dir);
-    let a = load(&src_dir);
     let refused = |out: &Path, opts: &Options| match run(&a, out, opts) {
         Err(lorascope::Error::Export(ExportError::Out { why, .. })) => why,
         other => panic!("{}: {other:?}", out.display()),
