@@ -12,6 +12,7 @@ mod support;
 use faer::Mat;
 use lorascope::adapter::layout::{LayoutOptions, Target};
 use lorascope::adapter::{Adapter, Source};
+use lorascope::compute::stats::Control;
 use lorascope::export::{self, Engine, ExportError, Options, RankRule, Report};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use safetensors::{Dtype, SafeTensors};
@@ -60,7 +61,7 @@ fn options() -> Options {
 }
 
 fn run(a: &Adapter, out: &Path, opts: &Options) -> Result<Report, lorascope::Error> {
-    export::export(a, out, opts, &|_, _| {})
+    export::export(a, out, opts, &Control::default())
 }
 
 /// s·B·A of every source delta through lorascope's reader (tested against dense references in

@@ -4,6 +4,7 @@ use super::compute::StderrProgress;
 use super::table::Table;
 use super::{print_json, ReadOpts};
 use crate::adapter::catalog::Catalog;
+use crate::compute::stats::Control;
 use crate::export::{self, Engine, Options, RankRule, Report};
 use crate::view::text;
 use anyhow::{bail, Result};
@@ -92,7 +93,12 @@ pub fn cmd_export(ctx: &Catalog, args: ExportArgs) -> Result<ExitCode> {
         protected: export::protected_roots(ctx.cache.as_deref()),
     };
     let progress = StderrProgress::new("exporting");
-    let report = export::export(&a, &args.out, &opts, &|d, t| progress.update(d, t));
+    let show = |d, t| progress.update(d, t);
+    let ctl = Control {
+        progress: Some(&show),
+        ..Control::default()
+    };
+    let report = export::export(&a, &args.out, &opts, &ctl);
     progress.finish();
     let report = report?;
     if args.json {

@@ -158,7 +158,7 @@ pub struct Control<'a> {
 }
 
 impl Control<'_> {
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 

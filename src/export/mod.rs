@@ -21,7 +21,6 @@ use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
 use factors::Pair;
 use plan::Plan;
-use rayon::prelude::*;
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -107,13 +106,9 @@ struct Done {
     sigma: Vec<f64>,
 }
 
-/// Exports `a` into the folder `out`. `progress` is called with (done, total) deltas.
-pub fn export(
-    a: &Adapter,
-    out: &Path,
-    opts: &Options,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Report> {
+/// Exports `a` into the folder `out`. `ctl` gives the threads, reports (done, total) deltas read
+/// and cancels: a cancelled export leaves nothing at `out`.
+pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<Report> {
     if let Some(e) = &a.error {
         return Err(Error::Unusable {
             id: a.id.clone(),
@@ -123,7 +118,7 @@ pub fn export(
     write::check_out(out, a, &opts.protected, opts.force)?;
     let dtype = output_dtype(a, opts.dtype)?;
     let plan = plan::plan(a, opts.engine, opts.drop_unservable)?;
-    let done = reduce(a, &plan, opts, progress)?;
+    let done = ctl.install(|| reduce(a, &plan, opts, ctl))?;
     let r = done
         .iter()
         .map(|d| d.factors.rank())
@@ -156,6 +151,9 @@ pub fn export(
     let staged = write::Staging::new(out)?;
     let bytes_after = staged.write(&files)?;
     let verified = verify(staged.dir(), &plan, &done, dtype)?;
+    if ctl.cancelled() {
+        return Err(Error::Cancelled);
+    }
     staged.commit(opts.force)?;
     Ok(Report {
         source: a.id.clone(),
@@ -192,28 +190,16 @@ fn output_dtype(a: &Adapter, asked: Option<Dtype>) -> Result<Dtype> {
 /// Reads every output delta, decides its rank and truncates it. A packed parameter (one
 /// layer's gate_up or down over its experts) takes one K, the largest its experts need; each
 /// expert then keeps up to K of its own components.
-fn reduce(
-    a: &Adapter,
-    plan: &Plan,
-    opts: &Options,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Vec<Done>> {
+fn reduce(a: &Adapter, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<Done>> {
     let m = Mapped::open(a)?;
-    let total = plan.deltas.len();
-    let count = std::sync::atomic::AtomicUsize::new(0);
     // Singular vectors only where something may be cut.
     let vectors = opts.rank != RankRule::Keep || opts.max_rank.is_some();
-    let read: Vec<(Pair, factors::Svd)> = plan
-        .deltas
-        .par_iter()
-        .map(|d| {
+    let read: Vec<(Pair, factors::Svd)> =
+        ctl.each(&plan.deltas, Some((0, plan.deltas.len())), |d| {
             let p = factors::read(&m, a, &d.src)?;
             let s = factors::svd(&p, vectors)?;
-            let n = count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress(n, total);
             Ok((p, s))
-        })
-        .collect::<Result<_>>()?;
+        })?;
     let wanted = |p: &Pair, s: &factors::Svd| {
         let k = match opts.rank {
             RankRule::Keep => p.rank(),
