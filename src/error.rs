@@ -90,6 +90,12 @@ pub enum ExportError {
     /// The written adapter does not read back as the source's deltas (nothing was moved into place).
     #[error("the written adapter does not match its source, so it was not kept: {0}")]
     Mismatch(String),
+    /// The written adapter breaks a rule of the engine it is for (nothing was moved into place).
+    #[error("the written adapter would not be served as it is by {engine}, so it was not kept:{}", findings.iter().map(|f| format!("\n  {f}")).collect::<String>())]
+    Unservable {
+        engine: &'static str,
+        findings: Vec<String>,
+    },
     #[error("{0}")]
     Option(String),
 }

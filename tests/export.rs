@@ -562,3 +562,157 @@ fn a_kill_while_writing_leaves_no_out_and_the_cli_reports_in_json() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
 }
+
+/// `check --engine E` of a written adapter, through the CLI: (exit status, its JSON).
+fn check_cli(out: &Path, engine: &str) -> (bool, serde_json::Value) {
+    let home = tempfile::tempdir().unwrap();
+    let o = support::lorascope_at_home(
+        home.path(),
+        &["check", out.to_str().unwrap(), "--engine", engine, "--json"],
+    );
+    let j = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.success(), j)
+}
+
+#[test]
+fn every_family_exported_for_an_engine_passes_that_engines_check() {
+    let fixtures = ["peft-gpt-oss", "mlx-gpt-oss"].map(|n| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/writers")
+            .join(n)
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sources: Vec<(String, Adapter)> = fixtures
+        .iter()
+        .map(|d| (d.display().to_string(), load(d)))
+        .collect();
+    for (i, (what, spec)) in family_specs().into_iter().enumerate() {
+        sources.push((what.into(), written(&tmp.path().join(i.to_string()), &spec)));
+    }
+    for (what, a) in &sources {
+        for (engine, name) in [(Engine::Vllm, "vllm"), (Engine::Sglang, "sglang")] {
+            let out = tmp
+                .path()
+                .join(format!("out-{name}-{}", sources_index(&sources, what)));
+            let mut opts = options();
+            opts.engine = engine;
+            opts.drop_unservable = true;
+            run(a, &out, &opts).unwrap_or_else(|e| panic!("{what} for {name}: {e}"));
+            let (ok, j) = check_cli(&out, name);
+            assert!(ok, "{what} for {name}: check says {j:#}");
+            let verdict = &j[0]["serving"][name]["verdict"];
+            assert_eq!(verdict, "ok", "{what} for {name}: {j:#}");
+        }
+    }
+}
+
+fn sources_index(sources: &[(String, Adapter)], what: &str) -> usize {
+    sources.iter().position(|(w, _)| w == what).unwrap()
+}
+
+#[test]
+fn vllm_gets_the_missing_side_of_a_one_sided_expert_layer_as_zeros() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    let a = written(
+        &src_dir,
+        &synthetic(Pattern::PeftExperts { layers: vec![1] }),
+    );
+    // Keep gate_up only (experts.base_layer); the config still names both, as PEFT wrote it.
+    let file = src_dir.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.contains("experts.lora_"))
+        .collect();
+    let one_sided = safetensors::serialize(kept, None).unwrap();
+    drop(a);
+    std::fs::write(&file, one_sided).unwrap();
+    let a = load(&src_dir);
+    assert!(
+        a.deltas.iter().all(|d| d.target != Target::Down),
+        "{:?}",
+        a.deltas
+            .iter()
+            .map(|d| (&d.module, d.target.as_str()))
+            .collect::<Vec<_>>()
+    );
+    let (_, j) = check_cli(&src_dir, "vllm");
+    assert_eq!(j[0]["serving"]["vllm"]["verdict"], "error", "{j:#}");
+
+    let out = tmp.path().join("out");
+    let mut opts = options();
+    opts.engine = Engine::Vllm;
+    let report = run(&a, &out, &opts).unwrap();
+    // The report lists the source's deltas only and says what it added; the written down_proj
+    // is zero.
+    assert!(report.deltas.iter().all(|d| d.target != Target::Down));
+    assert!(
+        report.notes.len() == 1 && report.notes[0].starts_with("layer 1: down_proj"),
+        "{:?}",
+        report.notes
+    );
+    let written = dense_peft(&out);
+    let downs: Vec<_> = written.iter().filter(|(k, _)| k.1 == "down_proj").collect();
+    let gate_ups = written.keys().filter(|k| k.1 == "gate_up_proj").count();
+    assert!(gate_ups >= 4);
+    assert_eq!(downs.len(), gate_ups);
+    assert!(downs.iter().all(|(_, m)| m.norm_l2() == 0.0));
+    let mut src = dense_source(&a);
+    src.retain(|k, _| k.1 != "down_proj");
+    let mut got = written.clone();
+    got.retain(|k, _| k.1 != "down_proj");
+    assert_same(&src, &got, 1e-6, "one-sided");
+    let (_, j) = check_cli(&out, "vllm");
+    assert_eq!(j[0]["serving"]["vllm"]["verdict"], "ok", "{j:#}");
+    // For PEFT itself nothing is added.
+    let peft_out = tmp.path().join("peft");
+    run(&a, &peft_out, &options()).unwrap();
+    assert!(dense_peft(&peft_out).keys().all(|k| k.1 != "down_proj"));
+}
+
+#[test]
+fn a_router_lora_vllm_refuses_is_left_out_by_the_rule_that_says_so() {
+    // mlx-lm's router LoRA on gpt-oss: vLLM's rule table says refused (vllm.router-lora).
+    let tmp = tempfile::tempdir().unwrap();
+    let a = written(
+        &tmp.path().join("src"),
+        &synthetic(Pattern::Mlx { layers: 1 }),
+    );
+    let mut opts = options();
+    opts.engine = Engine::Vllm;
+    match run(&a, &tmp.path().join("out"), &opts) {
+        Err(lorascope::Error::Export(ExportError::Refused { items })) => {
+            assert!(items.iter().any(|d| d.name.contains("router")), "{items:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn an_adapter_trained_on_a_changed_base_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("src");
+    synth::write_adapter(&src_dir, &synthetic(Pattern::Attention)).unwrap();
+    let cfg_path = src_dir.join("adapter_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["init_lora_weights"] = "pissa".into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let a = load(&src_dir);
+    for engine in [Engine::Peft, Engine::Vllm] {
+        let mut opts = options();
+        opts.engine = engine;
+        opts.drop_unservable = true;
+        match run(&a, &tmp.path().join("out"), &opts) {
+            Err(lorascope::Error::Export(ExportError::Refused { items })) => {
+                assert!(items[0].reason.contains("pissa"), "{items:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

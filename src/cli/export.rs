@@ -164,6 +164,9 @@ fn human(r: &Report) -> String {
             s += &format!("  {}: {}\n", d.name, d.reason);
         }
     }
+    for n in &r.notes {
+        s += &format!("\nnote: {n}\n");
+    }
     s += &format!(
         "\nsize: {} → {}\nverified: {} deltas re-read from the written file, singular values \
          within {:.1e} of the expected (tolerance {:.1e})\n",

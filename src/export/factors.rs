@@ -26,6 +26,10 @@ impl Pair {
 pub fn read(m: &Mapped, a: &Adapter, src: &Src) -> Result<Pair> {
     match *src {
         Src::One(i) => one(m, a, i),
+        Src::Zero { out, inn } => Ok(Pair {
+            b: Mat::zeros(out, 0),
+            a: Mat::zeros(0, inn),
+        }),
         Src::GateUp { gate, up } => {
             let gate = gate.map(|i| one(m, a, i)).transpose()?;
             let up = up.map(|i| one(m, a, i)).transpose()?;

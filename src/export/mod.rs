@@ -89,6 +89,8 @@ pub struct Report {
     pub max_lora_rank: Option<usize>,
     pub deltas: Vec<DeltaReport>,
     pub dropped: Vec<Dropped>,
+    /// What was added so that the engine applies the rest (zero sides of one-sided expert layers).
+    pub notes: Vec<String>,
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub verified: Verified,
@@ -151,6 +153,7 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
     let staged = write::Staging::new(out)?;
     let bytes_after = staged.write(&files)?;
     let verified = verify(staged.dir(), &plan, &done, dtype)?;
+    serves(staged.dir(), opts.engine)?;
     if ctl.cancelled() {
         return Err(Error::Cancelled);
     }
@@ -163,8 +166,16 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
         dtype: crate::adapter::format::dtype_name(dtype),
         r,
         max_lora_rank,
-        deltas: done.into_iter().map(|d| d.report).collect(),
+        // Zero fillers (plan::Src::Zero) are no delta of the source.
+        deltas: plan
+            .deltas
+            .iter()
+            .zip(done)
+            .filter(|(d, _)| !matches!(d.src, plan::Src::Zero { .. }))
+            .map(|(_, d)| d.report)
+            .collect(),
         dropped: plan.dropped,
+        notes: plan.notes,
         bytes_before: a.bytes(),
         bytes_after,
         verified,
@@ -267,21 +278,7 @@ fn epsilon(d: Dtype) -> f64 {
 /// source does not adapt, zero in its packed pair) must be exactly zero.
 fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verified> {
     let mismatch = |m: String| -> Error { ExportError::Mismatch(m).into() };
-    let src = discovery::sources(&ScanRequest {
-        cache: None,
-        paths: vec![dir.to_path_buf()],
-        layout: LayoutOptions::default(),
-    });
-    let [src] = src.as_slice() else {
-        return Err(mismatch(format!(
-            "{} adapters found where one was written",
-            src.len()
-        )));
-    };
-    let back = Adapter::load(src, LayoutOptions::default());
-    if let Some(e) = &back.error {
-        return Err(mismatch(format!("it does not read back: {e}")));
-    }
+    let back = load(dir)?;
     let got = stats::compute(&back, &Filter::default(), &Control::default())?;
     let expected: BTreeMap<&DeltaKey, &Done> =
         plan.deltas.iter().map(|d| &d.key).zip(done).collect();
@@ -335,6 +332,58 @@ fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verifi
         max_difference: worst,
         tolerance,
     })
+}
+
+/// Judges the written adapter by the engine's serving rules (`check --engine`'s table): what the
+/// engine would refuse, drop, rescale or apply to another base must not be written. The plan
+/// leaves all of it out, so a finding here is export's own error.
+fn serves(dir: &Path, engine: Engine) -> Result<()> {
+    let Some(e) = engine.serving() else {
+        return Ok(());
+    };
+    let back = load(dir)?;
+    let verdict = crate::health::serving::judge(&back);
+    let bad: Vec<String> = verdict
+        .of(e)
+        .findings
+        .iter()
+        .filter(|f| {
+            f.rule
+                .and_then(crate::health::serving::rule)
+                .is_some_and(|r| r.effect.unservable())
+        })
+        .map(|f| format!("{}: {}", f.rule.unwrap_or_default(), f.message))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(ExportError::Unservable {
+            engine: e.label(),
+            findings: bad,
+        }
+        .into())
+    }
+}
+
+/// The one adapter of a written folder, read back.
+fn load(dir: &Path) -> Result<Adapter> {
+    let mismatch = |m: String| -> Error { ExportError::Mismatch(m).into() };
+    let src = discovery::sources(&ScanRequest {
+        cache: None,
+        paths: vec![dir.to_path_buf()],
+        layout: LayoutOptions::default(),
+    });
+    let [src] = src.as_slice() else {
+        return Err(mismatch(format!(
+            "{} adapters found where one was written",
+            src.len()
+        )));
+    };
+    let back = Adapter::load(src, LayoutOptions::default());
+    if let Some(e) = &back.error {
+        return Err(mismatch(format!("it does not read back: {e}")));
+    }
+    Ok(back)
 }
 
 /// `layer 3 gate_up_proj expert 5`, for messages.

@@ -10,6 +10,7 @@
 use crate::adapter::layout::{DeltaKey, ExpertLayout, Format, Role, Target, MAX_EXPERTS};
 use crate::adapter::Adapter;
 use crate::error::{Dropped, ExportError};
+use crate::health::serving;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -30,17 +31,48 @@ impl Engine {
             Engine::Sglang => "sglang",
         }
     }
+
+    /// The engine's serving rule table (`check`'s), if it has one.
+    pub fn serving(self) -> Option<serving::Engine> {
+        match self {
+            Engine::Peft => None,
+            Engine::Vllm => Some(serving::Engine::Vllm),
+            Engine::Sglang => Some(serving::Engine::Sglang),
+        }
+    }
 }
 
 /// Where an output delta's factors come from (indices into the source's `deltas`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Src {
     One(usize),
+    /// Zero factors of an out × in delta the source does not adapt: the missing side of a layer
+    /// whose experts adapt gate_up or down only, which vLLM needs both of (`vllm.moe-3d-*`).
+    Zero {
+        out: usize,
+        inn: usize,
+    },
     /// A gpt-oss gate_up delta fused from an expert's separate gate and up deltas.
     GateUp {
         gate: Option<usize>,
         up: Option<usize>,
     },
+}
+
+impl Src {
+    /// (out, in) of the delta it gives.
+    pub fn dims(&self, a: &Adapter) -> (usize, usize) {
+        let of = |i: usize| (a.deltas[i].out_dim, a.deltas[i].in_dim);
+        match *self {
+            Src::One(i) => of(i),
+            Src::Zero { out, inn } => (out, inn),
+            // A missing half is zeros of the other's size (factors::fuse_gate_up).
+            Src::GateUp { gate, up } => {
+                let (o, i) = gate.or(up).map_or((0, 0), of);
+                (2 * o, i)
+            }
+        }
+    }
 }
 
 /// A parameter of gpt-oss's experts, in the order transformers registers them (`GptOssExperts`):
@@ -73,6 +105,20 @@ pub enum Slot {
     },
 }
 
+impl Slot {
+    /// How a dropped delta is named to the user.
+    pub fn name(&self) -> String {
+        match self {
+            Slot::Linear { module } => module.clone(),
+            Slot::Packed {
+                module,
+                param,
+                expert,
+            } => format!("{module}.{} expert {expert}", param.name()),
+        }
+    }
+}
+
 /// One delta of the output.
 #[derive(Debug, Clone)]
 pub struct OutDelta {
@@ -89,6 +135,8 @@ pub struct Plan {
     /// E of every packed pair (0 without experts).
     pub experts: usize,
     pub dropped: Vec<Dropped>,
+    /// What was added for the engine (zero sides of one-sided expert layers), for the report.
+    pub notes: Vec<String>,
 }
 
 /// Experts per layer of the gpt-oss models, for a source that adapts only the first ones.
@@ -125,6 +173,18 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
                 reason: "DoRA: its update is not s·B·A and cannot be folded into plain LoRA \
                          exactly (export writes plain LoRA)"
                     .into(),
+            }],
+        });
+    }
+    if let Some(init) = a.config.config().and_then(serving::base_changing_init) {
+        return Err(ExportError::Refused {
+            items: vec![Dropped {
+                name: a.id.clone(),
+                reason: format!(
+                    "init_lora_weights = \"{init}\": the delta is relative to a base that \
+                     training changed, not to the published base (convert it with PEFT's \
+                     path_initial_model_for_weight_conversion first)"
+                ),
             }],
         });
     }
@@ -218,21 +278,7 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
     for ((l, e), (gate, up)) in split {
         deltas.push(packed(l, Param::GateUp, e, Src::GateUp { gate, up }));
     }
-    if engine == Engine::Sglang {
-        // SGLang's LoRA config has no target_parameters: packed experts would not be applied.
-        deltas.retain(|d| {
-            let keep = matches!(d.slot, Slot::Linear { .. });
-            if !keep {
-                left_out.push(Dropped {
-                    name: format!("{} expert {}", d.key.target, d.key.expert.unwrap_or(0)),
-                    reason: "SGLang does not read PEFT's target_parameters: expert LoRA of \
-                             gpt-oss is not applied"
-                        .into(),
-                });
-            }
-            keep
-        });
-    }
+    let notes = fit(a, engine, &mut deltas, &mut left_out);
     if !left_out.is_empty() && !drop_unservable {
         return Err(ExportError::Refused { items: left_out });
     }
@@ -265,7 +311,115 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
         deltas,
         experts,
         dropped: left_out,
+        notes,
     })
+}
+
+/// Leaves out what the engine refuses or drops, as `check`'s rule table says of the source (a
+/// router or embedding LoRA), and what it would refuse of the output (PEFT's packed experts on
+/// SGLang); gives vLLM the side of a one-sided expert layer it needs, as zeros. The written
+/// output is judged by the same table again before it is kept (`export::serves`).
+fn fit(
+    a: &Adapter,
+    engine: Engine,
+    deltas: &mut Vec<OutDelta>,
+    left_out: &mut Vec<Dropped>,
+) -> Vec<String> {
+    let Some(e) = engine.serving() else {
+        return vec![];
+    };
+    let verdict = serving::judge(a);
+    for f in &verdict.of(e).findings {
+        let Some(rule) = f.rule.and_then(serving::rule) else {
+            continue;
+        };
+        let drops: fn(&Target) -> bool = match f.target.as_deref() {
+            Some("router") => |t| *t == Target::Router,
+            Some("embed_tokens") => |t| *t == Target::Embed || t.as_str() == "lm_head",
+            _ => continue,
+        };
+        if !rule.effect.unservable() {
+            continue;
+        }
+        deltas.retain(|d| {
+            if !drops(&d.key.target) {
+                return true;
+            }
+            left_out.push(Dropped {
+                name: d.slot.name(),
+                reason: format!("{} ({}): {}", e.label(), rule.id, f.message),
+            });
+            false
+        });
+    }
+    match engine {
+        Engine::Sglang => deltas.retain(|d| {
+            let keep = matches!(d.slot, Slot::Linear { .. });
+            if !keep {
+                left_out.push(Dropped {
+                    name: d.slot.name(),
+                    reason: "SGLang (sglang.target-parameters): SGLang reads no \
+                             target_parameters, the only layout PEFT loads gpt-oss's experts in, \
+                             and its load fails on them"
+                        .into(),
+                });
+            }
+            keep
+        }),
+        Engine::Vllm => return fill_one_sided(a, deltas),
+        Engine::Peft => {}
+    }
+    vec![]
+}
+
+/// vLLM stacks a layer's expert LoRA only with both gate_up and down present (it drops gate_up
+/// alone, refuses down alone): the missing side is written as zero factors, exact.
+fn fill_one_sided(a: &Adapter, deltas: &mut Vec<OutDelta>) -> Vec<String> {
+    let mut sides: BTreeMap<(usize, usize), [Option<&OutDelta>; 2]> = BTreeMap::new();
+    for d in deltas.iter() {
+        if let (Slot::Packed { param, expert, .. }, Some(l)) = (&d.slot, d.key.layer) {
+            sides.entry((l, *expert)).or_default()[(*param == Param::Down) as usize] = Some(d);
+        }
+    }
+    let dims = |d: &OutDelta| d.src.dims(a);
+    let mut fill = vec![];
+    let mut filled: BTreeMap<(usize, Param), usize> = BTreeMap::new();
+    for ((l, e), s) in sides {
+        // gate_up is out 2I × in H, down out H × in I.
+        match s {
+            [Some(g), None] => {
+                let (o, i) = dims(g);
+                fill.push(packed(l, Param::Down, e, Src::Zero { out: i, inn: o / 2 }))
+            }
+            [None, Some(d)] => {
+                let (o, i) = dims(d);
+                fill.push(packed(
+                    l,
+                    Param::GateUp,
+                    e,
+                    Src::Zero { out: 2 * i, inn: o },
+                ))
+            }
+            _ => {}
+        }
+    }
+    for d in &fill {
+        if let (Slot::Packed { param, .. }, Some(l)) = (&d.slot, d.key.layer) {
+            *filled.entry((l, *param)).or_default() += 1;
+        }
+    }
+    deltas.extend(fill);
+    filled
+        .into_iter()
+        .map(|((l, p), n)| {
+            format!(
+                "layer {l}: {} of {n} experts written as zeros: vLLM applies a layer's expert \
+                 LoRA only when both gate_up_proj and down_proj have it (vllm.moe-3d-*); \
+                 `check` lists them as dead",
+                p.name()
+            )
+        })
+        .collect()
 }
 
 fn packed(layer: usize, param: Param, expert: usize, src: Src) -> OutDelta {

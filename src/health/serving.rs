@@ -262,6 +262,12 @@ impl Effect {
         }
     }
 
+    /// Whether the engine serves something other than the adapter (part of it refused, dropped,
+    /// rescaled or applied to another base): what `export` must not write.
+    pub fn unservable(self) -> bool {
+        !matches!(self, Effect::Flag | Effect::Unverified)
+    }
+
     /// The finding code a rule with this effect raises.
     pub fn code(self) -> &'static str {
         match self {
@@ -397,8 +403,8 @@ fn transposed_hit(f: &Facts, what: &str) -> Option<Hit> {
 /// PEFT inits that rewrite the base weights when the adapter is created (PEFT
 /// `src/peft/tuners/lora/layer.py` `update_layer`: pissa, corda, olora, loftq); EVA, gaussian,
 /// orthogonal and mica only set the adapter's own initial values.
-fn base_changing_init(f: &Facts) -> Option<String> {
-    let init = f.config()?.init_lora_weights.as_deref()?.to_lowercase();
+pub fn base_changing_init(c: &crate::adapter::config::AdapterConfig) -> Option<String> {
+    let init = c.init_lora_weights.as_deref()?.to_lowercase();
     ["pissa", "olora", "corda", "loftq"]
         .iter()
         .any(|k| init.starts_with(k))
@@ -714,7 +720,7 @@ pub const VLLM: &[Rule] = &[
         versions: "peft_helper.py newest stored text (_init_is_supported); at e745baf the field is not read and the adapter is served onto the unmodified base",
         source: "peft_helper.py PEFTHelper._validate_features / _init_is_supported: \"Inits such as PiSSA, OLoRA, CorDA and LoftQ modify the base model weights … Convert it … with PEFT's path_initial_model_for_weight_conversion\" (gaussian, eva, orthogonal, mica, lora_ga pass)",
         check: |f| {
-            let init = base_changing_init(f)?;
+            let init = base_changing_init(f.config()?)?;
             Hit::new(format!(
                 "init_lora_weights = \"{init}\": the adapter is right only on the base it modified; current vLLM refuses it, older versions serve it onto the original base (another model). Convert it with PEFT's path_initial_model_for_weight_conversion"
             ))
@@ -898,7 +904,7 @@ pub const SGLANG: &[Rule] = &[
         versions: "lora_config.py @8487760 and the newest stored text",
         source: "lora_config.py LoRAConfig.__init__ reads only target_modules, r, lora_alpha (and use_dora, added tokens): init_lora_weights is never read, the adapter is applied to the unmodified base",
         check: |f| {
-            let init = base_changing_init(f)?;
+            let init = base_changing_init(f.config()?)?;
             Hit::new(format!(
                 "init_lora_weights = \"{init}\": SGLang applies it to the original base, not the base it was trained on: the served model is another model. Convert it with PEFT's path_initial_model_for_weight_conversion"
             ))
