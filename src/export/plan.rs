@@ -4,8 +4,10 @@
 //! gpt-oss experts are written as PEFT's `target_parameters` pairs (`ParamWrapper`): on transformers'
 //! gpt-oss the experts are 3-D parameters, not modules, so no other PEFT layout loads. mlx-lm's and
 //! Tinker's separate gate and up deltas of an expert become one fused gate_up delta, gate on the
-//! even rows and up on the odd ones (gpt-oss interleaves them). Everything else that is a delta
-//! stays a PEFT `Linear` LoRA on the module it adapts.
+//! even rows and up on the odd ones (gpt-oss interleaves them). With `--for peft`, gpt-oss's router
+//! (an (E, hidden) parameter, no `nn.Linear`) is a 2-D `target_parameters` entry and an embedding
+//! LoRA is PEFT's `Embedding` LoRA. Everything else that is a delta stays a PEFT `Linear` LoRA on
+//! the module it adapts.
 
 use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Format, Role, Target, MAX_EXPERTS};
 use crate::adapter::Adapter;

@@ -108,8 +108,9 @@ pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: boo
     }
 }
 
-/// The tensors of the written safetensors: each Linear delta as a pair, each packed parameter
-/// as PEFT's ParamWrapper pair (A row e·r + j, B column j·E + e). Every factor is zero-padded to
+/// The tensors of the written safetensors: each Linear delta (and 2-D target parameter) as a
+/// pair, each embedding as PEFT's `lora_embedding_A/B`, each packed parameter as PEFT's
+/// ParamWrapper pair (A row e·r + j, B column j·E + e). Every factor is zero-padded to
 /// the adapter's one rank `r`; experts the source does not adapt are zero.
 pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result<Vec<TensorData>> {
     let name = |module: &str, side: &str| format!("base_model.model.{module}.{side}.weight");
