@@ -10,6 +10,7 @@
 mod support;
 
 use faer::Mat;
+use lorascope::adapter::format::TensorData;
 use lorascope::adapter::layout::{LayoutOptions, Target};
 use lorascope::adapter::{Adapter, Source};
 use lorascope::compute::stats::Control;
@@ -126,14 +127,37 @@ fn dense_peft(dir: &Path) -> BTreeMap<Key, Mat<f64>> {
     let r = cfg["r"].as_u64().unwrap() as usize;
     let s = cfg["lora_alpha"].as_f64().unwrap() / r as f64;
     assert_eq!(cfg["use_rslora"], false);
-    let params: Vec<String> = cfg["target_parameters"]
-        .as_array()
-        .map(|v| v.iter().map(|x| x.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default();
+    let list = |k: &str| -> Vec<String> {
+        cfg[k]
+            .as_array()
+            .map(|v| v.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let (params, modules) = (list("target_parameters"), list("target_modules"));
     let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut out = BTreeMap::new();
     for name in st.names() {
+        // peft Embedding: lora_embedding_A (r, V), lora_embedding_B (H, r), ΔW = s·(B·A)ᵀ (V, H).
+        if let Some(module) = name
+            .strip_prefix("base_model.model.")
+            .and_then(|n| n.strip_suffix(".lora_embedding_A"))
+        {
+            assert!(modules.iter().any(|m| m == module), "{module}: {modules:?}");
+            let ta = st.tensor(name).unwrap();
+            let tb = st
+                .tensor(&name.replace("lora_embedding_A", "lora_embedding_B"))
+                .unwrap();
+            let (a, b) = (f64s(&ta), f64s(&tb));
+            let (v, h) = (ta.shape()[1], tb.shape()[0]);
+            assert_eq!((ta.shape()[0], tb.shape()[1]), (r, r));
+            let m = Mat::from_fn(v, h, |i, c| {
+                s * (0..r).map(|j| b[c * r + j] * a[j * v + i]).sum::<f64>()
+            });
+            let target = module.rsplit('.').next().unwrap().to_string();
+            out.insert((None, target, None), m);
+            continue;
+        }
         let Some(module) = name
             .strip_prefix("base_model.model.")
             .and_then(|n| n.strip_suffix(".lora_A.weight"))
@@ -173,6 +197,19 @@ fn dense_peft(dir: &Path) -> BTreeMap<Key, Mat<f64>> {
             }
         } else {
             let target = module.rsplit('.').next().unwrap().to_string();
+            // gpt-oss's router is no nn.Linear: PEFT wraps its 2-D `weight` (target_parameters).
+            let (listed, other) = if target == "router" {
+                (&params, &modules)
+            } else {
+                (&modules, &params)
+            };
+            let own = if target == "router" {
+                format!("{module}.weight")
+            } else {
+                module.to_string()
+            };
+            assert!(listed.contains(&own), "{own}: {listed:?}");
+            assert!(!other.iter().any(|x| x.starts_with(module)), "{module}");
             let m = Mat::from_fn(outd, inn, |o, i| {
                 s * (0..r)
                     .map(|j| b[o * cols_b + j] * a[j * inn + i])
@@ -249,15 +286,10 @@ fn every_layout_family_round_trips_with_equal_dense_deltas() {
         let src_dir = tmp.path().join("src");
         let a = written(&src_dir, &spec);
         let out = tmp.path().join("out");
-        let mut opts = options();
-        // mlx-lm's router LoRA has no PEFT form export writes yet.
-        opts.drop_unservable = matches!(spec.pattern, Pattern::Mlx { .. });
-        let report = run(&a, &out, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut src = dense_source(&a);
-        for d in &report.dropped {
-            assert!(d.name.contains("router"), "{what}: dropped {d:?}");
-        }
-        src.retain(|k, _| k.1 != "router");
+        // mlx-lm's router LoRA is written too (a 2-D target parameter): nothing is left out.
+        let report = run(&a, &out, &options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let src = dense_source(&a);
+        assert!(report.dropped.is_empty(), "{what}: {:?}", report.dropped);
         assert_same(&src, &dense_peft(&out), 1e-6, what);
         assert!(report
             .deltas
@@ -283,14 +315,233 @@ fn the_real_writers_fixtures_round_trip() {
         let a = load(&dir);
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        let mut opts = options();
-        opts.drop_unservable = true;
-        let report = run(&a, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut src = dense_source(&a);
-        src.retain(|k, _| k.1 != "router");
+        let report = run(&a, &out, &options()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let src = dense_source(&a);
+        assert!(report.dropped.is_empty(), "{name}: {:?}", report.dropped);
         assert_same(&src, &dense_peft(&out), 1e-6, name);
         assert!(report.verified.deltas >= src.len(), "{name}");
     }
+}
+
+/// A synthetic adapter with extra tensors (F32, values given row-major) and its config edited.
+fn written_with(
+    dir: &Path,
+    spec: &Spec,
+    extra: &[(String, Vec<usize>, Vec<f64>)],
+    edit: impl Fn(&mut serde_json::Value),
+) -> Adapter {
+    let mut g = synth::generate(spec);
+    for (name, shape, v) in extra {
+        g.tensors.push(TensorData {
+            name: name.clone(),
+            dtype: Dtype::F32,
+            shape: shape.clone(),
+            bytes: Some(lorascope::adapter::format::encode(v, Dtype::F32)),
+        });
+    }
+    g.tensors.sort_by(|x, y| x.name.cmp(&y.name));
+    edit(&mut g.config);
+    std::fs::create_dir_all(dir).unwrap();
+    synth::write_safetensors(&dir.join(spec.pattern.file_name()), &g.tensors, true).unwrap();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec(&g.config).unwrap(),
+    )
+    .unwrap();
+    load(dir)
+}
+
+/// Values exactly representable in f32, so that references from them are exact.
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = synth::Rng::new(seed);
+    (0..n).map(|_| (rng.normal() * 0.3) as f32 as f64).collect()
+}
+
+/// x (rows × k) · y (k × cols), row-major, times s.
+fn matmul(s: f64, x: &[f64], y: &[f64], rows: usize, k: usize, cols: usize) -> Mat<f64> {
+    Mat::from_fn(rows, cols, |i, c| {
+        s * (0..k).map(|j| x[i * k + j] * y[j * cols + c]).sum::<f64>()
+    })
+}
+
+const VOCAB: usize = 20;
+
+#[test]
+fn embedding_and_router_lora_are_written_for_peft_with_the_sources_delta() {
+    let (h, e, r) = (Dims::TOY.hidden, Dims::TOY.experts, 2);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // mlx-lm (mlx_lm/tuner/lora.py): LoRAEmbedding lora_a (V, r), lora_b (r, H), ΔW (V, H) =
+    // scale·lora_a·lora_b; the router is a LoRALinear, ΔW (E, H) = scale·lora_bᵀ·lora_aᵀ.
+    let mut spec = synthetic(Pattern::Mlx { layers: 1 });
+    spec.attn_rank = r;
+    let (ea, eb) = (values(VOCAB * r, 11), values(r * h, 12));
+    let mlx = written_with(
+        &tmp.path().join("mlx"),
+        &spec,
+        &[
+            (
+                "model.embed_tokens.lora_a".into(),
+                vec![VOCAB, r],
+                ea.clone(),
+            ),
+            ("model.embed_tokens.lora_b".into(), vec![r, h], eb.clone()),
+        ],
+        |_| {},
+    );
+    let scale = spec.alpha;
+    let file = std::fs::read(tmp.path().join("mlx/adapters.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&file).unwrap();
+    let raw = |name: &str| f64s(&st.tensor(name).unwrap());
+    let l = Dims::TOY.layers - 1;
+    let (ra, rb) = (
+        raw(&format!("model.layers.{l}.mlp.router.lora_a")),
+        raw(&format!("model.layers.{l}.mlp.router.lora_b")),
+    );
+    let transpose = |x: &[f64], rows: usize, cols: usize| -> Vec<f64> {
+        (0..rows * cols)
+            .map(|i| x[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    let want_embed = matmul(scale, &ea, &eb, VOCAB, r, h);
+    let want_router = matmul(scale, &transpose(&rb, r, e), &transpose(&ra, h, r), e, r, h);
+
+    // PEFT: Embedding lora_embedding_A (r, V), lora_embedding_B (H, r), ΔW = s·(B·A)ᵀ; the
+    // router a 2-D ParamWrapper next to the experts' (lora_A (r, H), lora_B (E, r), ΔW = s·B·A).
+    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0] });
+    spec.attn_rank = r;
+    spec.expert_rank = r;
+    let (pa, pb) = (values(r * VOCAB, 21), values(h * r, 22));
+    let (qa, qb) = (values(r * h, 23), values(e * r, 24));
+    let p = "base_model.model.model.";
+    let peft = written_with(
+        &tmp.path().join("peft"),
+        &spec,
+        &[
+            (
+                format!("{p}embed_tokens.lora_embedding_A"),
+                vec![r, VOCAB],
+                pa.clone(),
+            ),
+            (
+                format!("{p}embed_tokens.lora_embedding_B"),
+                vec![h, r],
+                pb.clone(),
+            ),
+            (
+                format!("{p}layers.0.mlp.router.lora_A.weight"),
+                vec![r, h],
+                qa.clone(),
+            ),
+            (
+                format!("{p}layers.0.mlp.router.lora_B.weight"),
+                vec![e, r],
+                qb.clone(),
+            ),
+        ],
+        |c| {
+            c["target_modules"]
+                .as_array_mut()
+                .unwrap()
+                .push("embed_tokens".into());
+            let tp = c["target_parameters"].as_array_mut().unwrap();
+            tp.push("0.mlp.router.weight".into());
+        },
+    );
+    let s = spec.alpha / r as f64;
+    let want_peft_embed = matmul(
+        s,
+        &transpose(&pa, r, VOCAB),
+        &transpose(&pb, h, r),
+        VOCAB,
+        r,
+        h,
+    );
+    let want_peft_router = matmul(s, &qb, &qa, e, r, h);
+
+    for (what, a, checks) in [
+        (
+            "mlx-lm",
+            &mlx,
+            vec![
+                ((None, "embed_tokens", None), want_embed),
+                ((Some(l), "router", None), want_router),
+            ],
+        ),
+        (
+            "peft",
+            &peft,
+            vec![
+                ((None, "embed_tokens", None), want_peft_embed),
+                ((Some(0), "router", None), want_peft_router),
+            ],
+        ),
+    ] {
+        let out = tmp.path().join(format!("{what}-out"));
+        let report = run(a, &out, &options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(report.dropped.is_empty(), "{what}: {:?}", report.dropped);
+        let got = dense_peft(&out);
+        for ((layer, target, expert), want) in &checks {
+            let key = (*layer, target.to_string(), *expert);
+            let g = got
+                .get(&key)
+                .unwrap_or_else(|| panic!("{what}: {key:?} not written"));
+            assert_eq!(
+                (g.nrows(), g.ncols()),
+                (want.nrows(), want.ncols()),
+                "{what} {key:?}"
+            );
+            let err = rel(g, want);
+            assert!(err <= 1e-6, "{what} {key:?}: {err:e}");
+        }
+        // Every other delta as well, and the output reads back through lorascope's reader.
+        assert_same(&dense_source(a), &got, 1e-6, what);
+        let back = dense_source(&load(&out));
+        for ((layer, target, expert), want) in &checks {
+            let key = (*layer, target.to_string(), *expert);
+            assert!(rel(&back[&key], want) <= 1e-6, "{what} {key:?} read back");
+        }
+        // --rank 1 keeps the embedding's PEFT form (r = 1 for every module).
+        let mut opts = options();
+        opts.rank = RankRule::Rank(1);
+        let r1 = tmp.path().join(format!("{what}-r1"));
+        run(a, &r1, &opts).unwrap_or_else(|e| panic!("{what} --rank 1: {e}"));
+        let emb = &dense_peft(&r1)[&(None, "embed_tokens".to_string(), None)];
+        let want = &checks[0].1;
+        let sv = sigma(want);
+        let tail = (sv[1..].iter().map(|x| x * x).sum::<f64>()
+            / sv.iter().map(|x| x * x).sum::<f64>())
+        .sqrt();
+        assert!((rel(emb, want) - tail).abs() < 1e-6, "{what} --rank 1");
+    }
+
+    // Engines: their rule tables (check --engine) leave out this gpt-oss source's router and
+    // embedding LoRA.
+    for engine in [Engine::Vllm, Engine::Sglang] {
+        let mut opts = options();
+        opts.engine = engine;
+        let out = tmp.path().join("engine");
+        match run(&peft, &out, &opts) {
+            Err(lorascope::Error::Export(ExportError::Refused { items })) => {
+                assert!(items.iter().any(|d| d.name.contains("router")), "{items:?}");
+                assert!(
+                    items.iter().any(|d| d.name.contains("embed_tokens")),
+                    "{items:?}"
+                );
+            }
+            other => panic!("{engine:?}: {other:?}"),
+        }
+        assert!(!out.exists());
+    }
+    let mut opts = options();
+    opts.engine = Engine::Vllm;
+    opts.drop_unservable = true;
+    let out = tmp.path().join("vllm");
+    let report = run(&mlx, &out, &opts).unwrap();
+    assert_eq!(report.dropped.len(), 2, "{:?}", report.dropped);
+    assert!(dense_peft(&out)
+        .keys()
+        .all(|k| k.1 != "router" && k.1 != "embed_tokens"));
 }
 
 /// Dense singular values, descending.

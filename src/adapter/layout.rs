@@ -438,6 +438,9 @@ pub fn parse_name(name: &str) -> NameInfo {
         }
         _ => plain_target(),
     };
+    // mlx-lm's LoRAEmbedding (mlx_lm/tuner/lora.py): lora_a (V, r), lora_b (r, H),
+    // ΔW (V, H) = scale·lora_a·lora_b, the transpose of LoRALinear's formula.
+    let swap = swap || (format == Some(Format::Mlx) && factor && target == "embed_tokens");
     let adapter_segment = matches!(role, Role::LoraA | Role::LoraB)
         && comps.len() >= module_comps.len() + 3
         && comps.last() == Some(&"weight");

@@ -236,7 +236,7 @@ fn reduce(a: &Adapter, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec
         .map(|(d, (p, s))| {
             let k = match d.slot {
                 plan::Slot::Packed { .. } => group_k[&(d.key.layer, d.key.target.clone())],
-                plan::Slot::Linear { .. } => wanted(&p, &s),
+                _ => wanted(&p, &s),
             };
             let k = k.min(p.rank());
             // Keeping every component copies the factors as read (exact); otherwise the SVD's.

@@ -4,10 +4,12 @@
 //! gpt-oss experts are written as PEFT's `target_parameters` pairs (`ParamWrapper`): on transformers'
 //! gpt-oss the experts are 3-D parameters, not modules, so no other PEFT layout loads. mlx-lm's and
 //! Tinker's separate gate and up deltas of an expert become one fused gate_up delta, gate on the
-//! even rows and up on the odd ones (gpt-oss interleaves them). Everything else that is a delta
-//! stays a PEFT `Linear` LoRA on the module it adapts.
+//! even rows and up on the odd ones (gpt-oss interleaves them). With `--for peft`, gpt-oss's router
+//! (an (E, hidden) parameter, no `nn.Linear`) is a 2-D `target_parameters` entry and an embedding
+//! LoRA is PEFT's `Embedding` LoRA. Everything else that is a delta stays a PEFT `Linear` LoRA on
+//! the module it adapts.
 
-use crate::adapter::layout::{DeltaKey, ExpertLayout, Format, Role, Target, MAX_EXPERTS};
+use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Format, Role, Target, MAX_EXPERTS};
 use crate::adapter::Adapter;
 use crate::error::{Dropped, ExportError};
 use crate::health::serving;
@@ -97,6 +99,13 @@ impl Param {
 pub enum Slot {
     /// Its own PEFT `Linear` LoRA: `base_model.model.{module}.lora_{A,B}.weight`.
     Linear { module: String },
+    /// PEFT's `Embedding` LoRA of an `nn.Embedding` (V, H):
+    /// `base_model.model.{module}.lora_embedding_A` (r, V) and `lora_embedding_B` (H, r), whose
+    /// ΔW is (B·A)ᵀ.
+    Embedding { module: String },
+    /// A 2-D parameter wrapped by PEFT's `ParamWrapper` (`target_parameters` `{module}.{param}`,
+    /// one expert: `Linear`'s ΔW = B·A and tensor names), e.g. gpt-oss's router weight.
+    Param { module: String, param: &'static str },
     /// Expert `expert` of a packed `target_parameters` pair of `module` (`model.layers.L.mlp.experts`).
     Packed {
         module: String,
@@ -109,7 +118,8 @@ impl Slot {
     /// How a dropped delta is named to the user.
     pub fn name(&self) -> String {
         match self {
-            Slot::Linear { module } => module.clone(),
+            Slot::Linear { module } | Slot::Embedding { module } => module.clone(),
+            Slot::Param { module, param } => format!("{module}.{param}"),
             Slot::Packed {
                 module,
                 param,
@@ -152,6 +162,12 @@ fn is_gpt_oss(a: &Adapter) -> bool {
         || a.deltas
             .iter()
             .any(|d| d.expert.is_some() && d.target == Target::GateUp)
+}
+
+/// An embedding LoRA whose ΔW the reader gives as (V, H), the embedding's own shape: PEFT's
+/// `lora_embedding_A/B` and mlx-lm's `LoRAEmbedding` (the reader's `swap`).
+fn is_embedding(a: &Adapter, d: &Delta) -> bool {
+    a.tensors[d.a.tensor].name.swap
 }
 
 /// gpt-oss names attention `self_attn`; Tinker writes `attn`.
@@ -222,13 +238,28 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
             reason: why.to_string(),
         };
         match (d.expert, &d.target, d.layer) {
-            (None, Target::Router, _) if gpt_oss => left_out.push(drop(
-                "router LoRA: gpt-oss's router is not an nn.Linear (PEFT reaches it only as a \
-                 target parameter, which export does not write yet)",
+            // transformers' GptOssTopKRouter is no nn.Linear: its (E, hidden) `weight` is reached
+            // as a 2-D target parameter. Whether an engine serves it is its rule table's say
+            // (`fit`).
+            (None, Target::Router, _) if gpt_oss => deltas.push(OutDelta {
+                key: d.key(),
+                slot: Slot::Param {
+                    module: module_path(a, &d.module, gpt_oss),
+                    param: "weight",
+                },
+                src: Src::One(i),
+            }),
+            (None, _, _) if is_embedding(a, d) => deltas.push(OutDelta {
+                key: d.key(),
+                slot: Slot::Embedding {
+                    module: d.module.clone(),
+                },
+                src: Src::One(i),
+            }),
+            (None, Target::Embed, _) => left_out.push(drop(
+                "embedding LoRA saved neither as PEFT's lora_embedding_A/B nor as mlx-lm's \
+                 LoRAEmbedding: which side is the vocabulary is unknown",
             )),
-            (None, Target::Embed, _) => {
-                left_out.push(drop("embedding LoRA: export does not write it yet"))
-            }
             (None, _, _) => deltas.push(OutDelta {
                 key: d.key(),
                 slot: Slot::Linear {

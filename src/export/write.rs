@@ -108,8 +108,9 @@ pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: boo
     }
 }
 
-/// The tensors of the written safetensors: each Linear delta as a pair, each packed parameter
-/// as PEFT's ParamWrapper pair (A row e·r + j, B column j·E + e). Every factor is zero-padded to
+/// The tensors of the written safetensors: each Linear delta (and 2-D target parameter) as a
+/// pair, each embedding as PEFT's `lora_embedding_A/B`, each packed parameter as PEFT's
+/// ParamWrapper pair (A row e·r + j, B column j·E + e). Every factor is zero-padded to
 /// the adapter's one rank `r`; experts the source does not adapt are zero.
 pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result<Vec<TensorData>> {
     let name = |module: &str, side: &str| format!("base_model.model.{module}.{side}.weight");
@@ -118,12 +119,32 @@ pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result
     let mut packs: BTreeMap<(&str, Param), Vec<(usize, &Pair)>> = BTreeMap::new();
     for (d, p) in plan.deltas.iter().zip(factors) {
         match &d.slot {
-            Slot::Linear { module } => {
+            Slot::Linear { module } | Slot::Param { module, .. } => {
                 let (o, i) = (p.b.nrows(), p.a.ncols());
                 let a = (0..r * i).map(|x| get(&p.a, x / i, x % i));
                 let b = (0..o * r).map(|x| get_col(&p.b, x / r, x % r));
                 out.push(tensor(name(module, "lora_A"), vec![r, i], a, dtype));
                 out.push(tensor(name(module, "lora_B"), vec![o, r], b, dtype));
+            }
+            // ΔW (V, H) = B·A; PEFT's is (B_e·A_e)ᵀ = A_eᵀ·B_eᵀ, so A_e = Bᵀ (r, V) and
+            // B_e = Aᵀ (H, r), named without `.weight` (PEFT keeps them in ParameterDicts).
+            Slot::Embedding { module } => {
+                let (v, h) = (p.b.nrows(), p.a.ncols());
+                let a = (0..r * v).map(|x| get_col(&p.b, x % v, x / v));
+                let b = (0..h * r).map(|x| get(&p.a, x % r, x / r));
+                let base = format!("base_model.model.{module}");
+                out.push(tensor(
+                    format!("{base}.lora_embedding_A"),
+                    vec![r, v],
+                    a,
+                    dtype,
+                ));
+                out.push(tensor(
+                    format!("{base}.lora_embedding_B"),
+                    vec![h, r],
+                    b,
+                    dtype,
+                ));
             }
             Slot::Packed {
                 module,
@@ -229,7 +250,8 @@ pub fn config(a: &Adapter, plan: &Plan, r: usize) -> Vec<u8> {
     let mut params: Vec<String> = Vec::new();
     for d in &plan.deltas {
         match &d.slot {
-            Slot::Linear { module } => modules.push(module),
+            Slot::Linear { module } | Slot::Embedding { module } => modules.push(module),
+            Slot::Param { module, param } => params.push(format!("{module}.{param}")),
             Slot::Packed { module, param, .. } => params.push(format!("{module}.{}", param.name())),
         }
     }
@@ -295,7 +317,8 @@ pub fn card(a: &Adapter, opts: &Options, r: usize) -> Vec<u8> {
     );
     s += "\ngpt-oss experts, if any, are PEFT `target_parameters` pairs with lora_A on the input \
           side: load with PEFT 0.17-0.18, or PEFT >= 0.19.1 on a transformers whose \
-          GptOssExperts sets is_transposed.\n";
+          GptOssExperts sets is_transposed. A gpt-oss router LoRA, if any, is the 2-D target \
+          parameter `mlp.router.weight` (written for PEFT only).\n";
     s.into_bytes()
 }
 
