@@ -205,7 +205,7 @@ fn value_size(t: u32) -> Option<u64> {
 const STRING: u32 = 8;
 const ARRAY: u32 = 9;
 
-/// Reads one value of type `t` as text (arrays are skipped and summarised).
+/// Reads a string or array value as text (arrays are skipped and summarised).
 fn value<R: Read + Seek>(src: &mut Src<R>, t: u32, key: &str) -> std::result::Result<String, Bad> {
     let what = format!("the value of '{key}'");
     match t {
@@ -229,7 +229,7 @@ fn value<R: Read + Seek>(src: &mut Src<R>, t: u32, key: &str) -> std::result::Re
             let name = TYPE_NAMES.get(et as usize).copied().unwrap_or("?");
             Ok(format!("[{n} × {name}]"))
         }
-        _ => scalar(src, t, key).map(|v| v.0),
+        _ => Err(format!("key '{key}' has invalid GGUF type {t}")),
     }
 }
 
@@ -335,19 +335,18 @@ fn parse_src<R: Read + Seek>(
         if metadata.contains_key(&key) {
             return Err(format!("duplicate key '{key}'"));
         }
-        let v = if matches!(t, STRING | ARRAY) {
-            value(src, t, &key)?
+        let (v, as_u32) = if matches!(t, STRING | ARRAY) {
+            (value(src, t, &key)?, None)
         } else {
-            let (v, as_u32) = scalar(src, t, &key)?;
-            if key == "general.alignment" {
-                // gguf.cpp: a u32, a non-zero power of two.
-                match as_u32 {
-                    Some(a) if a.is_power_of_two() => alignment = a as u64,
-                    _ => return Err(format!("general.alignment {v} is not a power of two (u32)")),
-                }
-            }
-            v
+            scalar(src, t, &key)?
         };
+        if key == "general.alignment" {
+            // gguf.cpp: a u32, a non-zero power of two.
+            match as_u32 {
+                Some(a) if a.is_power_of_two() => alignment = a as u64,
+                _ => return Err(format!("general.alignment {v} is not a power of two (u32)")),
+            }
+        }
         metadata.insert(key, v);
     }
     let mut infos: Vec<RawInfo> = Vec::new();
