@@ -392,7 +392,11 @@ const HOSTILE_U64: [u64; 8] = [
 ];
 
 fn gguf_count() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..8, any::<u64>(), proptest::sample::select(HOSTILE_U64.to_vec())]
+    prop_oneof![
+        0u64..8,
+        any::<u64>(),
+        proptest::sample::select(HOSTILE_U64.to_vec())
+    ]
 }
 
 proptest! {

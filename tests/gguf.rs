@@ -61,9 +61,18 @@ fn check_against_dense(a: &Adapter, st: &[DeltaStats]) {
         sig.sort_by(|x, y| y.total_cmp(x));
         let fro = sig.iter().map(|x| x * x).sum::<f64>().sqrt();
         let tol = 1e-9 * sig[0].max(1e-300);
-        assert!((s.fro_norm - fro).abs() <= tol * 10.0, "{:?}: fro {} vs {fro}", s.key(), s.fro_norm);
+        assert!(
+            (s.fro_norm - fro).abs() <= tol * 10.0,
+            "{:?}: fro {} vs {fro}",
+            s.key(),
+            s.fro_norm
+        );
         for (k, (x, y)) in s.singular_values.iter().zip(&sig).enumerate() {
-            assert!((x - y).abs() <= tol * 10.0, "{:?} σ{k}: {x} vs {y}", s.key());
+            assert!(
+                (x - y).abs() <= tol * 10.0,
+                "{:?} σ{k}: {x} vs {y}",
+                s.key()
+            );
         }
     }
 }
@@ -90,7 +99,11 @@ fn statistics_match_dense_in_every_type_attention_and_experts() {
             let per_layer = 4 + if experts { 3 * DIMS.experts } else { 0 };
             assert_eq!(a.deltas.len(), DIMS.layers * per_layer);
             for d in &a.deltas {
-                let r = if d.expert.is_some() { sp.expert_rank } else { sp.attn_rank };
+                let r = if d.expert.is_some() {
+                    sp.expert_rank
+                } else {
+                    sp.attn_rank
+                };
                 assert_eq!(d.rank, r);
                 // llama.cpp: alpha / rank.
                 assert_eq!(d.scale, sp.alpha / r as f64);
@@ -116,9 +129,17 @@ fn real_gpt_oss_shapes_are_read_from_the_header() {
     let a = load_one(&path);
     assert_eq!(a.kind, Kind::Lora, "{:?}", a.error);
     assert_eq!(a.deltas.len(), 24 * (4 + 3 * 32));
-    let q = a.deltas.iter().find(|d| d.target.as_str() == "q_proj").unwrap();
+    let q = a
+        .deltas
+        .iter()
+        .find(|d| d.target.as_str() == "q_proj")
+        .unwrap();
     assert_eq!((q.out_dim, q.in_dim, q.rank), (4096, 2880, 32));
-    let down = a.deltas.iter().find(|d| d.target.as_str() == "down_proj").unwrap();
+    let down = a
+        .deltas
+        .iter()
+        .find(|d| d.target.as_str() == "down_proj")
+        .unwrap();
     assert_eq!((down.out_dim, down.in_dim), (2880, 2880));
     assert_eq!(a.dtypes(), ["Q8_0"]);
 }
@@ -132,13 +153,23 @@ fn compare_with_the_safetensors_adapter_it_mirrors_matches_every_delta() {
         let g = load_one(&write_gguf(dir.path(), &sp, ty));
         let s = load_one(&dir.path().join("st"));
         let c = compare::compare(&g, &s, &Control::default()).unwrap();
-        assert!(c.only_a.is_empty() && c.only_b.is_empty(), "{:?} {:?}", c.only_a, c.only_b);
+        assert!(
+            c.only_a.is_empty() && c.only_b.is_empty(),
+            "{:?} {:?}",
+            c.only_a,
+            c.only_b
+        );
         assert_eq!(c.pairs.len(), s.deltas.len());
         // Q8_0 rounds each value to 1/254 of its block's largest: deltas agree to that.
         let tol = if ty == GgmlType::Q8_0 { 1e-2 } else { 1e-12 };
         for p in &c.pairs {
             let cos = p.cosine.unwrap();
-            assert!((1.0 - cos).abs() <= tol, "{ty:?} {:?} {:?}: cosine {cos}", p.layer, p.target);
+            assert!(
+                (1.0 - cos).abs() <= tol,
+                "{ty:?} {:?} {:?}: cosine {cos}",
+                p.layer,
+                p.target
+            );
             let (na, nb) = (p.fro_norm_a.unwrap(), p.fro_norm_b.unwrap());
             assert!((na - nb).abs() <= tol * nb, "{ty:?}: ‖ΔW‖ {na} vs {nb}");
         }
@@ -176,18 +207,31 @@ fn gguf_py_writer_fixture_matches_its_own_deltas() {
     assert!(a.dtypes().contains(&"Q4_0".to_string()));
     assert_eq!(a.incomplete.len(), 1);
     assert_eq!(a.incomplete[0].problem, PairProblem::Quantisation);
-    assert!(a.incomplete[0].why().contains("quantisation not read"), "{}", a.incomplete[0].why());
+    assert!(
+        a.incomplete[0].why().contains("quantisation not read"),
+        "{}",
+        a.incomplete[0].why()
+    );
     assert_eq!(a.unrecognised(), 2);
     let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
     assert_eq!(st.deltas.len(), fx.deltas.len());
     for e in &fx.deltas {
         let key = DeltaKey::new(Some(e.layer), e.target.as_str(), e.expert);
-        let d = a.deltas.iter().find(|d| d.key() == key).unwrap_or_else(|| panic!("{key:?}"));
+        let d = a
+            .deltas
+            .iter()
+            .find(|d| d.key() == key)
+            .unwrap_or_else(|| panic!("{key:?}"));
         let s = st.deltas.iter().find(|s| s.key() == key).unwrap();
         assert_eq!(d.rank, e.rank, "{key:?}");
         assert_eq!(d.scale, e.scale, "{key:?}");
         let tol = 1e-9 * e.singular_values[0];
-        assert!((s.fro_norm - e.fro_norm).abs() <= tol, "{key:?} fro {} vs {}", s.fro_norm, e.fro_norm);
+        assert!(
+            (s.fro_norm - e.fro_norm).abs() <= tol,
+            "{key:?} fro {} vs {}",
+            s.fro_norm,
+            e.fro_norm
+        );
         for (k, (x, y)) in s.singular_values.iter().zip(&e.singular_values).enumerate() {
             assert!((x - y).abs() <= tol, "{key:?} σ{k}: {x} vs {y}");
         }
@@ -233,8 +277,18 @@ fn discovery_finds_gguf_files_beside_and_without_safetensors() {
         layout: Default::default(),
     });
     let ids: Vec<&str> = v.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids, ["someone/gpt-oss-lora", "someone/gpt-oss-lora-gguf/adapter-f16.gguf"]);
-    assert!(v.iter().all(|a| a.kind == Kind::Lora), "{:?}", v.iter().map(|a| &a.error).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        [
+            "someone/gpt-oss-lora",
+            "someone/gpt-oss-lora-gguf/adapter-f16.gguf"
+        ]
+    );
+    assert!(
+        v.iter().all(|a| a.kind == Kind::Lora),
+        "{:?}",
+        v.iter().map(|a| &a.error).collect::<Vec<_>>()
+    );
 }
 
 fn write_raw(path: &Path, kv: &[(&str, Value)], tensors: &[WriteTensor]) {
@@ -301,7 +355,11 @@ fn scale_is_one_without_alpha() {
         let a = load_one(&path);
         assert_eq!(a.deltas.len(), 1, "{:?}", a.error);
         let d = &a.deltas[0];
-        assert_eq!((d.out_dim, d.in_dim, d.rank, d.scale), (16, 32, 4, want), "{alpha:?}");
+        assert_eq!(
+            (d.out_dim, d.in_dim, d.rank, d.scale),
+            (16, 32, 4, want),
+            "{alpha:?}"
+        );
         assert_eq!(d.target.as_str(), "v_proj");
     }
 }
@@ -314,7 +372,11 @@ fn scan_inspect_and_stats_contracts() {
     let path = write_gguf(dir.path(), &spec(Pattern::Tinker3d), GgmlType::Q8_0);
     let p = path.to_str().unwrap();
     let out = support::lorascope(&["scan", p, "--json"], dir.path(), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let a = &v.as_array().unwrap()[0];
     assert_eq!(a["kind"], "lora");
@@ -325,11 +387,19 @@ fn scan_inspect_and_stats_contracts() {
     assert_eq!(a["experts"], 3);
     assert_eq!(a["unrecognised"], 0);
     let out = support::lorascope(&["inspect", p, "--json"], dir.path(), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = v.to_string();
     assert!(text.contains("blk.0.ffn_gate_exps.weight.lora_a"), "{text}");
     assert!(text.contains("\"Q8_0\""), "{text}");
     let out = support::lorascope(&["stats", p, "--json"], dir.path(), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

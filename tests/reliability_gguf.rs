@@ -165,7 +165,10 @@ fn dimensions_types_and_offsets_that_lie_are_refused() {
     refused(&one(&[u64::MAX], 0, 0, 4), "overflow");
     refused(&one(&[1 << 31, 1 << 31], 0, 0, 4), "too large");
     refused(&one(&[32], 99, 0, 128), "unknown ggml type 99");
-    refused(&one(&[33, 2], 8, 0, 128), "not a multiple of its block size 32");
+    refused(
+        &one(&[33, 2], 8, 0, 128),
+        "not a multiple of its block size 32",
+    );
     refused(&one(&[32, 4], 0, 0, 100), "ends at byte 512");
     refused(&one(&[32, 4], 0, 32, 1024), "has offset 32");
     refused(&one(&[1 << 30, 4], 0, 0, 1024), "truncated or corrupt");
@@ -185,10 +188,18 @@ fn every_truncation_of_an_adapter_is_refused_cleanly() {
             let v: Vec<f64> = (0..n).map(|i| i as f64 * 1e-3).collect();
             WriteTensor {
                 name: format!("blk.0.attn_q.weight.{f}"),
-                ty: if f == "lora_a" { GgmlType::Q8_0 } else { GgmlType::F16 },
+                ty: if f == "lora_a" {
+                    GgmlType::Q8_0
+                } else {
+                    GgmlType::F16
+                },
                 data: gguf::encode(
                     &v,
-                    if f == "lora_a" { GgmlType::Q8_0 } else { GgmlType::F16 },
+                    if f == "lora_a" {
+                        GgmlType::Q8_0
+                    } else {
+                        GgmlType::F16
+                    },
                 ),
                 ne,
             }
@@ -202,10 +213,20 @@ fn every_truncation_of_an_adapter_is_refused_cleanly() {
     let bytes = gguf::file_bytes(&kv, &ts);
     let dir = tempfile::tempdir().unwrap();
     let whole = load(dir.path(), &bytes);
-    assert_eq!((whole.kind, whole.deltas.len()), (Kind::Lora, 1), "{:?}", whole.error);
+    assert_eq!(
+        (whole.kind, whole.deltas.len()),
+        (Kind::Lora, 1),
+        "{:?}",
+        whole.error
+    );
     for n in 0..bytes.len() {
         let a = load(dir.path(), &bytes[..n]);
-        assert_eq!(a.kind, Kind::Error, "a {n}-byte prefix was read as {:?}", a.kind);
+        assert_eq!(
+            a.kind,
+            Kind::Error,
+            "a {n}-byte prefix was read as {:?}",
+            a.kind
+        );
     }
 }
 
@@ -224,14 +245,27 @@ fn a_scan_goes_on_past_hostile_gguf_files() {
     spec.attn_rank = 2;
     lorascope::synth::gguf::write_adapter(&dir.path().join("c-good.gguf"), &spec, GgmlType::F32)
         .unwrap();
-    let out = support::lorascope(&["scan", dir.path().to_str().unwrap(), "--json"], dir.path(), &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = support::lorascope(
+        &["scan", dir.path().to_str().unwrap(), "--json"],
+        dir.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kinds: Vec<(&str, &str)> = v
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["kind"].as_str().unwrap(), o["error"].as_str().unwrap_or("")))
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap(),
+                o["error"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(kinds.len(), 3, "{kinds:?}");
     assert_eq!(kinds[0].0, "error");

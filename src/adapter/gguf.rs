@@ -214,11 +214,11 @@ fn value<R: Read + Seek>(src: &mut Src<R>, t: u32, key: &str) -> std::result::Re
             let et = src.u32(&what)?;
             let n = src.u64(&what)?;
             match (et, value_size(et)) {
-                (_, Some(sz)) => src.skip(n.checked_mul(sz).unwrap_or(u64::MAX), &what)?,
+                (_, Some(sz)) => src.skip(n.saturating_mul(sz), &what)?,
                 (STRING, None) => {
                     // Each string has at least its 8-byte length: a count the file cannot hold
                     // fails before the loop starts.
-                    src.need(n.checked_mul(8).unwrap_or(u64::MAX), &what)?;
+                    src.need(n.saturating_mul(8), &what)?;
                     for _ in 0..n {
                         let len = src.u64(&what)?;
                         src.skip(len, &what)?;
@@ -296,7 +296,9 @@ fn parse_src<R: Read + Seek>(
     size: u64,
 ) -> std::result::Result<Header, Bad> {
     if size < 4 {
-        return Err(format!("truncated: {size} bytes, too short for a GGUF header"));
+        return Err(format!(
+            "truncated: {size} bytes, too short for a GGUF header"
+        ));
     }
     let magic: [u8; 4] = src.bytes("the magic")?;
     if &magic != MAGIC {
@@ -438,9 +440,7 @@ fn tensor_info(ti: &RawInfo) -> std::result::Result<TensorInfo, Bad> {
         .ne
         .iter()
         .try_fold(1u64, |acc, &d| {
-            (d <= i64::MAX as u64)
-                .then(|| acc.checked_mul(d))
-                .flatten()
+            (d <= i64::MAX as u64).then(|| acc.checked_mul(d)).flatten()
         })
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(|| format!("tensor '{name}' has dimensions {:?} that overflow", ti.ne))?;
@@ -527,9 +527,56 @@ pub struct WriteTensor {
     pub data: Vec<u8>,
 }
 
+impl WriteTensor {
+    /// Bytes of its data, from `ne` and the type (`data` may be empty: a hole of zeros).
+    pub fn nbytes(&self) -> u64 {
+        self.ne.iter().product::<u64>() / self.ty.block() * self.ty.block_bytes()
+    }
+}
+
+fn pad(n: u64) -> u64 {
+    n.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT
+}
+
 /// A GGUF v3 file image: header, key/values, tensor infos, then the data, each tensor padded to
-/// the default 32-byte alignment (gguf-py `GGUFWriter`).
+/// the default 32-byte alignment (gguf-py `GGUFWriter`); an empty `data` is written as zeros.
 pub fn file_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
+    let mut out = header_bytes(kv, tensors);
+    for t in tensors {
+        if t.data.is_empty() {
+            out.resize(out.len() + t.nbytes() as usize, 0);
+        } else {
+            out.extend_from_slice(&t.data);
+        }
+        out.resize(pad(out.len() as u64) as usize, 0);
+    }
+    out
+}
+
+/// Writes the file of `file_bytes`; tensors with empty `data` are holes (a sparse file: header
+/// benchmarks at real sizes take no disk space).
+pub fn write_file(
+    path: &Path,
+    kv: &[(&str, Value)],
+    tensors: &[WriteTensor],
+) -> std::io::Result<()> {
+    use std::io::{SeekFrom, Write};
+    let mut f = std::fs::File::create(path)?;
+    let header = header_bytes(kv, tensors);
+    f.write_all(&header)?;
+    let mut end = header.len() as u64;
+    for t in tensors {
+        if !t.data.is_empty() {
+            f.seek(SeekFrom::Start(end))?;
+            f.write_all(&t.data)?;
+        }
+        end = pad(end + t.nbytes());
+    }
+    f.set_len(end)
+}
+
+/// The header (magic to the padding before the data) of a file of these tensors.
+fn header_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
     let mut out = Vec::new();
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -556,7 +603,6 @@ pub fn file_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
             }
         }
     }
-    let pad = |n: u64| n.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
     let mut offset = 0u64;
     for t in tensors {
         string(&mut out, &t.name);
@@ -566,22 +612,16 @@ pub fn file_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
         }
         out.extend_from_slice(&t.ty.0.to_le_bytes());
         out.extend_from_slice(&offset.to_le_bytes());
-        offset += pad(t.data.len() as u64);
+        offset += pad(t.nbytes());
     }
     out.resize(pad(out.len() as u64) as usize, 0);
-    for t in tensors {
-        out.extend_from_slice(&t.data);
-        out.resize(pad(out.len() as u64) as usize, 0);
-    }
     out
 }
 
 /// Encodes row-major f64 values in a GGUF type lorascope writes (F32, F16, BF16, Q8_0).
 pub fn encode(values: &[f64], ty: GgmlType) -> Vec<u8> {
     match ty {
-        GgmlType::Q8_0 => {
-            quantize_q8_0(&values.iter().map(|&v| v as f32).collect::<Vec<_>>())
-        }
+        GgmlType::Q8_0 => quantize_q8_0(&values.iter().map(|&v| v as f32).collect::<Vec<_>>()),
         GgmlType::F16 => crate::adapter::format::encode(values, Dtype::F16),
         GgmlType::BF16 => crate::adapter::format::encode(values, Dtype::BF16),
         _ => crate::adapter::format::encode(values, Dtype::F32),

@@ -176,7 +176,10 @@ mod tests {
         );
         let n = parse_name("blk.0.ffn_gate_exps.weight.lora_a");
         assert_eq!((n.role, n.target.as_str()), (Role::LoraA, "gate_proj"));
-        assert_eq!(parse_name("blk.1.ffn_gate_inp.weight.lora_a").target, Target::Router);
+        assert_eq!(
+            parse_name("blk.1.ffn_gate_inp.weight.lora_a").target,
+            Target::Router
+        );
         let n = parse_name("blk.1.attn_norm.weight");
         assert_eq!((n.role, n.format, n.layer), (Role::Full, None, Some(1)));
         let n = parse_name("token_embd.weight.lora_a");

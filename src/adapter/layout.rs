@@ -1032,7 +1032,10 @@ fn module_deltas(
         .filter_map(|t| t.info.quant)
         .find(|q| !q.readable())
     {
-        let detail = format!("{} factors: lorascope reads F32, F16, BF16 and Q8_0", q.name());
+        let detail = format!(
+            "{} factors: lorascope reads F32, F16, BF16 and Q8_0",
+            q.name()
+        );
         return Err(Broken::new(PairProblem::Quantisation, detail));
     }
     let p = Pair {

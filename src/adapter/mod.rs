@@ -376,11 +376,7 @@ impl Adapter {
     }
 
     pub fn dtypes(&self) -> Vec<String> {
-        let s: BTreeSet<String> = self
-            .tensors
-            .iter()
-            .map(|t| t.info.dtype_name())
-            .collect();
+        let s: BTreeSet<String> = self.tensors.iter().map(|t| t.info.dtype_name()).collect();
         s.into_iter().collect()
     }
 

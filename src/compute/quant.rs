@@ -40,19 +40,27 @@ impl Q8<'_> {
 
 /// The factor's stored matrix T, whether the factor's matrix M is Tᵀ (`Pick::Transposed`), and
 /// the rows of M it keeps (`Factor::rows`, the gate or up half of a fused B).
-fn view<'a>(raw: &'a [u8], shape: &[usize], f: &Factor, name: &str) -> Result<(Q8<'a>, bool, Vec<usize>)> {
+fn view<'a>(
+    raw: &'a [u8],
+    shape: &[usize],
+    f: &Factor,
+    name: &str,
+) -> Result<(Q8<'a>, bool, Vec<usize>)> {
     let bad = |what: String| Error::Shape(format!("Q8_0 tensor '{name}' {shape:?}: {what}"));
     let (q, transposed) = match (f.pick, shape) {
-        (Pick::All | Pick::Transposed, &[rows, cols]) => (
-            Q8 { raw, rows, cols },
-            f.pick == Pick::Transposed,
-        ),
+        (Pick::All | Pick::Transposed, &[rows, cols]) => {
+            (Q8 { raw, rows, cols }, f.pick == Pick::Transposed)
+        }
         (Pick::Index { index }, &[e, rows, cols]) if index < e => {
             let size = rows * cols / Q8_0_BLOCK * Q8_0_BYTES;
             let raw = &raw[index * size..(index + 1) * size];
             (Q8 { raw, rows, cols }, false)
         }
-        (p, _) => return Err(bad(format!("lorascope reads Q8_0 factors whole or per expert, not as {p:?}"))),
+        (p, _) => {
+            return Err(bad(format!(
+                "lorascope reads Q8_0 factors whole or per expert, not as {p:?}"
+            )))
+        }
     };
     if q.cols % Q8_0_BLOCK != 0 || q.raw.len() != q.rows * q.row_bytes() {
         return Err(bad("rows are not whole Q8_0 blocks".into()));
@@ -101,7 +109,13 @@ fn tall_of(m: &Array2<f32>, side: Side) -> ArrayView2<'_, f32> {
 }
 
 /// R of the factor's tall matrix, from its Gram accumulated chunk by chunk over the map.
-pub(crate) fn tall_r(raw: &[u8], shape: &[usize], f: &Factor, side: Side, name: &str) -> Result<FactorR> {
+pub(crate) fn tall_r(
+    raw: &[u8],
+    shape: &[usize],
+    f: &Factor,
+    side: Side,
+    name: &str,
+) -> Result<FactorR> {
     let (q, transposed, rows) = view(raw, shape, f, name)?;
     // The tall matrix is T's selected rows (B as stored, or A stored transposed) or their
     // transpose: then each chunk is a range of T's columns.
@@ -167,7 +181,9 @@ pub(crate) fn tall_r(raw: &[u8], shape: &[usize], f: &Factor, side: Side, name: 
 /// The factor's matrix M transposed (Mᵀ, column-major) in f64, as `Mapped::factor_t` gives it.
 pub(crate) fn factor_t(raw: &[u8], shape: &[usize], f: &Factor, name: &str) -> Result<ColMajor> {
     let (q, transposed, rows) = view(raw, shape, f, name)?;
-    Ok(crate::compute::tensor::to_mat_t(dense_m(&q, transposed, &rows).view()))
+    Ok(crate::compute::tensor::to_mat_t(
+        dense_m(&q, transposed, &rows).view(),
+    ))
 }
 
 /// Every value of a Q8_0 tensor as f64, in order.

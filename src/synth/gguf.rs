@@ -34,7 +34,7 @@ fn gguf_name(name: &str) -> Option<String> {
 
 /// The GGUF tensors of a generated adapter in type `ty`. A 3D factor shared across experts
 /// (Tinker's leading dim of 1) is written once per expert: llama.cpp's `ggml_mul_mat_id` reads
-/// one slice per expert. Sparse (hole) tensors are written as zeros.
+/// one slice per expert. Sparse (hole) tensors have no data (`gguf::write_file` leaves holes).
 pub fn tensors(g: &Generated, spec: &Spec, ty: GgmlType) -> Vec<WriteTensor> {
     let experts = spec.dims.experts;
     g.tensors
@@ -42,12 +42,9 @@ pub fn tensors(g: &Generated, spec: &Spec, ty: GgmlType) -> Vec<WriteTensor> {
         .filter_map(|t| {
             let name = gguf_name(&t.name)?;
             let mut shape = t.shape.clone();
-            let mut values = match &t.bytes {
-                Some(b) => decode(b, t.dtype),
-                None => vec![0.0; shape.iter().product()],
-            };
+            let mut values = t.bytes.as_ref().map(|b| decode(b, t.dtype));
             if shape.len() == 3 && shape[0] == 1 && experts > 1 {
-                values = values.repeat(experts);
+                values = values.map(|v| v.repeat(experts));
                 shape[0] = experts;
             }
             let ne: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
@@ -57,7 +54,7 @@ pub fn tensors(g: &Generated, spec: &Spec, ty: GgmlType) -> Vec<WriteTensor> {
                 ty
             };
             Some(WriteTensor {
-                data: gguf::encode(&values, ty),
+                data: values.map_or_else(Vec::new, |v| gguf::encode(&v, ty)),
                 name,
                 ty,
                 ne,
@@ -95,7 +92,10 @@ pub fn metadata(spec: &Spec) -> Vec<(&'static str, Value)> {
     vec![
         ("general.architecture", Value::Str("gpt-oss".into())),
         ("general.type", Value::Str("adapter".into())),
-        ("general.name", Value::Str("lorascope synthetic adapter".into())),
+        (
+            "general.name",
+            Value::Str("lorascope synthetic adapter".into()),
+        ),
         ("general.base_model.count", Value::U32(1)),
         (
             "general.base_model.0.repo_url",
@@ -111,11 +111,10 @@ pub fn metadata(spec: &Spec) -> Vec<(&'static str, Value)> {
 /// and returns what was generated (its planted spectra).
 pub fn write_adapter(path: &Path, spec: &Spec, ty: GgmlType) -> std::io::Result<Generated> {
     let g = generate(spec);
-    let bytes = gguf::file_bytes(&metadata(spec), &tensors(&g, spec, ty));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, bytes)?;
+    gguf::write_file(path, &metadata(spec), &tensors(&g, spec, ty))?;
     Ok(g)
 }
 
