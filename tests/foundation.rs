@@ -444,7 +444,7 @@ fn path_arguments_file_folder_and_folder_of_runs() {
     let text = outputs.join("checkpoint-500/adapter_config.json");
     for (p, want) in [
         (&missing, "cannot open"),
-        (&text, "not a .safetensors file"),
+        (&text, "not a .safetensors or .gguf file"),
     ] {
         let a = only(scan_paths(&[p], LayoutOptions::default()));
         assert_eq!(a.kind, Kind::Error);
@@ -1606,10 +1606,10 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         (&json!("mlx"), &json!("lora"), &json!(32), &json!([23]))
     );
     // The GGUF twin of the attention adapter (llama.cpp's layout, Q8_0).
-    let gguf = by_id("gpt-oss-20b-attn-r8-gguf/gpt-oss-20b-attn-r8-q8_0.gguf");
+    let gguf = by_id("gpt-oss-20b-qv-r8-gguf/gpt-oss-20b-qv-r8-q8_0.gguf");
     assert_eq!(
         (&gguf["format"], &gguf["kind"], &gguf["deltas"]),
-        (&json!("gguf"), &json!("lora"), &json!(96))
+        (&json!("gguf"), &json!("lora"), &json!(48))
     );
     assert!(arr.iter().all(|o| o["unrecognised"] == 0), "{arr:?}");
     assert!(

@@ -174,15 +174,12 @@ fn repos() -> Vec<Repo> {
             files: adapter_files(&spec(Pattern::Attention, 8, 0, Dtype::F32, 1), ""),
         },
         Repo {
-            name: "gpt-oss-20b-attn-r8-gguf",
-            files: vec![gguf_file(
-                "gpt-oss-20b-attn-r8-q8_0.gguf",
-                &spec(Pattern::Attention, 8, 0, Dtype::F32, 1),
-            )],
-        },
-        Repo {
             name: "gpt-oss-20b-qv-r8",
             files: adapter_files(&qv, ""),
+        },
+        Repo {
+            name: "gpt-oss-20b-qv-r8-gguf",
+            files: vec![gguf_file("gpt-oss-20b-qv-r8-q8_0.gguf", &qv)],
         },
         Repo {
             name: "gpt-oss-20b-attn-router",
