@@ -30,7 +30,7 @@ fn opens_an_adapter_and_quits() {
     );
     // The list (ids are cut in the middle, so look for their tails).
     assert!(
-        p.wait_for("19 adapters", WAIT).is_some(),
+        p.wait_for("20 adapters", WAIT).is_some(),
         "no list on screen:\n{}",
         p.screen()
     );
@@ -63,7 +63,7 @@ fn opens_an_adapter_and_quits() {
     let mark = p.mark();
     p.send(b"q");
     assert!(
-        p.wait_for_after(mark, "19 adapters", WAIT).is_some(),
+        p.wait_for_after(mark, "20 adapters", WAIT).is_some(),
         "q did not go back to the list:\n{}",
         p.screen()
     );

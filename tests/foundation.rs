@@ -444,7 +444,7 @@ fn path_arguments_file_folder_and_folder_of_runs() {
     let text = outputs.join("checkpoint-500/adapter_config.json");
     for (p, want) in [
         (&missing, "cannot open"),
-        (&text, "not a .safetensors file"),
+        (&text, "not a .safetensors or .gguf file"),
     ] {
         let a = only(scan_paths(&[p], LayoutOptions::default()));
         assert_eq!(a.kind, Kind::Error);
@@ -1532,7 +1532,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
     let dir = home.path().join(".cache/lorascope/demo-hub");
     let d = dir.to_str().expect("utf8");
     let out = String::from_utf8(run_ok(&["demo", d], home.path())).expect("utf8");
-    assert!(out.contains("wrote 17 demo repos"), "{out}");
+    assert!(out.contains("wrote 18 demo repos"), "{out}");
     // ~148 MB of adapters at real gpt-oss-20b shapes, plus the small base model (≤ 60 MB) with
     // its adapter and merge.
     let size = support::apparent_size(&dir);
@@ -1546,7 +1546,7 @@ fn demo_writes_a_complete_cache_of_every_layout() {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    assert_eq!(repos.len(), 17);
+    assert_eq!(repos.len(), 18);
     for repo in &repos {
         let rev = fs::read_to_string(repo.join("refs/main")).expect("refs/main");
         let snap = repo.join("snapshots").join(rev.trim());
@@ -1604,6 +1604,12 @@ fn demo_writes_a_complete_cache_of_every_layout() {
             &mlx["expert_layers"]
         ),
         (&json!("mlx"), &json!("lora"), &json!(32), &json!([23]))
+    );
+    // The GGUF twin of the attention adapter (llama.cpp's layout, Q8_0).
+    let gguf = by_id("gpt-oss-20b-qv-r8-gguf/gpt-oss-20b-qv-r8-q8_0.gguf");
+    assert_eq!(
+        (&gguf["format"], &gguf["kind"], &gguf["deltas"]),
+        (&json!("gguf"), &json!("lora"), &json!(48))
     );
     assert!(arr.iter().all(|o| o["unrecognised"] == 0), "{arr:?}");
     assert!(

@@ -7,6 +7,7 @@
 //! seed and a bounded number of cases keep the run deterministic and quick.
 
 use lorascope::adapter::format;
+use lorascope::adapter::gguf::{self, GgmlType};
 use lorascope::adapter::layout::LayoutOptions;
 use lorascope::adapter::{Adapter, Source};
 use lorascope::synth::{self, Dims, Pattern, Spec, TensorData};
@@ -345,4 +346,117 @@ fn a_header_of_many_tensors_parses_in_a_few_times_its_size() {
         "{peak} bytes for a {}-byte header",
         json.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF headers (adapter::gguf): the same properties for arbitrary and mutated GGUF files.
+
+/// Parses `bytes` as a GGUF header and loads them as a `.gguf` adapter; checks the bound.
+fn check_gguf(dir: &Path, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let path = dir.join("adapter.gguf");
+    std::fs::write(&path, bytes).expect("write");
+    let size = bytes.len() as u64;
+    let bound = PER_BYTE * bytes.len() + FIXED;
+    let (_, peak) = peak_of(|| gguf::parse(&path, std::io::Cursor::new(bytes), size));
+    prop_assert!(peak <= bound, "gguf::parse: {peak} bytes for {size}");
+    let src = Source {
+        id: "fuzz".into(),
+        path: path.clone(),
+        dir: dir.to_path_buf(),
+        files: vec![path],
+        revision: None,
+        problem: None,
+        other_files: vec![],
+    };
+    let (a, peak) = peak_of(|| Adapter::load(&src, LayoutOptions::default()));
+    prop_assert!(
+        peak <= bound,
+        "load: {peak} bytes for a {size}-byte GGUF ({:?}: {} deltas)",
+        a.kind,
+        a.deltas.len()
+    );
+    prop_assert!(a.deltas.len() <= bytes.len());
+    Ok(())
+}
+
+/// Numbers hostile GGUF headers state: counts, lengths, dims, types, offsets.
+const HOSTILE_U64: [u64; 8] = [
+    0,
+    1,
+    33,
+    1 << 31,
+    1 << 40,
+    i64::MAX as u64,
+    u64::MAX,
+    u32::MAX as u64,
+];
+
+fn gguf_count() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..8,
+        any::<u64>(),
+        proptest::sample::select(HOSTILE_U64.to_vec())
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_gguf_headers_never_panic_nor_balloon(
+        version in prop_oneof![Just(2u32), Just(3u32), any::<u32>()],
+        n_tensors in gguf_count(),
+        n_kv in gguf_count(),
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&n_tensors.to_le_bytes());
+        bytes.extend_from_slice(&n_kv.to_le_bytes());
+        bytes.extend_from_slice(&body);
+        check_gguf(dir.path(), &bytes)?;
+    }
+
+    #[test]
+    fn mutated_gguf_adapters_never_panic_nor_balloon(
+        experts in any::<bool>(),
+        ty in 0usize..4,
+        seed in any::<u64>(),
+        ops in proptest::collection::vec((0u8..4, any::<u64>(), any::<u64>()), 1..5),
+    ) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dims = Dims { hidden: 32, q_out: 32, kv_out: 32, inter: 32, experts: 2, layers: 2 };
+        let mut spec = Spec::new(dims, if experts { Pattern::Tinker3d } else { Pattern::Attention });
+        spec.seed = seed;
+        spec.attn_rank = 2;
+        spec.expert_rank = 1;
+        let ty = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0][ty];
+        let g = synth::generate(&spec);
+        let mut bytes =
+            gguf::file_bytes(&synth::gguf::metadata(&spec), &synth::gguf::tensors(&g, &spec, ty));
+        for (op, x, y) in ops {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = x as usize % bytes.len();
+            match op {
+                0 => bytes[at] ^= (y as u8) | 1,
+                1 => {
+                    let v = HOSTILE_U64[y as usize % HOSTILE_U64.len()].to_le_bytes();
+                    let end = (at + 8).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&v[..end - at]);
+                }
+                2 => bytes.truncate(at),
+                _ => {
+                    let v = (HOSTILE_U64[y as usize % HOSTILE_U64.len()] as u32).to_le_bytes();
+                    let end = (at + 4).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&v[..end - at]);
+                }
+            }
+        }
+        check_gguf(dir.path(), &bytes)?;
+    }
 }

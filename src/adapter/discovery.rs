@@ -325,11 +325,18 @@ fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
         "" => id.to_string(),
         s => format!("{id}/{s}"),
     };
+    let ggufs = gguf_sources(&files, &id_of, rev.as_ref());
     let mut out: Vec<(String, Source)> = group_folders(&files)
         .into_iter()
-        // With a folder it could not read, the walk found something: no no-safetensors root.
-        .filter(|f| unreadable.is_empty() || !f.safetensors.is_empty() || f.config.is_some())
-        .map(|f| {
+        // With a folder it could not read, the walk found something: no no-safetensors root;
+        // nor with GGUF files, which are adapters of their own.
+        .filter(|f| {
+            (unreadable.is_empty() && ggufs.is_empty())
+                || !f.safetensors.is_empty()
+                || f.config.is_some()
+        })
+        .map(|mut f| {
+            f.other_files.retain(|n| !is_gguf_name(n));
             // The folder's real path: its files' parent (names may not be UTF-8).
             let at = f
                 .safetensors
@@ -352,8 +359,46 @@ fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
     for (sub, path, msg) in unreadable {
         out.push((sub.clone(), problem_source(&id_of(&sub), &path, msg)));
     }
+    out.extend(ggufs);
     out.sort_by(|a, b| tree_order(&a.0).cmp(&tree_order(&b.0)));
     out.into_iter().map(|(_, s)| s).collect()
+}
+
+fn is_gguf_name(name: &str) -> bool {
+    crate::adapter::gguf::is_gguf_path(Path::new(name))
+}
+
+/// One source per `.gguf` file of the walk (a GGUF file is a whole adapter or model), with the
+/// id `<folder id>/<file name>` so that it never takes the id of safetensors beside it. Files
+/// as `group_folders` sees them: not in hidden folders, at most `MAX_DEPTH` deep.
+fn gguf_sources(
+    files: &[(String, PathBuf)],
+    id_of: &dyn Fn(&str) -> String,
+    rev: Option<&String>,
+) -> Vec<(String, Source)> {
+    files
+        .iter()
+        .filter(|(rel, _)| {
+            let comps: Vec<&str> = rel.split('/').collect();
+            is_gguf_name(rel)
+                && comps.len() <= MAX_DEPTH + 1
+                && comps[..comps.len() - 1].iter().all(|c| !c.starts_with('.'))
+        })
+        .map(|(rel, path)| {
+            let (sub, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let src = Source {
+                id: format!("{}/{name}", id_of(sub)),
+                path: path.clone(),
+                dir,
+                files: vec![path.clone()],
+                revision: rev.cloned(),
+                problem: None,
+                other_files: vec![],
+            };
+            (sub.to_string(), src)
+        })
+        .collect()
 }
 
 /// Sources for a path named on the command line: a `.safetensors` file, an adapter folder,
@@ -365,7 +410,9 @@ pub fn discover_path(path: &Path) -> Vec<Source> {
         Err(e) => return vec![problem_source(&id, path, format!("cannot open {id}: {e}"))],
     };
     if meta.is_file() {
-        if path.extension().is_some_and(|x| x == "safetensors") {
+        if path.extension().is_some_and(|x| x == "safetensors")
+            || crate::adapter::gguf::is_gguf_path(path)
+        {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             return vec![Source {
                 id,
@@ -380,7 +427,7 @@ pub fn discover_path(path: &Path) -> Vec<Source> {
         return vec![problem_source(
             &id,
             path,
-            format!("{id} is not a .safetensors file or a folder"),
+            format!("{id} is not a .safetensors or .gguf file or a folder"),
         )];
     }
     let is_cache = sorted_entries(path)

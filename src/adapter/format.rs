@@ -1,6 +1,7 @@
 //! Header-only reading of safetensors files: the 8-byte length, the JSON header, and a full
 //! validation of offsets against shapes, dtypes and the file size. Tensor data is never read here.
 
+use crate::adapter::gguf::GgmlType;
 use crate::error::{Error, Result};
 use safetensors::Dtype;
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ pub struct TensorInfo {
     /// Byte range of the data, relative to the start of the data section.
     pub begin: u64,
     pub end: u64,
+    /// GGUF block-quantised tensors (Q8_0, Q4_K, …): the ggml type; `dtype` is then `U8` (the
+    /// storage) and `shape` the values' shape. None for safetensors and plain GGUF types.
+    pub quant: Option<GgmlType>,
 }
 
 impl TensorInfo {
@@ -27,6 +31,13 @@ impl TensorInfo {
     }
     pub fn nbytes(&self) -> u64 {
         self.end - self.begin
+    }
+    /// The type as people read it: the safetensors dtype, or the GGUF quantisation (`Q8_0`).
+    pub fn dtype_name(&self) -> String {
+        match self.quant {
+            Some(q) => q.name(),
+            None => dtype_name(self.dtype),
+        }
     }
 }
 
@@ -39,7 +50,10 @@ pub struct Header {
     pub data_start: u64,
     /// Tensors sorted by name.
     pub tensors: Vec<TensorInfo>,
+    /// safetensors `__metadata__`, or a GGUF file's key/values (scalars as text, arrays summarised).
     pub metadata: BTreeMap<String, String>,
+    /// The GGUF version of a GGUF file (`adapter::gguf`); None for safetensors.
+    pub gguf_version: Option<u32>,
 }
 
 /// Name of a dtype as safetensors spells it (`F32`, `BF16`, ...).
@@ -153,6 +167,7 @@ pub fn parse_header(path: &Path, json: &[u8], file_size: u64) -> Result<Header> 
         data_start,
         tensors,
         metadata,
+        gguf_version: None,
     })
 }
 
@@ -218,6 +233,7 @@ fn parse_entry(
             shape,
             begin,
             end,
+            quant: None,
         }),
         Err(m) => Err((name, m)),
     }

@@ -21,6 +21,8 @@ pub enum PairProblem {
     Shape,
     /// A PEFT ParamWrapper nested deeper than `target_parameters` has parameters to wrap.
     Unplaced,
+    /// GGUF factors in a quantisation lorascope does not decode (anything but Q8_0).
+    Quantisation,
 }
 
 impl PairProblem {
@@ -31,6 +33,7 @@ impl PairProblem {
             PairProblem::Rank => "ranks disagree",
             PairProblem::Shape => "shapes do not chain",
             PairProblem::Unplaced => "no parameter to place it on",
+            PairProblem::Quantisation => "quantisation not read",
         }
     }
 }

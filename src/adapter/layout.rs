@@ -59,6 +59,8 @@ pub enum Format {
     Kohya,
     /// LyCORIS LoHa/LoKr: recognised by name, not computed.
     Lycoris,
+    /// llama.cpp's GGUF LoRA (`convert_lora_to_gguf.py`): `adapter::gguf_layout`.
+    Gguf,
 }
 
 impl Format {
@@ -70,6 +72,7 @@ impl Format {
             Format::Mlx => "mlx",
             Format::Kohya => "kohya",
             Format::Lycoris => "lycoris",
+            Format::Gguf => "gguf",
         }
     }
 }
@@ -1026,6 +1029,18 @@ fn module_deltas(
         })?;
     }
     let (ta, tb) = (&tensors[ia], &tensors[ib]);
+    // GGUF quantisations other than Q8_0 are listed, never read as numbers they are not.
+    if let Some(q) = [ta, tb]
+        .iter()
+        .filter_map(|t| t.info.quant)
+        .find(|q| !q.readable())
+    {
+        let detail = format!(
+            "{} factors: lorascope reads F32, F16, BF16 and Q8_0",
+            q.name()
+        );
+        return Err(Broken::new(PairProblem::Quantisation, detail));
+    }
     let p = Pair {
         module,
         name: name.clone(),

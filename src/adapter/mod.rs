@@ -5,13 +5,15 @@ pub mod config;
 pub mod discovery;
 pub mod format;
 pub mod fsread;
+pub mod gguf;
+pub mod gguf_layout;
 pub mod incomplete;
 pub mod layout;
 pub mod mxfp4;
 pub mod target;
 
 use crate::adapter::config::ConfigStatus;
-use crate::adapter::format::{dtype_name, Header, TensorInfo};
+use crate::adapter::format::{Header, TensorInfo};
 use crate::adapter::layout::{
     Delta, ExpertLayout, Format, FullTensor, Incomplete, LayoutOptions, Role, Target, TensorEntry,
 };
@@ -130,8 +132,8 @@ pub struct Adapter {
     pub incomplete: Vec<Incomplete>,
     pub notes: Vec<String>,
     pub other_files: Vec<String>,
-    /// Full weights only: the base model their model card (README.md front matter) names, as
-    /// merged uploads carry it.
+    /// Full weights: the base model their model card (README.md front matter) names, as merged
+    /// uploads carry it. GGUF files: the base model their key/values name.
     pub card_base: Option<String>,
     /// How many adapters of the list it was read with name it as their base (`mark_bases`).
     pub base_of: usize,
@@ -170,13 +172,30 @@ impl Adapter {
     /// Reads every header and the config from disk, and builds the layout. Never fails: problems
     /// become `Kind::Error` with a message.
     pub fn load(src: &Source, opts: LayoutOptions) -> Adapter {
-        let cfg = config::load(&src.dir);
-        let headers = src.files.iter().map(|f| format::read_header(f)).collect();
+        // A GGUF file carries its own alpha and base model: a folder's adapter_config.json
+        // belongs to the safetensors next to it.
+        let is_gguf = src.files.iter().any(|f| gguf::is_gguf_path(f));
+        let cfg = if is_gguf {
+            ConfigStatus::Missing
+        } else {
+            config::load(&src.dir)
+        };
+        let headers = src
+            .files
+            .iter()
+            .map(|f| {
+                if gguf::is_gguf_path(f) {
+                    gguf::read_header(f)
+                } else {
+                    format::read_header(f)
+                }
+            })
+            .collect();
         let read_scalar = |f: &FileInfo, t: &TensorInfo| {
             format::read_scalar(&f.path, f.data_start + t.begin, t.dtype)
         };
         let mut a = Adapter::from_headers(src, cfg, headers, opts, &read_scalar);
-        if a.kind == Kind::FullWeights {
+        if a.kind == Kind::FullWeights && a.card_base.is_none() {
             a.card_base = card_base_model(&src.dir.join("README.md"));
         }
         a
@@ -209,14 +228,23 @@ impl Adapter {
             Ok(h) => h,
             Err(e) => return a.fail(describe(&e)),
         };
+        let mut gguf_meta = None;
         for (fi, h) in headers.into_iter().enumerate() {
             a.files.push(FileInfo {
                 path: h.path.clone(),
                 size: h.file_size,
                 data_start: h.data_start,
             });
+            let is_gguf = h.gguf_version.is_some();
+            if is_gguf {
+                gguf_meta = Some(gguf_layout::Meta::of(&h.metadata));
+            }
             for t in h.tensors {
-                let name = layout::parse_name(&t.name);
+                let name = if is_gguf {
+                    gguf_layout::parse_name(&t.name)
+                } else {
+                    layout::parse_name(&t.name)
+                };
                 a.tensors.push(TensorEntry {
                     file: fi,
                     info: t,
@@ -224,7 +252,10 @@ impl Adapter {
                 });
             }
         }
-        if let Some(p) = a.config.problem() {
+        if let Some(m) = &gguf_meta {
+            a.notes.extend(m.notes());
+            a.card_base = m.base_model.clone();
+        } else if let Some(p) = a.config.problem() {
             a.notes.push(p);
         }
         if let Some(c) = a.config.config() {
@@ -239,9 +270,12 @@ impl Adapter {
             a.kind = Kind::Empty;
             return a;
         }
-        let alphas = match kohya_alphas(&a, read_scalar) {
-            Ok(x) => x,
-            Err(e) => return a.fail(e),
+        let alphas = match &gguf_meta {
+            Some(m) => gguf_alphas(&a, m),
+            None => match kohya_alphas(&a, read_scalar) {
+                Ok(x) => x,
+                Err(e) => return a.fail(e),
+            },
         };
         let lay = layout::build(&a.tensors, a.config.config(), &alphas, opts);
         // A file whose names look like LoRA is never read as full weights.
@@ -342,11 +376,7 @@ impl Adapter {
     }
 
     pub fn dtypes(&self) -> Vec<String> {
-        let s: BTreeSet<String> = self
-            .tensors
-            .iter()
-            .map(|t| dtype_name(t.info.dtype))
-            .collect();
+        let s: BTreeSet<String> = self.tensors.iter().map(|t| t.info.dtype_name()).collect();
         s.into_iter().collect()
     }
 
@@ -595,6 +625,20 @@ fn kohya_alphas(a: &Adapter, read_scalar: &ScalarReader) -> Result<BTreeMap<Stri
         out.insert(t.name.module.clone(), v);
     }
     Ok(out)
+}
+
+/// A GGUF file's one `adapter.lora.alpha` for every module, as the per-module alphas the layout
+/// step scales with (alpha / r); none when it is 0 or absent (llama.cpp then applies s = 1).
+fn gguf_alphas(a: &Adapter, m: &gguf_layout::Meta) -> BTreeMap<String, f64> {
+    match m.alpha {
+        Some(alpha) if alpha != 0.0 => a
+            .tensors
+            .iter()
+            .filter(|t| matches!(t.name.role, Role::LoraA | Role::LoraB))
+            .map(|t| (t.name.module.clone(), alpha))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// Ids close to `id` (substring or small edit distance), for "did you mean".

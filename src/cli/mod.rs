@@ -27,7 +27,6 @@ pub use table::Table;
 
 use crate::adapter::catalog::Catalog;
 use crate::adapter::discovery::{self, ScanRequest};
-use crate::adapter::format::dtype_name;
 use crate::adapter::layout::{LayoutOptions, LoraBLayout};
 use crate::adapter::Adapter;
 use crate::view::text;
@@ -379,7 +378,7 @@ fn show_inspect(a: &Adapter, json: bool) -> Result<ExitCode> {
                     .path
                     .file_name()
                     .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
-                dtype: dtype_name(t.info.dtype),
+                dtype: t.info.dtype_name(),
                 shape: &t.info.shape,
                 bytes: t.info.nbytes(),
                 role: t.name.role.as_str(),
@@ -462,7 +461,7 @@ pub fn inspect_text(a: &Adapter) -> String {
                 format!("  {short}"),
                 e.name.role.as_str().into(),
                 format!("{:?}", e.info.shape),
-                dtype_name(e.info.dtype),
+                e.info.dtype_name(),
                 text::bytes(e.info.nbytes()),
             ]);
         }

@@ -6,6 +6,7 @@
 pub mod compare;
 pub mod gram;
 pub mod math;
+pub mod quant;
 pub mod shared;
 pub mod sigbus;
 pub mod small_svd;

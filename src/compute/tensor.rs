@@ -1,10 +1,11 @@
 //! Tensor data access: each safetensors file is mmapped, tensors are viewed in place (zero-copy
 //! when aligned) as ndarray views, sliced per expert, and converted to f64 one factor at a time.
 
+use crate::adapter::gguf::GgmlType;
 use crate::adapter::layout::{Factor, Pick};
 use crate::adapter::Adapter;
 use crate::compute::math::FactorR;
-use crate::compute::{gram, sigbus};
+use crate::compute::{gram, quant, sigbus};
 use crate::error::{Error, Result};
 use faer::MatRef;
 use memmap2::Mmap;
@@ -205,6 +206,9 @@ impl<'a> Mapped<'a> {
     fn factor_t_of(&self, f: &Factor, raw: &[u8]) -> Result<ColMajor> {
         let t = &self.adapter.tensors[f.tensor];
         let (shape, name) = (&t.info.shape, &t.info.name);
+        if t.info.quant.is_some() {
+            return quant_of(t, |q| q.then(|| quant::factor_t(raw, shape, f, name)));
+        }
         with_elem!(t.info.dtype, name, T => {
             let data = typed::<T>(raw);
             Ok(to_mat_t(matrix_of(&data, shape, f, name)?))
@@ -217,6 +221,16 @@ impl<'a> Mapped<'a> {
         let t = &self.adapter.tensors[tensor];
         let (shape, name) = (&t.info.shape, &t.info.name);
         self.checked(tensor, |raw| {
+            if t.info.quant.is_some() {
+                return quant_of(t, |q| {
+                    q.then(|| {
+                        factors
+                            .iter()
+                            .map(|(f, side)| quant::tall_r(raw, shape, f, *side, name))
+                            .collect()
+                    })
+                });
+            }
             with_elem!(t.info.dtype, name, T => {
                 let data = typed::<T>(raw);
                 let talls = factors
@@ -238,8 +252,29 @@ impl<'a> Mapped<'a> {
     pub fn full_values(&self, tensor: usize) -> Result<Vec<f64>> {
         let t = &self.adapter.tensors[tensor];
         let name = &t.info.name;
-        self.checked(tensor, |raw| float_values(raw, t.info.dtype, name))
+        self.checked(tensor, |raw| {
+            if t.info.quant.is_some() {
+                return quant_of(t, |q| q.then(|| Ok(quant::values(raw))));
+            }
+            float_values(raw, t.info.dtype, name)
+        })
     }
+}
+
+/// Runs `read(true)` on a Q8_0 tensor; any other quantisation is refused (the layout step
+/// keeps such factors out of every delta: this guards the other callers).
+fn quant_of<R>(
+    t: &crate::adapter::layout::TensorEntry,
+    read: impl FnOnce(bool) -> Option<Result<R>>,
+) -> Result<R> {
+    let q = t.info.quant.expect("a quantised tensor");
+    read(q == GgmlType::Q8_0).unwrap_or_else(|| {
+        Err(Error::Shape(format!(
+            "tensor '{}' is {}: quantisation not read (lorascope reads Q8_0)",
+            t.info.name,
+            q.name()
+        )))
+    })
 }
 
 /// The environment variable of the test hook below.
@@ -441,7 +476,7 @@ impl ColMajor {
 
 /// Mᵀ in f64: row i of M becomes the contiguous column i, converted in one sequential pass
 /// (per-element indexed closures cost a quarter of the whole computation).
-fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
+pub(crate) fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
     let (rows, cols) = m.dim();
     let mut data = Vec::with_capacity(rows * cols);
     // x·0 is 0 for finite x and NaN for NaN or ±inf: one multiply-add per element finds them.

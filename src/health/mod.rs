@@ -784,13 +784,19 @@ pub(crate) fn expert_sets(a: &Adapter) -> BTreeMap<(Option<usize>, String), BTre
 }
 
 /// Modules whose factors make no delta (`adapter::layout::Incomplete`): one error each, named.
+/// A GGUF quantisation lorascope does not decode is no defect of the adapter: info.
 fn incomplete_pairs(a: &Adapter, out: &mut Vec<Finding>) {
     for i in &a.incomplete {
         let target = i.target.as_str();
+        let severity = if i.problem == crate::adapter::layout::PairProblem::Quantisation {
+            Severity::Info
+        } else {
+            Severity::Error
+        };
         out.push(
             Finding::new(
                 code::INCOMPLETE_PAIR,
-                Severity::Error,
+                severity,
                 format!(
                     "{}: module {}: {}; this module's LoRA is not read (its tensors are listed \
                      as unknown), the rest of the adapter is",

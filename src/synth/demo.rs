@@ -41,6 +41,15 @@ fn adapter_files(spec: &Spec, sub: &str) -> Vec<Item> {
     ]
 }
 
+/// The GGUF twin of an adapter (llama.cpp's convert_lora_to_gguf.py layout, Q8_0 where rows
+/// are whole blocks): the same deltas as the safetensors adapter of the same spec.
+fn gguf_file(name: &str, spec: &Spec) -> Item {
+    use crate::adapter::gguf::{file_bytes, GgmlType};
+    let g = synth::generate(spec);
+    let tensors = synth::gguf::tensors(&g, spec, GgmlType::Q8_0);
+    raw(name, file_bytes(&synth::gguf::metadata(spec), &tensors))
+}
+
 fn spec(pattern: Pattern, r: usize, er: usize, dtype: Dtype, seed: u64) -> Spec {
     let mut s = Spec::new(Dims::GPT_OSS_20B, pattern);
     s.attn_rank = r;
@@ -167,6 +176,10 @@ fn repos() -> Vec<Repo> {
         Repo {
             name: "gpt-oss-20b-qv-r8",
             files: adapter_files(&qv, ""),
+        },
+        Repo {
+            name: "gpt-oss-20b-qv-r8-gguf",
+            files: vec![gguf_file("gpt-oss-20b-qv-r8-q8_0.gguf", &qv)],
         },
         Repo {
             name: "gpt-oss-20b-attn-router",

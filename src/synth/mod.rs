@@ -3,6 +3,7 @@
 
 pub mod base;
 pub mod demo;
+pub mod gguf;
 pub mod survey;
 
 use crate::adapter::format;

@@ -2,7 +2,6 @@
 //! drawing): list rows, the tensor tree, the compare summary. The layer, expert and compare
 //! grids are `view::grid`'s.
 
-use crate::adapter::format::dtype_name;
 use crate::adapter::layout::{Delta, DeltaKey, ExpertLayout, Target};
 use crate::adapter::{Adapter, Kind};
 use crate::base::merged::{MergedDelta, MergedReport};
@@ -463,7 +462,7 @@ pub fn build_tree(a: &Adapter) -> Vec<TreeNode> {
                         info: format!(
                             "{:?}  {}  {}  {}",
                             t.info.shape,
-                            dtype_name(t.info.dtype),
+                            t.info.dtype_name(),
                             text::bytes(t.info.nbytes()),
                             t.name.role.as_str()
                         ),

@@ -229,10 +229,19 @@ fn read_picked(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
     let (t, file) = a.tensor_file(f.tensor);
     let bytes = fs::read(&file.path).expect("read adapter file");
     let start = (file.data_start + t.info.begin) as usize;
-    let data = decode(
-        &bytes[start..start + t.info.nbytes() as usize],
-        t.info.dtype,
-    );
+    let raw = &bytes[start..start + t.info.nbytes() as usize];
+    let data = match t.info.quant {
+        // GGUF Q8_0 (ggml-quants.c dequantize_row_q8_0): blocks of an f16 d and 32 i8 q, d·q.
+        Some(q) if q.name() == "Q8_0" => raw
+            .chunks_exact(34)
+            .flat_map(|b| {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f64();
+                b[2..].iter().map(move |&q| d * (q as i8) as f64)
+            })
+            .collect(),
+        Some(q) => panic!("test reader: quantisation {} not read", q.name()),
+        None => decode(raw, t.info.dtype),
+    };
     let s = &t.info.shape;
     let at2 = |cols: usize, i: usize, j: usize| data[i * cols + j];
     match f.pick {
