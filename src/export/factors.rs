@@ -84,17 +84,17 @@ pub fn fuse_gate_up(gate: Option<&Pair>, up: Option<&Pair>) -> Result<Pair> {
     Ok(Pair { b, a })
 }
 
+/// X_B and X_A (r × K): B' = B·X_B and A'ᵀ = Aᵀ·X_A are a delta's written factors (`Svd::maps`).
+pub type Maps = (Mat<f64>, Mat<f64>);
+
 /// The written factors of deltas: each source delta's B and Aᵀ times its maps (X_B, X_A,
 /// `Svd::maps`), read straight from the map with every factor of a tensor served by one pass
 /// over it (`Mapped::products`); a fused gate_up is read and multiplied here.
-pub fn written(
-    m: &Mapped,
-    a: &Adapter,
-    items: &[(&Src, &(Mat<f64>, Mat<f64>))],
-) -> Result<Vec<Pair>> {
+pub fn written(m: &Mapped, a: &Adapter, items: &[(&Src, &Maps)]) -> Result<Vec<Pair>> {
     type Job<'x> = (crate::adapter::layout::Factor, Side, MatRef<'x, f64>);
+    type Jobs<'x> = BTreeMap<usize, (Vec<Job<'x>>, Vec<(usize, Side)>)>;
     // (tensor) → its factors and where their products go (item, B or A).
-    let mut jobs: BTreeMap<usize, (Vec<Job<'_>>, Vec<(usize, Side)>)> = BTreeMap::new();
+    let mut jobs: Jobs<'_> = BTreeMap::new();
     let mut out: Vec<Option<Pair>> = items.iter().map(|_| None).collect();
     let mut b_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();
     let mut a_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();

@@ -103,7 +103,7 @@ struct Done {
     /// Its rank K in the output.
     rank: usize,
     /// The maps of its source factors to the written ones (B' = B·X_B, A'ᵀ = Aᵀ·X_A; r × K).
-    maps: (faer::Mat<f64>, faer::Mat<f64>),
+    maps: factors::Maps,
     report: DeltaReport,
     /// σ of the written delta as computed before writing (the first K of the source's).
     sigma: Vec<f64>,
