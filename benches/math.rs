@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faer::Mat;
-use lorascope::compute::math::Factored;
+use lorascope::compute::gram;
 use lorascope::compute::tensor::ColMajor;
 use lorascope::synth::Rng;
 
@@ -27,7 +27,7 @@ fn per_delta(c: &mut Criterion) {
         let (b_t, a_t) = (cols(&b_t), cols(&a_t));
         // The clones are plain memcpys, like the one-pass read from the map in `stats`.
         g.bench_with_input(BenchmarkId::from_parameter(r), &r, |bench, _| {
-            bench.iter(|| Factored::new(1.0, b_t.clone(), a_t.clone(), false).sigma())
+            bench.iter(|| gram::factored(1.0, b_t.clone(), a_t.clone(), false).sigma())
         });
     }
     g.finish();

@@ -120,3 +120,27 @@ fn the_check_sees_references() {
         vec!["compute".to_string(), "view".to_string()]
     );
 }
+
+/// The compute path's files import one way, the way the data flows: tensor (the mapped bytes)
+/// → gram (Grams, factor × map products) → math (R, cores) → small_svd → kernel (CPU features).
+#[test]
+fn the_compute_path_imports_the_way_the_data_flows() {
+    let order = ["tensor", "gram", "math", "small_svd", "kernel"];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/compute");
+    for (i, file) in order.iter().enumerate() {
+        let text = std::fs::read_to_string(dir.join(format!("{file}.rs"))).unwrap();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (j, other) in order.iter().enumerate() {
+                let named = [format!("compute::{other}"), format!("compute::{{{other}")]
+                    .iter()
+                    .any(|p| code.contains(p.as_str()))
+                    || code.contains("compute::{") && code.contains(&format!(" {other}"));
+                assert!(
+                    j >= i || !named,
+                    "{file}.rs imports {other} against the data flow: {line}"
+                );
+            }
+        }
+    }
+}

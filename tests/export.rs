@@ -655,6 +655,44 @@ fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
     assert_eq!(cfg["lora_dropout"], 0.0);
 }
 
+/// An exported adapter's factors are zero-padded to one rank (experts r = 3 in an r = 5 output):
+/// `stats` of the output gives every delta's singular values as a dense f64 SVD of its ΔW does.
+#[test]
+fn stats_of_a_zero_padded_export_match_its_dense_deltas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0, 1] });
+    spec.attn_rank = 5;
+    spec.expert_rank = 3;
+    let a = written(&tmp.path().join("src"), &spec);
+    let mut opts = options();
+    opts.engine = Engine::Vllm;
+    let out = tmp.path().join("out");
+    run(&a, &out, &opts).unwrap();
+    let back = load(&out);
+    let st = lorascope::compute::stats::compute(
+        &back,
+        &lorascope::compute::stats::Filter::default(),
+        &Control::default(),
+    )
+    .unwrap();
+    let dense = dense_peft(&out);
+    let mut padded = 0;
+    for d in &st.deltas {
+        let key = (d.layer, d.target.to_string(), d.expert);
+        let want = sigma(&dense[&key]);
+        padded += usize::from(d.expert.is_some());
+        assert_eq!(d.rank, 5, "{key:?}");
+        for (i, y) in want.iter().enumerate() {
+            let x = d.singular_values.get(i).copied().unwrap_or(0.0);
+            assert!(
+                (x - y).abs() <= 1e-9 * want[0],
+                "{key:?} σ{i}: {x} vs dense {y}"
+            );
+        }
+    }
+    assert!(padded > 0, "no expert delta");
+}
+
 #[test]
 fn bf16_output_is_verified_within_its_rounding() {
     let tmp = tempfile::tempdir().unwrap();

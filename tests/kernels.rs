@@ -6,7 +6,7 @@ mod support;
 use lorascope::adapter::layout::{Delta, LayoutOptions};
 use lorascope::adapter::{Adapter, Source};
 use lorascope::compute::gram::{self, Kernel, Wide};
-use lorascope::compute::math::{self, Factored};
+use lorascope::compute::math;
 use lorascope::compute::shared::{self, SharedRs};
 use lorascope::compute::stats::{self, Control, Filter};
 use lorascope::compute::tensor::Mapped;
@@ -347,7 +347,7 @@ fn shared_factors_are_reduced_once_with_the_unshared_results() {
             assert_eq!(got.singular_values, math::sigma_of(d.scale, r_b, r_a));
             // The unshared path: f64 copies of both factors, Gram of the copies.
             let (b_t, a_t) = (m.factor_t(&d.b).unwrap(), m.factor_t(&d.a).unwrap());
-            let want = Factored::new(d.scale, b_t, a_t, false).sigma();
+            let want = gram::factored(d.scale, b_t, a_t, false).sigma();
             assert_eq!(want.len(), got.singular_values.len());
             for (x, y) in got.singular_values.iter().zip(&want) {
                 assert!(

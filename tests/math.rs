@@ -572,6 +572,52 @@ fn rank_deficient_factors_match_dense() {
     assert_eq!(d.numerical_rank, 2);
 }
 
+/// Zero-padded factors (export's one rank, Unsloth's and Tinker's mixed ranks) and factors with
+/// unused rank (zero columns of B, zero rows of A, dependent columns): their R comes from the
+/// Gram (zero columns set aside, or its eigendecomposition), at the accuracy of a full-rank one.
+#[test]
+fn zero_padded_and_rank_deficient_factors_match_dense() {
+    let (out, inn, r) = (20, 14, 8);
+    let mut rng = synth::Rng::new(5);
+    let mut b: Vec<f64> = (0..out * r).map(|_| rng.normal()).collect();
+    let mut a: Vec<f64> = (0..r * inn).map(|_| rng.normal()).collect();
+    let zero_b_cols = |b: &mut Vec<f64>, from: usize| {
+        for o in 0..out {
+            for k in from..r {
+                b[o * r + k] = 0.0;
+            }
+        }
+    };
+    // 5 of 8 columns of B zero (B alone padded), then A's matching rows zero too (both padded).
+    zero_b_cols(&mut b, 3);
+    let cases = {
+        let mut both = a.clone();
+        both[3 * inn..].iter_mut().for_each(|x| *x = 0.0);
+        // Column 1 of B equals column 0 as well: dependent and zero columns together.
+        let mut dep = b.clone();
+        for o in 0..out {
+            dep[o * r + 1] = dep[o * r];
+        }
+        vec![
+            (b.clone(), a.clone(), 3),
+            (b.clone(), both, 3),
+            (dep, a.clone(), 2),
+        ]
+    };
+    for (b, a, rank) in cases {
+        let (d, dense) = pair_stats(&b, &a, out, inn, r);
+        check_stats(&d, &dense);
+        assert_eq!(d.numerical_rank, rank);
+        let want = dense_sigma(&dense);
+        for (x, y) in d.singular_values.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-9 * want[0], "{x} vs dense {y}");
+        }
+    }
+    a.iter_mut().for_each(|x| *x *= 1e-3);
+    let (d, dense) = pair_stats(&b, &a, out, inn, r);
+    check_stats(&d, &dense);
+}
+
 #[test]
 fn router_full_tensor_norms_match_dense() {
     let s = spec(Pattern::AttentionRouter);

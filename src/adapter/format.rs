@@ -332,20 +332,26 @@ impl TensorData {
 /// Encodes values (row-major) in a float dtype (F64, F32, F16, BF16), little-endian, rounding
 /// to nearest. Callers pass float dtypes only.
 pub fn encode(values: &[f64], dtype: Dtype) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * dtype.bitsize() / 8);
+    encode_into(values, dtype, &mut out);
+    out
+}
+
+/// `encode`, appended to `out`.
+pub fn encode_into(values: &[f64], dtype: Dtype, out: &mut Vec<u8>) {
     match dtype {
-        Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Dtype::F32 => values
-            .iter()
-            .flat_map(|v| (*v as f32).to_le_bytes())
-            .collect(),
-        Dtype::F16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
-            .collect(),
-        Dtype::BF16 => values
-            .iter()
-            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
-            .collect(),
+        Dtype::F64 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        Dtype::F32 => out.extend(values.iter().flat_map(|v| (*v as f32).to_le_bytes())),
+        Dtype::F16 => out.extend(
+            values
+                .iter()
+                .flat_map(|v| half::f16::from_f64(*v).to_le_bytes()),
+        ),
+        Dtype::BF16 => out.extend(
+            values
+                .iter()
+                .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes()),
+        ),
         other => unreachable!("encode takes float dtypes only, not {other:?}"),
     }
 }
@@ -360,6 +366,26 @@ pub fn file_bytes(tensors: &[TensorData], metadata: &[(&str, &str)], aligned: bo
     for t in tensors {
         match &t.bytes {
             Some(b) => out.extend_from_slice(b),
+            None => out.resize(out.len() + t.nbytes(), 0),
+        }
+    }
+    out
+}
+
+/// `file_bytes` of owned tensors, each freed once copied: the image and the tensors are not
+/// held twice (the image's pages are only touched as it is filled).
+pub fn file_bytes_from(
+    mut tensors: Vec<TensorData>,
+    metadata: &[(&str, &str)],
+    aligned: bool,
+) -> Vec<u8> {
+    let (header, total) = header_bytes(&tensors, metadata, aligned);
+    let mut out = Vec::with_capacity(8 + header.len() + total);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for t in tensors.iter_mut() {
+        match t.bytes.take() {
+            Some(b) => out.extend_from_slice(&b),
             None => out.resize(out.len() + t.nbytes(), 0),
         }
     }

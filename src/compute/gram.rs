@@ -12,8 +12,8 @@
 //! f64 scratch; larger ranks take faer's packed GEMM on the widened block. The scalar kernel is
 //! the portable fallback and the reference the SIMD one is tested against (`Kernel`).
 
-use crate::compute::math::{self, FactorR};
-use crate::compute::tensor::Elem;
+pub use crate::compute::kernel::Kernel;
+use crate::compute::math::{self, ColMajor, FactorR, Factored};
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use ndarray::{s, ArrayView2, ShapeBuilder};
@@ -31,42 +31,28 @@ const MIN_BLOCK_ROWS: usize = 64;
 /// outgrows the caches and faer's packed GEMM on the widened block is faster.
 const SIMD_MAX_RANK: usize = 64;
 
-/// How the Gram of a block of rows is accumulated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// Plain f64 multiply-adds, each Gram entry summed in row order: portable, and the
-    /// reference the SIMD kernel is tested against.
-    Scalar,
-    /// x86-64 AVX2 + FMA (+ F16C): widening loads, f64 FMA into register tiles.
-    Avx2Fma,
+/// Element types lorascope computes on (widened to f64 when read).
+pub trait Elem: bytemuck::Pod {
+    fn to_f64(self) -> f64;
 }
-
-impl Kernel {
-    /// The fastest kernel this CPU runs, detected once.
-    pub fn detected() -> Kernel {
-        static DETECTED: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            if Kernel::Avx2Fma.available() {
-                Kernel::Avx2Fma
-            } else {
-                Kernel::Scalar
-            }
-        })
+impl Elem for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
     }
-
-    /// Whether this CPU can run the kernel.
-    pub fn available(self) -> bool {
-        match self {
-            Kernel::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => {
-                is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("f16c")
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => false,
-        }
+}
+impl Elem for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+impl Elem for half::f16 {
+    fn to_f64(self) -> f64 {
+        half::f16::to_f64(self)
+    }
+}
+impl Elem for half::bf16 {
+    fn to_f64(self) -> f64 {
+        half::bf16::to_f64(self)
     }
 }
 
@@ -191,7 +177,7 @@ pub fn tall_rs<T: Wide>(talls: &[ArrayView2<'_, T>]) -> Vec<FactorR> {
         .collect()
 }
 
-/// R from the Gram matrix when Cholesky holds, else Householder QR of the widened factor.
+/// R from the Gram matrix (`math::r_from_gram`), else Householder QR of the widened factor.
 fn factor_r<T: Elem>(m: ArrayView2<'_, T>, gram: Option<Mat<f64>>) -> FactorR {
     // NaN or ±inf in M makes its Gram diagonal (Σ x²) NaN or inf; a finite diagonal proves M
     // finite at no extra pass. A non-finite diagonal can also be an f64 overflow: ask M itself.
@@ -203,23 +189,49 @@ fn factor_r<T: Elem>(m: ArrayView2<'_, T>, gram: Option<Mat<f64>>) -> FactorR {
         return FactorR::non_finite(m.ncols());
     }
     // A zero factor (a LoRA at its zero initialisation, common in dead adapters) has R = 0;
-    // Cholesky refuses its zero Gram, and Householder on it would cost a QR for nothing. A zero
-    // diagonal can also be f64 squares underflowing: the values themselves decide.
-    let zero_diag = gram
-        .as_ref()
-        .is_some_and(|g| (0..g.nrows()).all(|k| g[(k, k)] == 0.0));
-    if zero_diag && m.iter().all(|x| x.to_f64() == 0.0) {
+    // no factorisation is needed. A zero diagonal can also be f64 squares underflowing: the
+    // values themselves decide (`zero_columns`).
+    let zero = gram.as_ref().map(|g| zero_columns(m, g));
+    if zero.as_ref().is_some_and(|z| z.iter().all(|&x| x)) {
         let (n, r) = m.dim();
         return FactorR {
             r: Mat::zeros(n.min(r), r),
             finite,
         };
     }
-    let r = diag_finite
-        .then(|| gram.and_then(math::r_from_gram))
-        .flatten()
-        .unwrap_or_else(|| math::householder_r(dense(m).as_ref()));
+    let r = match (diag_finite, gram, zero) {
+        (true, Some(g), Some(zero)) => math::r_from_gram(g, &zero),
+        _ => None,
+    }
+    .unwrap_or_else(|| math::householder_r(dense(m).as_ref()));
     FactorR { r, finite }
+}
+
+/// Which columns of M are exactly zero: a zero Gram diagonal (Σx² = 0), confirmed on the
+/// values (the squares of tiny values underflow to 0). Only those columns are read.
+fn zero_columns<T: Elem>(m: ArrayView2<'_, T>, g: &Mat<f64>) -> Vec<bool> {
+    (0..g.nrows())
+        .map(|j| g[(j, j)] == 0.0 && m.column(j).iter().all(|x| x.to_f64() == 0.0))
+        .collect()
+}
+
+/// R (min(n, r) × r, RᵀR = MᵀM) of a dense f64 tall matrix, finite or not (`FactorR`).
+pub fn factor_r_f64(tall: MatRef<'_, f64>, finite: bool) -> FactorR {
+    if !finite {
+        return FactorR::non_finite(tall.ncols());
+    }
+    if tall.row_stride() < 0 || tall.col_stride() < 0 {
+        return factor_r_f64(tall.to_owned().as_ref(), finite);
+    }
+    let gram = (tall.nrows() >= tall.ncols()).then(|| gram_lower_f64(tall));
+    factor_r(view_of(tall), gram)
+}
+
+/// `math::Factored` of a delta from Bᵀ (r×out) and Aᵀ (in×r) as read.
+pub fn factored(scale: f64, b_t: ColMajor, a_t: ColMajor, want_vectors: bool) -> Factored {
+    let r_b = factor_r_f64(b_t.view().transpose(), b_t.is_finite());
+    let r_a = factor_r_f64(a_t.view(), a_t.is_finite());
+    Factored::from_rs(scale, b_t, a_t, &r_b, &r_a, want_vectors)
 }
 
 /// The factor widened to a dense f64 matrix (the Householder fallback only).
@@ -227,9 +239,19 @@ fn dense<T: Elem>(m: ArrayView2<'_, T>) -> Mat<f64> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, k| m[(i, k)].to_f64())
 }
 
+/// A faer matrix with non-negative strides viewed as an ndarray view (not copied).
+fn view_of(m: MatRef<'_, f64>) -> ArrayView2<'_, f64> {
+    let (n, r) = (m.nrows(), m.ncols());
+    let (rs, cs) = (m.row_stride(), m.col_stride());
+    assert!(rs >= 0 && cs >= 0, "negative strides");
+    // SAFETY: faer's shape, non-negative strides and pointer address exactly the elements `m`
+    // borrows, for no longer than `m` lives.
+    unsafe { ArrayView2::from_shape_ptr((n, r).strides((rs as usize, cs as usize)), m.as_ptr()) }
+}
+
 /// The lower triangle of MᵀM of a dense f64 matrix (the factors of `math::Factored`).
 pub fn gram_lower_f64(tall: MatRef<'_, f64>) -> Mat<f64> {
-    let (n, r) = (tall.nrows(), tall.ncols());
+    let r = tall.ncols();
     let (rs, cs) = (tall.row_stride(), tall.col_stride());
     if r > SIMD_MAX_RANK || rs < 0 || cs < 0 {
         // Already f64: faer's GEMM takes the whole matrix, with no widened blocks to add up.
@@ -237,12 +259,17 @@ pub fn gram_lower_f64(tall: MatRef<'_, f64>) -> Mat<f64> {
         lower_add(g.as_mut(), tall);
         return g;
     }
-    // SAFETY: faer's shape, non-negative strides and pointer address exactly the elements
-    // `tall` borrows, for no longer than `tall` lives.
-    let view = unsafe {
-        ArrayView2::from_shape_ptr((n, r).strides((rs as usize, cs as usize)), tall.as_ptr())
-    };
-    grams_lower(&[view]).swap_remove(0)
+    grams_lower(&[view_of(tall)]).swap_remove(0)
+}
+
+/// Rows of a block: one factor's block stays in L1/L2, the span of all of them in L2.
+fn block_rows<T>(talls: &[ArrayView2<'_, T>]) -> usize {
+    let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
+    let r_sum: usize = talls.iter().map(|m| m.ncols()).sum::<usize>().max(1);
+    let size = std::mem::size_of::<T>();
+    (BLOCK_BYTES / (r_max * size))
+        .min(BLOCK_SPAN_BYTES / (r_sum * size))
+        .max(MIN_BLOCK_ROWS)
 }
 
 /// Lower triangles of MᵀM for every tall view, with the detected kernel.
@@ -260,11 +287,7 @@ pub fn grams_lower_with<T: Wide>(talls: &[ArrayView2<'_, T>], kernel: Kernel) ->
     };
     let n = talls.iter().map(|m| m.nrows()).max().unwrap_or(0);
     let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
-    let r_sum: usize = talls.iter().map(|m| m.ncols()).sum::<usize>().max(1);
-    let size = std::mem::size_of::<T>();
-    let rows = (BLOCK_BYTES / (r_max * size))
-        .min(BLOCK_SPAN_BYTES / (r_sum * size))
-        .max(MIN_BLOCK_ROWS);
+    let rows = block_rows::<T>(talls);
     // Widened rows (scalar kernel) or a widened block (strided blocks of the SIMD kernel).
     let mut pack = vec![0.0; rows.min(n).max(1) * r_max];
     let mut out: Vec<Vec<f64>> = talls
@@ -288,6 +311,46 @@ pub fn grams_lower_with<T: Wide>(talls: &[ArrayView2<'_, T>], kernel: Kernel) ->
             Mat::from_fn(r, r, |p, q| if q <= p { g[q * r + p] } else { 0.0 })
         })
         .collect()
+}
+
+/// M·X for every tall view M (n × r) and its X (r × k): the rows taken one block at a time as
+/// in `grams_lower_with`, so all the factors of one tensor (PEFT's interleaved expert columns)
+/// are served by one read of it; each block is widened to f64 and multiplied by faer's GEMM.
+pub fn products<T: Elem>(talls: &[ArrayView2<'_, T>], xs: &[MatRef<'_, f64>]) -> Vec<Mat<f64>> {
+    let n = talls.iter().map(|m| m.nrows()).max().unwrap_or(0);
+    let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
+    let rows = block_rows::<T>(talls);
+    let mut pack = vec![0.0; rows.min(n).max(1) * r_max];
+    let mut out: Vec<Mat<f64>> = talls
+        .iter()
+        .zip(xs)
+        .map(|(m, x)| Mat::zeros(m.nrows(), x.ncols()))
+        .collect();
+    for i0 in (0..n).step_by(rows) {
+        for ((m, x), o) in talls.iter().zip(xs).zip(&mut out) {
+            let i1 = (i0 + rows).min(m.nrows());
+            if i1 <= i0 {
+                continue;
+            }
+            let block = m.slice(s![i0..i1, ..]);
+            let (h, r) = block.dim();
+            let p = &mut pack[..h * r];
+            let p = if widen(block, p) {
+                MatRef::from_column_major_slice(p, h, r)
+            } else {
+                MatRef::from_row_major_slice(p, h, r)
+            };
+            faer::linalg::matmul::matmul(
+                o.as_mut().subrows_mut(i0, h),
+                Accum::Replace,
+                p,
+                *x,
+                1.0,
+                Par::Seq,
+            );
+        }
+    }
+    out
 }
 
 /// g (r × r, column-major; lower triangle) += blockᵀ·block.

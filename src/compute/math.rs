@@ -1,15 +1,17 @@
 //! The factored core: spectra of ΔW = s·B·A from r×r problems, never forming ΔW.
 //!
 //! With B = Q_B R_B and Aᵀ = Q_A R_A (thin), ΔW = s·Q_B (R_B R_Aᵀ) Q_Aᵀ, so σ(ΔW) = |s|·σ(R_B R_Aᵀ).
-//! R comes from the Cholesky factor of the f64 Gram matrix (fast), or from Householder QR when
-//! Cholesky fails or the factor is too ill-conditioned for it (e.g. an all-zero B).
+//! R comes from the Cholesky factor of the f64 Gram matrix (fast). Exactly zero columns (zero
+//! padding, unused rank) are set aside first, and a Gram whose Cholesky diagonal looks too graded
+//! is factored by its symmetric eigendecomposition, R = Λ^½Vᵀ, when its eigenvalues allow: both
+//! as fast as a full-rank factor. Only a factor whose Gram cannot tell its small directions from
+//! rounding (dependent non-zero columns, σ below ~10⁻⁶·σ₁) takes Householder QR of the factor.
 //!
 //! The QRs are thin: R_B is min(out, r) × r and R_A is min(in, r) × r, so the core is at most
 //! min(r, out) × min(r, in). A rank above the matrix dims (r = 65536 on 2×2) then costs O(r)
 //! work and memory, not O(r³) and r² (the r×r Gram of a short factor alone was 34 GB).
 
-use crate::compute::tensor::ColMajor;
-use crate::compute::{gram, small_svd};
+use crate::compute::small_svd;
 use faer::linalg::solvers::Svd;
 use faer::{Mat, MatRef, Side};
 
@@ -21,18 +23,38 @@ const CHOLESKY_MIN_DIAG_RATIO: f64 = 1e-7;
 /// Singular values at or below this fraction of σ₁ count as zero (numerical rank, subspaces).
 pub const RANK_TOL: f64 = 1e-6;
 
-/// Upper-trapezoidal R (min(n, r) × r) with mᵀ·m = RᵀR, for an n×r matrix.
-pub fn tall_r(tall: MatRef<'_, f64>) -> Mat<f64> {
-    if tall.nrows() < tall.ncols() {
-        // Short: the r×r Gram would be rank-deficient (Cholesky fails) and cost r² memory.
-        return householder_r(tall);
+/// Smallest λ/λ_max of a Gram eigenvalue taken as a direction of the factor (σ ≥ 10⁻⁶·σ₁,
+/// each σ then to about ε·σ₁²/σ ≤ 10⁻¹⁰·σ₁ absolute, as on the Cholesky path).
+const EIGEN_MIN_RATIO: f64 = 1e-12;
+
+/// R (r × r, RᵀR = G) from a finite Gram matrix G = MᵀM of an n × r factor M (n ≥ r; lower
+/// triangle read), where `zero[j]` says column j of M is exactly zero; None when only
+/// Householder QR of M itself holds the factor's small directions.
+pub fn r_from_gram(gram: Mat<f64>, zero: &[bool]) -> Option<Mat<f64>> {
+    let r = gram.nrows();
+    let keep: Vec<usize> = (0..r).filter(|&j| !zero[j]).collect();
+    if keep.len() == r {
+        return cholesky_r(gram.as_ref()).or_else(|| eigen_r(gram.as_ref()));
     }
-    r_from_gram(gram_lower(tall)).unwrap_or_else(|| householder_r(tall))
+    // Zero columns of M are zero rows and columns of G and zero columns of R: the rest is a
+    // smaller Gram of full rank (zero padding), which Cholesky takes.
+    let sub = Mat::from_fn(keep.len(), keep.len(), |p, q| gram[(keep[p], keep[q])]);
+    let rs = cholesky_r(sub.as_ref()).or_else(|| eigen_r(sub.as_ref()))?;
+    let mut out = Mat::zeros(r, r);
+    for (c, &j) in keep.iter().enumerate() {
+        for i in 0..rs.nrows() {
+            out[(i, j)] = rs[(i, c)];
+        }
+    }
+    Some(out)
 }
 
 /// R = Lᵀ from the Cholesky factor of a Gram matrix (lower triangle read), or None when
-/// Cholesky fails or is too ill-conditioned to hold the small directions (then use Householder).
-pub fn r_from_gram(gram: Mat<f64>) -> Option<Mat<f64>> {
+/// Cholesky fails or is too ill-conditioned to hold the small directions.
+fn cholesky_r(gram: MatRef<'_, f64>) -> Option<Mat<f64>> {
+    if gram.nrows() == 0 {
+        return Some(Mat::zeros(0, 0));
+    }
     let llt = gram.llt(Side::Lower).ok()?;
     let l = llt.L();
     let d: Vec<f64> = (0..l.nrows()).map(|i| l[(i, i)].abs()).collect();
@@ -40,6 +62,22 @@ pub fn r_from_gram(gram: Mat<f64>) -> Option<Mat<f64>> {
     let min = d.iter().cloned().fold(f64::INFINITY, f64::min);
     (max > 0.0 && min / max >= CHOLESKY_MIN_DIAG_RATIO && min.is_finite())
         .then(|| l.transpose().to_owned())
+}
+
+/// R = Λ^½Vᵀ (r × r, RᵀR = G) from G = VΛVᵀ when every eigenvalue is well above rounding
+/// (≥ EIGEN_MIN_RATIO·λ_max: a Gram whose Cholesky diagonal looked too graded); None otherwise.
+/// A direction with a smaller eigenvalue cannot be told from a zero one (dependent columns) by
+/// the Gram alone (λ ≈ 10⁻¹⁶·λ_max is σ = 10⁻⁸·σ₁, or rounding): Householder decides.
+fn eigen_r(gram: MatRef<'_, f64>) -> Option<Mat<f64>> {
+    let r = gram.nrows();
+    let evd = gram.self_adjoint_eigen(Side::Lower).ok()?;
+    let (lambda, v) = (evd.S().column_vector(), evd.U());
+    let max = (0..r).map(|i| lambda[i].abs()).fold(0.0, f64::max);
+    let trusted = EIGEN_MIN_RATIO * max;
+    if !(max > 0.0 && max.is_finite() && (0..r).all(|i| lambda[i] >= trusted)) {
+        return None;
+    }
+    Some(Mat::from_fn(r, r, |i, j| lambda[i].sqrt() * v[(j, i)]))
 }
 
 /// The R of one factor's tall matrix (Aᵀ or B), computed once however many deltas share it.
@@ -52,18 +90,6 @@ pub struct FactorR {
 }
 
 impl FactorR {
-    /// From a dense tall matrix whose finiteness is known.
-    pub fn of(tall: MatRef<'_, f64>, finite: bool) -> FactorR {
-        if finite {
-            FactorR {
-                r: tall_r(tall),
-                finite,
-            }
-        } else {
-            FactorR::non_finite(tall.ncols())
-        }
-    }
-
     pub fn non_finite(rank: usize) -> FactorR {
         FactorR {
             r: Mat::zeros(0, rank),
@@ -143,14 +169,74 @@ pub fn sigmas_of(items: &[(f64, &FactorR, &FactorR)]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The lower triangle of tallᵀ·tall (all Cholesky reads).
-fn gram_lower(tall: MatRef<'_, f64>) -> Mat<f64> {
-    gram::gram_lower_f64(tall)
-}
-
 /// R (min(n, r) × r) of a Householder QR (always succeeds; zero columns give zero rows of R).
 pub fn householder_r(m: MatRef<'_, f64>) -> Mat<f64> {
     m.qr().thin_R().to_owned()
+}
+
+/// A column-major f64 matrix built without zero-filling (it is written once, in order).
+#[derive(Clone)]
+pub struct ColMajor {
+    data: Vec<f64>,
+    nrows: usize,
+    ncols: usize,
+    /// No NaN or infinity among the values (found while converting, at no extra pass).
+    finite: bool,
+}
+
+impl ColMajor {
+    pub fn view(&self) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.data, self.nrows, self.ncols)
+    }
+    pub fn nrows(&self) -> usize {
+        self.nrows
+    }
+    pub fn ncols(&self) -> usize {
+        self.ncols
+    }
+    /// Whether every value is finite: a NaN or ±inf factor must be reported, never computed.
+    pub fn is_finite(&self) -> bool {
+        self.finite
+    }
+    /// How many values are NaN or ±inf (counted only when there are some).
+    pub fn nonfinite(&self) -> usize {
+        if self.finite {
+            0
+        } else {
+            self.data.iter().filter(|x| !x.is_finite()).count()
+        }
+    }
+    /// How many values the factor holds.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Column-major `data` (nrows × ncols) whose finiteness is known.
+    pub(crate) fn from_parts(data: Vec<f64>, nrows: usize, ncols: usize, finite: bool) -> ColMajor {
+        debug_assert_eq!(data.len(), nrows * ncols);
+        ColMajor {
+            data,
+            nrows,
+            ncols,
+            finite,
+        }
+    }
+    /// From a dense faer matrix (tests, benchmarks).
+    pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
+        let mut data = Vec::with_capacity(m.nrows() * m.ncols());
+        for j in 0..m.ncols() {
+            data.extend((0..m.nrows()).map(|i| m[(i, j)]));
+        }
+        let finite = data.iter().all(|x| x.is_finite());
+        ColMajor {
+            data,
+            nrows: m.nrows(),
+            ncols: m.ncols(),
+            finite,
+        }
+    }
 }
 
 /// A delta reduced to its core (at most min(r, out) × min(r, in)) and the pieces `compare` needs.
@@ -159,7 +245,8 @@ pub struct Factored {
     /// Bᵀ (r×out) and Aᵀ (in×r), as read.
     pub b_t: ColMajor,
     pub a_t: ColMajor,
-    /// R of Aᵀ = Q_A R_A (min(in, r) × r).
+    /// R of B = Q_B R_B and of Aᵀ = Q_A R_A (min(out, r) × r and min(in, r) × r).
+    pub r_b: Mat<f64>,
     pub r_a: Mat<f64>,
     /// Singular values of the core R_B R_Aᵀ (without |s|), descending: min(r, out, in) of them.
     pub core_sigma: Vec<f64>,
@@ -168,13 +255,6 @@ pub struct Factored {
 }
 
 impl Factored {
-    /// Factors a delta from Bᵀ (r×out) and Aᵀ (in×r).
-    pub fn new(scale: f64, b_t: ColMajor, a_t: ColMajor, want_vectors: bool) -> Factored {
-        let r_b = FactorR::of(b_t.view().transpose(), b_t.is_finite());
-        let r_a = FactorR::of(a_t.view(), a_t.is_finite());
-        Factored::from_rs(scale, b_t, a_t, &r_b, &r_a, want_vectors)
-    }
-
     /// Factors a delta whose R's are already known (shared factors are reduced once).
     pub fn from_rs(
         scale: f64,
@@ -185,16 +265,19 @@ impl Factored {
         want_vectors: bool,
     ) -> Factored {
         let (core_sigma, core_v) = core(r_b, r_a, want_vectors);
-        let r_a = if r_a.finite {
-            r_a.r.clone()
-        } else {
-            Mat::zeros(r_a.rank(), r_a.rank())
+        let r_of = |f: &FactorR| {
+            if f.finite {
+                f.r.clone()
+            } else {
+                Mat::zeros(f.rank(), f.rank())
+            }
         };
         Factored {
             scale,
             b_t,
             a_t,
-            r_a,
+            r_b: r_of(r_b),
+            r_a: r_of(r_a),
             core_sigma,
             core_v,
         }
@@ -377,8 +460,8 @@ pub fn bases(f: &Factored) -> Bases {
         return empty();
     }
     let b = f.b_t.view().transpose();
-    let r_b = tall_r(b);
-    let core = &r_b * f.r_a.transpose();
+    let r_b = &f.r_b;
+    let core = r_b * f.r_a.transpose();
     let Ok(svd) = core.thin_svd() else {
         return empty();
     };

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod gram;
+pub mod kernel;
 pub mod math;
 pub mod quant;
 pub mod shared;

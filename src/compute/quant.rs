@@ -167,7 +167,10 @@ pub(crate) fn tall_r(
     }
     let diag: Vec<f64> = (0..r).map(|k| acc[(k, k)]).collect();
     if diag.iter().all(|x| x.is_finite()) && diag.iter().any(|&x| x != 0.0) {
-        if let Some(rm) = math::r_from_gram(acc) {
+        // Dequantised values are f32: their squares cannot underflow in f64, so a zero diagonal
+        // is a zero column.
+        let zero: Vec<bool> = diag.iter().map(|&x| x == 0.0).collect();
+        if let Some(rm) = math::r_from_gram(acc, &zero) {
             return Ok(FactorR {
                 r: rm,
                 finite: true,

@@ -10,7 +10,7 @@
 //! test as faer's `linalg/svd/bidiag_svd.rs` (`qr_algorithm`), so its accuracy is faer's:
 //! every σ to about ε·σ₁ absolute.
 
-use crate::compute::gram::Kernel;
+use crate::compute::kernel::Kernel;
 use faer::MatRef;
 
 /// Largest side this path takes; larger matrices go to faer (its blocked kernels win there).

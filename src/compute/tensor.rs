@@ -4,40 +4,16 @@
 use crate::adapter::gguf::GgmlType;
 use crate::adapter::layout::{Factor, Pick};
 use crate::adapter::Adapter;
+pub use crate::compute::gram::Elem;
+pub use crate::compute::math::ColMajor;
 use crate::compute::math::FactorR;
 use crate::compute::{gram, quant, sigbus};
 use crate::error::{Error, Result};
-use faer::MatRef;
 use memmap2::Mmap;
 use ndarray::{s, ArrayView2, ArrayView3, Axis};
 use safetensors::Dtype;
 use std::fs::File;
 use std::mem::ManuallyDrop;
-
-/// Element types lorascope computes on (widened to f64 when read).
-pub trait Elem: bytemuck::Pod {
-    fn to_f64(self) -> f64;
-}
-impl Elem for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-}
-impl Elem for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-}
-impl Elem for half::f16 {
-    fn to_f64(self) -> f64 {
-        half::f16::to_f64(self)
-    }
-}
-impl Elem for half::bf16 {
-    fn to_f64(self) -> f64 {
-        half::bf16::to_f64(self)
-    }
-}
 
 /// What identifies a file's content: a rewrite in place changes the size or the mtime.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -235,15 +211,31 @@ impl<'a> Mapped<'a> {
                 let data = typed::<T>(raw);
                 let talls = factors
                     .iter()
-                    .map(|(f, side)| {
-                        let m = matrix_of(&data, shape, f, name)?;
-                        Ok(match side {
-                            Side::A => m.reversed_axes(),
-                            Side::B => m,
-                        })
-                    })
+                    .map(|(f, side)| tall_of(&data, shape, f, *side, name))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(gram::tall_rs(&talls))
+            })
+        })
+    }
+
+    /// The tall matrix of each factor (Aᵀ for A, B for B) times its X (r × k), all factors
+    /// taken from one tensor in one pass (`gram::products`).
+    pub fn products(
+        &self,
+        tensor: usize,
+        factors: &[(Factor, Side, faer::MatRef<'_, f64>)],
+    ) -> Result<Vec<faer::Mat<f64>>> {
+        let t = &self.adapter.tensors[tensor];
+        let (shape, name) = (&t.info.shape, &t.info.name);
+        self.checked(tensor, |raw| {
+            with_elem!(t.info.dtype, name, T => {
+                let data = typed::<T>(raw);
+                let talls = factors
+                    .iter()
+                    .map(|(f, side, _)| tall_of(&data, shape, f, *side, name))
+                    .collect::<Result<Vec<_>>>()?;
+                let xs: Vec<faer::MatRef<'_, f64>> = factors.iter().map(|f| f.2).collect();
+                Ok(gram::products(&talls, &xs))
             })
         })
     }
@@ -360,6 +352,21 @@ pub enum Side {
     B,
 }
 
+/// The factor's tall matrix (Aᵀ: in×r, B: out×r) viewed in place.
+fn tall_of<'a, T: Elem>(
+    data: &'a [T],
+    shape: &[usize],
+    f: &Factor,
+    side: Side,
+    name: &str,
+) -> Result<ArrayView2<'a, T>> {
+    let m = matrix_of(data, shape, f, name)?;
+    Ok(match side {
+        Side::A => m.reversed_axes(),
+        Side::B => m,
+    })
+}
+
 /// The factor's matrix M (A: r×in, B: out×r) viewed in place: its pick of the tensor, then its
 /// row selection (`--split-gate-up`).
 fn matrix_of<'a, T: Elem>(
@@ -419,61 +426,6 @@ fn pick_view<'a, T: Elem>(
     })
 }
 
-/// A column-major f64 matrix built without zero-filling (it is written once, in order).
-#[derive(Clone)]
-pub struct ColMajor {
-    data: Vec<f64>,
-    nrows: usize,
-    ncols: usize,
-    /// No NaN or infinity among the values (found while converting, at no extra pass).
-    finite: bool,
-}
-
-impl ColMajor {
-    pub fn view(&self) -> MatRef<'_, f64> {
-        MatRef::from_column_major_slice(&self.data, self.nrows, self.ncols)
-    }
-    pub fn nrows(&self) -> usize {
-        self.nrows
-    }
-    pub fn ncols(&self) -> usize {
-        self.ncols
-    }
-    /// Whether every value is finite: a NaN or ±inf factor must be reported, never computed.
-    pub fn is_finite(&self) -> bool {
-        self.finite
-    }
-    /// How many values are NaN or ±inf (counted only when there are some).
-    pub fn nonfinite(&self) -> usize {
-        if self.finite {
-            0
-        } else {
-            self.data.iter().filter(|x| !x.is_finite()).count()
-        }
-    }
-    /// How many values the factor holds.
-    pub fn len(&self) -> usize {
-        self.data.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-    /// From a dense faer matrix (tests, benchmarks).
-    pub fn from_mat(m: MatRef<'_, f64>) -> ColMajor {
-        let mut data = Vec::with_capacity(m.nrows() * m.ncols());
-        for j in 0..m.ncols() {
-            data.extend((0..m.nrows()).map(|i| m[(i, j)]));
-        }
-        let finite = data.iter().all(|x| x.is_finite());
-        ColMajor {
-            data,
-            nrows: m.nrows(),
-            ncols: m.ncols(),
-            finite,
-        }
-    }
-}
-
 /// Mᵀ in f64: row i of M becomes the contiguous column i, converted in one sequential pass
 /// (per-element indexed closures cost a quarter of the whole computation).
 pub(crate) fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
@@ -492,12 +444,7 @@ pub(crate) fn to_mat_t<T: Elem>(m: ArrayView2<T>) -> ColMajor {
             None => data.extend(row.iter().map(&mut conv)),
         }
     }
-    ColMajor {
-        data,
-        nrows: cols,
-        ncols: rows,
-        finite: probe == 0.0,
-    }
+    ColMajor::from_parts(data, cols, rows, probe == 0.0)
 }
 
 #[cfg(test)]

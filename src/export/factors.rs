@@ -5,9 +5,12 @@
 
 use super::plan::Src;
 use crate::adapter::Adapter;
-use crate::compute::tensor::Mapped;
+use crate::compute::shared::SharedRs;
+use crate::compute::tensor::{Mapped, Side};
+use crate::compute::{gram, math};
 use crate::error::{Error, Result};
-use faer::Mat;
+use faer::{Mat, MatRef};
+use std::collections::BTreeMap;
 
 /// ΔW = B·A: B is out × k, A is k × in.
 #[derive(Debug, Clone)]
@@ -43,12 +46,7 @@ fn one(m: &Mapped, a: &Adapter, i: usize) -> Result<Pair> {
     let a_t = m.factor_t(&d.a)?;
     let b_t = m.factor_t(&d.b)?;
     if !a_t.is_finite() || !b_t.is_finite() || !d.scale.is_finite() {
-        return Err(Error::Other(format!(
-            "{}{}: non-finite values (NaN or infinity) in its factors or scale; export would \
-             write them",
-            d.module,
-            d.expert.map_or(String::new(), |e| format!(" expert {e}"))
-        )));
+        return Err(non_finite(d));
     }
     let (bt, at) = (b_t.view(), a_t.view());
     Ok(Pair {
@@ -90,57 +88,202 @@ pub fn fuse_gate_up(gate: Option<&Pair>, up: Option<&Pair>) -> Result<Pair> {
     Ok(Pair { b, a })
 }
 
-/// A delta's thin SVD from its factors: ΔW = Q_B·U·diag(σ)·Vᵀ·Q_Aᵀ, σ descending.
-pub struct Svd {
-    pub sigma: Vec<f64>,
-    /// Q_B·U (out × p) and Q_A·V (in × p), p = the number of σ.
-    pub left: Mat<f64>,
-    pub right: Mat<f64>,
+/// X_B and X_A (r × K): B' = B·X_B and A'ᵀ = Aᵀ·X_A are a delta's written factors (`Svd::maps`).
+pub type Maps = (Mat<f64>, Mat<f64>);
+
+/// The written factors of deltas: each source delta's B and Aᵀ times its maps (X_B, X_A,
+/// `Svd::maps`), read straight from the map with every factor of a tensor served by one pass
+/// over it (`Mapped::products`); a fused gate_up is read and multiplied here.
+pub fn written(m: &Mapped, a: &Adapter, items: &[(&Src, &Maps)]) -> Result<Vec<Pair>> {
+    type Job<'x> = (crate::adapter::layout::Factor, Side, MatRef<'x, f64>);
+    type Jobs<'x> = BTreeMap<usize, (Vec<Job<'x>>, Vec<(usize, Side)>)>;
+    // (tensor) → its factors and where their products go (item, B or A).
+    let mut jobs: Jobs<'_> = BTreeMap::new();
+    let mut out: Vec<Option<Pair>> = items.iter().map(|_| None).collect();
+    let mut b_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();
+    let mut a_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();
+    for (k, (src, (xb, xa))) in items.iter().enumerate() {
+        match **src {
+            Src::One(i) => {
+                let d = &a.deltas[i];
+                for (f, side, x) in [(d.b, Side::B, xb), (d.a, Side::A, xa)] {
+                    let job = jobs.entry(f.tensor).or_default();
+                    job.0.push((f, side, x.as_ref()));
+                    job.1.push((k, side));
+                }
+            }
+            Src::GateUp { .. } | Src::Zero { .. } => {
+                let p = read(m, a, src)?;
+                out[k] = Some(Pair {
+                    b: &p.b * xb,
+                    a: (p.a.transpose() * xa).transpose().to_owned(),
+                });
+            }
+        }
+    }
+    for (t, (factors, dest)) in jobs {
+        for ((k, side), prod) in dest.into_iter().zip(m.products(t, &factors)?) {
+            match side {
+                Side::B => b_of[k] = Some(prod),
+                Side::A => a_of[k] = Some(prod.transpose().to_owned()),
+            }
+        }
+    }
+    out.into_iter()
+        .zip(b_of.into_iter().zip(a_of))
+        .map(|(p, ba)| match (p, ba) {
+            (Some(p), _) => Ok(p),
+            (None, (Some(b), Some(a))) => Ok(Pair { b, a }),
+            _ => Err(Error::Other("a delta's factors were not read".into())),
+        })
+        .collect()
 }
 
-/// The thin SVD of B·A; with `vectors` false only σ (no Q is formed: enough when nothing is cut).
+/// Singular values at or below this fraction of σ₁ are written as zero components: their
+/// factor columns would be rounding divided by √σ (they change ΔW by less than 10⁻¹²·σ₁).
+const TINY: f64 = 1e-12;
+
+/// A delta's thin SVD from the R's of its factors, as maps of its factors to the truncated ones.
+/// With ΔW = s·B·A, B = Q_B R_B, Aᵀ = Q_A R_A and the core R_B R_Aᵀ = U S Vᵀ, B R_Aᵀ V = Q_B U S
+/// and Aᵀ R_Bᵀ U = Q_A V S, so the best rank-K factors are B' = B·X_B and A'ᵀ = Aᵀ·X_A with
+/// X_B = sign(s)·√|s|·R_Aᵀ V_K S_K^-½ and X_A = √|s|·R_Bᵀ U_K S_K^-½ (r × K): no Q is formed
+/// and no factor is copied, and the scale is split evenly between B' and A'.
+pub struct Svd {
+    /// σ(ΔW) (|s| included), descending: min(out, in, r) of them.
+    pub sigma: Vec<f64>,
+    /// X_B and X_A for every component (r × p); None when only σ was asked (nothing is cut:
+    /// the factors are written as read, s folded into B).
+    maps: Option<(Mat<f64>, Mat<f64>)>,
+    scale: f64,
+    rank: usize,
+}
+
+/// The thin SVD of B·A (a pair with its scale folded in) from its factors.
 pub fn svd(p: &Pair, vectors: bool) -> Result<Svd> {
-    let k = p.rank();
-    let (out, inn) = (p.b.nrows(), p.a.ncols());
-    let empty = |sigma| Svd {
-        sigma,
-        left: Mat::zeros(out, 0),
-        right: Mat::zeros(inn, 0),
-    };
-    if k == 0 || out == 0 || inn == 0 {
-        return Ok(empty(vec![]));
+    let r_b = gram::factor_r_f64(p.b.as_ref(), true);
+    let r_a = gram::factor_r_f64(p.a.transpose(), true);
+    Svd::of_rs(1.0, r_b.r.as_ref(), r_a.r.as_ref(), vectors)
+}
+
+/// The SVD of the delta `src` from the R's of its factors (`rs` holds those of a one-to-one
+/// source delta; a fused gate_up is read and reduced here). Non-finite values are an error:
+/// export would write them.
+pub fn svd_of(m: &Mapped, a: &Adapter, src: &Src, rs: &SharedRs, vectors: bool) -> Result<Svd> {
+    match *src {
+        Src::One(i) => {
+            let d = &a.deltas[i];
+            let (r_b, r_a) = rs.of(d)?;
+            if !(r_b.finite && r_a.finite && d.scale.is_finite()) {
+                return Err(non_finite(d));
+            }
+            Svd::of_rs(d.scale, r_b.r.as_ref(), r_a.r.as_ref(), vectors)
+        }
+        Src::GateUp { .. } => svd(&read(m, a, src)?, vectors),
+        Src::Zero { .. } => {
+            let none = Mat::<f64>::zeros(0, 0);
+            Svd::of_rs(1.0, none.as_ref(), none.as_ref(), vectors)
+        }
     }
-    let failed = |e| Error::Other(format!("the SVD of a {k}×{k} core failed: {e:?}"));
-    let qr_b = p.b.qr();
-    let qr_a = p.a.transpose().to_owned().qr();
-    let core = qr_b.thin_R() * qr_a.thin_R().transpose();
-    if !vectors {
-        let mut sigma = core.singular_values().map_err(failed)?;
-        sigma.sort_by(|x, y| y.total_cmp(x));
-        return Ok(empty(sigma.into_iter().map(|x| x.max(0.0)).collect()));
-    }
-    let s = core.thin_svd().map_err(failed)?;
-    let sv = s.S().column_vector();
-    let mut idx: Vec<usize> = (0..sv.nrows()).collect();
-    idx.sort_by(|&x, &y| sv[y].total_cmp(&sv[x]));
-    let (cu, cv) = (s.U(), s.V());
-    let u = Mat::from_fn(cu.nrows(), idx.len(), |i, j| cu[(i, idx[j])]);
-    let v = Mat::from_fn(cv.nrows(), idx.len(), |i, j| cv[(i, idx[j])]);
-    Ok(Svd {
-        sigma: idx.iter().map(|&i| sv[i].max(0.0)).collect(),
-        left: qr_b.compute_thin_Q() * u,
-        right: qr_a.compute_thin_Q() * v,
-    })
+}
+
+fn non_finite(d: &crate::adapter::layout::Delta) -> Error {
+    Error::Other(format!(
+        "{}{}: non-finite values (NaN or infinity) in its factors or scale; export would \
+         write them",
+        d.module,
+        d.expert.map_or(String::new(), |e| format!(" expert {e}"))
+    ))
 }
 
 impl Svd {
-    /// The best rank-`k` factors, the singular values split evenly between B and A.
-    pub fn truncated(&self, k: usize) -> Pair {
-        let k = k.min(self.sigma.len());
-        let root: Vec<f64> = self.sigma[..k].iter().map(|s| s.sqrt()).collect();
+    /// From the scale and the R's of B (RᵀR = BᵀB) and of Aᵀ (RᵀR = AAᵀ), r columns each.
+    pub fn of_rs(
+        scale: f64,
+        r_b: MatRef<'_, f64>,
+        r_a: MatRef<'_, f64>,
+        vectors: bool,
+    ) -> Result<Svd> {
+        let rank = r_a.ncols();
+        let core = r_b * r_a.transpose();
+        let mut out = Svd {
+            sigma: vec![],
+            maps: None,
+            scale,
+            rank,
+        };
+        if core.nrows() == 0 || core.ncols() == 0 {
+            return Ok(out);
+        }
+        let failed = |e| Error::Other(format!("the SVD of a {rank}×{rank} core failed: {e:?}"));
+        if !vectors {
+            out.sigma = math::singular_values(core.as_ref())
+                .into_iter()
+                .map(|x| x.max(0.0) * scale.abs())
+                .collect();
+            return Ok(out);
+        }
+        let s = core.thin_svd().map_err(failed)?;
+        let sv = s.S().column_vector();
+        let mut idx: Vec<usize> = (0..sv.nrows()).collect();
+        idx.sort_by(|&x, &y| sv[y].total_cmp(&sv[x]));
+        let s1 = idx.first().map_or(0.0, |&i| sv[i].max(0.0));
+        let w: Vec<f64> = idx
+            .iter()
+            .map(|&i| {
+                if sv[i] > TINY * s1 {
+                    1.0 / sv[i].sqrt()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let (cu, cv) = (s.U(), s.V());
+        let root = scale.abs().sqrt();
+        let sign = if scale < 0.0 { -root } else { root };
+        let u = Mat::from_fn(cu.nrows(), idx.len(), |i, j| cu[(i, idx[j])] * w[j] * root);
+        let v = Mat::from_fn(cv.nrows(), idx.len(), |i, j| cv[(i, idx[j])] * w[j] * sign);
+        out.maps = Some((r_a.transpose() * v, r_b.transpose() * u));
+        out.sigma = idx.iter().map(|&i| sv[i].max(0.0) * scale.abs()).collect();
+        Ok(out)
+    }
+
+    /// The source's rank r.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The rank written when `k` components are asked for: all r when nothing is cut, else at
+    /// most the number of singular values.
+    pub fn rank_after(&self, k: usize) -> usize {
+        match self.maps {
+            None => self.rank,
+            Some(_) => k.min(self.sigma.len()),
+        }
+    }
+
+    /// X_B and X_A (r × k) of the best rank-k factors (k from `rank_after`).
+    pub fn maps(&self, k: usize) -> (Mat<f64>, Mat<f64>) {
+        match &self.maps {
+            Some((xb, xa)) => (
+                xb.as_ref().subcols(0, k).to_owned(),
+                xa.as_ref().subcols(0, k).to_owned(),
+            ),
+            None => {
+                let (r, s) = (self.rank, self.scale);
+                (
+                    Mat::from_fn(r, k, |i, j| if i == j { s } else { 0.0 }),
+                    Mat::from_fn(r, k, |i, j| if i == j { 1.0 } else { 0.0 }),
+                )
+            }
+        }
+    }
+
+    /// The best rank-`k` factors of a pair (the pair this SVD is of, scale folded).
+    pub fn truncated(&self, p: &Pair, k: usize) -> Pair {
+        let (xb, xa) = self.maps(self.rank_after(k));
         Pair {
-            b: Mat::from_fn(self.left.nrows(), k, |o, j| self.left[(o, j)] * root[j]),
-            a: Mat::from_fn(k, self.right.nrows(), |j, i| root[j] * self.right[(i, j)]),
+            b: &p.b * xb,
+            a: (p.a.transpose() * xa).transpose().to_owned(),
         }
     }
 
@@ -210,15 +353,20 @@ mod tests {
         for (out, k, inn) in [(9, 4, 7), (3, 5, 8), (12, 6, 2)] {
             let p = pair(out, k, inn, out as u64);
             let s = svd(&p, true).unwrap();
-            assert_eq!(svd(&p, false).unwrap().sigma, s.sigma);
-            let full = s.truncated(k);
+            // σ alone comes from the small-core SVD, with vectors from faer's: equal to ε·σ₁.
+            let values = svd(&p, false).unwrap().sigma;
+            assert_eq!(values.len(), s.sigma.len());
+            for (x, y) in values.iter().zip(&s.sigma) {
+                assert!((x - y).abs() < 1e-13 * s.sigma[0], "{x} vs {y}");
+            }
+            let full = s.truncated(&p, k);
             let diff = &dense(&p) - &dense(&full);
             assert!(
                 max_abs(&diff) < 1e-12 * max_abs(&dense(&p)),
                 "{out}×{k}×{inn}"
             );
             let k2 = 2.min(s.sigma.len());
-            let cut = s.truncated(k2);
+            let cut = s.truncated(&p, k2);
             let err = (&dense(&p) - &dense(&cut)).norm_l2();
             let rel = err / dense(&p).norm_l2();
             assert!((rel - s.relative_error(k2)).abs() < 1e-12, "{rel}");
@@ -249,8 +397,9 @@ mod tests {
     fn energy_ranks_take_the_smallest_k_reaching_the_fraction() {
         let s = Svd {
             sigma: vec![3.0, 2.0, 1.0, 0.0],
-            left: Mat::zeros(1, 4),
-            right: Mat::zeros(1, 4),
+            maps: None,
+            scale: 1.0,
+            rank: 4,
         };
         // Energies 9, 13, 14 of 14.
         assert_eq!(s.rank_for_energy(0.5), 1);

@@ -16,10 +16,10 @@ pub use write::protected_roots;
 use crate::adapter::discovery::{self, ScanRequest};
 use crate::adapter::layout::{DeltaKey, LayoutOptions, Target};
 use crate::adapter::Adapter;
+use crate::compute::shared::{self, SharedRs};
 use crate::compute::stats::{self, Control, Filter};
 use crate::compute::tensor::Mapped;
 use crate::error::{Error, Result};
-use factors::Pair;
 use plan::Plan;
 use safetensors::Dtype;
 use serde::Serialize;
@@ -100,9 +100,12 @@ pub struct Report {
 /// recent releases, so it is never suggested.
 const VLLM_MAX_LORA_RANKS: [usize; 8] = [8, 16, 32, 64, 128, 256, 320, 512];
 
-/// An output delta once its rank is decided: its factors (K columns) and what it kept.
+/// An output delta once its rank is decided: how its factors are written and what it kept.
 struct Done {
-    factors: Pair,
+    /// Its rank K in the output.
+    rank: usize,
+    /// The maps of its source factors to the written ones (B' = B·X_B, A'ᵀ = Aᵀ·X_A; r × K).
+    maps: factors::Maps,
     report: DeltaReport,
     /// σ of the written delta as computed before writing (the first K of the source's).
     sigma: Vec<f64>,
@@ -121,12 +124,7 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
     let dtype = output_dtype(a, opts.dtype)?;
     let plan = plan::plan(a, opts.engine, opts.drop_unservable)?;
     let done = ctl.install(|| reduce(a, &plan, opts, ctl))?;
-    let r = done
-        .iter()
-        .map(|d| d.factors.rank())
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let r = done.iter().map(|d| d.rank).max().unwrap_or(0).max(1);
     let max_lora_rank =
         match opts.engine {
             Engine::Vllm => Some(*VLLM_MAX_LORA_RANKS.iter().find(|&&v| v >= r).ok_or_else(
@@ -139,14 +137,9 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
             )?),
             _ => None,
         };
-    let tensors = write::tensors(
-        &plan,
-        &done.iter().map(|d| &d.factors).collect::<Vec<_>>(),
-        r,
-        dtype,
-    )?;
+    let tensors = ctl.install(|| written(a, &plan, &done, r, dtype, ctl))?;
     let files = write::Files {
-        weights: write::weights(&tensors),
+        weights: write::weights(tensors),
         config: write::config(a, &plan, r),
         card: write::card(a, opts, r),
     };
@@ -198,69 +191,129 @@ fn output_dtype(a: &Adapter, asked: Option<Dtype>) -> Result<Dtype> {
     }
 }
 
-/// Reads every output delta, decides its rank and truncates it. A packed parameter (one
-/// layer's gate_up or down over its experts) takes one K, the largest its experts need; each
-/// expert then keeps up to K of its own components.
+/// Reduces every output delta to its singular values (and the maps to its truncated factors),
+/// then decides its rank. A packed parameter (one layer's gate_up or down over its experts) takes
+/// one K, the largest its experts need; each expert then keeps up to K of its own components.
+/// Only the R's of a wave of factors and each delta's small maps are held, never a factor.
 fn reduce(a: &Adapter, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<Done>> {
     let m = Mapped::open(a)?;
     // Singular vectors only where something may be cut.
     let vectors = opts.rank != RankRule::Keep || opts.max_rank.is_some();
-    let read: Vec<(Pair, factors::Svd)> =
-        ctl.each(&plan.deltas, Some((0, plan.deltas.len())), |d| {
-            let p = factors::read(&m, a, &d.src)?;
-            let s = factors::svd(&p, vectors)?;
-            Ok((p, s))
-        })?;
-    let wanted = |p: &Pair, s: &factors::Svd| {
+    let svds = svds(&m, a, plan, vectors, ctl)?;
+    let wanted = |s: &factors::Svd| {
         let k = match opts.rank {
-            RankRule::Keep => p.rank(),
-            RankRule::Rank(k) => k.min(p.rank()),
+            RankRule::Keep => s.rank_after(usize::MAX),
+            RankRule::Rank(k) => k,
             RankRule::Energy(f) => s.rank_for_energy(f),
         };
-        opts.max_rank.map_or(k, |m| k.min(m))
+        s.rank_after(opts.max_rank.map_or(k, |m| k.min(m)))
     };
     // One K per packed parameter: the largest of its experts'.
     let mut group_k: BTreeMap<(Option<usize>, Target), usize> = BTreeMap::new();
-    for (d, (p, s)) in plan.deltas.iter().zip(&read) {
+    for (d, s) in plan.deltas.iter().zip(&svds) {
         if let plan::Slot::Packed { .. } = d.slot {
             let e = group_k
                 .entry((d.key.layer, d.key.target.clone()))
                 .or_default();
-            *e = (*e).max(wanted(p, s));
+            *e = (*e).max(wanted(s));
         }
     }
     Ok(plan
         .deltas
         .iter()
-        .zip(read)
-        .map(|(d, (p, s))| {
+        .zip(svds)
+        .map(|(d, s)| {
             let k = match d.slot {
                 plan::Slot::Packed { .. } => group_k[&(d.key.layer, d.key.target.clone())],
-                _ => wanted(&p, &s),
+                _ => wanted(&s),
             };
-            let k = k.min(p.rank());
-            // Keeping every component copies the factors as read (exact); otherwise the SVD's.
-            let factors = if k == p.rank() && !vectors {
-                p.clone()
-            } else {
-                s.truncated(k)
-            };
-            let k = factors.rank();
+            let k = s.rank_after(k);
             Done {
+                rank: k,
+                maps: s.maps(k),
                 report: DeltaReport {
                     layer: d.key.layer,
                     target: d.key.target.clone(),
                     expert: d.key.expert,
-                    rank_before: p.rank(),
+                    rank_before: s.rank(),
                     rank_after: k,
                     energy_kept: s.energy_kept(k),
                     relative_error: s.relative_error(k),
                 },
                 sigma: s.sigma.iter().take(k).copied().collect(),
-                factors,
             }
         })
         .collect())
+}
+
+/// The SVD of every output delta, a wave of source deltas at a time (each tensor of a wave read
+/// once for the R's of all its factors, `SharedRs`).
+fn svds(
+    m: &Mapped,
+    a: &Adapter,
+    plan: &Plan,
+    vectors: bool,
+    ctl: &Control,
+) -> Result<Vec<factors::Svd>> {
+    let first = |src: &plan::Src| match *src {
+        plan::Src::One(i) => Some(i),
+        plan::Src::GateUp { gate, up } => gate.or(up),
+        plan::Src::Zero { .. } => None,
+    };
+    // A zero filler reads nothing: any source delta stands for it in the waves.
+    let any = plan
+        .deltas
+        .iter()
+        .find_map(|d| first(&d.src))
+        .ok_or_else(|| Error::Other("no output delta reads the source".into()))?;
+    let srcs: Vec<&crate::adapter::layout::Delta> = plan
+        .deltas
+        .iter()
+        .map(|d| &a.deltas[first(&d.src).unwrap_or(any)])
+        .collect();
+    let total = plan.deltas.len();
+    let mut out = Vec::with_capacity(total);
+    for w in shared::waves(&srcs) {
+        let ones: Vec<&crate::adapter::layout::Delta> = plan.deltas[w.clone()]
+            .iter()
+            .filter_map(|d| match d.src {
+                plan::Src::One(i) => Some(&a.deltas[i]),
+                _ => None,
+            })
+            .collect();
+        let rs = SharedRs::compute(m, &ones, ctl)?;
+        out.extend(
+            ctl.each(&plan.deltas[w.clone()], Some((w.start, total)), |d| {
+                factors::svd_of(m, a, &d.src, &rs, vectors)
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// The written tensors, one output pair (a Linear delta, or a packed parameter over its
+/// experts) at a time, in parallel: only the pairs being written have f64 factors.
+fn written(
+    a: &Adapter,
+    plan: &Plan,
+    done: &[Done],
+    r: usize,
+    dtype: Dtype,
+    ctl: &Control,
+) -> Result<Vec<crate::adapter::format::TensorData>> {
+    let m = Mapped::open(a)?;
+    let groups = write::groups(plan);
+    let tensors = ctl.each(&groups, None, |g| {
+        let items: Vec<_> = g
+            .iter()
+            .map(|&i| (&plan.deltas[i].src, &done[i].maps))
+            .collect();
+        let pairs = factors::written(&m, a, &items)?;
+        write::tensors(plan, g, &pairs, r, dtype)
+    })?;
+    let mut out: Vec<_> = tensors.into_iter().flatten().collect();
+    out.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(out)
 }
 
 /// Machine epsilon of a written data type: what rounding the factors to it may cost.
@@ -282,7 +335,7 @@ fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verifi
     let got = stats::compute(&back, &Filter::default(), &Control::default())?;
     let expected: BTreeMap<&DeltaKey, &Done> =
         plan.deltas.iter().map(|d| &d.key).zip(done).collect();
-    let r = done.iter().map(|d| d.factors.rank()).max().unwrap_or(1);
+    let r = done.iter().map(|d| d.rank).max().unwrap_or(1);
     let tolerance = (4.0 * epsilon(dtype) * (r as f64).sqrt()).max(1e-5);
     let mut worst = 0.0f64;
     let mut seen = 0;

@@ -108,41 +108,68 @@ pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: boo
     }
 }
 
-/// The tensors of the written safetensors: each Linear delta (and 2-D target parameter) as a
-/// pair, each embedding as PEFT's `lora_embedding_A/B`, each packed parameter as PEFT's
-/// ParamWrapper pair (A row e·r + j, B column j·E + e). Every factor is zero-padded to
-/// the adapter's one rank `r`; experts the source does not adapt are zero.
-pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result<Vec<TensorData>> {
+/// The plan's deltas by output pair: each Linear delta alone, each packed parameter (module,
+/// param) with all its experts; indices into `plan.deltas`.
+pub fn groups(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut packs: BTreeMap<(&str, Param), Vec<usize>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, d) in plan.deltas.iter().enumerate() {
+        match &d.slot {
+            Slot::Packed { module, param, .. } => {
+                packs.entry((module.as_str(), *param)).or_default().push(i)
+            }
+            _ => out.push(vec![i]),
+        }
+    }
+    out.extend(packs.into_values());
+    out
+}
+
+/// The tensors of some deltas of the written safetensors (whole output pairs, `groups`): each
+/// Linear delta (and 2-D target parameter) as a pair, each embedding as PEFT's
+/// `lora_embedding_A/B`, each packed parameter as PEFT's ParamWrapper pair (A row e·r + j, B
+/// column j·E + e, `experts` = E). Every factor is zero-padded to the adapter's one rank `r`;
+/// experts the source does not adapt are zero. Each row is encoded as it is laid out.
+pub fn tensors(
+    plan: &Plan,
+    group: &[usize],
+    factors: &[Pair],
+    r: usize,
+    dtype: Dtype,
+) -> Result<Vec<TensorData>> {
+    let deltas = group.iter().map(|&i| &plan.deltas[i]);
     let name = |module: &str, side: &str| format!("base_model.model.{module}.{side}.weight");
     let mut out = Vec::new();
-    // (module, param) → (out, in, experts' factors)
+    // (module, param) → (expert, factors)
     let mut packs: BTreeMap<(&str, Param), Vec<(usize, &Pair)>> = BTreeMap::new();
-    for (d, p) in plan.deltas.iter().zip(factors) {
+    for (d, p) in deltas.zip(factors) {
         match &d.slot {
             Slot::Linear { module } | Slot::Param { module, .. } => {
                 let (o, i) = (p.b.nrows(), p.a.ncols());
-                let a = (0..r * i).map(|x| get(&p.a, x / i, x % i));
-                let b = (0..o * r).map(|x| get_col(&p.b, x / r, x % r));
-                out.push(tensor(name(module, "lora_A"), vec![r, i], a, dtype));
-                out.push(tensor(name(module, "lora_B"), vec![o, r], b, dtype));
+                out.push(packed_a(name(module, "lora_A"), &[Some(p)], r, i, dtype));
+                out.push(packed_b(name(module, "lora_B"), &[Some(p)], r, o, dtype));
             }
             // ΔW (V, H) = B·A; PEFT's is (B_e·A_e)ᵀ = A_eᵀ·B_eᵀ, so A_e = Bᵀ (r, V) and
             // B_e = Aᵀ (H, r), named without `.weight` (PEFT keeps them in ParameterDicts).
             Slot::Embedding { module } => {
                 let (v, h) = (p.b.nrows(), p.a.ncols());
-                let a = (0..r * v).map(|x| get_col(&p.b, x % v, x / v));
-                let b = (0..h * r).map(|x| get(&p.a, x % r, x / r));
+                let t = Pair {
+                    b: p.a.transpose().to_owned(),
+                    a: p.b.transpose().to_owned(),
+                };
                 let base = format!("base_model.model.{module}");
-                out.push(tensor(
+                out.push(packed_a(
                     format!("{base}.lora_embedding_A"),
-                    vec![r, v],
-                    a,
+                    &[Some(&t)],
+                    r,
+                    v,
                     dtype,
                 ));
-                out.push(tensor(
+                out.push(packed_b(
                     format!("{base}.lora_embedding_B"),
-                    vec![h, r],
-                    b,
+                    &[Some(&t)],
+                    r,
+                    h,
                     dtype,
                 ));
             }
@@ -153,14 +180,12 @@ pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result
             } => packs
                 .entry((module.as_str(), *param))
                 .or_default()
-                .push((*expert, *p)),
+                .push((*expert, p)),
         }
     }
-    let e_count = plan.experts;
-    let params_of = |module: &str| packs.keys().filter(|(m, _)| *m == module).count();
-    for ((module, param), experts) in &packs {
-        let (o, i) = (experts[0].1.b.nrows(), experts[0].1.a.ncols());
-        if experts
+    for ((module, param), members) in &packs {
+        let (o, i) = (members[0].1.b.nrows(), members[0].1.a.ncols());
+        if members
             .iter()
             .any(|(_, p)| p.b.nrows() != o || p.a.ncols() != i)
         {
@@ -169,78 +194,95 @@ pub fn tensors(plan: &Plan, factors: &[&Pair], r: usize, dtype: Dtype) -> Result
                 param.name()
             )));
         }
-        let mut by_e: Vec<Option<&Pair>> = vec![None; e_count];
-        for (e, p) in experts {
+        let mut by_e: Vec<Option<&Pair>> = vec![None; plan.experts];
+        for (e, p) in members {
             by_e[*e] = Some(*p);
         }
-        let a = (0..r * e_count * i).map(|x| {
-            let (row, c) = (x / i, x % i);
-            by_e[row / r].map_or(0.0, |p| get(&p.a, row % r, c))
+        // gate_up is the inner wrapper when down is adapted too (transformers registers it
+        // first).
+        let down_too = plan.deltas.iter().any(|d| {
+            matches!(&d.slot, Slot::Packed { module: m, param: Param::Down, .. } if m.as_str() == *module)
         });
-        let b = (0..o * r * e_count).map(|x| {
-            let (row, col) = (x / (r * e_count), x % (r * e_count));
-            by_e[col % e_count].map_or(0.0, |p| get_col(&p.b, row, col / e_count))
-        });
-        // gate_up is the inner wrapper when down is adapted too (transformers registers it first).
-        let prefix = if *param == Param::GateUp && params_of(module) == 2 {
+        let prefix = if *param == Param::GateUp && down_too {
             format!("{module}.base_layer")
         } else {
             module.to_string()
         };
-        out.push(tensor(
-            name(&prefix, "lora_A"),
-            vec![r * e_count, i],
-            a,
-            dtype,
-        ));
-        out.push(tensor(
-            name(&prefix, "lora_B"),
-            vec![o, r * e_count],
-            b,
-            dtype,
-        ));
+        out.push(packed_a(name(&prefix, "lora_A"), &by_e, r, i, dtype));
+        out.push(packed_b(name(&prefix, "lora_B"), &by_e, r, o, dtype));
     }
-    out.sort_by(|x, y| x.name.cmp(&y.name));
     Ok(out)
 }
 
-/// Row j of A, zero past its rank.
-fn get(a: &faer::Mat<f64>, j: usize, c: usize) -> f64 {
-    if j < a.nrows() {
-        a[(j, c)]
-    } else {
-        0.0
-    }
-}
-
-/// Column j of B, zero past its rank.
-fn get_col(b: &faer::Mat<f64>, row: usize, j: usize) -> f64 {
-    if j < b.ncols() {
-        b[(row, j)]
-    } else {
-        0.0
-    }
-}
-
-fn tensor(
+/// A (E·r × in): row e·r + j is row j of expert e's A, zero past its rank or for a missing
+/// expert (a Linear delta is E = 1).
+fn packed_a(
     name: String,
-    shape: Vec<usize>,
-    values: impl Iterator<Item = f64>,
+    by_e: &[Option<&Pair>],
+    r: usize,
+    inn: usize,
     dtype: Dtype,
 ) -> TensorData {
-    let v: Vec<f64> = values.collect();
+    let mut bytes = Vec::with_capacity(by_e.len() * r * inn * dtype.bitsize() / 8);
+    let zeros = vec![0.0; inn];
+    let mut row = vec![0.0; inn];
+    for p in by_e {
+        for j in 0..r {
+            match p {
+                Some(p) if j < p.a.nrows() => {
+                    row.iter_mut()
+                        .enumerate()
+                        .for_each(|(c, x)| *x = p.a[(j, c)]);
+                    format::encode_into(&row, dtype, &mut bytes);
+                }
+                _ => format::encode_into(&zeros, dtype, &mut bytes),
+            }
+        }
+    }
+    tensor(name, vec![by_e.len() * r, inn], bytes, dtype)
+}
+
+/// B (out × r·E): column j·E + e is column j of expert e's B, zero past its rank or for a
+/// missing expert (a Linear delta is E = 1).
+fn packed_b(
+    name: String,
+    by_e: &[Option<&Pair>],
+    r: usize,
+    out: usize,
+    dtype: Dtype,
+) -> TensorData {
+    let e_count = by_e.len();
+    let mut bytes = Vec::with_capacity(out * r * e_count * dtype.bitsize() / 8);
+    let mut row = vec![0.0; r * e_count];
+    for o in 0..out {
+        for (e, p) in by_e.iter().enumerate() {
+            let k = p.map_or(0, |p| p.b.ncols().min(r));
+            for j in 0..r {
+                row[j * e_count + e] = if j < k {
+                    p.map_or(0.0, |p| p.b[(o, j)])
+                } else {
+                    0.0
+                };
+            }
+        }
+        format::encode_into(&row, dtype, &mut bytes);
+    }
+    tensor(name, vec![out, r * e_count], bytes, dtype)
+}
+
+fn tensor(name: String, shape: Vec<usize>, bytes: Vec<u8>, dtype: Dtype) -> TensorData {
     TensorData {
         name,
         dtype,
         shape,
-        bytes: Some(format::encode(&v, dtype)),
+        bytes: Some(bytes),
     }
 }
 
-/// The safetensors file image.
-pub fn weights(tensors: &[TensorData]) -> Vec<u8> {
+/// The safetensors file image (each tensor's bytes freed once copied into it).
+pub fn weights(tensors: Vec<TensorData>) -> Vec<u8> {
     let version = concat!("lorascope ", env!("CARGO_PKG_VERSION"));
-    format::file_bytes(tensors, &[("format", "pt"), ("writer", version)], true)
+    format::file_bytes_from(tensors, &[("format", "pt"), ("writer", version)], true)
 }
 
 /// adapter_config.json: one r, `lora_alpha = r` (the scale is in the factors), no patterns;
