@@ -384,14 +384,16 @@ pub fn done(app: &mut App, result: Result<JobOutput, String>) {
     for a in &exported.adapters {
         first.get_or_insert(app.put_local(a.clone()));
     }
-    let out = exported.report.out.display().to_string();
+    // The panel shows the whole path; the status bar has room for the folder's name.
+    let out = &exported.report.out;
+    let name = out.file_name().unwrap_or(out.as_os_str()).to_string_lossy();
     app.status = Some(match first {
         Some(i) => {
             app.list.select_new(i);
             app.next_health();
-            format!("exported to {out}: it joins the list")
+            format!("exported {name}: it joins the list")
         }
-        None => format!("exported to {out}, but it does not read back as an adapter"),
+        None => format!("exported {name}, but it does not read back as an adapter"),
     });
     if let Some(p) = app.export.as_mut() {
         p.state = State::Done(exported);
