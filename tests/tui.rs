@@ -142,8 +142,36 @@ fn select(app: &mut App, id: &str) {
 
 /// Runs queued work synchronously, as the event loop would in the background.
 fn run_effects(app: &mut App) {
-    for e in app.take_effects() {
+    let effects = app.take_effects();
+    // A job cancelled in the same batch runs with its flag already set (the event loop sets it
+    // while the job runs).
+    let cancelled: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Cancel(j) => Some(*j),
+            _ => None,
+        })
+        .collect();
+    for e in effects {
         match e {
+            Effect::Export {
+                job,
+                adapter,
+                out,
+                opts,
+            } => {
+                let flag = std::sync::atomic::AtomicBool::new(cancelled.contains(&job));
+                let ctl = Control {
+                    cancel: Some(&flag),
+                    ..Control::default()
+                };
+                let r = lorascope::tui::export_panel::run(&adapter, &out, &opts, &ctl);
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
             Effect::Stats { job, adapter } => {
                 let r = stats::compute(&adapter, &Filter::default(), &Control::default())
                     .map_err(|e| e.to_string());
@@ -1846,7 +1874,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 15] = [
+const DOC_VIEWS: [&str; 16] = [
     "list",
     "error_row",
     "filter",
@@ -1862,6 +1890,7 @@ const DOC_VIEWS: [&str; 15] = [
     "base__stats_dora",
     "base__merged_layer_map",
     "base__merged_stats",
+    "export_panel__panel",
 ];
 
 fn capture(name: &str) -> String {
@@ -2051,6 +2080,9 @@ fn snapshot_fetch_popup() {
     }
     insta::assert_snapshot!("fetch_popup", snap(&mut app).backend());
 }
+
+#[path = "tui/export_panel.rs"]
+mod export_panel;
 
 // ---------------------------------------------------------------------------------------------
 // Against the base model: `m` through relative change, amplification and alignment

@@ -3,6 +3,7 @@
 //! (statistics, comparisons, fetches, plot export) is queued as `Effect`s in the job registry
 //! (`jobs`) for the event loop, and its results come back as `Progress` and `Done` actions.
 
+use super::export_panel::{self, ExportPanel};
 use super::jobs::{FetchJob, Job, JobId, JobKey, JobOutput, Jobs};
 use super::keymap::{Command, Mode};
 use super::screen::{AdapterScreen, CompareScreen, Go, ListScreen, Screen, Shared, Tab};
@@ -137,6 +138,13 @@ pub enum Effect {
     Discover {
         job: JobId,
         base: String,
+    },
+    /// Export `adapter` into the folder `out` (the export panel), then read the written one.
+    Export {
+        job: JobId,
+        adapter: Arc<Adapter>,
+        out: PathBuf,
+        opts: crate::export::Options,
     },
 }
 
@@ -332,6 +340,8 @@ pub struct App {
     pub health: bool,
     /// The other source's list model (None until `H` is first pressed).
     pub parked: Option<Box<ListModel>>,
+    /// The export panel (`x`), while it is open.
+    pub export: Option<Box<ExportPanel>>,
 }
 
 /// The offset that keeps `sel` visible in `height` rows, moving as little as possible from `prev`.
@@ -375,6 +385,7 @@ impl App {
             fetch_cache: None,
             health: false,
             parked: None,
+            export: None,
         }
     }
 
@@ -413,6 +424,9 @@ impl App {
         }
         if self.fetch_input.is_some() {
             return vec![Mode::Fetch, Mode::Global];
+        }
+        if let Some(p) = &self.export {
+            return p.modes();
         }
         match &self.screen {
             Screen::List => self.list.modes(),
@@ -463,6 +477,8 @@ impl App {
             Action::Input(ch) => {
                 if let Some(t) = &mut self.fetch_input {
                     t.push(ch);
+                } else if let Some(p) = &mut self.export {
+                    p.input(ch, &self.export_dir);
                 } else {
                     self.list.input(ch);
                 }
@@ -539,6 +555,7 @@ impl App {
             }
             Go::Fetch => self.fetch_input = Some(String::new()),
             Go::Source => self.toggle_source(),
+            Go::Export(i) => export_panel::open(self, i),
             Go::Quit => self.quit = true,
         }
     }
@@ -699,7 +716,7 @@ impl App {
 
     /// Starts the health check of the cheapest adapter not yet checked, unless one runs: one at a
     /// time on one core, so that keys and the views' own jobs keep the rest of the machine.
-    fn next_health(&mut self) {
+    pub(super) fn next_health(&mut self) {
         if !self.health || self.jobs.health_running() {
             return;
         }
@@ -757,6 +774,9 @@ impl App {
             self.discovered(base, result);
             return;
         }
+        if let JobKey::Export(_) = key {
+            return export_panel::done(self, result);
+        }
         match result {
             Err(e) => self.status = Some(key.failure(&e)),
             Ok(JobOutput::Fetch(adapters)) => {
@@ -810,37 +830,13 @@ impl App {
         let mut first = None;
         let mut reopen = None;
         for a in adapters {
-            let idx = match self.adapters.iter().position(|x| x.id == a.id) {
-                Some(i) => {
-                    // A new version: what was computed from the old one goes.
-                    self.jobs.retain(|k| match *k {
-                        JobKey::Stats(x, _)
-                        | JobKey::Base(x, _)
-                        | JobKey::Intruders(x, ..)
-                        | JobKey::Merged(x) => x != i,
-                        JobKey::Compare(x, y) => x != i && y != i,
-                        JobKey::Health(x) => x != i,
-                        JobKey::Fetch(_) | JobKey::Discover(_) => true,
-                    });
-                    match &self.screen {
-                        Screen::Adapter(v) if v.idx == i && self.remote[i] => {
-                            reopen = Some((i, v.tab));
-                        }
-                        s if s.shows(i) => self.screen = Screen::List,
-                        _ => {}
-                    }
-                    self.adapters[i] = Arc::new(a);
-                    self.remote[i] = false;
-                    i
+            let old = self.adapters.iter().position(|x| x.id == a.id);
+            if let (Some(i), Screen::Adapter(v)) = (old, &self.screen) {
+                if v.idx == i && self.remote[i] {
+                    reopen = Some((i, v.tab));
                 }
-                None => {
-                    self.adapters.push(Arc::new(a));
-                    self.remote.push(false);
-                    self.adapters.len() - 1
-                }
-            };
-            self.list.set_row(idx, &self.adapters[idx]);
-            first.get_or_insert(idx);
+            }
+            first.get_or_insert(self.put_local(a));
         }
         self.list.select_new(first.unwrap_or(0));
         self.next_health();
@@ -854,6 +850,38 @@ impl App {
                 _ => Go::Stay,
             });
         }
+    }
+
+    /// Lists `a` (fetched or exported), replacing the adapter of the same id (what was
+    /// computed from it goes, and a screen showing it closes); returns its index.
+    pub(super) fn put_local(&mut self, a: Adapter) -> usize {
+        let idx = match self.adapters.iter().position(|x| x.id == a.id) {
+            Some(i) => {
+                self.jobs.retain(|k| match *k {
+                    JobKey::Stats(x, _)
+                    | JobKey::Base(x, _)
+                    | JobKey::Intruders(x, ..)
+                    | JobKey::Merged(x)
+                    | JobKey::Health(x)
+                    | JobKey::Export(x) => x != i,
+                    JobKey::Compare(x, y) => x != i && y != i,
+                    JobKey::Fetch(_) | JobKey::Discover(_) => true,
+                });
+                if self.screen.shows(i) {
+                    self.screen = Screen::List;
+                }
+                self.adapters[i] = Arc::new(a);
+                self.remote[i] = false;
+                i
+            }
+            None => {
+                self.adapters.push(Arc::new(a));
+                self.remote.push(false);
+                self.adapters.len() - 1
+            }
+        };
+        self.list.set_row(idx, &self.adapters[idx]);
+        idx
     }
 
     /// Keys while the fetch popup is open.
@@ -913,6 +941,9 @@ impl App {
         if self.fetch_input.is_some() {
             self.fetch_command(c);
             return;
+        }
+        if c != Command::Help && self.export.is_some() {
+            return export_panel::command(self, c);
         }
         if c == Command::Help {
             self.help = Some(Help {

@@ -396,6 +396,16 @@ impl Runner {
                 self.fetches.retain(|_, h| !h.is_finished());
                 self.fetches.insert(job, handle.abort_handle());
             }
+            Effect::Export {
+                job,
+                adapter,
+                out,
+                opts,
+            } => {
+                self.spawn_counted(job, move |ctl| {
+                    super::export_panel::run(&adapter, &out, &opts, ctl)
+                });
+            }
             Effect::Stats { job, adapter } => {
                 self.spawn_counted(job, move |ctl| {
                     stats::compute(&adapter, &Filter::default(), ctl).map_err(|e| e.to_string())

@@ -39,12 +39,17 @@ pub enum JobKey {
     Intruders(usize, bool, usize),
     /// The Hub source's discovery: the adapters of this base model (`ORG/NAME`).
     Discover(String),
+    /// The export (`x`) of the adapter at this index (one at a time: its panel is modal).
+    Export(usize),
 }
 
 impl JobKey {
     /// Results kept for the rest of the run; a fetch's adapters are handed over to the list.
     fn keeps_result(&self) -> bool {
-        !matches!(self, JobKey::Fetch(_) | JobKey::Discover(_))
+        !matches!(
+            self,
+            JobKey::Fetch(_) | JobKey::Discover(_) | JobKey::Export(_)
+        )
     }
 
     /// The status bar's message when the job fails.
@@ -60,6 +65,7 @@ impl JobKey {
             // Fetch errors already name the repo.
             JobKey::Fetch(_) => e.to_string(),
             JobKey::Discover(base) => format!("the Hub cannot be listed for {base}: {e}"),
+            JobKey::Export(_) => format!("export failed: {e}"),
         }
     }
 }
@@ -76,6 +82,8 @@ pub enum JobOutput {
     Merged(Arc<MergedReport>),
     /// The end of a Hub discovery (its rows came as `Action::HubRows`): what it cost.
     Discovered(crate::hub::SurveyStats),
+    /// An export's report, and the written adapter as read back (it joins the list).
+    Export(Arc<super::export_panel::Exported>),
 }
 
 impl From<BaseReport> for JobOutput {
@@ -105,6 +113,12 @@ impl From<AdapterStats> for JobOutput {
 impl From<CompareOutput> for JobOutput {
     fn from(c: CompareOutput) -> Self {
         JobOutput::Compare(Arc::new(c))
+    }
+}
+
+impl From<super::export_panel::Exported> for JobOutput {
+    fn from(e: super::export_panel::Exported) -> Self {
+        JobOutput::Export(Arc::new(e))
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Mode {
     Filter,
     /// Typing a repo id in the fetch popup.
     Fetch,
+    /// The export panel (`x`): choosing its settings.
+    Export,
+    /// The export panel's output folder, being typed.
+    ExportFolder,
     List,
     Tree,
     LayerMap,
@@ -35,6 +39,8 @@ impl Mode {
             Mode::Help => "Help",
             Mode::Filter => "Filter (typing)",
             Mode::Fetch => "Fetch from the Hub (typing)",
+            Mode::Export => "Export panel",
+            Mode::ExportFolder => "Export panel: output folder (typing)",
             Mode::List => "Adapter list",
             Mode::Tree => "Tree",
             Mode::LayerMap => "Layer map",
@@ -49,12 +55,14 @@ impl Mode {
     }
 
     /// Every mode, in the order of the key table of docs/explorer.md.
-    pub const ALL: [Mode; 13] = [
+    pub const ALL: [Mode; 15] = [
         Mode::Global,
         Mode::Move,
         Mode::List,
         Mode::Filter,
         Mode::Fetch,
+        Mode::Export,
+        Mode::ExportFolder,
         Mode::Adapter,
         Mode::Tree,
         Mode::LayerMap,
@@ -117,6 +125,10 @@ pub enum Command {
     SplitGateUp,
     /// `i` on the Stats view: the selected delta's intruder dimensions against the base.
     Intruders,
+    /// `x` on the list or an adapter's views: open the export panel for this adapter.
+    Export,
+    /// Start the export set up in the panel.
+    ExportStart,
 }
 
 /// A key as the table names it.
@@ -227,6 +239,21 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Fetch, &[code(KeyCode::Esc)], C::FetchCancel, "cancel", Some("cancel")),
     bind(M::Fetch, &[code(KeyCode::Backspace)], C::FilterDelete, "delete a character", None),
     bind(M::Fetch, &[Key::AnyChar], C::FilterChar, "type ORG/NAME[@REV]", None),
+    // The export panel (`x`). Digits and `.` type the rank K or the energy F.
+    bind(M::Export, &[code(KeyCode::Enter)], C::ExportStart, "export; once it is done, close", Some("export")),
+    bind(M::Export, &[code(KeyCode::Esc)], C::Escape, "cancel the running export, else close", Some("close")),
+    bind(M::Export, &[ch('j'), code(KeyCode::Down), code(KeyCode::Tab)], C::Down, "next setting", None),
+    bind(M::Export, &[ch('k'), code(KeyCode::Up), code(KeyCode::BackTab)], C::Up, "previous setting", None),
+    bind(M::Export, &[ch('h'), code(KeyCode::Left)], C::Left, "previous choice, or K/F down", Some("change")),
+    bind(M::Export, &[ch('l'), code(KeyCode::Right), ch(' ')], C::Right, "next choice, or K/F up", None),
+    bind(M::Export, &[ch('0'), ch('1'), ch('2'), ch('3'), ch('4'), ch('5'), ch('6'), ch('7'), ch('8'), ch('9'), ch('.')], C::FilterChar, "type K or F", None),
+    bind(M::Export, &[code(KeyCode::Backspace)], C::FilterDelete, "delete a character of K or F", None),
+    bind(M::ExportFolder, &[code(KeyCode::Enter)], C::ExportStart, "export", Some("export")),
+    bind(M::ExportFolder, &[code(KeyCode::Esc)], C::Escape, "cancel the running export, else close", Some("close")),
+    bind(M::ExportFolder, &[code(KeyCode::Up), code(KeyCode::BackTab)], C::Up, "previous setting", None),
+    bind(M::ExportFolder, &[code(KeyCode::Down), code(KeyCode::Tab)], C::Down, "next setting", None),
+    bind(M::ExportFolder, &[code(KeyCode::Backspace)], C::FilterDelete, "delete a character", None),
+    bind(M::ExportFolder, &[Key::AnyChar], C::FilterChar, "type the folder to write", None),
     // Adapter list.
     bind(M::List, &[code(KeyCode::Enter)], C::Open, "open the adapter", Some("open")),
     bind(M::List, &[ch('/')], C::Filter, "filter as you type", Some("filter")),
@@ -234,6 +261,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::List, &[ch('c')], C::Compare, "compare the two marked", Some("compare")),
     bind(M::List, &[ch('F')], C::Fetch, "fetch an adapter from the Hub by id", None),
     bind(M::List, &[ch('H')], C::Source, "the Hub's adapters / back to the local ones", None),
+    bind(M::List, &[ch('x')], C::Export, "export as a PEFT adapter an engine serves", None),
     bind(M::List, &[ch('s')], C::SortNext, "sort by the next column", Some("sort")),
     bind(M::List, &[ch('S')], C::SortReverse, "reverse the sort", None),
     bind(M::List, &[code(KeyCode::Esc)], C::Escape, "stop fetch/listing, else clear filter, marks", None),
@@ -265,6 +293,7 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Adapter, &[ch('4')], C::View(3), "Stats view", None),
     bind(M::Adapter, &[ch('5')], C::View(4), "Health view", None),
     bind(M::Adapter, &[ch('p')], C::ExportPlot, "export this view as PNG", None),
+    bind(M::Adapter, &[ch('x')], C::Export, "export as a PEFT adapter an engine serves", None),
     bind(M::Adapter, &[ch('u')], C::SplitGateUp, "gate_up as separate gate and up deltas, or fused", None),
     bind(M::Adapter, &[ch('F')], C::FetchThis, "fetch this Hub adapter (statistics need it)", None),
     bind(M::Adapter, &[code(KeyCode::Esc)], C::Escape, "cancel a fetch or statistics, else back", None),

@@ -6,11 +6,12 @@
 //! (its state, commands, clicks and drawing), `jobs` is the registry of background work, `model`
 //! derives what views show, `keymap` is the one key table, `ui` draws the frame around the screen
 //! (title, status bar, popups) and the shared widgets, `event` runs the loop and the background
-//! jobs, `export` is the `p` key's hook.
+//! jobs, `export` is the `p` key's hook, `export_panel` the `x` key's panel.
 
 pub mod app;
 pub mod event;
 pub mod export;
+pub mod export_panel;
 pub mod jobs;
 pub mod keymap;
 pub mod model;

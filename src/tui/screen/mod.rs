@@ -76,6 +76,8 @@ pub enum Go {
     Fetch,
     /// The other source's list (`H`).
     Source,
+    /// The export panel of this adapter (`x`).
+    Export(usize),
     Quit,
 }
 

@@ -114,6 +114,9 @@ pub fn render(frame: &mut Frame, app: &App) -> Hits {
     if let Some(text) = &app.fetch_input {
         draw_fetch(buf, body, text, theme);
     }
+    if let Some(p) = &app.export {
+        super::export_panel::draw(buf, body, p, app, theme);
+    }
     if let Some(h) = &app.help {
         hits.help = Some(draw_help(buf, area, &h.modes, h.scroll, theme));
     }

@@ -395,6 +395,8 @@ impl AdapterScreen {
                 shared.jobs.request(Effect::ExportPlot);
                 return Go::Stay;
             }
+            // The adapter as loaded (`u` only changes how the views show it).
+            Command::Export => return Go::Export(self.idx),
             Command::SplitGateUp => {
                 self.toggle_split(shared);
                 return Go::Stay;

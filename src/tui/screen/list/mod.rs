@@ -199,6 +199,11 @@ impl ListScreen {
             }
             Command::SortReverse => self.sort(self.sort, !self.asc, shared),
             Command::Source => return Go::Source,
+            Command::Export => {
+                if let Some(i) = self.selected_adapter() {
+                    return Go::Export(i);
+                }
+            }
             Command::Escape => {
                 if let Some(f) = shared.jobs.fetch() {
                     // The fetch started here: Esc stops it first. The event loop aborts it
