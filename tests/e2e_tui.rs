@@ -238,14 +238,14 @@ fn demo_explorer(home: &Path, export: &Path, envs: &[(&str, &Path)]) -> pty::Pty
         export.to_str().unwrap(),
     ];
     let p = pty::Pty::spawn(bin, &args, &all, 120, 36);
-    assert!(p.wait_for("19 adapters", WAIT).is_some(), "{}", p.screen());
+    assert!(p.wait_for("20 adapters", WAIT).is_some(), "{}", p.screen());
     assert!(p.wait_for("i-moe-peft", WAIT).is_some(), "{}", p.screen());
     p
 }
 
 /// `x` on the first row opens the export panel; rank K (half the rank, 4) and Enter export it
 /// into `--export-dir`; the report shows in the panel, the written adapter joins the list as a
-/// 20th row, and its folder holds a PEFT adapter.
+/// 21st row, and its folder holds a PEFT adapter.
 #[test]
 fn x_exports_an_adapter_and_it_joins_the_list() {
     if !pty::available() {
@@ -290,7 +290,7 @@ fn x_exports_an_adapter_and_it_joins_the_list() {
     let mark = p.mark();
     p.send(b"\x1b");
     assert!(
-        p.wait_for_after(mark, "20 adapters", WAIT).is_some(),
+        p.wait_for_after(mark, "21 adapters", WAIT).is_some(),
         "the written adapter did not join the list:\n{}",
         p.screen()
     );
@@ -347,7 +347,7 @@ fn esc_cancels_a_running_export_and_leaves_nothing() {
         "{}",
         p.screen()
     );
-    assert!(p.screen().contains("19 adapters"), "{}", p.screen());
+    assert!(p.screen().contains("20 adapters"), "{}", p.screen());
     p.send(b"q");
     let status = p.wait(WAIT).expect("the explorer did not quit");
     assert!(status.success(), "exit status {status:?}:\n{}", p.screen());
