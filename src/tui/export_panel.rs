@@ -473,6 +473,7 @@ pub fn summary(r: &Report) -> Vec<String> {
     if let Some(v) = r.max_lora_rank {
         out.push(format!("vLLM: serve with --max-lora-rank {v}"));
     }
+    out.extend(r.notes.iter().map(|n| format!("note: {n}")));
     if !r.dropped.is_empty() {
         out.push(format!("left out ({}):", r.dropped.len()));
         out.extend(
