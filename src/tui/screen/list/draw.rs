@@ -68,23 +68,25 @@ pub fn draw(
         return;
     }
     let w = |i: usize| l.widths.get(i).copied().unwrap_or(8);
+    let titles: Vec<String> = l.columns.iter().map(|&c| l.column_title(c)).collect();
     let spec = TableSpec {
         columns: l
             .columns
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                // Targets give up room first, then the pattern, the id last (a little more in
-                // the Hub's list, so that its downloads fit in 120 columns too).
+                // The id is what a person reads the list by: targets give up room first, then
+                // the pattern, the id last (a little more in the Hub's list, so that its
+                // downloads fit in 120 columns too).
                 let tight = u16::from(l.columns.contains(&ListColumn::Downloads));
                 let (shrink, min) = match c {
-                    ListColumn::Targets => (1, 14 - 2 * tight),
-                    ListColumn::Pattern => (2, 18 - 4 * tight),
+                    ListColumn::Targets => (1, 9 - tight),
+                    ListColumn::Pattern => (2, 13 - 2 * tight),
                     ListColumn::Id => (3, 16 - 4 * tight),
                     _ => (0, w(i)),
                 };
                 Column {
-                    title: c.title(),
+                    title: &titles[i],
                     width: w(i),
                     right: c.right(),
                     shrink,
@@ -110,7 +112,7 @@ pub fn draw(
         } else {
             Style::new()
         };
-        (l.columns.iter().map(|&c| r.cell(c)).collect(), style)
+        (l.columns.iter().map(|&c| l.cell(r, c)).collect(), style)
     };
     let mut lead = |buf: &mut Buffer, x: u16, y: u16, i: usize| {
         let idx = l.visible[i];

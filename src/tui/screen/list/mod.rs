@@ -34,6 +34,9 @@ pub struct ListScreen {
     uses: crate::adapter::BaseUses,
     /// The columns shown (the Hub list has one more).
     pub columns: Vec<ListColumn>,
+    /// The `org/` every id starts with, when all rows share one: the ID column's title shows it
+    /// once and the cells leave it out, so that ids keep their distinctive part at 120 columns.
+    pub org: Option<String>,
 }
 
 impl Default for ListScreen {
@@ -50,6 +53,7 @@ impl Default for ListScreen {
             widths: vec![],
             uses: Default::default(),
             columns: ListColumn::ALL.to_vec(),
+            org: None,
         }
     }
 }
@@ -281,14 +285,44 @@ impl ListScreen {
     }
 
     fn widths(&mut self) {
-        self.widths = self
+        self.org = shared_org(self.rows.iter().map(|r| r.id.as_str()));
+        let widths = self
             .columns
             .iter()
             .map(|&c| {
-                let w = self.rows.iter().map(|r| r.width(c)).max().unwrap_or(0);
-                w.max(c.title().chars().count()) as u16
+                let w = self
+                    .rows
+                    .iter()
+                    .map(|r| self.width(r, c))
+                    .max()
+                    .unwrap_or(0);
+                w.max(self.column_title(c).chars().count()) as u16
             })
             .collect();
+        self.widths = widths;
+    }
+
+    /// A row's cell as the list shows it (ids without the shared org).
+    pub fn cell(&self, r: &ListRow, c: ListColumn) -> String {
+        match (c, &self.org) {
+            (ListColumn::Id, Some(org)) => r.id.strip_prefix(org.as_str()).unwrap_or(&r.id).into(),
+            _ => r.cell(c),
+        }
+    }
+
+    fn width(&self, r: &ListRow, c: ListColumn) -> usize {
+        match (c, &self.org) {
+            (ListColumn::Id, Some(_)) => self.cell(r, c).chars().count(),
+            _ => r.width(c),
+        }
+    }
+
+    /// A column's title: the ID column names the org its cells leave out.
+    pub fn column_title(&self, c: ListColumn) -> String {
+        match (c, &self.org) {
+            (ListColumn::Id, Some(org)) => format!("ID · {org}"),
+            _ => c.title().into(),
+        }
     }
 
     /// Recomputes the visible rows, keeping the selected adapter selected when it stays visible.
@@ -311,5 +345,41 @@ impl ListScreen {
             .and_then(|k| v.iter().position(|&i| i == k))
             .unwrap_or(0);
         self.visible = v;
+    }
+}
+
+/// The `org/` prefix of every id, when there are two ids or more and all start with the same one
+/// (paths and bare names have none).
+fn shared_org<'a>(mut ids: impl Iterator<Item = &'a str>) -> Option<String> {
+    let org_of = |id: &'a str| {
+        let (org, rest) = id.split_once('/')?;
+        let plain = !org.is_empty() && org != "." && org != ".." && !rest.is_empty();
+        plain.then_some(org)
+    };
+    let first = org_of(ids.next()?)?;
+    let mut n = 1;
+    for id in ids {
+        if org_of(id) != Some(first) {
+            return None;
+        }
+        n += 1;
+    }
+    (n >= 2).then(|| format!("{first}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_org;
+
+    #[test]
+    fn the_org_every_id_shares_is_named_once() {
+        let org = |ids: &[&str]| shared_org(ids.iter().copied());
+        assert_eq!(org(&["a/x", "a/y/z"]).as_deref(), Some("a/"));
+        assert_eq!(org(&["a/x", "b/y"]), None);
+        assert_eq!(org(&["a/x"]), None, "one row keeps its whole id");
+        assert_eq!(org(&["a/x", "/tmp/a"]), None);
+        assert_eq!(org(&["./x", "./y"]), None, "relative paths are not orgs");
+        assert_eq!(org(&["a/x", "plain"]), None);
+        assert_eq!(org(&[]), None);
     }
 }
