@@ -12,6 +12,7 @@ pub mod app;
 pub mod event;
 pub mod export;
 pub mod export_panel;
+pub mod hits;
 pub mod jobs;
 pub mod keymap;
 pub mod model;
