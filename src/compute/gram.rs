@@ -326,7 +326,7 @@ fn for_blocks<'a, T, E>(
         blocks.clear();
         blocks.extend(talls.iter().map(|m| {
             let (start, end) = (i0.min(m.nrows()), (i0 + rows).min(m.nrows()));
-            m.clone().slice_move(s![start..end, ..])
+            (*m).slice_move(s![start..end, ..])
         }));
         each(i0, &blocks, &mut pack)?;
     }
