@@ -16,7 +16,7 @@ pub use crate::compute::kernel::Kernel;
 use crate::compute::math::{self, ColMajor, FactorR, Factored};
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
-use ndarray::{s, ArrayView2, ShapeBuilder};
+use ndarray::{s, ArrayView2, ArrayViewMut1, ShapeBuilder};
 
 /// Bytes of one factor's block of rows: the SIMD tiles read the block again for every tile of
 /// the Gram, so it must stay in L1/L2.
@@ -277,32 +277,27 @@ pub fn grams_lower<T: Wide>(talls: &[ArrayView2<'_, T>]) -> Vec<Mat<f64>> {
     grams_lower_with(talls, Kernel::detected())
 }
 
-/// Lower triangles of MᵀM for every tall view, blocked over the long dimension n, with the
-/// given kernel (the scalar one when the CPU cannot run it).
+/// Lower triangles of MᵀM for every tall view, blocked over the long dimension n
+/// (`for_blocks`), with the given kernel (the scalar one when the CPU cannot run it).
 pub fn grams_lower_with<T: Wide>(talls: &[ArrayView2<'_, T>], kernel: Kernel) -> Vec<Mat<f64>> {
     let kernel = if kernel.available() {
         kernel
     } else {
         Kernel::Scalar
     };
-    let n = talls.iter().map(|m| m.nrows()).max().unwrap_or(0);
-    let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
-    let rows = block_rows::<T>(talls);
-    // Widened rows (scalar kernel) or a widened block (strided blocks of the SIMD kernel).
-    let mut pack = vec![0.0; rows.min(n).max(1) * r_max];
     let mut out: Vec<Vec<f64>> = talls
         .iter()
         .map(|m| vec![0.0; m.ncols() * m.ncols()])
         .collect();
-    for i0 in (0..n).step_by(rows) {
-        // Every factor takes this block of rows while it is in cache.
-        for (m, g) in talls.iter().zip(&mut out) {
-            let i1 = (i0 + rows).min(m.nrows());
-            if i1 > i0 {
-                accumulate(kernel, m.slice(s![i0..i1, ..]), g, &mut pack);
+    let never = for_blocks(talls, |_, blocks, pack| {
+        for (block, g) in blocks.iter().zip(&mut out) {
+            if block.nrows() > 0 {
+                accumulate(kernel, block.view(), g, pack);
             }
         }
-    }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let Ok(()) = never;
     talls
         .iter()
         .zip(out)
@@ -313,44 +308,64 @@ pub fn grams_lower_with<T: Wide>(talls: &[ArrayView2<'_, T>], kernel: Kernel) ->
         .collect()
 }
 
-/// M·X for every tall view M (n × r) and its X (r × k): the rows taken one block at a time as
-/// in `grams_lower_with`, so all the factors of one tensor (PEFT's interleaved expert columns)
-/// are served by one read of it; each block is widened to f64 and multiplied by faer's GEMM.
-pub fn products<T: Elem>(talls: &[ArrayView2<'_, T>], xs: &[MatRef<'_, f64>]) -> Vec<Mat<f64>> {
+/// The one blocking of the long dimension n that the Gram and product passes share: the rows
+/// i0..i0 + h of every tall view at once (each view's own block is empty past its end), so all
+/// the factors of one tensor (PEFT's interleaved expert columns) take a block while it is in
+/// cache and the tensor is read from memory once. `each` gets i0, the blocks and a scratch of
+/// h × r_max f64 (`widen`'s).
+fn for_blocks<'a, T, E>(
+    talls: &[ArrayView2<'a, T>],
+    mut each: impl FnMut(usize, &[ArrayView2<'a, T>], &mut [f64]) -> Result<(), E>,
+) -> Result<(), E> {
     let n = talls.iter().map(|m| m.nrows()).max().unwrap_or(0);
     let r_max = talls.iter().map(|m| m.ncols()).max().unwrap_or(0).max(1);
     let rows = block_rows::<T>(talls);
     let mut pack = vec![0.0; rows.min(n).max(1) * r_max];
-    let mut out: Vec<Mat<f64>> = talls
-        .iter()
-        .zip(xs)
-        .map(|(m, x)| Mat::zeros(m.nrows(), x.ncols()))
-        .collect();
+    let mut blocks = Vec::with_capacity(talls.len());
     for i0 in (0..n).step_by(rows) {
-        for ((m, x), o) in talls.iter().zip(xs).zip(&mut out) {
-            let i1 = (i0 + rows).min(m.nrows());
-            if i1 <= i0 {
+        blocks.clear();
+        blocks.extend(talls.iter().map(|m| {
+            let (start, end) = (i0.min(m.nrows()), (i0 + rows).min(m.nrows()));
+            (*m).slice_move(s![start..end, ..])
+        }));
+        each(i0, &blocks, &mut pack)?;
+    }
+    Ok(())
+}
+
+/// M·X for every tall view M (n × r) and its X (r × k), a block of rows at a time
+/// (`for_blocks`): each block is widened to f64 and multiplied by faer's GEMM, and
+/// `sink(i0, products)` takes rows i0.. of every product (h × k; empty past a view's end) before
+/// the next block is read. No product is held whole: the caller stores or encodes each block.
+pub fn products<T: Elem, E>(
+    talls: &[ArrayView2<'_, T>],
+    xs: &[MatRef<'_, f64>],
+    mut sink: impl FnMut(usize, &[MatRef<'_, f64>]) -> Result<(), E>,
+) -> Result<(), E> {
+    let rows = block_rows::<T>(talls);
+    let mut out: Vec<Mat<f64>> = xs.iter().map(|x| Mat::zeros(rows, x.ncols())).collect();
+    for_blocks(talls, |i0, blocks, pack| {
+        for ((block, x), o) in blocks.iter().zip(xs).zip(&mut out) {
+            let (h, r) = block.dim();
+            if h == 0 {
                 continue;
             }
-            let block = m.slice(s![i0..i1, ..]);
-            let (h, r) = block.dim();
             let p = &mut pack[..h * r];
-            let p = if widen(block, p) {
+            let p = if widen(block.view(), p) {
                 MatRef::from_column_major_slice(p, h, r)
             } else {
                 MatRef::from_row_major_slice(p, h, r)
             };
-            faer::linalg::matmul::matmul(
-                o.as_mut().subrows_mut(i0, h),
-                Accum::Replace,
-                p,
-                *x,
-                1.0,
-                Par::Seq,
-            );
+            let dst = o.as_mut().subrows_mut(0, h);
+            faer::linalg::matmul::matmul(dst, Accum::Replace, p, *x, 1.0, Par::Seq);
         }
-    }
-    out
+        let views: Vec<MatRef<'_, f64>> = blocks
+            .iter()
+            .zip(&out)
+            .map(|(b, o)| o.as_ref().subrows(0, b.nrows()))
+            .collect();
+        sink(i0, &views)
+    })
 }
 
 /// g (r × r, column-major; lower triangle) += blockᵀ·block.
@@ -450,7 +465,11 @@ fn widen<T: Elem>(block: ArrayView2<'_, T>, pack: &mut [f64]) -> bool {
     for (lane, dst) in lanes.zip(pack.chunks_exact_mut(len.max(1))) {
         match lane.as_slice() {
             Some(src) => dst.iter_mut().zip(src).for_each(|(d, x)| *d = x.to_f64()),
-            None => dst.iter_mut().zip(lane).for_each(|(d, x)| *d = x.to_f64()),
+            // PEFT's expert B: a lane of stride E. Zip runs a pointer loop over it (the lane's
+            // own iterator counts indices per element: 3× slower on this path).
+            None => ndarray::Zip::from(ArrayViewMut1::from(dst))
+                .and(&lane)
+                .for_each(|d, x| *d = x.to_f64()),
         }
     }
     col_major
@@ -632,5 +651,49 @@ mod avx2 {
     fn hsum(v: __m256d) -> f64 {
         let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
         _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// The products of interleaved views (PEFT's packed expert B: column j·E + e) and of a
+    /// transposed view, over several blocks of rows and a shorter view, equal dense M·X; every
+    /// row arrives once, in blocks that follow each other.
+    #[test]
+    fn blocked_products_equal_dense_ones() {
+        let (n, e, r, k) = (8000, 3, 5, 2);
+        let mut rng = crate::synth::Rng::new(7);
+        let t = Array2::from_shape_fn((n, e * r), |_| rng.normal() as f32);
+        let a = Array2::from_shape_fn((r, 700), |_| rng.normal() as f32);
+        let mut talls: Vec<ArrayView2<'_, f32>> = (0..e).map(|x| t.slice(s![.., x..;e])).collect();
+        talls.push(a.t());
+        let xs: Vec<Mat<f64>> = talls
+            .iter()
+            .map(|_| Mat::from_fn(r, k, |_, _| rng.normal()))
+            .collect();
+        let xr: Vec<MatRef<'_, f64>> = xs.iter().map(|x| x.as_ref()).collect();
+        assert!(block_rows(&talls) < n, "one block only");
+        let mut got: Vec<Mat<f64>> = talls.iter().map(|m| Mat::zeros(m.nrows(), k)).collect();
+        let mut next = vec![0; talls.len()];
+        products(&talls, &xr, |i0, blocks| {
+            for (f, b) in blocks.iter().enumerate() {
+                if b.nrows() > 0 {
+                    assert_eq!(i0, next[f]);
+                    next[f] += b.nrows();
+                    got[f].as_mut().subrows_mut(i0, b.nrows()).copy_from(b);
+                }
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        for (f, m) in talls.iter().enumerate() {
+            assert_eq!(next[f], m.nrows());
+            let dense = Mat::from_fn(m.nrows(), r, |i, j| m[(i, j)] as f64);
+            let want = &dense * &xs[f];
+            assert!((&want - &got[f]).norm_max() < 1e-12 * want.norm_max());
+        }
     }
 }

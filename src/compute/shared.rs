@@ -96,8 +96,10 @@ fn disjoint(f: &Factor) -> bool {
     matches!(f.pick, Pick::Index { .. } | Pick::Rows { .. })
 }
 
-/// Bytes of R's held at once: the R's of a wave of deltas live until its cores are done.
-const WAVE_BYTES: usize = 2 << 20;
+/// Bytes of R's held at once: the R's of a wave of deltas live until its cores are done. A wave
+/// ends in a barrier (one thread finishing a large tensor while the other waits): 8 MB is 8
+/// layers of a gpt-oss-20b expert adapter at r = 32, three barriers for the whole adapter.
+const WAVE_BYTES: usize = 8 << 20;
 
 /// Splits the deltas into consecutive runs whose R's fit in `WAVE_BYTES`, never between two
 /// deltas that share a tensor (so a shared factor is still reduced once).

@@ -219,12 +219,15 @@ impl<'a> Mapped<'a> {
     }
 
     /// The tall matrix of each factor (Aᵀ for A, B for B) times its X (r × k), all factors
-    /// taken from one tensor in one pass (`gram::products`).
+    /// taken from one tensor in one pass, handed to `sink` a block of rows at a time
+    /// (`gram::products`: `sink(i0, products)`). The file is checked for changes before the
+    /// read and after it: a caller that wrote blocks out must discard them on an error.
     pub fn products(
         &self,
         tensor: usize,
         factors: &[(Factor, Side, faer::MatRef<'_, f64>)],
-    ) -> Result<Vec<faer::Mat<f64>>> {
+        sink: impl FnMut(usize, &[faer::MatRef<'_, f64>]) -> Result<()>,
+    ) -> Result<()> {
         let t = &self.adapter.tensors[tensor];
         let (shape, name) = (&t.info.shape, &t.info.name);
         self.checked(tensor, |raw| {
@@ -235,7 +238,7 @@ impl<'a> Mapped<'a> {
                     .map(|(f, side, _)| tall_of(&data, shape, f, *side, name))
                     .collect::<Result<Vec<_>>>()?;
                 let xs: Vec<faer::MatRef<'_, f64>> = factors.iter().map(|f| f.2).collect();
-                Ok(gram::products(&talls, &xs))
+                gram::products(&talls, &xs, sink)
             })
         })
     }

@@ -92,16 +92,21 @@ pub fn fuse_gate_up(gate: Option<&Pair>, up: Option<&Pair>) -> Result<Pair> {
 pub type Maps = (Mat<f64>, Mat<f64>);
 
 /// The written factors of deltas: each source delta's B and Aᵀ times its maps (X_B, X_A,
-/// `Svd::maps`), read straight from the map with every factor of a tensor served by one pass
-/// over it (`Mapped::products`); a fused gate_up is read and multiplied here.
-pub fn written(m: &Mapped, a: &Adapter, items: &[(&Src, &Maps)]) -> Result<Vec<Pair>> {
+/// `Svd::maps`), B' = B·X_B (out × K) and A'ᵀ = Aᵀ·X_A (in × K), handed to
+/// `put(item, side, i0, rows)` a block of rows at a time: rows i0.. of item `item`'s B' or A'ᵀ.
+/// Each source tensor is read straight from the map, every factor taken from it served by one
+/// pass over it (`Mapped::products`); a fused gate_up (or a zero filler) is read and multiplied
+/// whole, one block.
+pub fn products(
+    m: &Mapped,
+    a: &Adapter,
+    items: &[(&Src, &Maps)],
+    mut put: impl FnMut(usize, Side, usize, MatRef<'_, f64>) -> Result<()>,
+) -> Result<()> {
     type Job<'x> = (crate::adapter::layout::Factor, Side, MatRef<'x, f64>);
     type Jobs<'x> = BTreeMap<usize, (Vec<Job<'x>>, Vec<(usize, Side)>)>;
     // (tensor) → its factors and where their products go (item, B or A).
     let mut jobs: Jobs<'_> = BTreeMap::new();
-    let mut out: Vec<Option<Pair>> = items.iter().map(|_| None).collect();
-    let mut b_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();
-    let mut a_of: Vec<Option<Mat<f64>>> = items.iter().map(|_| None).collect();
     for (k, (src, (xb, xa))) in items.iter().enumerate() {
         match **src {
             Src::One(i) => {
@@ -114,29 +119,62 @@ pub fn written(m: &Mapped, a: &Adapter, items: &[(&Src, &Maps)]) -> Result<Vec<P
             }
             Src::GateUp { .. } | Src::Zero { .. } => {
                 let p = read(m, a, src)?;
-                out[k] = Some(Pair {
-                    b: &p.b * xb,
-                    a: (p.a.transpose() * xa).transpose().to_owned(),
-                });
+                put(k, Side::B, 0, (&p.b * xb).as_ref())?;
+                put(k, Side::A, 0, (p.a.transpose() * xa).as_ref())?;
             }
         }
     }
     for (t, (factors, dest)) in jobs {
-        for ((k, side), prod) in dest.into_iter().zip(m.products(t, &factors)?) {
-            match side {
-                Side::B => b_of[k] = Some(prod),
-                Side::A => a_of[k] = Some(prod.transpose().to_owned()),
+        m.products(t, &factors, |i0, blocks| {
+            for (&(k, side), block) in dest.iter().zip(blocks) {
+                if block.nrows() > 0 {
+                    put(k, side, i0, *block)?;
+                }
             }
-        }
+            Ok(())
+        })?;
     }
-    out.into_iter()
-        .zip(b_of.into_iter().zip(a_of))
-        .map(|(p, ba)| match (p, ba) {
-            (Some(p), _) => Ok(p),
-            (None, (Some(b), Some(a))) => Ok(Pair { b, a }),
-            _ => Err(Error::Other("a delta's factors were not read".into())),
+    Ok(())
+}
+
+/// The written factors of deltas (`products`), each held whole as a `Pair`.
+pub fn written(m: &Mapped, a: &Adapter, items: &[(&Src, &Maps)]) -> Result<Vec<Pair>> {
+    let dims = |k: usize| {
+        let (src, (xb, _)) = items[k];
+        let (out, inn) = src.dims(a);
+        (out, inn, xb.ncols())
+    };
+    let mut pairs: Vec<(Mat<f64>, Mat<f64>)> = (0..items.len())
+        .map(|k| {
+            let (out, inn, rank) = dims(k);
+            (Mat::zeros(out, rank), Mat::zeros(inn, rank))
         })
-        .collect()
+        .collect();
+    products(m, a, items, |k, side, i0, rows| {
+        let (b, a_t) = &mut pairs[k];
+        let dst = match side {
+            Side::B => b,
+            Side::A => a_t,
+        };
+        if i0 + rows.nrows() > dst.nrows() || rows.ncols() != dst.ncols() {
+            return Err(Error::Shape(format!(
+                "a written factor has {} rows and {} columns, not the delta's {} and {}",
+                i0 + rows.nrows(),
+                rows.ncols(),
+                dst.nrows(),
+                dst.ncols()
+            )));
+        }
+        dst.as_mut().subrows_mut(i0, rows.nrows()).copy_from(rows);
+        Ok(())
+    })?;
+    Ok(pairs
+        .into_iter()
+        .map(|(b, a_t)| Pair {
+            b,
+            a: a_t.transpose().to_owned(),
+        })
+        .collect())
 }
 
 /// Singular values at or below this fraction of σ₁ are written as zero components: their
@@ -303,7 +341,8 @@ impl Svd {
         if total == 0.0 {
             return 0.0;
         }
-        let tail: f64 = self.sigma.iter().skip(k).map(|s| s * s).sum();
+        // Summed from +0: an empty `sum()` of f64 is -0.0, which the report would print.
+        let tail = self.sigma.iter().skip(k).fold(0.0, |t, s| t + s * s);
         (tail / total).sqrt()
     }
 
@@ -408,5 +447,9 @@ mod tests {
         assert_eq!(s.rank_for_energy(1.0), 3);
         assert!((s.energy_kept(2) - 13.0 / 14.0).abs() < 1e-15);
         assert!((s.relative_error(1) - (5.0f64 / 14.0).sqrt()).abs() < 1e-15);
+        // Every component kept: exactly +0 (the JSON report printed -0.0).
+        for k in [4, 5] {
+            assert!(s.relative_error(k).is_sign_positive() && s.relative_error(k) == 0.0);
+        }
     }
 }

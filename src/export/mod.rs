@@ -7,6 +7,7 @@
 
 pub mod factors;
 pub mod plan;
+mod weights;
 mod write;
 
 pub use crate::error::{Dropped, ExportError};
@@ -123,7 +124,9 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
     write::check_out(out, a, &opts.protected, opts.force)?;
     let dtype = output_dtype(a, opts.dtype)?;
     let plan = plan::plan(a, opts.engine, opts.drop_unservable)?;
-    let done = ctl.install(|| reduce(a, &plan, opts, ctl))?;
+    // One map of the source for both passes (its pages are faulted in once).
+    let m = Mapped::open(a)?;
+    let done = ctl.install(|| reduce(&m, &plan, opts, ctl))?;
     let r = done.iter().map(|d| d.rank).max().unwrap_or(0).max(1);
     let max_lora_rank =
         match opts.engine {
@@ -137,14 +140,13 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
             )?),
             _ => None,
         };
-    let tensors = ctl.install(|| written(a, &plan, &done, r, dtype, ctl))?;
-    let files = write::Files {
-        weights: write::weights(tensors),
-        config: write::config(a, &plan, r),
-        card: write::card(a, opts, r),
-    };
     let staged = write::Staging::new(out)?;
-    let bytes_after = staged.write(&files)?;
+    let weights = staged.path("adapter_model.safetensors");
+    let mut bytes_after = ctl.install(|| written(&m, &plan, &done, r, dtype, ctl, &weights))?;
+    drop(m);
+    bytes_after += staged.write("adapter_config.json", &write::config(a, &plan, r))?;
+    bytes_after += staged.write("README.md", &write::card(a, opts, r))?;
+    write::pause_for_tests();
     let verified = verify(staged.dir(), &plan, &done, dtype)?;
     serves(staged.dir(), opts.engine)?;
     if ctl.cancelled() {
@@ -195,11 +197,10 @@ fn output_dtype(a: &Adapter, asked: Option<Dtype>) -> Result<Dtype> {
 /// then decides its rank. A packed parameter (one layer's gate_up or down over its experts) takes
 /// one K, the largest its experts need; each expert then keeps up to K of its own components.
 /// Only the R's of a wave of factors and each delta's small maps are held, never a factor.
-fn reduce(a: &Adapter, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<Done>> {
-    let m = Mapped::open(a)?;
+fn reduce(m: &Mapped, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<Done>> {
     // Singular vectors only where something may be cut.
     let vectors = opts.rank != RankRule::Keep || opts.max_rank.is_some();
-    let svds = svds(&m, a, plan, vectors, ctl)?;
+    let svds = svds(m, m.adapter(), plan, vectors, ctl)?;
     let wanted = |s: &factors::Svd| {
         let k = match opts.rank {
             RankRule::Keep => s.rank_after(usize::MAX),
@@ -291,29 +292,39 @@ fn svds(
     Ok(out)
 }
 
-/// The written tensors, one output pair (a Linear delta, or a packed parameter over its
-/// experts) at a time, in parallel: only the pairs being written have f64 factors.
+/// Writes the safetensors file at `path`: its header first, then one output pair (a Linear
+/// delta, or a packed parameter over its experts) at a time, in parallel, each pair's tensors
+/// filled from its factors' products block by block and written by the thread that computed
+/// them (`weights`). Returns the file's size.
 fn written(
-    a: &Adapter,
+    m: &Mapped,
     plan: &Plan,
     done: &[Done],
     r: usize,
     dtype: Dtype,
     ctl: &Control,
-) -> Result<Vec<crate::adapter::format::TensorData>> {
-    let m = Mapped::open(a)?;
+    path: &Path,
+) -> Result<u64> {
+    let a = m.adapter();
     let groups = write::groups(plan);
-    let tensors = ctl.each(&groups, None, |g| {
+    let layouts = groups
+        .iter()
+        .map(|g| weights::layout(a, plan, g, r))
+        .collect::<Result<Vec<_>>>()?;
+    let file = weights::Weights::create(path, &layouts, dtype)?;
+    let pairs: Vec<(&Vec<usize>, &Vec<weights::Layout>)> = groups.iter().zip(&layouts).collect();
+    ctl.each(&pairs, None, |(g, layout)| {
         let items: Vec<_> = g
             .iter()
             .map(|&i| (&plan.deltas[i].src, &done[i].maps))
             .collect();
-        let pairs = factors::written(&m, a, &items)?;
-        write::tensors(plan, g, &pairs, r, dtype)
+        let mut tensors = file.tensors(layout);
+        factors::products(m, a, &items, |k, side, i0, rows| {
+            tensors.put(k, side, i0, rows)
+        })?;
+        tensors.write()
     })?;
-    let mut out: Vec<_> = tensors.into_iter().flatten().collect();
-    out.sort_by(|x, y| x.name.cmp(&y.name));
-    Ok(out)
+    file.finish()
 }
 
 /// Machine epsilon of a written data type: what rounding the factors to it may cost.

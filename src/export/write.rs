@@ -3,13 +3,10 @@
 //! non-empty `--out` only with `--force`, everything written into a hidden folder beside `--out`
 //! and moved into place whole (a kill or a full disk leaves `--out` as it was).
 
-use super::factors::Pair;
 use super::plan::{Param, Plan, Slot};
 use super::{ExportError, Options};
-use crate::adapter::format::{self, TensorData};
 use crate::adapter::Adapter;
 use crate::error::{Error, Result};
-use safetensors::Dtype;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -125,166 +122,6 @@ pub fn groups(plan: &Plan) -> Vec<Vec<usize>> {
     out
 }
 
-/// The tensors of some deltas of the written safetensors (whole output pairs, `groups`): each
-/// Linear delta (and 2-D target parameter) as a pair, each embedding as PEFT's
-/// `lora_embedding_A/B`, each packed parameter as PEFT's ParamWrapper pair (A row e·r + j, B
-/// column j·E + e, `experts` = E). Every factor is zero-padded to the adapter's one rank `r`;
-/// experts the source does not adapt are zero. Each row is encoded as it is laid out.
-pub fn tensors(
-    plan: &Plan,
-    group: &[usize],
-    factors: &[Pair],
-    r: usize,
-    dtype: Dtype,
-) -> Result<Vec<TensorData>> {
-    let deltas = group.iter().map(|&i| &plan.deltas[i]);
-    let name = |module: &str, side: &str| format!("base_model.model.{module}.{side}.weight");
-    let mut out = Vec::new();
-    // (module, param) → (expert, factors)
-    let mut packs: BTreeMap<(&str, Param), Vec<(usize, &Pair)>> = BTreeMap::new();
-    for (d, p) in deltas.zip(factors) {
-        match &d.slot {
-            Slot::Linear { module } | Slot::Param { module, .. } => {
-                let (o, i) = (p.b.nrows(), p.a.ncols());
-                out.push(packed_a(name(module, "lora_A"), &[Some(p)], r, i, dtype));
-                out.push(packed_b(name(module, "lora_B"), &[Some(p)], r, o, dtype));
-            }
-            // ΔW (V, H) = B·A; PEFT's is (B_e·A_e)ᵀ = A_eᵀ·B_eᵀ, so A_e = Bᵀ (r, V) and
-            // B_e = Aᵀ (H, r), named without `.weight` (PEFT keeps them in ParameterDicts).
-            Slot::Embedding { module } => {
-                let (v, h) = (p.b.nrows(), p.a.ncols());
-                let t = Pair {
-                    b: p.a.transpose().to_owned(),
-                    a: p.b.transpose().to_owned(),
-                };
-                let base = format!("base_model.model.{module}");
-                out.push(packed_a(
-                    format!("{base}.lora_embedding_A"),
-                    &[Some(&t)],
-                    r,
-                    v,
-                    dtype,
-                ));
-                out.push(packed_b(
-                    format!("{base}.lora_embedding_B"),
-                    &[Some(&t)],
-                    r,
-                    h,
-                    dtype,
-                ));
-            }
-            Slot::Packed {
-                module,
-                param,
-                expert,
-            } => packs
-                .entry((module.as_str(), *param))
-                .or_default()
-                .push((*expert, p)),
-        }
-    }
-    for ((module, param), members) in &packs {
-        let (o, i) = (members[0].1.b.nrows(), members[0].1.a.ncols());
-        if members
-            .iter()
-            .any(|(_, p)| p.b.nrows() != o || p.a.ncols() != i)
-        {
-            return Err(Error::Shape(format!(
-                "{module}.{}: experts of different shapes cannot be packed",
-                param.name()
-            )));
-        }
-        let mut by_e: Vec<Option<&Pair>> = vec![None; plan.experts];
-        for (e, p) in members {
-            by_e[*e] = Some(*p);
-        }
-        // gate_up is the inner wrapper when down is adapted too (transformers registers it
-        // first).
-        let down_too = plan.deltas.iter().any(|d| {
-            matches!(&d.slot, Slot::Packed { module: m, param: Param::Down, .. } if m.as_str() == *module)
-        });
-        let prefix = if *param == Param::GateUp && down_too {
-            format!("{module}.base_layer")
-        } else {
-            module.to_string()
-        };
-        out.push(packed_a(name(&prefix, "lora_A"), &by_e, r, i, dtype));
-        out.push(packed_b(name(&prefix, "lora_B"), &by_e, r, o, dtype));
-    }
-    Ok(out)
-}
-
-/// A (E·r × in): row e·r + j is row j of expert e's A, zero past its rank or for a missing
-/// expert (a Linear delta is E = 1).
-fn packed_a(
-    name: String,
-    by_e: &[Option<&Pair>],
-    r: usize,
-    inn: usize,
-    dtype: Dtype,
-) -> TensorData {
-    let mut bytes = Vec::with_capacity(by_e.len() * r * inn * dtype.bitsize() / 8);
-    let zeros = vec![0.0; inn];
-    let mut row = vec![0.0; inn];
-    for p in by_e {
-        for j in 0..r {
-            match p {
-                Some(p) if j < p.a.nrows() => {
-                    row.iter_mut()
-                        .enumerate()
-                        .for_each(|(c, x)| *x = p.a[(j, c)]);
-                    format::encode_into(&row, dtype, &mut bytes);
-                }
-                _ => format::encode_into(&zeros, dtype, &mut bytes),
-            }
-        }
-    }
-    tensor(name, vec![by_e.len() * r, inn], bytes, dtype)
-}
-
-/// B (out × r·E): column j·E + e is column j of expert e's B, zero past its rank or for a
-/// missing expert (a Linear delta is E = 1).
-fn packed_b(
-    name: String,
-    by_e: &[Option<&Pair>],
-    r: usize,
-    out: usize,
-    dtype: Dtype,
-) -> TensorData {
-    let e_count = by_e.len();
-    let mut bytes = Vec::with_capacity(out * r * e_count * dtype.bitsize() / 8);
-    let mut row = vec![0.0; r * e_count];
-    for o in 0..out {
-        for (e, p) in by_e.iter().enumerate() {
-            let k = p.map_or(0, |p| p.b.ncols().min(r));
-            for j in 0..r {
-                row[j * e_count + e] = if j < k {
-                    p.map_or(0.0, |p| p.b[(o, j)])
-                } else {
-                    0.0
-                };
-            }
-        }
-        format::encode_into(&row, dtype, &mut bytes);
-    }
-    tensor(name, vec![out, r * e_count], bytes, dtype)
-}
-
-fn tensor(name: String, shape: Vec<usize>, bytes: Vec<u8>, dtype: Dtype) -> TensorData {
-    TensorData {
-        name,
-        dtype,
-        shape,
-        bytes: Some(bytes),
-    }
-}
-
-/// The safetensors file image (each tensor's bytes freed once copied into it).
-pub fn weights(tensors: Vec<TensorData>) -> Vec<u8> {
-    let version = concat!("lorascope ", env!("CARGO_PKG_VERSION"));
-    format::file_bytes_from(tensors, &[("format", "pt"), ("writer", version)], true)
-}
-
 /// adapter_config.json: one r, `lora_alpha = r` (the scale is in the factors), no patterns;
 /// modules named in full, so that PEFT wraps exactly what the source adapts.
 pub fn config(a: &Adapter, plan: &Plan, r: usize) -> Vec<u8> {
@@ -364,13 +201,6 @@ pub fn card(a: &Adapter, opts: &Options, r: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// The files of the folder.
-pub struct Files {
-    pub weights: Vec<u8>,
-    pub config: Vec<u8>,
-    pub card: Vec<u8>,
-}
-
 /// A hidden folder beside `--out` that becomes `--out` on `commit`, and is removed otherwise.
 pub struct Staging {
     dir: PathBuf,
@@ -408,23 +238,19 @@ impl Staging {
         &self.dir
     }
 
-    /// Writes and syncs every file; returns the bytes written.
-    pub fn write(&self, f: &Files) -> Result<u64> {
-        let mut total = 0;
-        for (name, bytes) in [
-            ("adapter_model.safetensors", &f.weights),
-            ("adapter_config.json", &f.config),
-            ("README.md", &f.card),
-        ] {
-            let path = self.dir.join(name);
-            let mut file = std::fs::File::create_new(&path).map_err(|e| Error::io(&path, e))?;
-            file.write_all(bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
-            total += bytes.len() as u64;
-        }
-        pause_for_tests();
-        Ok(total)
+    /// The path of a file of the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes and syncs a small file of the folder; returns the bytes written.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<u64> {
+        let path = self.path(name);
+        let mut file = std::fs::File::create_new(&path).map_err(|e| Error::io(&path, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(bytes.len() as u64)
     }
 
     /// Moves the folder into place: a rename, or with `force` over an existing `--out`, an
@@ -498,7 +324,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 
 /// Tests kill an export here, after the files are written and before they are moved into place
 /// (`LORASCOPE_TEST_PAUSE_BEFORE_COMMIT` = milliseconds).
-fn pause_for_tests() {
+pub(super) fn pause_for_tests() {
     if let Some(ms) = std::env::var("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT")
         .ok()
         .and_then(|v| v.parse().ok())
