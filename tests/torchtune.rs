@@ -61,13 +61,8 @@ fn statistics_match_dense_and_planted_spectra_attention_and_grouped_experts() {
             let st = stats::compute(&a, &Filter::default(), &Control::default()).unwrap();
             for s in &st.deltas {
                 let d = &a.deltas[s.index];
-                let r = if d.expert.is_some() {
-                    assert_eq!(
-                        d.a.pick,
-                        Pick::IndexTransposed {
-                            index: d.expert.unwrap()
-                        }
-                    );
+                let r = if let Some(index) = d.expert {
+                    assert_eq!(d.a.pick, Pick::IndexTransposed { index });
                     sp.expert_rank
                 } else {
                     assert_eq!((d.a.pick, d.b.pick), (Pick::All, Pick::All));
