@@ -61,6 +61,8 @@ pub enum Format {
     Lycoris,
     /// llama.cpp's GGUF LoRA (`convert_lora_to_gguf.py`): `adapter::gguf_layout`.
     Gguf,
+    /// torchtune's own names (`lora_a.weight`, `LoRAGroupedExperts`): `adapter::torchtune`.
+    Torchtune,
 }
 
 impl Format {
@@ -73,6 +75,7 @@ impl Format {
             Format::Kohya => "kohya",
             Format::Lycoris => "lycoris",
             Format::Gguf => "gguf",
+            Format::Torchtune => "torchtune",
         }
     }
 }
@@ -251,6 +254,17 @@ fn looks_like_lora(c: &str) -> bool {
 
 const LAYER_WORDS: [&str; 5] = ["layers", "layer", "h", "blocks", "block"];
 
+/// The layer index a module path names (`….layers.7.…`).
+pub(crate) fn layer_of(module: &[&str]) -> Option<usize> {
+    module.windows(2).find_map(|w| {
+        if LAYER_WORDS.contains(&w[0]) {
+            w[1].parse::<usize>().ok()
+        } else {
+            None
+        }
+    })
+}
+
 fn canonical(comp: &str) -> &str {
     match comp {
         "w1" => "gate_proj",
@@ -367,6 +381,9 @@ pub fn parse_name(name: &str) -> NameInfo {
         .or_else(|| name.strip_prefix("base_model."))
         .unwrap_or(name);
     let comps: Vec<&str> = stripped.split('.').collect();
+    if let Some(n) = crate::adapter::torchtune::parse_name(&comps) {
+        return n;
+    }
     let Classified {
         mut role,
         module: module_comps,
@@ -375,13 +392,7 @@ pub fn parse_name(name: &str) -> NameInfo {
         swap,
         mut unknown,
     } = classify(&comps);
-    let layer = module_comps.windows(2).find_map(|w| {
-        if LAYER_WORDS.contains(&w[0]) {
-            w[1].parse::<usize>().ok()
-        } else {
-            None
-        }
-    });
+    let layer = layer_of(&module_comps);
     let mut expert = None;
     let mut wrapper_depth = None;
     let plain_target = || {
@@ -521,6 +532,8 @@ pub enum Pick {
     },
     /// The 2D slice at this leading index of a 3D tensor (index 0 when broadcast).
     Index { index: usize },
+    /// That slice, transposed (torchtune's grouped experts: A (E, in, r), B (E, r, out)).
+    IndexTransposed { index: usize },
 }
 
 /// A factor: which tensor (index into the adapter's tensor list) and which part of it.
@@ -612,10 +625,21 @@ pub fn splits_gate_up(d: &Delta) -> bool {
     d.target == Target::GateUp && d.out_dim % 2 == 0 && d.b.rows.is_none()
 }
 
-fn sort_deltas(deltas: &mut [Delta]) {
-    deltas.sort_by(|x, y| {
-        (x.layer, &x.target, x.expert, &x.module).cmp(&(y.layer, &y.target, y.expert, &y.module))
-    });
+/// The order of an adapter's deltas.
+fn key(d: &Delta) -> (Option<usize>, &Target, Option<usize>, &str) {
+    (d.layer, &d.target, d.expert, &d.module)
+}
+
+fn sort_deltas(deltas: &mut Vec<Delta>) {
+    // A delta is a few hundred bytes and an adapter has thousands: sort indices, move each once.
+    // `build` makes them in order (but for ParamWrapper targets and split gate/up).
+    if deltas.is_sorted_by(|x, y| key(x) <= key(y)) {
+        return;
+    }
+    let mut idx: Vec<usize> = (0..deltas.len()).collect();
+    idx.sort_by(|&i, &j| key(&deltas[i]).cmp(&key(&deltas[j])));
+    let mut slots: Vec<Option<Delta>> = std::mem::take(deltas).into_iter().map(Some).collect();
+    *deltas = idx.iter().filter_map(|&i| slots[i].take()).collect();
 }
 
 /// One logical LoRA delta ΔW = s·B·A (out × in).
@@ -862,10 +886,20 @@ fn packed_experts(ctx: &Ctx, p: &Pair, notes: &mut Vec<String>) -> Result<Vec<De
 }
 
 /// 3D stacked experts A (E|1, r, in), B (E|1, out, r): Tinker, MLX LoRASwitchLinear, fused
-/// Qwen3-MoE trainers (with or without an `experts` segment).
+/// Qwen3-MoE trainers (with or without an `experts` segment); torchtune's grouped experts store
+/// each slice transposed, A (E, in, r), B (E, r, out) (MLX's `transposed` is about 2D factors).
 fn stacked_experts(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Broken> {
-    let (ea, ra, in_dim) = (p.sa[0], p.sa[1], p.sa[2]);
-    let (eb, out_dim, rb) = (p.sb[0], p.sb[1], p.sb[2]);
+    let t = p.name.format == Some(Format::Torchtune) && p.ta && p.tb;
+    let (ea, ra, in_dim) = if t {
+        (p.sa[0], p.sa[2], p.sa[1])
+    } else {
+        (p.sa[0], p.sa[1], p.sa[2])
+    };
+    let (eb, out_dim, rb) = if t {
+        (p.sb[0], p.sb[2], p.sb[1])
+    } else {
+        (p.sb[0], p.sb[1], p.sb[2])
+    };
     if ra != rb {
         let detail = format!("lora_A has rank {ra} but lora_B has rank {rb}");
         return Err(Broken::new(PairProblem::Rank, detail));
@@ -880,8 +914,13 @@ fn stacked_experts(ctx: &Ctx, p: &Pair) -> Result<Vec<Delta>, Broken> {
     let shared = e_count == 1;
     Ok((0..e_count)
         .map(|e| {
-            let pick = |n: usize| Pick::Index {
-                index: if n == 1 { 0 } else { e },
+            let pick = |n: usize| {
+                let index = if n == 1 { 0 } else { e };
+                if t {
+                    Pick::IndexTransposed { index }
+                } else {
+                    Pick::Index { index }
+                }
             };
             let expert = (!shared).then_some(e);
             p.delta(
@@ -968,12 +1007,15 @@ pub fn build(
             .find(|f| f.target == Target::Router && f.shape.len() == 2)
             .map(|f| f.shape[0]),
     };
+    // Each module's deltas, put in the deltas' order below so that `sort_deltas` finds them
+    // sorted (an adapter has thousands: moving them in a sort is most of the scan's time).
+    let mut chunks: Vec<Vec<Delta>> = Vec::with_capacity(pairs.len());
     for (module, &(ia, ib)) in &pairs {
         let Some(first) = ia.or(ib) else { continue };
         // The location of the module, resolved by `module_deltas` (a ParamWrapper's target).
         let mut name = tensors[first].name.clone();
         match module_deltas(&ctx, module, (ia, ib), tensors, &mut name, &mut out.notes) {
-            Ok(deltas) => out.deltas.extend(deltas),
+            Ok(deltas) => chunks.push(deltas),
             Err(Broken { problem, detail }) => {
                 let inc = Incomplete {
                     module: module.to_string(),
@@ -992,6 +1034,12 @@ pub fn build(
                 out.incomplete.push(inc);
             }
         }
+    }
+    chunks.retain(|c| !c.is_empty());
+    chunks.sort_by(|x, y| key(&x[0]).cmp(&key(&y[0])));
+    out.deltas = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for c in chunks {
+        out.deltas.extend(c);
     }
     out.notes.extend(wrapper_disagreements(&out.deltas));
     if opts.split_gate_up {

@@ -11,6 +11,7 @@ pub mod incomplete;
 pub mod layout;
 pub mod mxfp4;
 pub mod target;
+pub mod torchtune;
 
 use crate::adapter::config::ConfigStatus;
 use crate::adapter::format::{Header, TensorInfo};
@@ -222,6 +223,7 @@ impl Adapter {
             } else {
                 format!("no .safetensors file (found {})", a.other_files.join(", "))
             });
+            a.notes.extend(torchtune::pickle_note(&a.other_files));
             return a;
         }
         let headers = match headers {

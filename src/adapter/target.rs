@@ -25,8 +25,10 @@ pub enum Target {
     Other(String),
 }
 
-/// Table order, then names: the order every table, map and plot uses.
-const KNOWN: [(Target, &str); 10] = [
+/// Table order, then names: the order every table, map and plot uses. A `static`: a `const`
+/// array of a type with a `String` variant is built and dropped at every use (the scan sorts
+/// thousands of deltas by target).
+static KNOWN: [(Target, &str); 10] = [
     (Target::Q, "q_proj"),
     (Target::K, "k_proj"),
     (Target::V, "v_proj"),
@@ -95,7 +97,10 @@ pub fn short_name(name: &str) -> &str {
 
 impl Ord for Target {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.order(), self.as_str()).cmp(&(other.order(), other.as_str()))
+        match (self, other) {
+            (Target::Other(a), Target::Other(b)) => a.cmp(b),
+            _ => self.order().cmp(&other.order()),
+        }
     }
 }
 

@@ -51,10 +51,13 @@ fn view<'a>(
         (Pick::All | Pick::Transposed, &[rows, cols]) => {
             (Q8 { raw, rows, cols }, f.pick == Pick::Transposed)
         }
-        (Pick::Index { index }, &[e, rows, cols]) if index < e => {
+        (Pick::Index { index } | Pick::IndexTransposed { index }, &[e, rows, cols])
+            if index < e =>
+        {
             let size = rows * cols / Q8_0_BLOCK * Q8_0_BYTES;
             let raw = &raw[index * size..(index + 1) * size];
-            (Q8 { raw, rows, cols }, false)
+            let transposed = matches!(f.pick, Pick::IndexTransposed { .. });
+            (Q8 { raw, rows, cols }, transposed)
         }
         (p, _) => {
             return Err(bad(format!(

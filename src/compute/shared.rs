@@ -93,7 +93,10 @@ impl SharedRs {
 /// Whether the factor's elements lie in a part of its tensor no other factor of another pick
 /// reads (a leading index of a 3D tensor, a band of rows).
 fn disjoint(f: &Factor) -> bool {
-    matches!(f.pick, Pick::Index { .. } | Pick::Rows { .. })
+    matches!(
+        f.pick,
+        Pick::Index { .. } | Pick::IndexTransposed { .. } | Pick::Rows { .. }
+    )
 }
 
 /// Bytes of R's held at once: the R's of a wave of deltas live until its cores are done. A wave

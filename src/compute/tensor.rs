@@ -399,13 +399,18 @@ fn pick_view<'a, T: Elem>(
 ) -> Result<ArrayView2<'a, T>> {
     let bad = |what: &str| Error::Shape(format!("tensor '{name}' {shape:?}: {what}"));
     let view: ArrayView2<T> = match pick {
-        Pick::Index { index } => {
+        Pick::Index { index } | Pick::IndexTransposed { index } => {
             let v3 = ArrayView3::from_shape((shape[0], shape[1], shape[2]), data)
                 .map_err(|_| bad("is not 3D"))?;
             if index >= shape[0] {
                 return Err(bad(&format!("has no slice {index}")));
             }
-            return Ok(v3.index_axis_move(Axis(0), index));
+            let m = v3.index_axis_move(Axis(0), index);
+            return Ok(if matches!(pick, Pick::Index { .. }) {
+                m
+            } else {
+                m.reversed_axes()
+            });
         }
         _ => ArrayView2::from_shape((shape[0], shape[1]), data).map_err(|_| bad("is not 2D"))?,
     };
@@ -425,7 +430,7 @@ fn pick_view<'a, T: Elem>(
             }
             view.slice_move(s![.., start..=last;step])
         }
-        Pick::Index { .. } => unreachable!("handled above"),
+        Pick::Index { .. } | Pick::IndexTransposed { .. } => unreachable!("handled above"),
     })
 }
 

@@ -533,7 +533,7 @@ pub const VLLM: &[Rule] = &[
         source: "utils.py parse_fine_tuned_lora_name: raise ValueError(f\"{name} is unsupported LoRA weight\"), called by lora_model.py check_unexpected_modules on every key",
         check: |f| {
             let fmt = f.adapter.format();
-            let foreign = matches!(fmt, Some(Format::Mlx | Format::Kohya | Format::Lycoris | Format::Gguf));
+            let foreign = matches!(fmt, Some(Format::Mlx | Format::Kohya | Format::Lycoris | Format::Gguf | Format::Torchtune));
             let unknown = f.roles.contains(&Role::Unknown);
             (foreign || unknown).then(|| Hit {
                 message: format!(

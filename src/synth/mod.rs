@@ -5,6 +5,7 @@ pub mod base;
 pub mod demo;
 pub mod gguf;
 pub mod survey;
+pub mod torchtune;
 
 use crate::adapter::format;
 pub use crate::adapter::format::{encode, TensorData};

@@ -278,6 +278,15 @@ fn read_picked(a: &Adapter, f: Factor) -> (usize, usize, Vec<f64>) {
             let n = s[1] * s[2];
             (s[1], s[2], data[index * n..(index + 1) * n].to_vec())
         }
+        Pick::IndexTransposed { index } => {
+            assert_eq!(s.len(), 3);
+            let n = s[1] * s[2];
+            let slice = &data[index * n..(index + 1) * n];
+            let v = (0..s[2])
+                .flat_map(|j| (0..s[1]).map(move |i| slice[i * s[2] + j]))
+                .collect();
+            (s[2], s[1], v)
+        }
     }
 }
 
