@@ -64,8 +64,10 @@ fn main() {
         let mut run = RunSpec::new(spec, steps, naming);
         if let Some(w) = flag("--wake-expert") {
             let (e, at) = w.split_once('@').expect("E@STEP");
-            run.wake
-                .push((expert(e.parse().expect("expert")), at.parse().expect("step")));
+            run.wake.push((
+                expert(e.parse().expect("expert")),
+                at.parse().expect("step"),
+            ));
         }
         if let Some(e) = flag("--frozen-expert") {
             run.frozen.push(expert(e.parse().expect("expert")));

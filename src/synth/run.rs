@@ -270,7 +270,9 @@ mod tests {
         };
         assert!(find(&g[0], 1, "q_proj").iter().all(|&x| x == 0.0));
         assert!(find(&g[1], 1, "q_proj").iter().all(|&x| x > 0.0));
-        assert!(g.iter().all(|g| find(g, 0, "k_proj").iter().all(|&x| x == 0.0)));
+        assert!(g
+            .iter()
+            .all(|g| find(g, 0, "k_proj").iter().all(|&x| x == 0.0)));
         let (a, c) = (find(&g[0], 2, "v_proj"), find(&g[2], 2, "v_proj"));
         let ratio = r.growth[2] / r.growth[0];
         assert!(a.iter().zip(&c).all(|(x, y)| (y / x - ratio).abs() < 1e-12));
