@@ -29,8 +29,8 @@ fn compute(l: Loaded, cache: Option<Cache>) -> Timeline {
 /// ΔW = s·B·A of a delta, dense, read straight from the file.
 fn dense(a: &Adapter, k: usize) -> Mat<f64> {
     let d = &a.deltas[k];
-    let (ra, ca, va) = read_factor(a, d.a.clone());
-    let (rb, cb, vb) = read_factor(a, d.b.clone());
+    let (ra, ca, va) = read_factor(a, d.a);
+    let (rb, cb, vb) = read_factor(a, d.b);
     let am = Mat::from_fn(ra, ca, |i, j| va[i * ca + j]);
     let bm = Mat::from_fn(rb, cb, |i, j| vb[i * cb + j]);
     let w = &bm * &am;

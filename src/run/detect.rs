@@ -46,8 +46,11 @@ fn checkpoint_of(a: &Adapter) -> Option<(Scheme, PathBuf, String, u64)> {
     checkpoint::file_step(name).map(|(sc, n, s)| (sc, parent, n.to_string(), s))
 }
 
-/// What must agree between the readable checkpoints of a run.
-fn identity(a: &Adapter) -> (Kind, Option<String>, Vec<(&str, &[usize])>) {
+/// What must agree between the readable checkpoints of a run: kind, base model, tensor names
+/// and shapes.
+type Identity<'a> = (Kind, Option<String>, Vec<(&'a str, &'a [usize])>);
+
+fn identity(a: &Adapter) -> Identity<'_> {
     let mut names: Vec<(&str, &[usize])> = a
         .tensors
         .iter()
