@@ -2,7 +2,13 @@
 //!
 //! cargo run --release --example synth -- DIR attn|peft|tinker [--rank R] [--expert-rank R]
 //!     [--expert-layers 0,7,15] [--dtype F32|BF16] [--seed N]
+//!     [--run trainer|mlx|kohya --steps 100,200,300 [--wake-expert E@STEP] [--frozen-expert E]]
+//!
+//! With `--run`, DIR becomes a training run: one checkpoint per step in that naming scheme,
+//! σ growing over the steps, expert E zero before STEP (`--wake-expert`) or at every step
+//! (`--frozen-expert`), and a `trainer_state.json` per Trainer checkpoint.
 
+use lorascope::synth::run::{write_run, Naming, RunSpec, Select};
 use lorascope::synth::{self, Dims, Pattern, Spec};
 use safetensors::Dtype;
 
@@ -37,6 +43,39 @@ fn main() {
         Some("BF16") => Dtype::BF16,
         _ => Dtype::F32,
     };
-    let g = synth::write_adapter(std::path::Path::new(&args[0]), &spec).expect("write adapter");
+    let dir = std::path::Path::new(&args[0]);
+    if let Some(naming) = flag("--run") {
+        let naming = match naming.as_str() {
+            "trainer" => Naming::Trainer,
+            "mlx" => Naming::Mlx,
+            "kohya" => Naming::Kohya,
+            other => panic!("unknown naming {other}"),
+        };
+        let steps: Vec<u64> = flag("--steps")
+            .unwrap_or_else(|| "100,200,300,400,500,600,700,800,900,1000".into())
+            .split(',')
+            .map(|x| x.parse().expect("step"))
+            .collect();
+        let expert = |e: usize| Select {
+            layer: None,
+            target: None,
+            expert: Some(e),
+        };
+        let mut run = RunSpec::new(spec, steps, naming);
+        if let Some(w) = flag("--wake-expert") {
+            let (e, at) = w.split_once('@').expect("E@STEP");
+            run.wake.push((
+                expert(e.parse().expect("expert")),
+                at.parse().expect("step"),
+            ));
+        }
+        if let Some(e) = flag("--frozen-expert") {
+            run.frozen.push(expert(e.parse().expect("expert")));
+        }
+        let g = write_run(dir, &run).expect("write run");
+        eprintln!("wrote {} checkpoints to {}", g.len(), args[0]);
+        return;
+    }
+    let g = synth::write_adapter(dir, &spec).expect("write adapter");
     eprintln!("wrote {} tensors to {}", g.tensors.len(), args[0]);
 }

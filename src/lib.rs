@@ -25,6 +25,7 @@ pub mod health;
 pub mod hub;
 pub mod plot;
 pub mod report;
+pub mod run;
 pub mod synth;
 pub mod tui;
 pub mod view;

@@ -74,6 +74,22 @@ fn the_command_line_is_a_leaf() {
 }
 
 #[test]
+fn runs_are_a_library_of_their_own() {
+    // The run engine serves the command line and the explorer alike: it uses neither.
+    let g = graph();
+    let deps = g.get("run").expect("src/run exists");
+    for ui in ["cli", "tui", "plot", "view"] {
+        assert!(!deps.contains(ui), "run uses crate::{ui}: {deps:?}");
+    }
+    for lower in [
+        "adapter", "compute", "hub", "synth", "base", "health", "export",
+    ] {
+        let d = g.get(lower).expect("module");
+        assert!(!d.contains("run"), "{lower} uses crate::run");
+    }
+}
+
+#[test]
 fn modules_depend_one_way() {
     let g = graph();
     // Depth-first search for a back edge; report the cycle found.

@@ -335,7 +335,7 @@ fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
                 || !f.safetensors.is_empty()
                 || f.config.is_some()
         })
-        .map(|mut f| {
+        .flat_map(|mut f| {
             f.other_files.retain(|n| !is_gguf_name(n));
             // The folder's real path: its files' parent (names may not be UTF-8).
             let at = f
@@ -353,7 +353,11 @@ fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
                 problem: None,
                 other_files: f.other_files,
             };
-            (f.sub, src)
+            // Checkpoints side by side (mlx-lm, kohya) are adapters of their own.
+            let sub = f.sub;
+            crate::adapter::checkpoint::split(src)
+                .into_iter()
+                .map(move |s| (sub.clone(), s))
         })
         .collect();
     for (sub, path, msg) in unreadable {

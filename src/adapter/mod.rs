@@ -1,6 +1,7 @@
 //! An adapter as lorascope sees it: its files' headers, its config, its kind and its deltas.
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
 pub mod discovery;
 pub mod format;

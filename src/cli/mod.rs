@@ -21,6 +21,7 @@ mod plot;
 mod report;
 mod sarif;
 pub mod table;
+mod timeline;
 mod tui;
 
 pub use table::Table;
@@ -93,6 +94,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Draw statistics to PNG: layers or experts heatmap, or singular value spectrum
     Plot(plot::PlotArgs),
+    /// A training run's checkpoints as a timeline: every delta's norms, ranks and subspace
+    /// similarity per step, when groups woke up, which never moved, the trainer's loss
+    Timeline(timeline::TimelineArgs),
     /// Open the explorer (also what `lorascope` alone does on a terminal)
     Tui(tui::TuiArgs),
     /// Write a demo cache with one adapter of each layout (real gpt-oss-20b shapes, small ranks)
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Report(args)) => report::cmd_report(&ctx, args),
         Some(Command::Fetch(args)) => hub::cmd_fetch(&ctx, args),
         Some(Command::Plot(args)) => plot::cmd_plot(&ctx, args),
+        Some(Command::Timeline(args)) => timeline::cmd_timeline(&ctx, args),
         Some(Command::Export(args)) => export::cmd_export(&ctx, args),
         Some(Command::Demo { dir }) => cmd_demo(dir),
     }
@@ -237,7 +242,7 @@ fn cmd_default(ctx: &Catalog) -> Result<ExitCode> {
     if let Some(n) = note {
         errln!("{n}");
     }
-    out!("{}", scan_table(&adapters));
+    out!("{}", scan_table_runs(&adapters));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -249,7 +254,7 @@ fn cmd_scan(ctx: &Catalog, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
     };
     let adapters = discovery::scan(&req);
     if json {
-        print_json(&adapters.iter().map(Adapter::summary).collect::<Vec<_>>())?;
+        print_json(&scan_json(&adapters))?;
     } else {
         if adapters.is_empty() {
             errln!(
@@ -259,9 +264,121 @@ fn cmd_scan(ctx: &Catalog, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
                     .map_or("the hub cache".into(), |c| c.display().to_string())
             );
         }
-        out!("{}", scan_table(&adapters));
+        out!("{}", scan_table_runs(&adapters));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One row of `scan`: an adapter, or a run in place of its checkpoints.
+enum ScanRow<'a> {
+    Adapter(&'a Adapter),
+    Run(&'a crate::run::Run),
+}
+
+/// The rows of a scan: each run (`run::detect`) at the place of its first checkpoint, its
+/// other checkpoints folded into it.
+fn scan_rows<'a>(adapters: &'a [Adapter], runs: &'a [crate::run::Run]) -> Vec<ScanRow<'a>> {
+    let mut at = std::collections::BTreeMap::new();
+    let mut member = vec![false; adapters.len()];
+    for r in runs {
+        let first = r.members.iter().map(|m| m.index).min().unwrap_or(0);
+        at.insert(first, r);
+        r.members.iter().for_each(|m| member[m.index] = true);
+    }
+    let mut rows = Vec::with_capacity(adapters.len());
+    for (i, a) in adapters.iter().enumerate() {
+        if let Some(r) = at.get(&i) {
+            rows.push(ScanRow::Run(r));
+        } else if !member[i] {
+            rows.push(ScanRow::Adapter(a));
+        }
+    }
+    rows
+}
+
+/// A run's summary: its last readable checkpoint's, as the run folder, with kind `run`.
+fn run_summary(adapters: &[Adapter], r: &crate::run::Run) -> crate::adapter::Summary {
+    let shown = r
+        .members
+        .iter()
+        .rev()
+        .map(|m| &adapters[m.index])
+        .find(|a| !crate::run::detect::unreadable(a))
+        .unwrap_or(&adapters[r.members[0].index]);
+    let mut s = shown.summary();
+    s.id = r.id.clone();
+    s.path = r.path.display().to_string();
+    s.error = None;
+    s.files = r
+        .members
+        .iter()
+        .map(|m| adapters[m.index].files.len())
+        .sum();
+    s.bytes = r.members.iter().map(|m| adapters[m.index].bytes()).sum();
+    s
+}
+
+/// `scan --json`: adapters as `Adapter::summary`, a run as its summary with `kind` `run` and
+/// `checkpoints`, `steps`, `scheme`, `checkpoint_ids`, `unreadable` added (docs/json.md).
+fn scan_json(adapters: &[Adapter]) -> Vec<serde_json::Value> {
+    let runs = crate::run::detect::detect(adapters);
+    scan_rows(adapters, &runs)
+        .into_iter()
+        .map(|row| match row {
+            ScanRow::Adapter(a) => serde_json::to_value(a.summary()).unwrap_or_default(),
+            ScanRow::Run(r) => {
+                let mut v = serde_json::to_value(run_summary(adapters, r)).unwrap_or_default();
+                let (first, last) = r.steps();
+                let ids: Vec<&str> = r
+                    .members
+                    .iter()
+                    .map(|m| adapters[m.index].id.as_str())
+                    .collect();
+                let bad = r
+                    .members
+                    .iter()
+                    .filter(|m| crate::run::detect::unreadable(&adapters[m.index]))
+                    .count();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("kind".into(), "run".into());
+                    o.insert("checkpoints".into(), r.members.len().into());
+                    o.insert("steps".into(), serde_json::json!([first, last]));
+                    o.insert("scheme".into(), r.scheme.as_str().into());
+                    o.insert("checkpoint_ids".into(), ids.into());
+                    o.insert("unreadable".into(), bad.into());
+                }
+                v
+            }
+        })
+        .collect()
+}
+
+/// The human table of `scan` with runs folded into one row each: `run: N checkpoints, steps
+/// A–B` in the pattern column; its unreadable checkpoints are listed under `errors:`.
+pub fn scan_table_runs(adapters: &[Adapter]) -> String {
+    let runs = crate::run::detect::detect(adapters);
+    let rows = scan_rows(adapters, &runs).into_iter().map(|row| match row {
+        ScanRow::Adapter(a) => (a.summary(), None, vec![], vec![]),
+        ScanRow::Run(r) => {
+            let (first, last) = r.steps();
+            let label = format!("run: {} checkpoints, steps {first}–{last}", r.members.len());
+            let errors = r
+                .members
+                .iter()
+                .map(|m| &adapters[m.index])
+                .filter(|a| crate::run::detect::unreadable(a))
+                .map(|a| {
+                    let why = a
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "no safetensors file".into());
+                    (a.id.clone(), why)
+                })
+                .collect();
+            (run_summary(adapters, r), Some(label), errors, vec![])
+        }
+    });
+    table_of(rows, &[])
 }
 
 /// The human table of `scan`, with error messages listed under it.
@@ -274,6 +391,22 @@ pub(crate) fn scan_table_with<'a>(
     rows: impl Iterator<Item = (&'a Adapter, Vec<String>)>,
     extra: &[&str],
 ) -> String {
+    table_of(
+        rows.map(|(a, more)| (a.summary(), None, vec![], more)),
+        extra,
+    )
+}
+
+/// A scan row for the table: its summary, a pattern cell that replaces the summary's, errors of
+/// its parts (id, message) and extra cells.
+type TableRow = (
+    crate::adapter::Summary,
+    Option<String>,
+    Vec<(String, String)>,
+    Vec<String>,
+);
+
+fn table_of(rows: impl Iterator<Item = TableRow>, extra: &[&str]) -> String {
     let mut heads = vec![
         "ID",
         "PATTERN",
@@ -289,11 +422,10 @@ pub(crate) fn scan_table_with<'a>(
     let mut t = Table::new(&heads);
     let mut errors = String::new();
     let mut unknown = String::new();
-    for (a, more) in rows {
-        let s = a.summary();
+    for (s, pattern, part_errors, more) in rows {
         let mut cells = vec![
             s.id.clone(),
-            text::pattern_cell(s.pattern, s.base_of),
+            pattern.unwrap_or_else(|| text::pattern_cell(s.pattern, s.base_of)),
             text::compact_targets(&s.targets),
             text::opt(s.attention_rank),
             text::opt(s.expert_rank),
@@ -312,6 +444,10 @@ pub(crate) fn scan_table_with<'a>(
         let line = |what: &str| text::escape_line(&format!("  {}: {what}", s.id)).into_owned();
         if let Some(e) = &s.error {
             errors.push_str(&line(e));
+            errors.push('\n');
+        }
+        for (id, e) in part_errors {
+            errors.push_str(&text::escape_line(&format!("  {id}: {e}")));
             errors.push('\n');
         }
         if let Some(n) = s.notes.iter().find(|n| n.starts_with("unrecognised:")) {

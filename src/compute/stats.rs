@@ -287,6 +287,12 @@ pub fn from_sigma(index: usize, d: &Delta, sigma: Vec<f64>) -> DeltaStats {
     }
 }
 
+/// Exact zeros: the delta is finite and one factor never left its zero initialisation (R = 0
+/// exactly when its factor is all zeros). The one definition of "dead" (health, run timelines).
+pub fn is_dead(stats: &DeltaStats, r_b: &FactorR, r_a: &FactorR) -> bool {
+    stats.finite && (r_a.r.norm_l2() == 0.0 || r_b.r.norm_l2() == 0.0)
+}
+
 /// One delta measured from one read of its factors: its statistics and what the health checks
 /// need besides (factor norms, NaN/inf counts), so that `check` costs one pass like `stats`.
 #[derive(Debug, Clone)]
@@ -314,8 +320,7 @@ fn measure(
 ) -> Result<Measured> {
     let mut stats = from_sigma(index, d, sigma);
     let (norm_a, norm_b) = (r_a.r.norm_l2(), r_b.r.norm_l2());
-    // Exact zeros: the delta is finite and one factor never left its zero initialisation.
-    stats.dead = stats.finite && (norm_a == 0.0 || norm_b == 0.0);
+    stats.dead = is_dead(&stats, r_b, r_a);
     let (len_a, len_b) = (d.rank * d.in_dim, d.out_dim * d.rank);
     let (mut nonfinite_a, mut nonfinite_b) = (0, 0);
     if !(r_a.finite && r_b.finite) {

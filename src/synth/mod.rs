@@ -4,6 +4,7 @@
 pub mod base;
 pub mod demo;
 pub mod gguf;
+pub mod run;
 pub mod survey;
 pub mod torchtune;
 
