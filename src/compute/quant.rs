@@ -189,6 +189,24 @@ pub(crate) fn factor_t(raw: &[u8], shape: &[usize], f: &Factor, name: &str) -> R
     ))
 }
 
+/// Each factor's tall matrix times its X (r × k), as `Mapped::products` gives them: export's
+/// second pass over a Q8_0 source, one dequantised factor at a time.
+pub(crate) fn products(
+    raw: &[u8],
+    shape: &[usize],
+    factors: &[(Factor, Side, faer::MatRef<'_, f64>)],
+    name: &str,
+) -> Result<Vec<Mat<f64>>> {
+    factors
+        .iter()
+        .map(|(f, side, x)| {
+            let (q, transposed, rows) = view(raw, shape, f, name)?;
+            let m = dense_m(&q, transposed, &rows);
+            Ok(gram::products(&[tall_of(&m, *side)], &[*x]).swap_remove(0))
+        })
+        .collect()
+}
+
 /// Every value of a Q8_0 tensor as f64, in order.
 pub(crate) fn values(raw: &[u8]) -> Vec<f64> {
     let mut out = vec![0f32; raw.len() / Q8_0_BYTES * Q8_0_BLOCK];

@@ -228,6 +228,9 @@ impl<'a> Mapped<'a> {
         let t = &self.adapter.tensors[tensor];
         let (shape, name) = (&t.info.shape, &t.info.name);
         self.checked(tensor, |raw| {
+            if t.info.quant.is_some() {
+                return quant_of(t, |q| q.then(|| quant::products(raw, shape, factors, name)));
+            }
             with_elem!(t.info.dtype, name, T => {
                 let data = typed::<T>(raw);
                 let talls = factors

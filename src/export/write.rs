@@ -57,9 +57,9 @@ fn resolved(p: &Path) -> PathBuf {
     out
 }
 
-/// Refuses an `--out` inside a protected folder, inside or around the source, that is not a
-/// folder, or that is a non-empty folder without `force`.
-pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: bool) -> Result<()> {
+/// Refuses an `--out` (folder or file) inside a protected folder, or inside or around the
+/// source.
+pub fn check_place(out: &Path, source: &Adapter, protected: &[PathBuf]) -> Result<()> {
     let refuse = |why: String| -> Error {
         ExportError::Out {
             out: out.to_path_buf(),
@@ -89,6 +89,20 @@ pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: boo
             source.path.display()
         )));
     }
+    Ok(())
+}
+
+/// Refuses an `--out` inside a protected folder, inside or around the source, that is not a
+/// folder, or that is a non-empty folder without `force`.
+pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: bool) -> Result<()> {
+    let refuse = |why: String| -> Error {
+        ExportError::Out {
+            out: out.to_path_buf(),
+            why,
+        }
+        .into()
+    };
+    check_place(out, source, protected)?;
     match std::fs::symlink_metadata(out) {
         Err(_) => Ok(()),
         Ok(m) if !m.is_dir() => Err(refuse("it exists and is not a folder".into())),
@@ -181,6 +195,11 @@ pub fn tensors(
                 .entry((module.as_str(), *param))
                 .or_default()
                 .push((*expert, p)),
+            Slot::Gguf { base, .. } => {
+                return Err(Error::Other(format!(
+                    "{base}: a GGUF tensor in a PEFT folder"
+                )))
+            }
         }
     }
     for ((module, param), members) in &packs {
@@ -295,6 +314,7 @@ pub fn config(a: &Adapter, plan: &Plan, r: usize) -> Vec<u8> {
             Slot::Linear { module } | Slot::Embedding { module } => modules.push(module),
             Slot::Param { module, param } => params.push(format!("{module}.{param}")),
             Slot::Packed { module, param, .. } => params.push(format!("{module}.{}", param.name())),
+            Slot::Gguf { .. } => {}
         }
     }
     modules.sort_unstable();
@@ -498,7 +518,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 
 /// Tests kill an export here, after the files are written and before they are moved into place
 /// (`LORASCOPE_TEST_PAUSE_BEFORE_COMMIT` = milliseconds).
-fn pause_for_tests() {
+pub(super) fn pause_for_tests() {
     if let Some(ms) = std::env::var("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT")
         .ok()
         .and_then(|v| v.parse().ok())
