@@ -684,8 +684,8 @@ pub(super) fn export(
         .is_some_and(|b| b.to_ascii_lowercase().contains("gpt-oss-"));
     if plan.experts > 0 && !named {
         notes.push(format!(
-            "the base model is not named: expert tensors hold {} experts (the highest adapted + \
-             1); llama.cpp needs the base's expert count",
+            "the base model's name does not say its expert count: expert tensors hold {} \
+             experts (the highest adapted + 1); llama.cpp needs the base's count",
             plan.experts
         ));
     }
