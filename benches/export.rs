@@ -22,6 +22,7 @@ fn load(dir: &Path, spec: &Spec) -> Adapter {
 
 fn options(rank: usize) -> Options {
     Options {
+        format: lorascope::export::Format::Peft,
         engine: Engine::Peft,
         rank: RankRule::Rank(rank),
         max_rank: None,

@@ -10,7 +10,6 @@
 mod support;
 
 use faer::Mat;
-use lorascope::adapter::format::TensorData;
 use lorascope::adapter::layout::{LayoutOptions, Target};
 use lorascope::adapter::{Adapter, Source};
 use lorascope::compute::stats::Control;
@@ -51,6 +50,7 @@ fn written(dir: &Path, spec: &Spec) -> Adapter {
 
 fn options() -> Options {
     Options {
+        format: export::Format::Peft,
         engine: Engine::Peft,
         rank: RankRule::Keep,
         max_rank: None,
@@ -330,24 +330,7 @@ fn written_with(
     extra: &[(String, Vec<usize>, Vec<f64>)],
     edit: impl Fn(&mut serde_json::Value),
 ) -> Adapter {
-    let mut g = synth::generate(spec);
-    for (name, shape, v) in extra {
-        g.tensors.push(TensorData {
-            name: name.clone(),
-            dtype: Dtype::F32,
-            shape: shape.clone(),
-            bytes: Some(lorascope::adapter::format::encode(v, Dtype::F32)),
-        });
-    }
-    g.tensors.sort_by(|x, y| x.name.cmp(&y.name));
-    edit(&mut g.config);
-    std::fs::create_dir_all(dir).unwrap();
-    synth::write_safetensors(&dir.join(spec.pattern.file_name()), &g.tensors, true).unwrap();
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        serde_json::to_vec(&g.config).unwrap(),
-    )
-    .unwrap();
+    support::write_with_extra(dir, spec, extra, edit);
     load(dir)
 }
 

@@ -580,7 +580,7 @@ pub fn write_file(
 }
 
 /// The header (magic to the padding before the data) of a file of these tensors.
-fn header_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
+pub fn header_bytes(kv: &[(&str, Value)], tensors: &[WriteTensor]) -> Vec<u8> {
     let mut out = Vec::new();
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// llama.cpp's tensor names (gguf-py/gguf/constants.py `TENSOR_NAMES`, the `blk.{bid}.` ones)
 /// and the lorascope target each changes. Expert tensors (`*_exps`) are 3D and become per-expert
 /// deltas through the 3D rule; the dense FFN tensors of the same projection share its target.
-const TARGETS: &[(&str, &str)] = &[
+pub(crate) const TARGETS: &[(&str, &str)] = &[
     ("attn_q", "q_proj"),
     ("attn_k", "k_proj"),
     ("attn_v", "v_proj"),
@@ -33,7 +33,7 @@ const TARGETS: &[(&str, &str)] = &[
 ];
 
 /// Tensors outside the blocks (`token_embd`, `output`) and their targets.
-const GLOBAL: &[(&str, &str)] = &[("token_embd", "embed_tokens"), ("output", "lm_head")];
+pub(crate) const GLOBAL: &[(&str, &str)] = &[("token_embd", "embed_tokens"), ("output", "lm_head")];
 
 /// Parses a GGUF tensor name: a LoRA factor (`….lora_a`, `….lora_b`) or a whole tensor (a
 /// model's weights, or the norm vectors mergekit's extractions carry, which llama.cpp skips).

@@ -5,7 +5,7 @@ use super::table::Table;
 use super::{print_json, ReadOpts};
 use crate::adapter::catalog::Catalog;
 use crate::compute::stats::Control;
-use crate::export::{self, Engine, Options, RankRule, Report};
+use crate::export::{self, Engine, Format, Options, RankRule, Report};
 use crate::view::text;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -18,12 +18,17 @@ use std::process::ExitCode;
 pub struct ExportArgs {
     /// An id from `scan` or a path
     pub adapter: String,
-    /// The folder to write (created; a non-empty one only with --force)
-    #[arg(long, value_name = "DIR")]
+    /// The folder to write (created; a non-empty one only with --force); with --format gguf,
+    /// the .gguf file (an existing one only with --force)
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     pub out: PathBuf,
-    /// What the output must load in: PEFT, or an engine whose rules it must pass
-    #[arg(long = "for", value_enum, default_value = "peft")]
-    pub engine: EngineArg,
+    /// What to write: a PEFT adapter folder, or a GGUF LoRA file for llama.cpp
+    #[arg(long, value_enum, default_value = "peft")]
+    pub format: FormatArg,
+    /// What the output must load in: PEFT, or an engine whose rules it must pass (default:
+    /// peft; llamacpp with --format gguf)
+    #[arg(long = "for", value_enum)]
+    pub engine: Option<EngineArg>,
     /// Truncate every delta to its best rank-K approximation
     #[arg(long, value_name = "K", conflicts_with = "energy")]
     pub rank: Option<usize>,
@@ -37,7 +42,7 @@ pub struct ExportArgs {
     /// say so, instead of stopping
     #[arg(long)]
     pub drop_unservable: bool,
-    /// The data type written (default: the source's)
+    /// The data type written (default: the source's); q8_0 only with --format gguf
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
     /// Replace a non-empty --out
@@ -54,6 +59,13 @@ pub enum EngineArg {
     Peft,
     Vllm,
     Sglang,
+    Llamacpp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Peft,
+    Gguf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +73,8 @@ pub enum DtypeArg {
     F32,
     Bf16,
     F16,
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 pub fn cmd_export(ctx: &Catalog, args: ExportArgs) -> Result<ExitCode> {
@@ -74,19 +88,32 @@ pub fn cmd_export(ctx: &Catalog, args: ExportArgs) -> Result<ExitCode> {
     if args.max_rank == Some(0) {
         bail!("--max-rank must be at least 1");
     }
+    let gguf = args.format == FormatArg::Gguf;
+    let q8_0 = args.dtype == Some(DtypeArg::Q8_0);
+    if q8_0 && !gguf {
+        bail!("--dtype q8_0 is a GGUF type: pass --format gguf");
+    }
     let a = ctx.find_usable(&args.adapter, args.read.layout())?;
     let opts = Options {
+        format: if gguf {
+            Format::Gguf { q8_0 }
+        } else {
+            Format::Peft
+        },
         engine: match args.engine {
-            EngineArg::Peft => Engine::Peft,
-            EngineArg::Vllm => Engine::Vllm,
-            EngineArg::Sglang => Engine::Sglang,
+            None if gguf => Engine::Llamacpp,
+            None | Some(EngineArg::Peft) => Engine::Peft,
+            Some(EngineArg::Vllm) => Engine::Vllm,
+            Some(EngineArg::Sglang) => Engine::Sglang,
+            Some(EngineArg::Llamacpp) => Engine::Llamacpp,
         },
         rank,
         max_rank: args.max_rank,
-        dtype: args.dtype.map(|d| match d {
-            DtypeArg::F32 => Dtype::F32,
-            DtypeArg::Bf16 => Dtype::BF16,
-            DtypeArg::F16 => Dtype::F16,
+        dtype: args.dtype.and_then(|d| match d {
+            DtypeArg::F32 => Some(Dtype::F32),
+            DtypeArg::Bf16 => Some(Dtype::BF16),
+            DtypeArg::F16 => Some(Dtype::F16),
+            DtypeArg::Q8_0 => None,
         }),
         drop_unservable: args.drop_unservable,
         force: args.force,
@@ -111,13 +138,23 @@ pub fn cmd_export(ctx: &Catalog, args: ExportArgs) -> Result<ExitCode> {
 
 /// The report for people: one row per target, then what was left out and how it was checked.
 fn human(r: &Report) -> String {
-    let mut s = format!(
-        "wrote {} (PEFT, {}, rank {}) from {}\n\n",
-        r.out.display(),
-        r.dtype,
-        r.r,
-        r.source
-    );
+    let mut s = if r.format == "gguf" {
+        format!(
+            "wrote {} (GGUF for llama.cpp, {}, adapter.lora.alpha {} = the largest rank) from {}\n\n",
+            r.out.display(),
+            r.dtype,
+            r.r,
+            r.source
+        )
+    } else {
+        format!(
+            "wrote {} (PEFT, {}, rank {}) from {}\n\n",
+            r.out.display(),
+            r.dtype,
+            r.r,
+            r.source
+        )
+    };
     let mut by_target: BTreeMap<_, Vec<&export::DeltaReport>> = BTreeMap::new();
     for d in &r.deltas {
         by_target.entry(d.target.clone()).or_default().push(d);

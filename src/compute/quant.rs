@@ -192,6 +192,32 @@ pub(crate) fn factor_t(raw: &[u8], shape: &[usize], f: &Factor, name: &str) -> R
     ))
 }
 
+/// Each factor's tall matrix times its X (r × k), handed to `sink` a block of rows at a time as
+/// `Mapped::products` does: export's second pass over a Q8_0 source (each factor dequantised
+/// whole first: a LoRA factor is small).
+pub(crate) fn products(
+    raw: &[u8],
+    shape: &[usize],
+    factors: &[(Factor, Side, faer::MatRef<'_, f64>)],
+    name: &str,
+    sink: impl FnMut(usize, &[faer::MatRef<'_, f64>]) -> Result<()>,
+) -> Result<()> {
+    let dense = factors
+        .iter()
+        .map(|(f, _, _)| {
+            let (q, transposed, rows) = view(raw, shape, f, name)?;
+            Ok(dense_m(&q, transposed, &rows))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let talls: Vec<ArrayView2<'_, f32>> = dense
+        .iter()
+        .zip(factors)
+        .map(|(m, (_, side, _))| tall_of(m, *side))
+        .collect();
+    let xs: Vec<faer::MatRef<'_, f64>> = factors.iter().map(|f| f.2).collect();
+    gram::products(&talls, &xs, sink)
+}
+
 /// Every value of a Q8_0 tensor as f64, in order.
 pub(crate) fn values(raw: &[u8]) -> Vec<f64> {
     let mut out = vec![0f32; raw.len() / Q8_0_BYTES * Q8_0_BLOCK];

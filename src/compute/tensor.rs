@@ -231,6 +231,11 @@ impl<'a> Mapped<'a> {
         let t = &self.adapter.tensors[tensor];
         let (shape, name) = (&t.info.shape, &t.info.name);
         self.checked(tensor, |raw| {
+            if t.info.quant.is_some() {
+                return quant_of(t, |q| {
+                    q.then(|| quant::products(raw, shape, factors, name, sink))
+                });
+            }
             with_elem!(t.info.dtype, name, T => {
                 let data = typed::<T>(raw);
                 let talls = factors

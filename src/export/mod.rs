@@ -6,6 +6,7 @@
 //! into place (docs/export.md).
 
 pub mod factors;
+mod gguf;
 pub mod plan;
 mod weights;
 mod write;
@@ -38,9 +39,20 @@ pub enum RankRule {
     Energy(f64),
 }
 
+/// What kind of file the output is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A PEFT adapter folder.
+    Peft,
+    /// A GGUF LoRA file for llama.cpp (`Engine::Llamacpp`); `q8_0` quantises the factors to
+    /// Q8_0 (`dtype` is then not used).
+    Gguf { q8_0: bool },
+}
+
 /// What to write.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub format: Format,
     pub engine: Engine,
     pub rank: RankRule,
     /// Caps the rank the rule gives.
@@ -120,6 +132,23 @@ pub fn export(a: &Adapter, out: &Path, opts: &Options, ctl: &Control) -> Result<
             id: a.id.clone(),
             msg: e.clone(),
         });
+    }
+    match (opts.format, opts.engine) {
+        (Format::Gguf { q8_0 }, Engine::Llamacpp) => return gguf::export(a, out, opts, q8_0, ctl),
+        (Format::Gguf { .. }, e) => {
+            return Err(ExportError::Option(format!(
+                "a GGUF file is for llama.cpp, not {}: leave out --for or pass --for llamacpp",
+                e.as_str()
+            ))
+            .into())
+        }
+        (Format::Peft, Engine::Llamacpp) => {
+            return Err(ExportError::Option(
+                "llama.cpp reads GGUF LoRA files: pass --format gguf".into(),
+            )
+            .into())
+        }
+        (Format::Peft, _) => {}
     }
     write::check_out(out, a, &opts.protected, opts.force)?;
     let dtype = output_dtype(a, opts.dtype)?;
@@ -212,7 +241,7 @@ fn reduce(m: &Mapped, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<
     // One K per packed parameter: the largest of its experts'.
     let mut group_k: BTreeMap<(Option<usize>, Target), usize> = BTreeMap::new();
     for (d, s) in plan.deltas.iter().zip(&svds) {
-        if let plan::Slot::Packed { .. } = d.slot {
+        if d.slot.stacked() {
             let e = group_k
                 .entry((d.key.layer, d.key.target.clone()))
                 .or_default();
@@ -224,9 +253,10 @@ fn reduce(m: &Mapped, plan: &Plan, opts: &Options, ctl: &Control) -> Result<Vec<
         .iter()
         .zip(svds)
         .map(|(d, s)| {
-            let k = match d.slot {
-                plan::Slot::Packed { .. } => group_k[&(d.key.layer, d.key.target.clone())],
-                _ => wanted(&s),
+            let k = if d.slot.stacked() {
+                group_k[&(d.key.layer, d.key.target.clone())]
+            } else {
+                wanted(&s)
             };
             let k = s.rank_after(k);
             Done {
@@ -341,18 +371,34 @@ fn epsilon(d: Dtype) -> f64 {
 /// values with the ones computed before writing. A delta the plan did not write (an expert the
 /// source does not adapt, zero in its packed pair) must be exactly zero.
 fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verified> {
-    let mismatch = |m: String| -> Error { ExportError::Mismatch(m).into() };
-    let back = load(dir)?;
-    let got = stats::compute(&back, &Filter::default(), &Control::default())?;
-    let expected: BTreeMap<&DeltaKey, &Done> =
-        plan.deltas.iter().map(|d| &d.key).zip(done).collect();
     let r = done.iter().map(|d| d.rank).max().unwrap_or(1);
     let tolerance = (4.0 * epsilon(dtype) * (r as f64).sqrt()).max(1e-5);
+    verify_with(dir, plan, done, |_| tolerance)
+}
+
+/// `verify` with a tolerance per output delta (`tolerance(i)` for `plan.deltas[i]`, relative to
+/// its σ₁); `Verified::tolerance` is the largest.
+fn verify_with(
+    path: &Path,
+    plan: &Plan,
+    done: &[Done],
+    tolerance: impl Fn(usize) -> f64,
+) -> Result<Verified> {
+    let mismatch = |m: String| -> Error { ExportError::Mismatch(m).into() };
+    let back = load(path)?;
+    let got = stats::compute(&back, &Filter::default(), &Control::default())?;
+    let expected: BTreeMap<&DeltaKey, (usize, &Done)> = plan
+        .deltas
+        .iter()
+        .map(|d| &d.key)
+        .zip(done.iter().enumerate())
+        .collect();
+    let max_tolerance = (0..done.len()).map(&tolerance).fold(0.0, f64::max);
     let mut worst = 0.0f64;
     let mut seen = 0;
     for g in &got.deltas {
         let key = g.key();
-        let Some(want) = expected.get(&key) else {
+        let Some(&(index, want)) = expected.get(&key) else {
             if g.fro_norm != 0.0 {
                 return Err(mismatch(format!(
                     "{} is not in the source but is not zero",
@@ -374,7 +420,7 @@ fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verifi
             } else {
                 x.abs()
             };
-            if d.is_nan() || d > tolerance {
+            if d.is_nan() || d > tolerance(index) {
                 return Err(mismatch(format!(
                     "{}: σ{} is {x:.6e}, expected {y:.6e}",
                     label(&key),
@@ -394,7 +440,7 @@ fn verify(dir: &Path, plan: &Plan, done: &[Done], dtype: Dtype) -> Result<Verifi
     Ok(Verified {
         deltas: seen,
         max_difference: worst,
-        tolerance,
+        tolerance: max_tolerance,
     })
 }
 

@@ -23,6 +23,8 @@ pub enum Engine {
     Peft,
     Vllm,
     Sglang,
+    /// llama.cpp (and Ollama, LM Studio): a GGUF LoRA file (`export::gguf`).
+    Llamacpp,
 }
 
 impl Engine {
@@ -31,13 +33,14 @@ impl Engine {
             Engine::Peft => "peft",
             Engine::Vllm => "vllm",
             Engine::Sglang => "sglang",
+            Engine::Llamacpp => "llamacpp",
         }
     }
 
     /// The engine's serving rule table (`check`'s), if it has one.
     pub fn serving(self) -> Option<serving::Engine> {
         match self {
-            Engine::Peft => None,
+            Engine::Peft | Engine::Llamacpp => None,
             Engine::Vllm => Some(serving::Engine::Vllm),
             Engine::Sglang => Some(serving::Engine::Sglang),
         }
@@ -112,9 +115,24 @@ pub enum Slot {
         param: Param,
         expert: usize,
     },
+    /// A factor pair of a GGUF LoRA file for llama.cpp's tensor `base` (`blk.3.attn_q.weight`);
+    /// with an expert, its slice of the 3-D stacked pair (`export::gguf`).
+    Gguf { base: String, expert: Option<usize> },
 }
 
 impl Slot {
+    /// Whether the slot is one expert of a stacked or packed pair, whose experts share one rank.
+    pub fn stacked(&self) -> bool {
+        matches!(
+            self,
+            Slot::Packed { .. }
+                | Slot::Gguf {
+                    expert: Some(_),
+                    ..
+                }
+        )
+    }
+
     /// How a dropped delta is named to the user.
     pub fn name(&self) -> String {
         match self {
@@ -125,6 +143,9 @@ impl Slot {
                 param,
                 expert,
             } => format!("{module}.{} expert {expert}", param.name()),
+            Slot::Gguf { base, expert } => {
+                base.clone() + &expert.map_or(String::new(), |e| format!(" expert {e}"))
+            }
         }
     }
 }
@@ -154,7 +175,7 @@ const GPT_OSS_EXPERTS: [(&str, usize); 2] = [("gpt-oss-120b", 128), ("gpt-oss-20
 
 /// Whether the source adapts a gpt-oss model: its config names one, or it has fused gate_up
 /// expert deltas (no other model lorascope knows fuses them).
-fn is_gpt_oss(a: &Adapter) -> bool {
+pub(super) fn is_gpt_oss(a: &Adapter) -> bool {
     let named = a
         .base_model()
         .is_some_and(|b| b.to_ascii_lowercase().contains("gpt-oss"));
@@ -166,7 +187,7 @@ fn is_gpt_oss(a: &Adapter) -> bool {
 
 /// An embedding LoRA whose ΔW the reader gives as (V, H), the embedding's own shape: PEFT's
 /// `lora_embedding_A/B` and mlx-lm's `LoRAEmbedding` (the reader's `swap`).
-fn is_embedding(a: &Adapter, d: &Delta) -> bool {
+pub(super) fn is_embedding(a: &Adapter, d: &Delta) -> bool {
     a.tensors[d.a.tensor].name.swap
 }
 
@@ -179,9 +200,9 @@ fn module_path(a: &Adapter, module: &str, gpt_oss: bool) -> String {
     }
 }
 
-/// Plans the output of `a` for `engine`. What the output cannot carry is an error listing it all,
-/// unless `drop_unservable`, which leaves it out and lists it in `Plan::dropped`.
-pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, ExportError> {
+/// Refuses what no plain LoRA can carry exactly, whatever the output: DoRA, and inits that
+/// change the base weights.
+pub(super) fn refuse_unfoldable(a: &Adapter) -> Result<(), ExportError> {
     if a.is_dora() || a.config.config().is_some_and(|c| c.use_dora) {
         return Err(ExportError::Refused {
             items: vec![Dropped {
@@ -204,6 +225,13 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
             }],
         });
     }
+    Ok(())
+}
+
+/// Plans the output of `a` for `engine`. What the output cannot carry is an error listing it all,
+/// unless `drop_unservable`, which leaves it out and lists it in `Plan::dropped`.
+pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, ExportError> {
+    refuse_unfoldable(a)?;
     let gpt_oss = is_gpt_oss(a);
     let mut left_out = Vec::new();
     for t in &a.tensors {
@@ -327,16 +355,7 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
             "expert index {m} is above the {MAX_EXPERTS} experts a packed pair may hold"
         )));
     }
-    let experts = max_expert.map_or(0, |m| {
-        let known = a.base_model().and_then(|b| {
-            let b = b.to_ascii_lowercase();
-            GPT_OSS_EXPERTS
-                .iter()
-                .find(|(name, _)| b.contains(name))
-                .map(|(_, e)| *e)
-        });
-        known.unwrap_or(0).max(m + 1)
-    });
+    let experts = max_expert.map_or(0, |m| expert_count(a, m));
     deltas.sort_by(|x, y| x.key.cmp(&y.key));
     Ok(Plan {
         deltas,
@@ -344,6 +363,19 @@ pub fn plan(a: &Adapter, engine: Engine, drop_unservable: bool) -> Result<Plan, 
         dropped: left_out,
         notes,
     })
+}
+
+/// E of a stacked or packed expert pair: the base's expert count when its name says it (every
+/// expert a serving engine may route to has a slice), else the highest expert index + 1.
+pub(super) fn expert_count(a: &Adapter, max_expert: usize) -> usize {
+    let known = a.base_model().and_then(|b| {
+        let b = b.to_ascii_lowercase();
+        GPT_OSS_EXPERTS
+            .iter()
+            .find(|(name, _)| b.contains(name))
+            .map(|(_, e)| *e)
+    });
+    known.unwrap_or(0).max(max_expert + 1)
 }
 
 /// Leaves out what the engine refuses or drops, as `check`'s rule table says of the source (a
@@ -398,7 +430,7 @@ fn fit(
             keep
         }),
         Engine::Vllm => return fill_one_sided(a, deltas),
-        Engine::Peft => {}
+        Engine::Peft | Engine::Llamacpp => {}
     }
     vec![]
 }

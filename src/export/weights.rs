@@ -52,6 +52,11 @@ pub fn layout(a: &Adapter, plan: &Plan, group: &[usize], r: usize) -> Result<Vec
         let d = &plan.deltas[i];
         let (o, inn) = d.src.dims(a);
         match &d.slot {
+            Slot::Gguf { base, .. } => {
+                return Err(Error::Other(format!(
+                    "{base}: a GGUF tensor in a PEFT folder"
+                )))
+            }
             Slot::Linear { module } | Slot::Param { module, .. } => {
                 out.push(Layout {
                     name: name(module, "lora_A"),

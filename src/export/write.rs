@@ -54,9 +54,9 @@ fn resolved(p: &Path) -> PathBuf {
     out
 }
 
-/// Refuses an `--out` inside a protected folder, inside or around the source, that is not a
-/// folder, or that is a non-empty folder without `force`.
-pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: bool) -> Result<()> {
+/// Refuses an `--out` (folder or file) inside a protected folder, or inside or around the
+/// source.
+pub fn check_place(out: &Path, source: &Adapter, protected: &[PathBuf]) -> Result<()> {
     let refuse = |why: String| -> Error {
         ExportError::Out {
             out: out.to_path_buf(),
@@ -86,6 +86,20 @@ pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: boo
             source.path.display()
         )));
     }
+    Ok(())
+}
+
+/// Refuses an `--out` inside a protected folder, inside or around the source, that is not a
+/// folder, or that is a non-empty folder without `force`.
+pub fn check_out(out: &Path, source: &Adapter, protected: &[PathBuf], force: bool) -> Result<()> {
+    let refuse = |why: String| -> Error {
+        ExportError::Out {
+            out: out.to_path_buf(),
+            why,
+        }
+        .into()
+    };
+    check_place(out, source, protected)?;
     match std::fs::symlink_metadata(out) {
         Err(_) => Ok(()),
         Ok(m) if !m.is_dir() => Err(refuse("it exists and is not a folder".into())),
@@ -132,6 +146,7 @@ pub fn config(a: &Adapter, plan: &Plan, r: usize) -> Vec<u8> {
             Slot::Linear { module } | Slot::Embedding { module } => modules.push(module),
             Slot::Param { module, param } => params.push(format!("{module}.{param}")),
             Slot::Packed { module, param, .. } => params.push(format!("{module}.{}", param.name())),
+            Slot::Gguf { .. } => {}
         }
     }
     modules.sort_unstable();

@@ -347,6 +347,7 @@ fn start(app: &mut App) {
         }
     };
     let opts = Options {
+        format: export::Format::Peft,
         engine: p.engine,
         rank,
         max_rank: None,
@@ -617,6 +618,7 @@ fn outcome(
                 Engine::Peft => "a PEFT adapter folder (PeftModel.from_pretrained loads it)",
                 Engine::Vllm => "a PEFT folder vLLM serves: one rank, its --max-lora-rank printed",
                 Engine::Sglang => "a PEFT folder SGLang serves: one rank for the whole adapter",
+                Engine::Llamacpp => "a GGUF file llama.cpp loads (export --format gguf)",
             };
             let lines = vec![
                 indent(format!("writes {what};"), theme.dim()),

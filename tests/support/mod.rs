@@ -387,3 +387,31 @@ pub fn within<T: Send + 'static>(
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("{what}: still running after {secs} s (stalled)"))
 }
+
+/// Writes a synthetic adapter with extra tensors (F32, values given row-major) and its config
+/// edited into `dir`.
+pub fn write_with_extra(
+    dir: &Path,
+    spec: &Spec,
+    extra: &[(String, Vec<usize>, Vec<f64>)],
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    let mut g = synth::generate(spec);
+    for (name, shape, v) in extra {
+        g.tensors.push(lorascope::adapter::format::TensorData {
+            name: name.clone(),
+            dtype: Dtype::F32,
+            shape: shape.clone(),
+            bytes: Some(lorascope::adapter::format::encode(v, Dtype::F32)),
+        });
+    }
+    g.tensors.sort_by(|x, y| x.name.cmp(&y.name));
+    edit(&mut g.config);
+    fs::create_dir_all(dir).unwrap();
+    synth::write_safetensors(&dir.join(spec.pattern.file_name()), &g.tensors, true).unwrap();
+    fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec(&g.config).unwrap(),
+    )
+    .unwrap();
+}
