@@ -34,8 +34,9 @@ pub struct ListScreen {
     uses: crate::adapter::BaseUses,
     /// The columns shown (the Hub list has one more).
     pub columns: Vec<ListColumn>,
-    /// The `org/` every id starts with, when all rows share one: the ID column's title shows it
-    /// once and the cells leave it out, so that ids keep their distinctive part at 120 columns.
+    /// The folder every id starts with (`org/`, or a named folder), when all rows share one: the
+    /// ID column's title shows it once and the cells leave it out, so that ids keep their
+    /// distinctive part at 120 columns.
     pub org: Option<String>,
 }
 
@@ -348,23 +349,33 @@ impl ListScreen {
     }
 }
 
-/// The `org/` prefix of every id, when there are two ids or more and all start with the same one
-/// (paths and bare names have none).
+/// The folder prefix every id shares (`org/` of Hub ids, `/runs/x/` of named files), up to its
+/// last `/`, when there are two ids or more and each has a name after it (`/` and `./` alone are
+/// no prefix worth naming).
 fn shared_org<'a>(mut ids: impl Iterator<Item = &'a str>) -> Option<String> {
-    let org_of = |id: &'a str| {
-        let (org, rest) = id.split_once('/')?;
-        let plain = !org.is_empty() && org != "." && org != ".." && !rest.is_empty();
-        plain.then_some(org)
-    };
-    let first = org_of(ids.next()?)?;
+    let first = ids.next()?;
+    let mut len = first.rfind('/').map_or(0, |i| i + 1);
     let mut n = 1;
     for id in ids {
-        if org_of(id) != Some(first) {
+        let common = first
+            .bytes()
+            .zip(id.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Bytes, not chars: `/` is ASCII, so the cut stays on a char boundary.
+        len = first.as_bytes()[..common]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |i| i + 1);
+        if len == 0 || id.len() == len {
             return None;
         }
         n += 1;
     }
-    (n >= 2).then(|| format!("{first}/"))
+    let prefix = &first[..len];
+    let named = first.len() > len && !matches!(prefix, "" | "/" | "./" | "../");
+    (n >= 2 && named).then(|| prefix.to_string())
 }
 
 #[cfg(test)]
@@ -378,6 +389,16 @@ mod tests {
         assert_eq!(org(&["a/x", "b/y"]), None);
         assert_eq!(org(&["a/x"]), None, "one row keeps its whole id");
         assert_eq!(org(&["a/x", "/tmp/a"]), None);
+        assert_eq!(org(&["/r/0001.st", "/r/0002.st"]).as_deref(), Some("/r/"));
+        assert_eq!(org(&["a/b/x", "a/b/y"]).as_deref(), Some("a/b/"));
+        assert_eq!(org(&["a/b/x", "a/bc/y"]).as_deref(), Some("a/"));
+        assert_eq!(org(&["/a/x", "/b/y"]), None, "the root alone is no prefix");
+        assert_eq!(org(&["a/b", "a/b/c"]).as_deref(), Some("a/"));
+        assert_eq!(
+            org(&["a/é", "a/è"]).as_deref(),
+            Some("a/"),
+            "cut on a char boundary"
+        );
         assert_eq!(org(&["./x", "./y"]), None, "relative paths are not orgs");
         assert_eq!(org(&["a/x", "plain"]), None);
         assert_eq!(org(&[]), None);
