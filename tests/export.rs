@@ -252,36 +252,9 @@ fn assert_same(src: &BTreeMap<Key, Mat<f64>>, out: &BTreeMap<Key, Mat<f64>>, tol
     }
 }
 
-fn synthetic(pattern: Pattern) -> Spec {
-    let mut s = Spec::new(Dims::TOY, pattern);
-    s.attn_rank = 3;
-    s.expert_rank = 2;
-    s
-}
-
-fn family_specs() -> Vec<(&'static str, Spec)> {
-    let mut rs = synthetic(Pattern::Attention);
-    rs.rslora = true;
-    rs.rank_pattern = vec![("q_proj".into(), 2)];
-    rs.alpha_pattern = vec![("v_proj".into(), 5.0)];
-    vec![
-        ("peft attention, rsLoRA and patterns", rs),
-        (
-            "peft target_parameters experts",
-            synthetic(Pattern::PeftExperts { layers: vec![0, 2] }),
-        ),
-        (
-            "unsloth module lists",
-            synthetic(Pattern::UnslothExperts { layers: vec![1] }),
-        ),
-        ("tinker 3-D", synthetic(Pattern::Tinker3d)),
-        ("mlx-lm", synthetic(Pattern::Mlx { layers: 2 })),
-    ]
-}
-
 #[test]
 fn every_layout_family_round_trips_with_equal_dense_deltas() {
-    for (what, spec) in family_specs() {
+    for (what, spec) in support::export_families() {
         let tmp = tempfile::tempdir().unwrap();
         let src_dir = tmp.path().join("src");
         let a = written(&src_dir, &spec);
@@ -356,7 +329,7 @@ fn embedding_and_router_lora_are_written_for_peft_with_the_sources_delta() {
 
     // mlx-lm (mlx_lm/tuner/lora.py): LoRAEmbedding lora_a (V, r), lora_b (r, H), ΔW (V, H) =
     // scale·lora_a·lora_b; the router is a LoRALinear, ΔW (E, H) = scale·lora_bᵀ·lora_aᵀ.
-    let mut spec = synthetic(Pattern::Mlx { layers: 1 });
+    let mut spec = support::toy_spec(Pattern::Mlx { layers: 1 });
     spec.attn_rank = r;
     let (ea, eb) = (values(VOCAB * r, 11), values(r * h, 12));
     let mlx = written_with(
@@ -391,7 +364,7 @@ fn embedding_and_router_lora_are_written_for_peft_with_the_sources_delta() {
 
     // PEFT: Embedding lora_embedding_A (r, V), lora_embedding_B (H, r), ΔW = s·(B·A)ᵀ; the
     // router a 2-D ParamWrapper next to the experts' (lora_A (r, H), lora_B (E, r), ΔW = s·B·A).
-    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![0] });
     spec.attn_rank = r;
     spec.expert_rank = r;
     let (pa, pb) = (values(r * VOCAB, 21), values(h * r, 22));
@@ -536,7 +509,7 @@ fn sigma(m: &Mat<f64>) -> Vec<f64> {
 
 #[test]
 fn truncation_errors_are_the_predicted_tail_energy() {
-    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![1] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![1] });
     spec.attn_rank = 4;
     spec.expert_rank = 3;
     let tmp = tempfile::tempdir().unwrap();
@@ -583,7 +556,7 @@ fn truncation_errors_are_the_predicted_tail_energy() {
 fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("router");
-    let a = written(&src_dir, &synthetic(Pattern::AttentionRouter));
+    let a = written(&src_dir, &support::toy_spec(Pattern::AttentionRouter));
     let out = tmp.path().join("out");
     match run(&a, &out, &options()) {
         Err(lorascope::Error::Export(ExportError::Refused { items })) => {
@@ -602,7 +575,7 @@ fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
     let experts = tmp.path().join("experts");
     let a = written(
         &experts,
-        &synthetic(Pattern::PeftExperts { layers: vec![0] }),
+        &support::toy_spec(Pattern::PeftExperts { layers: vec![0] }),
     );
     let mut opts = options();
     opts.engine = Engine::Sglang;
@@ -620,7 +593,7 @@ fn what_the_output_cannot_carry_is_refused_or_dropped_and_said() {
 fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![0] });
     spec.attn_rank = 5;
     spec.expert_rank = 3;
     let a = written(&src_dir, &spec);
@@ -643,7 +616,7 @@ fn vllm_gets_the_max_lora_rank_to_pass_and_one_rank_for_every_module() {
 #[test]
 fn stats_of_a_zero_padded_export_match_its_dense_deltas() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = synthetic(Pattern::PeftExperts { layers: vec![0, 1] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![0, 1] });
     spec.attn_rank = 5;
     spec.expert_rank = 3;
     let a = written(&tmp.path().join("src"), &spec);
@@ -682,7 +655,7 @@ fn bf16_output_is_verified_within_its_rounding() {
     let src_dir = tmp.path().join("src");
     let a = written(
         &src_dir,
-        &synthetic(Pattern::PeftExperts { layers: vec![0] }),
+        &support::toy_spec(Pattern::PeftExperts { layers: vec![0] }),
     );
     let mut opts = options();
     opts.dtype = Some(Dtype::BF16);
@@ -701,7 +674,7 @@ fn bf16_output_is_verified_within_its_rounding() {
 fn export_never_writes_into_a_cache_over_a_folder_or_its_source() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    let a = written(&src_dir, &synthetic(Pattern::Attention));
+    let a = written(&src_dir, &support::toy_spec(Pattern::Attention));
     let before = support::fingerprint(&src_dir);
     let refused = |out: &Path, opts: &Options| match run(&a, out, opts) {
         Err(lorascope::Error::Export(ExportError::Out { why, .. })) => why,
@@ -749,7 +722,7 @@ fn a_kill_while_writing_leaves_no_out_and_the_cli_reports_in_json() {
     let src_dir = home.path().join("src");
     synth::write_adapter(
         &src_dir,
-        &synthetic(Pattern::PeftExperts { layers: vec![0, 1] }),
+        &support::toy_spec(Pattern::PeftExperts { layers: vec![0, 1] }),
     )
     .unwrap();
     let out = home.path().join("out");
@@ -859,7 +832,7 @@ fn every_family_exported_for_an_engine_passes_that_engines_check() {
         .iter()
         .map(|d| (d.display().to_string(), load(d)))
         .collect();
-    for (i, (what, spec)) in family_specs().into_iter().enumerate() {
+    for (i, (what, spec)) in support::export_families().into_iter().enumerate() {
         sources.push((what.into(), written(&tmp.path().join(i.to_string()), &spec)));
     }
     for (what, a) in &sources {
@@ -889,7 +862,7 @@ fn vllm_gets_the_missing_side_of_a_one_sided_expert_layer_as_zeros() {
     let src_dir = tmp.path().join("src");
     let a = written(
         &src_dir,
-        &synthetic(Pattern::PeftExperts { layers: vec![1] }),
+        &support::toy_spec(Pattern::PeftExperts { layers: vec![1] }),
     );
     // Keep gate_up only (experts.base_layer); the config still names both, as PEFT wrote it.
     let file = src_dir.join("adapter_model.safetensors");
@@ -952,7 +925,7 @@ fn a_router_lora_vllm_refuses_is_left_out_by_the_rule_that_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let a = written(
         &tmp.path().join("src"),
-        &synthetic(Pattern::Mlx { layers: 1 }),
+        &support::toy_spec(Pattern::Mlx { layers: 1 }),
     );
     let mut opts = options();
     opts.engine = Engine::Vllm;
@@ -969,7 +942,7 @@ fn a_router_lora_vllm_refuses_is_left_out_by_the_rule_that_says_so() {
 fn an_adapter_trained_on_a_changed_base_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    synth::write_adapter(&src_dir, &synthetic(Pattern::Attention)).unwrap();
+    synth::write_adapter(&src_dir, &support::toy_spec(Pattern::Attention)).unwrap();
     let cfg_path = src_dir.join("adapter_config.json");
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();

@@ -33,33 +33,6 @@ fn open(path: &Path) -> Adapter {
     a
 }
 
-fn toy(pattern: Pattern) -> Spec {
-    let mut s = Spec::new(Dims::TOY, pattern);
-    s.attn_rank = 3;
-    s.expert_rank = 2;
-    s
-}
-
-fn families() -> Vec<(&'static str, Spec)> {
-    let mut rs = toy(Pattern::Attention);
-    rs.rslora = true;
-    rs.rank_pattern = vec![("q_proj".into(), 2)];
-    rs.alpha_pattern = vec![("v_proj".into(), 5.0)];
-    vec![
-        ("peft attention, rsLoRA and patterns", rs),
-        (
-            "peft target_parameters experts",
-            toy(Pattern::PeftExperts { layers: vec![0, 2] }),
-        ),
-        (
-            "unsloth module lists",
-            toy(Pattern::UnslothExperts { layers: vec![1] }),
-        ),
-        ("tinker 3-D", toy(Pattern::Tinker3d)),
-        ("mlx-lm", toy(Pattern::Mlx { layers: 2 })),
-    ]
-}
-
 fn gguf_options(q8_0: bool) -> Options {
     Options {
         format: Format::Gguf { q8_0 },
@@ -331,7 +304,7 @@ fn read(path: &Path) -> Gguf {
 
 #[test]
 fn every_layout_family_round_trips_as_llama_cpp_applies_it() {
-    for (what, spec) in families() {
+    for (what, spec) in support::export_families() {
         let tmp = tempfile::tempdir().unwrap();
         let a = open(&{
             synth::write_adapter(&tmp.path().join("src"), &spec).unwrap();
@@ -445,7 +418,10 @@ fn every_dtype_is_within_its_rounding_bound_and_q8_0_falls_back_like_the_convert
             "blocky experts",
             blocky(Pattern::PeftExperts { layers: vec![1] }),
         ),
-        ("toy experts", toy(Pattern::PeftExperts { layers: vec![0] })),
+        (
+            "toy experts",
+            support::toy_spec(Pattern::PeftExperts { layers: vec![0] }),
+        ),
     ] {
         let dir = tmp.path().join(what);
         synth::write_adapter(&dir, &spec).unwrap();
@@ -537,7 +513,7 @@ fn sigma(m: &Mat<f64>) -> Vec<f64> {
 #[test]
 fn truncation_errors_are_the_predicted_tail_of_each_half() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = toy(Pattern::PeftExperts { layers: vec![0, 1] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![0, 1] });
     spec.expert_rank = 3;
     let dir = tmp.path().join("src");
     synth::write_adapter(&dir, &spec).unwrap();
@@ -572,7 +548,7 @@ fn the_written_file_follows_llama_cpp_loader_rules() {
     let tmp = tempfile::tempdir().unwrap();
     // Attention (q_proj at rank 2, the rest at 3: one alpha for several ranks) and packed
     // experts (rank 2) on one layer of gpt-oss-20b.
-    let mut spec = toy(Pattern::PeftExperts { layers: vec![1] });
+    let mut spec = support::toy_spec(Pattern::PeftExperts { layers: vec![1] });
     spec.rank_pattern = vec![("q_proj".into(), 2)];
     let dir = tmp.path().join("peft");
     synth::write_adapter(&dir, &spec).unwrap();
@@ -670,7 +646,7 @@ fn what_llama_cpp_cannot_apply_is_refused_or_dropped_and_said() {
     let tmp = tempfile::tempdir().unwrap();
     // A full router saved by modules_to_save: a llama.cpp adapter holds factor pairs only.
     let dir = tmp.path().join("router");
-    synth::write_adapter(&dir, &toy(Pattern::AttentionRouter)).unwrap();
+    synth::write_adapter(&dir, &support::toy_spec(Pattern::AttentionRouter)).unwrap();
     let a = open(&dir);
     let out = tmp.path().join("r.gguf");
     match export_to(&a, &out, &gguf_options(false)) {
@@ -696,7 +672,7 @@ fn what_llama_cpp_cannot_apply_is_refused_or_dropped_and_said() {
         Err(lorascope::Error::Export(ExportError::Option(_)))
     ));
     // An adapter of another model: llama.cpp's gpt-oss layout is the one GGUF export writes.
-    let mut other = toy(Pattern::Attention);
+    let mut other = support::toy_spec(Pattern::Attention);
     other.base_model = "meta-llama/Llama-3.2-1B".into();
     let dir = tmp.path().join("llama");
     synth::write_adapter(&dir, &other).unwrap();
@@ -716,7 +692,7 @@ fn what_llama_cpp_cannot_apply_is_refused_or_dropped_and_said() {
 fn export_never_writes_into_a_cache_over_an_existing_file_or_its_source() {
     let tmp = tempfile::tempdir().unwrap();
     let src_dir = tmp.path().join("src");
-    synth::write_adapter(&src_dir, &toy(Pattern::Attention)).unwrap();
+    synth::write_adapter(&src_dir, &support::toy_spec(Pattern::Attention)).unwrap();
     let a = open(&src_dir);
     let before = support::fingerprint(&src_dir);
     let refused = |out: &Path, opts: &Options| match export_to(&a, out, opts) {
@@ -754,7 +730,11 @@ fn export_never_writes_into_a_cache_over_an_existing_file_or_its_source() {
 fn a_kill_while_writing_leaves_no_file_and_the_cli_reports_in_json() {
     let home = tempfile::tempdir().unwrap();
     let src_dir = home.path().join("src");
-    synth::write_adapter(&src_dir, &toy(Pattern::PeftExperts { layers: vec![0] })).unwrap();
+    synth::write_adapter(
+        &src_dir,
+        &support::toy_spec(Pattern::PeftExperts { layers: vec![0] }),
+    )
+    .unwrap();
     let out = home.path().join("out.gguf");
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
@@ -851,7 +831,7 @@ fn embedding_and_router_lora_are_written_the_way_llama_cpp_applies_them() {
     let tmp = tempfile::tempdir().unwrap();
     // mlx-lm (mlx_lm/tuner/lora.py): LoRAEmbedding lora_a (V, r), lora_b (r, H), ΔW (V, H) =
     // scale·lora_a·lora_b; its router is a LoRALinear (→ ffn_gate_inp).
-    let mut spec = toy(Pattern::Mlx { layers: 1 });
+    let mut spec = support::toy_spec(Pattern::Mlx { layers: 1 });
     spec.attn_rank = r;
     let (ea, eb) = (values(vocab * r, 11), values(r * h, 12));
     let dir = tmp.path().join("mlx");
@@ -895,7 +875,7 @@ fn embedding_and_router_lora_are_written_the_way_llama_cpp_applies_them() {
 #[test]
 fn lora_biases_are_refused_for_llama_cpp_and_dora_always() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = toy(Pattern::Attention);
+    let spec = support::toy_spec(Pattern::Attention);
     let (q, h) = (Dims::TOY.q_out, Dims::TOY.hidden);
     let _ = h;
     let dir = tmp.path().join("bias");

@@ -415,3 +415,34 @@ pub fn write_with_extra(
     )
     .unwrap();
 }
+
+/// A toy adapter of `pattern` (attention rank 3, expert rank 2).
+pub fn toy_spec(pattern: synth::Pattern) -> Spec {
+    let mut s = Spec::new(synth::Dims::TOY, pattern);
+    s.attn_rank = 3;
+    s.expert_rank = 2;
+    s
+}
+
+/// One toy adapter of each layout family export reads (PEFT attention with rsLoRA and patterns,
+/// PEFT experts, Unsloth module lists, Tinker 3-D, mlx-lm), named.
+pub fn export_families() -> Vec<(&'static str, Spec)> {
+    use synth::Pattern;
+    let mut rs = toy_spec(Pattern::Attention);
+    rs.rslora = true;
+    rs.rank_pattern = vec![("q_proj".into(), 2)];
+    rs.alpha_pattern = vec![("v_proj".into(), 5.0)];
+    vec![
+        ("peft attention, rsLoRA and patterns", rs),
+        (
+            "peft target_parameters experts",
+            toy_spec(Pattern::PeftExperts { layers: vec![0, 2] }),
+        ),
+        (
+            "unsloth module lists",
+            toy_spec(Pattern::UnslothExperts { layers: vec![1] }),
+        ),
+        ("tinker 3-D", toy_spec(Pattern::Tinker3d)),
+        ("mlx-lm", toy_spec(Pattern::Mlx { layers: 2 })),
+    ]
+}
