@@ -726,34 +726,13 @@ fn a_kill_while_writing_leaves_no_out_and_the_cli_reports_in_json() {
     )
     .unwrap();
     let out = home.path().join("out");
-    let bin = env!("CARGO_BIN_EXE_lorascope");
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "export",
-            src_dir.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env("HOME", home.path())
-        .env("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT", "30000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the files are staged, then kill.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let staged = std::fs::read_dir(home.path()).unwrap().any(|e| {
-            let p = e.unwrap().path();
-            p.to_string_lossy().contains("lorascope-export") && p.join("README.md").exists()
-        });
-        if staged || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let args = [
+        "export",
+        src_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    support::kill_when_staged(home.path(), &args, "README.md");
     assert!(!out.exists(), "a killed export left --out");
 
     let o = support::lorascope_at_home(

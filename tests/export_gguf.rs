@@ -751,28 +751,9 @@ fn a_kill_while_writing_leaves_no_file_and_the_cli_reports_in_json() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
-        .args(args(&[]))
-        .env("HOME", home.path())
-        .env("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT", "30000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the file is written in its hidden staging folder, then kill.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let staged = std::fs::read_dir(home.path()).unwrap().any(|e| {
-            let p = e.unwrap().path();
-            p.to_string_lossy().contains("lorascope-export") && p.join("out.gguf").exists()
-        });
-        if staged || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let first = args(&[]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    support::kill_when_staged(home.path(), &first, "out.gguf");
     assert!(!out.exists(), "a killed export left --out");
     // A later scan of the folder does not see the staged file (it is in a hidden folder).
     let seen = discovery::discover_path(home.path());

@@ -181,6 +181,33 @@ pub fn lorascope_at_home(home: &Path, args: &[&str]) -> Output {
     )
 }
 
+/// Starts `lorascope export ARGS` in `home` (pausing before it moves its staged output into
+/// place), waits until `staged_file` exists in a `lorascope-export` staging folder under `home`,
+/// then kills it: what a crash between writing and renaming leaves behind.
+pub fn kill_when_staged(home: &Path, args: &[&str], staged_file: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lorascope"))
+        .args(args)
+        .env("HOME", home)
+        .env("LORASCOPE_TEST_PAUSE_BEFORE_COMMIT", "30000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let staged = fs::read_dir(home).unwrap().any(|e| {
+            let p = e.unwrap().path();
+            p.to_string_lossy().contains("lorascope-export") && p.join(staged_file).exists()
+        });
+        if staged || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// As `lorascope`, with the address space limited to `kib` KiB (`ulimit -v`): an allocation
 /// beyond it fails at once instead of swapping the machine.
 pub fn lorascope_limited(args: &[&str], home: &Path, env: &[(&str, &Path)], kib: u64) -> Output {
