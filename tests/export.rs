@@ -29,6 +29,7 @@ fn load(dir: &Path) -> Adapter {
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     let src = Source {
+        history: None,
         id: dir.display().to_string(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),

@@ -756,7 +756,20 @@ fn cache_follows_refs_main_else_newest_snapshot() {
     fs::write(hub.root.join("version.txt"), "1").expect("version");
 
     let found = scan_cache(&hub.root);
-    assert_eq!(ids(&found), ["org/no-ref", "org/pinned", "org/stale-ref"]);
+    // The repo's id is its main revision's adapter; the other revision fetched is listed too,
+    // under `id@<commit>` (a run when it is the same adapter: tests/runs.rs).
+    let at = |id: &str, rev: &str| format!("{id}@{}", &rev[..7]);
+    assert_eq!(
+        ids(&found),
+        [
+            "org/no-ref".to_string(),
+            at("org/no-ref", &old),
+            "org/pinned".to_string(),
+            at("org/pinned", &new),
+            "org/stale-ref".to_string(),
+            at("org/stale-ref", &old),
+        ]
+    );
     let got: Vec<_> = found
         .iter()
         .map(|a| (a.revision.clone().expect("revision"), a.attention_rank()))
@@ -765,11 +778,14 @@ fn cache_follows_refs_main_else_newest_snapshot() {
         got,
         [
             (new.clone(), Some(3)),
+            (old.clone(), Some(1)),
             (old.clone(), Some(2)),
-            (new, Some(3))
+            (new.clone(), Some(4)),
+            (new.clone(), Some(3)),
+            (old.clone(), Some(1)),
         ]
     );
-    let a = &found[1];
+    let a = &found[2];
     assert_eq!(a.path, pinned);
     let st = pinned.join("adapter_model.safetensors");
     let link = fs::read_link(&st).expect("snapshot files are symlinks");

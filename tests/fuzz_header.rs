@@ -91,6 +91,7 @@ fn config() -> Config {
 
 fn load(dir: &Path) -> Adapter {
     let src = Source {
+        history: None,
         id: "fuzz".into(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -360,6 +361,7 @@ fn check_gguf(dir: &Path, bytes: &[u8]) -> Result<(), TestCaseError> {
     let (_, peak) = peak_of(|| gguf::parse(&path, std::io::Cursor::new(bytes), size));
     prop_assert!(peak <= bound, "gguf::parse: {peak} bytes for {size}");
     let src = Source {
+        history: None,
         id: "fuzz".into(),
         path: path.clone(),
         dir: dir.to_path_buf(),

@@ -274,6 +274,7 @@ fn load(dir: &Path, layout: LayoutOptions) -> Adapter {
         .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .expect("a safetensors file");
     let src = Source {
+        history: None,
         id: "test".into(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),

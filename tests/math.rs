@@ -23,6 +23,7 @@ fn key(d: &DeltaStats) -> Key {
 
 fn load(dir: &Path, layout: LayoutOptions) -> Adapter {
     let src = Source {
+        history: None,
         id: "test".into(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),

@@ -74,6 +74,7 @@ fn write_dir(root: &Path, name: &str, tensors: &[TensorData], config: Option<&st
 
 fn load(dir: &Path) -> Adapter {
     let src = Source {
+        history: None,
         id: dir.display().to_string(),
         path: dir.to_path_buf(),
         dir: dir.to_path_buf(),

@@ -590,3 +590,125 @@ fn timeline_command_prints_the_contract() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no training run"));
 }
+
+/// Writes checkpoint `i` of `r` as revision `rev(i)` of `id` in `hub`, with a trainer state
+/// (global_step) when `state`.
+fn commit_revision(hub: &support::Hub, id: &str, r: &RunSpec, i: usize, state: bool) -> Generated {
+    let stage = hub.stage();
+    let g = synth::write_adapter(&stage, &r.checkpoint_spec(i)).unwrap();
+    if state {
+        let last = *r.steps.last().unwrap();
+        let s = lorascope::synth::run::trainer_state(&r.log, r.steps[i], last);
+        std::fs::write(stage.join("trainer_state.json"), s.to_string()).unwrap();
+    }
+    hub.commit(id, &support::rev(&format!("{id}-{i}")));
+    g
+}
+
+#[test]
+fn fetched_revisions_of_a_hub_repo_are_a_run() {
+    let hub = support::Hub::new();
+    let spec = Spec::new(Dims::TOY, Pattern::PeftExperts { layers: vec![1] });
+    let r = planted_run(spec, Naming::Trainer, 1, "gate_up_proj");
+    let id = "org/run";
+    let planted: Vec<Generated> = (0..4)
+        .map(|i| commit_revision(&hub, id, &r, i, i >= 2))
+        .collect();
+    let repo = lorascope::hub::cache::CacheRepo::new(&hub.root, id);
+    // Steps of the first two from branch refs (a revision fetched by branch name), of the
+    // others from their trainer states.
+    for i in 0..2 {
+        let name = format!("checkpoint-{}", r.steps[i]);
+        repo.set_ref(&name, &support::rev(&format!("{id}-{i}")))
+            .unwrap();
+    }
+    hub.set_ref(id, &support::rev(&format!("{id}-3")));
+    // A repo with one revision is no run.
+    hub.add("org/single", &Spec::new(Dims::TOY, Pattern::Attention));
+
+    let sources = discovery::discover_cache(&hub.root);
+    let ids: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
+    let short = |i: usize| support::rev(&format!("{id}-{i}"))[..7].to_string();
+    assert_eq!(
+        ids,
+        vec![
+            "org/run".to_string(),
+            format!("org/run@{}", short(0)),
+            format!("org/run@{}", short(1)),
+            format!("org/run@{}", short(2)),
+            "org/single".to_string(),
+        ]
+    );
+    let runs = run::load(&sources, LayoutOptions::default());
+    assert_eq!(runs.len(), 1);
+    let l = &runs[0];
+    assert_eq!(l.run.id, "org/run");
+    assert_eq!(l.run.scheme.as_str(), "hub");
+    assert_eq!(
+        l.run.members.iter().map(|m| m.step).collect::<Vec<_>>(),
+        r.steps
+    );
+    let tl = compute(l.clone(), None);
+    check_against_dense(l, &tl, &planted);
+    let g = tl
+        .groups
+        .iter()
+        .find(|g| g.layer == Some(1) && g.target == "gate_up_proj" && g.expert == Some(1))
+        .unwrap();
+    assert_eq!(g.woke_at, Some(300));
+
+    // Without steps in refs or states, the fetch order gives the steps, and the scheme says so.
+    let hub2 = support::Hub::new();
+    for i in 0..3 {
+        commit_revision(&hub2, id, &r, i, false);
+        let snap = lorascope::hub::cache::CacheRepo::new(&hub2.root, id)
+            .snapshot(&support::rev(&format!("{id}-{i}")));
+        let t =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(3600 * (3 - i as u64));
+        std::fs::File::open(&snap).unwrap().set_modified(t).unwrap();
+    }
+    hub2.set_ref(id, &support::rev(&format!("{id}-2")));
+    let runs = run::load(
+        &discovery::discover_cache(&hub2.root),
+        LayoutOptions::default(),
+    );
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run.scheme.as_str(), "hub-fetch-order");
+    let order: Vec<(u64, String)> = runs[0]
+        .run
+        .members
+        .iter()
+        .zip(&runs[0].adapters)
+        .map(|(m, a)| (m.step, a.revision.clone().unwrap()))
+        .collect();
+    let want: Vec<(u64, String)> = (0..3)
+        .map(|i| (i as u64 + 1, support::rev(&format!("{id}-{i}"))))
+        .collect();
+    assert_eq!(order, want);
+}
+
+#[test]
+fn an_older_revision_of_another_adapter_is_listed_not_a_run() {
+    let hub = support::Hub::new();
+    let id = "org/changed";
+    let stage = hub.stage();
+    synth::write_adapter(&stage, &Spec::new(Dims::TOY, Pattern::Attention)).unwrap();
+    hub.commit(id, &support::rev("old"));
+    let stage = hub.stage();
+    synth::write_adapter(
+        &stage,
+        &Spec::new(Dims::TOY, Pattern::PeftExperts { layers: vec![0] }),
+    )
+    .unwrap();
+    hub.commit(id, &support::rev("new"));
+    hub.set_ref(id, &support::rev("new"));
+    let sources = discovery::discover_cache(&hub.root);
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0].id, id);
+    assert_eq!(
+        sources[0].revision.as_deref(),
+        Some(support::rev("new").as_str())
+    );
+    assert!(sources[1].id.starts_with("org/changed@"));
+    assert!(run::load(&sources, LayoutOptions::default()).is_empty());
+}

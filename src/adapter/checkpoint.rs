@@ -14,6 +14,13 @@ pub enum Scheme {
     Trainer,
     Mlx,
     Kohya,
+    /// Revisions of a Hub repo fetched into the cache (`adapter::history`), steps from refs or
+    /// trainer states.
+    Hub,
+    /// Revisions of a Hub repo whose steps are not known: a step is the revision's place in
+    /// the order they were fetched.
+    #[serde(rename = "hub-fetch-order")]
+    HubFetchOrder,
 }
 
 impl Scheme {
@@ -22,6 +29,8 @@ impl Scheme {
             Scheme::Trainer => "trainer",
             Scheme::Mlx => "mlx",
             Scheme::Kohya => "kohya",
+            Scheme::Hub => "hub",
+            Scheme::HubFetchOrder => "hub-fetch-order",
         }
     }
 }

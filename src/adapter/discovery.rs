@@ -1,7 +1,7 @@
 //! Finding adapters: the Hugging Face cache (huggingface_hub's conventions) and named paths.
 
 use crate::adapter::layout::LayoutOptions;
-use crate::adapter::{Adapter, Source};
+use crate::adapter::{history, Adapter, Source};
 use rayon::prelude::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,12 +76,58 @@ pub fn discover_cache(root: &Path) -> Vec<Source> {
                 return vec![];
             }
             match snapshot_of(repo) {
-                Ok((rev, snap)) => collect(&snap, &id, Some(rev)),
+                Ok((rev, snap)) => {
+                    let main = collect(&snap, &id, Some(rev.clone()));
+                    with_history(repo, &id, &rev, main)
+                }
                 Err(msg) => vec![problem_source(&id, repo, msg)],
             }
         })
         .collect();
     out.extend(per_repo.into_iter().flatten());
+    out
+}
+
+/// A repo's sources at its main revision and, when other revisions were fetched too, their
+/// adapters (ids `org/name@0123abc…`), each marked with its place in the repo's history
+/// (`adapter::history`) for `run::detect` to read as a run. An older revision's folder without
+/// an adapter is not listed.
+fn with_history(repo: &Path, id: &str, main_rev: &str, main: Vec<Source>) -> Vec<Source> {
+    let revisions = history::revisions(repo);
+    if revisions.is_empty() {
+        return main;
+    }
+    let mark = |mut s: Source, r: &history::Revision, run_id: String| {
+        s.history = Some(history::History {
+            repo: repo.to_path_buf(),
+            id: run_id,
+            step: r.step,
+            ordinal: r.ordinal,
+        });
+        s
+    };
+    let mut out = Vec::new();
+    for r in &revisions {
+        if r.rev == main_rev {
+            out.extend(main.iter().cloned().map(|s| {
+                let run_id = s.id.clone();
+                mark(s, r, run_id)
+            }));
+        } else {
+            let rid = history::revision_id(id, &r.rev);
+            out.extend(
+                collect(&r.snapshot, &rid, Some(r.rev.clone()))
+                    .into_iter()
+                    .filter(|s| !s.files.is_empty())
+                    .map(|s| {
+                        let run_id = format!("{id}{}", s.id.strip_prefix(&rid).unwrap_or(""));
+                        mark(s, r, run_id)
+                    }),
+            );
+        }
+    }
+    // The main revision's sources first, as without a history; then the others by step.
+    out.sort_by_key(|s| s.revision.as_deref() != Some(main_rev));
     out
 }
 
@@ -155,6 +201,7 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn problem_source(id: &str, path: &Path, msg: String) -> Source {
     Source {
+        history: None,
         id: id.to_string(),
         path: path.to_path_buf(),
         dir: path.to_path_buf(),
@@ -345,6 +392,7 @@ fn collect(dir: &Path, id: &str, rev: Option<String>) -> Vec<Source> {
                 .and_then(|p| p.parent())
                 .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
             let src = Source {
+                history: None,
                 id: id_of(&f.sub),
                 path: at.clone(),
                 dir: at,
@@ -392,6 +440,7 @@ fn gguf_sources(
             let (sub, name) = rel.rsplit_once('/').unwrap_or(("", rel));
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             let src = Source {
+                history: None,
                 id: format!("{}/{name}", id_of(sub)),
                 path: path.clone(),
                 dir,
@@ -419,6 +468,7 @@ pub fn discover_path(path: &Path) -> Vec<Source> {
         {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             return vec![Source {
+                history: None,
                 id,
                 path: path.to_path_buf(),
                 dir,

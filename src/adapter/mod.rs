@@ -8,6 +8,7 @@ pub mod format;
 pub mod fsread;
 pub mod gguf;
 pub mod gguf_layout;
+pub mod history;
 pub mod incomplete;
 pub mod layout;
 pub mod mxfp4;
@@ -114,6 +115,8 @@ pub struct Source {
     pub problem: Option<String>,
     /// Other notable files (e.g. `adapter_model.bin`) for adapters without safetensors.
     pub other_files: Vec<String>,
+    /// Its place in its Hub repo's fetched history, when several revisions are in the cache.
+    pub history: Option<history::History>,
 }
 
 /// An adapter: headers, config and layout, never tensor data.
@@ -139,6 +142,8 @@ pub struct Adapter {
     pub card_base: Option<String>,
     /// How many adapters of the list it was read with name it as their base (`mark_bases`).
     pub base_of: usize,
+    /// Its place in its Hub repo's fetched history (a run of revisions, `run::detect`).
+    pub history: Option<history::History>,
 }
 
 impl Adapter {
@@ -158,6 +163,7 @@ impl Adapter {
             notes: vec![],
             other_files: src.other_files.clone(),
             card_base: None,
+            history: src.history.clone(),
             base_of: 0,
         }
     }

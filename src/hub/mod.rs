@@ -795,6 +795,7 @@ impl Hub {
                 .collect();
             all_parsed &= parsed.is_ok();
             let src = Source {
+                history: None,
                 id: join(&repo.repo),
                 path: PathBuf::from(join(&tree)),
                 dir: PathBuf::from(join(&tree)),
@@ -853,6 +854,7 @@ impl Hub {
     /// An `error` adapter standing for a repo that could not be read.
     fn failed(&self, repo: &RepoRef, e: &Error) -> Adapter {
         let src = Source {
+            history: None,
             id: repo.adapter_id(),
             path: PathBuf::from(format!("{}/{}", self.cfg.endpoint, repo.repo)),
             dir: PathBuf::new(),

@@ -37,6 +37,14 @@ impl Run {
 
 /// The scheme, run folder, run name and step of an adapter that is a checkpoint by its name.
 fn checkpoint_of(a: &Adapter) -> Option<(Scheme, PathBuf, String, u64)> {
+    if let Some(h) = &a.history {
+        let scheme = if h.ordinal {
+            Scheme::HubFetchOrder
+        } else {
+            Scheme::Hub
+        };
+        return Some((scheme, h.repo.clone(), h.id.clone(), h.step));
+    }
     let name = a.path.file_name()?.to_str()?;
     let parent = a.path.parent()?.to_path_buf();
     let is_file = a.path.extension().is_some_and(|x| x == "safetensors");
@@ -92,7 +100,10 @@ pub fn detect(adapters: &[Adapter]) -> Vec<Run> {
                 return None;
             }
             let first = &adapters[members[0].index];
-            let id = run_id(&first.id, &key.1);
+            let id = match key.0 {
+                Scheme::Hub | Scheme::HubFetchOrder => key.2.clone(),
+                _ => run_id(&first.id, &key.1),
+            };
             Some((
                 first_seen[&key],
                 Run {
