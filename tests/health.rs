@@ -1602,3 +1602,56 @@ fn the_demo_cache_shows_a_dead_and_a_non_finite_verdict() {
         ["error", "error", "ok"]
     );
 }
+
+/// vLLM's `PEFTHelper.from_local_dir` and SGLang's `LoRAConfig` open adapter_config.json,
+/// `json.load` it and index r, lora_alpha and target_modules: a config they cannot read is a
+/// refused adapter, while a config lorascope reads with PEFT's defaults is fine for lorascope.
+#[test]
+fn an_adapter_config_the_engines_cannot_load_is_refused_by_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let good = write(&dir, &spec(Pattern::Attention));
+    for id in ["vllm.config", "sglang.config"] {
+        quiet(&good, id);
+    }
+    let cfg = dir.join("adapter_config.json");
+    let full: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    let without = |key: &str| {
+        let mut v = full.clone();
+        v.as_object_mut().unwrap().remove(key);
+        v.to_string()
+    };
+    let with = |key: &str, x: serde_json::Value| {
+        let mut v = full.clone();
+        v[key] = x;
+        v.to_string()
+    };
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("there is no adapter_config.json", None),
+        ("invalid JSON", Some("{\"r\": 8, ".into())),
+        ("not a JSON object", Some("[1, 2]".into())),
+        ("r is \"eight\"", Some(with("r", "eight".into()))),
+        ("r is 0", Some(with("r", 0.into()))),
+        ("has no target_modules", Some(without("target_modules"))),
+        ("has no r", Some(without("r"))),
+        (
+            "has no r, lora_alpha, target_modules",
+            Some(
+                r#"{"fine_tune_type": "lora", "lora_parameters": {"rank": 8, "scale": 2.0}}"#
+                    .into(),
+            ),
+        ),
+    ];
+    for (says, text) in cases {
+        match &text {
+            None => std::fs::remove_file(&cfg).unwrap(),
+            Some(t) => std::fs::write(&cfg, t).unwrap(),
+        }
+        let a = load(&dir);
+        for id in ["vllm.config", "sglang.config"] {
+            let f = fires(&a, id);
+            assert_eq!(f.effect, Some("refused"), "{id}");
+            assert!(f.message.contains(says), "{id} on {text:?}: {}", f.message);
+        }
+    }
+}

@@ -38,7 +38,14 @@ pub struct AdapterConfig {
     pub mlx_scale: Option<f64>,
     /// Fields that were absent and took PEFT's default, said to the user.
     pub defaulted: Vec<&'static str>,
+    /// Of the keys vLLM's and SGLang's loaders index without a default (`r`, `lora_alpha`,
+    /// `target_modules`), those the file lacks (all three for mlx-lm's config).
+    pub lacks_required: Vec<&'static str>,
 }
+
+/// The keys of adapter_config.json that vLLM (`PEFTHelper.from_dict`) and SGLang
+/// (`LoRAConfig.__init__`) require.
+pub const ENGINE_REQUIRED_KEYS: [&str; 3] = ["r", "lora_alpha", "target_modules"];
 
 /// What was found where adapter_config.json should be.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +64,35 @@ impl ConfigStatus {
             _ => None,
         }
     }
+    /// Why an engine that loads adapter_config.json as PEFT writes it (vLLM's `PEFTHelper`,
+    /// SGLang's `LoRAConfig`: open, `json.load`, index `r`, `lora_alpha`, `target_modules`,
+    /// divide by `r`) fails on this one, else None. lorascope's own limits (a pattern too
+    /// costly to compile) are not the engines' and give None.
+    pub fn unloadable(&self) -> Option<String> {
+        match self {
+            ConfigStatus::Missing => Some("there is no adapter_config.json".into()),
+            ConfigStatus::Malformed(m)
+                if [
+                    "cannot read it",
+                    "invalid JSON",
+                    "not a JSON object",
+                    "r is",
+                    "lora_alpha is",
+                ]
+                .iter()
+                .any(|p| m.starts_with(p)) =>
+            {
+                Some(format!("adapter_config.json: {m}"))
+            }
+            ConfigStatus::Malformed(_) => None,
+            ConfigStatus::Ok(c) if !c.lacks_required.is_empty() => Some(format!(
+                "adapter_config.json has no {}",
+                c.lacks_required.join(", ")
+            )),
+            ConfigStatus::Ok(_) => None,
+        }
+    }
+
     /// A note for people when the config could not be used, else None.
     pub fn problem(&self) -> Option<String> {
         match self {
@@ -94,9 +130,17 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterConfig, String> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let o = v.as_object().ok_or("not a JSON object")?;
     let mut c = AdapterConfig::default();
+    let lacks_required: Vec<&'static str> = ENGINE_REQUIRED_KEYS
+        .into_iter()
+        .filter(|k| !o.contains_key(*k))
+        .collect();
     if let Some(lp) = o.get("lora_parameters") {
-        return parse_mlx(o, lp);
+        return parse_mlx(o, lp).map(|c| AdapterConfig {
+            lacks_required,
+            ..c
+        });
     }
+    c.lacks_required = lacks_required;
     c.r = match o.get("r") {
         Some(x) => x
             .as_u64()

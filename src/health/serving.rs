@@ -414,10 +414,25 @@ pub fn base_changing_init(c: &crate::adapter::config::AdapterConfig) -> Option<S
 const V_VLLM_RUNTIME: &str = "vllm-project/vllm @055e47c (vllm/runtime/modeling/lora/*); the same code in vllm/lora/* before it moved";
 const V_VLLM_HELPER: &str =
     "vllm/lora/peft_helper.py: @e745baf and the newest stored text (commit not attributable)";
+const V_SGLANG_CONFIG: &str =
+    "sgl-project/sglang: newest stored python/sglang/srt/lora/lora_config.py (commit 0ceb81f)";
 const V_SGLANG_POOL: &str = "sgl-project/sglang: newest stored mem_pool.py (with --lora-strict-loading) and utils.py (commits not attributable)";
 
 /// vLLM's rules (vllm-project/vllm; docs/health.md quotes each).
 pub const VLLM: &[Rule] = &[
+    Rule {
+        id: "vllm.config",
+        engine: Engine::Vllm,
+        severity: Severity::Error,
+        effect: Effect::Refused,
+        condition: "adapter_config.json missing, unreadable, not a JSON object, r or lora_alpha not a positive number, or r, lora_alpha or target_modules absent",
+        versions: V_VLLM_HELPER,
+        source: "peft_helper.py PEFTHelper.from_local_dir (open(adapter_config.json), json.load) and from_dict (\"Missing required configuration fields\" for r, lora_alpha, target_modules); __post_init__ divides lora_alpha by r",
+        check: |f| {
+            let why = f.adapter.config.unloadable()?;
+            Hit::new(format!("{why}: vLLM cannot load the adapter without a PEFT config it can read"))
+        },
+    },
     Rule {
         id: "vllm.moe-3d-missing-down",
         engine: Engine::Vllm,
@@ -730,6 +745,19 @@ pub const VLLM: &[Rule] = &[
 
 /// SGLang's rules (sgl-project/sglang, python/sglang/srt/lora/…).
 pub const SGLANG: &[Rule] = &[
+    Rule {
+        id: "sglang.config",
+        engine: Engine::Sglang,
+        severity: Severity::Error,
+        effect: Effect::Refused,
+        condition: "adapter_config.json missing, unreadable, not a JSON object, r or lora_alpha not a positive number, or r, lora_alpha or target_modules absent",
+        versions: V_SGLANG_CONFIG,
+        source: "lora_config.py LoRAConfig.get_lora_config (open(adapter_config.json), json.load) and __init__ (hf_config[\"target_modules\"], [\"r\"], [\"lora_alpha\"]: KeyError when absent)",
+        check: |f| {
+            let why = f.adapter.config.unloadable()?;
+            Hit::new(format!("{why}: SGLang cannot load the adapter without a PEFT config it can read"))
+        },
+    },
     Rule {
         id: "sglang.moe-one-sided",
         engine: Engine::Sglang,
