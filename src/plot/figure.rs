@@ -15,7 +15,7 @@ pub(super) enum Figure {
         value: usize,
         bar: Bar,
         cosine: Option<Grid>,
-        row_title: &'static str,
+        row_title: String,
         col_title: String,
     },
     Spectrum {
@@ -84,6 +84,9 @@ pub(super) fn build(
     let only = opts.target.as_deref();
     let target_cols = |with_max| grid::target_cols(&all_targets, only, Labels::Figure { with_max });
     match opts.kind {
+        PlotKind::Timeline => Err(Error::Other(format!(
+            "{ids}: --kind timeline draws a training run (a folder of checkpoints), not an adapter"
+        ))),
         PlotKind::Layers | PlotKind::Experts => {
             let (cols, cos_cols, title, subtitle, col_title) = if opts.kind == PlotKind::Layers {
                 (
@@ -123,7 +126,7 @@ pub(super) fn build(
                 value: measure.index(),
                 bar,
                 cosine,
-                row_title: "layer",
+                row_title: "layer".into(),
                 col_title,
             })
         }

@@ -25,7 +25,7 @@ use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::error::{Error, Result};
 use crate::view::grid::{
-    self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind,
+    self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind, StepMetric,
 };
 use ab_glyph::{point, Font, FontRef, GlyphId, PxScale, ScaleFont};
 use plotters::coord::Shift;
@@ -76,10 +76,17 @@ pub enum PlotKind {
     Experts,
     /// Singular values on a log axis.
     Spectrum,
+    /// A training run's layers × steps heatmap, deltas' lines and loss over steps.
+    Timeline,
 }
 
 impl PlotKind {
-    pub const ALL: [PlotKind; 3] = [PlotKind::Layers, PlotKind::Experts, PlotKind::Spectrum];
+    pub const ALL: [PlotKind; 4] = [
+        PlotKind::Layers,
+        PlotKind::Experts,
+        PlotKind::Spectrum,
+        PlotKind::Timeline,
+    ];
 
     /// What the figure is, in a few words.
     pub fn help(self) -> &'static str {
@@ -87,6 +94,9 @@ impl PlotKind {
             PlotKind::Layers => "Layers × targets heatmap of a metric",
             PlotKind::Experts => "Layers × experts heatmap of a metric, for one expert target",
             PlotKind::Spectrum => "Singular values on a log axis",
+            PlotKind::Timeline => {
+                "A training run: layers × steps heatmap, deltas and loss over steps (RUN a run folder)"
+            }
         }
     }
 
@@ -95,6 +105,7 @@ impl PlotKind {
             PlotKind::Layers => "layers",
             PlotKind::Experts => "experts",
             PlotKind::Spectrum => "spectrum",
+            PlotKind::Timeline => "timeline",
         }
     }
 }
