@@ -27,6 +27,11 @@ pub(super) enum Figure {
         colors: LineColors,
         cosine: Option<Grid>,
     },
+    Timeline {
+        title: String,
+        subtitle: String,
+        fig: Box<super::timeline::TimelineFigure>,
+    },
 }
 
 /// A grid of the figures of `lorascope plot`: rows "none" outside any layer, no cell text.
@@ -200,6 +205,9 @@ pub(super) fn draw(
         }
         | Figure::Spectrum {
             title, subtitle, ..
+        }
+        | Figure::Timeline {
+            title, subtitle, ..
         } => (title, subtitle),
     };
     let pad = (f.tick * 0.8) as i32;
@@ -218,6 +226,7 @@ pub(super) fn draw(
     };
     let bar_w = (f.tick * 9.0) as i32;
     match fig {
+        Figure::Timeline { fig, .. } => super::timeline::draw_timeline(root, body, fig, f, cells)?,
         Figure::Heat {
             panels,
             value,

@@ -52,7 +52,7 @@ impl Bar {
                 b.empty_label = Some("not in both");
                 b.two_decimals = m == CompareMetric::Cosine;
             }
-            Measure::Step(_) => b.empty_label = Some("no delta, or checkpoint unreadable"),
+            Measure::Step(_) => b.empty_label = Some("no delta, unreadable"),
             Measure::Delta(_) => {}
         }
         let k = measure.index();
@@ -64,7 +64,7 @@ impl Bar {
             b.present_label = Some(match measure {
                 Measure::Delta(_) => "LoRA, no value (full tensor)",
                 Measure::Compare(_) => "not comparable",
-                Measure::Step(_) => "no value (not measured yet, or none at this step)",
+                Measure::Step(_) => "no value (yet)",
             });
         }
         b

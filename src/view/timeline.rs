@@ -169,6 +169,27 @@ fn cell(tl: &Timeline, deltas: &[&DeltaTimeline], i: usize, detail: String) -> O
     })
 }
 
+/// How a cell of [`layer_step_grid`] gathers a layer's deltas for `m`, in a few words.
+pub fn aggregation(m: StepMetric) -> &'static str {
+    match m {
+        StepMetric::Fro => "root-sum-square over the layer's deltas",
+        StepMetric::Growth => "change of the root-sum-square since the previous checkpoint",
+        StepMetric::Spectral => "the largest of the layer's deltas",
+        _ => "mean over the layer's deltas",
+    }
+}
+
+/// One delta's value of `m` at every checkpoint, as its cell of [`expert_step_grid`] holds it:
+/// None where it has no finite value (not measured, unreadable, absent, non-finite).
+pub fn delta_series(tl: &Timeline, d: &DeltaTimeline, m: StepMetric) -> Vec<Option<f64>> {
+    (0..tl.checkpoints.len())
+        .map(|i| {
+            let c = cell(tl, &[d], i, String::new())?;
+            c.values[m.index()].filter(|v| v.is_finite() && !c.pending[m.index()])
+        })
+        .collect()
+}
+
 fn layer_label(l: Option<usize>) -> String {
     l.map_or("-".into(), |l| l.to_string())
 }
@@ -495,6 +516,17 @@ mod tests {
         assert_eq!(value(&g, 0, 3, StepMetric::Fro), CellKind::Pending);
         assert!(g.cell(1, 2).unwrap().detail.contains("expert 5 · step 300"));
         assert!(expert_step_grid(&tl, Some(1), "gate_up_proj").is_empty());
+        // A line of one delta: its cells' values, nothing where there is none.
+        let e0 = &tl.deltas[1];
+        assert_eq!(
+            delta_series(&tl, e0, StepMetric::Growth),
+            [None, None, Some(4.0), None]
+        );
+        let q1 = &tl.deltas[3];
+        assert_eq!(
+            delta_series(&tl, q1, StepMetric::Fro),
+            [Some(2.0), None, None, None]
+        );
     }
 
     #[test]
