@@ -7,15 +7,17 @@ use crate::base::{self, stats as base_stats};
 use crate::compute::compare;
 use crate::compute::stats::{self, Control, Filter};
 use crate::plot::{self, CompareWith, Metric, PlotKind, PlotOptions};
+use crate::view::grid::StepMetric;
 use crate::view::text;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// An id from `scan` or a path
+    /// An id from `scan` or a path; for `--kind timeline`, a training run (its folder or id)
+    #[arg(value_name = "ADAPTER|RUN")]
     pub adapter: String,
     /// The figure to draw
     #[arg(long, value_enum, default_value = "layers")]
@@ -32,9 +34,9 @@ pub struct PlotArgs {
     /// Only this layer
     #[arg(long)]
     pub layer: Option<usize>,
-    /// What the heatmap cells show
+    /// What the heatmap cells show (growth, e99, similarity: --kind timeline only)
     #[arg(long, value_enum, default_value = "fro")]
-    pub metric: Metric,
+    pub metric: MetricArg,
     /// Width in pixels (default 1200, 1800 with --compare)
     #[arg(long)]
     pub width: Option<u32>,
@@ -63,27 +65,118 @@ impl clap::ValueEnum for PlotKind {
     }
 }
 
-/// `--metric` takes the metric's names (`fro`, `spectral`, `erank`, `srank`); the library type
-/// stays free of clap's derive.
-impl clap::ValueEnum for Metric {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Metric::ALL
+/// `--metric`: an adapter's [`Metric`]s, and the [`StepMetric`]s only a timeline has (`fro`,
+/// `spectral` and `erank` are both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricArg {
+    Delta(Metric),
+    Step(StepMetric),
+}
+
+const METRIC_ARGS: [MetricArg; 10] = [
+    MetricArg::Delta(Metric::Fro),
+    MetricArg::Delta(Metric::Spectral),
+    MetricArg::Delta(Metric::Erank),
+    MetricArg::Delta(Metric::Srank),
+    MetricArg::Delta(Metric::Relative),
+    MetricArg::Delta(Metric::Amplification),
+    MetricArg::Delta(Metric::Alignment),
+    MetricArg::Step(StepMetric::Growth),
+    MetricArg::Step(StepMetric::E99),
+    MetricArg::Step(StepMetric::SimilarityPrev),
+];
+
+impl MetricArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            MetricArg::Delta(m) => m.as_str(),
+            MetricArg::Step(m) => m.as_str(),
+        }
     }
 
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.help()))
+    /// The timeline's metric of this name.
+    fn step(self) -> Result<StepMetric> {
+        Ok(match self {
+            MetricArg::Step(m) => m,
+            MetricArg::Delta(Metric::Fro) => StepMetric::Fro,
+            MetricArg::Delta(Metric::Spectral) => StepMetric::Spectral,
+            MetricArg::Delta(Metric::Erank) => StepMetric::Erank,
+            MetricArg::Delta(m) => bail!(
+                "--metric {}: a timeline shows fro, growth, spectral, erank, e99 or similarity",
+                m.as_str()
+            ),
+        })
+    }
+
+    /// The adapter's metric of this name.
+    fn delta(self) -> Result<Metric> {
+        match self {
+            MetricArg::Delta(m) => Ok(m),
+            MetricArg::Step(m) => bail!(
+                "--metric {}: a training run's metric, for --kind timeline only",
+                m.as_str()
+            ),
+        }
     }
 }
 
+impl clap::ValueEnum for MetricArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &METRIC_ARGS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            MetricArg::Delta(m) => m.help(),
+            MetricArg::Step(StepMetric::Growth) => {
+                "Change of ‖ΔW‖_F since the previous checkpoint (--kind timeline)"
+            }
+            MetricArg::Step(StepMetric::E99) => "99 %-energy rank (--kind timeline)",
+            MetricArg::Step(_) => {
+                "Subspace similarity to the previous checkpoint (--kind timeline)"
+            }
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
+/// `plot RUN --kind timeline`: the run measured (as `timeline` does, with its cache) and drawn.
+fn plot_timeline(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
+    let step_metric = args.metric.step()?;
+    if args.compare.is_some() || args.base.is_some() {
+        bail!("--kind timeline draws one training run: no --compare or --base");
+    }
+    let opts = PlotOptions {
+        kind: PlotKind::Timeline,
+        step_metric,
+        target: args.target.clone(),
+        layer: args.layer,
+        width: args.width,
+        height: args.height,
+        ..PlotOptions::default()
+    };
+    opts.size(false)?;
+    let tl =
+        super::timeline::measure_run(ctx, &args.adapter, &Filter::default(), args.threads, false)?;
+    let r = plot::write_timeline_png(&tl, &opts, &args.out)?;
+    outln!("wrote {} ({}×{})", args.out.display(), r.width, r.height);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
+    if args.kind == PlotKind::Timeline {
+        return plot_timeline(ctx, args);
+    }
+    let metric = args.metric.delta()?;
     let opts = PlotOptions {
         kind: args.kind,
-        metric: args.metric,
+        metric,
         target: args.target.clone(),
         layer: args.layer,
         width: args.width,
         height: args.height,
         base: None,
+        step_metric: StepMetric::default(),
     };
     // Check the size and the destination before any computing.
     opts.size(args.compare.is_some())?;
@@ -127,11 +220,11 @@ pub fn cmd_plot(ctx: &Catalog, args: PlotArgs) -> Result<ExitCode> {
     };
     progress.finish();
     let mut opts = opts;
-    if args.metric.needs_base() {
+    if metric.needs_base() {
         // The base named by the adapter's config (or --base), found in the cache.
         let named = args.base.as_deref().filter(|b| !b.is_empty());
         let session = base::session_for(&a, named, &ctx.roots())
-            .map_err(|note| anyhow::anyhow!("--metric {}: {note}", args.metric.as_str()))?;
+            .map_err(|note| anyhow::anyhow!("--metric {}: {note}", metric.as_str()))?;
         let progress = StderrProgress::new("against the base");
         let cb = |d, t| progress.update(d, t);
         let ctl = Control {

@@ -58,27 +58,36 @@ fn find_run(ctx: &Catalog, name: &str) -> Result<Loaded> {
     if let Some(l) = runs.iter().find(same) {
         return Ok(l.clone());
     }
+    let ids = || {
+        runs.iter()
+            .map(|l| l.run.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match runs.len() {
-        1 => Ok(runs.into_iter().next().expect("one")),
         0 => bail!("{name}: no training run in {place} (a folder of checkpoints of one adapter)"),
-        n => bail!(
-            "{name}: {n} runs in {place}; name one of them: {}",
-            runs.iter()
-                .map(|l| l.run.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+        // A folder holding one run is that run; a name must be a run's of the cache.
+        1 if path.exists() => Ok(runs[0].clone()),
+        _ if !path.exists() => bail!(
+            "{name}: no training run of that name in {place} (runs: {})",
+            ids()
         ),
+        n => bail!("{name}: {n} runs in {place}; name one of them: {}", ids()),
     }
 }
 
-pub fn cmd_timeline(ctx: &Catalog, args: TimelineArgs) -> Result<ExitCode> {
-    let loaded = find_run(ctx, &args.run)?;
-    let filter = Filter {
-        target: args.target.clone(),
-        layer: args.layer,
-        expert: args.expert,
-    };
-    let cache = if args.no_cache {
+/// The timeline of the run `name` (see `find_run`), its deltas narrowed by `filter`, measured
+/// with progress on stderr and lorascope's statistics cache (none with `no_cache`): `timeline`'s
+/// and `plot --kind timeline`'s.
+pub(super) fn measure_run(
+    ctx: &Catalog,
+    name: &str,
+    filter: &Filter,
+    threads: Option<usize>,
+    no_cache: bool,
+) -> Result<Timeline> {
+    let loaded = find_run(ctx, name)?;
+    let cache = if no_cache {
         None
     } else {
         Cache::default_dir().map(Cache::new)
@@ -86,12 +95,22 @@ pub fn cmd_timeline(ctx: &Catalog, args: TimelineArgs) -> Result<ExitCode> {
     let progress = StderrProgress::new("checkpoints");
     let cb = |d, t| progress.update(d, t);
     let ctl = Control {
-        threads: args.threads,
+        threads,
         progress: Some(&cb),
         cancel: None,
     };
-    let tl = timeline::compute(loaded, &filter, cache, &ctl)?;
+    let tl = timeline::compute(loaded, filter, cache, &ctl)?;
     progress.finish();
+    Ok(tl)
+}
+
+pub fn cmd_timeline(ctx: &Catalog, args: TimelineArgs) -> Result<ExitCode> {
+    let filter = Filter {
+        target: args.target.clone(),
+        layer: args.layer,
+        expert: args.expert,
+    };
+    let tl = measure_run(ctx, &args.run, &filter, args.threads, args.no_cache)?;
     if args.json {
         print_json(&tl)?;
     } else {

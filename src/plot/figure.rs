@@ -15,7 +15,7 @@ pub(super) enum Figure {
         value: usize,
         bar: Bar,
         cosine: Option<Grid>,
-        row_title: &'static str,
+        row_title: String,
         col_title: String,
     },
     Spectrum {
@@ -26,6 +26,11 @@ pub(super) enum Figure {
         bands: bool,
         colors: LineColors,
         cosine: Option<Grid>,
+    },
+    Timeline {
+        title: String,
+        subtitle: String,
+        fig: Box<super::timeline::TimelineFigure>,
     },
 }
 
@@ -84,6 +89,9 @@ pub(super) fn build(
     let only = opts.target.as_deref();
     let target_cols = |with_max| grid::target_cols(&all_targets, only, Labels::Figure { with_max });
     match opts.kind {
+        PlotKind::Timeline => Err(Error::Other(format!(
+            "{ids}: --kind timeline draws a training run (a folder of checkpoints), not an adapter"
+        ))),
         PlotKind::Layers | PlotKind::Experts => {
             let (cols, cos_cols, title, subtitle, col_title) = if opts.kind == PlotKind::Layers {
                 (
@@ -123,7 +131,7 @@ pub(super) fn build(
                 value: measure.index(),
                 bar,
                 cosine,
-                row_title: "layer",
+                row_title: "layer".into(),
                 col_title,
             })
         }
@@ -197,6 +205,9 @@ pub(super) fn draw(
         }
         | Figure::Spectrum {
             title, subtitle, ..
+        }
+        | Figure::Timeline {
+            title, subtitle, ..
         } => (title, subtitle),
     };
     let pad = (f.tick * 0.8) as i32;
@@ -215,6 +226,7 @@ pub(super) fn draw(
     };
     let bar_w = (f.tick * 9.0) as i32;
     match fig {
+        Figure::Timeline { fig, .. } => super::timeline::draw_timeline(root, body, fig, f, cells)?,
         Figure::Heat {
             panels,
             value,

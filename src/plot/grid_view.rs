@@ -14,6 +14,8 @@ pub struct GridView<'a> {
     /// The figure kind and target the file name says.
     pub kind: PlotKind,
     pub target: Option<&'a str>,
+    /// The axis titles: rows (`layer`, `expert`) and columns (`target`, `step`).
+    pub row_title: &'a str,
     pub col_title: &'a str,
 }
 
@@ -35,17 +37,21 @@ impl GridView<'_> {
             value: self.measure.index(),
             bar,
             cosine: None,
-            row_title: "layer",
+            row_title: self.row_title.to_string(),
             col_title: self.col_title.to_string(),
         }
     }
 
     /// The file name [`export_grid`] writes: as [`file_name`], a comparison's metric named
-    /// unless it is the cosine.
+    /// unless it is the cosine, a timeline's unless it is ‖ΔW‖_F.
     pub fn file_name(&self) -> String {
-        let metric = match self.measure {
-            Measure::Delta(m) => m,
-            Measure::Compare(_) => Metric::Fro,
+        let (metric, other) = match self.measure {
+            Measure::Delta(m) => (m, None),
+            Measure::Compare(m) => (
+                Metric::Fro,
+                (m != CompareMetric::Cosine).then(|| m.as_str()),
+            ),
+            Measure::Step(m) => (Metric::Fro, (m != StepMetric::Fro).then(|| m.as_str())),
         };
         let opts = PlotOptions {
             metric,
@@ -53,11 +59,9 @@ impl GridView<'_> {
             ..PlotOptions::new(self.kind)
         };
         let name = file_name(self.id, self.compare_id, &opts);
-        match self.measure {
-            Measure::Compare(m) if m != CompareMetric::Cosine => {
-                format!("{}-{}.png", name.trim_end_matches(".png"), m.as_str())
-            }
-            _ => name,
+        match other {
+            Some(m) => format!("{}-{m}.png", name.trim_end_matches(".png")),
+            None => name,
         }
     }
 }

@@ -15,6 +15,8 @@ pub(super) struct Bar {
     pub(super) present_label: Option<&'static str>,
     /// The health marks some cell carries (a swatch each).
     pub(super) marks: Vec<grid::Mark>,
+    /// Cell values with two decimals (cosines), else three significant digits.
+    pub(super) two_decimals: bool,
 }
 
 impl Bar {
@@ -25,6 +27,7 @@ impl Bar {
             empty_label: Some("no LoRA"),
             present_label: None,
             marks: vec![],
+            two_decimals: false,
         }
     }
 
@@ -44,8 +47,13 @@ impl Bar {
             .into_iter()
             .filter(|m| grids.iter().any(|g| g.marks().contains(m)))
             .collect();
-        if matches!(measure, Measure::Compare(_)) {
-            b.empty_label = Some("not in both");
+        match measure {
+            Measure::Compare(m) => {
+                b.empty_label = Some("not in both");
+                b.two_decimals = m == CompareMetric::Cosine;
+            }
+            Measure::Step(_) => b.empty_label = Some("no delta, unreadable"),
+            Measure::Delta(_) => {}
         }
         let k = measure.index();
         let present = grids.iter().any(|g| {
@@ -56,6 +64,7 @@ impl Bar {
             b.present_label = Some(match measure {
                 Measure::Delta(_) => "LoRA, no value (full tensor)",
                 Measure::Compare(_) => "not comparable",
+                Measure::Step(_) => "no value (yet)",
             });
         }
         b
@@ -68,7 +77,7 @@ impl Bar {
 
     /// A value as written in a cell.
     pub(super) fn label(&self, v: f64) -> String {
-        if self.scale.kind == ScaleKind::Diverging {
+        if self.two_decimals {
             // Cosines: two decimals say enough, and −0.00 would be noise.
             let s = format!("{v:.2}");
             if s == "-0.00" {

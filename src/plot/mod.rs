@@ -6,6 +6,8 @@
 //!   gets two columns, the mean over the layer's experts and the largest expert.
 //! - [`PlotKind::Experts`]: heatmap of layers × experts for one expert target.
 //! - [`PlotKind::Spectrum`]: singular values on a log axis, one line per target, layer or expert.
+//! - [`PlotKind::Timeline`]: a training run's layers × steps heatmap, its deltas' lines and the
+//!   loss over the steps ([`render_timeline`], from a `run::timeline::Timeline`).
 //!
 //! With a comparison, both adapters are drawn side by side on one colour scale (or one y axis),
 //! followed by a heatmap of the per-module cosine similarity. Cells where an adapter has no LoRA
@@ -16,8 +18,8 @@
 //! Sans embedded from `assets/fonts` (its licence is next to it), so plotting needs no system font. Files are written to a temporary name in the destination folder and renamed,
 //! so a failure never leaves a partial PNG behind.
 //!
-//! One file per part: `figure` (what a figure holds and how it is laid out), `heatmap` and
-//! `spectrum` (each figure kind's panels), `grid_view` (the explorer's grids), `canvas` (font,
+//! One file per part: `figure` (what a figure holds and how it is laid out), `heatmap`,
+//! `spectrum` and `timeline` (each figure kind's panels), `grid_view` (the explorer's grids), `canvas` (font,
 //! text, ticks, legends), `select` (selection checks), `file` (atomic PNG files).
 
 use crate::adapter::layout::Target;
@@ -25,7 +27,7 @@ use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::error::{Error, Result};
 use crate::view::grid::{
-    self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind,
+    self, CellKind, Col, CompareMetric, Entry, Grid, Labels, Measure, Scale, ScaleKind, StepMetric,
 };
 use ab_glyph::{point, Font, FontRef, GlyphId, PxScale, ScaleFont};
 use plotters::coord::Shift;
@@ -45,6 +47,7 @@ mod grid_view;
 mod heatmap;
 mod select;
 mod spectrum;
+mod timeline;
 
 pub use canvas::NONFINITE;
 use canvas::*;
@@ -55,6 +58,7 @@ pub use heatmap::TARGET_AXIS;
 use heatmap::*;
 use select::*;
 use spectrum::*;
+pub use timeline::{render_timeline, write_timeline_png};
 
 /// DejaVu Sans (Bitstream Vera licence, see assets/fonts/DejaVuSans-LICENSE.txt).
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -76,10 +80,17 @@ pub enum PlotKind {
     Experts,
     /// Singular values on a log axis.
     Spectrum,
+    /// A training run's layers × steps heatmap, deltas' lines and loss over steps.
+    Timeline,
 }
 
 impl PlotKind {
-    pub const ALL: [PlotKind; 3] = [PlotKind::Layers, PlotKind::Experts, PlotKind::Spectrum];
+    pub const ALL: [PlotKind; 4] = [
+        PlotKind::Layers,
+        PlotKind::Experts,
+        PlotKind::Spectrum,
+        PlotKind::Timeline,
+    ];
 
     /// What the figure is, in a few words.
     pub fn help(self) -> &'static str {
@@ -87,6 +98,9 @@ impl PlotKind {
             PlotKind::Layers => "Layers × targets heatmap of a metric",
             PlotKind::Experts => "Layers × experts heatmap of a metric, for one expert target",
             PlotKind::Spectrum => "Singular values on a log axis",
+            PlotKind::Timeline => {
+                "A training run: layers × steps heatmap, deltas and loss over steps (RUN a run folder)"
+            }
         }
     }
 
@@ -95,6 +109,7 @@ impl PlotKind {
             PlotKind::Layers => "layers",
             PlotKind::Experts => "experts",
             PlotKind::Spectrum => "spectrum",
+            PlotKind::Timeline => "timeline",
         }
     }
 }
@@ -116,6 +131,8 @@ pub struct PlotOptions {
     pub height: Option<u32>,
     /// The first adapter's statistics against its base model (for the base metrics).
     pub base: Option<std::sync::Arc<crate::base::stats::BaseReport>>,
+    /// What a timeline's heatmap and lines show ([`PlotKind::Timeline`] only).
+    pub step_metric: StepMetric,
 }
 
 impl PlotOptions {
@@ -232,6 +249,16 @@ pub fn write_png(
     opts: &PlotOptions,
     out: &Path,
 ) -> Result<Rendered> {
+    check_png(out)?;
+    // Render first: no temporary file exists while the figure is built, so a failure (or a
+    // crash) there cannot leave one behind; any later failure removes it (TempFile's Drop).
+    let r = render(stats, compare, opts)?;
+    save(&r, out)?;
+    Ok(r)
+}
+
+/// A figure is written to a `.png` path only.
+fn check_png(out: &Path) -> Result<()> {
     let is_png = out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
@@ -241,12 +268,7 @@ pub fn write_png(
             out.display()
         )));
     }
-    // Fail on an unwritable destination before spending time on drawing.
-    // Render first: no temporary file exists while the figure is built, so a failure (or a
-    // crash) there cannot leave one behind; any later failure removes it (TempFile's Drop).
-    let r = render(stats, compare, opts)?;
-    save(&r, out)?;
-    Ok(r)
+    Ok(())
 }
 
 /// Encodes a drawn figure to `out` through a temporary file renamed once complete.

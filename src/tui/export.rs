@@ -65,6 +65,7 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                 compare_id: None,
                 kind,
                 target,
+                row_title: "layer",
                 col_title,
             };
             plot::export_grid(&view, dir).map_err(failed)
@@ -80,6 +81,7 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                 compare_id: Some(&c.stats_b.id),
                 kind: PlotKind::Layers,
                 target: None,
+                row_title: "layer",
                 col_title: plot::TARGET_AXIS,
             };
             plot::export_grid(&view, dir).map_err(failed)

@@ -1,461 +1,38 @@
-//! The one heatmap model: rows (layers), columns (targets or experts), cells holding a value per
-//! metric, one [`Metric`] enum, and one colour scale per kind with its palette. The explorer's
+//! The one heatmap model: rows (layers, or experts), columns (targets, experts or a run's
+//! steps), cells holding a value per metric, one [`Measure`] of what they are coloured by
+//! (`view::measure`) and one colour scale per kind with its palette (`view::scale`). The explorer's
 //! maps (`tui::ui::heatmap`) and the PNG heatmaps (`plot`) only draw a [`Grid`]; `p` in the
 //! explorer hands the grid on screen to the PNG renderer, so both show the same rows, columns,
 //! values and colours.
 //!
 //! Grids are built from [`Entry`]s (one per delta or full tensor) by [`assemble`]: the explorer's
 //! builders ([`layer_grid`], [`expert_grid`], [`compare_grid`]) and the figures of `plot` differ
-//! only in which rows and columns they ask for.
+//! only in which rows and columns they ask for. A run's timeline grids (`view::timeline`) put
+//! its checkpoints' steps in the columns.
 
 use crate::adapter::layout::{ExpertLayout, Target};
 use crate::adapter::Adapter;
 use crate::base::merged::MergedReport;
-use crate::base::stats::{BaseDeltaStats, BaseReport, Fields};
+use crate::base::stats::{BaseDeltaStats, BaseReport};
 use crate::compute::compare::Comparison;
 use crate::compute::stats::{AdapterStats, DeltaStats};
 use crate::health::Finding;
 use std::collections::{BTreeSet, HashMap};
 
-// ---------------------------------------------------------------------------------------------
-// What cells are coloured by
-
-/// The per-delta number a map is coloured by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Metric {
-    /// Frobenius norm ‖ΔW‖_F.
-    #[default]
-    Fro,
-    /// Spectral norm σ₁.
-    Spectral,
-    /// Effective rank (Roy–Vetterli).
-    Erank,
-    /// Stable rank ‖ΔW‖_F² / σ₁².
-    Srank,
-    /// ‖ΔW‖_F / ‖W‖_F against the base model (docs/base.md).
-    Relative,
-    /// ‖ΔW‖_F / ‖U_rᵀ W V_r‖_F against the base model.
-    Amplification,
-    /// Share of ΔW's column space in W's top-r left subspace.
-    Alignment,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 7] = [
-        Metric::Fro,
-        Metric::Spectral,
-        Metric::Erank,
-        Metric::Srank,
-        Metric::Relative,
-        Metric::Amplification,
-        Metric::Alignment,
-    ];
-    /// The adapter's own metrics (no base model needed).
-    pub const OWN: [Metric; 4] = [Metric::Fro, Metric::Spectral, Metric::Erank, Metric::Srank];
-    /// The metrics against the base model (`base::stats`).
-    pub const BASE: [Metric; 3] = [Metric::Relative, Metric::Amplification, Metric::Alignment];
-    /// The metrics of a merged model minus its base (`base::merged`): no factors, so no
-    /// amplification or alignment.
-    pub const MERGED: [Metric; 5] = [
-        Metric::Fro,
-        Metric::Spectral,
-        Metric::Erank,
-        Metric::Srank,
-        Metric::Relative,
-    ];
-
-    /// The short label of map titles and legends.
-    pub fn label(self) -> &'static str {
-        match self {
-            Metric::Fro => "‖ΔW‖_F",
-            Metric::Spectral => "‖ΔW‖₂",
-            Metric::Erank => "effective rank",
-            Metric::Srank => "stable rank",
-            Metric::Relative => "‖ΔW‖_F / ‖W‖_F",
-            Metric::Amplification => "amplification",
-            Metric::Alignment => "alignment with W",
-        }
-    }
-
-    /// The name a figure's title uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
-            Metric::Spectral => "spectral norm σ₁",
-            Metric::Erank => "effective rank",
-            Metric::Srank => "stable rank",
-            Metric::Relative => "relative change ‖ΔW‖_F / ‖W‖_F",
-            Metric::Amplification => "amplification ‖ΔW‖_F / ‖U_rᵀ W V_r‖_F",
-            Metric::Alignment => "alignment with W's top singular subspace",
-        }
-    }
-
-    /// A colour bar's caption: symbol, meaning and unit.
-    pub fn caption(self) -> &'static str {
-        match self {
-            Metric::Fro => "‖ΔW‖_F, Frobenius norm (weight units)",
-            Metric::Spectral => "σ₁ = ‖ΔW‖₂, spectral norm (weight units)",
-            Metric::Erank => "effective rank, Roy–Vetterli (count)",
-            Metric::Srank => "stable rank ‖ΔW‖_F² / σ₁² (count)",
-            Metric::Relative => "‖ΔW‖_F / ‖W‖_F, change relative to the base weight (ratio)",
-            Metric::Amplification => "‖ΔW‖_F / ‖U_rᵀ W V_r‖_F, LoRA §7.3 (ratio)",
-            Metric::Alignment => "‖U_rᵀ U_ΔW‖_F² / r, share in W's top-r subspace (0 to 1)",
-        }
-    }
-
-    /// The name on the command line (`--metric`) and in file names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::Fro => "fro",
-            Metric::Spectral => "spectral",
-            Metric::Erank => "erank",
-            Metric::Srank => "srank",
-            Metric::Relative => "relative",
-            Metric::Amplification => "amplification",
-            Metric::Alignment => "alignment",
-        }
-    }
-
-    /// One line of `--help`.
-    pub fn help(self) -> &'static str {
-        match self {
-            Metric::Fro => "Frobenius norm ‖ΔW‖_F",
-            Metric::Spectral => "Spectral norm σ₁",
-            Metric::Erank => "Effective rank (Roy–Vetterli)",
-            Metric::Srank => "Stable rank ‖ΔW‖_F² / σ₁²",
-            Metric::Relative => "‖ΔW‖_F / ‖W‖_F against the base model (needs it in the cache)",
-            Metric::Amplification => {
-                "Amplification of W's directions (LoRA §7.3; needs the base model)"
-            }
-            Metric::Alignment => "Share of ΔW in W's top singular subspace (needs the base model)",
-        }
-    }
-
-    /// Where its value sits in a cell's [`Values`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The next of the adapter's own metrics (`m` without a base model).
-    pub fn next(self) -> Metric {
-        self.next_with(false)
-    }
-
-    /// The next metric, through the base metrics too when the base model is there.
-    pub fn next_with(self, base: bool) -> Metric {
-        self.next_in(if base { &Metric::ALL } else { &Metric::OWN })
-    }
-
-    /// The next metric of `cycle` (its first when this one is not in it).
-    pub fn next_in(self, cycle: &[Metric]) -> Metric {
-        let i = cycle.iter().position(|m| *m == self);
-        i.map_or(cycle[0], |i| cycle[(i + 1) % cycle.len()])
-    }
-
-    /// Whether the metric is set against the base model.
-    pub fn needs_base(self) -> bool {
-        Metric::BASE.contains(&self)
-    }
-
-    /// The metric's value for one delta (NaN for a base metric: those come from `BaseReport`).
-    pub fn of(self, d: &DeltaStats) -> f64 {
-        match self {
-            Metric::Fro => d.fro_norm,
-            Metric::Spectral => d.spectral_norm,
-            Metric::Erank => d.effective_rank,
-            Metric::Srank => d.stable_rank,
-            Metric::Relative | Metric::Amplification | Metric::Alignment => f64::NAN,
-        }
-    }
-
-    /// The base statistics a base metric needs (`base::stats::Fields`); None for the
-    /// adapter's own metrics.
-    pub fn fields(self) -> Option<Fields> {
-        match self {
-            Metric::Relative => Some(Fields::Relative),
-            Metric::Amplification => Some(Fields::Amplification),
-            Metric::Alignment => Some(Fields::All),
-            _ => None,
-        }
-    }
-
-    /// Whether a delta's base value of this metric is still to come (a streamed report).
-    pub fn pending_in(self, b: &BaseDeltaStats) -> bool {
-        self.fields().is_some_and(|f| b.pending(f))
-    }
-
-    /// The metric's value in a delta's base statistics (None for the adapter's own metrics,
-    /// NaN where the delta or its base weight is not finite, as `delta_values`).
-    pub fn of_base(self, b: &BaseDeltaStats) -> Option<f64> {
-        if b.nonfinite && self.needs_base() {
-            return Some(f64::NAN);
-        }
-        match self {
-            Metric::Relative => b.relative_change,
-            Metric::Amplification => b.amplification,
-            Metric::Alignment => b.alignment,
-            _ => None,
-        }
-    }
-}
-
-/// What a comparison's grid holds per cell, in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareMetric {
-    Cosine,
-    Subspace,
-    NormA,
-    NormB,
-}
-
-impl CompareMetric {
-    pub const ALL: [CompareMetric; 4] = [
-        CompareMetric::Cosine,
-        CompareMetric::Subspace,
-        CompareMetric::NormA,
-        CompareMetric::NormB,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CompareMetric::Cosine => "cosine",
-            CompareMetric::Subspace => "subspace similarity",
-            CompareMetric::NormA => "‖ΔW_A‖_F",
-            CompareMetric::NormB => "‖ΔW_B‖_F",
-        }
-    }
-
-    pub fn caption(self) -> &'static str {
-        match self {
-            CompareMetric::Cosine => "cosine similarity of ΔW_a and ΔW_b",
-            CompareMetric::Subspace => "subspace similarity of ΔW_a and ΔW_b (0 to 1)",
-            CompareMetric::NormA => "‖ΔW_a‖_F, Frobenius norm (weight units)",
-            CompareMetric::NormB => "‖ΔW_b‖_F, Frobenius norm (weight units)",
-        }
-    }
-
-    /// The name in file names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompareMetric::Cosine => "cosine",
-            CompareMetric::Subspace => "subspace",
-            CompareMetric::NormA => "norm-a",
-            CompareMetric::NormB => "norm-b",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn next(self) -> CompareMetric {
-        CompareMetric::ALL[(self.index() + 1) % 4]
-    }
-
-    /// Metrics that share one colour scale (A's and B's norms must be read on the same one).
-    pub fn scale_group(self) -> &'static [usize] {
-        match self {
-            CompareMetric::Cosine => &[0],
-            CompareMetric::Subspace => &[1],
-            CompareMetric::NormA | CompareMetric::NormB => &[2, 3],
-        }
-    }
-}
-
-/// What a grid is coloured by: a metric of deltas, or of matched pairs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    Delta(Metric),
-    Compare(CompareMetric),
-}
-
-impl Measure {
-    /// Where its value sits in a cell's [`Values`].
-    pub fn index(self) -> usize {
-        match self {
-            Measure::Delta(m) => m.index(),
-            Measure::Compare(m) => m.index(),
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Measure::Delta(m) => m.label(),
-            Measure::Compare(m) => m.label(),
-        }
-    }
-
-    pub fn caption(self) -> &'static str {
-        match self {
-            Measure::Delta(m) => m.caption(),
-            Measure::Compare(m) => m.caption(),
-        }
-    }
-
-    /// The value indices read on one scale.
-    fn group(self) -> &'static [usize] {
-        const ONE: [[usize; 1]; VALUES] = [[0], [1], [2], [3], [4], [5], [6]];
-        match self {
-            Measure::Delta(m) => &ONE[m.index()],
-            Measure::Compare(m) => m.scale_group(),
-        }
-    }
-
-    /// The colour scale of this measure, one for all of `grids` (side-by-side panels are read
-    /// on one scale): cosines diverge over −1…1, subspace similarity spans 0…1, everything else
-    /// runs from the smallest to the largest finite value. None when there is nothing to scale.
-    pub fn scale(self, grids: &[&Grid]) -> Option<Scale> {
-        let s = match self {
-            Measure::Compare(CompareMetric::Cosine) => {
-                Some(Scale::fixed(-1.0, 1.0, ScaleKind::Diverging))
-            }
-            Measure::Compare(CompareMetric::Subspace) | Measure::Delta(Metric::Alignment) => {
-                Some(Scale::fixed(0.0, 1.0, ScaleKind::Sequential))
-            }
-            _ => Scale::sequential(grids.iter().flat_map(|g| g.finite(self.group()))),
-        };
-        let k = [self.index()];
-        s.map(|s| Scale {
-            nonfinite: grids.iter().any(|g| g.has_nonfinite(&k)),
-            ..s
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Colours
-
-/// The two kinds of colour scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScaleKind {
-    /// Low to high: viridis.
-    Sequential,
-    /// −1 … 0 … +1: red–yellow–blue, for cosines.
-    Diverging,
-}
-
-impl ScaleKind {
-    pub fn palette(self) -> &'static [[u8; 3]] {
-        match self {
-            ScaleKind::Sequential => &VIRIDIS,
-            ScaleKind::Diverging => &RDYLBU,
-        }
-    }
-}
-
-/// matplotlib's viridis at eight stops (as plotters' `ViridisRGB`).
-pub const VIRIDIS: [[u8; 3]; 8] = [
-    [68, 1, 84],
-    [70, 50, 127],
-    [54, 92, 141],
-    [39, 127, 143],
-    [31, 162, 136],
-    [74, 194, 110],
-    [160, 219, 57],
-    [254, 232, 37],
-];
-
-/// ColorBrewer RdYlBu, blue for −1 through pale yellow to red for +1: its centre is not grey,
-/// so a cosine near 0 never looks like an empty cell.
-pub const RDYLBU: [[u8; 3]; 9] = [
-    [69, 117, 180],
-    [116, 173, 209],
-    [171, 217, 233],
-    [224, 243, 248],
-    [255, 255, 191],
-    [254, 224, 144],
-    [253, 174, 97],
-    [244, 109, 67],
-    [215, 48, 39],
-];
-
-/// Cells of non-finite deltas (NaN/inf): magenta, which neither palette ever produces.
-pub const NONFINITE: [u8; 3] = [255, 0, 255];
-
-/// Cells with LoRA but no value (statistics not there yet, a full tensor, a pair that cannot
-/// be compared): grey, expert targets purple.
-pub const PRESENT: [u8; 3] = [70, 70, 70];
-pub const PRESENT_EXPERT: [u8; 3] = [95, 55, 120];
-
-/// The colour of a [`CellKind::Present`] cell in column `emphasis`.
-pub fn present_color(emphasis: bool) -> [u8; 3] {
-    if emphasis {
-        PRESENT_EXPERT
-    } else {
-        PRESENT
-    }
-}
-
-/// A value range and the palette it maps onto.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
-    pub lo: f64,
-    pub hi: f64,
-    pub kind: ScaleKind,
-    /// Some cell is non-finite: legends explain its mark.
-    pub nonfinite: bool,
-}
-
-impl Scale {
-    pub fn fixed(lo: f64, hi: f64, kind: ScaleKind) -> Scale {
-        Scale {
-            lo,
-            hi,
-            kind,
-            nonfinite: false,
-        }
-    }
-
-    /// Smallest to largest finite value; a constant still gets a range, centred on it.
-    pub fn sequential(values: impl IntoIterator<Item = f64>) -> Option<Scale> {
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for v in values.into_iter().filter(|v| v.is_finite()) {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        if lo > hi {
-            return None;
-        }
-        if lo == hi {
-            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-            (lo, hi) = (lo - pad, hi + pad);
-        }
-        Some(Scale::fixed(lo, hi, ScaleKind::Sequential))
-    }
-
-    /// Position of `v` on the scale, 0…1 (NaN-safe: bad values land at the bottom).
-    pub fn t(&self, v: f64) -> f64 {
-        let t = (v - self.lo) / (self.hi - self.lo);
-        if t.is_finite() {
-            t.clamp(0.0, 1.0)
-        } else {
-            0.0
-        }
-    }
-
-    pub fn color(&self, v: f64) -> [u8; 3] {
-        ramp(self.kind.palette(), self.t(v))
-    }
-}
-
-/// Linear interpolation between evenly spaced stops, `t` in 0…1.
-pub fn ramp(stops: &[[u8; 3]], t: f64) -> [u8; 3] {
-    let n = stops.len() - 1;
-    let x = t.clamp(0.0, 1.0) * n as f64;
-    let i = (x.floor() as usize).min(n - 1);
-    let f = x - i as f64;
-    let (a, b) = (stops[i], stops[i + 1]);
-    std::array::from_fn(|c| (a[c] as f64 + (b[c] as f64 - a[c] as f64) * f).round() as u8)
-}
+pub use super::measure::{CompareMetric, Measure, Metric, StepMetric};
+pub use super::scale::{
+    present_color, ramp, Scale, ScaleKind, NONFINITE, PRESENT, PRESENT_EXPERT, RDYLBU, VIRIDIS,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The grid
 
 /// How many numbers a cell holds: one per [`Metric`] (the first four are also the
-/// [`CompareMetric`]s of pairs).
+/// [`CompareMetric`]s of pairs; a timeline grid's are the [`StepMetric`]s).
 pub const VALUES: usize = 7;
 
-/// The numbers of a cell: the [`Metric`]s of deltas, or the [`CompareMetric`]s of pairs.
+/// The numbers of a cell: the [`Metric`]s of deltas, the [`CompareMetric`]s of pairs, or the
+/// [`StepMetric`]s of a run's deltas at one step.
 pub type Values = [Option<f64>; VALUES];
 
 /// Per value: not computed yet (a streamed result's first pass), shown as pending.
@@ -589,14 +166,19 @@ pub enum Agg {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Col {
     pub label: String,
-    /// A second line under the label in figures (`mean`, `max`).
+    /// A second line under the label in figures (`mean`, `max`, `unreadable`).
     pub tag: Option<&'static str>,
     /// Expert targets stand out.
     pub emphasis: bool,
+    /// The column's target; a step column's gathers the grid's deltas, whose target this is
+    /// (`Target::Other("all")` when they are every target: `view::timeline`).
     pub target: Target,
     /// None: every delta of the target; Some(e): those of expert e (None: shared by all).
     pub expert: Option<Option<usize>>,
     pub agg: Agg,
+    /// The checkpoint's step, for a column of a run's timeline (`view::timeline`); None for
+    /// the columns of one adapter.
+    pub step: Option<u64>,
 }
 
 impl Col {
@@ -814,6 +396,7 @@ pub fn target_cols(targets: &[(Target, bool)], only: Option<&str>, labels: Label
             target: t.clone(),
             expert: None,
             agg,
+            step: None,
         };
         match labels {
             Labels::Figure { with_max } if *split => {
@@ -841,6 +424,7 @@ pub fn expert_cols(experts: impl IntoIterator<Item = Option<usize>>, target: &Ta
             target: target.clone(),
             expert: Some(e),
             agg: Agg::default(),
+            step: None,
         })
         .collect()
 }
