@@ -2,6 +2,7 @@
 //!
 //! cargo run --release --example synth -- DIR attn|peft|tinker [--rank R] [--expert-rank R]
 //!     [--expert-layers 0,7,15] [--dtype F32|BF16] [--seed N]
+//!     [--dims LAYERS,HIDDEN,Q_OUT,KV_OUT,EXPERTS,INTER] [--base-model ID]
 //!     [--run trainer|mlx|kohya --steps 100,200,300 [--wake-expert E@STEP] [--frozen-expert E]]
 //!
 //! With `--run`, DIR becomes a training run: one checkpoint per step in that naming scheme,
@@ -15,7 +16,7 @@ use safetensors::Dtype;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        eprintln!("usage: synth DIR attn|peft|tinker [--rank R] [--expert-rank R] [--expert-layers L,..] [--dtype F32|BF16] [--seed N]");
+        eprintln!("usage: synth DIR attn|peft|tinker [--rank R] [--expert-rank R] [--expert-layers L,..] [--dtype F32|BF16] [--seed N] [--dims L,H,Q,KV,E,I] [--base-model ID]");
         std::process::exit(2);
     }
     let flag = |name: &str| {
@@ -34,7 +35,23 @@ fn main() {
         "tinker" => Pattern::Tinker3d,
         other => panic!("unknown pattern {other}"),
     };
-    let mut spec = Spec::new(Dims::GPT_OSS_20B, pattern);
+    // Other sizes, e.g. a toy base for llama.cpp (tests/fixtures/writers/check_llamacpp.sh).
+    let dims = flag("--dims").map_or(Dims::GPT_OSS_20B, |v| {
+        let n: Vec<usize> = v.split(',').map(|x| x.parse().expect("a size")).collect();
+        assert_eq!(n.len(), 6, "--dims takes 6 sizes");
+        Dims {
+            layers: n[0],
+            hidden: n[1],
+            q_out: n[2],
+            kv_out: n[3],
+            experts: n[4],
+            inter: n[5],
+        }
+    });
+    let mut spec = Spec::new(dims, pattern);
+    if let Some(id) = flag("--base-model") {
+        spec.base_model = id;
+    }
     spec.attn_rank = num("--rank", 32);
     spec.expert_rank = num("--expert-rank", 8);
     spec.alpha = 2.0 * spec.attn_rank as f64;
