@@ -187,7 +187,7 @@ fn dense_of(a: &Adapter, key: &DeltaKey) -> Mat<f64> {
 fn joined_pairs_match_dense(p: &Adapter, g: &Adapter, c: &compare::Comparison, joined: &str) {
     use lorascope::adapter::layout::Target;
     for pr in c.pairs.iter().filter(|p| p.target == Target::GateUp) {
-        assert_eq!(pr.joined.as_deref(), Some(joined));
+        assert_eq!(pr.joined, Some(joined));
         let key = DeltaKey::new(pr.layer, Target::GateUp, pr.expert);
         let m = dense_of(p, &key);
         let (gd, ud) = (

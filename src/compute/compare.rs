@@ -166,10 +166,10 @@ fn joined(
 
 fn pair(a: (&Adapter, SideRs, Side), b: (&Adapter, SideRs, Side)) -> Result<Pair> {
     let d = a.2.delta(a.0);
-    let fused = |s: Side| matches!(s, Side::Joined { .. });
+    let is_joined = |s: Side| matches!(s, Side::Joined { .. });
     let mut p = Pair {
         layer: d.layer,
-        target: if fused(a.2) {
+        target: if is_joined(a.2) {
             Target::GateUp
         } else {
             d.target.clone()
@@ -183,7 +183,7 @@ fn pair(a: (&Adapter, SideRs, Side), b: (&Adapter, SideRs, Side)) -> Result<Pair
         finite_a: true,
         finite_b: true,
         note: None,
-        joined: match (fused(a.2), fused(b.2)) {
+        joined: match (is_joined(a.2), is_joined(b.2)) {
             (true, _) => Some("a"),
             (_, true) => Some("b"),
             _ => None,
@@ -219,9 +219,8 @@ fn pair(a: (&Adapter, SideRs, Side), b: (&Adapter, SideRs, Side)) -> Result<Pair
 /// Each fused gate_up delta of `x` that `y` lacks, with `y`'s gate and up deltas of the same
 /// layer and expert when `x` has neither: (x's delta, y's gate, y's up), with x's row order.
 fn joinable(
-    x: &Adapter,
-    ix: &BTreeMap<DeltaKey, usize>,
-    iy: &BTreeMap<DeltaKey, usize>,
+    (x, ix): (&Adapter, &BTreeMap<DeltaKey, usize>),
+    (y, iy): (&Adapter, &BTreeMap<DeltaKey, usize>),
 ) -> Vec<(usize, Side)> {
     let order = GateUpOrder::for_config(x.config.config());
     x.deltas
@@ -235,7 +234,10 @@ fn joinable(
                 return None;
             }
             let (gate, up) = (*iy.get(&kg)?, *iy.get(&ku)?);
-            Some((i, Side::Joined { gate, up, order }))
+            let (g, u) = (&y.deltas[gate], &y.deltas[up]);
+            // Halves of one fused matrix: the same shape (else they stay unmatched).
+            ((g.out_dim, g.in_dim) == (u.out_dim, u.in_dim))
+                .then_some((i, Side::Joined { gate, up, order }))
         })
         .collect()
 }
@@ -275,7 +277,7 @@ pub fn compare(a: &Adapter, b: &Adapter, ctl: &Control) -> Result<Comparison> {
                 .map(|&j| (Side::One(ia[&d.key()]), Side::One(j)))
         })
         .collect();
-    let (ja, jb) = (joinable(a, &ia, &ib), joinable(b, &ib, &ia));
+    let (ja, jb) = (joinable((a, &ia), (b, &ib)), joinable((b, &ib), (a, &ia)));
     matched.extend(ja.iter().map(|&(i, s)| (Side::One(i), s)));
     matched.extend(jb.iter().map(|&(j, s)| (s, Side::One(j))));
     matched.sort_by_cached_key(|(s, _)| {
