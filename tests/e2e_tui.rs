@@ -263,9 +263,9 @@ fn x_exports_an_adapter_and_it_joins_the_list() {
         "x did not open the export panel:\n{}",
         p.screen()
     );
-    // The rank row, then `rank K`.
+    // The rank row (past format and engine), then `rank K`.
     let mark = p.mark();
-    p.send(b"jl");
+    p.send(b"jjl");
     assert!(
         p.wait_for_after(mark, "gpt-oss-20b-attn-r8-peft-r4", WAIT)
             .is_some(),

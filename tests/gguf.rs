@@ -176,6 +176,168 @@ fn compare_with_the_safetensors_adapter_it_mirrors_matches_every_delta() {
     }
 }
 
+/// s·B·A of a delta, dense (rows × in), from the factors as stored.
+fn dense_of(a: &Adapter, key: &DeltaKey) -> Mat<f64> {
+    let d = a.deltas.iter().find(|d| d.key() == *key).unwrap();
+    dense(a, d)
+}
+
+/// Each joined gate_up pair of `c` (`joined` names the GGUF side) against the dense f64 ΔW: the
+/// PEFT fused delta and the GGUF's gate (even rows) and up (odd rows) interleaved.
+fn joined_pairs_match_dense(p: &Adapter, g: &Adapter, c: &compare::Comparison, joined: &str) {
+    use lorascope::adapter::layout::Target;
+    for pr in c.pairs.iter().filter(|p| p.target == Target::GateUp) {
+        assert_eq!(pr.joined, Some(joined));
+        let key = DeltaKey::new(pr.layer, Target::GateUp, pr.expert);
+        let m = dense_of(p, &key);
+        let (gd, ud) = (
+            dense_of(g, &DeltaKey::new(pr.layer, Target::Gate, pr.expert)),
+            dense_of(g, &DeltaKey::new(pr.layer, Target::Up, pr.expert)),
+        );
+        let f = Mat::from_fn(m.nrows(), m.ncols(), |o, i| {
+            if o % 2 == 0 {
+                gd[(o / 2, i)]
+            } else {
+                ud[(o / 2, i)]
+            }
+        });
+        let dot: f64 = (0..m.nrows())
+            .flat_map(|o| (0..m.ncols()).map(move |i| (o, i)))
+            .map(|(o, i)| m[(o, i)] * f[(o, i)])
+            .sum();
+        let (nm, nf) = (m.norm_l2(), f.norm_l2());
+        let (np, ng) = if joined == "b" {
+            (pr.fro_norm_a.unwrap(), pr.fro_norm_b.unwrap())
+        } else {
+            (pr.fro_norm_b.unwrap(), pr.fro_norm_a.unwrap())
+        };
+        assert!((np - nm).abs() <= 1e-12 * nm, "{key:?}: ‖ΔW‖ {np} vs {nm}");
+        assert!((ng - nf).abs() <= 1e-12 * nf, "{key:?}: ‖ΔW‖ {ng} vs {nf}");
+        let cos = pr.cosine.unwrap();
+        assert!(
+            (cos - dot / (nm * nf)).abs() < 1e-12,
+            "{key:?}: cosine {cos}"
+        );
+    }
+}
+
+/// A gpt-oss PEFT adapter with fused gate_up experts and its own `export --format gguf`, which
+/// holds them as `ffn_gate_exps` (even rows) and `ffn_up_exps` (odd rows): `compare` joins each
+/// expert's gate and up into the fused delta (either side first), every delta is matched, and
+/// the joined pairs' norms and cosine equal the dense f64 ones, a difference planted in one
+/// expert's up rows included. GGUF vs GGUF and PEFT vs PEFT match as before (nothing joined).
+#[test]
+fn compare_of_a_peft_adapter_with_its_gguf_export_joins_gate_and_up() {
+    use lorascope::adapter::layout::Target;
+    use lorascope::export::{self, Engine, Options, RankRule};
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spec(Pattern::PeftExperts { layers: vec![0, 1] });
+    synth::write_adapter(&dir.path().join("peft"), &sp).unwrap();
+    let p = load_one(&dir.path().join("peft"));
+    let out = dir.path().join("adapter.gguf");
+    let opts = Options {
+        format: export::Format::Gguf { q8_0: false },
+        engine: Engine::Llamacpp,
+        rank: RankRule::Keep,
+        max_rank: None,
+        dtype: Some(safetensors::Dtype::F32),
+        drop_unservable: false,
+        force: false,
+        protected: vec![],
+    };
+    export::export(&p, &out, &opts, &Control::default()).unwrap();
+    // Plant a difference: expert 1's up rows of layer 0 times 3 in their first rank column.
+    let planted = DeltaKey::new(Some(0), Target::GateUp, Some(1));
+    {
+        let g = load_one(&out);
+        let up = g
+            .deltas
+            .iter()
+            .find(|d| d.key() == DeltaKey::new(Some(0), Target::Up, Some(1)))
+            .unwrap();
+        let (t, file) = g.tensor_file(up.b.tensor);
+        assert_eq!(t.info.dtype, safetensors::Dtype::F32);
+        let mut bytes = std::fs::read(&file.path).unwrap();
+        let per_expert = up.out_dim * up.rank * 4;
+        let start = (file.data_start + t.info.begin) as usize + per_expert;
+        for row in 0..up.out_dim {
+            let at = start + row * up.rank * 4;
+            let v = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            bytes[at..at + 4].copy_from_slice(&(3.0 * v + 0.01).to_le_bytes());
+        }
+        std::fs::write(&out, bytes).unwrap();
+    }
+    let g = load_one(&out);
+    let fused = p
+        .deltas
+        .iter()
+        .filter(|d| d.target == Target::GateUp)
+        .count();
+    assert_eq!(fused, 2 * DIMS.experts);
+    for (x, y, joined) in [(&p, &g, "b"), (&g, &p, "a")] {
+        let c = compare::compare(x, y, &Control::default()).unwrap();
+        // Every PEFT delta is matched; the GGUF's others are the zero slices of the experts the
+        // source does not adapt (llama.cpp stacks all 32 of the base's).
+        let (only_p, only_g) = if joined == "b" {
+            (&c.only_a, &c.only_b)
+        } else {
+            (&c.only_b, &c.only_a)
+        };
+        assert!(only_p.is_empty(), "{only_p:?}");
+        assert!(
+            only_g.iter().all(|k| k.expert >= Some(DIMS.experts)),
+            "{only_g:?}"
+        );
+        assert_eq!(c.pairs.len(), p.deltas.len());
+        let gate_up: Vec<_> = c
+            .pairs
+            .iter()
+            .filter(|p| p.target == Target::GateUp)
+            .collect();
+        assert_eq!(gate_up.len(), fused);
+        for pr in &c.pairs {
+            let key = DeltaKey::new(pr.layer, pr.target.clone(), pr.expert);
+            assert!(pr.comparable, "{key:?}");
+            let cos = pr.cosine.unwrap();
+            if key == planted {
+                assert!(cos < 0.99, "the planted difference is found: {cos}");
+            } else {
+                assert!((1.0 - cos).abs() < 1e-12, "{key:?}: cosine {cos}");
+                let (na, nb) = (pr.fro_norm_a.unwrap(), pr.fro_norm_b.unwrap());
+                assert!((na - nb).abs() <= 1e-12 * nb, "{key:?}: {na} vs {nb}");
+                assert!((1.0 - pr.subspace_similarity.unwrap()).abs() < 1e-9);
+            }
+            if pr.target != Target::GateUp {
+                assert_eq!(pr.joined, None);
+            }
+        }
+        joined_pairs_match_dense(&p, &g, &c, joined);
+    }
+    // Ranks cut on each half (`--energy`): each half its own best factors, joined all the same.
+    let cut = dir.path().join("cut.gguf");
+    let opts = Options {
+        rank: RankRule::Energy(0.6),
+        ..opts
+    };
+    export::export(&p, &cut, &opts, &Control::default()).unwrap();
+    let gc = load_one(&cut);
+    let c = compare::compare(&p, &gc, &Control::default()).unwrap();
+    assert!(c.only_a.is_empty(), "{:?}", c.only_a);
+    joined_pairs_match_dense(&p, &gc, &c, "b");
+    for x in [&p, &g] {
+        let c = compare::compare(x, x, &Control::default()).unwrap();
+        assert!(c.only_a.is_empty() && c.only_b.is_empty());
+        assert_eq!(c.pairs.len(), x.deltas.len());
+        assert!(c.pairs.iter().all(|p| p.joined.is_none()));
+        let keys: Vec<DeltaKey> = c
+            .pairs
+            .iter()
+            .map(|p| DeltaKey::new(p.layer, p.target.clone(), p.expert))
+            .collect();
+        assert_eq!(keys, x.deltas.iter().map(|d| d.key()).collect::<Vec<_>>());
+    }
+}
+
 #[derive(Deserialize)]
 struct Expected {
     layer: usize,

@@ -1874,7 +1874,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 16] = [
+const DOC_VIEWS: [&str; 17] = [
     "list",
     "error_row",
     "filter",
@@ -1891,6 +1891,7 @@ const DOC_VIEWS: [&str; 16] = [
     "base__merged_layer_map",
     "base__merged_stats",
     "export_panel__panel",
+    "export_panel__panel_gguf",
 ];
 
 fn capture(name: &str) -> String {

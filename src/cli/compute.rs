@@ -461,6 +461,13 @@ pub fn cmd_compare(ctx: &Catalog, args: CompareArgs) -> Result<ExitCode> {
         ]);
     }
     out!("{}", t.render());
+    if let Some(side) = c.pairs.iter().find_map(|p| p.joined) {
+        let n = c.pairs.iter().filter(|p| p.joined.is_some()).count();
+        let other = if side == "a" { "b" } else { "a" };
+        outln!(
+            "\n{n} gate_up pairs: {side}'s gate_proj and up_proj joined into {other}'s fused gate_up"
+        );
+    }
     let bad: Vec<_> = c
         .pairs
         .iter()

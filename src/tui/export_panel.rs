@@ -1,5 +1,5 @@
-//! The `x` key's export panel: the settings of `lorascope export` (engine, rank rule,
-//! `--drop-unservable`, the output folder) over the screen, the export as a cancellable job
+//! The `x` key's export panel: the settings of `lorascope export` (format, engine, rank rule,
+//! data type, `--drop-unservable`, the output folder or `.gguf` file) over the screen, the export as a cancellable job
 //! with progress, and its report; the written adapter joins the list. The export itself is the
 //! library's (`crate::export`), as the command line's; this module only collects the options,
 //! starts the job and shows what came back.
@@ -19,6 +19,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget};
+use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,16 +75,22 @@ pub enum Rule {
 /// The panel's rows, top to bottom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    /// A PEFT folder or a GGUF file (`--format`).
+    Format,
     Engine,
     Rule,
     /// K or F, as the rule says (skipped when ranks are kept).
     Value,
+    /// `--dtype`.
+    Dtype,
     Drop,
     Folder,
 }
 
 const ENGINES: [Engine; 3] = [Engine::Peft, Engine::Vllm, Engine::Sglang];
 const RULES: [Rule; 3] = [Rule::Keep, Rule::Rank, Rule::Energy];
+/// `--dtype` as the command line spells it ("source": not given); q8_0 is GGUF's only.
+pub const DTYPES: [&str; 5] = ["source", "f32", "f16", "bf16", "q8_0"];
 
 /// Where the panel is: choosing (with the last attempt's outcome), exporting, or done.
 #[derive(Debug, Clone)]
@@ -102,11 +109,15 @@ pub struct ExportPanel {
     pub id: String,
     /// The adapter's largest rank (the default K is half of it).
     pub rank: usize,
+    /// GGUF for llama.cpp (`--format gguf`), else a PEFT folder.
+    pub gguf: bool,
     pub engine: Engine,
     pub rule: Rule,
     /// K and F as typed (each kept while the other rule is shown).
     pub k: String,
     pub f: String,
+    /// An entry of `DTYPES`.
+    pub dtype: &'static str,
     pub drop_unservable: bool,
     pub folder: String,
     /// The folder was typed: settings no longer rename it.
@@ -122,14 +133,16 @@ impl ExportPanel {
             idx,
             id: a.id.clone(),
             rank,
+            gguf: false,
             engine: Engine::Peft,
             rule: Rule::Keep,
             k: (rank / 2).max(1).to_string(),
             f: "0.99".into(),
+            dtype: DTYPES[0],
             drop_unservable: false,
             folder: String::new(),
             typed: false,
-            field: Field::Engine,
+            field: Field::Format,
             state: State::Editing,
         };
         p.rename(export_dir);
@@ -152,15 +165,43 @@ impl ExportPanel {
     }
 
     fn fields(&self) -> Vec<Field> {
-        let mut f = vec![Field::Engine, Field::Rule];
+        let mut f = vec![Field::Format, Field::Engine, Field::Rule];
         if self.rule != Rule::Keep {
             f.push(Field::Value);
         }
-        f.extend([Field::Drop, Field::Folder]);
+        f.extend([Field::Dtype, Field::Drop, Field::Folder]);
         f
     }
 
-    /// `<export dir>/<adapter name>-<engine>[-r<K>|-e<F>]`, until a folder is typed.
+    /// The engines of the format: llama.cpp alone reads GGUF.
+    fn engines(&self) -> &'static [Engine] {
+        if self.gguf {
+            &[Engine::Llamacpp]
+        } else {
+            &ENGINES
+        }
+    }
+
+    /// The data types of the format (Q8_0 is a GGUF type).
+    fn dtypes(&self) -> &'static [&'static str] {
+        if self.gguf {
+            &DTYPES
+        } else {
+            &DTYPES[..4]
+        }
+    }
+
+    /// `--format gguf` or not: the engine and data type follow (llama.cpp; no Q8_0 in PEFT).
+    fn set_gguf(&mut self, gguf: bool) {
+        self.gguf = gguf;
+        self.engine = self.engines()[0];
+        if !self.dtypes().contains(&self.dtype) {
+            self.dtype = DTYPES[0];
+        }
+    }
+
+    /// `<export dir>/<adapter name>-<engine>[-r<K>|-e<F>][-<dtype>][.gguf]`, until a folder or
+    /// file is typed.
     fn rename(&mut self, export_dir: &Path) {
         if self.typed {
             return;
@@ -176,7 +217,13 @@ impl ExportPanel {
             Rule::Rank => format!("-r{}", self.k),
             Rule::Energy => format!("-e{}", self.f),
         };
-        let name: String = format!("{name}-{}{rule}", self.engine.as_str())
+        let name = name.strip_suffix(".gguf").unwrap_or(name);
+        let dtype = match self.dtype {
+            "source" => String::new(),
+            d => format!("-{d}"),
+        };
+        let ext = if self.gguf { ".gguf" } else { "" };
+        let name: String = format!("{name}-{}{rule}{dtype}{ext}", self.engine.as_str())
             .chars()
             .map(|c| {
                 if c.is_alphanumeric() || "-_.".contains(c) {
@@ -238,7 +285,9 @@ impl ExportPanel {
             all[if up { (i + 1) % n } else { (i + n - 1) % n }]
         }
         match self.field {
-            Field::Engine => self.engine = cycle(&ENGINES, self.engine, up),
+            Field::Format => self.set_gguf(!self.gguf),
+            Field::Engine => self.engine = cycle(self.engines(), self.engine, up),
+            Field::Dtype => self.dtype = cycle(self.dtypes(), self.dtype, up),
             Field::Rule => self.rule = cycle(&RULES, self.rule, up),
             Field::Value if self.rule == Rule::Rank => {
                 let k = self.k.parse::<usize>().unwrap_or(self.rank);
@@ -347,11 +396,22 @@ fn start(app: &mut App) {
         }
     };
     let opts = Options {
-        format: export::Format::Peft,
+        format: if p.gguf {
+            export::Format::Gguf {
+                q8_0: p.dtype == "q8_0",
+            }
+        } else {
+            export::Format::Peft
+        },
         engine: p.engine,
         rank,
         max_rank: None,
-        dtype: None,
+        dtype: match p.dtype {
+            "f32" => Some(Dtype::F32),
+            "f16" => Some(Dtype::F16),
+            "bf16" => Some(Dtype::BF16),
+            _ => None,
+        },
         drop_unservable: p.drop_unservable,
         force: false,
         protected: export::protected_roots(app.fetch_cache.as_deref()),
@@ -451,7 +511,8 @@ pub fn summary(r: &Report) -> Vec<String> {
     let mut out = vec![
         format!("wrote {}", r.out.display()),
         format!(
-            "PEFT for {}, {}, {} deltas: rank {} → {}",
+            "{} for {}, {}, {} deltas: rank {} → {}",
+            if r.format == "gguf" { "GGUF" } else { "PEFT" },
             r.engine.as_str(),
             r.dtype,
             r.deltas.len(),
@@ -514,12 +575,14 @@ pub fn draw(buf: &mut Buffer, area: Rect, p: &ExportPanel, app: &App, theme: The
         v
     };
     let caret = |f: Field| Span::styled(if focus(f) { "▏" } else { "" }, theme.key());
-    let engine = ENGINES.iter().position(|&e| e == p.engine).unwrap_or(0);
     rows.push(row(
-        Field::Engine,
-        "for",
-        choices(&["peft", "vllm", "sglang"], engine),
+        Field::Format,
+        "format",
+        choices(&["peft folder", "gguf file"], usize::from(p.gguf)),
     ));
+    let engines: Vec<&str> = p.engines().iter().map(|e| e.as_str()).collect();
+    let engine = p.engines().iter().position(|&e| e == p.engine).unwrap_or(0);
+    rows.push(row(Field::Engine, "for", choices(&engines, engine)));
     let rule = RULES.iter().position(|&r| r == p.rule).unwrap_or(0);
     rows.push(row(
         Field::Rule,
@@ -558,6 +621,8 @@ pub fn draw(buf: &mut Buffer, area: Rect, p: &ExportPanel, app: &App, theme: The
             ],
         ),
     });
+    let dtype = p.dtypes().iter().position(|&d| d == p.dtype).unwrap_or(0);
+    rows.push(row(Field::Dtype, "dtype", choices(p.dtypes(), dtype)));
     let drop = if p.drop_unservable {
         "[x] leave out what the engine refuses, and say so"
     } else {
@@ -574,7 +639,11 @@ pub fn draw(buf: &mut Buffer, area: Rect, p: &ExportPanel, app: &App, theme: The
         .collect();
     rows.push(row(
         Field::Folder,
-        "output folder",
+        if p.gguf {
+            "output file"
+        } else {
+            "output folder"
+        },
         vec![
             Span::styled(format!(" {shown}"), bold),
             caret(Field::Folder),

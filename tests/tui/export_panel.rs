@@ -15,7 +15,7 @@ fn type_text(app: &mut App, text: &str) {
 
 /// Moves to the panel's `field` (as a user would, with j).
 fn focus(app: &mut App, field: Field) {
-    for _ in 0..6 {
+    for _ in 0..8 {
         if panel(app).field == field {
             return;
         }
@@ -87,6 +87,7 @@ fn the_settings_name_the_default_folder_until_one_is_typed() {
     app.export_dir = PathBuf::from("/plots");
     open_on(&mut app, "fixtures/moe-peft");
     assert_eq!(panel(&app).folder, "/plots/moe-peft-peft");
+    focus(&mut app, Field::Engine);
     cmd(&mut app, Command::Right); // engine: vllm
     focus(&mut app, Field::Rule);
     cmd(&mut app, Command::Right); // rank K (half the largest rank, 8)
@@ -112,7 +113,7 @@ fn the_settings_name_the_default_folder_until_one_is_typed() {
     cmd(&mut app, Command::Right);
     assert_eq!(panel(&app).rule, Rule::Keep);
     cmd(&mut app, Command::Down);
-    assert_eq!(panel(&app).field, Field::Drop);
+    assert_eq!(panel(&app).field, Field::Dtype);
 }
 
 #[test]
@@ -165,6 +166,7 @@ fn refusals_a_full_folder_and_the_cache_show_in_the_panel() {
     let tmp = tempfile::tempdir().unwrap();
     // vLLM does not serve gpt-oss's router LoRA: the panel lists what it refuses.
     open_on(&mut app, "fixtures/router");
+    focus(&mut app, Field::Engine);
     cmd(&mut app, Command::Right); // vllm
     set_folder(&mut app, &tmp.path().join("router-vllm"));
     cmd(&mut app, Command::ExportStart);
@@ -272,6 +274,7 @@ fn remote_corrupt_and_empty_adapters_say_why_they_cannot_export() {
 fn snapshot_panel() {
     let (_d, mut app) = new_app(true);
     open_on(&mut app, "fixtures/moe-peft");
+    focus(&mut app, Field::Engine);
     cmd(&mut app, Command::Right); // vllm
     focus(&mut app, Field::Rule);
     cmd(&mut app, Command::Right); // rank K
@@ -284,6 +287,7 @@ fn snapshot_panel_refused() {
     let (_d, mut app) = new_app(true);
     let tmp = tempfile::tempdir().unwrap();
     open_on(&mut app, "fixtures/router");
+    focus(&mut app, Field::Engine);
     cmd(&mut app, Command::Right); // vllm
     set_folder(&mut app, &tmp.path().join("r"));
     cmd(&mut app, Command::ExportStart);
@@ -291,4 +295,80 @@ fn snapshot_panel_refused() {
     // The folder shown is the temporary one: show a stable one.
     app.export.as_mut().unwrap().folder = "./router-vllm".into();
     snapshot("panel_refused", &draw(&mut app, 80, 24));
+}
+
+/// GGUF from the panel: llama.cpp the only engine, Q8_0 among the types, a `.gguf` file named;
+/// the export is the command line's (`export::export` with `Format::Gguf`), and the file joins
+/// the list as a GGUF adapter. Back to PEFT, Q8_0 is no choice.
+#[test]
+fn the_panel_writes_a_gguf_file_in_the_chosen_type() {
+    use lorascope::adapter::layout::Format;
+    let (_d, mut app) = new_app(true);
+    app.export_dir = PathBuf::from("/plots");
+    let n = app.adapters.len();
+    open_on(&mut app, "fixtures/moe-peft");
+    assert_eq!(panel(&app).field, Field::Format);
+    cmd(&mut app, Command::Right);
+    assert!(panel(&app).gguf);
+    assert_eq!(panel(&app).engine, lorascope::export::Engine::Llamacpp);
+    assert_eq!(panel(&app).folder, "/plots/moe-peft-llamacpp.gguf");
+    focus(&mut app, Field::Engine);
+    cmd(&mut app, Command::Right); // the only engine
+    assert_eq!(panel(&app).engine, lorascope::export::Engine::Llamacpp);
+    focus(&mut app, Field::Dtype);
+    cmd(&mut app, Command::Left); // source → q8_0 (the last)
+    assert_eq!(panel(&app).dtype, "q8_0");
+    assert_eq!(panel(&app).folder, "/plots/moe-peft-llamacpp-q8_0.gguf");
+    let text = screen_text(&draw(&mut app, W, H));
+    assert!(
+        text.contains("[gguf file]") && text.contains("[q8_0]") && text.contains("output file"),
+        "{text}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("moe.gguf");
+    set_folder(&mut app, &out);
+    cmd(&mut app, Command::ExportStart);
+    run_effects(&mut app);
+    let State::Done(done) = &panel(&app).state else {
+        panic!("no report: {:?}", panel(&app).state);
+    };
+    assert_eq!(
+        (done.report.format, done.report.dtype.as_str()),
+        ("gguf", "Q8_0")
+    );
+    let text = screen_text(&draw(&mut app, W, H));
+    assert!(text.contains("GGUF for llamacpp, Q8_0"), "{text}");
+    assert!(out.is_file());
+    assert_eq!(app.adapters.len(), n + 1);
+    let i = app.selected_adapter().unwrap();
+    assert_eq!(app.adapters[i].format(), Some(Format::Gguf));
+    assert!(app.adapters[i].dtypes().contains(&"Q8_0".to_string()));
+    cmd(&mut app, Command::Escape);
+    // A GGUF output must be a .gguf file: the export says so, in the panel.
+    open_on(&mut app, "fixtures/attn-r8");
+    cmd(&mut app, Command::Right);
+    set_folder(&mut app, &tmp.path().join("attn"));
+    cmd(&mut app, Command::ExportStart);
+    run_effects(&mut app);
+    assert!(failure(&app).contains(".gguf"), "{}", failure(&app));
+    // Back to PEFT: Q8_0 is GGUF's, the type returns to the source's.
+    focus(&mut app, Field::Dtype);
+    cmd(&mut app, Command::Left);
+    assert_eq!(panel(&app).dtype, "q8_0");
+    focus(&mut app, Field::Format);
+    cmd(&mut app, Command::Right);
+    assert!(!panel(&app).gguf);
+    assert_eq!(panel(&app).engine, lorascope::export::Engine::Peft);
+    assert_eq!(panel(&app).dtype, "source");
+}
+
+#[test]
+fn snapshot_panel_gguf() {
+    let (_d, mut app) = new_app(true);
+    open_on(&mut app, "fixtures/moe-peft");
+    cmd(&mut app, Command::Right); // gguf file
+    focus(&mut app, Field::Dtype);
+    cmd(&mut app, Command::Right); // f32
+    cmd(&mut app, Command::Right); // f16
+    snapshot("panel_gguf", &snap(&mut app));
 }
