@@ -3,7 +3,9 @@
 //! safetensors-only scan. `stats`: one adapter at gpt-oss-20b shapes (2 layers: attention and 32
 //! experts' gate/up/down at r = 32) as F32 safetensors (Tinker's 3D layout, its A shared across
 //! experts), as F32 GGUF and as Q8_0 GGUF (both with a factor per expert, the llama.cpp layout);
-//! goal: Q8_0 within 1.5× of F32. cargo bench --bench gguf
+//! goal: Q8_0 within 1.5× of F32. `scan_mirrors`: the survey's attention-only and Tinker
+//! adapters as safetensors against the same adapters as GGUF (a cache of each); goal: within
+//! 1.2×. cargo bench --bench gguf
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lorascope::adapter::discovery::{self, ScanRequest};
@@ -60,6 +62,69 @@ fn bench_scan(c: &mut Criterion) {
     g.bench_function("survey_with_gguf_twins", |b| {
         b.iter(|| discovery::scan(&req))
     });
+    g.finish();
+    bench_mirrors(c, &repos);
+}
+
+/// The survey's adapters that a GGUF can mirror delta for delta (attention-only and Tinker's 3D
+/// experts: the patterns llama.cpp's names cover in `synth::gguf`), once as safetensors and once
+/// as GGUF files with the same specs, in two caches: what a GGUF costs to scan against the
+/// safetensors adapter it was converted from.
+fn bench_mirrors(c: &mut Criterion, repos: &[synth::survey::SurveyRepo]) {
+    use synth::survey::{Item, SurveyRepo};
+    let mirrored: Vec<SurveyRepo> = repos
+        .iter()
+        .map(|r| SurveyRepo {
+            id: r.id.clone(),
+            row: r.row,
+            items: r
+                .items
+                .iter()
+                .filter(|i| {
+                    matches!(i, Item::Adapter { spec, .. }
+                        if matches!(spec.pattern, Pattern::Attention | Pattern::Tinker3d))
+                })
+                .cloned()
+                .collect(),
+        })
+        .filter(|r| !r.items.is_empty())
+        .collect();
+    let st = support::Hub::new();
+    synth::survey::write_cache(&st.root, &mirrored).expect("safetensors cache");
+    let gg = support::Hub::new();
+    for r in &mirrored {
+        let stage = gg.stage();
+        for item in &r.items {
+            if let Item::Adapter { sub, spec } = item {
+                let dir = stage.join(sub);
+                std::fs::create_dir_all(&dir).expect("folder");
+                synth::gguf::write_adapter(&dir.join("adapter.gguf"), spec, GgmlType::F32)
+                    .expect("mirror");
+            }
+        }
+        let rev = support::rev(&r.id);
+        gg.commit(&r.id, &rev);
+        gg.set_ref(&r.id, &rev);
+    }
+    let req = |root: &std::path::Path| ScanRequest {
+        cache: Some(root.to_path_buf()),
+        ..Default::default()
+    };
+    let (rs, rg) = (req(&st.root), req(&gg.root));
+    let (a, b) = (discovery::scan(&rs), discovery::scan(&rg));
+    let deltas = |v: &[Adapter]| v.iter().map(|a| a.deltas.len()).sum::<usize>();
+    assert_eq!(a.len(), b.len());
+    assert_eq!(deltas(&a), deltas(&b), "the mirrors hold the same deltas");
+    assert!(a.iter().chain(&b).all(|a| a.kind == Kind::Lora));
+    eprintln!(
+        "{} mirrored adapters, {} deltas each way",
+        a.len(),
+        deltas(&a)
+    );
+    let mut g = c.benchmark_group("gguf_scan_mirrors");
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    g.bench_function("safetensors", |bch| bch.iter(|| discovery::scan(&rs)));
+    g.bench_function("gguf_f32_mirrors", |bch| bch.iter(|| discovery::scan(&rg)));
     g.finish();
 }
 
