@@ -1896,7 +1896,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 16] = [
+const DOC_VIEWS: [&str; 18] = [
     "list",
     "error_row",
     "filter",
@@ -1913,6 +1913,8 @@ const DOC_VIEWS: [&str; 16] = [
     "base__merged_layer_map",
     "base__merged_stats",
     "export_panel__panel",
+    "runs__list_run_expanded",
+    "runs__run",
 ];
 
 fn capture(name: &str) -> String {

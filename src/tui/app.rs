@@ -473,7 +473,7 @@ impl App {
         // A checkpoint or comparison opened from the Run screen comes back to it.
         let from_run = matches!(self.screen, Screen::Run(_));
         let keep_run = |app: &mut App| {
-            if from_run && !matches!(app.screen, Screen::Run(_)) {
+            if from_run {
                 app.back = Some(std::mem::replace(&mut app.screen, Screen::List));
             }
         };

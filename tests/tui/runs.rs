@@ -423,7 +423,7 @@ fn m_cycles_the_metrics_t_the_targets_and_tab_the_maps() {
         ]
     );
     // The expert map follows an expert target; Tab moves the keys to it.
-    for _ in 0..6 {
+    for _ in 0..5 {
         cmd(&mut app, Command::NextTarget);
     }
     let v = run_screen(&app);
@@ -434,7 +434,10 @@ fn m_cycles_the_metrics_t_the_targets_and_tab_the_maps() {
     cmd(&mut app, Command::Down);
     assert_eq!(run_screen(&app).expert_row, 1);
     // A layer without experts has no expert map, and the keys go back to the layer map.
-    cmds(&mut app, &[Command::NextTarget, Command::Down]);
+    cmds(
+        &mut app,
+        &[Command::NextTarget, Command::NextView, Command::Down],
+    );
     assert_eq!(run_screen(&app).focus, Focus::Layers);
     assert_eq!(run_screen(&app).cursor.0, 1);
     let v = run_screen(&app);
@@ -522,4 +525,35 @@ fn snapshot_run_screen() {
     snapshot("run_partial", &draw(&mut app, W, 40));
     let (_d, mut app) = opened(false);
     snapshot("run", &draw(&mut app, W, 40));
+}
+
+#[test]
+fn p_exports_the_map_the_keys_are_in_as_shown() {
+    let (_d, mut app) = opened(true);
+    let out = tempfile::tempdir().unwrap();
+    app.export_dir = out.path().to_path_buf();
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    // The layer map in the growth metric: the same cells and colours as on screen.
+    cmd(&mut app, Command::NextMetric);
+    let v = run_screen(&app).clone();
+    assert_png_is_the_grid(&mut app, &v.maps.layers, Measure::Step(v.metric));
+    let (path, r) = lorascope::tui::export::export_view(&app).unwrap();
+    assert_eq!(name(&path), "fixtures-demo-run-timeline-growth.png");
+    assert_eq!(r.cells.len(), 24 * 5);
+    // The expert map once the keys are in it.
+    cmd(&mut app, Command::NextView);
+    let (path, r) = lorascope::tui::export::export_view(&app).unwrap();
+    assert_eq!(
+        name(&path),
+        "fixtures-demo-run-timeline-gate_up_proj-layer0-growth.png"
+    );
+    assert_eq!(r.cells.len(), 32 * 5);
+    let (_, g) = run_screen(&app).maps.experts.clone().unwrap();
+    for (i, c) in r.cells.iter().enumerate() {
+        assert_eq!(c.row, g.rows[i / 5]);
+        let want = g
+            .cell(i / 5, i % 5)
+            .and_then(|x| x.values[v.metric.index()]);
+        assert_eq!(c.value, want.filter(|x| x.is_finite()), "{c:?}");
+    }
 }

@@ -187,10 +187,11 @@ pub fn title(app: &App, l: &ListScreen) -> (String, String) {
     let (n, runs) = l.counts();
     let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     let shown = l.top_level();
-    let mut right = plural(n, "adapter");
-    if runs > 0 {
-        right.push_str(&format!(" · {}", plural(runs, "run")));
-    }
+    let mut right = match (n, runs) {
+        (_, 0) => plural(n, "adapter"),
+        (0, r) => plural(r, "run"),
+        (n, r) => format!("{} · {}", plural(n, "adapter"), plural(r, "run")),
+    };
     if shown < n + runs {
         right = format!("{shown} of {right}");
     }

@@ -13,14 +13,25 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Sparkline, SparklineBar,
 /// Bars are scaled to this many steps of height.
 const FULL: u64 = 1000;
 
-/// A labelled sparkline: `label  last value` on the first line, one bar per step under it (the
-/// step under the cursor highlighted; steps without a value left blank).
+/// How a sparkline's bars are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bars {
+    /// From 0 to the largest value (a norm: its growth reads as it is).
+    FromZero,
+    /// From the smallest to the largest value, the smallest still a sliver (a rank that moves
+    /// a little; the label gives the range).
+    Range,
+}
+
+/// A labelled sparkline: `label  value at the cursor` on the first line, one bar per step under
+/// it (the step under the cursor highlighted; steps without a value left blank).
 pub fn sparkline(
     buf: &mut Buffer,
     area: Rect,
     label: &str,
     values: &[Option<f64>],
     cursor: usize,
+    bars_of: Bars,
     theme: Theme,
 ) {
     if area.height == 0 || area.width < 4 {
@@ -29,24 +40,45 @@ pub fn sparkline(
     let at = values.get(cursor).copied().flatten();
     let x = put(buf, area, area.x, area.y, label, theme.header());
     let now = at.map_or_else(|| "-".to_string(), num);
-    put(buf, area, x + 2, area.y, &now, Style::new());
+    let x = put(buf, area, x + 2, area.y, &now, Style::new());
+    let finite = || values.iter().flatten().copied().filter(|v| v.is_finite());
+    let max = finite().fold(f64::NEG_INFINITY, f64::max);
+    let min = match bars_of {
+        Bars::FromZero => 0.0,
+        // Values equal but for rounding are one value (full bars, no range).
+        Bars::Range => Some(finite().fold(f64::INFINITY, f64::min))
+            .filter(|&m| max - m > 1e-6 * max.abs())
+            .unwrap_or(max),
+    };
+    if bars_of == Bars::Range && min < max {
+        let range = format!("  ({}–{})", num(min), num(max));
+        put(buf, area, x, area.y, &range, theme.dim());
+    }
     let bars = Rect::new(area.x, area.y + 1, area.width, area.height - 1);
     let n = values.len();
     if bars.height == 0 || n == 0 {
         return;
     }
-    let max = values.iter().flatten().fold(0.0_f64, |m, &v| m.max(v));
+    // The smallest of a range keeps an eighth of the height, so that it is not taken for none.
+    let floor = match bars_of {
+        Bars::FromZero => 0.0,
+        Bars::Range => 0.125,
+    };
     // Each step gets an equal share of the width, with a gap when there is room.
     let w = (bars.width as usize / n).max(1);
     let gap = usize::from(w >= 3);
     let mut data: Vec<SparklineBar> = Vec::with_capacity(w * n);
     for (i, v) in values.iter().enumerate() {
         let h = v.map(|v| {
-            if max > 0.0 && v.is_finite() {
-                ((v / max).clamp(0.0, 1.0) * FULL as f64).round() as u64
+            let t = if max > min && v.is_finite() {
+                floor + (1.0 - floor) * ((v - min) / (max - min)).clamp(0.0, 1.0)
+            } else if v.is_finite() && v > 0.0 {
+                // One value (or all equal): a full bar, not none.
+                1.0
             } else {
-                0
-            }
+                0.0
+            };
+            (t * FULL as f64).round() as u64
         });
         let style = if i == cursor {
             theme.key()

@@ -18,7 +18,7 @@ use ratatui::text::{Line, Span};
 pub fn draw(buf: &mut Buffer, area: Rect, app: &App, v: &RunScreen, theme: Theme, hits: &mut Hits) {
     // The curves under the maps get less room, then none, on small terminals.
     let bottom = match area.height {
-        h if h >= 30 => 9,
+        h if h >= 30 => 8,
         h if h >= 20 => 6,
         _ => 0,
     };
@@ -291,6 +291,7 @@ fn draw_curves(
         &format!("‖ΔW‖_F of {name}"),
         &series(StepMetric::Fro),
         v.cursor.1,
+        charts::Bars::FromZero,
         theme,
     );
     charts::sparkline(
@@ -299,6 +300,7 @@ fn draw_curves(
         &format!("effective rank of {name}"),
         &series(StepMetric::Erank),
         v.cursor.1,
+        charts::Bars::Range,
         theme,
     );
     let checkpoints: Vec<(u64, Option<f64>)> = data

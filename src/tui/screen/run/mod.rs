@@ -136,11 +136,11 @@ impl RunScreen {
     fn rebuild(&mut self) {
         let target = self.target().cloned();
         self.maps = Maps::build(self.data.as_deref(), target.as_ref(), self.cursor.0);
+        // Until the first columns are known there is nothing to keep the cursor in.
         let (nr, nc) = (self.maps.layers.rows.len(), self.maps.layers.cols.len());
-        self.cursor = (
-            self.cursor.0.min(nr.saturating_sub(1)),
-            self.cursor.1.min(nc.saturating_sub(1)),
-        );
+        if nr > 0 && nc > 0 {
+            self.cursor = (self.cursor.0.min(nr - 1), self.cursor.1.min(nc - 1));
+        }
         let ne = self.maps.experts.as_ref().map_or(0, |(_, g)| g.rows.len());
         self.expert_row = self.expert_row.min(ne.saturating_sub(1));
         if ne == 0 {
