@@ -200,7 +200,12 @@ fn redraw(cache: &Path, large: &Path) {
         .unwrap();
     let stats =
         stats::compute(&app.adapters[idx], &Filter::default(), &Control::default()).unwrap();
-    let pos = app.list.visible.iter().position(|&i| i == idx).unwrap();
+    let pos = app
+        .list
+        .visible
+        .iter()
+        .position(|r| r.adapter() == Some(idx))
+        .unwrap();
     app.list.selected = pos;
     app.update(Action::Command(Command::Open));
     app.update(Action::Command(Command::View(3)));

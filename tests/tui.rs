@@ -142,6 +142,11 @@ fn select(app: &mut App, id: &str) {
 
 /// Runs queued work synchronously, as the event loop would in the background.
 fn run_effects(app: &mut App) {
+    run_effects_with(app, &|_| {});
+}
+
+/// `run_effects`, with a run's checkpoints where `fix` says they are on disk.
+fn run_effects_with(app: &mut App, fix: &dyn Fn(&mut lorascope::run::Loaded)) {
     let effects = app.take_effects();
     // A job cancelled in the same batch runs with its flag already set (the event loop sets it
     // while the job runs).
@@ -255,6 +260,23 @@ fn run_effects(app: &mut App) {
                     secs: 0.01,
                 });
             }
+            Effect::Timeline { job, mut loaded } => {
+                fix(&mut loaded);
+                // No cache: nothing is written outside the test's folders.
+                let flag = std::sync::atomic::AtomicBool::new(cancelled.contains(&job));
+                let r = event::timeline_job(*loaded, None, &flag, &mut |done, total, out| {
+                    app.update(Action::Progress { job, done, total });
+                    app.update(Action::Partial {
+                        job,
+                        output: out.into(),
+                    });
+                });
+                app.update(Action::Done {
+                    job,
+                    result: r.map(Into::into),
+                    secs: 0.01,
+                });
+            }
             Effect::Cancel(_)
             | Effect::ExportPlot
             | Effect::Fetch { .. }
@@ -314,7 +336,7 @@ fn shown(app: &App) -> (Vec<String>, Option<String>) {
         .list
         .visible
         .iter()
-        .map(|&i| app.adapters[i].id.clone())
+        .map(|&r| app.list.row(r).id.clone())
         .collect();
     (
         ids,
@@ -1874,7 +1896,7 @@ fn no_color_means_no_colour_anywhere() {
 }
 
 /// The views docs/explorer.md shows, as plain text from the committed snapshots.
-const DOC_VIEWS: [&str; 17] = [
+const DOC_VIEWS: [&str; 19] = [
     "list",
     "error_row",
     "filter",
@@ -1892,6 +1914,8 @@ const DOC_VIEWS: [&str; 17] = [
     "base__merged_stats",
     "export_panel__panel",
     "export_panel__panel_gguf",
+    "runs__list_run_expanded",
+    "runs__run",
 ];
 
 fn capture(name: &str) -> String {
@@ -2084,6 +2108,9 @@ fn snapshot_fetch_popup() {
 
 #[path = "tui/export_panel.rs"]
 mod export_panel;
+
+#[path = "tui/runs.rs"]
+mod runs;
 
 // ---------------------------------------------------------------------------------------------
 // Against the base model: `m` through relative change, amplification and alignment

@@ -296,28 +296,6 @@ fn scan_rows<'a>(adapters: &'a [Adapter], runs: &'a [crate::run::Run]) -> Vec<Sc
     rows
 }
 
-/// A run's summary: its last readable checkpoint's, as the run folder, with kind `run`.
-fn run_summary(adapters: &[Adapter], r: &crate::run::Run) -> crate::adapter::Summary {
-    let shown = r
-        .members
-        .iter()
-        .rev()
-        .map(|m| &adapters[m.index])
-        .find(|a| !crate::run::detect::unreadable(a))
-        .unwrap_or(&adapters[r.members[0].index]);
-    let mut s = shown.summary();
-    s.id = r.id.clone();
-    s.path = r.path.display().to_string();
-    s.error = None;
-    s.files = r
-        .members
-        .iter()
-        .map(|m| adapters[m.index].files.len())
-        .sum();
-    s.bytes = r.members.iter().map(|m| adapters[m.index].bytes()).sum();
-    s
-}
-
 /// `scan --json`: adapters as `Adapter::summary`, a run as its summary with `kind` `run` and
 /// `checkpoints`, `steps`, `scheme`, `checkpoint_ids`, `unreadable` added (docs/json.md).
 fn scan_json(adapters: &[Adapter]) -> Vec<serde_json::Value> {
@@ -327,7 +305,8 @@ fn scan_json(adapters: &[Adapter]) -> Vec<serde_json::Value> {
         .map(|row| match row {
             ScanRow::Adapter(a) => serde_json::to_value(a.summary()).unwrap_or_default(),
             ScanRow::Run(r) => {
-                let mut v = serde_json::to_value(run_summary(adapters, r)).unwrap_or_default();
+                let mut v =
+                    serde_json::to_value(crate::run::summary(adapters, r)).unwrap_or_default();
                 let (first, last) = r.steps();
                 let ids: Vec<&str> = r
                     .members
@@ -375,7 +354,12 @@ pub fn scan_table_runs(adapters: &[Adapter]) -> String {
                     (a.id.clone(), why)
                 })
                 .collect();
-            (run_summary(adapters, r), Some(label), errors, vec![])
+            (
+                crate::run::summary(adapters, r),
+                Some(label),
+                errors,
+                vec![],
+            )
         }
     });
     table_of(rows, &[])

@@ -6,6 +6,7 @@
 
 use crate::adapter::checkpoint::{self, Scheme};
 use crate::adapter::{Adapter, Kind};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -73,12 +74,13 @@ pub fn unreadable(a: &Adapter) -> bool {
     matches!(a.kind, Kind::Error | Kind::NoSafetensors)
 }
 
-/// The runs among `adapters`, in the order of their first checkpoint in the list.
-pub fn detect(adapters: &[Adapter]) -> Vec<Run> {
+/// The runs among `adapters`, in the order of their first checkpoint in the list (owned or
+/// shared adapters: the explorer holds them in `Arc`s).
+pub fn detect<A: Borrow<Adapter>>(adapters: &[A]) -> Vec<Run> {
     let mut groups: BTreeMap<(Scheme, PathBuf, String), Vec<Member>> = BTreeMap::new();
     let mut first_seen: BTreeMap<(Scheme, PathBuf, String), usize> = BTreeMap::new();
     for (index, a) in adapters.iter().enumerate() {
-        if let Some((sc, dir, name, step)) = checkpoint_of(a) {
+        if let Some((sc, dir, name, step)) = checkpoint_of(a.borrow()) {
             let key = (sc, dir, name);
             first_seen.entry(key.clone()).or_insert(index);
             groups.entry(key).or_default().push(Member { step, index });
@@ -90,7 +92,7 @@ pub fn detect(adapters: &[Adapter]) -> Vec<Run> {
             members.sort_by_key(|m| (m.step, m.index));
             let readable: Vec<&Adapter> = members
                 .iter()
-                .map(|m| &adapters[m.index])
+                .map(|m| adapters[m.index].borrow())
                 .filter(|a| !unreadable(a))
                 .collect();
             let one = readable.first().map(|a| identity(a));
@@ -99,7 +101,7 @@ pub fn detect(adapters: &[Adapter]) -> Vec<Run> {
             if members.len() < 2 || !same || !lora {
                 return None;
             }
-            let first = &adapters[members[0].index];
+            let first: &Adapter = adapters[members[0].index].borrow();
             let id = match key.0 {
                 Scheme::Hub | Scheme::HubFetchOrder => key.2.clone(),
                 _ => run_id(&first.id, &key.1),

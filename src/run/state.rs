@@ -63,6 +63,26 @@ impl Log {
         out
     }
 
+    /// The log of a run: `trainer_state.json` of the run folder and of every checkpoint folder.
+    pub fn of_run(loaded: &super::Loaded) -> Log {
+        let mut log = Log::default();
+        log.add_dir(&loaded.run.path);
+        for a in &loaded.adapters {
+            if a.path.is_dir() {
+                log.add_dir(&a.path);
+            }
+        }
+        log
+    }
+
+    /// The loss at every step that logged one, ascending (the loss curve).
+    pub fn losses(&self) -> Vec<(u64, f64)> {
+        self.0
+            .iter()
+            .filter_map(|(&s, l)| Some((s, l.loss?)))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -193,13 +193,7 @@ impl Builder {
     /// Plans the run's timeline: the trainer's log read, identities and cache entries looked up
     /// (`cache`: None measures everything and keeps nothing).
     pub fn new(loaded: Loaded, cache: Option<Cache>) -> Builder {
-        let mut log = Log::default();
-        log.add_dir(&loaded.run.path);
-        for a in &loaded.adapters {
-            if a.path.is_dir() {
-                log.add_dir(&a.path);
-            }
-        }
+        let log = Log::of_run(&loaded);
         let n = loaded.adapters.len();
         let mut rows = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);

@@ -7,7 +7,7 @@ use super::export_panel::{self, ExportPanel};
 pub use super::hits::{HeatmapHits, Hits, RowsHits, TableHits};
 use super::jobs::{FetchJob, Job, JobId, JobKey, JobOutput, Jobs};
 use super::keymap::{Command, Mode};
-use super::screen::{AdapterScreen, CompareScreen, Go, ListScreen, Screen, Shared, Tab};
+use super::screen::{AdapterScreen, CompareScreen, Go, ListScreen, RunScreen, Screen, Shared, Tab};
 use crate::adapter::Adapter;
 use crate::compute::compare::Comparison;
 use crate::compute::stats::AdapterStats;
@@ -146,6 +146,12 @@ pub enum Effect {
         out: PathBuf,
         opts: crate::export::Options,
     },
+    /// The timeline of a run, a checkpoint at a time, each step's timeline so far published
+    /// as the job's partial result.
+    Timeline {
+        job: JobId,
+        loaded: Box<crate::run::Loaded>,
+    },
 }
 
 /// The scan that fills the list (the local walk, or the Hub's discovery).
@@ -261,6 +267,9 @@ pub struct App {
     pub parked: Option<Box<ListModel>>,
     /// The export panel (`x`), while it is open.
     pub export: Option<Box<ExportPanel>>,
+    /// The screen to go back to when the one shown goes to the list: the Run screen under a
+    /// checkpoint or a comparison of two it opened.
+    pub back: Option<Screen>,
 }
 
 /// The offset that keeps `sel` visible in `height` rows, moving as little as possible from `prev`.
@@ -305,6 +314,7 @@ impl App {
             health: false,
             parked: None,
             export: None,
+            back: None,
         }
     }
 
@@ -351,6 +361,7 @@ impl App {
             Screen::List => self.list.modes(),
             Screen::Adapter(v) => v.modes(),
             Screen::Compare(v) => v.modes(),
+            Screen::Run(v) => v.modes(),
         }
     }
 
@@ -459,18 +470,45 @@ impl App {
 
     /// Goes where a screen asked.
     fn go(&mut self, go: Go) {
+        // A checkpoint or comparison opened from the Run screen comes back to it.
+        let from_run = matches!(self.screen, Screen::Run(_));
+        let keep_run = |app: &mut App| {
+            if from_run {
+                app.back = Some(std::mem::replace(&mut app.screen, Screen::List));
+            }
+        };
         match go {
             Go::Stay => {}
-            Go::List => self.screen = Screen::List,
+            Go::List => {
+                self.screen = match self.back.take() {
+                    Some(s) if !from_run => s,
+                    _ => Screen::List,
+                };
+                // Its job may have ended while it was under another screen.
+                self.with_screen(|screen, _, shared| {
+                    if let Screen::Run(v) = screen {
+                        v.sync(shared);
+                    }
+                    Go::Stay
+                });
+            }
             Go::Adapter(i) => {
-                let (screen, _, shared) = self.split();
+                let (_, _, shared) = self.split();
                 if let Some(v) = AdapterScreen::open(&shared, i) {
-                    *screen = Screen::Adapter(Box::new(v));
+                    keep_run(self);
+                    self.screen = Screen::Adapter(Box::new(v));
                 }
             }
             Go::Compare(a, b) => {
+                keep_run(self);
                 let (screen, _, mut shared) = self.split();
                 *screen = Screen::Compare(Box::new(CompareScreen::open(&mut shared, a, b)));
+            }
+            Go::Run(k) => {
+                let (screen, list, mut shared) = self.split();
+                if let Some(v) = RunScreen::open(&mut shared, list, k) {
+                    *screen = Screen::Run(Box::new(v));
+                }
             }
             Go::Fetch => self.fetch_input = Some(String::new()),
             Go::Source => self.toggle_source(),
@@ -497,9 +535,11 @@ impl App {
         let mut m = self.parked.take()?;
         self.swap_model(&mut m);
         let screen = std::mem::replace(&mut self.screen, Screen::List);
+        let back = self.back.take();
         let hits = std::mem::take(&mut self.hits);
         let r = f(self);
         self.screen = screen;
+        self.back = back;
         self.hits = hits;
         self.swap_model(&mut m);
         self.parked = Some(m);
@@ -661,8 +701,10 @@ impl App {
             return;
         };
         self.with_screen(|screen, _, shared| {
-            if let Screen::Adapter(v) = screen {
-                v.job_partial(&key, shared);
+            match screen {
+                Screen::Adapter(v) => v.job_partial(&key, shared),
+                Screen::Run(v) => v.job_partial(&key, shared),
+                _ => {}
             }
             Go::Stay
         });
@@ -707,6 +749,7 @@ impl App {
                 match screen {
                     Screen::Adapter(v) => v.job_done(&key, shared, secs),
                     Screen::Compare(v) => v.job_done(&key, shared, secs),
+                    Screen::Run(v) => v.job_done(&key, shared, secs),
                     Screen::List => {}
                 }
                 Go::Stay
@@ -784,10 +827,11 @@ impl App {
                     | JobKey::Health(x)
                     | JobKey::Export(x) => x != i,
                     JobKey::Compare(x, y) => x != i && y != i,
-                    JobKey::Fetch(_) | JobKey::Discover(_) => true,
+                    JobKey::Fetch(_) | JobKey::Discover(_) | JobKey::Timeline(..) => true,
                 });
-                if self.screen.shows(i) {
+                if self.screen.shows(i) || self.back.as_ref().is_some_and(|b| b.shows(i)) {
                     self.screen = Screen::List;
+                    self.back = None;
                 }
                 self.adapters[i] = Arc::new(a);
                 self.remote[i] = false;
@@ -799,7 +843,7 @@ impl App {
                 self.adapters.len() - 1
             }
         };
-        self.list.set_row(idx, &self.adapters[idx]);
+        self.list.set_row(idx, &self.adapters);
         idx
     }
 
@@ -880,6 +924,7 @@ impl App {
             Screen::List => list.command(c, shared),
             Screen::Adapter(v) => v.command(c, shared),
             Screen::Compare(v) => v.command(c, shared),
+            Screen::Run(v) => v.command(c, shared),
         });
         // A discovery stopped with Esc leaves the rows it read; `H` there again lists anew.
         if self.source.is_hub()
@@ -904,6 +949,7 @@ impl App {
             Screen::List => list.click(x, y, &hits, shared),
             Screen::Adapter(v) => v.click(x, y, &hits, shared),
             Screen::Compare(v) => v.click(x, y, &hits),
+            Screen::Run(v) => v.click(x, y, &hits, shared),
         });
     }
 

@@ -4,7 +4,7 @@
 //! channel, and stop when their cancel flag is set.
 
 use super::app::{Action, App, CompareOutput, Effect};
-use super::jobs::{JobId, JobOutput};
+use super::jobs::{JobId, JobOutput, RunOutput};
 use super::keymap::{self, Command};
 use super::{export, ui};
 use crate::adapter::discovery;
@@ -151,6 +151,8 @@ pub struct Runner {
     /// How fetches and the Hub source reach the Hub, and where discovery keeps headers.
     hub: HubConfig,
     header_cache: Option<PathBuf>,
+    /// Where run timelines keep what they measured (`run::cache`; None: nothing is kept).
+    pub run_cache: Option<PathBuf>,
 }
 
 /// The base models opened so far, by snapshot folder: what depends on a base weight alone
@@ -275,6 +277,7 @@ impl Runner {
             sessions: BaseSessions::default(),
             hub,
             header_cache,
+            run_cache: crate::run::cache::Cache::default_dir(),
         }
     }
 
@@ -481,6 +484,33 @@ impl Runner {
                     },
                 );
             }
+            Effect::Timeline { job, loaded } => {
+                let cancel = self.flag(job);
+                let (tx, cache) = (self.tx.clone(), self.run_cache.clone());
+                spawn_work(
+                    &self.tx,
+                    move || {
+                        let t = Instant::now();
+                        let cache = cache.map(crate::run::cache::Cache::new);
+                        let mut publish = |done, total, tl: RunOutput| {
+                            let _ = tx.send(Action::Progress { job, done, total });
+                            let output = JobOutput::from(tl);
+                            let _ = tx.send(Action::Partial { job, output });
+                        };
+                        let result = timeline_job(*loaded, cache, &cancel, &mut publish);
+                        Action::Done {
+                            job,
+                            result: result.map(JobOutput::from),
+                            secs: t.elapsed().as_secs_f64(),
+                        }
+                    },
+                    move |e| Action::Done {
+                        job,
+                        result: Err(e),
+                        secs: 0.0,
+                    },
+                );
+            }
             Effect::Compare {
                 job,
                 a,
@@ -591,6 +621,35 @@ fn fetched_adapters(cache: &Path, repo: &RepoRef, fetched: &hub::Fetched) -> Vec
             .collect();
     }
     discovery::load_all(&src, LayoutOptions::default())
+}
+
+/// The Run screen's work: a run's timeline a checkpoint at a time (`run::timeline::Builder`),
+/// `publish`ing (checkpoints done, of all, the run so far) first with nothing measured (the
+/// steps and the trainer's log), then after each checkpoint; stops at the next checkpoint once
+/// `cancel` is set.
+pub fn timeline_job(
+    loaded: crate::run::Loaded,
+    cache: Option<crate::run::cache::Cache>,
+    cancel: &AtomicBool,
+    publish: &mut dyn FnMut(usize, usize, RunOutput),
+) -> Result<RunOutput, String> {
+    let loss = crate::run::state::Log::of_run(&loaded).losses();
+    let mut b = crate::run::timeline::Builder::new(loaded, cache);
+    let all = Filter::default();
+    let now = |b: &crate::run::timeline::Builder| RunOutput {
+        timeline: b.timeline(&all),
+        loss: loss.clone(),
+    };
+    publish(0, b.total(), now(&b));
+    let ctl = Control {
+        threads: None,
+        progress: None,
+        cancel: Some(cancel),
+    };
+    while b.step(&ctl).map_err(|e| e.to_string())? {
+        publish(b.done(), b.total(), now(&b));
+    }
+    Ok(now(&b))
 }
 
 /// Statistics of both (when missing), then the comparison, as one progress bar.

@@ -4,6 +4,7 @@
 
 use super::app::App;
 use super::model::StatsRow;
+use super::screen::run::Focus;
 use super::screen::{Screen, Tab};
 use crate::adapter::layout::Target;
 use crate::plot::{self, GridView, PlotKind, PlotOptions, Rendered};
@@ -67,6 +68,34 @@ pub fn export_view(app: &App) -> Result<(PathBuf, Rendered), String> {
                 target,
                 row_title: "layer",
                 col_title,
+            };
+            plot::export_grid(&view, dir).map_err(failed)
+        }
+        Screen::Run(v) => {
+            if v.data.is_none() {
+                return Err("the run's timeline is not read yet".into());
+            }
+            // The map the keys move in: the layer map, or the expert map of the cursor's layer.
+            let layer = v
+                .maps
+                .layers
+                .rows
+                .get(v.cursor.0)
+                .cloned()
+                .unwrap_or_default();
+            let (grid, target, row_title) = match (v.focus, &v.maps.experts) {
+                (Focus::Experts, Some((t, g))) => (g, Some(format!("{t}-layer{layer}")), "expert"),
+                _ => (&v.maps.layers, v.target().map(|t| t.to_string()), "layer"),
+            };
+            let view = GridView {
+                grid,
+                measure: Measure::Step(v.metric),
+                id: &v.run.id,
+                compare_id: None,
+                kind: PlotKind::Timeline,
+                target: target.as_deref(),
+                row_title,
+                col_title: "step",
             };
             plot::export_grid(&view, dir).map_err(failed)
         }

@@ -78,6 +78,8 @@ pub struct Hits {
     pub health: Option<TableHits>,
     pub tree: Option<RowsHits>,
     pub heatmap: Option<HeatmapHits>,
+    /// A second map beside the first (the Run screen's expert × step map).
+    pub heatmap2: Option<HeatmapHits>,
     pub layers: Option<RowsHits>,
     pub help: Option<Rect>,
     /// Rows of the main scrolling area (for PgUp/PgDn).

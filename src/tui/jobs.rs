@@ -10,6 +10,7 @@ use crate::base::merged::MergedReport;
 use crate::base::stats::{BaseReport, Intruders};
 use crate::compute::stats::AdapterStats;
 use crate::health::Health;
+use crate::run::timeline::Timeline;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum JobKey {
     Discover(String),
     /// The export (`x`) of the adapter at this index (one at a time: its panel is modal).
     Export(usize),
+    /// The timeline of the run with this id and this many checkpoints (a run that gains one
+    /// as the scan goes on is another timeline).
+    Timeline(String, usize),
 }
 
 impl JobKey {
@@ -66,6 +70,7 @@ impl JobKey {
             JobKey::Fetch(_) => e.to_string(),
             JobKey::Discover(base) => format!("the Hub cannot be listed for {base}: {e}"),
             JobKey::Export(_) => format!("export failed: {e}"),
+            JobKey::Timeline(id, _) => format!("the timeline of {id} failed: {e}"),
         }
     }
 }
@@ -84,6 +89,22 @@ pub enum JobOutput {
     Discovered(crate::hub::SurveyStats),
     /// An export's report, and the written adapter as read back (it joins the list).
     Export(Arc<super::export_panel::Exported>),
+    /// A run's timeline: complete, or as far as it is known (a partial result).
+    Timeline(Arc<RunOutput>),
+}
+
+/// What the Run screen shows of a run: its timeline and the trainer's loss curve (every step
+/// that logged a loss, ascending; empty without a `trainer_state.json`).
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub timeline: Timeline,
+    pub loss: Vec<(u64, f64)>,
+}
+
+impl From<RunOutput> for JobOutput {
+    fn from(r: RunOutput) -> Self {
+        JobOutput::Timeline(Arc::new(r))
+    }
 }
 
 impl From<BaseReport> for JobOutput {
@@ -363,6 +384,19 @@ impl Jobs {
     pub fn intruders(&self, key: &JobKey) -> Option<&Intruders> {
         match self.jobs.get(key) {
             Some(Job::Ready(JobOutput::Base(b))) => b.deltas.first()?.intruders.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The timeline of `key` (`JobKey::Timeline`): complete, or as far as its running job has
+    /// read it.
+    pub fn timeline(&self, key: &JobKey) -> Option<&Arc<RunOutput>> {
+        match self.jobs.get(key) {
+            Some(Job::Ready(JobOutput::Timeline(t)))
+            | Some(Job::Running {
+                partial: Some(JobOutput::Timeline(t)),
+                ..
+            }) => Some(t),
             _ => None,
         }
     }

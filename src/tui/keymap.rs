@@ -28,6 +28,8 @@ pub enum Mode {
     /// Keys shared by the views of one adapter.
     Adapter,
     Compare,
+    /// The Run screen: a training run's timeline.
+    Run,
     /// Moving a selection or cursor, in every list, table and map.
     Move,
     Global,
@@ -49,13 +51,14 @@ impl Mode {
             Mode::Health => "Health",
             Mode::Adapter => "Adapter views",
             Mode::Compare => "Compare",
+            Mode::Run => "Run",
             Mode::Move => "Moving",
             Mode::Global => "Everywhere",
         }
     }
 
     /// Every mode, in the order of the key table of docs/explorer.md.
-    pub const ALL: [Mode; 15] = [
+    pub const ALL: [Mode; 16] = [
         Mode::Global,
         Mode::Move,
         Mode::List,
@@ -70,6 +73,7 @@ impl Mode {
         Mode::Stats,
         Mode::Health,
         Mode::Compare,
+        Mode::Run,
         Mode::Help,
     ];
 }
@@ -255,7 +259,9 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::ExportFolder, &[code(KeyCode::Backspace)], C::FilterDelete, "delete a character", None),
     bind(M::ExportFolder, &[Key::AnyChar], C::FilterChar, "type the folder to write", None),
     // Adapter list.
-    bind(M::List, &[code(KeyCode::Enter)], C::Open, "open the adapter", Some("open")),
+    bind(M::List, &[code(KeyCode::Enter)], C::Open, "open the adapter, or the run's timeline", Some("open")),
+    bind(M::List, &[ch('l'), code(KeyCode::Right)], C::Expand, "show a run's checkpoints", None),
+    bind(M::List, &[ch('h'), code(KeyCode::Left)], C::Collapse, "fold them into the run again", None),
     bind(M::List, &[ch('/')], C::Filter, "filter as you type", Some("filter")),
     bind(M::List, &[ch(' '), ch('m')], C::Mark, "mark for compare (two at most)", Some("mark")),
     bind(M::List, &[ch('c')], C::Compare, "compare the two marked", Some("compare")),
@@ -303,6 +309,16 @@ pub const KEYMAP: &[Binding] = &[
     bind(M::Compare, &[ch('p')], C::ExportPlot, "export as PNG", None),
     bind(M::Compare, &[code(KeyCode::Esc)], C::Escape, "back (cancels a running compare)", None),
     bind(M::Compare, &[ch('q')], C::Back, "back to the list", Some("back")),
+    // The Run screen.
+    bind(M::Run, &[code(KeyCode::Enter)], C::Open, "open this step's checkpoint", Some("open")),
+    bind(M::Run, &[ch('m')], C::NextMetric, "next metric", Some("metric")),
+    bind(M::Run, &[ch('t')], C::NextTarget, "next target", Some("target")),
+    bind(M::Run, &[code(KeyCode::Tab)], C::NextView, "the layer map / the expert map", None),
+    bind(M::Run, &[ch(' ')], C::Mark, "mark this step for compare (two at most)", Some("mark")),
+    bind(M::Run, &[ch('c')], C::Compare, "compare the two marked steps", None),
+    bind(M::Run, &[ch('p')], C::ExportPlot, "export the map as PNG", None),
+    bind(M::Run, &[code(KeyCode::Esc)], C::Escape, "cancel the timeline, else back", None),
+    bind(M::Run, &[ch('q')], C::Back, "back to the list", Some("back")),
     // Moving.
     bind(M::Move, &[ch('j'), code(KeyCode::Down)], C::Down, "down", None),
     bind(M::Move, &[ch('k'), code(KeyCode::Up)], C::Up, "up", None),

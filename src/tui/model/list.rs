@@ -2,9 +2,19 @@
 
 use crate::adapter::{Adapter, Kind};
 use crate::health::{Health, Verdict};
+use crate::run::Run;
 use crate::view::text;
 use crate::view::text::compact_targets;
+use std::borrow::Borrow;
 use std::cmp::Ordering;
+
+/// What a run row says of its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunInfo {
+    pub checkpoints: usize,
+    pub first: u64,
+    pub last: u64,
+}
 
 /// One row of the adapter list, formatted once.
 #[derive(Debug, Clone)]
@@ -34,6 +44,8 @@ pub struct ListRow {
     pub downloads: Option<u64>,
     /// Only its headers are here (a Hub row not fetched yet): nothing is computed on it.
     pub remote: bool,
+    /// The row of a training run: its checkpoints and steps.
+    pub run: Option<RunInfo>,
     /// Lower-case text the filter searches.
     haystack: String,
 }
@@ -45,8 +57,44 @@ impl ListRow {
 
     /// The row when `base_of` adapters of the list name `a` as their base.
     pub fn new_as(a: &Adapter, base_of: usize) -> ListRow {
-        let s = a.summary_as(base_of);
-        let all_layers = a.layer_indices();
+        ListRow::of_summary(a.summary_as(base_of), &a.layer_indices())
+    }
+
+    /// The row of a training run (`run::detect`): its summary (`run::summary`), `run` with its
+    /// checkpoints and steps in the pattern column, and its unreadable checkpoints in the detail.
+    pub fn run<A: Borrow<Adapter>>(adapters: &[A], r: &Run) -> ListRow {
+        let at = |i: usize| -> &Adapter { adapters[i].borrow() };
+        let mut row = ListRow::of_summary(
+            crate::run::summary(adapters, r),
+            &crate::run::shown(adapters, r).layer_indices(),
+        );
+        let (first, last) = r.steps();
+        let info = RunInfo {
+            checkpoints: r.members.len(),
+            first,
+            last,
+        };
+        row.pattern = "run";
+        row.detail[1] = format!(
+            "run ({} naming) · {} checkpoints · steps {first}–{last} · {}",
+            r.scheme.as_str(),
+            info.checkpoints,
+            row.detail[1]
+        );
+        for m in &r.members {
+            let a = at(m.index);
+            if crate::run::detect::unreadable(a) {
+                let why = a.error.as_deref().unwrap_or("no safetensors file");
+                row.detail
+                    .push(format!("step {} unreadable: {why}", m.step));
+            }
+        }
+        row.haystack = format!("{} run {}", row.haystack, r.scheme.as_str());
+        row.run = Some(info);
+        row
+    }
+
+    fn of_summary(s: crate::adapter::Summary, all_layers: &[usize]) -> ListRow {
         let expert_layers_text = if s.expert_layers.len() > 1 && s.expert_layers == all_layers {
             format!("all {}", s.expert_layers.len())
         } else {
@@ -57,7 +105,7 @@ impl ListRow {
         } else {
             s.dtypes.join(",")
         };
-        let mut detail = vec![a.path.display().to_string()];
+        let mut detail = vec![s.path.clone()];
         let mut facts = vec![format!("{} ({})", s.kind.as_str(), s.pattern.as_str())];
         if let Some(r) = &s.revision {
             facts.push(format!("rev {}", &r[..r.len().min(10)]));
@@ -121,6 +169,7 @@ impl ListRow {
             health: None,
             downloads: None,
             remote: false,
+            run: None,
             haystack,
         }
     }
@@ -181,6 +230,9 @@ impl ListRow {
             ListColumn::Id => self.id.clone(),
             // `attn` keeps the column narrow; the detail line spells the pattern out.
             ListColumn::Pattern => {
+                if let Some(r) = &self.run {
+                    return format!("run {} ckpts {}–{}", r.checkpoints, r.first, r.last);
+                }
                 let p = if self.base_of > 0 {
                     text::pattern_cell(crate::adapter::Pattern::BaseModel, self.base_of)
                 } else {

@@ -2,15 +2,17 @@
 //! itself (`draw.rs` next to it). A screen sees what the screens share through `Shared` (adapters,
 //! jobs, status bar), queues work through the job registry, and says where to go next with `Go`;
 //! `App` does the going. The list lives for the whole run (it keeps its filter, selection and
-//! marks under the other screens); an adapter or compare screen is built when opened.
+//! marks under the other screens); an adapter, compare or run screen is built when opened.
 
 pub mod adapter;
 pub mod compare;
 pub mod list;
+pub mod run;
 
 pub use adapter::{AdapterScreen, Tab};
 pub use compare::CompareScreen;
 pub use list::ListScreen;
+pub use run::RunScreen;
 
 use super::jobs::Jobs;
 use super::keymap::Command;
@@ -24,6 +26,7 @@ pub enum Screen {
     List,
     Adapter(Box<AdapterScreen>),
     Compare(Box<CompareScreen>),
+    Run(Box<RunScreen>),
 }
 
 impl Screen {
@@ -33,6 +36,7 @@ impl Screen {
             Screen::List => false,
             Screen::Adapter(v) => v.idx == idx,
             Screen::Compare(v) => v.a == idx || v.b == idx,
+            Screen::Run(v) => v.shows(idx),
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum Go {
     Source,
     /// The export panel of this adapter (`x`).
     Export(usize),
+    /// The Run screen of the list's run `ListScreen::runs[k]`.
+    Run(usize),
     Quit,
 }
 

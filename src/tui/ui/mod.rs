@@ -109,6 +109,7 @@ pub fn render(frame: &mut Frame, app: &App) -> Hits {
         Screen::List => app.list.draw(buf, body, app, theme, &mut hits),
         Screen::Adapter(v) => v.draw(buf, body, app, theme, &mut hits),
         Screen::Compare(v) => v.draw(buf, body, app, theme, &mut hits),
+        Screen::Run(v) => v.draw(buf, body, app, theme, &mut hits),
     }
     draw_status(buf, bottom, app, theme);
     if let Some(text) = &app.fetch_input {
@@ -200,6 +201,7 @@ fn draw_title(buf: &mut Buffer, area: Rect, app: &App, theme: Theme) {
         Screen::List => app.list.title(app),
         Screen::Adapter(v) => v.title(app),
         Screen::Compare(v) => v.title(app),
+        Screen::Run(v) => v.title(app),
     };
     let x = put(buf, area, area.x, area.y, " lorascope ", theme.title());
     let x = put(buf, area, x, area.y, "› ", theme.dim());

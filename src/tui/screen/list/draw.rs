@@ -1,6 +1,6 @@
 //! The adapter list (home): the scan's progress, then one row per adapter with a detail pane.
 
-use super::ListScreen;
+use super::{ListScreen, Row};
 use crate::adapter::Kind;
 use crate::tui::app::{App, Hits, ScanState, Source};
 use crate::tui::model::ListColumn;
@@ -46,7 +46,7 @@ pub fn draw(
         if l.editing {
             put(buf, filter, x, filter.y, "▏", theme.key());
         }
-        let n = format!("  {} match", l.visible.len());
+        let n = format!("  {} match", l.top_level());
         put(buf, filter, x + 2, filter.y, &n, theme.dim());
     }
     if app.adapters.is_empty() {
@@ -106,17 +106,29 @@ pub fn draw(
         lead_width: 2,
     };
     let row = |i: usize| {
-        let r = &l.rows[l.visible[i]];
+        let shown = l.visible[i];
+        let r = l.row(shown);
         let style = if r.kind == Kind::Error {
             theme.error()
         } else {
             Style::new()
         };
-        (l.columns.iter().map(|&c| l.cell(r, c)).collect(), style)
+        // The last checkpoint under its run closes the branch.
+        let last = !matches!(l.visible.get(i + 1), Some(Row::Checkpoint(..)));
+        let cells = l.columns.iter().map(|&c| l.cell_of(shown, c, last));
+        (cells.collect(), style)
     };
     let mut lead = |buf: &mut Buffer, x: u16, y: u16, i: usize| {
-        let idx = l.visible[i];
-        if let Some(p) = l.marked.iter().position(|&m| m == idx) {
+        // A folded run shows the marks of its checkpoints.
+        let marked = |idx: usize| l.marked.iter().position(|&m| m == idx);
+        let mark = match l.visible[i] {
+            Row::Run(k) if !l.is_expanded(k) => {
+                let members = &l.runs[k].run.members;
+                members.iter().find_map(|m| marked(m.index))
+            }
+            r => r.adapter().and_then(marked),
+        };
+        if let Some(p) = mark {
             put(buf, table_area, x, y, ["A", "B"][p.min(1)], theme.marked());
         }
     };
@@ -128,7 +140,7 @@ pub fn draw(
 
 /// The selected adapter's path, facts and notes; an error's message in full.
 fn draw_detail(buf: &mut Buffer, area: Rect, l: &ListScreen, theme: Theme) {
-    let Some(r) = l.selected_adapter().map(|i| &l.rows[i]) else {
+    let Some(r) = l.selected_row().map(|s| l.row(s)) else {
         return;
     };
     let mut lines: Vec<Line> = Vec::new();
@@ -172,13 +184,17 @@ pub fn title(app: &App, l: &ListScreen) -> (String, String) {
         };
         return (crumb, right);
     }
-    let n = app.adapters.len();
-    let noun = if n == 1 { "adapter" } else { "adapters" };
-    let mut right = if l.visible.len() == n {
-        format!("{n} {noun}")
-    } else {
-        format!("{} of {n} {noun}", l.visible.len())
+    let (n, runs) = l.counts();
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let shown = l.top_level();
+    let mut right = match (n, runs) {
+        (_, 0) => plural(n, "adapter"),
+        (0, r) => plural(r, "run"),
+        (n, r) => format!("{} · {}", plural(n, "adapter"), plural(r, "run")),
     };
+    if shown < n + runs {
+        right = format!("{shown} of {right}");
+    }
     if let Some((done, all)) = app.health_progress() {
         right.push_str(&format!(" · health {done} of {all}"));
     }

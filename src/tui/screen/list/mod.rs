@@ -1,6 +1,10 @@
-//! The adapter list (home): filter, sort, marks, and opening an adapter or a comparison.
+//! The adapter list (home): filter, sort, marks, runs that expand to their checkpoints, and
+//! opening an adapter, a run or a comparison.
 
 mod draw;
+mod rows;
+
+pub use rows::{Row, RunRow};
 
 use super::{step, Go, Shared};
 use crate::adapter::Adapter;
@@ -22,8 +26,8 @@ pub struct ListScreen {
     pub editing: bool,
     pub sort: ListColumn,
     pub asc: bool,
-    /// Adapter indices shown, in display order.
-    pub visible: Vec<usize>,
+    /// Rows shown, in display order.
+    pub visible: Vec<Row>,
     /// Index into `visible`.
     pub selected: usize,
     /// Marked adapters (first is A, second is B).
@@ -38,6 +42,12 @@ pub struct ListScreen {
     /// ID column's title shows it once and the cells leave it out, so that ids keep their
     /// distinctive part at 120 columns.
     pub org: Option<String>,
+    /// The training runs among the adapters (`run::detect`), each listed as one row.
+    pub runs: Vec<RunRow>,
+    /// Per adapter: the run (index into `runs`) it is a checkpoint of.
+    member: Vec<Option<usize>>,
+    /// The ids of the runs whose checkpoints are shown under them.
+    expanded: std::collections::BTreeSet<String>,
 }
 
 impl Default for ListScreen {
@@ -55,6 +65,9 @@ impl Default for ListScreen {
             uses: Default::default(),
             columns: ListColumn::ALL.to_vec(),
             org: None,
+            runs: vec![],
+            member: vec![],
+            expanded: Default::default(),
         }
     }
 }
@@ -77,9 +90,9 @@ impl ListScreen {
         }
     }
 
-    /// The adapter under the selection.
+    /// The adapter under the selection (None on a run's row).
     pub fn selected_adapter(&self) -> Option<usize> {
-        self.visible.get(self.selected).copied()
+        self.selected_row()?.adapter()
     }
 
     /// The list of the Hub source: the local columns and downloads.
@@ -111,6 +124,7 @@ impl ListScreen {
                 self.rows[i].remote = remote;
             }
         }
+        self.find_runs(all);
         self.widths();
         self.refilter();
     }
@@ -120,11 +134,13 @@ impl ListScreen {
         if let Some(r) = self.rows.get_mut(idx) {
             r.set_health(h);
         }
+        self.run_health_changed(idx);
     }
 
-    /// The row of adapter `idx` changed (a fetch replaced it) or is new (`idx == rows.len()`).
-    /// A fetched Hub row keeps its downloads; its data is local now.
-    pub fn set_row(&mut self, idx: usize, a: &Adapter) {
+    /// The row of adapter `idx` of `all` changed (a fetch replaced it) or is new (`idx ==
+    /// rows.len()`). A fetched Hub row keeps its downloads; its data is local now.
+    pub fn set_row(&mut self, idx: usize, all: &[Arc<Adapter>]) {
+        let a = &all[idx];
         if idx >= self.rows.len() {
             self.uses.add(a);
         }
@@ -134,6 +150,7 @@ impl ListScreen {
             Some(r) => *r = row,
             None => self.rows.push(row),
         }
+        self.find_runs(all);
     }
 
     /// After `set_row`s: widths and order again, with adapter `first` selected (the filter is
@@ -144,8 +161,12 @@ impl ListScreen {
             self.filter.clear();
             self.editing = false;
         }
+        // A checkpoint of a run shows under its run, opened.
+        if let Some(k) = self.member.get(first).copied().flatten() {
+            self.expanded.insert(self.runs[k].run.id.clone());
+        }
         self.refilter();
-        if let Some(p) = self.visible.iter().position(|&i| i == first) {
+        if let Some(p) = self.visible.iter().position(|r| r.adapter() == Some(first)) {
             self.selected = p;
         }
     }
@@ -169,9 +190,27 @@ impl ListScreen {
             | Command::PageDown => {
                 self.selected = step(self.selected, len, c, shared.page);
             }
-            Command::Open => {
-                if let Some(i) = self.selected_adapter() {
-                    return Go::Adapter(i);
+            Command::Open => match self.selected_row() {
+                Some(Row::Run(k)) => {
+                    let members = &self.runs[k].run.members;
+                    if members.iter().any(|m| shared.is_remote(m.index)) {
+                        shared
+                            .say("a run's timeline needs its checkpoints' data: fetch them first");
+                        return Go::Stay;
+                    }
+                    return Go::Run(k);
+                }
+                Some(r) => return r.adapter().map_or(Go::Stay, Go::Adapter),
+                None => {}
+            },
+            Command::Expand => {
+                if let Some(k) = self.selected_run() {
+                    self.set_expanded(k, true);
+                }
+            }
+            Command::Collapse => {
+                if let Some(Row::Run(k) | Row::Checkpoint(k, _)) = self.selected_row() {
+                    self.set_expanded(k, false);
                 }
             }
             Command::Filter => self.editing = true,
@@ -207,6 +246,9 @@ impl ListScreen {
             Command::Export => {
                 if let Some(i) = self.selected_adapter() {
                     return Go::Export(i);
+                }
+                if self.selected_run().is_some() {
+                    shared.say("x exports one adapter: open the run (l) and pick a checkpoint");
                 }
             }
             Command::Escape => {
@@ -268,6 +310,9 @@ impl ListScreen {
 
     fn toggle_mark(&mut self, shared: &mut Shared) {
         let Some(i) = self.selected_adapter() else {
+            if self.selected_run().is_some() {
+                shared.say("a run is many adapters: open it (l) and mark two checkpoints, or Enter and mark two steps");
+            }
             return;
         };
         if let Some(p) = self.marked.iter().position(|&m| m == i) {
@@ -286,15 +331,19 @@ impl ListScreen {
     }
 
     fn widths(&mut self) {
-        self.org = shared_org(self.rows.iter().map(|r| r.id.as_str()));
+        let ids = self.rows.iter().map(|r| r.id.as_str());
+        self.org = shared_org(ids.chain(self.runs.iter().map(|r| r.row.id.as_str())));
+        let all = self.all_rows();
         let widths = self
             .columns
             .iter()
             .map(|&c| {
-                let w = self
-                    .rows
+                let w = all
                     .iter()
-                    .map(|r| self.width(r, c))
+                    .map(|&r| match c {
+                        ListColumn::Id => self.id_cell(r, false).chars().count(),
+                        _ => self.row(r).width(c),
+                    })
                     .max()
                     .unwrap_or(0);
                 w.max(self.column_title(c).chars().count()) as u16
@@ -303,49 +352,12 @@ impl ListScreen {
         self.widths = widths;
     }
 
-    /// A row's cell as the list shows it (ids without the shared org).
-    pub fn cell(&self, r: &ListRow, c: ListColumn) -> String {
-        match (c, &self.org) {
-            (ListColumn::Id, Some(org)) => r.id.strip_prefix(org.as_str()).unwrap_or(&r.id).into(),
-            _ => r.cell(c),
-        }
-    }
-
-    fn width(&self, r: &ListRow, c: ListColumn) -> usize {
-        match (c, &self.org) {
-            (ListColumn::Id, Some(_)) => self.cell(r, c).chars().count(),
-            _ => r.width(c),
-        }
-    }
-
     /// A column's title: the ID column names the org its cells leave out.
     pub fn column_title(&self, c: ListColumn) -> String {
         match (c, &self.org) {
             (ListColumn::Id, Some(org)) => format!("ID · {org}"),
             _ => c.title().into(),
         }
-    }
-
-    /// Recomputes the visible rows, keeping the selected adapter selected when it stays visible.
-    fn refilter(&mut self) {
-        let keep = self.selected_adapter();
-        let rows = &self.rows;
-        let mut v: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i].matches(&self.filter))
-            .collect();
-        let (col, asc) = (self.sort, self.asc);
-        v.sort_by(|&a, &b| {
-            let o = col.cmp(&rows[a], &rows[b]);
-            if asc {
-                o
-            } else {
-                o.reverse()
-            }
-        });
-        self.selected = keep
-            .and_then(|k| v.iter().position(|&i| i == k))
-            .unwrap_or(0);
-        self.visible = v;
     }
 }
 
