@@ -155,6 +155,14 @@ fn bench_stats(c: &mut Criterion) {
     let run =
         |a: &Adapter| stats::compute(a, &Filter::default(), &Control::default()).expect("stats");
     g.bench_function("safetensors_f32", |b| b.iter(|| run(&st)));
+    // The same expert deltas with one A per expert, as the GGUF holds them: mlx-lm's
+    // SwitchLinear (whose router LoRA adds one small delta per layer).
+    let mut per_expert = spec.clone();
+    per_expert.pattern = Pattern::Mlx { layers: 2 };
+    synth::write_adapter(&dir.path().join("mlx"), &per_expert).expect("safetensors");
+    let mlx = load(&dir.path().join("mlx"));
+    assert_eq!(mlx.deltas.len(), st.deltas.len() + 2);
+    g.bench_function("safetensors_f32_a_per_expert", |b| b.iter(|| run(&mlx)));
     for ty in [GgmlType::F32, GgmlType::Q8_0] {
         let path = dir.path().join(format!("a-{}.gguf", ty.name()));
         synth::gguf::write_adapter(&path, &spec, ty).expect("gguf");
