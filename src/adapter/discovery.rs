@@ -106,6 +106,7 @@ fn with_history(repo: &Path, id: &str, main_rev: &str, main: Vec<Source>) -> Vec
         });
         s
     };
+    let short = history::short_len(&revisions);
     let mut out = Vec::new();
     for r in &revisions {
         if r.rev == main_rev {
@@ -114,7 +115,7 @@ fn with_history(repo: &Path, id: &str, main_rev: &str, main: Vec<Source>) -> Vec
                 mark(s, r, run_id)
             }));
         } else {
-            let rid = history::revision_id(id, &r.rev);
+            let rid = history::revision_id(id, &r.rev, short);
             out.extend(
                 collect(&r.snapshot, &rid, Some(r.rev.clone()))
                     .into_iter()

@@ -148,15 +148,47 @@ fn ref_steps(refs: &Path) -> Vec<(String, u64)> {
 }
 
 /// The id of an adapter of a revision other than main: the repo's id with the commit's first
-/// seven characters (`org/name@0123abc`), so that ids stay unique in the list.
-pub fn revision_id(repo_id: &str, rev: &str) -> String {
-    let short: String = rev.chars().take(7).collect();
+/// `len` characters (`org/name@0123abc`).
+pub fn revision_id(repo_id: &str, rev: &str, len: usize) -> String {
+    let short: String = rev.chars().take(len).collect();
     format!("{repo_id}@{short}")
+}
+
+/// The shortest prefix length, at least 7 (git's), that tells the revisions apart, so that ids
+/// stay unique in the list.
+pub fn short_len(revisions: &[Revision]) -> usize {
+    let longest = revisions
+        .iter()
+        .map(|r| r.rev.chars().count())
+        .max()
+        .unwrap_or(0);
+    (7..longest.max(7))
+        .find(|&n| {
+            let mut seen = std::collections::BTreeSet::new();
+            revisions
+                .iter()
+                .all(|r| seen.insert(r.rev.chars().take(n).collect::<String>()))
+        })
+        .unwrap_or(longest.max(7))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_grow_until_they_differ() {
+        let rev = |r: &str| Revision {
+            rev: r.into(),
+            snapshot: PathBuf::new(),
+            step: 0,
+            ordinal: false,
+        };
+        assert_eq!(short_len(&[rev("0123456789"), rev("abcdef0123")]), 7);
+        assert_eq!(short_len(&[rev("0000000100"), rev("0000000200")]), 8);
+        assert_eq!(short_len(&[rev("main"), rev("dev")]), 7);
+        assert_eq!(revision_id("o/n", "0000000100", 8), "o/n@00000001");
+    }
 
     #[test]
     fn steps_from_ref_names() {
